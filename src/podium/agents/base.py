@@ -1,0 +1,69 @@
+"""What an agent is to the engine: something that takes a task and returns JSON.
+
+Transports (in-process Python, HTTP, A2A) all implement ``Agent``; the engine
+never knows which one it is calling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+__all__ = ["Agent", "HealthLevel", "HealthReport", "Task"]
+
+HealthLevel = Literal["healthy", "degraded", "unhealthy", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One attempt of one step, as the agent sees it.
+
+    ``idempotency_key`` is the same for every attempt of one step of one run
+    (and across a resume), so an agent can drop a duplicate delivery.
+    """
+
+    run_id: str
+    step_id: str
+    attempt: int
+    idempotency_key: str
+    capability: str
+    input: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "step_id": self.step_id,
+            "attempt": self.attempt,
+            "idempotency_key": self.idempotency_key,
+            "capability": self.capability,
+            "input": self.input,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    status: HealthLevel
+    load: float | None = None
+    detail: str | None = None
+
+
+@runtime_checkable
+class Agent(Protocol):
+    """The seam every transport implements."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def capabilities(self) -> frozenset[str]: ...
+
+    @property
+    def max_concurrency(self) -> int | None: ...
+
+    async def invoke(self, task: Task) -> Any:
+        """Run the task; return its output or raise (``AgentError`` to name a type)."""
+        ...
+
+    async def health(self) -> HealthReport: ...
+
+    async def aclose(self) -> None: ...

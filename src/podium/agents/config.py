@@ -1,0 +1,179 @@
+"""The agents file and the other places agents come from.
+
+Sources, in order: the agents file (``--agents``, else ``$PODIUM_AGENTS``,
+else ``podium.yaml`` in the current folder), the ``podium.agents``
+entry-point group of installed packages, and ``@agent`` functions. A run
+records which file it used so ``resume`` needs no flags.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from podium.agents.base import Agent
+from podium.agents.python import PythonAgent, decorated_agents, load_callable
+from podium.agents.registry import AgentRegistry
+from podium.definition.durations import Duration
+from podium.errors import ConfigError, DefinitionError, Problem
+
+__all__ = ["AgentSpec", "AgentsFile", "build_registry", "find_agents_file", "load_agents_file"]
+
+ENTRY_POINT_GROUP = "podium.agents"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AgentSpec(_Model):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    capabilities: list[str] = Field(default_factory=list)
+    python: str | None = None
+    url: str | None = None
+    a2a: str | None = None
+    max_concurrency: int | None = Field(None, ge=1)
+    weight: float = Field(1.0, gt=0)
+    region: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> AgentSpec:
+        given = [k for k in ("python", "url", "a2a") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of python (MODULE:FUNC), url (HTTP agent) or a2a (A2A agent)"
+                + (f"; found {', '.join(given)}" if given else "")
+            )
+        if not self.capabilities and not self.a2a:
+            raise ValueError("list the agent's capabilities (capabilities: [name, ...])")
+        return self
+
+
+class HealthSettings(_Model):
+    interval: Duration = 10.0
+    timeout: Duration = 2.0
+    unhealthy_after: int = Field(3, ge=1)
+    healthy_after: int = Field(2, ge=1)
+
+
+class BreakerSettings(_Model):
+    failure_threshold: int = Field(5, ge=1)
+    reset_timeout: Duration = 30.0
+    half_open_max_calls: int = Field(1, ge=1)
+
+
+class AgentsFile(_Model):
+    region: str | None = None
+    agents: list[AgentSpec] = Field(default_factory=list)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    circuit_breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+
+
+def find_agents_file(explicit: str | Path | None, *, cwd: Path | None = None) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("PODIUM_AGENTS")
+    if env:
+        return Path(env)
+    candidate = (cwd or Path.cwd()) / "podium.yaml"
+    return candidate if candidate.is_file() else None
+
+
+def load_agents_file(path: Path) -> AgentsFile:
+    from podium.definition.loader import parse_document
+
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DefinitionError([Problem(f"cannot read the agents file: {exc.strerror or exc}",
+                                       file=source, hint="check the path given to --agents")]) from None
+    data, lines = parse_document(text, source)
+    if data is None:
+        data = {}
+    try:
+        return AgentsFile.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            line = None
+            for n in range(len(loc), -1, -1):
+                line = lines.get(loc[:n])
+                if line is not None:
+                    break
+            field = ".".join(str(p) for p in loc)
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown key '{loc[-1]}'"
+            problems.append(Problem(msg, file=source, line=line, field=field or None))
+        raise DefinitionError(problems) from None
+
+
+def _build_agent(spec: AgentSpec, base_dir: Path, source: str) -> Agent:
+    where = f"{source}: agent '{spec.id}': "
+    if spec.python:
+        func = load_callable(spec.python, base_dir=base_dir, where=where)
+        inner = getattr(func, "__podium_agent__", None)
+        return PythonAgent(
+            inner.func if isinstance(inner, PythonAgent) else func,
+            id=spec.id,
+            capabilities=spec.capabilities,
+            max_concurrency=spec.max_concurrency,
+            weight=spec.weight,
+            region=spec.region,
+            labels=spec.labels,
+        )
+    raise ConfigError(
+        f"{where}HTTP and A2A agents (url:, a2a:) are not available in this version yet"
+        " (fix: use a python: MODULE:FUNC agent, or expose it with a Python wrapper)"
+    )
+
+
+def _entry_point_agents() -> list[Agent]:
+    found: list[Agent] = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj: Any = ep.load()
+        except Exception as exc:
+            raise ConfigError(f"entry point '{ep.name}' ({ep.value}) failed to load: {exc}") from None
+        items = obj if isinstance(obj, list | tuple) else [obj]
+        for item in items:
+            inner = getattr(item, "__podium_agent__", item)
+            if isinstance(inner, Agent):
+                found.append(inner)
+            elif callable(item):
+                found.append(PythonAgent(item, id=ep.name, capabilities=[ep.name]))
+    return found
+
+
+def build_registry(
+    agents_file: Path | None,
+    *,
+    entry_points_too: bool = True,
+    decorated_too: bool = True,
+) -> tuple[AgentRegistry, AgentsFile | None, dict[str, Any]]:
+    """Load every agent source; return the registry, the file and where it all came from."""
+    registry = AgentRegistry()
+    config: AgentsFile | None = None
+    source: dict[str, Any] = {"agents_file": None, "entry_points": entry_points_too}
+    if agents_file is not None:
+        path = agents_file.resolve()
+        config = load_agents_file(path)
+        source["agents_file"] = str(path)
+        for spec in config.agents:
+            registry.register(_build_agent(spec, path.parent, str(agents_file)))
+    if entry_points_too:
+        for a in _entry_point_agents():
+            if registry.get(a.id) is None:
+                registry.register(a)
+    if decorated_too:
+        for a in decorated_agents():
+            if registry.get(a.id) is None:
+                registry.register(a)
+    return registry, config, source

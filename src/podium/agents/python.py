@@ -1,0 +1,155 @@
+"""In-process Python agents: plain functions, sync or async.
+
+Async functions are awaited on the engine's loop (no thread hop per step);
+sync functions run in a worker thread so a blocking agent never stalls the
+scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from podium.agents.base import HealthReport, Task
+from podium.errors import ConfigError
+
+__all__ = ["PythonAgent", "agent", "decorated_agents", "load_callable"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_DECORATED: dict[str, PythonAgent] = {}
+
+
+class PythonAgent:
+    """Wraps a function ``f(task) -> output`` as an ``Agent``."""
+
+    def __init__(
+        self,
+        func: Callable[[Task], Any],
+        *,
+        id: str,  # noqa: A002 - the agents file calls it id
+        capabilities: frozenset[str] | set[str] | list[str] | tuple[str, ...] = (),
+        max_concurrency: int | None = None,
+        weight: float = 1.0,
+        region: str | None = None,
+        labels: dict[str, str] | None = None,
+        health: Callable[[], Any] | None = None,
+    ) -> None:
+        self._func = func
+        self._id = id
+        self._capabilities = frozenset(capabilities)
+        self._max_concurrency = max_concurrency
+        self.weight = weight
+        self.region = region
+        self.labels = dict(labels or {})
+        self._health = health
+        self._is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
+            getattr(func, "__call__", None)  # noqa: B004 - an async __call__ counts too
+        )
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return self._capabilities
+
+    @property
+    def max_concurrency(self) -> int | None:
+        return self._max_concurrency
+
+    @property
+    def func(self) -> Callable[[Task], Any]:
+        return self._func
+
+    async def invoke(self, task: Task) -> Any:
+        if self._is_async:
+            return await self._func(task)
+        result = await asyncio.to_thread(self._func, task)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def health(self) -> HealthReport:
+        if self._health is None:
+            return HealthReport("healthy")
+        result = self._health()
+        if inspect.isawaitable(result):
+            result = await result
+        if isinstance(result, HealthReport):
+            return result
+        return HealthReport(result if result in ("healthy", "degraded", "unhealthy") else "unknown")
+
+    async def aclose(self) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"PythonAgent({self._id!r}, {sorted(self._capabilities)})"
+
+
+def agent(
+    capability: str,
+    *more: str,
+    id: str | None = None,  # noqa: A002 - mirrors the agents file
+    max_concurrency: int | None = None,
+    weight: float = 1.0,
+    region: str | None = None,
+) -> Callable[[F], F]:
+    """Register a function as an agent for one or more capabilities.
+
+    The function is returned unchanged (it stays callable and testable); the
+    agent is kept in a process-wide list that registries load on request.
+    """
+
+    def wrap(func: F) -> F:
+        agent_id = id or f"{func.__module__}.{func.__qualname__}"
+        _DECORATED[agent_id] = PythonAgent(
+            func,
+            id=agent_id,
+            capabilities=(capability, *more),
+            max_concurrency=max_concurrency,
+            weight=weight,
+            region=region,
+        )
+        func.__podium_agent__ = _DECORATED[agent_id]  # type: ignore[attr-defined]
+        return func
+
+    return wrap
+
+
+def decorated_agents() -> list[PythonAgent]:
+    return list(_DECORATED.values())
+
+
+def load_callable(path: str, *, base_dir: Path | None = None, where: str = "") -> Callable[..., Any]:
+    """Import ``package.module:attr.attr``; ``base_dir`` lets files sit beside their config."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"{where}{path!r} is not MODULE:FUNCTION (fix: write e.g. my_pkg.agents:collect)")
+    if base_dir is not None and str(base_dir) not in sys.path:
+        sys.path.insert(0, str(base_dir))
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"{where}cannot import module '{module_name}' for {path!r}: {exc}"
+            " (fix: install the package or check the module path)"
+        ) from None
+    except Exception as exc:
+        raise ConfigError(f"{where}importing '{module_name}' failed: {type(exc).__name__}: {exc}") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigError(
+                f"{where}module '{module_name}' has no attribute '{attr}' (fix: check the name after ':')"
+            ) from None
+    if not callable(obj):
+        raise ConfigError(f"{where}{path!r} is not callable")
+    return cast(Callable[..., Any], obj)

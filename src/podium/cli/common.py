@@ -1,0 +1,129 @@
+"""What every command shares: exit codes, error rendering, input parsing, the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import typer
+
+from podium.errors import (
+    ConfigError,
+    DefinitionError,
+    InputError,
+    PodiumError,
+    RunNotFound,
+    StoreError,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INFRA = 0, 1, 2, 3
+
+T = TypeVar("T")
+
+
+def err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    err(f"error: {message}")
+    raise typer.Exit(code)
+
+
+def exit_code_for(exc: PodiumError) -> int:
+    if isinstance(exc, StoreError):
+        return EXIT_INFRA
+    if isinstance(exc, DefinitionError | InputError | ConfigError | RunNotFound):
+        return EXIT_USAGE
+    return EXIT_FAILED
+
+
+def report(exc: BaseException) -> NoReturn:
+    """Turn any error into a message and an exit code; never a bare traceback."""
+    if isinstance(exc, DefinitionError):
+        n = len(exc.problems)
+        err(f"error: {n} problem{'s' if n != 1 else ''} found:")
+        for p in exc.problems:
+            err(f"  {p.render()}")
+        raise typer.Exit(EXIT_USAGE)
+    if isinstance(exc, PodiumError):
+        fail(exc.message, exit_code_for(exc))
+    if os.environ.get("PODIUM_DEBUG"):
+        import traceback
+
+        traceback.print_exception(exc)
+    fail(f"internal error: {type(exc).__name__}: {exc} (set PODIUM_DEBUG=1 for details)", EXIT_INFRA)
+
+
+def guarded(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
+    except KeyboardInterrupt:
+        err("interrupted")
+        raise typer.Exit(130) from None
+    except BaseException as exc:
+        report(exc)
+
+
+def run_async(make: Callable[[], Awaitable[T]], on_interrupt: Callable[[], None] | None = None) -> T:
+    """Run a coroutine; SIGINT/SIGTERM call ``on_interrupt`` once (graceful), then abort."""
+
+    async def main() -> T:
+        loop = asyncio.get_running_loop()
+        hits = {"n": 0}
+        task = asyncio.current_task()
+
+        def handler() -> None:
+            hits["n"] += 1
+            if hits["n"] == 1 and on_interrupt is not None:
+                err("stopping (press Ctrl-C again to abort)")
+                on_interrupt()
+            elif task is not None:
+                task.cancel()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, handler)
+            except (NotImplementedError, RuntimeError):  # not the main thread
+                pass
+        return await make()
+
+    return asyncio.run(main())
+
+
+def parse_inputs(pairs: list[str], input_file: Path | None) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    if input_file is not None:
+        from podium.definition.loader import parse_document
+
+        try:
+            text = input_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            fail(f"--input-file {input_file}: {exc.strerror or exc}")
+        loaded, _ = parse_document(text, str(input_file))
+        if not isinstance(loaded, dict):
+            fail(f"--input-file {input_file}: must hold a JSON or YAML object (key: value ...)")
+        data.update(loaded)
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            fail(f"-i {pair!r}: write key=value (e.g. -i source=data.csv or -i n=5)")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        data[key] = value
+    return data
+
+
+def dump_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+    sys.stdout.flush()

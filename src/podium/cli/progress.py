@@ -1,0 +1,173 @@
+"""Live run progress: a subscriber of the event stream, nothing more.
+
+On a terminal it is a rich table redrawn as events arrive; otherwise one
+plain line per event, so logs and CI output stay readable.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from podium.definition.durations import format_duration
+from podium.events import (
+    Event,
+    RunFinished,
+    RunStarted,
+    StepAttemptFailed,
+    StepCancelled,
+    StepFailed,
+    StepRetryScheduled,
+    StepSkipped,
+    StepStarted,
+    StepSucceeded,
+)
+
+__all__ = ["PlainProgress", "RichProgress", "make_progress"]
+
+_STYLE = {
+    "pending": ("·", "dim"),
+    "running": ("▶", "cyan"),
+    "retrying": ("↻", "yellow"),
+    "succeeded": ("✓", "green"),
+    "failed": ("✗", "red"),
+    "cancelled": ("⊘", "magenta"),
+    "skipped": ("-", "dim"),
+    "compensated": ("↺", "blue"),
+}
+
+
+@dataclass
+class _Row:
+    status: str = "pending"
+    attempt: int = 0
+    agent: str = ""
+    started: float | None = None
+    finished: float | None = None
+    note: str = ""
+
+
+@dataclass
+class _State:
+    rows: dict[str, _Row] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    def on(self, e: Event) -> None:
+        step = getattr(e, "step_id", None)
+        if step is None:
+            return
+        row = self.rows.setdefault(step, _Row())
+        if isinstance(e, StepStarted):
+            row.status, row.attempt, row.agent, row.note = "running", e.attempt, e.agent_id, ""
+            row.started = row.started or e.ts
+        elif isinstance(e, StepSucceeded):
+            row.status, row.finished = "succeeded", e.ts
+        elif isinstance(e, StepAttemptFailed):
+            row.note = f"{e.error.type}: {e.error.message}"
+            self.failures.append(
+                f"{step} attempt {e.attempt}"
+                + (f" on {e.agent_id}" if e.agent_id else "")
+                + f": {e.error.type}: {e.error.message}"
+            )
+        elif isinstance(e, StepRetryScheduled):
+            row.status = "retrying"
+            row.note += f" (retry in {format_duration(e.delay_s)})"
+        elif isinstance(e, StepFailed):
+            row.status, row.finished = "failed", e.ts
+        elif isinstance(e, StepSkipped):
+            row.status, row.note = "skipped", e.reason
+        elif isinstance(e, StepCancelled):
+            row.status, row.finished = "cancelled", e.ts
+
+
+class PlainProgress:
+    """One line per state change."""
+
+    def __init__(self, out: IO[str] | None = None) -> None:
+        self.out = out or sys.stdout
+        self.state = _State()
+
+    def __call__(self, e: Event) -> None:
+        self.state.on(e)
+        line = self._line(e)
+        if line:
+            print(line, file=self.out, flush=True)
+
+    def _line(self, e: Event) -> str | None:
+        if isinstance(e, RunStarted):
+            verb = "resumed" if e.resumed else "started"
+            return f"run {e.run_id} {verb}: {e.workflow} v{e.version}"
+        if isinstance(e, StepStarted):
+            return f"▶ {e.step_id} attempt {e.attempt} on {e.agent_id}"
+        if isinstance(e, StepSucceeded):
+            return f"✓ {e.step_id} succeeded in {format_duration(e.duration_s)}"
+        if isinstance(e, StepAttemptFailed):
+            return f"✗ {e.step_id} attempt {e.attempt} failed: {e.error.type}: {e.error.message}"
+        if isinstance(e, StepRetryScheduled):
+            return f"↻ {e.step_id} retry (attempt {e.attempt}) in {format_duration(e.delay_s)}"
+        if isinstance(e, StepFailed):
+            return f"✗ {e.step_id} failed after {e.attempts} attempt(s)" + (
+                " (optional, run goes on)" if e.optional else ""
+            )
+        if isinstance(e, StepSkipped):
+            return f"- {e.step_id} skipped ({e.reason})"
+        if isinstance(e, StepCancelled):
+            return f"⊘ {e.step_id} cancelled"
+        if isinstance(e, RunFinished):
+            return f"run {e.run_id} {e.status} in {format_duration(e.duration_s)}"
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class RichProgress:
+    """A live table: per step status, attempt, agent, duration."""
+
+    def __init__(self, steps: list[str], clock: Any) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self.state = _State()
+        for s in steps:
+            self.state.rows[s] = _Row()
+        self._clock = clock
+        self._console = Console()
+        self._title = ""
+        self._live = Live(self._render(), console=self._console, refresh_per_second=12,
+                          transient=False, get_renderable=self._render)
+        self._live.start()
+
+    def _render(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title=self._title, title_justify="left", expand=False, show_edge=False,
+                      pad_edge=False)
+        for col in ("", "step", "status", "attempt", "agent", "duration", ""):
+            table.add_column(col)
+        now = self._clock.now()
+        for name, row in self.state.rows.items():
+            symbol, style = _STYLE.get(row.status, ("?", ""))
+            dur = ""
+            if row.started is not None:
+                dur = format_duration((row.finished or now) - row.started)
+            table.add_row(f"[{style}]{symbol}[/]", name, f"[{style}]{row.status}[/]",
+                          str(row.attempt or ""), row.agent, dur, f"[dim]{row.note[:60]}[/]")
+        return table
+
+    def __call__(self, e: Event) -> None:
+        if isinstance(e, RunStarted):
+            self._title = f"run {e.run_id} · {e.workflow} v{e.version}" + (
+                " (resumed)" if e.resumed else "")
+        self.state.on(e)
+
+    def close(self) -> None:
+        self._live.refresh()
+        self._live.stop()
+
+
+def make_progress(steps: list[str], clock: Any, *, tty: bool | None = None) -> PlainProgress | RichProgress:
+    if tty is None:
+        tty = sys.stdout.isatty()
+    return RichProgress(steps, clock) if tty else PlainProgress()

@@ -1,0 +1,259 @@
+"""Load workflow files (YAML or JSON) into models, reporting every problem at once.
+
+Each problem names the file, the line where we can tell it, the step and the
+field, quotes the offending value and says what to change.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from podium.definition.models import Compensation, Defaults, RetryPolicy, Step, Workflow
+from podium.errors import DefinitionError, InputError, Problem
+
+__all__ = ["check_input", "load_workflow", "parse_document", "workflow_from_dict"]
+
+_PATTERN_HINTS = {
+    "agent": "write a capability (data-collection) or an agent id (@collector-1)",
+    "id": "use letters, digits, '-' and '_'",
+    "name": "use lowercase letters, digits, '-' and '_'",
+}
+
+
+def _line_map(node: yaml.Node, loc: tuple[str | int, ...], out: dict[tuple[str | int, ...], int]) -> None:
+    out[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                out[(*loc, key.value)] = key.start_mark.line + 1
+                _line_map(value, (*loc, key.value), out)
+                out[(*loc, key.value)] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_map(item, (*loc, i), out)
+
+
+def parse_document(text: str, source: str) -> tuple[Any, dict[tuple[str | int, ...], int]]:
+    """Parse YAML or JSON text; return the data and a map of locations to lines."""
+    lines: dict[tuple[str | int, ...], int] = {}
+    if source.endswith(".json"):
+        try:
+            return json.loads(text), lines
+        except json.JSONDecodeError as exc:
+            raise DefinitionError(
+                [Problem(f"invalid JSON: {exc.msg}", file=source, line=exc.lineno,
+                         hint="check the brackets, commas and quotes around this line")]
+            ) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise DefinitionError(
+            [
+                Problem(
+                    f"invalid YAML: {exc.problem or exc}",
+                    file=source,
+                    line=mark.line + 1 if mark else None,
+                    hint="check the indentation and quoting around this line",
+                )
+            ]
+        ) from None
+    except yaml.YAMLError as exc:
+        raise DefinitionError([Problem(f"invalid YAML: {exc}", file=source)]) from None
+    if node is not None:
+        _line_map(node, (), lines)
+    return data, lines
+
+
+def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """Which model describes the mapping found at ``loc`` (for key suggestions)."""
+    model: type[BaseModel] | None = Workflow
+    i = 0
+    while i < len(loc) and model is not None:
+        key = loc[i]
+        if model is Workflow and key == "steps":
+            model, i = Step, i + 2
+        elif model is Workflow and key == "defaults":
+            model, i = Defaults, i + 1
+        elif key == "retry":
+            model = RetryPolicy
+            i += 2 if i + 1 < len(loc) and isinstance(loc[i + 1], int) else 1
+        elif model is Step and key == "compensate":
+            model, i = Compensation, i + 1
+        else:
+            return None
+    return model
+
+
+def _clean_loc(loc: tuple[str | int, ...], data: Any) -> tuple[str | int, ...] | None:
+    """Drop pydantic's union branch tags; None if the branch doesn't fit the data.
+
+    ``retry: {max_attempts: 0}`` fails both as a policy and as a list of
+    policies; only the branch that matches the shape the user wrote is news.
+    """
+    out: list[str | int] = []
+    value = data
+    for part in loc:
+        if isinstance(part, str) and ("[" in part or part[:1].isupper() or part in ("int", "str")):
+            if part.startswith("list[") and not isinstance(value, list):
+                return None
+            if part[:1].isupper() and not isinstance(value, Mapping):
+                return None
+            if part in ("int", "str"):
+                continue
+            continue
+        out.append(part)
+        if isinstance(value, Mapping):
+            value = value.get(part)
+        elif isinstance(value, list) and isinstance(part, int) and part < len(value):
+            value = value[part]
+        else:
+            value = None
+    return tuple(out)
+
+
+def _step_name(data: Any, loc: tuple[str | int, ...]) -> str | None:
+    if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
+        steps = data.get("steps") if isinstance(data, Mapping) else None
+        if isinstance(steps, list) and loc[1] < len(steps):
+            step = steps[loc[1]]
+            if isinstance(step, Mapping) and isinstance(step.get("id"), str):
+                return step["id"]
+            return f"#{loc[1] + 1}"
+    return None
+
+
+def _field_text(loc: tuple[str | int, ...]) -> str:
+    rest = loc[2:] if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int) else loc
+    text = ""
+    for part in rest:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _pydantic_problems(exc: ValidationError, data: Any, source: str | None) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: set[tuple[tuple[str | int, ...], str]] = set()
+    for err in exc.errors():
+        loc = _clean_loc(tuple(err["loc"]), data)
+        if loc is None:
+            continue
+        kind = err["type"]
+        value = err.get("input")
+        hint: str | None = None
+        if kind == "extra_forbidden":
+            key = loc[-1]
+            model = _model_at(loc[:-1])
+            known = list(model.model_fields) if model else []
+            close = difflib.get_close_matches(str(key), known, n=1)
+            message = f"unknown key '{key}'"
+            hint = f"did you mean '{close[0]}'?" if close else (
+                f"known keys: {', '.join(known)}" if known else "remove it"
+            )
+        elif kind == "missing":
+            message = f"missing required key '{loc[-1]}'"
+            hint = f"add '{loc[-1]}'"
+        elif kind == "string_pattern_mismatch":
+            message = f"{value!r} is not allowed here"
+            hint = _PATTERN_HINTS.get(str(loc[-1]), "see `podium schema` for the format")
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            if value is not None and not isinstance(value, Mapping | list) and repr(value) not in message:
+                message += f" (got {value!r})"
+            if kind.startswith(("float", "int")) or "duration" in message:
+                hint = hint or None
+        key = (loc, message)
+        if key in seen:
+            continue
+        seen.add(key)
+        problems.append(
+            Problem(
+                message, file=source, step=_step_name(data, loc), field=_field_text(loc) or None,
+                hint=hint, loc=loc,
+            )
+        )
+    return problems
+
+
+def workflow_from_dict(
+    data: Any, *, source: str | None = None, lines: Mapping[tuple[str | int, ...], int] | None = None
+) -> Workflow:
+    """Validate plain data into a ``Workflow``; raise ``DefinitionError`` with all problems."""
+    from podium.definition.validate import semantic_problems
+
+    if not isinstance(data, Mapping):
+        raise DefinitionError(
+            [Problem("a workflow must be a mapping with name and steps", file=source,
+                     hint="start the file with 'name: my-workflow' and a 'steps:' list")]
+        )
+    problems: list[Problem] = []
+    workflow: Workflow | None = None
+    try:
+        workflow = Workflow.model_validate(data)
+    except ValidationError as exc:
+        problems += _pydantic_problems(exc, data, source)
+        problems += semantic_problems(data)
+    except DefinitionError as exc:
+        problems += exc.problems
+    if problems or workflow is None:
+        lines = lines or {}
+        resolved = []
+        for p in problems:
+            line = None
+            for n in range(len(p.loc), -1, -1):
+                line = lines.get(p.loc[:n])
+                if line is not None:
+                    break
+            resolved.append(
+                Problem(p.message, file=source, line=line, step=p.step, field=p.field,
+                        hint=p.hint, loc=p.loc)
+            )
+        resolved.sort(key=lambda p: (p.line or 0))
+        raise DefinitionError(resolved)
+    return workflow
+
+
+def load_workflow(path: str | Path) -> Workflow:
+    """Read a workflow file; ``DefinitionError`` lists every problem in it."""
+    p = Path(path)
+    source = str(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DefinitionError(
+            [Problem("file not found", file=source, hint="check the path")]
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DefinitionError([Problem(f"cannot read the file: {exc}", file=source)]) from None
+    data, lines = parse_document(text, source)
+    return workflow_from_dict(data, source=source, lines=lines)
+
+
+def check_input(workflow: Workflow, value: Any) -> None:
+    """Raise ``InputError`` listing every way ``value`` fails ``input_schema``."""
+    if workflow.input_schema is None:
+        return
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(workflow.input_schema)
+    errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for e in errors:
+            where = "input" + "".join(
+                f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path
+            )
+            lines.append(f"{where}: {e.message}")
+        raise InputError(
+            f"the input of workflow '{workflow.name}' does not fit its input_schema:\n  "
+            + "\n  ".join(lines)
+            + "\n(fix: pass the missing or corrected values with -i key=value or --input-file)"
+        )

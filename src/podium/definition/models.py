@@ -1,0 +1,168 @@
+"""The workflow file as models: what a workflow *is*, with no I/O and no engine.
+
+Models are frozen once validated (a run keeps the exact definition it started
+with), reject unknown keys (a typo must not pass silently), and are the same
+objects whether they come from YAML, JSON or Python.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from podium.definition.durations import Duration
+
+__all__ = [
+    "BUILTIN_ERROR_TYPES",
+    "Compensation",
+    "Defaults",
+    "RetryPolicy",
+    "Step",
+    "Workflow",
+]
+
+BUILTIN_ERROR_TYPES = (
+    "timeout",
+    "unavailable",
+    "rate_limited",
+    "agent_error",
+    "invalid_input",
+    "cancelled",
+)
+ERROR_TYPE_PATTERN = r"^[a-z][a-z0-9_.-]*$"
+AGENT_REF_PATTERN = r"^@?[A-Za-z0-9][A-Za-z0-9_.:-]*$"
+STEP_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+
+Mode = Literal["sequential", "parallel", "dag"]
+OnFailure = Literal["fail_fast", "continue", "compensate"]
+Jitter = Literal["none", "full", "equal", "decorrelated"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class RetryPolicy(_Model):
+    """How often and how patiently to retry one step.
+
+    ``retry_on`` absent means every error type except ``invalid_input`` and
+    ``cancelled``. ``max_delay`` caps the delay *after* jitter. ``delays``
+    lists explicit waits instead of the exponential formula (its last entry
+    repeats). Jitter defaults to ``full`` for the formula and ``none`` for an
+    explicit list.
+    """
+
+    max_attempts: int = Field(3, ge=1, le=1000, description="Attempts in all, the first included")
+    initial_delay: Duration = Field(1.0, description="Wait before the second attempt")
+    backoff: float = Field(2.0, ge=1.0, le=100.0, description="Multiplier per attempt")
+    max_delay: Duration = Field(30.0, description="Upper bound of any wait, jitter included")
+    jitter: Jitter | None = Field(None, description="none | full | equal | decorrelated")
+    delays: list[Duration] | None = Field(None, min_length=1, description="Explicit waits")
+    retry_on: list[str] | None = Field(None, description="Error types this policy retries")
+    no_retry_on: list[str] = Field(default_factory=list, description="Error types never retried")
+
+    @field_validator("retry_on", "no_retry_on")
+    @classmethod
+    def _error_types(cls, value: list[str] | None) -> list[str] | None:
+        import re
+
+        for name in value or ():
+            if not re.match(ERROR_TYPE_PATTERN, name):
+                raise ValueError(
+                    f"{name!r} is not an error type; use one of {', '.join(BUILTIN_ERROR_TYPES)}"
+                    " or an agent's own lowercase type"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RetryPolicy:
+        if self.max_delay < self.initial_delay and self.delays is None:
+            raise ValueError(
+                f"max_delay ({self.max_delay}s) is below initial_delay ({self.initial_delay}s)"
+            )
+        return self
+
+    @property
+    def effective_jitter(self) -> Jitter:
+        if self.jitter is not None:
+            return self.jitter
+        return "none" if self.delays is not None else "full"
+
+    def matches(self, error_type: str) -> bool:
+        """Whether this policy speaks for ``error_type`` at all."""
+        if error_type in self.no_retry_on:
+            return False
+        if self.retry_on is None:
+            return error_type not in ("invalid_input", "cancelled")
+        return error_type in self.retry_on
+
+
+class Compensation(_Model):
+    """What undoes a step: another agent call run during rollback."""
+
+    agent: str = Field(pattern=AGENT_REF_PATTERN)
+    input: Any = None
+    retry: RetryPolicy | list[RetryPolicy] | None = None
+    timeout: Duration | None = None
+
+
+class Step(_Model):
+    id: str = Field(pattern=STEP_ID_PATTERN, max_length=128)
+    agent: str = Field(
+        pattern=AGENT_REF_PATTERN,
+        description="A capability, or an agent id written as @agent-id",
+    )
+    description: str | None = None
+    input: Any = Field(None, description="Any JSON value; ${{ path }} templates are resolved")
+    depends_on: list[str] = Field(default_factory=list)
+    retry: RetryPolicy | list[RetryPolicy] | None = None
+    timeout: Duration | None = Field(None, description="One attempt (start to close)")
+    deadline: Duration | None = Field(None, description="All attempts together")
+    acquire_timeout: Duration | None = Field(None, description="How long to wait for an agent")
+    optional: bool = Field(False, description="A failure does not fail the run")
+    compensate: Compensation | None = None
+
+
+class Defaults(_Model):
+    timeout: Duration | None = None
+    retry: RetryPolicy | list[RetryPolicy] | None = None
+
+
+class Workflow(_Model):
+    """A named, versioned set of steps. Semantic checks live in ``validate``."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=128)
+    version: int | str = 1
+    description: str | None = None
+    mode: Mode = "dag"
+    timeout: Duration | None = Field(None, description="The whole run")
+    sla: Duration | None = Field(None, description="Alert when a run takes longer")
+    max_parallel: int | None = Field(None, ge=1, description="Steps of one run in flight")
+    on_failure: OnFailure = "fail_fast"
+    defaults: Defaults = Field(default_factory=Defaults)
+    input_schema: dict[str, Any] | None = None
+    steps: list[Step] = Field(min_length=1)
+    output: Any = None
+
+    @model_validator(mode="after")
+    def _semantics(self) -> Workflow:
+        # Imported here: checks depend on the models, not the other way round.
+        from podium.definition.validate import semantic_problems
+
+        problems = semantic_problems(self.model_dump(mode="python", exclude_unset=True))
+        if problems:
+            from podium.errors import DefinitionError
+
+            raise DefinitionError(problems)
+        return self
+
+    def step(self, step_id: str) -> Step:
+        for s in self.steps:
+            if s.id == step_id:
+                return s
+        raise KeyError(step_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The definition as plain JSON data (what a run stores as its snapshot)."""
+        return self.model_dump(mode="json", exclude_unset=True)

@@ -1,0 +1,164 @@
+"""Compile every mode into one DAG plan.
+
+``sequential`` is a chain, ``parallel`` is independent steps, ``dag`` is the
+declared edges: the scheduler sees only nodes with dependencies and
+dependents, so modes are shapes of the plan, not code paths. Default inputs,
+effective retry policies and templates are settled here once, so the engine
+does no per-step parsing or merging.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from podium.definition.models import Compensation, RetryPolicy, Step, Workflow
+from podium.definition.templates import Compiled, compile_template
+from podium.errors import DefinitionError, Problem
+
+__all__ = ["Plan", "PlanNode", "compile_plan", "effective_retry"]
+
+
+@dataclass(slots=True)
+class PlanNode:
+    index: int
+    id: str
+    step: Step
+    agent: str
+    deps: tuple[int, ...]
+    dependents: list[int] = field(default_factory=list)
+    input: Compiled | None = None
+    retry: tuple[RetryPolicy, ...] = ()
+    timeout_s: float | None = None
+    deadline_s: float | None = None
+    optional: bool = False
+    compensate: Compensation | None = None
+    compensate_input: Compiled | None = None
+    compensate_retry: tuple[RetryPolicy, ...] = ()
+
+
+@dataclass(slots=True)
+class Plan:
+    workflow: Workflow
+    nodes: list[PlanNode]
+    by_id: dict[str, PlanNode]
+    roots: list[int]
+    output: Compiled
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+
+def _as_tuple(retry: RetryPolicy | list[RetryPolicy] | None) -> tuple[RetryPolicy, ...]:
+    if retry is None:
+        return ()
+    return tuple(retry) if isinstance(retry, list) else (retry,)
+
+
+def effective_retry(
+    step_retry: RetryPolicy | list[RetryPolicy] | None,
+    default: RetryPolicy | list[RetryPolicy] | None,
+    where: str,
+) -> tuple[RetryPolicy, ...]:
+    """A step's policy overrides the defaults key by key; a list replaces them."""
+    if step_retry is None:
+        return _as_tuple(default)
+    if isinstance(step_retry, RetryPolicy) and isinstance(default, RetryPolicy):
+        merged = default.model_dump(include=default.model_fields_set)
+        merged.update(step_retry.model_dump(include=step_retry.model_fields_set))
+        try:
+            return (RetryPolicy.model_validate(merged),)
+        except ValidationError as exc:
+            raise DefinitionError(
+                [Problem(f"retry merged with defaults.retry is invalid: {e['msg']}",
+                         step=where, field="retry", hint="set the conflicting keys on the step")
+                 for e in exc.errors()]
+            ) from None
+    return _as_tuple(step_retry)
+
+
+def compile_plan(workflow: Workflow) -> Plan:
+    steps = workflow.steps
+    index = {s.id: i for i, s in enumerate(steps)}
+    nodes: list[PlanNode] = []
+    mode = workflow.mode
+    defaults = workflow.defaults
+    for i, s in enumerate(steps):
+        if mode == "sequential":
+            deps: tuple[int, ...] = (i - 1,) if i else ()
+        elif mode == "parallel":
+            deps = ()
+        else:
+            deps = tuple(dict.fromkeys(index[d] for d in s.depends_on))
+        if s.input is not None or "input" in s.model_fields_set:
+            raw_input: Any = s.input
+        elif mode == "sequential" and i:
+            raw_input = "${{ steps.%s.output }}" % steps[i - 1].id  # noqa: UP031 - braces
+        elif deps:
+            raw_input = {steps[d].id: "${{ steps.%s.output }}" % steps[d].id for d in deps}  # noqa: UP031
+        else:
+            raw_input = "${{ input }}"
+        comp = s.compensate
+        node = PlanNode(
+            index=i,
+            id=s.id,
+            step=s,
+            agent=s.agent,
+            deps=deps,
+            input=compile_template(raw_input),
+            retry=effective_retry(s.retry, defaults.retry, s.id),
+            timeout_s=s.timeout if s.timeout is not None else defaults.timeout,
+            deadline_s=s.deadline,
+            optional=s.optional,
+            compensate=comp,
+        )
+        if comp is not None:
+            node.compensate_input = compile_template(
+                comp.input if comp.input is not None else "${{ steps.%s.output }}" % s.id  # noqa: UP031
+            )
+            node.compensate_retry = _as_tuple(comp.retry)
+        nodes.append(node)
+    for node in nodes:
+        for d in node.deps:
+            nodes[d].dependents.append(node.index)
+    if workflow.output is not None:
+        output = compile_template(workflow.output)
+    elif mode == "sequential":
+        output = compile_template("${{ steps.%s.output }}" % nodes[-1].id)  # noqa: UP031
+    else:
+        output = compile_template(
+            {n.id: "${{ steps.%s.output }}" % n.id for n in nodes if not n.dependents}  # noqa: UP031
+        )
+    return Plan(
+        workflow=workflow,
+        nodes=nodes,
+        by_id={n.id: n for n in nodes},
+        roots=[n.index for n in nodes if not n.deps],
+        output=output,
+    )
+
+
+def mermaid(plan: Plan) -> str:
+    """A Mermaid flowchart of the plan as it executes (modes drawn by their shape)."""
+    wf = plan.workflow
+    lines = ["flowchart TD", f"    %% {wf.name} v{wf.version} ({wf.mode})", "    start((input))"]
+    for n in plan.nodes:
+        label = f"{n.id}<br/><small>{n.agent}</small>"
+        shape = f'{_mid(n.id)}["{label}"]' if not n.optional else f'{_mid(n.id)}(["{label}"])'
+        lines.append(f"    {shape}")
+    for n in plan.nodes:
+        if not n.deps:
+            lines.append(f"    start --> {_mid(n.id)}")
+        for d in n.deps:
+            lines.append(f"    {_mid(plan.nodes[d].id)} --> {_mid(n.id)}")
+    lines.append("    done((output))")
+    for n in plan.nodes:
+        if not n.dependents:
+            lines.append(f"    {_mid(n.id)} --> done")
+    return "\n".join(lines) + "\n"
+
+
+def _mid(step_id: str) -> str:
+    return "s_" + step_id.replace("-", "_")

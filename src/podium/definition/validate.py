@@ -1,0 +1,258 @@
+"""Checks that need the whole workflow: ids, edges, cycles, templates, schema.
+
+They run on plain data (not only on validated models) so that a file with a
+wrong type in one step still gets its cycle or unknown dependency reported in
+the same pass: every problem at once, not one per try.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from podium.definition.templates import template_errors
+from podium.errors import Problem
+
+__all__ = ["semantic_problems"]
+
+
+def _suggest(name: str, options: Iterable[str]) -> str | None:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+def _find_cycle(ids: list[str], deps: Mapping[str, list[str]]) -> list[str] | None:
+    """Return one cycle as a path that ends where it starts, if any."""
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    for start in ids:
+        if state.get(start):
+            continue
+        stack: list[tuple[str, int]] = [(start, 0)]
+        path: list[str] = []
+        while stack:
+            node, i = stack.pop()
+            if i == 0:
+                state[node] = 1
+                path.append(node)
+            children = deps.get(node, [])
+            if i < len(children):
+                stack.append((node, i + 1))
+                child = children[i]
+                if state.get(child) == 1:
+                    return [*path[path.index(child) :], child]
+                if not state.get(child) and child in deps:
+                    stack.append((child, 0))
+            else:
+                state[node] = 2
+                path.pop()
+    return None
+
+
+class _Upstream:
+    """Answers "is A upstream of B" on demand.
+
+    Precomputing every step's ancestor set is quadratic in memory for a long
+    chain; templates name few steps, so a cached upward walk per question is
+    cheaper, and a direct dependency answers at once.
+    """
+
+    def __init__(self, deps: Mapping[str, list[str]]) -> None:
+        self._deps = deps
+        self._cache: dict[str, set[str]] = {}
+
+    def __call__(self, step: str, candidate: str) -> bool:
+        direct = self._deps.get(step, [])
+        if candidate in direct:
+            return True
+        seen = self._cache.get(step)
+        if seen is None:
+            seen = set()
+            todo = list(direct)
+            while todo:
+                node = todo.pop()
+                if node in seen:
+                    continue
+                seen.add(node)
+                todo.extend(self._deps.get(node, []))
+            self._cache[step] = seen
+        return candidate in seen
+
+
+def _check_templates(
+    value: Any,
+    *,
+    allowed: Callable[[str], bool] | None,
+    known: set[str],
+    step: str | None,
+    field: str,
+    loc: tuple[str | int, ...],
+    why: str,
+) -> list[Problem]:
+    refs, errors = template_errors(value)
+    problems = [
+        Problem(str(e), step=step, field=field, hint=e.hint, loc=loc) for e in errors
+    ]
+    for ref in refs:
+        if ref.step is None:
+            continue
+        if ref.step not in known:
+            problems.append(
+                Problem(
+                    f"'${{{{ {ref.text} }}}}' names unknown step '{ref.step}'",
+                    step=step,
+                    field=field,
+                    hint=_suggest(ref.step, known) or "name a step of this workflow",
+                    loc=loc,
+                )
+            )
+        elif allowed is not None and not allowed(ref.step):
+            problems.append(
+                Problem(
+                    f"'${{{{ {ref.text} }}}}' reads step '{ref.step}', which is not upstream",
+                    step=step,
+                    field=field,
+                    hint=why.format(ref=ref.step),
+                    loc=loc,
+                )
+            )
+    return problems
+
+
+def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
+    problems: list[Problem] = []
+    mode = raw.get("mode", "dag")
+    steps = raw.get("steps")
+    if not isinstance(steps, list):
+        return problems
+    ids: list[str] = []
+    deps: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for i, s in enumerate(steps):
+        if not isinstance(s, Mapping) or not isinstance(s.get("id"), str):
+            continue
+        sid = s["id"]
+        if sid in seen:
+            problems.append(
+                Problem(
+                    f"duplicate step id '{sid}'",
+                    step=sid,
+                    field="id",
+                    hint="give every step its own id",
+                    loc=("steps", i, "id"),
+                )
+            )
+            continue
+        seen.add(sid)
+        ids.append(sid)
+        d = s.get("depends_on") or []
+        deps[sid] = [x for x in d if isinstance(x, str)] if isinstance(d, list) else []
+
+    for i, s in enumerate(steps):
+        if not isinstance(s, Mapping) or not isinstance(s.get("id"), str):
+            continue
+        sid = s["id"]
+        if mode != "dag" and s.get("depends_on"):
+            problems.append(
+                Problem(
+                    f"depends_on is only used in mode dag (this workflow is {mode})",
+                    step=sid,
+                    field="depends_on",
+                    hint="remove depends_on, or set mode: dag",
+                    loc=("steps", i, "depends_on"),
+                )
+            )
+            continue
+        for j, target in enumerate(deps.get(sid, [])):
+            if target == sid:
+                problems.append(
+                    Problem(
+                        f"step '{sid}' depends on itself",
+                        step=sid,
+                        field="depends_on",
+                        hint="remove it from its own depends_on",
+                        loc=("steps", i, "depends_on", j),
+                    )
+                )
+            elif target not in seen:
+                problems.append(
+                    Problem(
+                        f"unknown step '{target}' in depends_on",
+                        step=sid,
+                        field="depends_on",
+                        hint=_suggest(target, ids) or f"steps are: {', '.join(ids)}",
+                        loc=("steps", i, "depends_on", j),
+                    )
+                )
+
+    order = {sid: n for n, sid in enumerate(ids)}
+    if mode == "dag":
+        graph = {k: [d for d in v if d in seen and d != k] for k, v in deps.items()}
+        cycle = _find_cycle(ids, graph)
+        if cycle:
+            problems.append(
+                Problem(
+                    "dependency cycle: " + " -> ".join(cycle),
+                    step=cycle[0],
+                    field="depends_on",
+                    hint="remove one of these edges",
+                    loc=("steps", order[cycle[0]], "depends_on"),
+                )
+            )
+        walk = _Upstream(graph)
+
+        def upstream(sid: str, ref: str) -> bool:
+            # Under a cycle every edge is suspect: don't pile template errors on it.
+            return bool(cycle) or walk(sid, ref)
+
+        why = "add '{ref}' to depends_on (directly or through a step that depends on it)"
+    elif mode == "sequential":
+
+        def upstream(sid: str, ref: str) -> bool:
+            return order[ref] < order[sid]
+
+        why = "a sequential step sees only the steps before it"
+    else:
+
+        def upstream(sid: str, ref: str) -> bool:
+            return False
+
+        why = "parallel steps run together; use mode: dag to pass '{ref}' on"
+
+    known = set(seen)
+    for i, s in enumerate(steps):
+        if not isinstance(s, Mapping) or not isinstance(s.get("id"), str):
+            continue
+        sid = s["id"]
+        problems += _check_templates(
+            s.get("input"), allowed=lambda r, sid=sid: upstream(sid, r), known=known, step=sid, field="input",
+            loc=("steps", i, "input"), why=why,
+        )
+        comp = s.get("compensate")
+        if isinstance(comp, Mapping):
+            problems += _check_templates(
+                comp.get("input"),
+                allowed=lambda r, sid=sid: r == sid or upstream(sid, r),
+                known=known, step=sid,
+                field="compensate.input", loc=("steps", i, "compensate", "input"), why=why,
+            )
+    problems += _check_templates(
+        raw.get("output"), allowed=None, known=known, step=None, field="output",
+        loc=("output",), why=why,
+    )
+    schema = raw.get("input_schema")
+    if isinstance(schema, Mapping):
+        import jsonschema
+
+        try:
+            jsonschema.Draft202012Validator.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            problems.append(
+                Problem(
+                    f"input_schema is not a valid JSON Schema: {exc.message}",
+                    field="input_schema",
+                    hint="see https://json-schema.org/understanding-json-schema/",
+                    loc=("input_schema",),
+                )
+            )
+    return problems

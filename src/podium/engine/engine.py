@@ -1,0 +1,282 @@
+"""The engine: starts runs, supervises them, and owns the event bus.
+
+An ``Engine`` is cheap to make and holds no event loop until it runs
+something. Runs are tasks on the caller's loop; a small supervisor task
+(started only while runs are active) polls the store for cancel requests
+from other processes and renews this owner's leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from podium.agents.registry import AgentRegistry
+from podium.clock import Clock, SystemClock
+from podium.definition.loader import check_input
+from podium.definition.models import Workflow
+from podium.definition.plan import Plan, compile_plan
+from podium.engine.run import CANCELLED, RunExecution
+from podium.errors import DefinitionError, Problem
+from podium.events import EventBus, RunCancelRequested
+from podium.store.base import Store
+from podium.store.memory import MemoryStore
+from podium.store.records import RunRecord
+
+__all__ = ["Engine", "EngineConfig", "RunHandle", "new_run_id"]
+
+log = logging.getLogger("podium.engine")
+
+_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def new_run_id() -> str:
+    """Short, sortable by creation time, and unique enough to type a prefix of."""
+    ms = int(time.time() * 1000)
+    head = ""
+    while ms:
+        ms, r = divmod(ms, 36)
+        head = _ALPHABET[r] + head
+    return head + "".join(secrets.choice(_ALPHABET) for _ in range(6))
+
+
+@dataclass
+class EngineConfig:
+    """Everything an engine is made of; defaults give an in-memory engine."""
+
+    store: Store | None = None
+    registry: AgentRegistry | None = None
+    clock: Clock = field(default_factory=SystemClock)
+    rng: random.Random = field(default_factory=random.Random)
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:"
+                       f"{secrets.token_hex(3)}")
+    lease_s: float = 15.0
+    poll_interval_s: float = 0.5
+
+
+class RunHandle:
+    """A run in flight: await ``result()``, or ``cancel()`` it."""
+
+    def __init__(self, execution: RunExecution, task: asyncio.Task[RunRecord]) -> None:
+        self._execution = execution
+        self._task = task
+
+    @property
+    def run_id(self) -> str:
+        return self._execution.run_id
+
+    @property
+    def record(self) -> RunRecord:
+        """The live view of the run (updated as events happen)."""
+        return self._execution.record
+
+    def cancel(self, reason: str = "cancelled by request") -> None:
+        self._execution.stop(CANCELLED, reason)
+
+    def done(self) -> bool:
+        return self._task.done()
+
+    async def result(self) -> RunRecord:
+        return await asyncio.shield(self._task)
+
+
+class Engine:
+    def __init__(
+        self,
+        config: EngineConfig | None = None,
+        *,
+        registry: AgentRegistry | None = None,
+        store: Store | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        cfg = config or EngineConfig()
+        self.config = cfg
+        self.registry = registry or cfg.registry or AgentRegistry()
+        self.store: Store = store or cfg.store or MemoryStore()
+        self.clock: Clock = clock or cfg.clock
+        self.rng = cfg.rng
+        self.owner = cfg.owner
+        self.bus = EventBus()
+        self.bus.subscribe(self.store.append)
+        self._active: dict[str, RunHandle] = {}
+        self._plans: dict[int, tuple[Workflow, Plan]] = {}
+        self._saved_versions: set[tuple[str, str]] = set()
+        self._opened = False
+        self._supervisor: asyncio.Task[None] | None = None
+
+    # --- lifecycle --------------------------------------------------------
+    async def open(self) -> None:
+        if not self._opened:
+            await self.store.open()
+            self._opened = True
+
+    async def aclose(self) -> None:
+        for handle in list(self._active.values()):
+            handle.cancel("the engine was closed")
+        for handle in list(self._active.values()):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await handle.result()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+        if self._opened:
+            await self.store.close()
+            self._opened = False
+
+    async def __aenter__(self) -> Engine:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # --- runs -------------------------------------------------------------
+    def plan(self, workflow: Workflow) -> Plan:
+        """Compile once per workflow object; many runs of one workflow share it."""
+        cached = self._plans.get(id(workflow))
+        if cached is not None and cached[0] is workflow:
+            return cached[1]
+        plan = compile_plan(workflow)
+        if len(self._plans) > 256:
+            self._plans.clear()
+        self._plans[id(workflow)] = (workflow, plan)
+        return plan
+
+    def check_agents(self, plan: Plan, source: str | None = None) -> None:
+        """Every step's agent must be known before a run starts: fail early, all at once."""
+        problems = []
+        known = sorted(self.registry.capabilities())
+        for node in plan.nodes:
+            refs = [("agent", node.agent)]
+            if node.compensate is not None:
+                refs.append(("compensate.agent", node.compensate.agent))
+            for fld, ref in refs:
+                if not self.registry.knows(ref):
+                    what = f"agent id '{ref[1:]}'" if ref.startswith("@") else f"capability '{ref}'"
+                    problems.append(Problem(
+                        f"no registered agent provides {what}", file=source, step=node.id,
+                        field=fld,
+                        hint=("register one (--agents FILE, podium.yaml, @agent or the"
+                              " podium.agents entry points); known capabilities: "
+                              + (", ".join(known) or "none")),
+                    ))
+        if problems:
+            raise DefinitionError(problems)
+
+    async def start(
+        self,
+        workflow: Workflow,
+        input: Any = None,  # noqa: A002 - the run's input, as the file format calls it
+        *,
+        run_id: str | None = None,
+        agents_source: Mapping[str, Any] | None = None,
+        source: str | None = None,
+    ) -> RunHandle:
+        """Validate, persist and start a run; return at once with its handle."""
+        await self.open()
+        plan = self.plan(workflow)
+        value = {} if input is None else input
+        check_input(workflow, value)
+        self.check_agents(plan, source)
+        key = (workflow.name, str(workflow.version))
+        definition = workflow.to_dict()
+        if key not in self._saved_versions:
+            await self.store.save_workflow(workflow.name, workflow.version, definition)
+            self._saved_versions.add(key)
+        now = self.clock.now()
+        record = RunRecord(
+            run_id=run_id or new_run_id(),
+            workflow=workflow.name,
+            version=workflow.version,
+            definition=definition,
+            input=value,
+            created_at=now,
+            owner=self.owner,
+            lease_expires_at=now + self.config.lease_s,
+            agents_source=dict(agents_source or {}),
+        )
+        await self.store.create_run(record)
+        return self._launch(plan, record, resumed=False)
+
+    def _launch(self, plan: Plan, record: RunRecord, *, resumed: bool) -> RunHandle:
+        execution = RunExecution(self, plan, record, resumed=resumed)
+        task = asyncio.get_running_loop().create_task(
+            execution.execute(), name=f"podium:run:{record.run_id}"
+        )
+        handle = RunHandle(execution, task)
+        self._active[record.run_id] = handle
+        task.add_done_callback(lambda _t, rid=record.run_id: self._active.pop(rid, None))
+        self._ensure_supervisor()
+        return handle
+
+    async def run(
+        self,
+        workflow: Workflow,
+        input: Any = None,  # noqa: A002
+        *,
+        run_id: str | None = None,
+        agents_source: Mapping[str, Any] | None = None,
+    ) -> RunRecord:
+        """Start a run and wait for it to finish."""
+        handle = await self.start(workflow, input, run_id=run_id, agents_source=agents_source)
+        try:
+            return await handle.result()
+        except asyncio.CancelledError:
+            handle.cancel("the caller was cancelled")
+            raise
+
+    async def cancel(self, run_id: str, reason: str = "cancelled by request") -> bool:
+        """Cancel a run here, or ask its owner through the store."""
+        handle = self._active.get(run_id)
+        if handle is not None:
+            handle.cancel(reason)
+            return True
+        await self.open()
+        run = await self.store.get_run(run_id)
+        ok = await self.store.request_cancel(run.run_id)
+        if ok:
+            self.store.append(RunCancelRequested(run_id=run.run_id, ts=self.clock.now(),
+                                                 reason=reason))
+            await self.store.flush()
+        return ok
+
+    # --- supervision ------------------------------------------------------
+    def _ensure_supervisor(self) -> None:
+        if self._supervisor is None or self._supervisor.done():
+            self._supervisor = asyncio.get_running_loop().create_task(
+                self._supervise(), name="podium:supervisor"
+            )
+
+    async def _supervise(self) -> None:
+        """Poll for cross-process cancel requests and renew leases while runs are active."""
+        cfg = self.config
+        last_renew = self.clock.monotonic()
+        while self._active:
+            await asyncio.sleep(cfg.poll_interval_s)
+            ids = list(self._active)
+            if not ids:
+                break
+            try:
+                for rid in await self.store.cancel_requests(ids):
+                    handle = self._active.get(rid)
+                    if handle is not None:
+                        handle.cancel("cancel requested")
+                if self.clock.monotonic() - last_renew >= cfg.lease_s / 3:
+                    await self.store.renew_leases(self.owner, ids, self.clock.now() + cfg.lease_s)
+                    last_renew = self.clock.monotonic()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("supervisor: store poll failed; retrying", exc_info=True)
+        self._supervisor = None

@@ -1,0 +1,379 @@
+"""One run's execution over its plan.
+
+The scheduler knows only "ready steps": a step becomes ready when every
+dependency is resolved, and each finished step decrements its dependents'
+counters (O(1) per edge, no scans of the plan, no superstep barrier). A
+succeeded step's output is flushed to the store before any dependent starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from podium.agents.base import Task
+from podium.definition.plan import Plan, PlanNode
+from podium.definition.templates import Scope, TemplateLookupError
+from podium.engine.retry import RetryState, next_delay
+from podium.errors import AgentError, PodiumError, Unavailable
+from podium.events import (
+    ErrorInfo,
+    Event,
+    RunFinished,
+    RunStarted,
+    StepAttemptFailed,
+    StepCancelled,
+    StepFailed,
+    StepReady,
+    StepRetryScheduled,
+    StepSkipped,
+    StepStarted,
+    StepSucceeded,
+)
+from podium.store.records import RunRecord, StepRecord, apply_event
+
+if TYPE_CHECKING:
+    from podium.engine.engine import Engine
+
+__all__ = ["RunExecution"]
+
+log = logging.getLogger("podium.engine")
+
+# Why a run stops before every step resolved.
+CANCELLED, TIMEOUT, FAILED = "cancelled", "timeout", "failed"
+
+
+def classify(exc: BaseException, agent_id: str | None, timeout_s: float | None) -> ErrorInfo:
+    """Turn what an attempt raised into a typed error (what ``retry_on`` names)."""
+    if isinstance(exc, AgentError):
+        return ErrorInfo(exc.error_type, exc.message, exc.retryable, agent_id,
+                         retry_after_s=exc.retry_after_s)
+    if isinstance(exc, TimeoutError):
+        limit = f" after {timeout_s:g}s" if timeout_s is not None else ""
+        return ErrorInfo("timeout", f"attempt timed out{limit}", None, agent_id)
+    tb = "".join(traceback.format_exception(exc))
+    text = str(exc)
+    message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return ErrorInfo("agent_error", message, None, agent_id, tb)
+
+
+class RunExecution:
+    def __init__(self, engine: Engine, plan: Plan, record: RunRecord, *, resumed: bool) -> None:
+        self.engine = engine
+        self.plan = plan
+        self.record = record
+        self.run_id = record.run_id
+        self.resumed = resumed
+        wf = plan.workflow
+        self.scope = Scope(record.input, {}, record.run_id, wf.name, wf.version)
+        self._emit_bus = engine.bus.emit
+        self._recs: list[StepRecord] = []
+        for node in plan.nodes:
+            rec = record.steps.get(node.id)
+            if rec is None:
+                rec = record.steps[node.id] = StepRecord(node.id)
+            self._recs.append(rec)
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._queue: deque[int] = deque()
+        self._remaining = [0] * len(plan.nodes)
+        self._unresolved = 0
+        self._max = wf.max_parallel
+        self._stopping: str | None = None
+        self._stop_message: str | None = None
+        self._first_failure: tuple[str, ErrorInfo] | None = None
+        self._infra_error: ErrorInfo | None = None
+        self._resolved = [False] * len(plan.nodes)
+        self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    # --- events -----------------------------------------------------------
+    def emit(self, event: Event) -> None:
+        apply_event(self.record, event)
+        self._emit_bus(event)
+
+    # --- lifecycle --------------------------------------------------------
+    async def execute(self) -> RunRecord:
+        loop = asyncio.get_running_loop()
+        clock = self.engine.clock
+        wf = self.plan.workflow
+        t0 = clock.monotonic()
+        self.emit(RunStarted(run_id=self.run_id, ts=clock.now(), workflow=wf.name,
+                             version=wf.version, resumed=self.resumed))
+        outputs = self.scope.outputs
+        assert isinstance(outputs, dict)
+        resolved = self._resolved
+        for node in self.plan.nodes:
+            rec = self._recs[node.index]
+            if rec.status == "succeeded":
+                outputs[node.id] = rec.output
+                resolved[node.index] = True
+            elif rec.status == "failed" and rec.optional:
+                outputs[node.id] = None
+                resolved[node.index] = True
+        for node in self.plan.nodes:
+            if not resolved[node.index]:
+                self._unresolved += 1
+                self._remaining[node.index] = sum(1 for d in node.deps if not resolved[d])
+        timer = None
+        if wf.timeout is not None:
+            timer = loop.call_later(wf.timeout, self.stop, TIMEOUT,
+                                    f"run exceeded its timeout of {wf.timeout:g}s")
+        try:
+            await self._flush()
+            for node in self.plan.nodes:
+                if not resolved[node.index] and self._remaining[node.index] == 0:
+                    self._make_ready(node.index)
+            self._check_done()
+            try:
+                await self._done
+            except asyncio.CancelledError:
+                # The engine is shutting down: stop our steps, then let it go on.
+                self.stop(CANCELLED, "the engine was shut down")
+                await self._drain()
+                raise
+            await self._drain()
+        finally:
+            if timer is not None:
+                timer.cancel()
+        return await self._finish(clock.monotonic() - t0)
+
+    async def _drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+    async def _finish(self, duration_s: float) -> RunRecord:
+        wf = self.plan.workflow
+        output: Any = None
+        error: ErrorInfo | None = None
+        if self._infra_error is not None:
+            status, error = FAILED, self._infra_error
+        elif self._stopping == CANCELLED:
+            status = "cancelled"
+            error = ErrorInfo("cancelled", self._stop_message or "the run was cancelled")
+        elif self._stopping == TIMEOUT:
+            status, error = FAILED, ErrorInfo("timeout", self._stop_message or "run timed out")
+        elif self._first_failure is not None:
+            step_id, err = self._first_failure
+            rec = self.record.steps[step_id]
+            status = FAILED
+            error = ErrorInfo(
+                err.type,
+                f"step '{step_id}' failed after {rec.attempts} attempt"
+                f"{'s' if rec.attempts != 1 else ''}: {err.message}",
+                err.retryable, err.agent_id, err.traceback,
+            )
+        else:
+            try:
+                output = self.plan.output.resolve(self.scope)
+                status = "succeeded"
+            except TemplateLookupError as exc:
+                status, error = FAILED, ErrorInfo("invalid_input", f"output: {exc}")
+        self.emit(RunFinished(run_id=self.run_id, ts=self.engine.clock.now(), workflow=wf.name,
+                              status=status, output=output, error=error, duration_s=duration_s))
+        await self.engine.store.flush()
+        return self.record
+
+    def stop(self, reason: str, message: str | None = None) -> None:
+        """Stop the run: cancel in-flight steps, skip the ones not started."""
+        if self._stopping is not None or self._done.done():
+            return
+        self._stopping = reason
+        self._stop_message = message
+        ts = self.engine.clock.now()
+        for i, rec in enumerate(self._recs):
+            if not self._resolved[i] and i not in self._tasks:
+                self._resolved[i] = True
+                self.emit(StepSkipped(run_id=self.run_id, ts=ts, step_id=rec.step_id,
+                                      reason=reason))
+        self._queue.clear()
+        for task in self._tasks.values():
+            task.cancel()
+        self._done.set_result(None)
+
+    # --- scheduling -------------------------------------------------------
+    def _make_ready(self, i: int) -> None:
+        self.emit(StepReady(run_id=self.run_id, ts=self.engine.clock.now(),
+                            step_id=self.plan.nodes[i].id))
+        if self._max is not None and len(self._tasks) >= self._max:
+            self._queue.append(i)
+        else:
+            self._start(i)
+
+    def _start(self, i: int) -> None:
+        node = self.plan.nodes[i]
+        self._tasks[i] = asyncio.get_running_loop().create_task(
+            self._step(node), name=f"podium:{self.run_id}:{node.id}"
+        )
+
+    def _pump(self) -> None:
+        while self._queue and (self._max is None or len(self._tasks) < self._max):
+            self._start(self._queue.popleft())
+
+    def _check_done(self) -> None:
+        if self._unresolved == 0 and not self._tasks and not self._done.done():
+            self._done.set_result(None)
+
+    def _resolve(self, node: PlanNode) -> None:
+        self._resolved[node.index] = True
+        self._unresolved -= 1
+        remaining = self._remaining
+        for d in node.dependents:
+            remaining[d] -= 1
+            if remaining[d] == 0 and self._stopping is None:
+                self._make_ready(d)
+
+    async def _flush(self) -> None:
+        try:
+            await self.engine.store.flush()
+        except PodiumError as exc:
+            self._infra_error = ErrorInfo("store_error", exc.message)
+            self.stop(FAILED, exc.message)
+            raise
+
+    async def _step(self, node: PlanNode) -> None:
+        rec = self._recs[node.index]
+        try:
+            ok = await self._attempts(node, rec)
+        except asyncio.CancelledError:
+            self._tasks.pop(node.index, None)
+            if rec.status not in ("succeeded", "failed"):
+                self.emit(StepCancelled(run_id=self.run_id, ts=self.engine.clock.now(),
+                                        step_id=node.id, attempt=rec.attempts))
+            if self._stopping is None:
+                raise
+            self._check_done()
+            return
+        except Exception as exc:  # an engine bug must fail the run, never hang it
+            log.exception("internal error in step %s of run %s", node.id, self.run_id)
+            err = ErrorInfo("internal", f"{type(exc).__name__}: {exc}", False,
+                            traceback="".join(traceback.format_exception(exc)))
+            self.emit(StepFailed(run_id=self.run_id, ts=self.engine.clock.now(), step_id=node.id,
+                                 attempts=rec.attempts, error=err))
+            ok = False
+        if ok:
+            try:
+                await self._flush()  # the durability rule: committed before dependents start
+            except (PodiumError, asyncio.CancelledError):
+                self._tasks.pop(node.index, None)
+                self._check_done()
+                return
+            self._tasks.pop(node.index, None)
+            if self._stopping is None:
+                self.scope.outputs[node.id] = rec.output  # type: ignore[index]
+                self._resolve(node)
+        else:
+            self._tasks.pop(node.index, None)
+            self._on_failed(node, rec)
+        self._pump()
+        self._check_done()
+
+    def _on_failed(self, node: PlanNode, rec: StepRecord) -> None:
+        if self._stopping is not None:
+            return
+        if node.optional:
+            self.scope.outputs[node.id] = None  # type: ignore[index]
+            self._resolve(node)
+            return
+        assert rec.error is not None
+        if self._first_failure is None:
+            self._first_failure = (node.id, rec.error)
+        self._resolved[node.index] = True
+        self._unresolved -= 1
+        if self.plan.workflow.on_failure == "continue":
+            self._skip_downstream(node)
+        else:
+            self.stop(FAILED)
+
+    def _skip_downstream(self, failed: PlanNode) -> None:
+        ts = self.engine.clock.now()
+        todo = list(failed.dependents)
+        nodes = self.plan.nodes
+        while todo:
+            i = todo.pop()
+            rec = self._recs[i]
+            if self._resolved[i]:
+                continue
+            self.emit(StepSkipped(run_id=self.run_id, ts=ts, step_id=rec.step_id,
+                                  reason=f"upstream step '{failed.id}' failed"))
+            self._resolved[i] = True
+            self._unresolved -= 1
+            todo.extend(nodes[i].dependents)
+
+    # --- attempts ---------------------------------------------------------
+    async def _attempts(self, node: PlanNode, rec: StepRecord) -> bool:
+        engine = self.engine
+        clock = engine.clock
+        run_id = self.run_id
+        state = RetryState()
+        deadline = clock.monotonic() + node.deadline_s if node.deadline_s is not None else None
+        avoid: str | None = None
+        key = f"{run_id}/{node.id}"
+        while True:
+            attempt = rec.attempts + 1
+            agent_id: str | None = None
+            t0 = clock.monotonic()
+            try:
+                task_input = node.input.resolve(self.scope) if node.input is not None else None
+            except TemplateLookupError as exc:
+                err = ErrorInfo("invalid_input", f"input: {exc}", False)
+            else:
+                try:
+                    lease = await engine.registry.acquire(
+                        node.agent, avoid=avoid, timeout_s=node.step.acquire_timeout
+                    )
+                except Unavailable as exc:
+                    err = ErrorInfo("unavailable", exc.message)
+                else:
+                    agent = lease.agent
+                    agent_id = agent.id
+                    self.emit(StepStarted(run_id=run_id, ts=clock.now(), step_id=node.id,
+                                          attempt=attempt, agent_id=agent_id))
+                    timeout = node.timeout_s
+                    if deadline is not None:
+                        left = deadline - clock.monotonic()
+                        timeout = left if timeout is None else min(timeout, left)
+                    task = Task(run_id, node.id, attempt, key, lease.capability, task_input)
+                    try:
+                        if timeout is None:
+                            output = await agent.invoke(task)
+                        else:
+                            async with asyncio.timeout(max(timeout, 0.0)):
+                                output = await agent.invoke(task)
+                        encoded = orjson.dumps(output).decode()
+                    except asyncio.CancelledError:
+                        raise
+                    except orjson.JSONEncodeError as exc:
+                        err = ErrorInfo("agent_error", f"output is not JSON: {exc}", False, agent_id)
+                    except Exception as exc:
+                        err = classify(exc, agent_id, timeout)
+                    else:
+                        self.emit(StepSucceeded(
+                            run_id=run_id, ts=clock.now(), step_id=node.id, attempt=attempt,
+                            agent_id=agent_id, output=output, duration_s=clock.monotonic() - t0,
+                            output_json=encoded,
+                        ))
+                        return True
+                    finally:
+                        lease.release()
+            self.emit(StepAttemptFailed(run_id=run_id, ts=clock.now(), step_id=node.id,
+                                        attempt=attempt, agent_id=agent_id, error=err,
+                                        duration_s=clock.monotonic() - t0))
+            delay = next_delay(node.retry, err, state, engine.rng)
+            if delay is not None and deadline is not None and clock.monotonic() + delay >= deadline:
+                delay = None
+                err = ErrorInfo(err.type, f"{err.message} (deadline of {node.deadline_s:g}s"
+                                " leaves no time for another attempt)", err.retryable,
+                                err.agent_id, err.traceback)
+            if delay is None:
+                self.emit(StepFailed(run_id=run_id, ts=clock.now(), step_id=node.id,
+                                     attempts=attempt, error=err, optional=node.optional))
+                return False
+            self.emit(StepRetryScheduled(run_id=run_id, ts=clock.now(), step_id=node.id,
+                                         attempt=attempt + 1, delay_s=delay,
+                                         at=clock.now() + delay))
+            avoid = agent_id
+            await clock.sleep(delay)

@@ -1,0 +1,151 @@
+"""Podium's error tree.
+
+One root so callers can catch everything Podium raises, and a shallow tree so
+the CLI can map each branch to an exit code without guessing::
+
+    PodiumError
+    ├── DefinitionError      a workflow or agents file is invalid (exit 2)
+    ├── InputError           a run's input is invalid (exit 2)
+    ├── ConfigError          bad settings, unknown agent module... (exit 2)
+    ├── AgentError           raised by an agent to fail an attempt with a type
+    │   ├── InvalidInput         ``invalid_input`` (never retried by default)
+    │   ├── Unavailable          ``unavailable``
+    │   ├── RateLimited          ``rate_limited`` (may carry ``retry_after_s``)
+    │   └── AttemptTimeout       ``timeout``
+    ├── RunNotFound          no such run in the store (exit 2)
+    └── StoreError           the database is unreachable or not Podium's (exit 3)
+
+This module imports nothing of Podium's, so every layer may use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "AgentError",
+    "AttemptTimeout",
+    "ConfigError",
+    "DefinitionError",
+    "InputError",
+    "InvalidInput",
+    "PodiumError",
+    "Problem",
+    "RateLimited",
+    "RunNotFound",
+    "StoreError",
+    "Unavailable",
+]
+
+
+class PodiumError(Exception):
+    """Root of every error Podium raises on purpose."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        run_id: str | None = None,
+        step_id: str | None = None,
+        agent_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.run_id = run_id
+        self.step_id = step_id
+        self.agent_id = agent_id
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a file: where it is, what is wrong, how to fix it."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+    step: str | None = None
+    field: str | None = None
+    hint: str | None = None
+    # Where in the document the problem sits (keys and list indexes), so a
+    # loader can attach a line number; not part of the rendered text.
+    loc: tuple[str | int, ...] = ()
+
+    def render(self) -> str:
+        where = self.file or "<workflow>"
+        if self.line is not None:
+            where += f":{self.line}"
+        parts = [where]
+        if self.step is not None:
+            parts.append(f"step '{self.step}'")
+        if self.field:
+            parts.append(self.field)
+        text = ": ".join(parts) + ": " + self.message
+        if self.hint:
+            text += f" (fix: {self.hint})"
+        return text
+
+
+class DefinitionError(PodiumError):
+    """Every problem found in one definition, reported together."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(p.render() for p in self.problems))
+
+
+class InputError(PodiumError):
+    """The input given to a run does not fit the workflow's ``input_schema``."""
+
+
+class ConfigError(PodiumError):
+    """Settings or an agents file that cannot be used as given."""
+
+
+class RunNotFound(PodiumError):
+    """No run with this id in the store."""
+
+
+class StoreError(PodiumError):
+    """The store cannot be used: unreachable, locked out, newer or not Podium's."""
+
+
+class AgentError(PodiumError):
+    """Raise from an agent to fail an attempt with a named error type.
+
+    Any other exception an agent raises fails the attempt as ``agent_error``.
+    ``retryable=False`` stops retries whatever the policy says.
+    """
+
+    error_type = "agent_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        type: str | None = None,  # noqa: A002 - mirrors the protocol's field name
+        retryable: bool | None = None,
+        retry_after_s: float | None = None,
+        **where: str | None,
+    ) -> None:
+        super().__init__(message, **where)
+        if type is not None:
+            self.error_type = type
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
+
+
+class InvalidInput(AgentError):
+    error_type = "invalid_input"
+
+
+class Unavailable(AgentError):
+    error_type = "unavailable"
+
+
+class RateLimited(AgentError):
+    error_type = "rate_limited"
+
+
+class AttemptTimeout(AgentError):
+    error_type = "timeout"

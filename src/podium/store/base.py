@@ -1,0 +1,77 @@
+"""The Store protocol: Podium's memory, in domain verbs.
+
+The engine subscribes its store to the event stream: ``append`` buffers an
+event (cheap, synchronous, in emission order) and ``flush`` commits everything
+buffered in one transaction. Many steps finishing in the same loop turn share
+one flush (group commit), and the engine awaits ``flush`` before it starts any
+dependent of a succeeded step, which is the durability rule.
+
+Runs carry an ``owner`` and a ``lease_expires_at`` from the start so that
+several processes (and later several hosts on PostgreSQL) can share a
+database and take over runs whose owner died.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from podium.events import Event
+from podium.store.records import RunRecord
+
+__all__ = ["Store"]
+
+
+@runtime_checkable
+class Store(Protocol):
+    url: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def save_workflow(self, name: str, version: int | str, definition: dict[str, Any]) -> None:
+        """Keep a definition by name and version (idempotent for the same content)."""
+        ...
+
+    async def create_run(self, run: RunRecord) -> None:
+        """Persist a new run (definition snapshot, input, owner, lease) at once."""
+        ...
+
+    def append(self, event: Event) -> None:
+        """Buffer one event; it is durable after the next ``flush``."""
+        ...
+
+    async def flush(self) -> None:
+        """Commit every buffered event (and the state it implies) in one transaction."""
+        ...
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        """The run with its steps; ``run_id`` may be a unique prefix. Raises ``RunNotFound``."""
+        ...
+
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        workflow: str | None = None,
+        limit: int = 50,
+    ) -> list[RunRecord]:
+        """Newest first, without steps."""
+        ...
+
+    async def get_events(self, run_id: str) -> Sequence[Event]: ...
+
+    async def request_cancel(self, run_id: str) -> bool:
+        """Ask whoever runs ``run_id`` to cancel it; False if it is already finished."""
+        ...
+
+    async def cancel_requests(self, run_ids: Collection[str]) -> set[str]:
+        """Which of these runs someone asked to cancel."""
+        ...
+
+    async def claim_run(self, run_id: str, owner: str, until: float, now: float) -> bool:
+        """Take ownership if the run is unowned, ours, or its lease ran out before ``now``."""
+        ...
+
+    async def renew_leases(self, owner: str, run_ids: Collection[str], until: float) -> None: ...

@@ -1,0 +1,102 @@
+"""The in-memory store: the real interface with nothing persisted.
+
+Used when no database is wanted (tests, benchmarks of the bare engine) and as
+the reference the durable stores are checked against.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from podium.errors import RunNotFound
+from podium.events import Event
+from podium.store.records import TERMINAL_RUN_STATUSES, RunRecord, apply_event
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    url = "memory://"
+
+    def __init__(self) -> None:
+        self._runs: dict[str, RunRecord] = {}
+        self._events: dict[str, list[Event]] = {}
+        self._workflows: dict[tuple[str, str], dict[str, Any]] = {}
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def save_workflow(self, name: str, version: int | str, definition: dict[str, Any]) -> None:
+        self._workflows[(name, str(version))] = copy.deepcopy(definition)
+
+    async def create_run(self, run: RunRecord) -> None:
+        self._runs[run.run_id] = copy.deepcopy(run)
+        self._events[run.run_id] = []
+
+    def append(self, event: Event) -> None:
+        run = self._runs.get(event.run_id)
+        if run is not None:
+            apply_event(run, event)
+            self._events[event.run_id].append(event)
+
+    async def flush(self) -> None:
+        return None
+
+    def _find(self, run_id: str) -> RunRecord:
+        run = self._runs.get(run_id)
+        if run is not None:
+            return run
+        matches = [r for k, r in self._runs.items() if k.startswith(run_id)]
+        if len(matches) == 1:
+            return matches[0]
+        raise RunNotFound(f"no run '{run_id}'" if not matches else f"'{run_id}' is ambiguous",
+                          run_id=run_id)
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        return copy.deepcopy(self._find(run_id))
+
+    async def list_runs(
+        self, *, status: str | None = None, workflow: str | None = None, limit: int = 50
+    ) -> list[RunRecord]:
+        runs = [
+            r for r in self._runs.values()
+            if (status is None or r.status == status) and (workflow is None or r.workflow == workflow)
+        ]
+        runs.sort(key=lambda r: r.created_at, reverse=True)
+        out = []
+        for r in runs[:limit]:
+            c = copy.copy(r)
+            c.steps = {}
+            out.append(c)
+        return out
+
+    async def get_events(self, run_id: str) -> Sequence[Event]:
+        return list(self._events.get(self._find(run_id).run_id, []))
+
+    async def request_cancel(self, run_id: str) -> bool:
+        run = self._find(run_id)
+        if run.status in TERMINAL_RUN_STATUSES:
+            return False
+        run.cancel_requested = True
+        return True
+
+    async def cancel_requests(self, run_ids: Collection[str]) -> set[str]:
+        return {r for r in run_ids if r in self._runs and self._runs[r].cancel_requested}
+
+    async def claim_run(self, run_id: str, owner: str, until: float, now: float) -> bool:
+        run = self._find(run_id)
+        if run.owner in (None, owner) or (run.lease_expires_at or 0) < now:
+            run.owner, run.lease_expires_at = owner, until
+            return True
+        return False
+
+    async def renew_leases(self, owner: str, run_ids: Collection[str], until: float) -> None:
+        for r in run_ids:
+            run = self._runs.get(r)
+            if run is not None and run.owner == owner:
+                run.lease_expires_at = until
