@@ -16,6 +16,12 @@ from typing import Any, ClassVar
 
 __all__ = [
     "EVENT_TYPES",
+    "CompensationAttemptFailed",
+    "CompensationFailed",
+    "CompensationRetryScheduled",
+    "CompensationStarted",
+    "CompensationSucceeded",
+    "RollbackStarted",
     "ErrorInfo",
     "Event",
     "EventBus",
@@ -185,12 +191,64 @@ class StepCancelled(Event):
     attempt: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RollbackStarted(Event):
+    type: ClassVar[str] = "rollback_started"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompensationStarted(Event):
+    type: ClassVar[str] = "compensation_started"
+    step_id: str
+    attempt: int
+    agent_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompensationAttemptFailed(Event):
+    type: ClassVar[str] = "compensation_attempt_failed"
+    step_id: str
+    attempt: int
+    agent_id: str | None
+    error: ErrorInfo
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompensationRetryScheduled(Event):
+    type: ClassVar[str] = "compensation_retry_scheduled"
+    step_id: str
+    attempt: int
+    delay_s: float
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompensationSucceeded(Event):
+    type: ClassVar[str] = "compensation_succeeded"
+    step_id: str
+    attempt: int
+    agent_id: str
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompensationFailed(Event):
+    type: ClassVar[str] = "compensation_failed"
+    step_id: str
+    attempts: int
+    error: ErrorInfo
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
         RunStarted, RunCancelRequested, RunFinished, StepReady, StepStarted,
         StepSucceeded, StepAttemptFailed, StepRetryScheduled, StepFailed,
-        StepSkipped, StepCancelled,
+        StepSkipped, StepCancelled, RollbackStarted, CompensationStarted,
+        CompensationAttemptFailed, CompensationRetryScheduled, CompensationSucceeded,
+        CompensationFailed,
     )
 }
 

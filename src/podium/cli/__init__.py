@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from podium.cli import runs as _runs  # noqa: F401 - registers its commands
 from podium.cli.app import app
 
 __all__ = ["app", "main"]

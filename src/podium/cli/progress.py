@@ -13,7 +13,6 @@ from typing import IO, Any
 from podium.definition.durations import format_duration
 from podium.events import (
     Event,
-    RunFinished,
     RunStarted,
     StepAttemptFailed,
     StepCancelled,
@@ -114,8 +113,6 @@ class PlainProgress:
             return f"- {e.step_id} skipped ({e.reason})"
         if isinstance(e, StepCancelled):
             return f"⊘ {e.step_id} cancelled"
-        if isinstance(e, RunFinished):
-            return f"run {e.run_id} {e.status} in {format_duration(e.duration_s)}"
         return None
 
     def close(self) -> None:

@@ -25,8 +25,10 @@ from podium.clock import Clock, SystemClock
 from podium.definition.loader import check_input
 from podium.definition.models import Workflow
 from podium.definition.plan import Plan, compile_plan
+from podium.definition.loader import workflow_from_dict
+from podium.engine.retry import RetryState
 from podium.engine.run import CANCELLED, RunExecution
-from podium.errors import DefinitionError, Problem
+from podium.errors import ConfigError, DefinitionError, Problem
 from podium.events import EventBus, RunCancelRequested
 from podium.store.base import Store
 from podium.store.memory import MemoryStore
@@ -209,11 +211,18 @@ class Engine:
         await self.store.create_run(record)
         return self._launch(plan, record, resumed=False)
 
-    def _launch(self, plan: Plan, record: RunRecord, *, resumed: bool) -> RunHandle:
-        execution = RunExecution(self, plan, record, resumed=resumed)
-        task = asyncio.get_running_loop().create_task(
-            execution.execute(), name=f"podium:run:{record.run_id}"
-        )
+    def _launch(
+        self,
+        plan: Plan,
+        record: RunRecord,
+        *,
+        resumed: bool,
+        carry: dict[str, RetryState] | None = None,
+        rollback: str | None = None,
+    ) -> RunHandle:
+        execution = RunExecution(self, plan, record, resumed=resumed, carry=carry)
+        work = execution.rollback(rollback) if rollback is not None else execution.execute()
+        task = asyncio.get_running_loop().create_task(work, name=f"podium:run:{record.run_id}")
         handle = RunHandle(execution, task)
         self._active[record.run_id] = handle
         task.add_done_callback(lambda _t, rid=record.run_id: self._active.pop(rid, None))
@@ -244,12 +253,134 @@ class Engine:
             return True
         await self.open()
         run = await self.store.get_run(run_id)
+        if run.status in ("running", "pending") and self.owner_is_dead(run):
+            # Nobody is executing it: finish it as cancelled here.
+            _run, _wf, plan = await self._take_over(run.run_id)
+            execution = RunExecution(self, plan, _run, resumed=True)
+            execution.stop(CANCELLED, reason)
+            await execution._finish(0.0)
+            return True
         ok = await self.store.request_cancel(run.run_id)
         if ok:
             self.store.append(RunCancelRequested(run_id=run.run_id, ts=self.clock.now(),
                                                  reason=reason))
             await self.store.flush()
         return ok
+
+    # --- recovery -------------------------------------------------------
+    def owner_is_dead(self, run: RunRecord) -> bool:
+        """A run's owner is gone: its pid vanished on this host, or its lease ran out."""
+        if run.owner is None:
+            return True
+        if run.owner == self.owner:
+            return run.run_id not in self._active
+        host, _, rest = run.owner.partition(":")
+        pid_text = rest.partition(":")[0]
+        if host == socket.gethostname() and pid_text.isdigit():
+            pid = int(pid_text)
+            if pid != os.getpid():
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    return True
+                except PermissionError:
+                    pass
+        return (run.lease_expires_at or 0) < self.clock.now()
+
+    async def stale_runs(self, limit: int = 1000) -> list[RunRecord]:
+        """Runs left running or pending by a process that is gone: resumable."""
+        await self.open()
+        out = []
+        for status in ("running", "pending"):
+            for run in await self.store.list_runs(status=status, limit=limit):
+                if self.owner_is_dead(run):
+                    out.append(run)
+        return out
+
+    async def _take_over(self, run_id: str) -> tuple[RunRecord, Workflow, Plan]:
+        await self.open()
+        run = await self.store.get_run(run_id)
+        if run.run_id in self._active:
+            raise ConfigError(f"run {run.run_id} is already executing in this engine",
+                              run_id=run.run_id)
+        if run.status in ("running", "pending") and not self.owner_is_dead(run):
+            raise ConfigError(
+                f"run {run.run_id} is executing in another process ({run.owner}); its lease"
+                " runs until it stops renewing it (fix: wait, or `podium cancel` it)",
+                run_id=run.run_id,
+            )
+        now = self.clock.now()
+        # A dead owner on this host is taken over at once; elsewhere after the lease.
+        # The owner is known dead here (pid gone, or lease out): the claim ignores its lease,
+        # and only a race with another process taking it over can make it fail.
+        if not await self.store.claim_run(run.run_id, self.owner, now + self.config.lease_s,
+                                          float("inf")):
+            raise ConfigError(f"run {run.run_id} was claimed by another process first",
+                              run_id=run.run_id)
+        run.owner = self.owner
+        workflow = workflow_from_dict(run.definition, source=f"run {run.run_id} (stored definition)")
+        plan = self.plan(workflow)
+        self.check_agents(plan, f"run {run.run_id}")
+        await self.store.adopt(run)
+        return run, workflow, plan
+
+    async def resume(self, run_id: str) -> RunHandle:
+        """Continue a run from its checkpoints, with the definition it started with.
+
+        A run left running by a dead process continues: succeeded steps are
+        never run again; in-flight steps run again with the same idempotency
+        key and their attempt count carried on; pending retry waits are kept.
+        A failed or cancelled run is redriven: only its failed, cancelled and
+        skipped steps run again. An interrupted rollback continues.
+        """
+        await self.open()
+        existing = await self.store.get_run(run_id)
+        if existing.status == "succeeded":
+            raise ConfigError(f"run {existing.run_id} already succeeded; there is nothing to resume",
+                              run_id=existing.run_id)
+        if existing.status == "rolled_back":
+            raise ConfigError(f"run {existing.run_id} was rolled back; start a new run instead",
+                              run_id=existing.run_id)
+        run, _workflow, plan = await self._take_over(existing.run_id)
+        if run.phase == "compensate" or run.status == "rollback_failed":
+            for rec in run.steps.values():
+                if rec.compensation_status == "failed":
+                    rec.compensation_status, rec.compensation_attempts = None, 0
+            return self._launch(plan, run, resumed=True, rollback="resumed rollback")
+        carry: dict[str, RetryState] = {}
+        redrive = run.status in ("failed", "cancelled")
+        for node in plan.nodes:
+            rec = run.steps.get(node.id)
+            if rec is None or rec.status == "succeeded":
+                continue
+            if redrive or rec.status in ("failed", "cancelled", "skipped"):
+                rec.next_retry_at = None  # a redrive starts each step's retry budget afresh
+            elif rec.attempts:
+                # Crashed mid-step: the interrupted attempt is not held against the
+                # budget; a retry already granted (a pending wait) is.
+                used = rec.attempts if rec.next_retry_at is not None else rec.attempts - 1
+                carry[node.id] = RetryState(counts=[used] * len(node.retry))
+            if rec.status != "succeeded":
+                rec.status = "pending"
+                rec.optional = False
+        run.error = None
+        run.output = None
+        return self._launch(plan, run, resumed=True, carry=carry)
+
+    async def rollback(self, run_id: str) -> RunHandle:
+        """Run the compensations of a finished run's succeeded steps, newest first."""
+        await self.open()
+        existing = await self.store.get_run(run_id)
+        if existing.status in ("running", "pending") and not self.owner_is_dead(existing):
+            raise ConfigError(
+                f"run {existing.run_id} is still executing (fix: `podium cancel` it first)",
+                run_id=existing.run_id,
+            )
+        if existing.status == "rolled_back":
+            raise ConfigError(f"run {existing.run_id} is already rolled back",
+                              run_id=existing.run_id)
+        run, _workflow, plan = await self._take_over(existing.run_id)
+        return self._launch(plan, run, resumed=True, rollback="requested by `podium rollback`")
 
     # --- supervision ------------------------------------------------------
     def _ensure_supervisor(self) -> None:

@@ -17,13 +17,20 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from podium.agents.base import Task
+from podium.definition.models import RetryPolicy
 from podium.definition.plan import Plan, PlanNode
-from podium.definition.templates import Scope, TemplateLookupError
+from podium.definition.templates import Compiled, Scope, TemplateLookupError
 from podium.engine.retry import RetryState, next_delay
 from podium.errors import AgentError, PodiumError, Unavailable
 from podium.events import (
+    CompensationAttemptFailed,
+    CompensationFailed,
+    CompensationRetryScheduled,
+    CompensationStarted,
+    CompensationSucceeded,
     ErrorInfo,
     Event,
+    RollbackStarted,
     RunFinished,
     RunStarted,
     StepAttemptFailed,
@@ -63,8 +70,18 @@ def classify(exc: BaseException, agent_id: str | None, timeout_s: float | None) 
 
 
 class RunExecution:
-    def __init__(self, engine: Engine, plan: Plan, record: RunRecord, *, resumed: bool) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        plan: Plan,
+        record: RunRecord,
+        *,
+        resumed: bool,
+        carry: dict[str, RetryState] | None = None,
+    ) -> None:
         self.engine = engine
+        # Retry budgets carried over from before a crash, by step id.
+        self.carry = carry or {}
         self.plan = plan
         self.record = record
         self.run_id = record.run_id
@@ -87,7 +104,12 @@ class RunExecution:
         self._stop_message: str | None = None
         self._first_failure: tuple[str, ErrorInfo] | None = None
         self._infra_error: ErrorInfo | None = None
-        self._resolved = [False] * len(plan.nodes)
+        # Resolved = no longer blocks its dependents (succeeded, or optional and failed);
+        # on a resume some steps start resolved.
+        self._resolved = [
+            rec.status == "succeeded" or (rec.status == "failed" and rec.optional)
+            for rec in self._recs
+        ]
         self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # --- events -----------------------------------------------------------
@@ -107,13 +129,9 @@ class RunExecution:
         assert isinstance(outputs, dict)
         resolved = self._resolved
         for node in self.plan.nodes:
-            rec = self._recs[node.index]
-            if rec.status == "succeeded":
-                outputs[node.id] = rec.output
-                resolved[node.index] = True
-            elif rec.status == "failed" and rec.optional:
-                outputs[node.id] = None
-                resolved[node.index] = True
+            if resolved[node.index]:
+                rec = self._recs[node.index]
+                outputs[node.id] = rec.output if rec.status == "succeeded" else None
         for node in self.plan.nodes:
             if not resolved[node.index]:
                 self._unresolved += 1
@@ -158,6 +176,13 @@ class RunExecution:
             status, error = FAILED, ErrorInfo("timeout", self._stop_message or "run timed out")
         elif self._first_failure is not None:
             step_id, err = self._first_failure
+            if wf.on_failure == "compensate":
+                rec = self.record.steps[step_id]
+                self.record.error = ErrorInfo(
+                    err.type, f"step '{step_id}' failed after {rec.attempts} attempt"
+                    f"{'s' if rec.attempts != 1 else ''}: {err.message}", err.retryable,
+                    err.agent_id, err.traceback)
+                return await self.rollback(f"step '{step_id}' failed")
             rec = self.record.steps[step_id]
             status = FAILED
             error = ErrorInfo(
@@ -305,38 +330,71 @@ class RunExecution:
 
     # --- attempts ---------------------------------------------------------
     async def _attempts(self, node: PlanNode, rec: StepRecord) -> bool:
+        state = self.carry.pop(node.id, None) or RetryState()
+        return await self._call(
+            node, compensating=False, agent_ref=node.agent, template=node.input,
+            policies=node.retry, timeout_s=node.timeout_s, deadline_s=node.deadline_s,
+            key=f"{self.run_id}/{node.id}", attempts_so_far=rec.attempts, state=state,
+            wait_until=rec.next_retry_at,
+        )
+
+    async def _call(
+        self,
+        node: PlanNode,
+        *,
+        compensating: bool,
+        agent_ref: str,
+        template: Compiled | None,
+        policies: tuple[RetryPolicy, ...],
+        timeout_s: float | None,
+        deadline_s: float | None,
+        key: str,
+        attempts_so_far: int,
+        state: RetryState,
+        wait_until: float | None = None,
+    ) -> bool:
+        """Attempt one agent call until it succeeds or the retry policy gives up.
+
+        Shared by steps and their compensations; only the events differ.
+        """
         engine = self.engine
         clock = engine.clock
         run_id = self.run_id
-        state = RetryState()
-        deadline = clock.monotonic() + node.deadline_s if node.deadline_s is not None else None
+        sid = node.id
+        if wait_until is not None and wait_until > clock.now():
+            await clock.sleep(wait_until - clock.now())  # a retry delay pending before a crash
+        deadline = clock.monotonic() + deadline_s if deadline_s is not None else None
         avoid: str | None = None
-        key = f"{run_id}/{node.id}"
+        attempt = attempts_so_far
         while True:
-            attempt = rec.attempts + 1
+            attempt += 1
             agent_id: str | None = None
             t0 = clock.monotonic()
             try:
-                task_input = node.input.resolve(self.scope) if node.input is not None else None
+                task_input = template.resolve(self.scope) if template is not None else None
             except TemplateLookupError as exc:
                 err = ErrorInfo("invalid_input", f"input: {exc}", False)
             else:
                 try:
                     lease = await engine.registry.acquire(
-                        node.agent, avoid=avoid, timeout_s=node.step.acquire_timeout
+                        agent_ref, avoid=avoid, timeout_s=node.step.acquire_timeout
                     )
                 except Unavailable as exc:
                     err = ErrorInfo("unavailable", exc.message)
                 else:
                     agent = lease.agent
                     agent_id = agent.id
-                    self.emit(StepStarted(run_id=run_id, ts=clock.now(), step_id=node.id,
-                                          attempt=attempt, agent_id=agent_id))
-                    timeout = node.timeout_s
+                    if compensating:
+                        self.emit(CompensationStarted(run_id=run_id, ts=clock.now(), step_id=sid,
+                                                      attempt=attempt, agent_id=agent_id))
+                    else:
+                        self.emit(StepStarted(run_id=run_id, ts=clock.now(), step_id=sid,
+                                              attempt=attempt, agent_id=agent_id))
+                    timeout = timeout_s
                     if deadline is not None:
                         left = deadline - clock.monotonic()
                         timeout = left if timeout is None else min(timeout, left)
-                    task = Task(run_id, node.id, attempt, key, lease.capability, task_input)
+                    task = Task(run_id, sid, attempt, key, lease.capability, task_input)
                     try:
                         if timeout is None:
                             output = await agent.invoke(task)
@@ -351,29 +409,93 @@ class RunExecution:
                     except Exception as exc:
                         err = classify(exc, agent_id, timeout)
                     else:
-                        self.emit(StepSucceeded(
-                            run_id=run_id, ts=clock.now(), step_id=node.id, attempt=attempt,
-                            agent_id=agent_id, output=output, duration_s=clock.monotonic() - t0,
-                            output_json=encoded,
-                        ))
+                        if compensating:
+                            self.emit(CompensationSucceeded(
+                                run_id=run_id, ts=clock.now(), step_id=sid, attempt=attempt,
+                                agent_id=agent_id, duration_s=clock.monotonic() - t0,
+                            ))
+                        else:
+                            self.emit(StepSucceeded(
+                                run_id=run_id, ts=clock.now(), step_id=sid, attempt=attempt,
+                                agent_id=agent_id, output=output,
+                                duration_s=clock.monotonic() - t0, output_json=encoded,
+                            ))
                         return True
                     finally:
                         lease.release()
-            self.emit(StepAttemptFailed(run_id=run_id, ts=clock.now(), step_id=node.id,
-                                        attempt=attempt, agent_id=agent_id, error=err,
-                                        duration_s=clock.monotonic() - t0))
-            delay = next_delay(node.retry, err, state, engine.rng)
+            failed_cls = CompensationAttemptFailed if compensating else StepAttemptFailed
+            self.emit(failed_cls(run_id=run_id, ts=clock.now(), step_id=sid, attempt=attempt,
+                                 agent_id=agent_id, error=err,
+                                 duration_s=clock.monotonic() - t0))
+            delay = next_delay(policies, err, state, engine.rng)
             if delay is not None and deadline is not None and clock.monotonic() + delay >= deadline:
                 delay = None
-                err = ErrorInfo(err.type, f"{err.message} (deadline of {node.deadline_s:g}s"
+                err = ErrorInfo(err.type, f"{err.message} (deadline of {deadline_s:g}s"
                                 " leaves no time for another attempt)", err.retryable,
                                 err.agent_id, err.traceback)
             if delay is None:
-                self.emit(StepFailed(run_id=run_id, ts=clock.now(), step_id=node.id,
-                                     attempts=attempt, error=err, optional=node.optional))
+                if compensating:
+                    self.emit(CompensationFailed(run_id=run_id, ts=clock.now(), step_id=sid,
+                                                 attempts=attempt, error=err))
+                else:
+                    self.emit(StepFailed(run_id=run_id, ts=clock.now(), step_id=sid,
+                                         attempts=attempt, error=err, optional=node.optional))
                 return False
-            self.emit(StepRetryScheduled(run_id=run_id, ts=clock.now(), step_id=node.id,
-                                         attempt=attempt + 1, delay_s=delay,
-                                         at=clock.now() + delay))
+            retry_cls = CompensationRetryScheduled if compensating else StepRetryScheduled
+            self.emit(retry_cls(run_id=run_id, ts=clock.now(), step_id=sid, attempt=attempt + 1,
+                                delay_s=delay, at=clock.now() + delay))
             avoid = agent_id
             await clock.sleep(delay)
+
+    # --- rollback ---------------------------------------------------------
+    async def rollback(self, reason: str) -> RunRecord:
+        """Undo succeeded steps in reverse completion order; resumable after a crash."""
+        clock = self.engine.clock
+        wf = self.plan.workflow
+        t0 = clock.monotonic()
+        outputs = self.scope.outputs
+        assert isinstance(outputs, dict)
+        for node in self.plan.nodes:
+            rec = self._recs[node.index]
+            outputs[node.id] = rec.output if rec.status in ("succeeded", "compensated") else None
+        if self.record.phase != "compensate":
+            self.emit(RollbackStarted(run_id=self.run_id, ts=clock.now(), reason=reason))
+            await self.engine.store.flush()
+        todo = sorted(
+            (n for n in self.plan.nodes
+             if n.compensate is not None and self._recs[n.index].status == "succeeded"),
+            key=lambda n: self._recs[n.index].completed_seq or 0,
+            reverse=True,
+        )
+        failed: list[str] = []
+        first_error: ErrorInfo | None = None
+        for node in todo:
+            rec = self._recs[node.index]
+            comp = node.compensate
+            assert comp is not None
+            ok = await self._call(
+                node, compensating=True, agent_ref=comp.agent, template=node.compensate_input,
+                policies=node.compensate_retry, timeout_s=comp.timeout or node.timeout_s,
+                deadline_s=None, key=f"{self.run_id}/{node.id}/compensate",
+                attempts_so_far=rec.compensation_attempts if rec.compensation_status == "running"
+                else 0,
+                state=RetryState(),
+            )
+            await self.engine.store.flush()  # each undo is durable before the next starts
+            if not ok:
+                failed.append(node.id)
+                first_error = first_error or rec.compensation_error
+        if failed:
+            status = "rollback_failed"
+            error = ErrorInfo(
+                first_error.type if first_error else "agent_error",
+                "could not undo step" + ("s " if len(failed) > 1 else " ")
+                + ", ".join(f"'{f}'" for f in failed)
+                + (f": {first_error.message}" if first_error else ""),
+            )
+        else:
+            status, error = "rolled_back", self.record.error
+        self.emit(RunFinished(run_id=self.run_id, ts=clock.now(), workflow=wf.name, status=status,
+                              output=None, error=error, duration_s=clock.monotonic() - t0))
+        await self.engine.store.flush()
+        return self.record

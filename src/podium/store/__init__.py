@@ -1,7 +1,8 @@
 """MEMORY: the Store protocol and its implementations, picked from a URL."""
 
 from podium.store.base import Store
+from podium.store.factory import DEFAULT_DB_URL, default_db_url, open_store
 from podium.store.memory import MemoryStore
 from podium.store.records import RunRecord, StepRecord, apply_event
 
-__all__ = ["MemoryStore", "RunRecord", "StepRecord", "Store", "apply_event"]
+__all__ = ["DEFAULT_DB_URL", "MemoryStore", "default_db_url", "open_store", "RunRecord", "StepRecord", "Store", "apply_event"]

@@ -95,6 +95,16 @@ class MemoryStore:
             return True
         return False
 
+    async def adopt(self, run: RunRecord) -> None:
+        if run.run_id not in self._runs:
+            self._runs[run.run_id] = copy.deepcopy(run)
+            self._events[run.run_id] = []
+
+    async def release_run(self, run_id: str, owner: str, *, force: bool = False) -> None:
+        run = self._runs.get(run_id)
+        if run is not None and (force or run.owner == owner):
+            run.owner = None
+
     async def renew_leases(self, owner: str, run_ids: Collection[str], until: float) -> None:
         for r in run_ids:
             run = self._runs.get(r)

@@ -12,10 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from podium.events import (
+    CompensationAttemptFailed,
+    CompensationFailed,
+    CompensationStarted,
+    CompensationSucceeded,
     ErrorInfo,
     Event,
     RunCancelRequested,
     RunFinished,
+    RollbackStarted,
     RunStarted,
     StepAttemptFailed,
     StepCancelled,
@@ -55,12 +60,17 @@ class StepRecord:
     finished_at: float | None = None
     next_retry_at: float | None = None
     optional: bool = False
+    # Order of success within the run (1, 2, ...): rollback undoes in reverse.
+    completed_seq: int | None = None
+    compensation_status: str | None = None  # running | succeeded | failed
+    compensation_attempts: int = 0
+    compensation_error: ErrorInfo | None = None
 
     def to_dict(self, *, verbose: bool = False) -> dict[str, Any]:
         err = None
         if self.error is not None:
             err = self.error.to_dict() if verbose else self.error.public()
-        return {
+        d: dict[str, Any] = {
             "status": self.status,
             "attempts": self.attempts,
             "agent": self.agent_id,
@@ -69,6 +79,14 @@ class StepRecord:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
         }
+        if self.compensation_status is not None:
+            cerr = self.compensation_error
+            d["compensation"] = {
+                "status": self.compensation_status,
+                "attempts": self.compensation_attempts,
+                "error": None if cerr is None else (cerr.to_dict() if verbose else cerr.public()),
+            }
+        return d
 
 
 @dataclass(slots=True)
@@ -89,6 +107,10 @@ class RunRecord:
     cancel_requested: bool = False
     # Where the run's agents came from (agents file path...), so resume needs no flags.
     agents_source: dict[str, Any] = field(default_factory=dict)
+    # "execute", then "compensate" once a rollback starts (so a crash resumes the rollback).
+    phase: str = "execute"
+    # Steps succeeded so far (a counter, so ordering a success is O(1)).
+    completions: int = 0
     steps: dict[str, StepRecord] = field(default_factory=dict)
 
     @property
@@ -169,6 +191,8 @@ def _succeeded(run: RunRecord, e: Event) -> None:
     rec.output = e.output
     rec.error = None
     rec.finished_at = e.ts
+    run.completions += 1
+    rec.completed_seq = run.completions
 
 
 def _attempt_failed(run: RunRecord, e: Event) -> None:
@@ -210,7 +234,47 @@ def _cancelled(run: RunRecord, e: Event) -> None:
     rec.next_retry_at = None
 
 
+def _rollback_started(run: RunRecord, e: Event) -> None:
+    run.phase = "compensate"
+    run.status = "running"
+    run.finished_at = None
+
+
+def _comp_started(run: RunRecord, e: Event) -> None:
+    assert isinstance(e, CompensationStarted)
+    rec = _step(run, e.step_id)
+    rec.compensation_status = "running"
+    rec.compensation_attempts = e.attempt
+
+
+def _comp_attempt_failed(run: RunRecord, e: Event) -> None:
+    assert isinstance(e, CompensationAttemptFailed)
+    rec = _step(run, e.step_id)
+    rec.compensation_attempts = max(rec.compensation_attempts, e.attempt)
+    rec.compensation_error = e.error
+
+
+def _comp_succeeded(run: RunRecord, e: Event) -> None:
+    assert isinstance(e, CompensationSucceeded)
+    rec = _step(run, e.step_id)
+    rec.compensation_status = "succeeded"
+    rec.compensation_error = None
+    rec.status = "compensated"
+
+
+def _comp_failed(run: RunRecord, e: Event) -> None:
+    assert isinstance(e, CompensationFailed)
+    rec = _step(run, e.step_id)
+    rec.compensation_status = "failed"
+    rec.compensation_error = e.error
+
+
 APPLY: dict[str, Callable[[RunRecord, Event], None]] = {
+    RollbackStarted.type: _rollback_started,
+    CompensationStarted.type: _comp_started,
+    CompensationAttemptFailed.type: _comp_attempt_failed,
+    CompensationSucceeded.type: _comp_succeeded,
+    CompensationFailed.type: _comp_failed,
     RunStarted.type: _run_started,
     RunFinished.type: _run_finished,
     RunCancelRequested.type: _cancel_requested,
