@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
 import inspect
 import sys
 from collections.abc import Callable
@@ -32,7 +33,7 @@ class PythonAgent:
         self,
         func: Callable[[Task], Any],
         *,
-        id: str,  # noqa: A002 - the agents file calls it id
+        id: str,
         capabilities: frozenset[str] | set[str] | list[str] | tuple[str, ...] = (),
         max_concurrency: int | None = None,
         weight: float = 1.0,
@@ -96,7 +97,7 @@ class PythonAgent:
 def agent(
     capability: str,
     *more: str,
-    id: str | None = None,  # noqa: A002 - mirrors the agents file
+    id: str | None = None,
     max_concurrency: int | None = None,
     weight: float = 1.0,
     region: str | None = None,
@@ -127,22 +128,57 @@ def decorated_agents() -> list[PythonAgent]:
     return list(_DECORATED.values())
 
 
+def _import(module_name: str, base_dir: Path | None) -> Any:
+    """Import a module, preferring a file that sits beside the config that names it.
+
+    Two agents files in different folders may both say ``agents:collect``; a
+    plain import would hand the second one the first folder's cached module.
+    A module file found in ``base_dir`` is therefore loaded from that file, under
+    a name unique to its path, unless the cached module already is that file.
+    """
+    if base_dir is not None:
+        rel = Path(*module_name.split("."))
+        candidate = base_dir / rel.with_suffix(".py")
+        if not candidate.is_file():
+            candidate = base_dir / rel / "__init__.py"
+        if candidate.is_file():
+            cached = sys.modules.get(module_name)
+            if cached is not None and Path(getattr(cached, "__file__", "") or "").resolve() \
+                    == candidate.resolve():
+                return cached
+            if cached is None:
+                if str(base_dir) not in sys.path:
+                    sys.path.insert(0, str(base_dir))
+                return importlib.import_module(module_name)
+            unique = f"_podium_agents_{abs(hash(str(candidate.resolve())))}_{module_name}"
+            if unique in sys.modules:
+                return sys.modules[unique]
+            spec = importlib.util.spec_from_file_location(unique, candidate)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot load {candidate}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[unique] = module
+            spec.loader.exec_module(module)
+            return module
+    return importlib.import_module(module_name)
+
+
 def load_callable(path: str, *, base_dir: Path | None = None, where: str = "") -> Callable[..., Any]:
     """Import ``package.module:attr.attr``; ``base_dir`` lets files sit beside their config."""
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(f"{where}{path!r} is not MODULE:FUNCTION (fix: write e.g. my_pkg.agents:collect)")
-    if base_dir is not None and str(base_dir) not in sys.path:
-        sys.path.insert(0, str(base_dir))
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: Any = _import(module_name, base_dir)
     except ImportError as exc:
         raise ConfigError(
             f"{where}cannot import module '{module_name}' for {path!r}: {exc}"
             " (fix: install the package or check the module path)"
         ) from None
-    except Exception as exc:
-        raise ConfigError(f"{where}importing '{module_name}' failed: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - any error while importing user code is reported
+        raise ConfigError(
+            f"{where}importing '{module_name}' failed: {type(exc).__name__}: {exc}"
+        ) from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)

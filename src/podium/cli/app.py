@@ -200,6 +200,18 @@ def demo(
     guarded(body)
 
 
+def _is_agents_file(path: Path) -> bool:
+    """An agents file (``agents:`` and no ``steps:``) is checked as one, not as a workflow."""
+    from podium.definition.loader import parse_document
+    from podium.errors import DefinitionError
+
+    try:
+        data, _ = parse_document(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError, DefinitionError):
+        return False
+    return isinstance(data, dict) and "agents" in data and "steps" not in data
+
+
 @app.command()
 def validate(
     files: Annotated[list[Path], typer.Argument(help="Workflow files to check.")],
@@ -215,9 +227,18 @@ def validate(
         bad = 0
         for f in files:
             try:
+                if _is_agents_file(f):
+                    from podium.agents.config import load_agents_file
+
+                    cfg = load_agents_file(f)
+                    results[str(f)] = {"valid": True, "kind": "agents",
+                                       "agents": len(cfg.agents), "problems": []}
+                    if not as_json:
+                        print(f"{f}: ok (agents file, {len(cfg.agents)} agents)")
+                    continue
                 wf = load_workflow(f)
-                results[str(f)] = {"valid": True, "workflow": wf.name, "version": wf.version,
-                                   "steps": len(wf.steps), "problems": []}
+                results[str(f)] = {"valid": True, "kind": "workflow", "workflow": wf.name,
+                                   "version": wf.version, "steps": len(wf.steps), "problems": []}
                 if not as_json:
                     print(f"{f}: ok ({wf.name} v{wf.version}, {len(wf.steps)} steps, {wf.mode})")
             except DefinitionError as exc:

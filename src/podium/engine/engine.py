@@ -22,7 +22,7 @@ from typing import Any
 
 from podium.agents.registry import AgentRegistry
 from podium.clock import Clock, SystemClock
-from podium.definition.loader import check_input
+from podium.definition.loader import apply_input_defaults, check_input
 from podium.definition.models import Workflow
 from podium.definition.plan import Plan, compile_plan
 from podium.definition.loader import workflow_from_dict
@@ -188,7 +188,7 @@ class Engine:
         """Validate, persist and start a run; return at once with its handle."""
         await self.open()
         plan = self.plan(workflow)
-        value = {} if input is None else input
+        value = apply_input_defaults(workflow, {} if input is None else input)
         check_input(workflow, value)
         self.check_agents(plan, source)
         key = (workflow.name, str(workflow.version))
@@ -225,7 +225,12 @@ class Engine:
         task = asyncio.get_running_loop().create_task(work, name=f"podium:run:{record.run_id}")
         handle = RunHandle(execution, task)
         self._active[record.run_id] = handle
-        task.add_done_callback(lambda _t, rid=record.run_id: self._active.pop(rid, None))
+        run_id = record.run_id
+
+        def forget(_task: asyncio.Task[RunRecord]) -> None:
+            self._active.pop(run_id, None)
+
+        task.add_done_callback(forget)
         self._ensure_supervisor()
         return handle
 
@@ -350,9 +355,10 @@ class Engine:
         carry: dict[str, RetryState] = {}
         redrive = run.status in ("failed", "cancelled")
         for node in plan.nodes:
-            rec = run.steps.get(node.id)
-            if rec is None or rec.status == "succeeded":
+            found = run.steps.get(node.id)
+            if found is None or found.status == "succeeded":
                 continue
+            rec = found
             if redrive or rec.status in ("failed", "cancelled", "skipped"):
                 rec.next_retry_at = None  # a redrive starts each step's retry budget afresh
             elif rec.attempts:

@@ -208,12 +208,15 @@ class RunExecution:
             return
         self._stopping = reason
         self._stop_message = message
+        why = {CANCELLED: "run cancelled", TIMEOUT: "run timed out"}.get(reason, "run failed")
+        if message:
+            why = f"{why}: {message}"
         ts = self.engine.clock.now()
         for i, rec in enumerate(self._recs):
             if not self._resolved[i] and i not in self._tasks:
                 self._resolved[i] = True
                 self.emit(StepSkipped(run_id=self.run_id, ts=ts, step_id=rec.step_id,
-                                      reason=reason))
+                                      reason=why))
         self._queue.clear()
         for task in self._tasks.values():
             task.cancel()
@@ -311,7 +314,7 @@ class RunExecution:
         if self.plan.workflow.on_failure == "continue":
             self._skip_downstream(node)
         else:
-            self.stop(FAILED)
+            self.stop(FAILED, f"step '{node.id}' failed")
 
     def _skip_downstream(self, failed: PlanNode) -> None:
         ts = self.engine.clock.now()
@@ -469,6 +472,7 @@ class RunExecution:
         )
         failed: list[str] = []
         first_error: ErrorInfo | None = None
+        error: ErrorInfo | None
         for node in todo:
             rec = self._recs[node.index]
             comp = node.compensate
