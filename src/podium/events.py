@@ -16,6 +16,10 @@ from typing import Any, ClassVar
 
 __all__ = [
     "EVENT_TYPES",
+    "AgentHealthChanged",
+    "AgentRegistered",
+    "AgentUnregistered",
+    "CircuitStateChanged",
     "CompensationAttemptFailed",
     "CompensationFailed",
     "CompensationRetryScheduled",
@@ -241,6 +245,42 @@ class CompensationFailed(Event):
     error: ErrorInfo
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentRegistered(Event):
+    type: ClassVar[str] = "agent_registered"
+    run_id: str = ""  # fleet events belong to no run
+    agent_id: str
+    capabilities: tuple[str, ...]
+    transport: str
+    region: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentUnregistered(Event):
+    type: ClassVar[str] = "agent_unregistered"
+    run_id: str = ""
+    agent_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentHealthChanged(Event):
+    type: ClassVar[str] = "agent_health_changed"
+    run_id: str = ""
+    agent_id: str
+    old: str
+    new: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CircuitStateChanged(Event):
+    type: ClassVar[str] = "circuit_state_changed"
+    run_id: str = ""
+    agent_id: str
+    old: str
+    new: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
@@ -248,7 +288,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         StepSucceeded, StepAttemptFailed, StepRetryScheduled, StepFailed,
         StepSkipped, StepCancelled, RollbackStarted, CompensationStarted,
         CompensationAttemptFailed, CompensationRetryScheduled, CompensationSucceeded,
-        CompensationFailed,
+        CompensationFailed, AgentRegistered, AgentUnregistered, AgentHealthChanged,
+        CircuitStateChanged,
     )
 }
 

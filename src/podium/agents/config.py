@@ -11,13 +11,15 @@ from __future__ import annotations
 import os
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from podium.agents.base import Agent
 from podium.agents.python import PythonAgent, decorated_agents, load_callable
-from podium.agents.registry import AgentRegistry
+from podium.agents.breaker import BreakerConfig
+from podium.agents.health import HealthConfig
+from podium.agents.registry import AgentRegistry, RegistryConfig
 from podium.definition.durations import Duration
 from podium.errors import ConfigError, DefinitionError, Problem
 
@@ -59,19 +61,53 @@ class HealthSettings(_Model):
     timeout: Duration = 2.0
     unhealthy_after: int = Field(3, ge=1)
     healthy_after: int = Field(2, ge=1)
+    # Passive outlier detection from real calls.
+    eject_after_failures: int = Field(5, ge=1)
+    eject_error_rate: float = Field(0.5, gt=0, le=1)
+    eject_min_calls: int = Field(10, ge=1)
+    eject_window: Duration = 30.0
+    ejection: Duration = 30.0
+
+    def to_config(self) -> HealthConfig:
+        return HealthConfig(
+            interval_s=self.interval, timeout_s=self.timeout,
+            unhealthy_after=self.unhealthy_after, healthy_after=self.healthy_after,
+            eject_consecutive_failures=self.eject_after_failures,
+            eject_error_rate=self.eject_error_rate, eject_window_s=self.eject_window,
+            eject_min_calls=self.eject_min_calls, ejection_s=self.ejection,
+        )
 
 
 class BreakerSettings(_Model):
     failure_threshold: int = Field(5, ge=1)
     reset_timeout: Duration = 30.0
     half_open_max_calls: int = Field(1, ge=1)
+    failure_rate: float | None = Field(0.5, gt=0, le=1)
+    window: Duration = 60.0
+    min_calls: int = Field(20, ge=1)
+    ignore_errors: list[str] = Field(default_factory=lambda: ["invalid_input", "cancelled"])
+
+    def to_config(self) -> BreakerConfig:
+        return BreakerConfig(
+            failure_threshold=self.failure_threshold, reset_timeout_s=self.reset_timeout,
+            half_open_max_calls=self.half_open_max_calls, failure_rate=self.failure_rate,
+            window_s=self.window, min_calls=self.min_calls,
+            ignored_errors=frozenset(self.ignore_errors),
+        )
 
 
 class AgentsFile(_Model):
     region: str | None = None
+    strategy: Literal["least_loaded", "round_robin", "latency"] = "least_loaded"
+    acquire_timeout: Duration = 30.0
     agents: list[AgentSpec] = Field(default_factory=list)
     health: HealthSettings = Field(default_factory=HealthSettings)
     circuit_breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+
+    def registry_config(self) -> RegistryConfig:
+        return RegistryConfig(region=self.region, health=self.health.to_config(),
+                              breaker=self.circuit_breaker.to_config(),
+                              acquire_timeout_s=self.acquire_timeout, strategy=self.strategy)
 
 
 def find_agents_file(explicit: str | Path | None, *, cwd: Path | None = None) -> Path | None:
@@ -159,15 +195,16 @@ def build_registry(
     decorated_too: bool = True,
 ) -> tuple[AgentRegistry, AgentsFile | None, dict[str, Any]]:
     """Load every agent source; return the registry, the file and where it all came from."""
-    registry = AgentRegistry()
     config: AgentsFile | None = None
     source: dict[str, Any] = {"agents_file": None, "entry_points": entry_points_too}
     if agents_file is not None:
         path = agents_file.resolve()
         config = load_agents_file(path)
         source["agents_file"] = str(path)
+    registry = AgentRegistry(config=config.registry_config() if config else None)
+    if config is not None and agents_file is not None:
         for spec in config.agents:
-            registry.register(_build_agent(spec, path.parent, str(agents_file)))
+            registry.register(_build_agent(spec, agents_file.resolve().parent, str(agents_file)))
     if entry_points_too:
         for a in _entry_point_agents():
             if registry.get(a.id) is None:

@@ -29,6 +29,8 @@ _DECORATED: dict[str, PythonAgent] = {}
 class PythonAgent:
     """Wraps a function ``f(task) -> output`` as an ``Agent``."""
 
+    transport = "python"
+
     def __init__(
         self,
         func: Callable[[Task], Any],

@@ -1,74 +1,178 @@
-"""Finding an agent for a step: by capability, or by id written ``@agent-id``.
+"""The registry: which agents exist, how healthy they are, and who takes the next call.
 
-This registry counts in-flight calls per agent, respects ``max_concurrency``,
-prefers the least loaded agent, and on a retry prefers a different agent than
-the one that just failed. Health checks, breakers and regions plug in behind
-``acquire`` without the engine changing.
+For every attempt ``acquire`` keeps the agents that have the capability, are
+not unhealthy, whose circuit breaker admits a call and that have free
+capacity; prefers healthy over degraded, the engine's own region over others
+(then other regions by measured latency); and among those applies the
+strategy: ``least_loaded`` (power of two choices on in-flight / capacity,
+weighted, ties to the lower latency), ``round_robin`` (smooth weighted) or
+``latency``. A retry avoids the agent that just failed when another can take
+it. An agent refused by its breaker is skipped at once, without costing the
+step an attempt; only when every agent is refused, or none stays free within
+the acquire timeout, does the call fail as ``unavailable``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
-from podium.agents.base import Agent
+from podium.agents.base import Agent, HealthReport
+from podium.agents.breaker import BreakerConfig, CircuitBreaker
+from podium.agents.health import (
+    DEGRADED,
+    HEALTHY,
+    UNHEALTHY,
+    UNKNOWN,
+    HealthConfig,
+    HealthMonitor,
+    HealthState,
+    overall_level,
+)
+from podium.clock import Clock, SystemClock
 from podium.errors import ConfigError, Unavailable
+from podium.events import (
+    AgentHealthChanged,
+    AgentRegistered,
+    AgentUnregistered,
+    CircuitStateChanged,
+    Event,
+)
 
-__all__ = ["AgentRegistry", "Lease"]
+__all__ = ["STRATEGIES", "AgentRegistry", "Lease", "RegistryConfig"]
+
+STRATEGIES = ("least_loaded", "round_robin", "latency")
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    region: str | None = None
+    health: HealthConfig = field(default_factory=HealthConfig)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    acquire_timeout_s: float = 30.0
+    strategy: str = "least_loaded"
+
+
+@dataclass(eq=False)
+class _Entry:
+    agent: Agent
+    breaker: CircuitBreaker
+    health: HealthState = field(default_factory=HealthState)
+    inflight: int = 0
+    rr_weight: float = 0.0  # smooth weighted round robin state
+
+    @property
+    def weight(self) -> float:
+        return float(getattr(self.agent, "weight", 1.0) or 1.0)
+
+    @property
+    def region(self) -> str | None:
+        region = getattr(self.agent, "region", None)
+        return region if isinstance(region, str) else None
+
+    @property
+    def load(self) -> float:
+        cap = self.agent.max_concurrency
+        return (self.inflight / cap if cap else self.inflight * 1e-3) / self.weight
 
 
 class Lease:
-    """One call's hold on an agent; ``release`` frees its capacity slot."""
+    """One call's hold on an agent; ``release`` reports how the call went."""
 
-    __slots__ = ("_registry", "agent", "capability", "released")
+    __slots__ = ("_entry", "_registry", "agent", "capability", "released")
 
-    def __init__(self, registry: AgentRegistry, agent: Agent, capability: str) -> None:
+    def __init__(self, registry: AgentRegistry, entry: _Entry, capability: str) -> None:
         self._registry = registry
-        self.agent = agent
+        self._entry = entry
+        self.agent = entry.agent
         self.capability = capability
         self.released = False
 
-    def release(self) -> None:
+    def release(self, ok: bool = True, error_type: str | None = None,
+                latency_s: float | None = None) -> None:
         if not self.released:
             self.released = True
-            self._registry._release(self.agent.id)
+            self._registry._release(self._entry, ok, error_type, latency_s)
+
+
+def transport_of(agent: Agent) -> str:
+    return str(getattr(agent, "transport", type(agent).__name__))
 
 
 class AgentRegistry:
-    def __init__(self, agents: Iterable[Agent] = ()) -> None:
-        self._agents: dict[str, Agent] = {}
-        self._by_capability: dict[str, list[Agent]] = {}
-        self._inflight: dict[str, int] = {}
+    def __init__(
+        self,
+        agents: Iterable[Agent] = (),
+        config: RegistryConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config or RegistryConfig()
+        self._clock: Clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self._emit: Callable[[Event], None] | None = None
+        self._entries: dict[str, _Entry] = {}
+        self._by_capability: dict[str, list[_Entry]] = {}
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._monitor: HealthMonitor | None = None
         for a in agents:
             self.register(a)
 
+    def attach(self, emit: Callable[[Event], None] | None, clock: Clock | None = None) -> None:
+        """Send fleet events to ``emit`` (an engine's bus) and read time from ``clock``."""
+        self._emit = emit
+        if clock is not None:
+            self._clock = clock
+            for e in self._entries.values():
+                e.breaker._clock = clock
+
+    def _send(self, event: Event) -> None:
+        if self._emit is not None:
+            self._emit(event)
+
     # --- membership -------------------------------------------------------
     def register(self, agent: Agent) -> None:
-        if agent.id in self._agents:
-            raise ConfigError(f"agent id '{agent.id}' is registered twice (fix: give each agent its own id)")
-        self._agents[agent.id] = agent
-        self._inflight.setdefault(agent.id, 0)
+        if agent.id in self._entries:
+            raise ConfigError(
+                f"agent id '{agent.id}' is registered twice (fix: give each agent its own id)")
+        agent_id = agent.id
+
+        def on_change(old: str, new: str) -> None:
+            self._send(CircuitStateChanged(ts=self._clock.now(), agent_id=agent_id, old=old,
+                                           new=new))
+
+        entry = _Entry(agent, CircuitBreaker(self.config.breaker, self._clock, on_change))
+        self._entries[agent_id] = entry
         for cap in agent.capabilities:
-            self._by_capability.setdefault(cap, []).append(agent)
+            self._by_capability.setdefault(cap, []).append(entry)
+        self._send(AgentRegistered(ts=self._clock.now(), agent_id=agent_id,
+                                   capabilities=tuple(sorted(agent.capabilities)),
+                                   transport=transport_of(agent), region=entry.region))
         self._wake()
 
     def unregister(self, agent_id: str) -> Agent | None:
-        agent = self._agents.pop(agent_id, None)
-        if agent is not None:
-            for cap in agent.capabilities:
-                members = self._by_capability.get(cap, [])
-                if agent in members:
-                    members.remove(agent)
-        return agent
+        entry = self._entries.pop(agent_id, None)
+        if entry is None:
+            return None
+        for cap in entry.agent.capabilities:
+            members = self._by_capability.get(cap, [])
+            if entry in members:
+                members.remove(entry)
+        self._send(AgentUnregistered(ts=self._clock.now(), agent_id=agent_id))
+        return entry.agent
 
     def get(self, agent_id: str) -> Agent | None:
-        return self._agents.get(agent_id)
+        entry = self._entries.get(agent_id)
+        return entry.agent if entry else None
 
     @property
     def agents(self) -> list[Agent]:
-        return list(self._agents.values())
+        return [e.agent for e in self._entries.values()]
 
     def capabilities(self) -> set[str]:
         return {c for c, members in self._by_capability.items() if members}
@@ -76,70 +180,236 @@ class AgentRegistry:
     def knows(self, ref: str) -> bool:
         """Whether ``ref`` (capability or ``@id``) names anything registered."""
         if ref.startswith("@"):
-            return ref[1:] in self._agents
+            return ref[1:] in self._entries
         return bool(self._by_capability.get(ref))
 
     def inflight(self, agent_id: str) -> int:
-        return self._inflight.get(agent_id, 0)
+        entry = self._entries.get(agent_id)
+        return entry.inflight if entry else 0
+
+    def health_of(self, agent_id: str) -> HealthState:
+        return self._entries[agent_id].health
+
+    def breaker_of(self, agent_id: str) -> CircuitBreaker:
+        return self._entries[agent_id].breaker
+
+    # --- health -----------------------------------------------------------
+    def _set_level(self, entry: _Entry, old: str, reason: str | None) -> None:
+        new = entry.health.level
+        if new != old:
+            self._send(AgentHealthChanged(ts=self._clock.now(), agent_id=entry.agent.id, old=old,
+                                          new=new, reason=reason))
+            self._wake()
+
+    def observe_check(self, agent: Agent, report: HealthReport, latency_s: float) -> None:
+        entry = self._entries.get(agent.id)
+        if entry is None:
+            return
+        old = entry.health.level
+        entry.health.observe_check(report, latency_s, self._clock.monotonic(), self.config.health)
+        self._set_level(entry, old, report.detail or f"health check: {report.status}")
+
+    async def check_health(self) -> None:
+        """One round of active checks of every agent."""
+        await self._monitor_for().check_once()
+
+    def _monitor_for(self) -> HealthMonitor:
+        if self._monitor is None:
+            self._monitor = HealthMonitor(lambda: self.agents, self.observe_check,
+                                          self.config.health, self._clock)
+        return self._monitor
+
+    def start_monitor(self) -> None:
+        """Check every agent on the configured interval until ``stop_monitor``."""
+        if self.config.health.interval_s > 0:
+            self._monitor_for().start()
+
+    async def stop_monitor(self) -> None:
+        if self._monitor is not None:
+            await self._monitor.stop()
+
+    def report(self) -> dict[str, Any]:
+        """Per agent status, latency, in-flight, error rate, circuit; totals and overall level."""
+        now = self._clock.monotonic()
+        window = self.config.health.eject_window_s
+        agents = []
+        counts = {HEALTHY: 0, DEGRADED: 0, UNHEALTHY: 0, UNKNOWN: 0}
+        for e in self._entries.values():
+            h = e.health
+            h.expire_ejection(now)
+            counts[h.level] = counts.get(h.level, 0) + 1
+            latency = h.latency_s if h.latency_s is not None else h.check_latency_s
+            agents.append({
+                "id": e.agent.id,
+                "capabilities": sorted(e.agent.capabilities),
+                "transport": transport_of(e.agent),
+                "region": e.region,
+                "weight": e.weight,
+                "status": h.level,
+                "latency_ms": None if latency is None else round(latency * 1000, 2),
+                "inflight": e.inflight,
+                "max_concurrency": e.agent.max_concurrency,
+                "load": h.load,
+                "error_rate": round(h.error_rate(now, window), 4),
+                "calls": h.total_calls,
+                "failures": h.total_failures,
+                "circuit": e.breaker.state,
+                "detail": h.detail,
+            })
+        by_cap = {c: [m.health.level for m in members]
+                  for c, members in self._by_capability.items() if members}
+        return {
+            "region": self.config.region,
+            "overall": overall_level(by_cap),
+            "totals": {"agents": len(agents), **counts},
+            "capabilities": {c: {"agents": len(v),
+                                 "usable": sum(1 for lv in v if lv != UNHEALTHY)}
+                             for c, v in by_cap.items()},
+            "agents": agents,
+        }
 
     # --- selection --------------------------------------------------------
-    def _candidates(self, ref: str) -> list[Agent]:
+    def _candidates(self, ref: str) -> list[_Entry]:
         if ref.startswith("@"):
-            a = self._agents.get(ref[1:])
-            return [a] if a is not None else []
+            e = self._entries.get(ref[1:])
+            return [e] if e is not None else []
         return self._by_capability.get(ref, [])
 
-    def _pick(self, candidates: list[Agent], avoid: str | None) -> Agent | None:
-        best: Agent | None = None
-        best_key: tuple[int, float] | None = None
-        for a in candidates:
-            n = self._inflight[a.id]
-            cap = a.max_concurrency
-            if cap is not None and n >= cap:
-                continue
-            key = (1 if a.id == avoid else 0, n / cap if cap else n * 1e-9)
-            if best_key is None or key < best_key:
-                best, best_key = a, key
-        return best
+    def _usable(self, candidates: list[_Entry]) -> tuple[list[_Entry], int, int, int]:
+        now = self._clock.monotonic()
+        usable: list[_Entry] = []
+        unhealthy = refused = full = 0
+        for e in candidates:
+            old = e.health.level
+            if e.health.expire_ejection(now):
+                self._set_level(e, old, "ejection expired; probing again")
+            if e.health.level == UNHEALTHY:
+                unhealthy += 1
+            elif not e.breaker.would_admit():
+                refused += 1
+            elif e.agent.max_concurrency is not None and e.inflight >= e.agent.max_concurrency:
+                full += 1
+            else:
+                usable.append(e)
+        return usable, unhealthy, refused, full
+
+    def _tier(self, usable: list[_Entry]) -> list[_Entry]:
+        """Healthy before degraded; own region first, else the fastest other region."""
+        best_health = min(0 if e.health.level != DEGRADED else 1 for e in usable)
+        group = [e for e in usable if (0 if e.health.level != DEGRADED else 1) == best_health]
+        here = self.config.region
+        if here is None:
+            return group
+        local = [e for e in group if e.region in (here, None)]
+        if local:
+            return local
+        by_region: dict[str | None, float] = {}
+        for e in group:
+            lat = e.health.latency_s if e.health.latency_s is not None else 0.0
+            by_region[e.region] = min(by_region.get(e.region, lat), lat)
+        fastest = min(by_region, key=lambda r: by_region[r])
+        return [e for e in group if e.region == fastest]
+
+    def _choose(self, group: list[_Entry], strategy: str, capability: str) -> _Entry:
+        if len(group) == 1:
+            return group[0]
+        if strategy == "round_robin":
+            total = sum(e.weight for e in group)
+            for e in group:
+                e.rr_weight += e.weight
+            best = max(group, key=lambda e: e.rr_weight)
+            best.rr_weight -= total
+            return best
+        if strategy == "latency":
+            return min(group, key=lambda e: (e.health.latency_s or 0.0, e.load))
+        # least_loaded: power of two choices, drawn by weight.
+        weights = [e.weight for e in group]
+        a = self._rng.choices(group, weights)[0]
+        b = a
+        for _ in range(4):
+            b = self._rng.choices(group, weights)[0]
+            if b is not a:
+                break
+        if b is a:
+            b = min((e for e in group if e is not a), key=lambda e: e.load)
+        return min((a, b), key=lambda e: (e.load, e.health.latency_s or 0.0))
 
     async def acquire(
-        self, ref: str, *, avoid: str | None = None, timeout_s: float | None = None
+        self,
+        ref: str,
+        *,
+        avoid: str | None = None,
+        timeout_s: float | None = None,
+        strategy: str | None = None,
     ) -> Lease:
         """Hold an agent for one call, waiting up to ``timeout_s`` for capacity."""
         capability = ref[1:] if ref.startswith("@") else ref
         candidates = self._candidates(ref)
-        if len(candidates) == 1 and candidates[0].max_concurrency is None:
-            # The common case stays O(1): one agent, unbounded.
-            agent = candidates[0]
-            self._inflight[agent.id] += 1
-            return Lease(self, agent, capability)
+        if len(candidates) == 1:
+            # The common case stays O(1): one agent, unbounded, admitted.
+            e = candidates[0]
+            if e.agent.max_concurrency is None and e.health.level != UNHEALTHY \
+                    and e.breaker.state == "closed":
+                e.inflight += 1
+                return Lease(self, e, self._capability_for(e, ref, capability))
         loop = asyncio.get_running_loop()
-        deadline = None if timeout_s is None else loop.time() + timeout_s
+        limit = timeout_s if timeout_s is not None else self.config.acquire_timeout_s
+        deadline = loop.time() + limit
         while True:
             candidates = self._candidates(ref)
             if not candidates:
                 raise Unavailable(f"no agent registered for '{ref}'")
-            agent_or_none = self._pick(candidates, avoid)
-            if agent_or_none is not None:
-                self._inflight[agent_or_none.id] += 1
-                first = next(iter(agent_or_none.capabilities), capability)
-                return Lease(self, agent_or_none, capability if not ref.startswith("@") else first)
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                raise Unavailable(f"every agent for '{ref}' is at capacity")
+            usable, unhealthy, refused, full = self._usable(candidates)
+            if avoid is not None and len(usable) > 1:
+                usable = [e for e in usable if e.agent.id != avoid] or usable
+            while usable:
+                group = self._tier(usable)
+                e = self._choose(group, strategy or self.config.strategy, capability)
+                if e.breaker.try_acquire():
+                    e.inflight += 1
+                    return Lease(self, e, self._capability_for(e, ref, capability))
+                usable.remove(e)
+                refused += 1
+            if not full:
+                parts = []
+                if unhealthy:
+                    parts.append(f"{unhealthy} unhealthy")
+                if refused:
+                    parts.append(f"{refused} with an open circuit")
+                raise Unavailable(f"no agent can take '{ref}' now ({', '.join(parts)})")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise Unavailable(
+                    f"every agent for '{ref}' stayed at capacity for {limit:g}s")
             fut: asyncio.Future[None] = loop.create_future()
             self._waiters.append(fut)
             try:
                 await asyncio.wait_for(fut, remaining)
             except TimeoutError:
-                raise Unavailable(f"every agent for '{ref}' stayed at capacity") from None
+                raise Unavailable(
+                    f"every agent for '{ref}' stayed at capacity for {limit:g}s") from None
             finally:
                 if fut in self._waiters:
                     self._waiters.remove(fut)
 
-    def _release(self, agent_id: str) -> None:
-        if agent_id in self._inflight:
-            self._inflight[agent_id] -= 1
+    @staticmethod
+    def _capability_for(e: _Entry, ref: str, capability: str) -> str:
+        if ref.startswith("@"):
+            return next(iter(sorted(e.agent.capabilities)), capability)
+        return capability
+
+    def _release(self, e: _Entry, ok: bool, error_type: str | None,
+                 latency_s: float | None) -> None:
+        e.inflight -= 1
+        if error_type == "cancelled":
+            e.breaker.cancel_trial()
+        else:
+            e.breaker.record(ok, error_type)
+            old = e.health.level
+            e.health.observe_call(ok, error_type, latency_s or 0.0, self._clock.monotonic(),
+                                  self.config.health)
+            if e.health.level != old:
+                self._set_level(e, old, e.health.detail)
         self._wake()
 
     def _wake(self) -> None:
@@ -151,5 +421,6 @@ class AgentRegistry:
                 fut.set_result(None)
 
     async def aclose(self) -> None:
-        for a in self._agents.values():
-            await a.aclose()
+        await self.stop_monitor()
+        for e in self._entries.values():
+            await e.agent.aclose()

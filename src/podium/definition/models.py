@@ -37,6 +37,7 @@ STEP_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
 Mode = Literal["sequential", "parallel", "dag"]
 OnFailure = Literal["fail_fast", "continue", "compensate"]
 Jitter = Literal["none", "full", "equal", "decorrelated"]
+Strategy = Literal["least_loaded", "round_robin", "latency"]
 
 
 class _Model(BaseModel):
@@ -119,7 +120,9 @@ class Step(_Model):
     retry: RetryPolicy | list[RetryPolicy] | None = None
     timeout: Duration | None = Field(None, description="One attempt (start to close)")
     deadline: Duration | None = Field(None, description="All attempts together")
-    acquire_timeout: Duration | None = Field(None, description="How long to wait for an agent")
+    acquire_timeout: Duration | None = Field(
+        None, description="How long to wait for a free agent (schedule to start)")
+    strategy: Strategy | None = Field(None, description="How to pick among agents")
     optional: bool = Field(False, description="A failure does not fail the run")
     compensate: Compensation | None = None
 
@@ -140,6 +143,8 @@ class Workflow(_Model):
     sla: Duration | None = Field(None, description="Alert when a run takes longer")
     max_parallel: int | None = Field(None, ge=1, description="Steps of one run in flight")
     on_failure: OnFailure = "fail_fast"
+    strategy: Strategy | None = Field(
+        None, description="How to pick among agents: least_loaded (default), round_robin, latency")
     defaults: Defaults = Field(default_factory=Defaults)
     input_schema: dict[str, Any] | None = None
     steps: list[Step] = Field(min_length=1)

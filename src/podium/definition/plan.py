@@ -34,6 +34,7 @@ class PlanNode:
     timeout_s: float | None = None
     deadline_s: float | None = None
     optional: bool = False
+    strategy: str | None = None
     compensate: Compensation | None = None
     compensate_input: Compiled | None = None
     compensate_retry: tuple[RetryPolicy, ...] = ()
@@ -72,7 +73,8 @@ def effective_retry(
             return (RetryPolicy.model_validate(merged),)
         except ValidationError as exc:
             raise DefinitionError(
-                [Problem(f"retry merged with defaults.retry is invalid: {e['msg']}",
+                [Problem("retry merged with defaults.retry is invalid: "
+                         + e["msg"].removeprefix("Value error, "),
                          step=where, field="retry", hint="set the conflicting keys on the step")
                  for e in exc.errors()]
             ) from None
@@ -112,6 +114,7 @@ def compile_plan(workflow: Workflow) -> Plan:
             timeout_s=s.timeout if s.timeout is not None else defaults.timeout,
             deadline_s=s.deadline,
             optional=s.optional,
+            strategy=s.strategy or workflow.strategy,
             compensate=comp,
         )
         if comp is not None:

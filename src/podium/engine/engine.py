@@ -109,6 +109,7 @@ class Engine:
         self.owner = cfg.owner
         self.bus = EventBus()
         self.bus.subscribe(self.store.append)
+        self.registry.attach(self.bus.emit, self.clock)
         self._active: dict[str, RunHandle] = {}
         self._plans: dict[int, tuple[Workflow, Plan]] = {}
         self._saved_versions: set[tuple[str, str]] = set()
@@ -120,6 +121,9 @@ class Engine:
         if not self._opened:
             await self.store.open()
             self._opened = True
+            if any(getattr(a, "transport", "python") != "python" for a in self.registry.agents):
+                # Remote agents get active health checks; in-process ones cannot be down.
+                self.registry.start_monitor()
 
     async def aclose(self) -> None:
         for handle in list(self._active.values()):
@@ -132,6 +136,7 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
             self._supervisor = None
+        await self.registry.stop_monitor()
         if self._opened:
             await self.store.close()
             self._opened = False

@@ -380,7 +380,8 @@ class RunExecution:
             else:
                 try:
                     lease = await engine.registry.acquire(
-                        agent_ref, avoid=avoid, timeout_s=node.step.acquire_timeout
+                        agent_ref, avoid=avoid, timeout_s=node.step.acquire_timeout,
+                        strategy=node.strategy,
                     )
                 except Unavailable as exc:
                     err = ErrorInfo("unavailable", exc.message)
@@ -398,6 +399,10 @@ class RunExecution:
                         left = deadline - clock.monotonic()
                         timeout = left if timeout is None else min(timeout, left)
                     task = Task(run_id, sid, attempt, key, lease.capability, task_input)
+                    call_t0 = clock.monotonic()
+                    # Until we know better the call counts as cancelled, which neither
+                    # the breaker nor the health tracking hold against the agent.
+                    call_error: str | None = "cancelled"
                     try:
                         if timeout is None:
                             output = await agent.invoke(task)
@@ -409,9 +414,12 @@ class RunExecution:
                         raise
                     except orjson.JSONEncodeError as exc:
                         err = ErrorInfo("agent_error", f"output is not JSON: {exc}", False, agent_id)
+                        call_error = err.type
                     except Exception as exc:
                         err = classify(exc, agent_id, timeout)
+                        call_error = err.type
                     else:
+                        call_error = None
                         if compensating:
                             self.emit(CompensationSucceeded(
                                 run_id=run_id, ts=clock.now(), step_id=sid, attempt=attempt,
@@ -425,7 +433,7 @@ class RunExecution:
                             ))
                         return True
                     finally:
-                        lease.release()
+                        lease.release(call_error is None, call_error, clock.monotonic() - call_t0)
             failed_cls = CompensationAttemptFailed if compensating else StepAttemptFailed
             self.emit(failed_cls(run_id=run_id, ts=clock.now(), step_id=sid, attempt=attempt,
                                  agent_id=agent_id, error=err,
@@ -447,6 +455,16 @@ class RunExecution:
             retry_cls = CompensationRetryScheduled if compensating else StepRetryScheduled
             self.emit(retry_cls(run_id=run_id, ts=clock.now(), step_id=sid, attempt=attempt + 1,
                                 delay_s=delay, at=clock.now() + delay))
+            # The granted retry and its due time are committed before the wait: a crash
+            # during the wait then resumes it (same attempt count, same due time)
+            # instead of silently starting the step over from attempt 1.
+            if compensating:
+                await engine.store.flush()
+            else:
+                try:
+                    await self._flush()
+                except PodiumError:
+                    return False  # the run is stopping with the store error
             avoid = agent_id
             await clock.sleep(delay)
 
