@@ -36,8 +36,10 @@ async def test_timeout_without_retry_fails_the_run_with_error_type_timeout() -> 
     wf = {"name": "to2", "steps": [{"id": "a", "agent": "sleepy", "timeout": "30ms"}]}
     run = await run_workflow(wf, sleepy=sleepy)
     assert run.status == "failed"
-    assert run.error is not None and run.error.type == "timeout"
-    assert run.steps["a"].error is not None and run.steps["a"].error.type == "timeout"
+    assert run.error is not None
+    assert run.error.type == "timeout"
+    assert run.steps["a"].error is not None
+    assert run.steps["a"].error.type == "timeout"
     assert run.steps["a"].attempts == 1
 
 
@@ -55,7 +57,8 @@ async def test_the_whole_run_timeout_cancels_in_flight_steps_and_skips_the_rest(
         {"id": "a", "agent": "sleepy"}, {"id": "b", "agent": "sleepy", "depends_on": ["a"]}]}
     run = await run_workflow(wf, sleepy=sleepy)
     assert run.status == "failed"
-    assert run.error is not None and run.error.type == "timeout"
+    assert run.error is not None
+    assert run.error.type == "timeout"
     assert cancelled == ["a"]
     assert run.steps["a"].status == "cancelled"
     assert run.steps["b"].status == "skipped"
@@ -83,7 +86,8 @@ async def test_cancelling_a_run_cancels_in_flight_steps_and_downstream_never_sta
         handle.cancel("user asked")
         run = await handle.result()
     assert run.status == "cancelled"
-    assert run.error is not None and run.error.type == "cancelled"
+    assert run.error is not None
+    assert run.error.type == "cancelled"
     assert sorted(cancelled) == ["a", "b"]
     assert "c" not in started
     assert [run.steps[s].status for s in "abc"] == ["cancelled", "cancelled", "skipped"]
@@ -123,7 +127,8 @@ async def test_fail_fast_cancels_in_flight_siblings_and_skips_downstream() -> No
     st = {k: v.status for k, v in run.steps.items()}
     assert st == {"bad": "failed", "after_bad": "skipped", "slow": "cancelled",
                   "after_slow": "skipped"}
-    assert run.error is not None and run.error.type == "agent_error"
+    assert run.error is not None
+    assert run.error.type == "agent_error"
     assert "step 'bad' failed after 1 attempt" in run.error.message
     assert "ValueError: disk is full" in run.error.message
 
@@ -149,7 +154,9 @@ async def test_a_traceback_is_kept_in_the_record_but_not_in_the_public_error() -
     run = await run_workflow({"name": "tb", "steps": [{"id": "bad", "agent": "boom"}]},
                              boom=_boom)
     err = run.steps["bad"].error
-    assert err is not None and err.traceback is not None and "ValueError" in err.traceback
+    assert err is not None
+    assert err.traceback is not None
+    assert "ValueError" in err.traceback
     public = run.to_dict()["steps"]["bad"]["error"]
     assert "traceback" not in public
     assert run.to_dict(verbose=True)["steps"]["bad"]["error"]["traceback"]
@@ -182,8 +189,8 @@ async def test_explicit_delays_are_used_in_order_without_jitter() -> None:
     async def flaky(task: Any) -> Any:
         raise AgentError("nope", type="rate_limited")
 
-    wf = {"name": "delays", "steps": [{"id": "a", "agent": "flaky",
-                                       "retry": {"max_attempts": 5, "delays": ["1s", "5s", "30s"]}}]}
+    retry = {"max_attempts": 5, "delays": ["1s", "5s", "30s"]}
+    wf = {"name": "delays", "steps": [{"id": "a", "agent": "flaky", "retry": retry}]}
     run = await run_workflow(wf, flaky=flaky, clock=clock)
     assert run.status == "failed"
     assert run.steps["a"].attempts == 5
@@ -203,8 +210,10 @@ async def test_a_no_retry_on_error_is_attempted_once() -> None:
         "max_attempts": 5, "initial_delay": "1s", "no_retry_on": ["bad_schema"]}}]}
     run = await run_workflow(wf, picky=picky, clock=clock)
     assert run.status == "failed"
-    assert calls == 1 and clock.sleeps == []
-    assert run.steps["a"].error is not None and run.steps["a"].error.type == "bad_schema"
+    assert calls == 1
+    assert clock.sleeps == []
+    assert run.steps["a"].error is not None
+    assert run.steps["a"].error.type == "bad_schema"
 
 
 async def test_invalid_input_is_not_retried_by_default_but_other_errors_are() -> None:
@@ -220,7 +229,7 @@ async def test_invalid_input_is_not_retried_by_default_but_other_errors_are() ->
     wf = {"name": "dflt", "on_failure": "continue",
           "defaults": {"retry": {"max_attempts": 3, "initial_delay": "10ms"}},
           "steps": [{"id": "a", "agent": "strict"}, {"id": "b", "agent": "strict"}]}
-    run = await run_workflow(wf, strict=strict, clock=clock)
+    await run_workflow(wf, strict=strict, clock=clock)
     assert calls.count("a") == 1
     assert calls.count("b") == 3
 
@@ -249,7 +258,8 @@ async def test_a_step_without_retry_policy_is_attempted_once() -> None:
         raise RuntimeError("x")
 
     run = await run_workflow({"name": "once", "steps": [{"id": "a", "agent": "boom"}]}, boom=boom)
-    assert run.status == "failed" and calls == 1
+    assert run.status == "failed"
+    assert calls == 1
 
 
 async def test_retryable_false_stops_retries_and_retry_after_raises_the_delay() -> None:

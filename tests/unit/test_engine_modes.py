@@ -35,7 +35,8 @@ async def test_sequential_steps_run_in_order_and_see_every_earlier_result() -> N
     assert run.steps["a"].output == {"from": "a", "got": {"n": 3}}
     assert run.steps["b"].output == {"from": "b", "got": {"from": "a", "got": {"n": 3}}}
     c_input = run.steps["c"].output["got"]
-    assert c_input["first"] == "a" and c_input["n"] == 3
+    assert c_input["first"] == "a"
+    assert c_input["n"] == 3
     assert c_input["second"]["from"] == "b"
     # The sequential output is the last step's output.
     assert run.output == run.steps["c"].output
@@ -130,7 +131,8 @@ async def test_templates_read_run_id_workflow_name_and_interpolate_text() -> Non
     out = run.steps["a"].output
     assert out["run"] == run.run_id
     assert out["label"] == "tpl v4"
-    assert out["rows"] == [1, 2] and out["first"] == 1
+    assert out["rows"] == [1, 2]
+    assert out["first"] == 1
     assert out["msg"] == "got [1, 2] rows"
     assert run.output == {"label": "tpl v4"}
 
@@ -153,7 +155,7 @@ async def test_a_missing_template_key_fails_the_step_as_invalid_input_without_re
     assert calls == 0
 
 
-async def test_events_arrive_in_order_and_a_dependent_is_ready_only_after_its_dependency_succeeded() -> None:
+async def test_events_arrive_in_order_and_a_dependent_is_ready_only_after_its_dependency() -> None:
     seen: list[Event] = []
 
     async def work(task: Any) -> Any:
@@ -206,4 +208,6 @@ async def test_a_non_json_output_fails_the_attempt_with_a_clear_message() -> Non
     run = await run_workflow({"name": "nj", "steps": [{"id": "a", "agent": "bad"}]}, bad=bad)
     assert run.status == "failed"
     err = run.steps["a"].error
-    assert err is not None and err.type == "agent_error" and "not JSON" in err.message
+    assert err is not None
+    assert err.type == "agent_error"
+    assert "not JSON" in err.message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
 
@@ -17,15 +18,25 @@ def parse_duration(value: Any) -> float:
     """Return seconds; raise ``ValueError`` quoting the value otherwise."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration; write e.g. 250ms, 1.5s, 5m, 2h")
+    seconds: float | None = None
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError(f"{value!r} is negative; a duration is 0 or more")
-        return float(value)
-    if isinstance(value, str):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond any float
+            seconds = math.inf
+    elif isinstance(value, str):
         match = _PATTERN.match(value)
         if match:
-            return float(match.group(1)) * _UNITS[match.group(2) or "s"]
-    raise ValueError(f"{value!r} is not a duration; write e.g. 250ms, 1.5s, 5m, 2h")
+            seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    if seconds is None:
+        raise ValueError(f"{value!r} is not a duration; write e.g. 250ms, 1.5s, 5m, 2h")
+    if not math.isfinite(seconds):
+        # YAML reads `.nan` and `.inf` as floats and huge digit strings overflow to
+        # inf: a NaN timeout never expires, and "no limit" means leaving the key out.
+        raise ValueError(f"{value!r} is not a duration; write a finite number of seconds")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

@@ -18,7 +18,13 @@ from pydantic import BaseModel, ValidationError
 from podium.definition.models import Compensation, Defaults, RetryPolicy, Step, Workflow
 from podium.errors import DefinitionError, InputError, Problem
 
-__all__ = ["apply_input_defaults", "check_input", "load_workflow", "parse_document", "workflow_from_dict"]
+__all__ = [
+    "apply_input_defaults",
+    "check_input",
+    "load_workflow",
+    "parse_document",
+    "workflow_from_dict",
+]
 
 _PATTERN_HINTS = {
     "agent": "write a capability (data-collection) or an agent id (@collector-1)",

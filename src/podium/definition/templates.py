@@ -26,6 +26,9 @@ __all__ = [
 
 _EXPR = re.compile(r"\$\{\{(.*?)\}\}", re.DOTALL)
 _SEGMENT = re.compile(r"""\.?([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]|\[['"]([^'"]+)['"]\]|\.(\d+)""")
+# A step id may start with a digit (``steps.2.output``), which the generic
+# segments would read as a list index; the step position is parsed on its own.
+_STEP = re.compile(r"steps\.([A-Za-z0-9][A-Za-z0-9_-]*)")
 _SUPPORTED = "input.<key>..., steps.<id>.output..., run.id, workflow.name, workflow.version"
 
 
@@ -66,6 +69,10 @@ def parse_path(expr: str) -> Ref:
     text = expr.strip()
     segments: list[str | int] = []
     pos = 0
+    step = _STEP.match(text)
+    if step:
+        segments += ["steps", step.group(1)]
+        pos = step.end()
     while pos < len(text):
         m = _SEGMENT.match(text, pos)
         if not m or (pos == 0 and text.startswith(".")):

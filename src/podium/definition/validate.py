@@ -119,6 +119,52 @@ def _check_templates(
     return problems
 
 
+def _merged_retry_problems(raw: Mapping[str, Any], steps: list[Any]) -> list[Problem]:
+    """A step's retry that is valid alone but not merged with ``defaults.retry``.
+
+    ``compile_plan`` merges the two key by key; a conflict (the step's
+    ``initial_delay`` above the default ``max_delay``) must fail validation,
+    not the first run. Policies invalid on their own are reported elsewhere.
+    """
+    from pydantic import ValidationError
+
+    from podium.definition.models import RetryPolicy
+
+    defaults = raw.get("defaults")
+    default = defaults.get("retry") if isinstance(defaults, Mapping) else None
+    if not isinstance(default, Mapping):
+        return []
+    try:
+        RetryPolicy.model_validate(default)
+    except ValidationError:
+        return []
+    problems: list[Problem] = []
+    for i, s in enumerate(steps):
+        own = s.get("retry") if isinstance(s, Mapping) else None
+        if not isinstance(own, Mapping):
+            continue
+        try:
+            RetryPolicy.model_validate(own)
+        except ValidationError:
+            continue
+        try:
+            RetryPolicy.model_validate({**default, **own})
+        except ValidationError as exc:
+            sid = s.get("id")
+            problems += [
+                Problem(
+                    "retry merged with defaults.retry is invalid: "
+                    + e["msg"].removeprefix("Value error, "),
+                    step=sid if isinstance(sid, str) else f"#{i + 1}",
+                    field="retry",
+                    hint="set the conflicting keys on the step, or change defaults.retry",
+                    loc=("steps", i, "retry"),
+                )
+                for e in exc.errors()
+            ]
+    return problems
+
+
 def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
     mode = raw.get("mode", "dag")
@@ -180,7 +226,9 @@ def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
                         f"unknown step '{target}' in depends_on",
                         step=sid,
                         field="depends_on",
-                        hint=_suggest(target, ids) or f"steps are: {', '.join(ids)}",
+                        # Never suggest the step itself: it cannot depend on itself.
+                        hint=_suggest(target, [x for x in ids if x != sid])
+                        or f"steps are: {', '.join(ids)}",
                         loc=("steps", i, "depends_on", j),
                     )
                 )
@@ -224,18 +272,24 @@ def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
         if not isinstance(s, Mapping) or not isinstance(s.get("id"), str):
             continue
         sid = s["id"]
+
+        def reads(ref: str, sid: str = sid) -> bool:
+            return upstream(sid, ref)
+
+        def undoes(ref: str, sid: str = sid) -> bool:
+            return ref == sid or upstream(sid, ref)
+
         problems += _check_templates(
-            s.get("input"), allowed=lambda r, sid=sid: upstream(sid, r), known=known, step=sid, field="input",
+            s.get("input"), allowed=reads, known=known, step=sid, field="input",
             loc=("steps", i, "input"), why=why,
         )
         comp = s.get("compensate")
         if isinstance(comp, Mapping):
             problems += _check_templates(
-                comp.get("input"),
-                allowed=lambda r, sid=sid: r == sid or upstream(sid, r),
-                known=known, step=sid,
+                comp.get("input"), allowed=undoes, known=known, step=sid,
                 field="compensate.input", loc=("steps", i, "compensate", "input"), why=why,
             )
+    problems += _merged_retry_problems(raw, steps)
     problems += _check_templates(
         raw.get("output"), allowed=None, known=known, step=None, field="output",
         loc=("output",), why=why,

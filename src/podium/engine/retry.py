@@ -55,10 +55,11 @@ def backoff_delay(
 
 @dataclass(slots=True)
 class RetryState:
-    """Per-step memory of retries: how many each policy granted, and the last wait."""
+    """Per-step memory of retries: how many each policy granted, and its last wait."""
 
     counts: list[int] = field(default_factory=list)
-    previous: float | None = None
+    # Each policy's own last delay: decorrelated jitter grows from its own waits.
+    previous: dict[int, float] = field(default_factory=dict)
 
 
 def next_delay(
@@ -70,6 +71,8 @@ def next_delay(
     """The wait before the next attempt, or None when the step must fail now."""
     if error.retryable is False:
         return None
+    if any(error.type in p.no_retry_on for p in policies):
+        return None  # "never retried" holds for the whole list, not one policy
     for i, policy in enumerate(policies):
         if not policy.matches(error.type):
             continue
@@ -78,10 +81,11 @@ def next_delay(
         if state.counts[i] + 1 >= policy.max_attempts:
             return None
         state.counts[i] += 1
-        delay = backoff_delay(policy, state.counts[i], rng, state.previous)
-        state.previous = delay
+        delay = backoff_delay(policy, state.counts[i], rng, state.previous.get(i))
+        state.previous[i] = delay
         if error.retry_after_s is not None:
-            # The agent said when it can take the call again (429 Retry-After).
+            # The agent said when it can take the call again (429 Retry-After);
+            # calling sooner only earns another 429, so this may exceed max_delay.
             delay = max(delay, error.retry_after_s)
         return delay
     return None
