@@ -19,6 +19,9 @@ __all__ = [
     "AgentHealthChanged",
     "AgentRegistered",
     "AgentUnregistered",
+    "AlertEscalated",
+    "AlertFired",
+    "AlertResolved",
     "CircuitStateChanged",
     "CompensationAttemptFailed",
     "CompensationFailed",
@@ -281,6 +284,41 @@ class CircuitStateChanged(Event):
     new: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertFired(Event):
+    type: ClassVar[str] = "alert_fired"
+    run_id: str = ""  # set when the alert is about one run (an SLA)
+    key: str
+    rule: str
+    kind: str
+    severity: str
+    summary: str
+    workflow: str | None = None
+    scope: str | None = None
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertResolved(Event):
+    type: ClassVar[str] = "alert_resolved"
+    run_id: str = ""
+    key: str
+    rule: str
+    kind: str
+    severity: str
+    summary: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertEscalated(Event):
+    type: ClassVar[str] = "alert_escalated"
+    run_id: str = ""
+    key: str
+    level: int
+    severity: str
+    receivers: tuple[str, ...]
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
@@ -289,7 +327,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         StepSkipped, StepCancelled, RollbackStarted, CompensationStarted,
         CompensationAttemptFailed, CompensationRetryScheduled, CompensationSucceeded,
         CompensationFailed, AgentRegistered, AgentUnregistered, AgentHealthChanged,
-        CircuitStateChanged,
+        CircuitStateChanged, AlertFired, AlertResolved, AlertEscalated,
     )
 }
 

@@ -12,6 +12,8 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -54,6 +56,8 @@ class PythonAgent:
         self._is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
             getattr(func, "__call__", None)  # noqa: B004 - an async __call__ counts too
         )
+        self._cpu = 0.0
+        self._cpu_lock = threading.Lock()
 
     @property
     def id(self) -> str:
@@ -71,10 +75,26 @@ class PythonAgent:
     def func(self) -> Callable[[Task], Any]:
         return self._func
 
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU time spent inside this agent's code so far (its threads and coroutine steps)."""
+        return self._cpu
+
+    def _add_cpu(self, seconds: float) -> None:
+        with self._cpu_lock:
+            self._cpu += seconds
+
+    def _call_in_thread(self, task: Task) -> Any:
+        t0 = time.thread_time()
+        try:
+            return self._func(task)
+        finally:
+            self._add_cpu(time.thread_time() - t0)
+
     async def invoke(self, task: Task) -> Any:
         if self._is_async:
-            return await self._func(task)
-        result = await asyncio.to_thread(self._func, task)
+            return await _CpuMeter(self._func(task), self._add_cpu)
+        result = await asyncio.to_thread(self._call_in_thread, task)
         if inspect.isawaitable(result):
             result = await result
         return result
@@ -94,6 +114,41 @@ class PythonAgent:
 
     def __repr__(self) -> str:
         return f"PythonAgent({self._id!r}, {sorted(self._capabilities)})"
+
+
+class _CpuMeter:
+    """Await a coroutine, adding up the CPU time of each of its steps.
+
+    The loop thread runs other tasks between steps, so timing the whole await
+    would charge the agent for everybody's work; timing each ``send`` is exact.
+    """
+
+    __slots__ = ("_coro", "_sink")
+
+    def __init__(self, coro: Any, sink: Callable[[float], None]) -> None:
+        self._coro = coro
+        self._sink = sink
+
+    def __await__(self) -> Any:
+        coro = self._coro
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            t0 = time.thread_time()
+            try:
+                yielded = coro.throw(error) if error is not None else coro.send(value)
+            except StopIteration as stop:
+                self._sink(time.thread_time() - t0)
+                return stop.value
+            except BaseException:
+                self._sink(time.thread_time() - t0)
+                raise
+            self._sink(time.thread_time() - t0)
+            try:
+                value = yield yielded
+                error = None
+            except BaseException as exc:  # noqa: BLE001 - handed to the coroutine, as await does
+                value, error = None, exc
 
 
 def agent(

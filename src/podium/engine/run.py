@@ -22,6 +22,7 @@ from podium.definition.plan import Plan, PlanNode
 from podium.definition.templates import Compiled, Scope, TemplateLookupError
 from podium.engine.retry import RetryState, next_delay
 from podium.errors import AgentError, PodiumError, Unavailable
+from podium.redact import redact
 from podium.events import (
     CompensationAttemptFailed,
     CompensationFailed,
@@ -56,17 +57,21 @@ CANCELLED, TIMEOUT, FAILED = "cancelled", "timeout", "failed"
 
 
 def classify(exc: BaseException, agent_id: str | None, timeout_s: float | None) -> ErrorInfo:
-    """Turn what an attempt raised into a typed error (what ``retry_on`` names)."""
+    """Turn what an attempt raised into a typed error (what ``retry_on`` names).
+
+    Messages and tracebacks are scrubbed of secrets here, once, before they can
+    reach the store, the logs or an alert.
+    """
     if isinstance(exc, AgentError):
-        return ErrorInfo(exc.error_type, exc.message, exc.retryable, agent_id,
+        return ErrorInfo(exc.error_type, redact(exc.message), exc.retryable, agent_id,
                          retry_after_s=exc.retry_after_s)
     if isinstance(exc, TimeoutError):
         limit = f" after {timeout_s:g}s" if timeout_s is not None else ""
         return ErrorInfo("timeout", f"attempt timed out{limit}", None, agent_id)
-    tb = "".join(traceback.format_exception(exc))
+    tb = redact("".join(traceback.format_exception(exc)))
     text = str(exc)
     message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return ErrorInfo("agent_error", message, None, agent_id, tb)
+    return ErrorInfo("agent_error", redact(message), None, agent_id, tb)
 
 
 class RunExecution:

@@ -1,0 +1,216 @@
+"""Prometheus metrics, counted from the event stream.
+
+Each engine owns a ``CollectorRegistry`` (never the global one), so two
+engines in one process do not collide. Labels are bounded: workflow names,
+step ids, agent ids, statuses and error types, never run ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Enum,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from podium.events import (
+    AgentHealthChanged,
+    AgentRegistered,
+    AlertFired,
+    AlertResolved,
+    CircuitStateChanged,
+    CompensationAttemptFailed,
+    CompensationStarted,
+    CompensationSucceeded,
+    Event,
+    RunFinished,
+    RunStarted,
+    StepAttemptFailed,
+    StepCancelled,
+    StepFailed,
+    StepRetryScheduled,
+    StepSkipped,
+    StepStarted,
+    StepSucceeded,
+)
+
+__all__ = ["CONTENT_TYPE", "EngineMetrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_RUN_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+_STEP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+HEALTH_STATES = ["healthy", "degraded", "unhealthy", "unknown"]
+CIRCUIT_STATES = ["closed", "open", "half_open"]
+
+
+class _AgentCpu(Collector):
+    """CPU seconds spent inside in-process agents, read from the agents at scrape time."""
+
+    def __init__(self, agents: Callable[[], Iterable[Any]]) -> None:
+        self._agents = agents
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "podium_agent_cpu_seconds", "CPU time spent in in-process (Python) agents",
+            labels=["agent"])
+        for agent in self._agents():
+            cpu = getattr(agent, "cpu_seconds", None)
+            if isinstance(cpu, float | int):
+                family.add_metric([agent.id], float(cpu))
+        yield family
+
+
+class EngineMetrics:
+    """An event subscriber that keeps Prometheus metrics for one engine."""
+
+    def __init__(self, agents: Callable[[], Iterable[Any]] | None = None) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.runs = Counter("podium_runs", "Runs finished, by workflow and final status",
+                            ["workflow", "status"], registry=r)
+        self.run_duration = Histogram("podium_run_duration_seconds", "Run duration",
+                                      ["workflow", "status"], buckets=_RUN_BUCKETS, registry=r)
+        self.runs_active = Gauge("podium_runs_in_progress", "Runs executing now",
+                                 ["workflow"], registry=r)
+        self.steps = Counter("podium_steps", "Steps finished, by workflow, step and status",
+                             ["workflow", "step", "status"], registry=r)
+        self.step_duration = Histogram(
+            "podium_step_duration_seconds", "Duration of a step's successful attempt",
+            ["workflow", "step"], buckets=_STEP_BUCKETS, registry=r)
+        self.attempts = Counter("podium_step_attempts", "Step attempts started",
+                                ["workflow", "step"], registry=r)
+        self.retries = Counter("podium_step_retries", "Retries scheduled",
+                               ["workflow", "step"], registry=r)
+        self.agent_calls = Counter("podium_agent_calls", "Agent calls by outcome",
+                                   ["agent", "outcome"], registry=r)
+        self.agent_latency = Histogram("podium_agent_call_duration_seconds", "Agent call latency",
+                                       ["agent"], buckets=_STEP_BUCKETS, registry=r)
+        self.agent_inflight = Gauge("podium_agent_inflight", "Calls in flight per agent",
+                                    ["agent"], registry=r)
+        self.agent_health = Enum("podium_agent_health", "Agent health level", ["agent"],
+                                 states=HEALTH_STATES, registry=r)
+        self.circuit = Enum("podium_agent_circuit", "Circuit breaker state", ["agent"],
+                            states=CIRCUIT_STATES, registry=r)
+        self.sla = Counter("podium_sla_violations", "SLA violations by workflow and scope",
+                           ["workflow", "scope"], registry=r)
+        self.alerts_firing = Gauge("podium_alerts_firing", "Alerts firing now",
+                                   ["rule", "severity"], registry=r)
+        ProcessCollector(registry=r)  # process CPU seconds and resident memory
+        if agents is not None:
+            r.register(_AgentCpu(agents))
+        # run id -> workflow, and (run, step) -> agent of the attempt in flight:
+        # kept only while the run executes, so memory stays bounded.
+        self._workflow: dict[str, str] = {}
+        self._calls: dict[tuple[str, str], str] = {}
+        self._handlers: dict[type[Event], Callable[[Any], None]] = {
+            RunStarted: self._run_started, RunFinished: self._run_finished,
+            StepStarted: self._step_started, StepSucceeded: self._step_succeeded,
+            StepAttemptFailed: self._attempt_failed, StepRetryScheduled: self._retry,
+            StepFailed: self._step_failed, StepSkipped: self._step_skipped,
+            StepCancelled: self._step_cancelled,
+            CompensationStarted: self._comp_started,
+            CompensationSucceeded: self._comp_succeeded,
+            CompensationAttemptFailed: self._comp_failed,
+            AgentRegistered: self._agent_registered, AgentHealthChanged: self._health,
+            CircuitStateChanged: self._circuit, AlertFired: self._alert_fired,
+            AlertResolved: self._alert_resolved,
+        }
+
+    def __call__(self, event: Event) -> None:
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            handler(event)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    # --- runs and steps ---------------------------------------------------
+    def _wf(self, run_id: str) -> str:
+        return self._workflow.get(run_id, "unknown")
+
+    def _run_started(self, e: RunStarted) -> None:
+        self._workflow[e.run_id] = e.workflow
+        self.runs_active.labels(e.workflow).inc()
+
+    def _run_finished(self, e: RunFinished) -> None:
+        wf = self._workflow.pop(e.run_id, e.workflow)
+        self.runs.labels(wf, e.status).inc()
+        self.run_duration.labels(wf, e.status).observe(e.duration_s)
+        self.runs_active.labels(wf).dec()
+
+    def _call_started(self, run_id: str, step_id: str, agent_id: str) -> None:
+        self._calls[(run_id, step_id)] = agent_id
+        self.agent_inflight.labels(agent_id).inc()
+
+    def _call_ended(self, run_id: str, step_id: str, outcome: str, duration_s: float | None) -> None:
+        agent_id = self._calls.pop((run_id, step_id), None)
+        if agent_id is None:
+            return
+        self.agent_inflight.labels(agent_id).dec()
+        self.agent_calls.labels(agent_id, outcome).inc()
+        if duration_s is not None:
+            self.agent_latency.labels(agent_id).observe(duration_s)
+
+    def _step_started(self, e: StepStarted) -> None:
+        self.attempts.labels(self._wf(e.run_id), e.step_id).inc()
+        self._call_started(e.run_id, e.step_id, e.agent_id)
+
+    def _step_succeeded(self, e: StepSucceeded) -> None:
+        wf = self._wf(e.run_id)
+        self.steps.labels(wf, e.step_id, "succeeded").inc()
+        self.step_duration.labels(wf, e.step_id).observe(e.duration_s)
+        self._call_ended(e.run_id, e.step_id, "success", e.duration_s)
+
+    def _attempt_failed(self, e: StepAttemptFailed) -> None:
+        self._call_ended(e.run_id, e.step_id, e.error.type, e.duration_s)
+
+    def _retry(self, e: StepRetryScheduled) -> None:
+        self.retries.labels(self._wf(e.run_id), e.step_id).inc()
+
+    def _step_failed(self, e: StepFailed) -> None:
+        self.steps.labels(self._wf(e.run_id), e.step_id, "failed").inc()
+
+    def _step_skipped(self, e: StepSkipped) -> None:
+        self.steps.labels(self._wf(e.run_id), e.step_id, "skipped").inc()
+
+    def _step_cancelled(self, e: StepCancelled) -> None:
+        self.steps.labels(self._wf(e.run_id), e.step_id, "cancelled").inc()
+        self._call_ended(e.run_id, e.step_id, "cancelled", None)
+
+    def _comp_started(self, e: CompensationStarted) -> None:
+        self._call_started(e.run_id, e.step_id, e.agent_id)
+
+    def _comp_succeeded(self, e: CompensationSucceeded) -> None:
+        self.steps.labels(self._wf(e.run_id), e.step_id, "compensated").inc()
+        self._call_ended(e.run_id, e.step_id, "success", e.duration_s)
+
+    def _comp_failed(self, e: CompensationAttemptFailed) -> None:
+        self._call_ended(e.run_id, e.step_id, e.error.type, e.duration_s)
+
+    # --- fleet and alerts -------------------------------------------------
+    def _agent_registered(self, e: AgentRegistered) -> None:
+        self.agent_health.labels(e.agent_id).state("unknown")
+        self.circuit.labels(e.agent_id).state("closed")
+        self.agent_inflight.labels(e.agent_id).set(0)
+
+    def _health(self, e: AgentHealthChanged) -> None:
+        self.agent_health.labels(e.agent_id).state(e.new)
+
+    def _circuit(self, e: CircuitStateChanged) -> None:
+        self.circuit.labels(e.agent_id).state(e.new)
+
+    def _alert_fired(self, e: AlertFired) -> None:
+        self.alerts_firing.labels(e.rule, e.severity).inc()
+        if e.kind == "sla":
+            self.sla.labels(e.workflow or "unknown", e.scope or "run").inc()
+
+    def _alert_resolved(self, e: AlertResolved) -> None:
+        self.alerts_firing.labels(e.rule, e.severity).dec()
