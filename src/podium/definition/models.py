@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from podium.definition.alerts import AlertRule
 from podium.definition.durations import Duration
 
 __all__ = [
@@ -149,6 +150,7 @@ class Workflow(_Model):
     input_schema: dict[str, Any] | None = None
     steps: list[Step] = Field(min_length=1)
     output: Any = None
+    alerts: list[AlertRule] = Field(default_factory=list, description="Alert rules for its runs")
 
     @model_validator(mode="after")
     def _semantics(self) -> Workflow:

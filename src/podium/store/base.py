@@ -17,7 +17,7 @@ from collections.abc import Collection, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from podium.events import Event
-from podium.store.records import RunRecord
+from podium.store.records import AlertRecord, AttemptOutcome, RunRecord
 
 __all__ = ["Store"]
 
@@ -83,3 +83,23 @@ class Store(Protocol):
         ...
 
     async def renew_leases(self, owner: str, run_ids: Collection[str], until: float) -> None: ...
+
+    # --- alerts and failure tracking ----------------------------------------
+    async def save_alert(self, alert: AlertRecord, what: str, detail: str = "") -> None:
+        """Upsert an alert and add ``what`` (fired, escalated, resolved...) to its history."""
+        ...
+
+    async def list_alerts(self, *, status: str | None = None, limit: int = 100) -> list[AlertRecord]:
+        ...
+
+    async def get_alert(self, key: str) -> AlertRecord | None: ...
+
+    async def ack_alert(self, key: str, by: str, now: float) -> bool:
+        """Acknowledge a firing alert (stops its escalation); False if none is firing."""
+        ...
+
+    async def alert_history(self, key: str) -> list[dict[str, Any]]: ...
+
+    async def attempt_outcomes(self, since: float) -> list[AttemptOutcome]:
+        """Every attempt that finished at or after ``since`` (epoch seconds)."""
+        ...

@@ -11,8 +11,14 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from podium.errors import RunNotFound
-from podium.events import Event
-from podium.store.records import TERMINAL_RUN_STATUSES, RunRecord, apply_event
+from podium.events import Event, StepAttemptFailed, StepSucceeded
+from podium.store.records import (
+    TERMINAL_RUN_STATUSES,
+    AlertRecord,
+    AttemptOutcome,
+    RunRecord,
+    apply_event,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -24,6 +30,8 @@ class MemoryStore:
         self._runs: dict[str, RunRecord] = {}
         self._events: dict[str, list[Event]] = {}
         self._workflows: dict[tuple[str, str], dict[str, Any]] = {}
+        self._alerts: dict[str, AlertRecord] = {}
+        self._alert_history: list[dict[str, Any]] = []
 
     async def open(self) -> None:
         return None
@@ -110,3 +118,45 @@ class MemoryStore:
             run = self._runs.get(r)
             if run is not None and run.owner == owner:
                 run.lease_expires_at = until
+
+    async def save_alert(self, alert: AlertRecord, what: str, detail: str = "") -> None:
+        self._alerts[alert.key] = copy.deepcopy(alert)
+        self._alert_history.append({"key": alert.key, "ts": alert.last_notified_at or
+                                    alert.fired_at, "what": what, "detail": detail})
+
+    async def list_alerts(self, *, status: str | None = None, limit: int = 100) -> list[AlertRecord]:
+        alerts = [copy.deepcopy(a) for a in self._alerts.values()
+                  if status is None or a.status == status]
+        alerts.sort(key=lambda a: a.fired_at, reverse=True)
+        return alerts[:limit]
+
+    async def get_alert(self, key: str) -> AlertRecord | None:
+        a = self._alerts.get(key)
+        return copy.deepcopy(a) if a else None
+
+    async def ack_alert(self, key: str, by: str, now: float) -> bool:
+        a = self._alerts.get(key)
+        if a is None or a.status != "firing" or a.acked_at is not None:
+            return False
+        a.acked_at, a.acked_by = now, by
+        self._alert_history.append({"key": key, "ts": now, "what": "acked", "detail": by})
+        return True
+
+    async def alert_history(self, key: str) -> list[dict[str, Any]]:
+        return [dict(h) for h in self._alert_history if h["key"] == key]
+
+    async def attempt_outcomes(self, since: float) -> list[AttemptOutcome]:
+        out = []
+        for run_id, events in self._events.items():
+            workflow = self._runs[run_id].workflow
+            for e in events:
+                if e.ts < since:
+                    continue
+                if isinstance(e, StepSucceeded):
+                    out.append(AttemptOutcome(e.ts, run_id, workflow, e.step_id, e.agent_id,
+                                              e.attempt, True))
+                elif isinstance(e, StepAttemptFailed):
+                    out.append(AttemptOutcome(e.ts, run_id, workflow, e.step_id, e.agent_id,
+                                              e.attempt, False, e.error.type, e.error.message))
+        out.sort(key=lambda o: o.ts)
+        return out

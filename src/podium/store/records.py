@@ -34,6 +34,8 @@ from podium.events import (
 
 __all__ = [
     "RUN_STATUSES",
+    "AlertRecord",
+    "AttemptOutcome",
     "STEP_STATUSES",
     "TERMINAL_RUN_STATUSES",
     "RunRecord",
@@ -136,6 +138,52 @@ class RunRecord:
             "finished_at": self.finished_at,
             "steps": {k: s.to_dict(verbose=verbose) for k, s in self.steps.items()},
         }
+
+
+@dataclass(slots=True)
+class AlertRecord:
+    """One alert: a rule's condition for one subject (a run, an agent...), over time."""
+
+    key: str
+    rule: str
+    kind: str
+    severity: str
+    status: str  # firing | resolved
+    summary: str
+    fired_at: float
+    labels: dict[str, str] = field(default_factory=dict)
+    run_id: str | None = None
+    workflow: str | None = None
+    resolved_at: float | None = None
+    acked_at: float | None = None
+    acked_by: str | None = None
+    level: int = -1  # highest escalation level notified
+    last_notified_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key, "rule": self.rule, "kind": self.kind, "severity": self.severity,
+            "status": self.status, "summary": self.summary, "labels": self.labels,
+            "run_id": self.run_id, "workflow": self.workflow, "fired_at": self.fired_at,
+            "resolved_at": self.resolved_at, "acked_at": self.acked_at,
+            "acked_by": self.acked_by, "level": self.level,
+            "last_notified_at": self.last_notified_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptOutcome:
+    """One finished attempt, for failure tracking (success rates, top errors)."""
+
+    ts: float
+    run_id: str
+    workflow: str
+    step_id: str
+    agent_id: str | None
+    attempt: int
+    ok: bool
+    error_type: str | None = None
+    message: str | None = None
 
 
 def _step(run: RunRecord, step_id: str) -> StepRecord:

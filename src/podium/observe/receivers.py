@@ -1,0 +1,246 @@
+"""Where alerts go: the log, a webhook, or an Alertmanager.
+
+Delivery never blocks the engine: ``Dispatcher.notify`` only puts the
+notification on the receiver's bounded queue; one worker per receiver sends
+it, retrying with capped exponential backoff. A dead webhook or a slow
+Alertmanager delays only its own queue, and when a queue is full the oldest
+notification is dropped (with a warning), never the engine's time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from podium.clock import Clock, SystemClock
+from podium.definition.alerts import ReceiverSpec
+from podium.store.records import AlertRecord
+
+__all__ = [
+    "AlertmanagerReceiver",
+    "Dispatcher",
+    "LogReceiver",
+    "Notification",
+    "Receiver",
+    "WebhookReceiver",
+    "build_receiver",
+    "sign",
+]
+
+log = logging.getLogger("podium.alerts")
+SIGNATURE_HEADER = "X-Podium-Signature"
+
+
+@dataclass(frozen=True)
+class Notification:
+    alert: AlertRecord
+    status: str  # firing | resolved
+    severity: str
+    level: int
+    receivers: tuple[str, ...] = field(default=())
+
+    def payload(self) -> dict[str, Any]:
+        return {"status": self.status, "severity": self.severity, "level": self.level,
+                "alert": self.alert.to_dict()}
+
+
+class Receiver(Protocol):
+    name: str
+
+    async def send(self, note: Notification) -> None:
+        """Deliver once; raise to have the dispatcher retry."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def sign(secret: bytes, body: bytes) -> str:
+    """The signature header value: HMAC-SHA256 of the exact body, hex, prefixed like GitHub's."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+class LogReceiver:
+    def __init__(self, name: str = "log") -> None:
+        self.name = name
+
+    async def send(self, note: Notification) -> None:
+        a = note.alert
+        log.warning("alert %s [%s] %s: %s (level %d, key %s)", note.status, note.severity,
+                    a.rule, a.summary, note.level, a.key)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class _HttpReceiver:
+    def __init__(self, spec: ReceiverSpec) -> None:
+        self.name = spec.name
+        self.spec = spec
+        self._client: Any = None
+
+    def _http(self) -> Any:
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.AsyncClient(timeout=self.spec.timeout)
+        return self._client
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> None:
+        response = await self._http().post(url, content=body, headers=headers)
+        if response.status_code >= 300:
+            raise RuntimeError(f"{self.name}: {url} answered {response.status_code}")
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+class WebhookReceiver(_HttpReceiver):
+    """POSTs the notification as JSON, signed with HMAC-SHA256 when a secret is set."""
+
+    async def send(self, note: Notification) -> None:
+        body = orjson.dumps(note.payload())
+        headers = {"Content-Type": "application/json", **self.spec.headers}
+        secret = os.environ.get(self.spec.secret_env) if self.spec.secret_env else None
+        if secret:
+            headers[SIGNATURE_HEADER] = sign(secret.encode(), body)
+        assert self.spec.url is not None
+        await self._post(self.spec.url, body, headers)
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, tz=dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+class AlertmanagerReceiver(_HttpReceiver):
+    """Speaks the Alertmanager v2 API (``POST /api/v2/alerts``)."""
+
+    async def send(self, note: Notification) -> None:
+        a = note.alert
+        labels = {"alertname": a.rule, "severity": note.severity, "podium_key": a.key,
+                  "kind": a.kind, **{k: str(v) for k, v in a.labels.items()}}
+        if a.workflow:
+            labels["workflow"] = a.workflow
+        item: dict[str, Any] = {
+            "labels": labels,
+            "annotations": {"summary": a.summary, "escalation_level": str(note.level)},
+            "startsAt": _iso(a.fired_at),
+        }
+        if note.status == "resolved" and a.resolved_at is not None:
+            item["endsAt"] = _iso(a.resolved_at)
+        assert self.spec.url is not None
+        await self._post(self.spec.url.rstrip("/") + "/api/v2/alerts", orjson.dumps([item]),
+                         {"Content-Type": "application/json", **self.spec.headers})
+
+
+def build_receiver(spec: ReceiverSpec) -> Receiver:
+    if spec.type == "log":
+        return LogReceiver(spec.name)
+    if spec.type == "webhook":
+        return WebhookReceiver(spec)
+    return AlertmanagerReceiver(spec)
+
+
+class Dispatcher:
+    """One bounded queue and one worker per receiver; retries with backoff."""
+
+    def __init__(
+        self,
+        receivers: dict[str, Receiver],
+        *,
+        clock: Clock | None = None,
+        queue_size: int = 1000,
+        max_retries: int = 5,
+        initial_backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+    ) -> None:
+        self.receivers = receivers
+        self._clock: Clock = clock or SystemClock()
+        self._queues: dict[str, asyncio.Queue[Notification]] = {}
+        self._workers: list[asyncio.Task[None]] = []
+        self._queue_size = queue_size
+        self._max_retries = max_retries
+        self._initial = initial_backoff_s
+        self._max = max_backoff_s
+        self.delivered: dict[str, int] = {}
+        self.failed: dict[str, int] = {}
+        self.dropped: dict[str, int] = {}
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for name in self.receivers:
+            if name in self._queues:
+                continue
+            self._queues[name] = asyncio.Queue(self._queue_size)
+            self._workers.append(loop.create_task(self._work(name), name=f"podium:receiver:{name}"))
+
+    def notify(self, receiver: str, note: Notification) -> None:
+        """Queue a notification; returns at once whatever the receiver is doing."""
+        queue = self._queues.get(receiver)
+        if queue is None:
+            if receiver not in self.receivers:
+                log.warning("alert for unknown receiver %s dropped", receiver)
+            return
+        if queue.full():
+            with contextlib.suppress(asyncio.QueueEmpty):
+                queue.get_nowait()
+                queue.task_done()
+            self.dropped[receiver] = self.dropped.get(receiver, 0) + 1
+            log.warning("receiver %s is behind; dropped its oldest notification", receiver)
+        queue.put_nowait(note)
+
+    async def _work(self, name: str) -> None:
+        receiver = self.receivers[name]
+        queue = self._queues[name]
+        retries = getattr(getattr(receiver, "spec", None), "max_retries", self._max_retries)
+        while True:
+            note = await queue.get()
+            try:
+                delay = self._initial
+                for attempt in range(retries + 1):
+                    try:
+                        await receiver.send(note)
+                        self.delivered[name] = self.delivered.get(name, 0) + 1
+                        break
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - a receiver must never kill its worker
+                        if attempt == retries:
+                            self.failed[name] = self.failed.get(name, 0) + 1
+                            log.warning("receiver %s gave up on alert %s: %s", name,
+                                        note.alert.key, exc)
+                            break
+                        log.info("receiver %s failed (%s); retrying in %.1fs", name, exc, delay)
+                        await self._clock.sleep(delay)
+                        delay = min(delay * 2, self._max)
+            finally:
+                queue.task_done()
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """Wait (bounded) until queued notifications are delivered or given up."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                for queue in self._queues.values():
+                    await queue.join()
+
+    async def aclose(self, timeout_s: float = 2.0) -> None:
+        await self.drain(timeout_s)
+        for task in self._workers:
+            task.cancel()
+        for task in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._workers.clear()
+        self._queues.clear()
+        for receiver in self.receivers.values():
+            await receiver.aclose()
