@@ -130,6 +130,12 @@ class AgentRegistry:
             self._clock = clock
             for e in self._entries.values():
                 e.breaker._clock = clock
+        # Agents registered before anyone listened are announced now, so metrics and
+        # alerts downstream know the whole fleet.
+        for e in self._entries.values():
+            self._send(AgentRegistered(ts=self._clock.now(), agent_id=e.agent.id,
+                                       capabilities=tuple(sorted(e.agent.capabilities)),
+                                       transport=transport_of(e.agent), region=e.region))
 
     def _send(self, event: Event) -> None:
         if self._emit is not None:

@@ -21,6 +21,7 @@ from podium.cli.common import (
     dump_json,
     err,
     guarded,
+    in_workflow_order,
     parse_inputs,
     run_async,
 )
@@ -87,8 +88,11 @@ async def _execute(
     as_json: bool,
     source: str | None,
     registry: Any = None,
+    metrics_port: int | None = None,
+    alerts_file: Path | None = None,
 ) -> Any:
     from podium.agents.config import build_registry
+    from podium.cli.observability import Observability
     from podium.engine import Engine
     from podium.store.factory import default_db_url, open_store
 
@@ -98,18 +102,17 @@ async def _execute(
     store = open_store(default_db_url(db))
     engine = Engine(registry=registry, store=store)
     progress = None
-    async with engine:
-        handle = await engine.start(workflow, inputs, agents_source=agents_source, source=source)
-        if not as_json:
-            from podium.cli.progress import make_progress
+    if not as_json:
+        from podium.cli.progress import make_progress
 
-            progress = make_progress([s.id for s in workflow.steps], engine.clock)
-            # Replay what happened before we subscribed (the run started already).
-            for event in await store.get_events(handle.run_id):
-                progress(event)
-            engine.bus.subscribe(progress)
-        _INTERRUPT["cancel"] = lambda: handle.cancel("interrupted (Ctrl-C)")
+        progress = make_progress([s.id for s in workflow.steps], engine.clock)
+        engine.bus.subscribe(progress)
+    async with engine, Observability(engine, metrics_port=metrics_port, alerts_file=alerts_file,
+                                     workflows=[workflow]):
         try:
+            handle = await engine.start(workflow, inputs, agents_source=agents_source,
+                                        source=source)
+            _INTERRUPT["cancel"] = lambda: handle.cancel("interrupted (Ctrl-C)")
             run = await handle.result()
         finally:
             if progress is not None:
@@ -128,6 +131,7 @@ def _interrupt() -> None:
 
 
 def _finish(run: Any, failures: list[str], as_json: bool) -> None:
+    in_workflow_order(run)
     if as_json:
         dump_json(run.to_dict())
     else:
@@ -147,6 +151,13 @@ def run(
     ] = None,
     agents: AgentsOpt = None,
     db: DbOpt = None,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="Serve /metrics on 127.0.0.1:N meanwhile.")
+    ] = None,
+    alerts: Annotated[
+        Path | None,
+        typer.Option("--alerts", help="Alerts file (default $PODIUM_ALERTS, ./podium-alerts.yaml)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a workflow and wait for it; exit 0 succeeded, 1 failed."""
@@ -158,7 +169,8 @@ def run(
         inputs = parse_inputs(input_pairs or [], input_file)
         agents_file = _agents_file(agents, file)
         result, failures = run_async(
-            lambda: _execute(workflow, inputs, agents_file, db, as_json, str(file)),
+            lambda: _execute(workflow, inputs, agents_file, db, as_json, str(file),
+                             metrics_port=metrics_port, alerts_file=alerts),
             on_interrupt=_interrupt,
         )
         _finish(result, failures, as_json)
@@ -174,7 +186,10 @@ def demo(
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the bundled example pipeline end to end: collect → process + validate → report → notify."""
+    """Run the bundled example pipeline end to end.
+
+    collect → process + validate → report → notify, on sample sales data.
+    """
 
     def body() -> None:
         import podium.demo as demo_pkg
@@ -185,7 +200,8 @@ def demo(
         inputs = demo_pkg.default_input(report_path)
         registry = demo_pkg.registry()
         if not as_json:
-            print(f"Podium demo: {workflow.name} ({len(workflow.steps)} steps, mode {workflow.mode})")
+            print(f"Podium demo: {workflow.name} ({len(workflow.steps)} steps, "
+                  f"mode {workflow.mode})")
         result, failures = run_async(
             lambda: _execute(workflow, inputs, None, db, as_json, str(demo_pkg.WORKFLOW_PATH),
                              registry=registry),

@@ -225,6 +225,8 @@ class AlertManager:
             self._runs[e.run_id] = (e.workflow, e.ts)
         elif isinstance(e, RunFinished):
             started = self._runs.pop(e.run_id, None)
+            fired = {a.rule for a in self.active.values()
+                     if a.run_id == e.run_id and a.kind == "sla"}
             for key in [k for k, a in self.active.items()
                         if a.run_id == e.run_id and a.kind == "sla"]:
                 self.resolve(key, e.ts, f"run {e.status}")
@@ -232,7 +234,7 @@ class AlertManager:
                 # Finished late between two ticks: the violation is still recorded.
                 for rule in self._rules("sla", started[0]):
                     if rule.step is None and rule.after is not None and \
-                            e.ts - started[1] > rule.after:
+                            rule.name not in fired and e.ts - started[1] > rule.after:
                         rec = self._fire_sla(rule, e.run_id, started[0], e.ts - started[1], e.ts)
                         if rec is not None:
                             self.resolve(rec.key, e.ts, f"run {e.status}")

@@ -1,0 +1,151 @@
+"""``podium failures`` and ``podium alerts``: what went wrong, and who was told."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+from typing import Annotated, Any
+
+import typer
+
+from podium.cli.app import DbOpt, JsonOpt, app
+from podium.cli.common import EXIT_OK, EXIT_USAGE, dump_json, fail, guarded, run_async
+
+
+async def _store(db: str | None) -> Any:
+    from podium.store.factory import default_db_url, open_store
+
+    store = open_store(default_db_url(db))
+    await store.open()
+    return store
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@app.command()
+def failures(
+    since: Annotated[str, typer.Option("--since", help="How far back (e.g. 15m, 1h, 7d).")] = "1h",
+    by: Annotated[str, typer.Option("--by", help="Group by agent, step, type or workflow.")] = "type",
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Failures over a time window: success rates and the most frequent errors."""
+
+    def body() -> None:
+        import time
+
+        from podium.definition.durations import parse_duration
+        from podium.observe.failures import GROUPINGS, summarize
+
+        if by not in GROUPINGS:
+            fail(f"--by {by!r}: use one of {', '.join(GROUPINGS)}")
+        try:
+            window = parse_duration(since)
+        except ValueError as exc:
+            fail(f"--since: {exc}")
+
+        async def go() -> dict[str, Any]:
+            store = await _store(db)
+            try:
+                outcomes = await store.attempt_outcomes(time.time() - window)
+            finally:
+                await store.close()
+            return summarize(outcomes, by)
+
+        report = run_async(go)
+        report["since"] = since
+        if as_json:
+            dump_json(report)
+            return
+        rate = report["success_rate"]
+        print(f"last {since}: {report['attempts']} attempts, {report['failures']} failed"
+              + (f", success rate {rate:.1%}" if rate is not None else ""))
+        if not report["groups"]:
+            return
+        print(f"\n{by.upper():<32} {'CALLS':>6} {'FAILED':>7} {'SUCCESS':>8}  TOP ERROR")
+        for g in report["groups"]:
+            top = g["top_errors"][0] if g["top_errors"] else None
+            sr = "-" if g["success_rate"] is None else f"{g['success_rate']:.1%}"
+            err = f"{top['type']}: {top['message'][:60]} (x{top['count']})" if top else ""
+            print(f"{str(g[by])[:32]:<32} {g['calls']:>6} {g['failures']:>7} {sr:>8}  {err}")
+
+    guarded(body)
+
+
+alerts_app = typer.Typer(help="Alerts: list them, or acknowledge one to stop its escalation.",
+                         invoke_without_command=True, no_args_is_help=False)
+app.add_typer(alerts_app, name="alerts")
+
+
+@alerts_app.callback()
+def alerts_list(
+    ctx: typer.Context,
+    status: Annotated[str | None, typer.Option("--status", help="firing or resolved.")] = None,
+    limit: Annotated[int, typer.Option("--limit")] = 50,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List alerts, newest first (firing ones show their escalation level)."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    def body() -> None:
+        async def go() -> list[Any]:
+            store = await _store(db)
+            try:
+                return list(await store.list_alerts(status=status, limit=limit))
+            finally:
+                await store.close()
+
+        alerts = run_async(go)
+        if as_json:
+            dump_json([a.to_dict() for a in alerts])
+            return
+        if not alerts:
+            print("no alerts")
+            return
+        print(f"{'STATUS':<9} {'SEVERITY':<9} {'LVL':>3} {'FIRED':<19} {'ACKED':<5} KEY / SUMMARY")
+        for a in alerts:
+            print(f"{a.status:<9} {a.severity:<9} {a.level:>3} {_when(a.fired_at):<19} "
+                  f"{'yes' if a.acked_at else '-':<5} {a.key}\n{'':>49}{a.summary}")
+
+    guarded(body)
+
+
+@alerts_app.command("ack")
+def alerts_ack(
+    key: Annotated[str, typer.Argument(help="The alert's key (see `podium alerts`).")],
+    by: Annotated[str | None, typer.Option("--by", help="Who acknowledges.")] = None,
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Acknowledge a firing alert: its escalation stops (it still resolves as usual)."""
+
+    def body() -> None:
+        import time
+
+        who = by or getpass.getuser()
+
+        async def go() -> tuple[bool, Any]:
+            store = await _store(db)
+            try:
+                ok = await store.ack_alert(key, who, time.time())
+                return ok, await store.get_alert(key)
+            finally:
+                await store.close()
+
+        ok, alert = run_async(go)
+        if as_json:
+            dump_json({"key": key, "acked": ok, "alert": alert.to_dict() if alert else None})
+        elif ok:
+            print(f"acknowledged {key}")
+        elif alert is None:
+            fail(f"no alert with key {key!r} (fix: see `podium alerts`)", EXIT_USAGE)
+        else:
+            print(f"{key} is {alert.status}" + (" and already acknowledged"
+                                                  if alert.acked_at else "") + "; nothing to do")
+        raise typer.Exit(EXIT_OK if ok or alert is not None else EXIT_USAGE)
+
+    guarded(body)
