@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -147,5 +148,28 @@ def alerts_ack(
             print(f"{key} is {alert.status}" + (" and already acknowledged"
                                                   if alert.acked_at else "") + "; nothing to do")
         raise typer.Exit(EXIT_OK if ok or alert is not None else EXIT_USAGE)
+
+    guarded(body)
+
+
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
+    agents: Annotated[
+        Path | None,
+        typer.Option("--agents", help="Agents file (default $PODIUM_AGENTS, ./podium.yaml)."),
+    ] = None,
+    alerts: Annotated[
+        Path | None, typer.Option("--alerts", help="Alerts file (default $PODIUM_ALERTS).")
+    ] = None,
+    db: DbOpt = None,
+) -> None:
+    """Run the engine as a server: /metrics, /healthz; resumes runs a dead process left."""
+
+    def body() -> None:
+        from podium.server.app import ServerConfig, serve
+
+        serve(host, port, ServerConfig(db=db, agents_file=agents, alerts_file=alerts))
 
     guarded(body)

@@ -1,0 +1,1 @@
+"""The HTTP server: ``/metrics`` and ``/healthz`` around a running engine."""
