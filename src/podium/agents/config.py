@@ -21,7 +21,7 @@ from podium.agents.breaker import BreakerConfig
 from podium.agents.health import HealthConfig
 from podium.agents.registry import AgentRegistry, RegistryConfig
 from podium.definition.durations import Duration
-from podium.errors import ConfigError, DefinitionError, Problem
+from podium.errors import AgentError, ConfigError, DefinitionError, Problem
 
 __all__ = ["AgentSpec", "AgentsFile", "build_registry", "find_agents_file", "load_agents_file"]
 
@@ -42,6 +42,9 @@ class AgentSpec(_Model):
     weight: float = Field(1.0, gt=0)
     region: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
+    timeout: Duration | None = Field(None, description="HTTP client timeout for one call")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers")
+    token_env: str | None = Field(None, description="Env var holding a bearer token")
 
     @model_validator(mode="after")
     def _one_transport(self) -> AgentSpec:
@@ -151,6 +154,18 @@ def load_agents_file(path: Path) -> AgentsFile:
         raise DefinitionError(problems) from None
 
 
+def _headers(spec: AgentSpec, where: str) -> dict[str, str]:
+    """Credentials come from the environment, never from the file (which people commit)."""
+    headers = dict(spec.headers)
+    if spec.token_env:
+        token = os.environ.get(spec.token_env)
+        if not token:
+            raise ConfigError(f"{where}environment variable {spec.token_env} (token_env) is not"
+                              " set (fix: export it, or remove token_env)")
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
 def _build_agent(spec: AgentSpec, base_dir: Path, source: str) -> Agent:
     where = f"{source}: agent '{spec.id}': "
     if spec.python:
@@ -165,10 +180,36 @@ def _build_agent(spec: AgentSpec, base_dir: Path, source: str) -> Agent:
             region=spec.region,
             labels=spec.labels,
         )
-    raise ConfigError(
-        f"{where}HTTP and A2A agents (url:, a2a:) are not available in this version yet"
-        " (fix: use a python: MODULE:FUNC agent, or expose it with a Python wrapper)"
-    )
+    if spec.url:
+        from podium.agents.http import HttpAgent
+
+        try:
+            return HttpAgent(spec.url, id=spec.id, capabilities=spec.capabilities,
+                             max_concurrency=spec.max_concurrency, weight=spec.weight,
+                             region=spec.region, labels=spec.labels,
+                             timeout_s=spec.timeout, headers=_headers(spec, where))
+        except ConfigError as exc:  # not an http(s) base URL; the message names the agent
+            raise ConfigError(f"{source}: {exc.message}") from None
+    if spec.a2a:
+        from podium.agents.a2a import A2AAgent
+
+        try:
+            a2a_agent = A2AAgent(spec.a2a, id=spec.id, capabilities=spec.capabilities,
+                                 max_concurrency=spec.max_concurrency, weight=spec.weight,
+                                 region=spec.region, labels=spec.labels)
+        except ConfigError as exc:  # a2a-sdk missing, or a bad URL
+            raise ConfigError(f"{where}{exc.message}") from None
+        try:
+            a2a_agent.discover_sync()  # capabilities = the card's skills
+        except AgentError as exc:
+            if not spec.capabilities:
+                raise ConfigError(
+                    f"{where}cannot read the agent card at {spec.a2a}: {exc.message}"
+                    " (fix: start the agent and check the URL, or list capabilities: [...]"
+                    " so it can be registered while it is down)") from None
+            # Registered with the listed capabilities; health checks tell when it is up.
+        return a2a_agent
+    raise ConfigError(f"{where}no transport given")
 
 
 def _entry_point_agents() -> list[Agent]:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import datetime
 import email.utils
+import functools
 import math
+import ssl
 import time
 from collections.abc import Mapping
 from typing import Any, Final
@@ -65,7 +67,20 @@ class HttpAgent:
     It is created on first use, inside the running loop, because a client
     belongs to the loop that created it: an agent built at import time or in
     a config loader must not pin a loop it will never run on.
+
+    ``timeout_s`` bounds each network phase of a call (the engine's step
+    timeout bounds the whole attempt anyway); ``health_timeout_s`` bounds a
+    health check. ``headers`` are sent on every request — the place for
+    ``Authorization: Bearer ...``, which is why they never appear in logs,
+    errors or ``repr``. ``verify`` is an ``ssl.SSLContext`` for a private CA,
+    or ``False`` to skip TLS verification. ``transport`` replaces the network
+    (``httpx.MockTransport`` in tests, a Unix socket transport...).
+    Environment proxy and CA settings (``HTTPS_PROXY``, ``SSL_CERT_FILE``)
+    apply, as with any HTTP client.
     """
+
+    # The engine starts active health checks only for remote transports.
+    transport = "http"
 
     def __init__(
         self,
@@ -80,6 +95,7 @@ class HttpAgent:
         timeout_s: float | None = None,
         health_timeout_s: float = 2.0,
         headers: Mapping[str, str] | None = None,
+        verify: ssl.SSLContext | bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._url = _base_url(url, id)
@@ -98,6 +114,7 @@ class HttpAgent:
         # Credentials may live here (Authorization: Bearer ...): they are sent,
         # never logged, never put in an error message or repr.
         self._headers = dict(headers or {})
+        self._verify = verify
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
@@ -248,9 +265,10 @@ class HttpAgent:
             headers=self._headers,
             limits=limits,
             timeout=timeout,
+            verify=_default_ssl_context() if self._verify is True else self._verify,
             transport=self._transport,
+            # A redirect is not the protocol: surface it rather than re-POST.
             follow_redirects=False,
-            trust_env=False,
         )
         self._client_loop = loop
         return self._client
@@ -349,6 +367,12 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 
 # --- helpers -----------------------------------------------------------------
+@functools.cache
+def _default_ssl_context() -> ssl.SSLContext:
+    """One CA bundle load for every agent: it costs tens of ms per client otherwise."""
+    return httpx.create_ssl_context()
+
+
 def _base_url(url: str, agent_id: str) -> str:
     try:
         parsed = httpx.URL(url)

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from podium.cli.agent_cmd import agent_app
 from podium.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -23,6 +24,7 @@ from podium.cli.common import (
     guarded,
     in_workflow_order,
     parse_inputs,
+    quiet_stdout,
     run_async,
 )
 
@@ -34,6 +36,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+app.add_typer(agent_app, name="agent")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document, no progress.")]
 DbOpt = Annotated[
@@ -117,7 +121,7 @@ async def _execute(
         finally:
             if progress is not None:
                 progress.close()
-        await registry.aclose()
+            await registry.aclose()
     return run, (progress.state.failures if progress is not None else [])
 
 
@@ -132,10 +136,13 @@ def _interrupt() -> None:
 
 def _finish(run: Any, failures: list[str], as_json: bool) -> None:
     in_workflow_order(run)
-    if as_json:
-        dump_json(run.to_dict())
-    else:
-        _print_summary(run, failures)
+    try:
+        if as_json:
+            dump_json(run.to_dict())
+        else:
+            _print_summary(run, failures)
+    except BrokenPipeError:  # `podium run ... | head`: the run's outcome still decides
+        quiet_stdout()
     raise typer.Exit(EXIT_OK if run.status == "succeeded" else EXIT_FAILED)
 
 
@@ -172,6 +179,7 @@ def run(
             lambda: _execute(workflow, inputs, agents_file, db, as_json, str(file),
                              metrics_port=metrics_port, alerts_file=alerts),
             on_interrupt=_interrupt,
+            json_stdout=as_json,
         )
         _finish(result, failures, as_json)
 
@@ -206,6 +214,7 @@ def demo(
             lambda: _execute(workflow, inputs, None, db, as_json, str(demo_pkg.WORKFLOW_PATH),
                              registry=registry),
             on_interrupt=_interrupt,
+            json_stdout=as_json,
         )
         if not as_json and result.status == "succeeded":
             _print_summary(result, failures)

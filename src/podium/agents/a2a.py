@@ -1,0 +1,568 @@
+"""A2A agents: remote agents spoken to through the official ``a2a-sdk`` (protocol 1.0).
+
+An ``A2AAgent`` is known by its base URL. Its capabilities are the skills of
+its agent card (fetched from ``{url}/.well-known/agent-card.json``), plus any
+capabilities configured by hand. A step is sent as ONE message with two parts:
+a short text part naming the capability and a data part carrying
+``Task.to_dict()`` (the step's input under ``"input"``). The context id is the
+task's idempotency key (the same for every attempt of one step of one run) and
+the message id is ``"<idempotency key>#<attempt>"``, so the remote side can
+recognise a retried or resumed delivery.
+
+The answer is either a ``Message`` (its data part, else its text, is the
+output) or a ``Task``; a task that is not finished yet is polled until it
+reaches a terminal or interrupted state, and the data parts (else the text) of
+its artifacts are the output. Failures map onto Podium's error types:
+
+=====================================  ====================================
+what happened                          raised
+=====================================  ====================================
+task failed / rejected / canceled      ``AgentError`` with the status message
+task input-required / auth-required    ``InvalidInput``
+connection refused, network error      ``Unavailable`` (also HTTP 502/503/504)
+HTTP 429                               ``RateLimited`` (``Retry-After`` kept)
+HTTP 408, client timeout               ``AttemptTimeout``
+other HTTP 4xx, invalid params/request ``InvalidInput``
+other HTTP 5xx, JSON-RPC internal      ``AgentError``
+=====================================  ====================================
+
+Data parts travel as ``google.protobuf.Value``, which stores every number as a
+double; whole numbers in the output are turned back into ints (JSON does not
+tell 6 from 6.0, Python code reading the output usually does).
+
+The SDK is an optional extra: ``pip install 'podium[a2a]'``. It is imported
+lazily, so ``podium`` works without it until an A2A agent is configured. No
+event loop is captured at construction; the HTTP client is created on first
+use (on the running loop) and closed by ``aclose()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import re
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from podium.agents.base import HealthReport, Task
+from podium.errors import (
+    AgentError,
+    AttemptTimeout,
+    ConfigError,
+    InvalidInput,
+    PodiumError,
+    RateLimited,
+    Unavailable,
+)
+
+if TYPE_CHECKING:
+    import httpx
+    from a2a.client import Client
+    from a2a.types import AgentCard, Message, Part
+    from a2a.types import Task as A2ATask
+
+__all__ = ["INSTALL_HINT", "A2AAgent"]
+
+log = logging.getLogger("podium.agents.a2a")
+
+INSTALL_HINT = "pip install 'podium[a2a]'"
+_WELL_KNOWN_SUFFIX = "/.well-known/agent-card.json"
+_MAX_EXACT_FLOAT_INT = 2**53
+
+
+def _require_sdk() -> None:
+    """Fail early, with the fix, when the optional ``a2a`` extra is missing."""
+    try:
+        import a2a.client
+        import a2a.types  # noqa: F401
+        import httpx  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            f"A2A agents need the a2a-sdk package, which cannot be imported ({exc})"
+            f" (fix: {INSTALL_HINT})"
+        ) from None
+
+
+def _default_id(url: str) -> str:
+    parts = urlsplit(url)
+    raw = (parts.netloc + parts.path).strip("/") or url
+    return re.sub(r"[^A-Za-z0-9_.:-]+", "-", raw).strip("-") or "a2a-agent"
+
+
+def _skills_of(card: AgentCard) -> frozenset[str]:
+    """A skill's id names the capability; a skill without one is known by its name, else tags."""
+    names: set[str] = set()
+    for skill in card.skills:
+        if skill.id:
+            names.add(skill.id)
+        elif skill.name:
+            names.add(skill.name)
+        else:
+            names.update(t for t in skill.tags if t)
+    return frozenset(names)
+
+
+def _json_numbers(value: Any) -> Any:
+    """Give whole numbers back their int type (``google.protobuf.Value`` made them floats)."""
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer() and abs(value) <= _MAX_EXACT_FLOAT_INT:
+            return int(value)
+        return value
+    if isinstance(value, dict):
+        return {k: _json_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_numbers(v) for v in value]
+    return value
+
+
+def _output_of_parts(parts: Iterable[Part]) -> tuple[bool, Any]:
+    """``(found, value)``: the data part(s) if any, else the text, else nothing."""
+    from a2a.helpers import get_data_parts, get_text_parts
+
+    parts = list(parts)
+    data = [_json_numbers(d) for d in get_data_parts(parts)]
+    if data:
+        return True, data[0] if len(data) == 1 else data
+    texts = get_text_parts(parts)
+    if texts:
+        return True, "\n".join(texts)
+    return False, None
+
+
+def _status_text(task: A2ATask) -> str:
+    """What the remote agent said about its task's state, as one line."""
+    from a2a.helpers import get_data_parts, get_text_parts
+
+    parts = list(task.status.message.parts)
+    texts = [t.strip() for t in get_text_parts(parts) if t.strip()]
+    if texts:
+        return " ".join(texts)
+    data = [_json_numbers(d) for d in get_data_parts(parts)]
+    if data:
+        return str(data[0] if len(data) == 1 else data)
+    return ""
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        yield cur
+        cur = cur.__cause__ or cur.__context__
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # an HTTP date: leave the delay to the retry policy
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+class A2AAgent:
+    """An A2A agent reached over HTTP (JSON-RPC or HTTP+JSON binding) with ``a2a-sdk``."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        id: str | None = None,
+        capabilities: Iterable[str] = (),
+        max_concurrency: int | None = None,
+        weight: float = 1.0,
+        region: str | None = None,
+        labels: dict[str, str] | None = None,
+        card_path: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        request_timeout_s: float | None = 300.0,
+        connect_timeout_s: float = 10.0,
+        health_timeout_s: float = 5.0,
+        poll_interval_s: float = 1.0,
+        blocking: bool = True,
+    ) -> None:
+        """``url`` is the agent's base URL (or the full URL of its agent card).
+
+        ``capabilities`` are added to the skills found on the card by
+        ``discover()``. ``request_timeout_s`` bounds one HTTP exchange (a
+        blocking send waits for the whole remote task, so keep it above the
+        step timeout); ``poll_interval_s`` is the longest wait between two
+        polls of an unfinished remote task. ``blocking=False`` asks the server
+        to answer at once (``return_immediately``) and polls the task instead
+        of holding one HTTP request open for the whole task.
+        """
+        _require_sdk()
+        split = urlsplit(url)
+        if split.scheme not in ("http", "https") or not split.netloc:
+            raise ConfigError(
+                f"A2A agent URL {url!r} is not an http(s) URL (fix: write e.g. http://127.0.0.1:9999)"
+            )
+        base = url.rstrip("/")
+        if card_path is None and base.endswith(_WELL_KNOWN_SUFFIX):
+            base = base[: -len(_WELL_KNOWN_SUFFIX)]
+        self.url = base
+        self._id = id or _default_id(base)
+        self._configured = frozenset(capabilities)
+        self._discovered: frozenset[str] = frozenset()
+        self._max_concurrency = max_concurrency
+        self.weight = weight
+        self.region = region
+        self.labels = dict(labels or {})
+        self._card_path = card_path
+        self._headers = dict(headers or {})
+        self._request_timeout_s = request_timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._health_timeout_s = health_timeout_s
+        self._poll_interval_s = max(poll_interval_s, 0.01)
+        self._blocking = blocking
+        self._card: AgentCard | None = None
+        # Created lazily on the running loop (never at construction).
+        self._http: httpx.AsyncClient | None = None
+        self._http_loop: asyncio.AbstractEventLoop | None = None
+        self._client: Client | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    # --- construction helpers -------------------------------------------------
+    @classmethod
+    async def from_url(
+        cls,
+        url: str,
+        *,
+        id: str | None = None,
+        **options: Any,
+    ) -> A2AAgent:
+        """Build an agent and discover its capabilities from its card.
+
+        Raises ``Unavailable`` (agent unreachable) or ``AgentError`` (no
+        usable card). Without ``id``, the id is the URL's ``host:port``.
+        """
+        agent = cls(url, id=id, **options)
+        await agent.discover()
+        return agent
+
+    async def discover(self, *, timeout_s: float | None = 10.0) -> frozenset[str]:
+        """Fetch the agent card; its skills become capabilities. Returns them all.
+
+        Uses a short-lived HTTP client, so discovery can run on one event loop
+        (say, while building a registry) and the calls on another.
+        """
+        import httpx
+
+        async with httpx.AsyncClient(headers=self._headers, timeout=timeout_s) as http:
+            card = await self._fetch_card(http)
+        self._use_card(card)
+        self._discovered = _skills_of(card)
+        if not self._discovered:
+            log.warning("A2A agent %s at %s advertises no skills on its card", self._id, self.url)
+        return self.capabilities
+
+    def discover_sync(self, *, timeout_s: float | None = 10.0) -> frozenset[str]:
+        """``discover()`` for synchronous code (e.g. building a registry from a file).
+
+        Runs on a private event loop; when this thread already runs a loop,
+        that private loop runs in a worker thread (the caller blocks for at
+        most about ``timeout_s``).
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.discover(timeout_s=timeout_s))
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="podium-a2a-discover") as pool:
+            return pool.submit(asyncio.run, self.discover(timeout_s=timeout_s)).result()
+
+    # --- the Agent protocol -----------------------------------------------------
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return self._configured | self._discovered
+
+    @property
+    def max_concurrency(self) -> int | None:
+        return self._max_concurrency
+
+    @property
+    def card(self) -> AgentCard | None:
+        """The last agent card fetched (``None`` before discovery or the first call)."""
+        return self._card
+
+    async def invoke(self, task: Task) -> Any:
+        from a2a.types import Message
+
+        request = self._request_for(task)
+        remote_id: str | None = None
+        try:
+            client = await self._a2a_client()
+            result = await self._send(client, request)
+            if isinstance(result, Message):
+                found, value = _output_of_parts(result.parts)
+                return value if found else None
+            remote_id = result.id
+            final = await self._until_settled(client, result)
+        except asyncio.CancelledError:
+            if remote_id is not None:
+                self._cancel_remote_soon(remote_id)
+            raise
+        except PodiumError:
+            raise
+        except Exception as exc:
+            raise self._translate(exc, "call") from exc
+        return self._outcome(final)
+
+    async def health(self) -> HealthReport:
+        t0 = time.perf_counter()
+        try:
+            card = await self._fetch_card(self._http_client(), timeout_s=self._health_timeout_s)
+        except PodiumError as exc:
+            return HealthReport("unhealthy", detail=exc.message)
+        except Exception as exc:  # noqa: BLE001 - a health check reports, it never raises
+            return HealthReport("unhealthy", detail=f"{type(exc).__name__}: {exc}")
+        latency_ms = (time.perf_counter() - t0) * 1000
+        if self._card is None:
+            self._use_card(card)
+        return HealthReport("healthy", detail=f"agent card fetched in {latency_ms:.1f} ms")
+
+    async def aclose(self) -> None:
+        background = set(self._background)
+        if background:
+            _done, pending = await asyncio.wait(background, timeout=2.0)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        http, loop = self._http, self._http_loop
+        self._http = self._http_loop = self._client = None
+        if http is not None:
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if loop is running:
+                await http.aclose()
+            else:
+                log.debug("A2A agent %s: HTTP client of another event loop dropped", self._id)
+
+    def __repr__(self) -> str:
+        return f"A2AAgent({self._id!r}, {self.url!r}, {sorted(self.capabilities)})"
+
+    # --- internals ----------------------------------------------------------------
+    @staticmethod
+    def _types() -> Any:
+        import a2a.types
+
+        return a2a.types
+
+    def _use_card(self, card: AgentCard) -> None:
+        # Capabilities change only in discover(): a registry indexes them once.
+        self._card = card
+        self._client = None  # the next call builds a client for this card
+
+    def _http_client(self) -> httpx.AsyncClient:
+        import httpx
+
+        loop = asyncio.get_running_loop()
+        if self._http is not None and self._http_loop is not loop:
+            # Made on another (most likely finished) loop: its connections are unusable here.
+            log.debug("A2A agent %s: new event loop, new HTTP client", self._id)
+            self._http = self._client = None
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                headers=self._headers,
+                timeout=httpx.Timeout(self._request_timeout_s, connect=self._connect_timeout_s),
+            )
+            self._http_loop = loop
+        return self._http
+
+    async def _fetch_card(
+        self, http: httpx.AsyncClient, *, timeout_s: float | None = None
+    ) -> AgentCard:
+        from a2a.client import A2ACardResolver
+
+        resolver = (
+            A2ACardResolver(http, self.url, agent_card_path=self._card_path)
+            if self._card_path
+            else A2ACardResolver(http, self.url)
+        )
+        try:
+            return await resolver.get_agent_card(
+                http_kwargs={"timeout": timeout_s} if timeout_s is not None else None
+            )
+        except Exception as exc:
+            raise self._translate(exc, "agent card") from exc
+
+    async def _a2a_client(self) -> Client:
+        http = self._http_client()
+        if self._client is None:
+            from a2a.client import ClientConfig, ClientFactory
+            from a2a.utils.constants import TransportProtocol
+
+            card = self._card
+            if card is None:
+                card = await self._fetch_card(http)
+                self._use_card(card)
+            config = ClientConfig(
+                streaming=False,
+                httpx_client=http,  # shared: the SDK never closes it, aclose() does
+                supported_protocol_bindings=[
+                    TransportProtocol.JSONRPC, TransportProtocol.HTTP_JSON,
+                ],
+            )
+            try:
+                self._client = ClientFactory(config).create(card)
+            except ValueError as exc:
+                offered = ", ".join(i.protocol_binding for i in card.supported_interfaces) or "none"
+                raise AgentError(
+                    f"A2A agent '{self._id}' at {self.url}: its card offers no transport Podium"
+                    f" speaks (JSONRPC, HTTP+JSON); it offers: {offered} ({exc})",
+                    retryable=False, agent_id=self._id,
+                ) from None
+        return self._client
+
+    def _request_for(self, task: Task) -> Any:
+        from a2a.helpers import new_data_part, new_text_part
+
+        t = self._types()
+        try:
+            data = new_data_part(task.to_dict(), media_type="application/json")
+        except Exception as exc:  # noqa: BLE001 - protobuf's ParseError or a TypeError: not JSON
+            raise InvalidInput(
+                f"the task for '{task.capability}' cannot be sent to A2A agent '{self._id}':"
+                f" its input is not JSON ({exc})",
+                agent_id=self._id, run_id=task.run_id, step_id=task.step_id,
+            ) from None
+        text = new_text_part(
+            f"Podium task: capability '{task.capability}' (step '{task.step_id}', attempt"
+            f" {task.attempt}); the data part holds the task, its input under 'input'."
+        )
+        message = t.Message(
+            role=t.Role.ROLE_USER,
+            message_id=f"{task.idempotency_key}#{task.attempt}",
+            context_id=task.idempotency_key,
+            parts=[text, data],
+        )
+        # Blocking (the default): the server answers once the task settles; otherwise it
+        # answers at once and we poll. history_length=0: no echo of our own message.
+        config = t.SendMessageConfiguration(history_length=0,
+                                            return_immediately=not self._blocking)
+        return t.SendMessageRequest(message=message, configuration=config)
+
+    async def _send(self, client: Client, request: Any) -> Message | A2ATask:
+        last: Message | A2ATask | None = None
+        async for event in client.send_message(request):
+            kind = event.WhichOneof("payload")
+            if kind == "message":
+                return event.message
+            if kind == "task":
+                last = event.task
+        if last is None:
+            raise AgentError(
+                f"A2A agent '{self._id}' at {self.url} answered with neither a task nor a message",
+                agent_id=self._id,
+            )
+        return last
+
+    async def _until_settled(self, client: Client, task: A2ATask) -> A2ATask:
+        """Poll an unfinished remote task until it is terminal or needs the caller."""
+        t = self._types()
+        settled = {
+            t.TaskState.TASK_STATE_COMPLETED, t.TaskState.TASK_STATE_FAILED,
+            t.TaskState.TASK_STATE_CANCELED, t.TaskState.TASK_STATE_REJECTED,
+            t.TaskState.TASK_STATE_INPUT_REQUIRED, t.TaskState.TASK_STATE_AUTH_REQUIRED,
+        }
+        delay = min(0.05, self._poll_interval_s)
+        while task.status.state not in settled:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._poll_interval_s)
+            task = await client.get_task(t.GetTaskRequest(id=task.id, history_length=0))
+        return task
+
+    def _outcome(self, task: A2ATask) -> Any:
+        t = self._types()
+        state = task.status.state
+        said = _status_text(task)
+        where = f"A2A agent '{self._id}' at {self.url}"
+        if state == t.TaskState.TASK_STATE_COMPLETED:
+            found, value = _output_of_parts(p for a in task.artifacts for p in a.parts)
+            if not found:
+                found, value = _output_of_parts(task.status.message.parts)
+            return value if found else None
+        if state == t.TaskState.TASK_STATE_FAILED:
+            raise AgentError(f"{where}: task failed: {said or 'no reason given'}",
+                             agent_id=self._id)
+        if state == t.TaskState.TASK_STATE_REJECTED:
+            raise AgentError(f"{where}: task rejected: {said or 'no reason given'}",
+                             agent_id=self._id)
+        if state == t.TaskState.TASK_STATE_CANCELED:
+            raise AgentError(f"{where}: task canceled by the agent{': ' + said if said else ''}",
+                             agent_id=self._id)
+        # Interrupted: Podium has no one to answer; free the remote task and say why.
+        self._cancel_remote_soon(task.id)
+        need = "input" if state == t.TaskState.TASK_STATE_INPUT_REQUIRED else "authentication"
+        raise InvalidInput(f"{where}: task needs more {need}: {said or 'no details given'}",
+                           agent_id=self._id)
+
+    def _cancel_remote_soon(self, task_id: str) -> None:
+        """Best-effort ``CancelTask`` in the background (a cancelled caller must not wait)."""
+        client = self._client
+        if client is None:
+            return
+
+        async def cancel() -> None:
+            with contextlib.suppress(Exception):
+                request = self._types().CancelTaskRequest(id=task_id)
+                await asyncio.wait_for(client.cancel_task(request), 5.0)
+
+        try:
+            loop = asyncio.get_running_loop()
+            bg = loop.create_task(cancel(), name=f"podium:a2a-cancel:{task_id}")
+        except RuntimeError:
+            return
+        self._background.add(bg)
+        bg.add_done_callback(self._background.discard)
+
+    def _translate(self, exc: BaseException, doing: str) -> AgentError:
+        """Map what the SDK or httpx raised onto Podium's error types."""
+        import httpx
+        from a2a.client.errors import A2AClientTimeoutError
+        from a2a.utils import errors as e
+
+        where = f"A2A agent '{self._id}' at {self.url} ({doing})"
+        chain = list(_causes(exc))
+        detail = str(exc) or type(exc).__name__
+        response = next((c.response for c in chain if isinstance(c, httpx.HTTPStatusError)), None)
+        status = response.status_code if response is not None else None
+        if status is None:
+            status = getattr(exc, "status_code", None)
+        if status == 429:
+            retry = _retry_after(response.headers) if response is not None else None
+            return RateLimited(f"{where}: rate limited (HTTP 429)", retry_after_s=retry,
+                               agent_id=self._id)
+        if status in (502, 503, 504):
+            return Unavailable(f"{where}: HTTP {status}", agent_id=self._id)
+        if status == 408 or any(isinstance(c, A2AClientTimeoutError | httpx.TimeoutException)
+                                for c in chain):
+            return AttemptTimeout(f"{where}: timed out: {detail}", agent_id=self._id)
+        invalid = (
+            e.InvalidParamsError, e.InvalidRequestError, e.JSONParseError, e.MethodNotFoundError,
+            e.ContentTypeNotSupportedError, e.UnsupportedOperationError,
+            e.ExtensionSupportRequiredError, e.VersionNotSupportedError,
+        )
+        if isinstance(exc, invalid):
+            return InvalidInput(f"{where}: {type(exc).__name__}: {detail}", agent_id=self._id)
+        if status is not None and 400 <= status < 500:
+            return InvalidInput(f"{where}: HTTP {status}: {detail}", agent_id=self._id)
+        if status is not None:
+            return AgentError(f"{where}: HTTP {status}: {detail}", agent_id=self._id)
+        if any(isinstance(c, httpx.TransportError) for c in chain):
+            return Unavailable(f"{where}: cannot reach the agent: {detail}", agent_id=self._id)
+        return AgentError(f"{where}: {type(exc).__name__}: {detail}", agent_id=self._id)
