@@ -1,0 +1,271 @@
+"""Podium's benchmark suite: W1–W4, scale, latency and start-up.
+
+    python bench/suite.py                 # everything, 5 repetitions, a few minutes
+    python bench/suite.py --quick         # CI smoke: small sizes, 1 repetition
+    python bench/suite.py --only w1,w2    # some cases
+    python bench/suite.py --json out.json # also write the JSON document there
+
+Workloads (durable on a local SQLite file, default settings, unless named
+``strict``; import and start-up excluded except in the start-up case):
+
+- W1 chain: 100 sequential no-op steps, each passing a small dict on
+- W2 fan-out: 1 start step, 200 parallel no-op steps, 1 join collecting all 200
+- W3 I/O: N parallel steps that each ``await asyncio.sleep(0.1)``, then a join
+- W4 many runs: 200 separate runs of 3 sequential no-op steps, one after another
+- scale: fan-out/fan-in and chains at 1k, 10k, 100k steps (steps/s, peak RSS),
+  and 10,000 concurrent small runs in one engine
+- latency: "dependency committed → dependent started", p50 and p99
+- start-up: whole-process ``podium run`` of a 1-step workflow
+
+Prints a table on stderr and one JSON document on stdout. Speed is measured
+here, never asserted: CI runs ``--quick`` only to prove the suite works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from podium import AgentRegistry, Engine, EngineConfig, PythonAgent, Step, Workflow
+from podium.events import Event, StepStarted, StepSucceeded
+from podium.store import MemoryStore, Store
+from podium.store.sqlite import SQLiteStore
+
+
+async def noop(task: Any) -> Any:
+    return {"n": 1}
+
+
+async def passthrough(task: Any) -> Any:
+    return task.input
+
+
+async def nap(task: Any) -> Any:
+    await asyncio.sleep(0.1)
+    return None
+
+
+def registry() -> AgentRegistry:
+    return AgentRegistry([
+        PythonAgent(noop, id="noop", capabilities=["noop"]),
+        PythonAgent(passthrough, id="pass", capabilities=["pass"]),
+        PythonAgent(nap, id="nap", capabilities=["nap"]),
+    ])
+
+
+def chain(n: int, agent: str = "pass") -> Workflow:
+    return Workflow(name=f"chain-{n}", mode="sequential",
+                    steps=[Step(id=f"s{i}", agent=agent,
+                                input={"i": i, "prev": "${{ steps.s%d.output.n }}" % (i - 1)}  # noqa: UP031
+                                if i else {"i": 0})
+                           for i in range(n)]) if agent == "pass-dict" else Workflow(
+        name=f"chain-{n}", mode="sequential", steps=[Step(id=f"s{i}", agent=agent)
+                                                      for i in range(n)])
+
+
+def fan(width: int, agent: str = "noop") -> Workflow:
+    branches = [Step(id=f"b{i}", agent=agent, depends_on=["start"]) for i in range(width)]
+    return Workflow(name=f"fan-{width}", steps=[
+        Step(id="start", agent="noop"), *branches,
+        Step(id="join", agent="noop", depends_on=[b.id for b in branches])])
+
+
+def make_store(kind: str, folder: Path) -> Store:
+    if kind == "memory":
+        return MemoryStore()
+    return SQLiteStore(folder / f"bench-{time.monotonic_ns()}.db",
+                       durability="strict" if kind == "strict" else "normal")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def timed_run(workflow: Workflow, kind: str, folder: Path, *, warm: bool = True) -> float:
+    engine = Engine(EngineConfig(registry=registry(), store=make_store(kind, folder)))
+    async with engine:
+        if warm:
+            await engine.run(chain(3, "noop"), {})
+        engine.plan(workflow)  # plan compilation is not part of a step's cost
+        gc.collect()
+        t0 = time.perf_counter()
+        run = await engine.run(workflow, {"x": 1})
+        elapsed = time.perf_counter() - t0
+    assert run.status == "succeeded", (run.status, run.error)
+    return elapsed
+
+
+async def many_runs(n: int, kind: str, folder: Path) -> float:
+    wf = chain(3, "noop")
+    engine = Engine(EngineConfig(registry=registry(), store=make_store(kind, folder)))
+    async with engine:
+        await engine.run(wf, {})
+        t0 = time.perf_counter()
+        for _ in range(n):
+            run = await engine.run(wf, {})
+            assert run.status == "succeeded"
+        return n / (time.perf_counter() - t0)
+
+
+async def concurrent_runs(n: int, kind: str, folder: Path) -> float:
+    wf = chain(3, "noop")
+    engine = Engine(EngineConfig(registry=registry(), store=make_store(kind, folder)))
+    async with engine:
+        await engine.run(wf, {})
+        t0 = time.perf_counter()
+        handles = [await engine.start(wf, {"i": i}) for i in range(n)]
+        runs = [await h.result() for h in handles]
+        elapsed = time.perf_counter() - t0
+    assert all(r.status == "succeeded" for r in runs)
+    return n / elapsed
+
+
+class _CommitClock(SQLiteStore):
+    """Records when each step's success was committed (bench only)."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.committed: dict[tuple[str, str], float] = {}
+
+    def _do_flush(self) -> None:
+        batch = [e for e in self._pending if isinstance(e, StepSucceeded)]
+        super()._do_flush()
+        now = time.perf_counter()
+        for e in batch:
+            self.committed[(e.run_id, e.step_id)] = now
+
+
+async def latency(n: int, folder: Path) -> dict[str, float]:
+    store = _CommitClock(folder / "latency.db")
+    engine = Engine(EngineConfig(registry=registry(), store=store))
+    started: dict[tuple[str, str], float] = {}
+
+    def on(e: Event) -> None:
+        if isinstance(e, StepStarted) and e.attempt == 1:
+            started[(e.run_id, e.step_id)] = time.perf_counter()
+
+    engine.bus.subscribe(on)
+    wf = chain(n, "noop")
+    async with engine:
+        run = await engine.run(wf, {})
+    gaps = sorted(
+        (started[(run.run_id, f"s{i}")] - store.committed[(run.run_id, f"s{i - 1}")]) * 1e6
+        for i in range(1, n))
+    return {"p50_us": round(statistics.median(gaps), 1),
+            "p99_us": round(gaps[min(len(gaps) - 1, int(len(gaps) * 0.99))], 1),
+            "samples": len(gaps)}
+
+
+def startup(folder: Path, reps: int) -> list[float]:
+    wf = folder / "one.yaml"
+    wf.write_text("name: one\nsteps:\n  - {id: a, agent: noop}\n")
+    (folder / "podium.yaml").write_text(
+        "agents:\n  - {id: n, capabilities: [noop], python: 'bench_agents:noop'}\n")
+    (folder / "bench_agents.py").write_text("async def noop(task):\n    return 1\n")
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "podium", "run", str(wf), "--json", "--db",
+                        f"sqlite:///{folder}/startup.db"], cwd=folder, check=True,
+                       capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 5), "min": round(min(values), 5),
+            "max": round(max(values), 5)}
+
+
+def repeat(reps: int, make: Callable[[], Coroutine[Any, Any, float]]) -> list[float]:
+    return [asyncio.run(make()) for _ in range(reps)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Podium benchmark suite")
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repetition")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--only", default="", help="comma list: w1,w2,w3,w4,scale,latency,startup")
+    parser.add_argument("--json", dest="json_path", default=None, help="also write JSON here")
+    args = parser.parse_args()
+    quick = args.quick
+    reps = 1 if quick else args.reps
+    only = set(filter(None, args.only.split(",")))
+
+    def want(name: str) -> bool:
+        return not only or name in only
+
+    out: dict[str, Any] = {"python": sys.version.split()[0], "reps": reps, "quick": quick,
+                           "cpus": os.cpu_count(), "cases": {}}
+    cases = out["cases"]
+    table: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for kind in ("sqlite", "strict"):
+            if want("w1"):
+                n = 20 if quick else 100
+                t = repeat(reps, lambda n=n, kind=kind: timed_run(chain(n), kind, folder))
+                cases[f"W1 chain {n} ({kind})"] = {**stats(t), "steps_per_s": round(n / statistics.median(t))}
+            if want("w2"):
+                w = 20 if quick else 200
+                t = repeat(reps, lambda w=w, kind=kind: timed_run(fan(w), kind, folder))
+                cases[f"W2 fan-out {w} ({kind})"] = {**stats(t), "steps_per_s": round((w + 2) / statistics.median(t))}
+            if want("w3"):
+                for w in ((10,) if quick else (100, 1000)):
+                    t = repeat(reps, lambda w=w, kind=kind: timed_run(fan(w, "nap"), kind, folder))
+                    cases[f"W3 I/O {w} x 100ms ({kind})"] = {**stats(t), "ideal_s": 0.1}
+            if want("w4"):
+                n = 20 if quick else 200
+                r = repeat(reps, lambda n=n, kind=kind: many_runs(n, kind, folder))
+                cases[f"W4 {n} runs x 3 steps ({kind})"] = {
+                    "runs_per_s": {"median": round(statistics.median(r)), "min": round(min(r)),
+                                   "max": round(max(r))}}
+        if want("scale"):
+            sizes = (1000,) if quick else (1000, 10_000, 100_000)
+            for size in sizes:
+                t = repeat(1 if size >= 100_000 else reps,
+                           lambda size=size: timed_run(fan(size - 2), "sqlite", folder))
+                cases[f"scale fan-out {size}"] = {**stats(t), "steps_per_s": round(size / statistics.median(t)),
+                                                  "peak_rss_mb": round(peak_rss_mb())}
+            for size in ((1000,) if quick else (1000, 10_000)):
+                t = repeat(1 if size >= 10_000 else reps,
+                           lambda size=size: timed_run(chain(size, "noop"), "sqlite", folder))
+                cases[f"scale chain {size}"] = {**stats(t), "steps_per_s": round(size / statistics.median(t)),
+                                                "peak_rss_mb": round(peak_rss_mb())}
+            n = 100 if quick else 10_000
+            r = repeat(1, lambda n=n: concurrent_runs(n, "sqlite", folder))
+            cases[f"scale {n} concurrent runs x 3 steps"] = {
+                "runs_per_s": round(r[0]), "peak_rss_mb": round(peak_rss_mb())}
+        if want("latency"):
+            lat = [asyncio.run(latency(50 if quick else 500, folder)) for _ in range(reps)]
+            cases["latency committed -> dependent started"] = {
+                "p50_us": statistics.median(x["p50_us"] for x in lat),
+                "p99_us": statistics.median(x["p99_us"] for x in lat)}
+        if want("startup"):
+            t = startup(folder, reps)
+            cases["start-up podium run (1 step, whole process)"] = stats(t)
+    for name, v in cases.items():
+        table.append((name, json.dumps(v)))
+    width = max((len(n) for n, _ in table), default=10)
+    for name, v in table:
+        print(f"{name:<{width}}  {v}", file=sys.stderr)
+    doc = json.dumps(out, indent=2)
+    print(doc)
+    if args.json_path:
+        Path(args.json_path).write_text(doc + "\n")
+
+
+if __name__ == "__main__":
+    main()
