@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -58,23 +59,54 @@ def report(exc: BaseException) -> NoReturn:
         import traceback
 
         traceback.print_exception(exc)
-    fail(f"internal error: {type(exc).__name__}: {exc} (set PODIUM_DEBUG=1 for details)", EXIT_INFRA)
+    fail(f"internal error: {type(exc).__name__}: {exc} (set PODIUM_DEBUG=1 for details)",
+         EXIT_INFRA)
+
+
+def quiet_stdout() -> None:
+    """The reader of our stdout went away (``podium runs | head``): drop the rest quietly."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _printable_streams() -> None:
+    """Progress symbols (▶ ✓ …) on a terminal that cannot show them become '?', not a crash."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", None) == "strict":
+            with contextlib.suppress(Exception):
+                reconfigure(errors="replace")
 
 
 def guarded(fn: Callable[[], T]) -> T:
+    _printable_streams()
     try:
         return fn()
     except (typer.Exit, typer.Abort, SystemExit):
         raise
+    except BrokenPipeError:
+        quiet_stdout()
+        raise typer.Exit(EXIT_FAILED) from None
     except KeyboardInterrupt:
         err("interrupted")
         raise typer.Exit(130) from None
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - every error becomes a message and an exit code
         report(exc)
 
 
-def run_async(make: Callable[[], Awaitable[T]], on_interrupt: Callable[[], None] | None = None) -> T:
-    """Run a coroutine; SIGINT/SIGTERM call ``on_interrupt`` once (graceful), then abort."""
+def run_async(
+    make: Callable[[], Awaitable[T]],
+    on_interrupt: Callable[[], None] | None = None,
+    *,
+    json_stdout: bool = False,
+) -> T:
+    """Run a coroutine; SIGINT/SIGTERM call ``on_interrupt`` once (graceful), then abort.
+
+    With ``json_stdout`` whatever runs meanwhile (an agent's ``print``) writes to
+    stderr, so that stdout stays the one JSON document ``--json`` promises.
+    """
 
     async def main() -> T:
         loop = asyncio.get_running_loop()
@@ -90,13 +122,15 @@ def run_async(make: Callable[[], Awaitable[T]], on_interrupt: Callable[[], None]
                 task.cancel()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
                 loop.add_signal_handler(sig, handler)
-            except (NotImplementedError, RuntimeError):  # not the main thread
-                pass
         return await make()
 
-    return asyncio.run(main())
+    redirect: contextlib.AbstractContextManager[Any] = (
+        contextlib.redirect_stdout(sys.stderr) if json_stdout else contextlib.nullcontext()
+    )
+    with redirect:
+        return asyncio.run(main())
 
 
 def parse_inputs(pairs: list[str], input_file: Path | None) -> dict[str, Any]:
@@ -122,6 +156,16 @@ def parse_inputs(pairs: list[str], input_file: Path | None) -> dict[str, Any]:
             value = raw
         data[key] = value
     return data
+
+
+def in_workflow_order(run: Any) -> Any:
+    """Put ``run.steps`` in the order of the workflow's steps (stores may return any order)."""
+    steps = (run.definition or {}).get("steps") if isinstance(run.definition, dict) else None
+    if not isinstance(steps, list) or not run.steps:
+        return run
+    rank = {s.get("id"): i for i, s in enumerate(steps) if isinstance(s, dict)}
+    run.steps = dict(sorted(run.steps.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+    return run
 
 
 def dump_json(doc: Any) -> None:

@@ -84,14 +84,17 @@ class PlainProgress:
     """One line per state change."""
 
     def __init__(self, out: IO[str] | None = None) -> None:
-        self.out = out or sys.stdout
+        self.out: IO[str] | None = out or sys.stdout
         self.state = _State()
 
     def __call__(self, e: Event) -> None:
         self.state.on(e)
         line = self._line(e)
-        if line:
-            print(line, file=self.out, flush=True)
+        if line and self.out is not None:
+            try:
+                print(line, file=self.out, flush=True)
+            except BrokenPipeError:  # nobody reads any more (`| head`): the run goes on
+                self.out = None
 
     def _line(self, e: Event) -> str | None:
         if isinstance(e, RunStarted):
@@ -164,7 +167,9 @@ class RichProgress:
         self._live.stop()
 
 
-def make_progress(steps: list[str], clock: Any, *, tty: bool | None = None) -> PlainProgress | RichProgress:
+def make_progress(
+    steps: list[str], clock: Any, *, tty: bool | None = None
+) -> PlainProgress | RichProgress:
     if tty is None:
         tty = sys.stdout.isatty()
     return RichProgress(steps, clock) if tty else PlainProgress()

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from podium.cli.app import AgentsOpt, DbOpt, JsonOpt, _finish, _interrupt, _INTERRUPT, app
-from podium.cli.common import EXIT_OK, dump_json, fail, guarded, run_async
+from podium.cli.app import _INTERRUPT, AgentsOpt, DbOpt, JsonOpt, _finish, _interrupt, app
+from podium.cli.common import EXIT_OK, dump_json, fail, guarded, in_workflow_order, run_async
 
 
 def _when(ts: float | None) -> str:
@@ -19,7 +19,9 @@ def _when(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
-async def _engine(db: str | None, agents: Path | None = None, source: dict[str, Any] | None = None) -> Any:
+async def _engine(
+    db: str | None, agents: Path | None = None, source: dict[str, Any] | None = None
+) -> Any:
     from podium.agents.config import build_registry
     from podium.agents.registry import AgentRegistry
     from podium.engine import Engine
@@ -40,9 +42,13 @@ async def _engine(db: str | None, agents: Path | None = None, source: dict[str, 
 
 @app.command("runs")
 def runs_cmd(
-    status: Annotated[str | None, typer.Option("--status", help="Only runs with this status.")] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", help="Only runs with this status.")
+    ] = None,
     workflow: Annotated[str | None, typer.Option("--workflow", help="Only this workflow.")] = None,
-    limit: Annotated[int, typer.Option("--limit", help="At most this many, newest first.")] = 20,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, help="At most this many, newest first.")
+    ] = 20,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -67,6 +73,11 @@ def runs_cmd(
             await engine.aclose()
 
     def body() -> None:
+        from podium.store.records import RUN_STATUSES
+
+        if status is not None and status not in RUN_STATUSES:
+            fail(f"--status {status!r} is not a run status (fix: use one of "
+                 f"{', '.join(RUN_STATUSES)})")
         rows = run_async(go)
         if as_json:
             dump_json(rows)
@@ -84,10 +95,21 @@ def runs_cmd(
     guarded(body)
 
 
+def _event_doc(event: Any, verbose: bool) -> dict[str, Any]:
+    """An event of the timeline; tracebacks only with --verbose, as for the run itself."""
+    doc: dict[str, Any] = {k: v for k, v in event.to_dict().items() if k != "run_id"}
+    err = doc.get("error")
+    if not verbose and isinstance(err, dict) and "traceback" in err:
+        doc["error"] = {k: v for k, v in err.items() if k != "traceback"}
+    return doc
+
+
 @app.command()
 def status(
     run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks and timeline details.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Tracebacks and timeline details.")
+    ] = False,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -104,11 +126,10 @@ def status(
 
     def body() -> None:
         run, events = run_async(go)
+        in_workflow_order(run)
         if as_json:
             doc = run.to_dict(verbose=verbose)
-            doc["timeline"] = [
-                {k: v for k, v in e.to_dict().items() if k != "run_id"} for e in events
-            ]
+            doc["timeline"] = [_event_doc(e, verbose) for e in events]
             dump_json(doc)
             return
         out = sys.stdout
@@ -117,7 +138,8 @@ def status(
               f"{_when(run.finished_at)}", file=out)
         if run.error is not None:
             print(f"error: {run.error.type}: {run.error.message}", file=out)
-            if verbose and run.error.traceback:
+            step_tracebacks = {s.error.traceback for s in run.steps.values() if s.error}
+            if verbose and run.error.traceback and run.error.traceback not in step_tracebacks:
                 print(run.error.traceback, file=out)
         print(f"\n{'STEP':<24} {'STATUS':<12} {'ATTEMPTS':<8} {'AGENT':<22} {'DURATION':<10} ERROR",
               file=out)
@@ -163,7 +185,9 @@ def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: b
                 run = await engine.store.get_run(rid)
                 worker = await _engine(db, agents, run.agents_source)
                 try:
-                    handle = await (worker.resume(rid) if verb == "resume" else worker.rollback(rid))
+                    handle = await (
+                        worker.resume(rid) if verb == "resume" else worker.rollback(rid)
+                    )
                     _INTERRUPT["cancel"] = lambda h=handle: h.cancel("interrupted (Ctrl-C)")
                     if not as_json:
                         from podium.cli.progress import PlainProgress
@@ -177,7 +201,7 @@ def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: b
             await engine.aclose()
 
     def body() -> None:
-        results = run_async(go, on_interrupt=_interrupt)
+        results = run_async(go, on_interrupt=_interrupt, json_stdout=as_json)
         if all_stale:
             if as_json:
                 dump_json([r.to_dict() for r in results])
@@ -190,8 +214,8 @@ def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: b
             if as_json:
                 dump_json(run.to_dict())
             else:
-                print(f"run {run.run_id} {run.status}" +
-                      (f": {run.error.message}" if run.error and run.status != "rolled_back" else ""))
+                why = run.error.message if run.error and run.status != "rolled_back" else None
+                print(f"run {run.run_id} {run.status}" + (f": {why}" if why else ""))
             raise typer.Exit(EXIT_OK if run.status == "rolled_back" else 1)
         _finish(run, [], as_json)
 
@@ -201,7 +225,9 @@ def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: b
 @app.command()
 def resume(
     run_id: Annotated[str | None, typer.Argument(help="Run id (or --all).")] = None,
-    all_stale: Annotated[bool, typer.Option("--all", help="Resume every run a dead process left.")] = False,
+    all_stale: Annotated[
+        bool, typer.Option("--all", help="Resume every run a dead process left.")
+    ] = False,
     agents: AgentsOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
