@@ -574,10 +574,6 @@ def test_validate_exits_2_listing_every_problem_of_the_invalid_file(podium: Podi
     assert all("(fix: " in p for p in broken + worse)  # every problem says what to change
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "definition bug (definition/validate.py): with a duplicate step id, the first step's"
-    " problems are reported a second time at the duplicate's line; remove this marker once"
-    " each problem is listed once"))
 def test_validate_lists_each_problem_once_when_step_ids_repeat(podium: Podium) -> None:
     podium.write("dup.yaml", """\
         name: dup
@@ -679,9 +675,6 @@ def test_graph_of_a_parallel_workflow_fans_out_from_the_start(podium: Podium) ->
     assert inner == {("START", s) for s in steps}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "definition bug (definition/plan.py _mid): node ids replace '-' by '_', so steps 'a-b' and"
-    " 'a_b' are drawn as one node; remove this marker once node ids are unique"))
 def test_graph_keeps_steps_apart_whose_ids_differ_only_by_dash_and_underscore(
     podium: Podium,
 ) -> None:

@@ -149,19 +149,20 @@ def mermaid(plan: Plan) -> str:
     lines = ["flowchart TD", f"    %% {wf.name} v{wf.version} ({wf.mode})", "    start((input))"]
     for n in plan.nodes:
         label = f"{n.id}<br/><small>{n.agent}</small>"
-        shape = f'{_mid(n.id)}["{label}"]' if not n.optional else f'{_mid(n.id)}(["{label}"])'
+        shape = f'{_mid(n)}["{label}"]' if not n.optional else f'{_mid(n)}(["{label}"])'
         lines.append(f"    {shape}")
     for n in plan.nodes:
         if not n.deps:
-            lines.append(f"    start --> {_mid(n.id)}")
+            lines.append(f"    start --> {_mid(n)}")
         for d in n.deps:
-            lines.append(f"    {_mid(plan.nodes[d].id)} --> {_mid(n.id)}")
+            lines.append(f"    {_mid(plan.nodes[d])} --> {_mid(n)}")
     lines.append("    done((output))")
     for n in plan.nodes:
         if not n.dependents:
-            lines.append(f"    {_mid(n.id)} --> done")
+            lines.append(f"    {_mid(n)} --> done")
     return "\n".join(lines) + "\n"
 
 
-def _mid(step_id: str) -> str:
-    return "s_" + step_id.replace("-", "_")
+def _mid(node: PlanNode) -> str:
+    """Mermaid node ids by position: step ids may differ only in '-' vs '_'."""
+    return f"s{node.index}"

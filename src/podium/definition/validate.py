@@ -209,7 +209,10 @@ def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
                 )
             )
             continue
-        for j, target in enumerate(deps.get(sid, [])):
+        own = s.get("depends_on") or []
+        # Each step's own list: a duplicate id must not repeat the first step's problems.
+        own_deps = [x for x in own if isinstance(x, str)] if isinstance(own, list) else []
+        for j, target in enumerate(own_deps):
             if target == sid:
                 problems.append(
                     Problem(
