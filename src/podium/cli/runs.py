@@ -185,14 +185,14 @@ def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: b
                 run = await engine.store.get_run(rid)
                 worker = await _engine(db, agents, run.agents_source)
                 try:
-                    handle = await (
-                        worker.resume(rid) if verb == "resume" else worker.rollback(rid)
-                    )
-                    _INTERRUPT["cancel"] = lambda h=handle: h.cancel("interrupted (Ctrl-C)")
                     if not as_json:
                         from podium.cli.progress import PlainProgress
 
                         worker.bus.subscribe(PlainProgress())
+                    handle = await (
+                        worker.resume(rid) if verb == "resume" else worker.rollback(rid)
+                    )
+                    _INTERRUPT["cancel"] = lambda h=handle: h.cancel("interrupted (Ctrl-C)")
                     results.append(await handle.result())
                 finally:
                     await worker.aclose()

@@ -214,7 +214,10 @@ class Engine:
             agents_source=dict(agents_source or {}),
         )
         await self.store.create_run(record)
-        return self._launch(plan, record, resumed=False)
+        handle = self._launch(plan, record, resumed=False)
+        # The run row and its start commit together, before start() returns.
+        await self.store.flush()
+        return handle
 
     def _launch(
         self,
@@ -226,6 +229,8 @@ class Engine:
         rollback: str | None = None,
     ) -> RunHandle:
         execution = RunExecution(self, plan, record, resumed=resumed, carry=carry)
+        if rollback is None:
+            execution.begin()
         work = execution.rollback(rollback) if rollback is not None else execution.execute()
         task = asyncio.get_running_loop().create_task(work, name=f"podium:run:{record.run_id}")
         handle = RunHandle(execution, task)

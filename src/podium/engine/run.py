@@ -116,8 +116,16 @@ class RunExecution:
             for rec in self._recs
         ]
         self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._begun = False
 
     # --- events -----------------------------------------------------------
+    def begin(self) -> None:
+        """Emit the run's start (the caller flushes it together with the run's creation)."""
+        wf = self.plan.workflow
+        self._begun = True
+        self.emit(RunStarted(run_id=self.run_id, ts=self.engine.clock.now(), workflow=wf.name,
+                             version=wf.version, resumed=self.resumed))
+
     def emit(self, event: Event) -> None:
         apply_event(self.record, event)
         self._emit_bus(event)
@@ -128,8 +136,8 @@ class RunExecution:
         clock = self.engine.clock
         wf = self.plan.workflow
         t0 = clock.monotonic()
-        self.emit(RunStarted(run_id=self.run_id, ts=clock.now(), workflow=wf.name,
-                             version=wf.version, resumed=self.resumed))
+        if not self._begun:
+            self.begin()
         outputs = self.scope.outputs
         assert isinstance(outputs, dict)
         resolved = self._resolved
@@ -146,7 +154,7 @@ class RunExecution:
             timer = loop.call_later(wf.timeout, self.stop, TIMEOUT,
                                     f"run exceeded its timeout of {wf.timeout:g}s")
         try:
-            await self._flush()
+            await self._flush()  # the run and its start are durable before any step runs
             for node in self.plan.nodes:
                 if not resolved[node.index] and self._remaining[node.index] == 0:
                     self._make_ready(node.index)
@@ -288,12 +296,15 @@ class RunExecution:
                                  attempts=rec.attempts, error=err))
             ok = False
         if ok:
-            try:
-                await self._flush()  # the durability rule: committed before dependents start
-            except (PodiumError, asyncio.CancelledError):
-                self._tasks.pop(node.index, None)
-                self._check_done()
-                return
+            if node.dependents:
+                try:
+                    await self._flush()  # the durability rule: committed before dependents start
+                except (PodiumError, asyncio.CancelledError):
+                    self._tasks.pop(node.index, None)
+                    self._check_done()
+                    return
+            # A sink has no dependent to protect: its success is committed with the
+            # run's end (or with a sibling's flush), a crash before that re-runs it.
             self._tasks.pop(node.index, None)
             if self._stopping is None:
                 self.scope.outputs[node.id] = rec.output  # type: ignore[index]

@@ -142,6 +142,7 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None
         self._live: dict[str, _Live] = {}
         self._pending: list[Event] = []
+        self._new_runs: list[RunRecord] = []
         self._flush_future: asyncio.Future[None] | None = None
 
     @classmethod
@@ -309,19 +310,22 @@ class SQLiteStore:
         self._write(do)
 
     async def create_run(self, run: RunRecord) -> None:
-        def do(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-                " ?, ?, ?)",
-                (run.run_id, run.workflow, _dumps(run.version), _dumps(run.definition),
-                 _dumps(run.input), run.status, _dumps(run.output), _error_text(run.error),
-                 run.created_at, run.started_at, run.finished_at, run.owner,
-                 run.lease_expires_at, int(run.cancel_requested), _dumps(run.agents_source),
-                 run.phase),
-            )
-
-        self._write(do)
+        """Queue the run's row: it is written by the next flush, in one transaction with
+        the run's first events (the engine flushes before any step starts)."""
+        self._new_runs.append(run)
         self._live[run.run_id] = _Live(run, 0)
+
+    @staticmethod
+    def _insert_run(conn: sqlite3.Connection, run: RunRecord) -> None:
+        conn.execute(
+            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+            " ?, ?, ?)",
+            (run.run_id, run.workflow, _dumps(run.version), _dumps(run.definition),
+             _dumps(run.input), run.status, _dumps(run.output), _error_text(run.error),
+             run.created_at, run.started_at, run.finished_at, run.owner,
+             run.lease_expires_at, int(run.cancel_requested), _dumps(run.agents_source),
+             run.phase),
+        )
 
     async def adopt(self, run: RunRecord) -> None:
         """Start writing events of an existing run (a resume) from this process."""
@@ -339,7 +343,7 @@ class SQLiteStore:
 
     async def flush(self) -> None:
         if self._flush_future is None:
-            if not self._pending:
+            if not self._pending and not self._new_runs:
                 return
             loop = asyncio.get_running_loop()
             self._flush_future = loop.create_future()
@@ -352,9 +356,10 @@ class SQLiteStore:
         fut = self._flush_future
         self._flush_future = None
         events, self._pending = self._pending, []
+        new_runs, self._new_runs = self._new_runs, []
         try:
-            if events:
-                self._write(self._commit_events, events)
+            if events or new_runs:
+                self._write(self._commit_events, events, new_runs)
         except BaseException as exc:
             if fut is not None and not fut.done():
                 fut.set_exception(exc)
@@ -362,7 +367,10 @@ class SQLiteStore:
         if fut is not None and not fut.done():
             fut.set_result(None)
 
-    def _commit_events(self, conn: sqlite3.Connection, events: list[Event]) -> None:
+    def _commit_events(self, conn: sqlite3.Connection, events: list[Event],
+                       new_runs: Sequence[RunRecord] = ()) -> None:
+        for run in new_runs:
+            self._insert_run(conn, run)
         rows = []
         touched: dict[str, _Live] = {}
         for e in events:

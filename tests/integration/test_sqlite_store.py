@@ -1,0 +1,333 @@
+"""The SQLite store on real files: migrations, refusing foreign files, durability settings,
+several processes on one file, and group commit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from podium import Engine
+from podium.agents.base import Task
+from podium.definition import workflow_from_dict
+from podium.errors import StoreError
+from podium.store.factory import open_store
+from podium.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from tests.conftest import registry_of
+from tests.integration.podium_proc import Sandbox, chain
+
+OLD_DEFINITION = {"name": "old", "version": 1, "steps": [{"id": "a", "agent": "work"}]}
+
+
+def make_schema_1_db(path: Path) -> None:
+    """A database as the first Podium release left it: schema 1 and one finished run."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        SQLiteStore._migrate(conn, upto=1)
+        assert conn.execute("SELECT value FROM podium_meta").fetchone() == ("1",)
+        conn.execute(
+            "INSERT INTO workflows (name, version, definition, created_at) VALUES (?, ?, ?, ?)",
+            ("old", "1", json.dumps(OLD_DEFINITION), 100.0))
+        conn.execute(
+            "INSERT INTO runs (run_id, workflow, version, definition, input, status, output,"
+            " error, created_at, started_at, finished_at, owner, lease_expires_at,"
+            " cancel_requested, agents_source)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ("r1old", "old", "1", json.dumps(OLD_DEFINITION), '{"n": 5}', "succeeded",
+             '{"total": 42}', None, 100.0, 100.5, 102.0, None, None, 0,
+             '{"agents_file": null, "entry_points": true}'))
+        conn.execute(
+            "INSERT INTO steps (run_id, step_id, status, attempts, agent_id, output, error,"
+            " started_at, finished_at, next_retry_at, optional)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ("r1old", "a", "succeeded", 2, "work-1", '{"total": 42}', None, 100.6, 101.9, None, 0))
+        for seq, kind, data in [
+            (1, "run_started", {"run_id": "r1old", "ts": 100.5, "workflow": "old", "version": 1}),
+            (2, "step_succeeded", {"run_id": "r1old", "ts": 101.9, "step_id": "a", "attempt": 2,
+                                   "agent_id": "work-1", "duration_s": 0.1}),
+            (3, "run_finished", {"run_id": "r1old", "ts": 102.0, "workflow": "old",
+                                 "status": "succeeded", "output": {"total": 42}}),
+        ]:
+            conn.execute("INSERT INTO events (run_id, seq, type, ts, data) VALUES (?, ?, ?, ?, ?)",
+                         ("r1old", seq, kind, data["ts"], json.dumps(data)))
+    finally:
+        conn.close()
+
+
+def schema_version(path: Path) -> int:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT value FROM podium_meta WHERE key = 'schema_version'").fetchone()
+    finally:
+        conn.close()
+    return int(row[0])
+
+
+def fingerprint(path: Path) -> tuple[bytes, int]:
+    return path.read_bytes(), path.stat().st_mtime_ns
+
+
+# --- migrations -----------------------------------------------------------------------
+
+
+async def test_schema_1_database_is_upgraded_with_its_data(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    make_schema_1_db(db)
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        assert schema_version(db) == SCHEMA_VERSION
+        columns = {r[1] for r in store.conn.execute("PRAGMA table_info(steps)")}
+        assert {"compensation_status", "completed_seq"} <= columns
+        run = await store.get_run("r1o")  # a prefix is enough
+        assert (run.run_id, run.workflow, run.version, run.status) == ("r1old", "old", 1,
+                                                                        "succeeded")
+        assert (run.input, run.output, run.definition) == ({"n": 5}, {"total": 42},
+                                                           OLD_DEFINITION)
+        assert (run.phase, run.created_at, run.finished_at) == ("execute", 100.0, 102.0)
+        step = run.steps["a"]
+        assert (step.status, step.attempts, step.agent_id, step.output) == (
+            "succeeded", 2, "work-1", {"total": 42})
+        assert (step.compensation_status, step.compensation_attempts) == (None, 0)
+        events = await store.get_events("r1old")
+        assert [e.type for e in events] == ["run_started", "step_succeeded", "run_finished"]
+        assert [r.run_id for r in await store.list_runs()] == ["r1old"]
+    finally:
+        await store.close()
+    reopened = SQLiteStore(db)  # opening an up-to-date file again changes nothing
+    await reopened.open()
+    await reopened.close()
+    assert schema_version(db) == SCHEMA_VERSION
+
+
+def test_the_cli_upgrades_a_schema_1_database(sandbox: Sandbox) -> None:
+    make_schema_1_db(sandbox.db)
+    out = sandbox.podium("status", "r1old", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert (doc["status"], doc["output"]) == ("succeeded", {"total": 42})
+    assert doc["steps"]["a"]["attempts"] == 2
+    assert schema_version(sandbox.db) == SCHEMA_VERSION
+
+
+async def test_a_migration_that_fails_leaves_the_old_schema(tmp_path: Path) -> None:
+    db = tmp_path / "clash.db"
+    make_schema_1_db(db)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("ALTER TABLE runs ADD COLUMN phase TEXT")  # migration 2 adds it too: clash
+    conn.close()
+    store = SQLiteStore(db)
+    with pytest.raises(StoreError, match="duplicate column"):
+        await store.open()
+    assert schema_version(db) == 1  # every step of the upgrade rolled back together
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(steps)")}
+        assert "compensation_status" not in cols
+        assert conn.execute("SELECT status FROM runs").fetchall() == [("succeeded",)]
+    finally:
+        conn.close()
+
+
+async def test_newer_schema_is_refused_and_left_untouched(sandbox: Sandbox) -> None:
+    db = sandbox.db
+    store = SQLiteStore(db)
+    await store.open()
+    await store.close()
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("UPDATE podium_meta SET value = ? WHERE key = 'schema_version'",
+                 (str(SCHEMA_VERSION + 1),))
+    conn.close()
+    before = fingerprint(db)
+
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}.*newer"):
+        await SQLiteStore(db).open()
+    assert fingerprint(db) == before
+
+    out = sandbox.podium("runs")
+    assert out.returncode == 3
+    assert "newer than this Podium supports" in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+    assert fingerprint(db) == before
+    assert schema_version(db) == SCHEMA_VERSION + 1
+
+
+# --- files that are not Podium's ----------------------------------------------------------
+
+
+def _random_bytes(path: Path) -> str:
+    data = os.urandom(8192)
+    path.write_bytes(b"\x00junk" + data)  # never the SQLite header
+    return "not a SQLite database"
+
+
+def _damaged_sqlite(path: Path) -> str:
+    path.write_bytes(b"SQLite format 3\x00" + os.urandom(8176))
+    return "damaged or not a database"
+
+
+def _foreign_sqlite(path: Path) -> str:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO customers (name) VALUES ('Ada')")
+    conn.commit()
+    conn.close()
+    return "a SQLite database but not Podium's (tables: customers)"
+
+
+@pytest.mark.parametrize("make", [_random_bytes, _damaged_sqlite, _foreign_sqlite],
+                         ids=["random-bytes", "damaged-sqlite", "foreign-sqlite"])
+async def test_a_file_that_is_not_a_podium_database_is_refused_untouched(
+    sandbox: Sandbox, make: Any
+) -> None:
+    db = sandbox.db
+    message = make(db)
+    before = fingerprint(db)
+    with pytest.raises(StoreError, match=r"untouched|not a SQLite database") as info:
+        await SQLiteStore(db).open()
+    assert message in str(info.value)
+    assert fingerprint(db) == before
+
+    wf = sandbox.workflow("one", chain(1))
+    for args, agents in ((("runs", "--json"), False), (("run", str(wf), "--json"), True)):
+        out = sandbox.podium(*args, agents=agents)
+        assert out.returncode == 3, out.stderr
+        assert out.stderr.startswith("error: ")
+        assert message in out.stderr
+        assert "Traceback" not in out.stderr + out.stdout
+        assert out.stdout == ""  # no half JSON document either
+    assert fingerprint(db) == before
+    assert sorted(p.name for p in db.parent.iterdir() if p.name.startswith(db.name)) == [db.name]
+
+
+# --- durability settings ------------------------------------------------------------------
+
+
+async def _work(task: Task) -> Any:
+    return {"step": task.step_id, "n": task.input}
+
+
+@pytest.mark.parametrize(("query", "synchronous"), [("", 1), ("?durability=strict", 2)],
+                         ids=["normal", "strict"])
+async def test_durability_settings(tmp_path: Path, query: str, synchronous: int) -> None:
+    url = f"sqlite:///{tmp_path / 'd.db'}{query}"
+    store = open_store(url)
+    assert isinstance(store, SQLiteStore)
+    wf = workflow_from_dict({"name": "d", "mode": "sequential", "steps": [
+        {"id": "a", "agent": "work", "input": 1}, {"id": "b", "agent": "work", "input": 2}],
+        "output": "${{ steps.b.output }}"})
+    async with Engine(registry=registry_of(work=_work), store=store) as engine:
+        conn = store.conn
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == synchronous
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        run = await engine.run(wf)
+        assert run.status == "succeeded"
+    again = open_store(url)  # what was committed is there for the next process
+    await again.open()
+    try:
+        stored = await again.get_run(run.run_id)
+        assert (stored.status, stored.output) == ("succeeded", {"step": "b", "n": 2})
+        assert {k: s.status for k, s in stored.steps.items()} == {"a": "succeeded",
+                                                                 "b": "succeeded"}
+    finally:
+        await again.close()
+
+
+# --- several processes, one file -------------------------------------------------------------
+
+
+def test_several_processes_share_one_file(sandbox: Sandbox) -> None:
+    assert not sandbox.db.exists()  # both runs race to create the schema too
+    wf = sandbox.workflow("busy", chain(40, sleep_ms=(5, 25)))
+    runs = [sandbox.spawn("run", str(wf), "--json", agents=True) for _ in range(2)]
+    reads = 0
+    problems: list[str] = []
+    # A third process reads all along: runs, then the status of one of the runs.
+    while reads < 3 or any(p.poll() is None for p in runs):
+        listed = sandbox.podium("runs", "--json")
+        reads += 1
+        if listed.returncode != 0 or "locked" in listed.stderr:
+            problems.append(f"runs: {listed.returncode} {listed.stderr}")
+            continue
+        rows = json.loads(listed.stdout)
+        if rows:
+            shown = sandbox.podium("status", rows[reads % len(rows)]["run_id"], "--json")
+            if shown.returncode != 0 or "locked" in shown.stderr:
+                problems.append(f"status: {shown.returncode} {shown.stderr}")
+        assert reads < 60, "the runs never finished"
+    assert problems == []
+    for p in runs:
+        assert p.wait(timeout=60) == 0, sandbox.stderr_of(p)
+        assert "locked" not in sandbox.stderr_of(p)
+        assert json.loads(sandbox.stdout_of(p))["status"] == "succeeded"
+    ids = sandbox.run_ids()
+    assert len(ids) == 2
+    for run_id in ids:
+        assert sandbox.run_row(run_id)["status"] == "succeeded"
+        steps = sandbox.steps(run_id)
+        assert [s["status"] for s in steps.values()] == ["succeeded"] * 40
+        events = sandbox.events(run_id)
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert len(sandbox.executions()) == 80
+
+
+# --- group commit --------------------------------------------------------------------------------
+
+
+class BatchRecordingStore(SQLiteStore):
+    """Remembers which events went into each transaction."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.batches: list[set[tuple[str, str | None]]] = []
+
+    def _commit_events(self, conn: sqlite3.Connection, events: list[Any],
+                       new_runs: Any = ()) -> None:
+        self.batches.append({(e.type, getattr(e, "step_id", None)) for e in events})
+        super()._commit_events(conn, events, new_runs)
+
+
+async def test_group_commit_of_a_200_step_fan_out(tmp_path: Path) -> None:
+    store = BatchRecordingStore(tmp_path / "g.db")
+    await store.open()
+    commits: list[str] = []
+
+    def trace(sql: str) -> None:
+        if sql.strip().upper().startswith("COMMIT"):
+            commits.append(sql)
+
+    store.conn.set_trace_callback(trace)
+    branches = [f"b{i:03d}" for i in range(200)]
+    wf = workflow_from_dict({"name": "wide", "steps": [
+        {"id": "root", "agent": "work"},
+        *({"id": b, "agent": "work", "depends_on": ["root"], "input": b} for b in branches),
+        {"id": "join", "agent": "work", "depends_on": branches},
+    ]})
+    async with Engine(registry=registry_of(work=_work), store=store) as engine:
+        run = await engine.run(wf)
+        assert run.status == "succeeded"
+        n = len(commits)
+        # One transaction per step would be 202 or more; completions in one loop turn share one.
+        assert n <= 20, f"{n} commits for 202 steps"
+        assert len(store.batches) <= n
+        rows = store.conn.execute(
+            "SELECT status, COUNT(*) FROM steps WHERE run_id = ? GROUP BY status",
+            (run.run_id,)).fetchall()
+        assert rows == [("succeeded", 202)]
+        kinds = dict(store.conn.execute(
+            "SELECT type, COUNT(*) FROM events WHERE run_id = ? GROUP BY type",
+            (run.run_id,)).fetchall())
+        assert (kinds["step_succeeded"], kinds["run_finished"]) == (202, 1)
+
+    def batch_of(kind: str, step: str) -> int:
+        return next(i for i, b in enumerate(store.batches) if (kind, step) in b)
+
+    # The durability rule: a dependent starts only after its inputs' success is committed.
+    last_branch = max(batch_of("step_succeeded", b) for b in branches)
+    assert batch_of("step_started", "join") > last_branch
+    assert min(batch_of("step_started", b) for b in branches) > batch_of("step_succeeded", "root")
