@@ -28,7 +28,9 @@ def _when(ts: float | None) -> str:
 @app.command()
 def failures(
     since: Annotated[str, typer.Option("--since", help="How far back (e.g. 15m, 1h, 7d).")] = "1h",
-    by: Annotated[str, typer.Option("--by", help="Group by agent, step, type or workflow.")] = "type",
+    by: Annotated[
+        str, typer.Option("--by", help="Group by agent, step, type or workflow.")
+    ] = "type",
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -7,9 +7,7 @@ the CLI, the server, or a library user (``attach``).
 from __future__ import annotations
 
 import os
-
 from pathlib import Path
-
 
 from pydantic import ValidationError
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from podium.clock import Clock, SystemClock
-from podium.definition.alerts import AlertRule, AlertsFile, EscalationPolicy
+from podium.definition.alerts import AlertRule, AlertsFile, EscalationLevel, EscalationPolicy
 from podium.definition.durations import format_duration
 from podium.definition.models import Workflow
 from podium.events import (
@@ -99,9 +99,10 @@ class AlertManager:
         self.tick_s = tick_s
         self.owner = owner
         self._workflow_rules: dict[str, list[AlertRule]] = {}
+        self._default_policies: dict[str, EscalationPolicy] = {}
         self.active: dict[str, AlertRecord] = {}
         self._rules_by_key: dict[str, AlertRule] = {}
-        self._pending: list[tuple[AlertRecord, str, str]] = []
+        self._pending: list[tuple[AlertRecord, str, str, float]] = []
         self._runs: dict[str, tuple[str, float]] = {}
         self._steps: dict[tuple[str, str], float] = {}
         self._windows: dict[str, _Window] = {}
@@ -109,7 +110,10 @@ class AlertManager:
         self._health: dict[str, tuple[str, float]] = {}
         self._capabilities: dict[str, set[str]] = {}
         self._no_healthy_since: dict[str, float] = {}
+        # (alert key, receiver) -> when a firing alert was last re-sent (see _refresh)
+        self._refreshed: dict[tuple[str, str], float] = {}
         self._task: asyncio.Task[None] | None = None
+        self._restored = False
 
     # --- rules ------------------------------------------------------------
     def watch_workflow(self, workflow: Workflow) -> None:
@@ -131,15 +135,22 @@ class AlertManager:
         return out
 
     def _policy(self, rule: AlertRule) -> EscalationPolicy:
-        return self.config.policy_for(rule)
+        if rule.escalation or self.config.default_escalation:
+            return self.config.policy_for(rule)
+        # No policy: tell the log once, with the severity the rule declares.
+        policy = self._default_policies.get(rule.severity)
+        if policy is None:
+            policy = self._default_policies[rule.severity] = EscalationPolicy(
+                levels=[EscalationLevel(after=0, severity=rule.severity, receivers=["log"])])
+        return policy
 
     # --- firing and resolving ---------------------------------------------
     def _send(self, event: Event) -> None:
         if self._emit is not None:
             self._emit(event)
 
-    def _persist(self, rec: AlertRecord, what: str, detail: str = "") -> None:
-        self._pending.append((copy.deepcopy(rec), what, detail))
+    def _persist(self, rec: AlertRecord, what: str, detail: str, ts: float) -> None:
+        self._pending.append((copy.deepcopy(rec), what, detail, ts))
 
     def fire(self, rule: AlertRule, subject: str, summary: str, now: float, *,
              run_id: str | None = None, workflow: str | None = None,
@@ -152,10 +163,10 @@ class AlertManager:
                           labels=dict(labels or {}), run_id=run_id, workflow=workflow)
         self.active[key] = rec
         self._rules_by_key[key] = rule
-        self._persist(rec, "fired", summary)
+        self._persist(rec, "fired", summary, now)
         self._send(AlertFired(run_id=run_id or "", ts=now, key=key, rule=rule.name,
                               kind=rule.kind, severity=rule.severity, summary=rec.summary,
-                              workflow=workflow, scope=rule.step and "step" or "run",
+                              workflow=workflow, scope=(rule.step and "step") or "run",
                               labels=rec.labels))
         self._escalate(rec, rule, now)
         return rec
@@ -166,7 +177,9 @@ class AlertManager:
         if rec is None or rule is None:
             return
         rec.status, rec.resolved_at = "resolved", now
-        self._persist(rec, "resolved", why)
+        for k in [k for k in self._refreshed if k[0] == key]:
+            del self._refreshed[k]
+        self._persist(rec, "resolved", why, now)
         self._send(AlertResolved(run_id=rec.run_id or "", ts=now, key=key, rule=rec.rule,
                                  kind=rec.kind, severity=rec.severity, summary=rec.summary))
         policy = self._policy(rule)
@@ -183,7 +196,7 @@ class AlertManager:
         if rec is None or rec.acked_at is not None:
             return False
         rec.acked_at, rec.acked_by = now, by
-        self._persist(rec, "acked", by)
+        self._persist(rec, "acked", by, now)
         return True
 
     def _escalate(self, rec: AlertRecord, rule: AlertRule, now: float) -> None:
@@ -199,7 +212,7 @@ class AlertManager:
             for name in level.receivers:
                 self.dispatcher.notify(name, Notification(rec, "firing", level.severity, i))
             self._persist(rec, "notified" if i == 0 else "escalated",
-                          f"level {i}: {level.severity} -> {', '.join(level.receivers)}")
+                          f"level {i}: {level.severity} -> {', '.join(level.receivers)}", now)
             self._send(AlertEscalated(run_id=rec.run_id or "", ts=now, key=rec.key, level=i,
                                       severity=level.severity, receivers=tuple(level.receivers)))
             notified = True
@@ -211,7 +224,7 @@ class AlertManager:
             for name in level.receivers:
                 self.dispatcher.notify(name, Notification(rec, "firing", level.severity,
                                                           rec.level))
-            self._persist(rec, "repeated", f"level {rec.level} again")
+            self._persist(rec, "repeated", f"level {rec.level} again", now)
 
     # --- events -----------------------------------------------------------
     def __call__(self, event: Event) -> None:
@@ -339,8 +352,42 @@ class AlertManager:
                     self.resolve(key, now, f"capability {cap} has a usable agent again")
 
     # --- time -------------------------------------------------------------
+    async def restore(self) -> None:
+        """Take up alerts a previous process left firing, so they can still resolve.
+
+        A streak of failures or an unhealthy agent outlives one ``podium run``; an
+        SLA alert whose run has ended meanwhile is resolved at once.
+        """
+        self._restored = True
+        if self.store is None:
+            return
+        try:
+            stored = await self.store.list_alerts(status="firing", limit=10_000)
+        except Exception:
+            log.warning("could not read firing alerts from the store", exc_info=True)
+            return
+        known = {r.name: r for r in self.config.rules}
+        for rules in self._workflow_rules.values():
+            known.update({r.name: r for r in rules})
+        now = self.clock.now()
+        for rec in stored:
+            rule = known.get(rec.rule)
+            if rule is None or rec.key in self.active:
+                continue
+            self.active[rec.key] = rec
+            self._rules_by_key[rec.key] = rule
+            if rec.kind == "sla" and rec.run_id is not None and rec.run_id not in self._runs:
+                try:
+                    run = await self.store.get_run(rec.run_id)
+                except Exception:  # noqa: BLE001 - a vanished run ends its SLA alert too
+                    run = None
+                if run is None or run.status not in ("running", "pending"):
+                    self.resolve(rec.key, now, "the run ended while no one watched")
+
     async def tick(self) -> None:
         """Evaluate what depends on time passing; escalate; persist; pick up acks."""
+        if not self._restored:
+            await self.restore()
         now = self.clock.now()
         for run_id, (workflow, started) in list(self._runs.items()):
             for rule in self._rules("sla", workflow):
@@ -373,7 +420,27 @@ class AlertManager:
         await self._sync_acks(now)
         for key, rec in list(self.active.items()):
             self._escalate(rec, self._rules_by_key[key], now)
+            self._refresh(rec, self._rules_by_key[key], now)
         await self.flush()
+
+    def _refresh(self, rec: AlertRecord, rule: AlertRule, now: float) -> None:
+        """Re-send a firing alert to receivers that forget it otherwise (Alertmanager).
+
+        Not a new notification to a person: Alertmanager deduplicates it, and would
+        mark the alert resolved after its ``resolve_timeout`` without it.
+        """
+        told: set[str] = set()
+        for level in self._policy(rule).levels[: rec.level + 1]:
+            for name in level.receivers:
+                every = getattr(self.dispatcher.receivers.get(name), "refresh_s", None)
+                if name in told or not isinstance(every, int | float):
+                    continue
+                told.add(name)
+                last = self._refreshed.get((rec.key, name), rec.last_notified_at or rec.fired_at)
+                if now - last >= every:
+                    self._refreshed[(rec.key, name)] = now
+                    self.dispatcher.notify(name, Notification(rec, "firing", rec.severity,
+                                                              rec.level))
 
     async def _sync_acks(self, now: float) -> None:
         """Acks come from other processes (``podium alerts ack``) through the store."""
@@ -392,9 +459,9 @@ class AlertManager:
         pending, self._pending = self._pending, []
         if self.store is None:
             return
-        for rec, what, detail in pending:
+        for rec, what, detail, ts in pending:
             try:
-                await self.store.save_alert(rec, what, detail)
+                await self.store.save_alert(rec, what, detail, ts=ts)
             except Exception:
                 log.warning("could not store alert %s", rec.key, exc_info=True)
 

@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 from podium.events import (
     AgentHealthChanged,
     AgentRegistered,
+    AlertEscalated,
     AlertFired,
     AlertResolved,
     CircuitStateChanged,
@@ -110,6 +111,8 @@ class EngineMetrics:
         # kept only while the run executes, so memory stays bounded.
         self._workflow: dict[str, str] = {}
         self._calls: dict[tuple[str, str], str] = {}
+        # alert key -> (rule, severity) it is counted under while it fires
+        self._firing: dict[str, tuple[str, str]] = {}
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
             RunStarted: self._run_started, RunFinished: self._run_finished,
             StepStarted: self._step_started, StepSucceeded: self._step_succeeded,
@@ -121,7 +124,7 @@ class EngineMetrics:
             CompensationAttemptFailed: self._comp_failed,
             AgentRegistered: self._agent_registered, AgentHealthChanged: self._health,
             CircuitStateChanged: self._circuit, AlertFired: self._alert_fired,
-            AlertResolved: self._alert_resolved,
+            AlertEscalated: self._alert_escalated, AlertResolved: self._alert_resolved,
         }
 
     def __call__(self, event: Event) -> None:
@@ -150,7 +153,8 @@ class EngineMetrics:
         self._calls[(run_id, step_id)] = agent_id
         self.agent_inflight.labels(agent_id).inc()
 
-    def _call_ended(self, run_id: str, step_id: str, outcome: str, duration_s: float | None) -> None:
+    def _call_ended(self, run_id: str, step_id: str, outcome: str,
+                    duration_s: float | None) -> None:
         agent_id = self._calls.pop((run_id, step_id), None)
         if agent_id is None:
             return
@@ -208,9 +212,25 @@ class EngineMetrics:
         self.circuit.labels(e.agent_id).state(e.new)
 
     def _alert_fired(self, e: AlertFired) -> None:
-        self.alerts_firing.labels(e.rule, e.severity).inc()
+        if e.key not in self._firing:
+            self._firing[e.key] = (e.rule, e.severity)
+            self.alerts_firing.labels(e.rule, e.severity).inc()
         if e.kind == "sla":
             self.sla.labels(e.workflow or "unknown", e.scope or "run").inc()
 
+    def _alert_escalated(self, e: AlertEscalated) -> None:
+        # An escalated alert is counted under its new severity (and no longer the old one).
+        counted = self._firing.get(e.key)
+        if counted is None or counted[1] == e.severity:
+            return
+        rule, old = counted
+        self.alerts_firing.labels(rule, old).dec()
+        self.alerts_firing.labels(rule, e.severity).inc()
+        self._firing[e.key] = (rule, e.severity)
+
     def _alert_resolved(self, e: AlertResolved) -> None:
-        self.alerts_firing.labels(e.rule, e.severity).dec()
+        # Decrement what was counted, whatever severity the alert ended with; an alert
+        # that fired before these metrics listened was never counted.
+        counted = self._firing.pop(e.key, None)
+        if counted is not None:
+            self.alerts_firing.labels(*counted).dec()

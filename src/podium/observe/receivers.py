@@ -123,7 +123,14 @@ def _iso(ts: float) -> str:
 
 
 class AlertmanagerReceiver(_HttpReceiver):
-    """Speaks the Alertmanager v2 API (``POST /api/v2/alerts``)."""
+    """Speaks the Alertmanager v2 API (``POST /api/v2/alerts``).
+
+    Alertmanager resolves an alert by itself when nobody re-sends it within its
+    ``resolve_timeout`` (5m by default), so the alert manager re-sends a firing
+    alert to this receiver every ``refresh_s``.
+    """
+
+    refresh_s: float = 60.0
 
     async def send(self, note: Notification) -> None:
         a = note.alert

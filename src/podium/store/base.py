@@ -85,7 +85,8 @@ class Store(Protocol):
     async def renew_leases(self, owner: str, run_ids: Collection[str], until: float) -> None: ...
 
     # --- alerts and failure tracking ----------------------------------------
-    async def save_alert(self, alert: AlertRecord, what: str, detail: str = "") -> None:
+    async def save_alert(self, alert: AlertRecord, what: str, detail: str = "",
+                         ts: float | None = None) -> None:
         """Upsert an alert and add ``what`` (fired, escalated, resolved...) to its history."""
         ...
 

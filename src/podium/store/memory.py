@@ -119,10 +119,12 @@ class MemoryStore:
             if run is not None and run.owner == owner:
                 run.lease_expires_at = until
 
-    async def save_alert(self, alert: AlertRecord, what: str, detail: str = "") -> None:
+    async def save_alert(self, alert: AlertRecord, what: str, detail: str = "",
+                         ts: float | None = None) -> None:
         self._alerts[alert.key] = copy.deepcopy(alert)
-        self._alert_history.append({"key": alert.key, "ts": alert.last_notified_at or
-                                    alert.fired_at, "what": what, "detail": detail})
+        when = ts if ts is not None else (alert.last_notified_at or alert.fired_at)
+        self._alert_history.append({"key": alert.key, "ts": when, "what": what,
+                                    "detail": detail})
 
     async def list_alerts(self, *, status: str | None = None, limit: int = 100) -> list[AlertRecord]:
         alerts = [copy.deepcopy(a) for a in self._alerts.values()

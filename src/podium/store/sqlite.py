@@ -566,9 +566,10 @@ class SQLiteStore:
     _ALERT_COLUMNS = ("key, rule, kind, severity, status, summary, labels, run_id, workflow,"
                       " fired_at, resolved_at, acked_at, acked_by, level, last_notified_at")
 
-    async def save_alert(self, alert: AlertRecord, what: str, detail: str = "") -> None:
+    async def save_alert(self, alert: AlertRecord, what: str, detail: str = "",
+                         ts: float | None = None) -> None:
         a = alert
-        now = a.last_notified_at or a.resolved_at or a.fired_at
+        now = ts if ts is not None else (a.last_notified_at or a.resolved_at or a.fired_at)
 
         def do(conn: sqlite3.Connection) -> None:
             conn.execute(
