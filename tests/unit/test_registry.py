@@ -192,3 +192,88 @@ async def test_unknown_capability_is_unavailable_with_a_clear_message() -> None:
     reg, _clock, _ = registry(agent("a"))
     with pytest.raises(Unavailable, match="no agent registered for 'nothing'"):
         await reg.acquire("nothing")
+
+
+# --- waiting for capacity: who is woken, and that no free slot is left idle ---
+
+
+async def test_a_release_wakes_one_waiter_first_come_first_served() -> None:
+    """Each freed slot goes to the longest waiter; the others keep waiting."""
+    reg, _clock, _ = registry(agent("only", cap=1))
+    held = await reg.acquire("work")
+    waiters = [asyncio.ensure_future(reg.acquire("work", timeout_s=5)) for _ in range(4)]
+    await asyncio.sleep(0)
+    order = []
+    pending = set(waiters)
+    for _ in range(4):
+        held.release()
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        assert len(done) == 1
+        (winner,) = done
+        order.append(waiters.index(winner))
+        held = winner.result()
+    held.release()
+    assert order == [0, 1, 2, 3]
+
+
+async def test_a_big_fan_out_does_not_rerun_selection_for_every_waiter_on_every_release(
+) -> None:
+    """200 callers queue for 2 slots: selection runs O(callers) times, not O(callers²)."""
+    reg, _clock, _ = registry(agent("a", cap=1), agent("b", cap=1))
+    runs = 0
+    usable = reg._usable
+
+    def counting(candidates: Any) -> Any:
+        nonlocal runs
+        runs += 1
+        return usable(candidates)
+
+    reg._usable = counting  # type: ignore[method-assign]
+
+    async def call() -> str:
+        lease = await reg.acquire("work", timeout_s=10)
+        await asyncio.sleep(0)
+        lease.release()
+        return lease.agent.id
+
+    served = Counter(await asyncio.gather(*(call() for _ in range(200))))
+    assert sum(served.values()) == 200
+    assert set(served) == {"a", "b"}
+    assert runs <= 3 * 200, runs  # waking everyone on each release took ~20,000
+
+
+async def test_a_waiter_cancelled_just_as_it_is_woken_passes_the_slot_on() -> None:
+    reg, _clock, _ = registry(agent("only", cap=1))
+    held = await reg.acquire("work")
+    first = asyncio.ensure_future(reg.acquire("work", timeout_s=5))
+    second = asyncio.ensure_future(reg.acquire("work", timeout_s=5))
+    await asyncio.sleep(0)
+    held.release()  # wakes `first` ...
+    first.cancel()  # ... which is cancelled before it could take the slot
+    lease = await asyncio.wait_for(second, 1)
+    assert lease.agent.id == "only"
+    lease.release()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+
+async def test_room_that_appears_without_a_release_reaches_every_waiter() -> None:
+    """A circuit turning half-open frees a slot nobody released: the woken waiter
+    passes the wake on, so both waiting calls proceed after one release."""
+    reg, clock, _ = registry(
+        agent("a", cap=1), agent("b"),
+        breaker=BreakerConfig(failure_threshold=1, reset_timeout_s=30, failure_rate=None),
+        health=HealthConfig(eject_consecutive_failures=100))
+    lease = await reg.acquire("@b")
+    lease.release(False, "unavailable", 0.01)
+    assert reg.breaker_of("b").state == "open"
+    held = await reg.acquire("work")
+    assert held.agent.id == "a"
+    waiters = [asyncio.ensure_future(reg.acquire("work", timeout_s=5)) for _ in range(2)]
+    await asyncio.sleep(0)
+    clock.advance(30)  # b may take a trial call now, but nothing tells the waiters
+    held.release()
+    leases = await asyncio.wait_for(asyncio.gather(*waiters), 1)
+    assert sorted(lease.agent.id for lease in leases) == ["a", "b"]
+    for lease in leases:
+        lease.release()

@@ -166,7 +166,13 @@ def _headers(spec: AgentSpec, where: str) -> dict[str, str]:
     return headers
 
 
-def _build_agent(spec: AgentSpec, base_dir: Path, source: str) -> Agent:
+def _build_agent(spec: AgentSpec, base_dir: Path, source: str,
+                 health_timeout_s: float = 2.0) -> Agent:
+    """One agent of the file; remote ones get the file's ``health.timeout`` as their own.
+
+    The monitor also cuts a check at ``health.timeout``, but a transport's own,
+    shorter default would fire first and call a slow-but-fine agent unhealthy.
+    """
     where = f"{source}: agent '{spec.id}': "
     if spec.python:
         func = load_callable(spec.python, base_dir=base_dir, where=where)
@@ -187,7 +193,8 @@ def _build_agent(spec: AgentSpec, base_dir: Path, source: str) -> Agent:
             return HttpAgent(spec.url, id=spec.id, capabilities=spec.capabilities,
                              max_concurrency=spec.max_concurrency, weight=spec.weight,
                              region=spec.region, labels=spec.labels,
-                             timeout_s=spec.timeout, headers=_headers(spec, where))
+                             timeout_s=spec.timeout, headers=_headers(spec, where),
+                             health_timeout_s=health_timeout_s)
         except ConfigError as exc:  # not an http(s) base URL; the message names the agent
             raise ConfigError(f"{source}: {exc.message}") from None
     if spec.a2a:
@@ -196,7 +203,8 @@ def _build_agent(spec: AgentSpec, base_dir: Path, source: str) -> Agent:
         try:
             a2a_agent = A2AAgent(spec.a2a, id=spec.id, capabilities=spec.capabilities,
                                  max_concurrency=spec.max_concurrency, weight=spec.weight,
-                                 region=spec.region, labels=spec.labels)
+                                 region=spec.region, labels=spec.labels,
+                                 health_timeout_s=health_timeout_s)
         except ConfigError as exc:  # a2a-sdk missing, or a bad URL
             raise ConfigError(f"{where}{exc.message}") from None
         try:
@@ -245,7 +253,8 @@ def build_registry(
     registry = AgentRegistry(config=config.registry_config() if config else None)
     if config is not None and agents_file is not None:
         for spec in config.agents:
-            registry.register(_build_agent(spec, agents_file.resolve().parent, str(agents_file)))
+            registry.register(_build_agent(spec, agents_file.resolve().parent, str(agents_file),
+                                           config.health.timeout))
     if entry_points_too:
         for a in _entry_point_agents():
             if registry.get(a.id) is None:

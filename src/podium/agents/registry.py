@@ -118,7 +118,8 @@ class AgentRegistry:
         self._emit: Callable[[Event], None] | None = None
         self._entries: dict[str, _Entry] = {}
         self._by_capability: dict[str, list[_Entry]] = {}
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        # Callers waiting for a free slot, by the ref they asked for (capability or @id).
+        self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
         self._monitor: HealthMonitor | None = None
         for a in agents:
             self.register(a)
@@ -361,6 +362,7 @@ class AgentRegistry:
         loop = asyncio.get_running_loop()
         limit = timeout_s if timeout_s is not None else self.config.acquire_timeout_s
         deadline = loop.time() + limit
+        woken = False
         while True:
             candidates = self._candidates(ref)
             if not candidates:
@@ -373,6 +375,12 @@ class AgentRegistry:
                 e = self._choose(group, strategy or self.config.strategy, capability)
                 if e.breaker.try_acquire():
                     e.inflight += 1
+                    if woken and (len(usable) > 1 or e.agent.max_concurrency is None
+                                  or e.inflight < e.agent.max_concurrency):
+                        # A release wakes one waiter, but room can also appear without
+                        # one (a circuit turning half-open): pass the wake along while
+                        # there may be room left, instead of waking everyone each time.
+                        self._wake_one(ref)
                     return Lease(self, e, self._capability_for(e, ref, capability))
                 usable.remove(e)
                 refused += 1
@@ -388,15 +396,25 @@ class AgentRegistry:
                 raise Unavailable(
                     f"every agent for '{ref}' stayed at capacity for {limit:g}s")
             fut: asyncio.Future[None] = loop.create_future()
-            self._waiters.append(fut)
+            queue = self._waiters.setdefault(ref, deque())
+            queue.append(fut)
             try:
-                await asyncio.wait_for(fut, remaining)
-            except TimeoutError:
-                raise Unavailable(
-                    f"every agent for '{ref}' stayed at capacity for {limit:g}s") from None
-            finally:
-                if fut in self._waiters:
-                    self._waiters.remove(fut)
+                # Not asyncio.wait_for: on 3.11 it swallows a cancellation that lands
+                # just as the wake does, so a cancelled step would go on to take the slot.
+                async with asyncio.timeout(remaining):
+                    await fut
+            except BaseException as exc:
+                if fut.done() and not fut.cancelled():
+                    # Woken for a free slot but leaving without taking it (cancelled
+                    # in the same instant): hand the wake on, or the slot sits idle.
+                    self._wake_one(ref)
+                elif fut in queue:
+                    queue.remove(fut)
+                if isinstance(exc, TimeoutError):
+                    raise Unavailable(
+                        f"every agent for '{ref}' stayed at capacity for {limit:g}s") from None
+                raise
+            woken = True
 
     @staticmethod
     def _capability_for(e: _Entry, ref: str, capability: str) -> str:
@@ -416,15 +434,29 @@ class AgentRegistry:
                                   self.config.health)
             if e.health.level != old:
                 self._set_level(e, old, e.health.detail)
-        self._wake()
+        # One slot came free: wake one waiter per name this agent answers to. Waking
+        # every waiter on every release made a big fan-out quadratic (each of
+        # hundreds of waiting steps re-ran selection for every finished call).
+        for cap in e.agent.capabilities:
+            self._wake_one(cap)
+        self._wake_one("@" + e.agent.id)
 
-    def _wake(self) -> None:
-        # Wake every waiter: they may want different capabilities, and the few
-        # that find nothing free simply wait again.
-        while self._waiters:
-            fut = self._waiters.popleft()
+    def _wake_one(self, ref: str) -> None:
+        queue = self._waiters.get(ref)
+        while queue:
+            fut = queue.popleft()
             if not fut.done():
                 fut.set_result(None)
+                return
+
+    def _wake(self) -> None:
+        # Health or membership changed: anyone may fit now, so every waiter looks
+        # again; those that find nothing free simply wait again.
+        for queue in self._waiters.values():
+            while queue:
+                fut = queue.popleft()
+                if not fut.done():
+                    fut.set_result(None)
 
     async def aclose(self) -> None:
         await self.stop_monitor()

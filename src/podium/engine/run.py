@@ -296,15 +296,17 @@ class RunExecution:
                                  attempts=rec.attempts, error=err))
             ok = False
         if ok:
-            if node.dependents:
+            # The durability rule: committed before dependents start. A sink has no
+            # dependent to protect, but while other steps still run it is a checkpoint
+            # all the same (parallel steps must not wait for the run's end to be
+            # durable); only the run's last step commits with the run's end.
+            if node.dependents or (self._unresolved > 1 and self._stopping is None):
                 try:
-                    await self._flush()  # the durability rule: committed before dependents start
+                    await self._flush()
                 except (PodiumError, asyncio.CancelledError):
                     self._tasks.pop(node.index, None)
                     self._check_done()
                     return
-            # A sink has no dependent to protect: its success is committed with the
-            # run's end (or with a sibling's flush), a crash before that re-runs it.
             self._tasks.pop(node.index, None)
             if self._stopping is None:
                 self.scope.outputs[node.id] = rec.output  # type: ignore[index]

@@ -361,6 +361,10 @@ class SQLiteStore:
             if events or new_runs:
                 self._write(self._commit_events, events, new_runs)
         except BaseException as exc:
+            # Nothing of the batch was written (the transaction rolled back) and our
+            # bookkeeping only moves on success: keep it for the next flush.
+            self._pending[:0] = events
+            self._new_runs[:0] = new_runs
             if fut is not None and not fut.done():
                 fut.set_exception(exc)
             return
@@ -369,29 +373,36 @@ class SQLiteStore:
 
     def _commit_events(self, conn: sqlite3.Connection, events: list[Event],
                        new_runs: Sequence[RunRecord] = ()) -> None:
+        """Write a batch; in-memory bookkeeping changes only once every statement ran."""
         for run in new_runs:
             self._insert_run(conn, run)
         rows = []
-        touched: dict[str, _Live] = {}
+        seqs: dict[str, int] = {}
+        dirty: dict[str, set[str]] = {}
+        runs_dirty: set[str] = set()
+        encoded: list[tuple[_Live, str, str]] = []
         for e in events:
             live = self._live.get(e.run_id)
             if live is None:
                 continue  # a run this process does not own (cancel requests use SQL)
-            live.seq += 1
+            seq = seqs[e.run_id] = seqs.get(e.run_id, live.seq) + 1
             step_id = getattr(e, "step_id", None)
             if step_id is not None:
-                live.dirty_steps.add(step_id)
+                dirty.setdefault(e.run_id, set()).add(step_id)
                 if isinstance(e, StepSucceeded):
-                    live.encoded[step_id] = e.output_json
+                    encoded.append((live, step_id, e.output_json))
             else:
-                live.dirty_run = True
-            touched[e.run_id] = live
-            rows.append((e.run_id, live.seq, e.type, e.ts, _encode_event(e)))
+                runs_dirty.add(e.run_id)
+            rows.append((e.run_id, seq, e.type, e.ts, _encode_event(e)))
         conn.executemany("INSERT INTO events (run_id, seq, type, ts, data) VALUES (?, ?, ?, ?, ?)",
                          rows)
+        for live, sid, text in encoded:
+            live.encoded[sid] = text  # idempotent: the same output whatever happens next
         step_rows = []
-        for run_id, live in touched.items():
-            for sid in live.dirty_steps:
+        finished: list[str] = []
+        for run_id in seqs:
+            live = self._live[run_id]
+            for sid in live.dirty_steps | dirty.get(run_id, set()):
                 s = live.run.steps[sid]
                 out = live.encoded.get(sid, "null") if s.status in ("succeeded", "compensated") \
                     else None
@@ -401,18 +412,23 @@ class SQLiteStore:
                     s.completed_seq, s.compensation_status, s.compensation_attempts,
                     _error_text(s.compensation_error),
                 ))
-            live.dirty_steps.clear()
-            if live.dirty_run:
+            if run_id in runs_dirty or live.dirty_run:
                 r = live.run
                 conn.execute(_RUN_UPDATE, (
                     r.status, _dumps(r.output), _error_text(r.error), r.started_at,
                     r.finished_at, r.phase, r.status in TERMINAL_RUN_STATUSES, run_id,
                 ))
-                live.dirty_run = False
                 if r.status in TERMINAL_RUN_STATUSES:
-                    del self._live[run_id]
+                    finished.append(run_id)
         if step_rows:
             conn.executemany(_STEP_UPSERT, step_rows)
+        for run_id, seq in seqs.items():
+            live = self._live[run_id]
+            live.seq = seq
+            live.dirty_steps.clear()
+            live.dirty_run = False
+        for run_id in finished:
+            del self._live[run_id]
 
     # --- reads ------------------------------------------------------------
     def _resolve_id(self, run_id: str) -> str:
