@@ -123,7 +123,7 @@ class AgentError(PodiumError):
         self,
         message: str,
         *,
-        type: str | None = None,  # noqa: A002 - mirrors the protocol's field name
+        type: str | None = None,
         retryable: bool | None = None,
         retry_after_s: float | None = None,
         **where: str | None,

@@ -16,9 +16,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from podium.agents.base import Agent
-from podium.agents.python import PythonAgent, decorated_agents, load_callable
 from podium.agents.breaker import BreakerConfig
 from podium.agents.health import HealthConfig
+from podium.agents.python import PythonAgent, decorated_agents, load_callable
 from podium.agents.registry import AgentRegistry, RegistryConfig
 from podium.definition.durations import Duration
 from podium.errors import AgentError, ConfigError, DefinitionError, Problem
@@ -73,11 +73,15 @@ class HealthSettings(_Model):
 
     def to_config(self) -> HealthConfig:
         return HealthConfig(
-            interval_s=self.interval, timeout_s=self.timeout,
-            unhealthy_after=self.unhealthy_after, healthy_after=self.healthy_after,
+            interval_s=self.interval,
+            timeout_s=self.timeout,
+            unhealthy_after=self.unhealthy_after,
+            healthy_after=self.healthy_after,
             eject_consecutive_failures=self.eject_after_failures,
-            eject_error_rate=self.eject_error_rate, eject_window_s=self.eject_window,
-            eject_min_calls=self.eject_min_calls, ejection_s=self.ejection,
+            eject_error_rate=self.eject_error_rate,
+            eject_window_s=self.eject_window,
+            eject_min_calls=self.eject_min_calls,
+            ejection_s=self.ejection,
         )
 
 
@@ -92,9 +96,12 @@ class BreakerSettings(_Model):
 
     def to_config(self) -> BreakerConfig:
         return BreakerConfig(
-            failure_threshold=self.failure_threshold, reset_timeout_s=self.reset_timeout,
-            half_open_max_calls=self.half_open_max_calls, failure_rate=self.failure_rate,
-            window_s=self.window, min_calls=self.min_calls,
+            failure_threshold=self.failure_threshold,
+            reset_timeout_s=self.reset_timeout,
+            half_open_max_calls=self.half_open_max_calls,
+            failure_rate=self.failure_rate,
+            window_s=self.window,
+            min_calls=self.min_calls,
             ignored_errors=frozenset(self.ignore_errors),
         )
 
@@ -108,9 +115,13 @@ class AgentsFile(_Model):
     circuit_breaker: BreakerSettings = Field(default_factory=BreakerSettings)
 
     def registry_config(self) -> RegistryConfig:
-        return RegistryConfig(region=self.region, health=self.health.to_config(),
-                              breaker=self.circuit_breaker.to_config(),
-                              acquire_timeout_s=self.acquire_timeout, strategy=self.strategy)
+        return RegistryConfig(
+            region=self.region,
+            health=self.health.to_config(),
+            breaker=self.circuit_breaker.to_config(),
+            acquire_timeout_s=self.acquire_timeout,
+            strategy=self.strategy,
+        )
 
 
 def find_agents_file(explicit: str | Path | None, *, cwd: Path | None = None) -> Path | None:
@@ -130,8 +141,15 @@ def load_agents_file(path: Path) -> AgentsFile:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise DefinitionError([Problem(f"cannot read the agents file: {exc.strerror or exc}",
-                                       file=source, hint="check the path given to --agents")]) from None
+        raise DefinitionError(
+            [
+                Problem(
+                    f"cannot read the agents file: {exc.strerror or exc}",
+                    file=source,
+                    hint="check the path given to --agents",
+                )
+            ]
+        ) from None
     data, lines = parse_document(text, source)
     if data is None:
         data = {}
@@ -160,14 +178,17 @@ def _headers(spec: AgentSpec, where: str) -> dict[str, str]:
     if spec.token_env:
         token = os.environ.get(spec.token_env)
         if not token:
-            raise ConfigError(f"{where}environment variable {spec.token_env} (token_env) is not"
-                              " set (fix: export it, or remove token_env)")
+            raise ConfigError(
+                f"{where}environment variable {spec.token_env} (token_env) is not"
+                " set (fix: export it, or remove token_env)"
+            )
         headers["Authorization"] = f"Bearer {token}"
     return headers
 
 
-def _build_agent(spec: AgentSpec, base_dir: Path, source: str,
-                 health_timeout_s: float = 2.0) -> Agent:
+def _build_agent(
+    spec: AgentSpec, base_dir: Path, source: str, health_timeout_s: float = 2.0
+) -> Agent:
     """One agent of the file; remote ones get the file's ``health.timeout`` as their own.
 
     The monitor also cuts a check at ``health.timeout``, but a transport's own,
@@ -190,21 +211,34 @@ def _build_agent(spec: AgentSpec, base_dir: Path, source: str,
         from podium.agents.http import HttpAgent
 
         try:
-            return HttpAgent(spec.url, id=spec.id, capabilities=spec.capabilities,
-                             max_concurrency=spec.max_concurrency, weight=spec.weight,
-                             region=spec.region, labels=spec.labels,
-                             timeout_s=spec.timeout, headers=_headers(spec, where),
-                             health_timeout_s=health_timeout_s)
+            return HttpAgent(
+                spec.url,
+                id=spec.id,
+                capabilities=spec.capabilities,
+                max_concurrency=spec.max_concurrency,
+                weight=spec.weight,
+                region=spec.region,
+                labels=spec.labels,
+                timeout_s=spec.timeout,
+                headers=_headers(spec, where),
+                health_timeout_s=health_timeout_s,
+            )
         except ConfigError as exc:  # not an http(s) base URL; the message names the agent
             raise ConfigError(f"{source}: {exc.message}") from None
     if spec.a2a:
         from podium.agents.a2a import A2AAgent
 
         try:
-            a2a_agent = A2AAgent(spec.a2a, id=spec.id, capabilities=spec.capabilities,
-                                 max_concurrency=spec.max_concurrency, weight=spec.weight,
-                                 region=spec.region, labels=spec.labels,
-                                 health_timeout_s=health_timeout_s)
+            a2a_agent = A2AAgent(
+                spec.a2a,
+                id=spec.id,
+                capabilities=spec.capabilities,
+                max_concurrency=spec.max_concurrency,
+                weight=spec.weight,
+                region=spec.region,
+                labels=spec.labels,
+                health_timeout_s=health_timeout_s,
+            )
         except ConfigError as exc:  # a2a-sdk missing, or a bad URL
             raise ConfigError(f"{where}{exc.message}") from None
         try:
@@ -214,7 +248,8 @@ def _build_agent(spec: AgentSpec, base_dir: Path, source: str,
                 raise ConfigError(
                     f"{where}cannot read the agent card at {spec.a2a}: {exc.message}"
                     " (fix: start the agent and check the URL, or list capabilities: [...]"
-                    " so it can be registered while it is down)") from None
+                    " so it can be registered while it is down)"
+                ) from None
             # Registered with the listed capabilities; health checks tell when it is up.
         return a2a_agent
     raise ConfigError(f"{where}no transport given")
@@ -225,8 +260,10 @@ def _entry_point_agents() -> list[Agent]:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             obj: Any = ep.load()
-        except Exception as exc:
-            raise ConfigError(f"entry point '{ep.name}' ({ep.value}) failed to load: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, not raised
+            raise ConfigError(
+                f"entry point '{ep.name}' ({ep.value}) failed to load: {exc}"
+            ) from None
         items = obj if isinstance(obj, list | tuple) else [obj]
         for item in items:
             inner = getattr(item, "__podium_agent__", item)
@@ -253,8 +290,11 @@ def build_registry(
     registry = AgentRegistry(config=config.registry_config() if config else None)
     if config is not None and agents_file is not None:
         for spec in config.agents:
-            registry.register(_build_agent(spec, agents_file.resolve().parent, str(agents_file),
-                                           config.health.timeout))
+            registry.register(
+                _build_agent(
+                    spec, agents_file.resolve().parent, str(agents_file), config.health.timeout
+                )
+            )
     if entry_points_too:
         for a in _entry_point_agents():
             if registry.get(a.id) is None:

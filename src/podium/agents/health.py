@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-
 from podium.agents.base import Agent, HealthReport
 from podium.clock import Clock
 

@@ -200,8 +200,10 @@ def _import(module_name: str, base_dir: Path | None) -> Any:
             candidate = base_dir / rel / "__init__.py"
         if candidate.is_file():
             cached = sys.modules.get(module_name)
-            if cached is not None and Path(getattr(cached, "__file__", "") or "").resolve() \
-                    == candidate.resolve():
+            if (
+                cached is not None
+                and Path(getattr(cached, "__file__", "") or "").resolve() == candidate.resolve()
+            ):
                 return cached
             if cached is None:
                 if str(base_dir) not in sys.path:
@@ -220,11 +222,15 @@ def _import(module_name: str, base_dir: Path | None) -> Any:
     return importlib.import_module(module_name)
 
 
-def load_callable(path: str, *, base_dir: Path | None = None, where: str = "") -> Callable[..., Any]:
+def load_callable(
+    path: str, *, base_dir: Path | None = None, where: str = ""
+) -> Callable[..., Any]:
     """Import ``package.module:attr.attr``; ``base_dir`` lets files sit beside their config."""
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
-        raise ConfigError(f"{where}{path!r} is not MODULE:FUNCTION (fix: write e.g. my_pkg.agents:collect)")
+        raise ConfigError(
+            f"{where}{path!r} is not MODULE:FUNCTION (fix: write e.g. my_pkg.agents:collect)"
+        )
     try:
         obj: Any = _import(module_name, base_dir)
     except ImportError as exc:
@@ -241,7 +247,8 @@ def load_callable(path: str, *, base_dir: Path | None = None, where: str = "") -
             obj = getattr(obj, part)
         except AttributeError:
             raise ConfigError(
-                f"{where}module '{module_name}' has no attribute '{attr}' (fix: check the name after ':')"
+                f"{where}module '{module_name}' has no attribute '{attr}'"
+                " (fix: check the name after ':')"
             ) from None
     if not callable(obj):
         raise ConfigError(f"{where}{path!r} is not callable")

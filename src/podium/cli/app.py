@@ -42,7 +42,9 @@ app.add_typer(agent_app, name="agent")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document, no progress.")]
 DbOpt = Annotated[
     str | None,
-    typer.Option("--db", help="Database URL (default $PODIUM_DB, else sqlite:///.podium/podium.db)."),
+    typer.Option(
+        "--db", help="Database URL (default $PODIUM_DB, else sqlite:///.podium/podium.db)."
+    ),
 ]
 AgentsOpt = Annotated[
     Path | None,
@@ -111,11 +113,16 @@ async def _execute(
 
         progress = make_progress([s.id for s in workflow.steps], engine.clock)
         engine.bus.subscribe(progress)
-    async with engine, Observability(engine, metrics_port=metrics_port, alerts_file=alerts_file,
-                                     workflows=[workflow]):
+    async with (
+        engine,
+        Observability(
+            engine, metrics_port=metrics_port, alerts_file=alerts_file, workflows=[workflow]
+        ),
+    ):
         try:
-            handle = await engine.start(workflow, inputs, agents_source=agents_source,
-                                        source=source)
+            handle = await engine.start(
+                workflow, inputs, agents_source=agents_source, source=source
+            )
             _INTERRUPT["cancel"] = lambda: handle.cancel("interrupted (Ctrl-C)")
             run = await handle.result()
         finally:
@@ -163,7 +170,9 @@ def run(
     ] = None,
     alerts: Annotated[
         Path | None,
-        typer.Option("--alerts", help="Alerts file (default $PODIUM_ALERTS, ./podium-alerts.yaml)."),
+        typer.Option(
+            "--alerts", help="Alerts file (default $PODIUM_ALERTS, ./podium-alerts.yaml)."
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -176,8 +185,16 @@ def run(
         inputs = parse_inputs(input_pairs or [], input_file)
         agents_file = _agents_file(agents, file)
         result, failures = run_async(
-            lambda: _execute(workflow, inputs, agents_file, db, as_json, str(file),
-                             metrics_port=metrics_port, alerts_file=alerts),
+            lambda: _execute(
+                workflow,
+                inputs,
+                agents_file,
+                db,
+                as_json,
+                str(file),
+                metrics_port=metrics_port,
+                alerts_file=alerts,
+            ),
             on_interrupt=_interrupt,
             json_stdout=as_json,
         )
@@ -208,11 +225,13 @@ def demo(
         inputs = demo_pkg.default_input(report_path)
         registry = demo_pkg.registry()
         if not as_json:
-            print(f"Podium demo: {workflow.name} ({len(workflow.steps)} steps, "
-                  f"mode {workflow.mode})")
+            print(
+                f"Podium demo: {workflow.name} ({len(workflow.steps)} steps, mode {workflow.mode})"
+            )
         result, failures = run_async(
-            lambda: _execute(workflow, inputs, None, db, as_json, str(demo_pkg.WORKFLOW_PATH),
-                             registry=registry),
+            lambda: _execute(
+                workflow, inputs, None, db, as_json, str(demo_pkg.WORKFLOW_PATH), registry=registry
+            ),
             on_interrupt=_interrupt,
             json_stdout=as_json,
         )
@@ -256,14 +275,24 @@ def validate(
                     from podium.agents.config import load_agents_file
 
                     cfg = load_agents_file(f)
-                    results[str(f)] = {"valid": True, "kind": "agents",
-                                       "agents": len(cfg.agents), "problems": []}
+                    results[str(f)] = {
+                        "valid": True,
+                        "kind": "agents",
+                        "agents": len(cfg.agents),
+                        "problems": [],
+                    }
                     if not as_json:
                         print(f"{f}: ok (agents file, {len(cfg.agents)} agents)")
                     continue
                 wf = load_workflow(f)
-                results[str(f)] = {"valid": True, "kind": "workflow", "workflow": wf.name,
-                                   "version": wf.version, "steps": len(wf.steps), "problems": []}
+                results[str(f)] = {
+                    "valid": True,
+                    "kind": "workflow",
+                    "workflow": wf.name,
+                    "version": wf.version,
+                    "steps": len(wf.steps),
+                    "problems": [],
+                }
                 if not as_json:
                     print(f"{f}: ok ({wf.name} v{wf.version}, {len(wf.steps)} steps, {wf.mode})")
             except DefinitionError as exc:
@@ -271,8 +300,14 @@ def validate(
                 results[str(f)] = {
                     "valid": False,
                     "problems": [
-                        {"file": p.file, "line": p.line, "step": p.step, "field": p.field,
-                         "message": p.message, "hint": p.hint}
+                        {
+                            "file": p.file,
+                            "line": p.line,
+                            "step": p.step,
+                            "field": p.field,
+                            "message": p.message,
+                            "hint": p.hint,
+                        }
                         for p in exc.problems
                     ],
                 }
@@ -308,8 +343,11 @@ def schema() -> None:
         from podium.definition.models import Workflow
 
         doc = Workflow.model_json_schema(mode="validation")
-        doc = {"$schema": "https://json-schema.org/draft/2020-12/schema", **doc,
-               "title": "Podium workflow"}
+        doc = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            **doc,
+            "title": "Podium workflow",
+        }
         dump_json(doc)
 
     guarded(body)

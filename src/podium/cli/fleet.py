@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,24 +20,41 @@ def _table(report: dict[str, Any]) -> Any:
     from rich.table import Table
 
     t = report["totals"]
-    title = (f"agents: {t['agents']} · healthy {t['healthy']} · degraded {t['degraded']} · "
-             f"unhealthy {t['unhealthy']} · unknown {t['unknown']} · overall "
-             f"[{_STYLE.get(report['overall'], '')}]{report['overall']}[/]")
+    title = (
+        f"agents: {t['agents']} · healthy {t['healthy']} · degraded {t['degraded']} · "
+        f"unhealthy {t['unhealthy']} · unknown {t['unknown']} · overall "
+        f"[{_STYLE.get(report['overall'], '')}]{report['overall']}[/]"
+    )
     if report.get("region"):
         title += f" · region {report['region']}"
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-    for col in ("agent", "capabilities", "transport", "region", "status", "latency", "in-flight",
-                "errors", "circuit", "detail"):
+    for col in (
+        "agent",
+        "capabilities",
+        "transport",
+        "region",
+        "status",
+        "latency",
+        "in-flight",
+        "errors",
+        "circuit",
+        "detail",
+    ):
         table.add_column(col)
     for a in report["agents"]:
         style = _STYLE.get(a["status"], "")
         cap = a["max_concurrency"]
         table.add_row(
-            a["id"], ", ".join(a["capabilities"]), a["transport"], a["region"] or "-",
+            a["id"],
+            ", ".join(a["capabilities"]),
+            a["transport"],
+            a["region"] or "-",
             f"[{style}]{a['status']}[/]",
             "-" if a["latency_ms"] is None else f"{a['latency_ms']:.1f}ms",
             f"{a['inflight']}/{cap if cap else '∞'}",
-            f"{a['error_rate']:.0%}", a["circuit"], (a["detail"] or "")[:50],
+            f"{a['error_rate']:.0%}",
+            a["circuit"],
+            (a["detail"] or "")[:50],
         )
     return table
 
@@ -44,7 +62,9 @@ def _table(report: dict[str, Any]) -> Any:
 @app.command("agents")
 def agents_cmd(
     agents: AgentsOpt = None,
-    watch: Annotated[bool, typer.Option("--watch", "-w", help="Keep checking and redrawing.")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Keep checking and redrawing.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Show the agent registry with live health (checks every agent now)."""
@@ -77,10 +97,9 @@ def agents_cmd(
                 await registry.aclose()
 
         if watch and not as_json:
-            try:
+            # Ctrl-C (or SIGTERM) ends the watch: that is its normal way out.
+            with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
                 run_async(live)
-            except KeyboardInterrupt:
-                pass
             raise typer.Exit(EXIT_OK)
         report = run_async(once)
         if as_json:
@@ -91,8 +110,9 @@ def agents_cmd(
             from rich.console import Console
 
             tty = sys.stdout.isatty()
-            Console(file=sys.stdout, width=None if tty else 200,
-                    no_color=not tty).print(_table(report))
+            Console(file=sys.stdout, width=None if tty else 200, no_color=not tty).print(
+                _table(report)
+            )
         raise typer.Exit(EXIT_OK)
 
     guarded(body)

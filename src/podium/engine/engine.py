@@ -22,10 +22,9 @@ from typing import Any
 
 from podium.agents.registry import AgentRegistry
 from podium.clock import Clock, SystemClock
-from podium.definition.loader import apply_input_defaults, check_input
+from podium.definition.loader import apply_input_defaults, check_input, workflow_from_dict
 from podium.definition.models import Workflow
 from podium.definition.plan import Plan, compile_plan
-from podium.definition.loader import workflow_from_dict
 from podium.engine.retry import RetryState
 from podium.engine.run import CANCELLED, RunExecution
 from podium.errors import ConfigError, DefinitionError, Problem
@@ -59,8 +58,9 @@ class EngineConfig:
     registry: AgentRegistry | None = None
     clock: Clock = field(default_factory=SystemClock)
     rng: random.Random = field(default_factory=random.Random)
-    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:"
-                       f"{secrets.token_hex(3)}")
+    owner: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    )
     lease_s: float = 15.0
     poll_interval_s: float = 0.5
 
@@ -171,20 +171,26 @@ class Engine:
             for fld, ref in refs:
                 if not self.registry.knows(ref):
                     what = f"agent id '{ref[1:]}'" if ref.startswith("@") else f"capability '{ref}'"
-                    problems.append(Problem(
-                        f"no registered agent provides {what}", file=source, step=node.id,
-                        field=fld,
-                        hint=("register one (--agents FILE, podium.yaml, @agent or the"
-                              " podium.agents entry points); known capabilities: "
-                              + (", ".join(known) or "none")),
-                    ))
+                    problems.append(
+                        Problem(
+                            f"no registered agent provides {what}",
+                            file=source,
+                            step=node.id,
+                            field=fld,
+                            hint=(
+                                "register one (--agents FILE, podium.yaml, @agent or the"
+                                " podium.agents entry points); known capabilities: "
+                                + (", ".join(known) or "none")
+                            ),
+                        )
+                    )
         if problems:
             raise DefinitionError(problems)
 
     async def start(
         self,
         workflow: Workflow,
-        input: Any = None,  # noqa: A002 - the run's input, as the file format calls it
+        input: Any = None,
         *,
         run_id: str | None = None,
         agents_source: Mapping[str, Any] | None = None,
@@ -247,7 +253,7 @@ class Engine:
     async def run(
         self,
         workflow: Workflow,
-        input: Any = None,  # noqa: A002
+        input: Any = None,
         *,
         run_id: str | None = None,
         agents_source: Mapping[str, Any] | None = None,
@@ -277,8 +283,9 @@ class Engine:
             return True
         ok = await self.store.request_cancel(run.run_id)
         if ok:
-            self.store.append(RunCancelRequested(run_id=run.run_id, ts=self.clock.now(),
-                                                 reason=reason))
+            self.store.append(
+                RunCancelRequested(run_id=run.run_id, ts=self.clock.now(), reason=reason)
+            )
             await self.store.flush()
         return ok
 
@@ -316,8 +323,9 @@ class Engine:
         await self.open()
         run = await self.store.get_run(run_id)
         if run.run_id in self._active:
-            raise ConfigError(f"run {run.run_id} is already executing in this engine",
-                              run_id=run.run_id)
+            raise ConfigError(
+                f"run {run.run_id} is already executing in this engine", run_id=run.run_id
+            )
         if run.status in ("running", "pending") and not self.owner_is_dead(run):
             raise ConfigError(
                 f"run {run.run_id} is executing in another process ({run.owner}); its lease"
@@ -328,12 +336,16 @@ class Engine:
         # A dead owner on this host is taken over at once; elsewhere after the lease.
         # The owner is known dead here (pid gone, or lease out): the claim ignores its lease,
         # and only a race with another process taking it over can make it fail.
-        if not await self.store.claim_run(run.run_id, self.owner, now + self.config.lease_s,
-                                          float("inf")):
-            raise ConfigError(f"run {run.run_id} was claimed by another process first",
-                              run_id=run.run_id)
+        if not await self.store.claim_run(
+            run.run_id, self.owner, now + self.config.lease_s, float("inf")
+        ):
+            raise ConfigError(
+                f"run {run.run_id} was claimed by another process first", run_id=run.run_id
+            )
         run.owner = self.owner
-        workflow = workflow_from_dict(run.definition, source=f"run {run.run_id} (stored definition)")
+        workflow = workflow_from_dict(
+            run.definition, source=f"run {run.run_id} (stored definition)"
+        )
         plan = self.plan(workflow)
         self.check_agents(plan, f"run {run.run_id}")
         await self.store.adopt(run)
@@ -351,11 +363,15 @@ class Engine:
         await self.open()
         existing = await self.store.get_run(run_id)
         if existing.status == "succeeded":
-            raise ConfigError(f"run {existing.run_id} already succeeded; there is nothing to resume",
-                              run_id=existing.run_id)
+            raise ConfigError(
+                f"run {existing.run_id} already succeeded; there is nothing to resume",
+                run_id=existing.run_id,
+            )
         if existing.status == "rolled_back":
-            raise ConfigError(f"run {existing.run_id} was rolled back; start a new run instead",
-                              run_id=existing.run_id)
+            raise ConfigError(
+                f"run {existing.run_id} was rolled back; start a new run instead",
+                run_id=existing.run_id,
+            )
         run, _workflow, plan = await self._take_over(existing.run_id)
         if run.phase == "compensate" or run.status == "rollback_failed":
             for rec in run.steps.values():
@@ -393,8 +409,9 @@ class Engine:
                 run_id=existing.run_id,
             )
         if existing.status == "rolled_back":
-            raise ConfigError(f"run {existing.run_id} is already rolled back",
-                              run_id=existing.run_id)
+            raise ConfigError(
+                f"run {existing.run_id} is already rolled back", run_id=existing.run_id
+            )
         run, _workflow, plan = await self._take_over(existing.run_id)
         return self._launch(plan, run, resumed=True, rollback="requested by `podium rollback`")
 

@@ -22,7 +22,6 @@ from podium.definition.plan import Plan, PlanNode
 from podium.definition.templates import Compiled, Scope, TemplateLookupError
 from podium.engine.retry import RetryState, next_delay
 from podium.errors import AgentError, PodiumError, Unavailable
-from podium.redact import redact
 from podium.events import (
     CompensationAttemptFailed,
     CompensationFailed,
@@ -43,6 +42,7 @@ from podium.events import (
     StepStarted,
     StepSucceeded,
 )
+from podium.redact import redact
 from podium.store.records import RunRecord, StepRecord, apply_event
 
 if TYPE_CHECKING:
@@ -63,8 +63,13 @@ def classify(exc: BaseException, agent_id: str | None, timeout_s: float | None) 
     reach the store, the logs or an alert.
     """
     if isinstance(exc, AgentError):
-        return ErrorInfo(exc.error_type, redact(exc.message), exc.retryable, agent_id,
-                         retry_after_s=exc.retry_after_s)
+        return ErrorInfo(
+            exc.error_type,
+            redact(exc.message),
+            exc.retryable,
+            agent_id,
+            retry_after_s=exc.retry_after_s,
+        )
     if isinstance(exc, TimeoutError):
         limit = f" after {timeout_s:g}s" if timeout_s is not None else ""
         return ErrorInfo("timeout", f"attempt timed out{limit}", None, agent_id)
@@ -123,8 +128,15 @@ class RunExecution:
         """Emit the run's start (the caller flushes it together with the run's creation)."""
         wf = self.plan.workflow
         self._begun = True
-        self.emit(RunStarted(run_id=self.run_id, ts=self.engine.clock.now(), workflow=wf.name,
-                             version=wf.version, resumed=self.resumed))
+        self.emit(
+            RunStarted(
+                run_id=self.run_id,
+                ts=self.engine.clock.now(),
+                workflow=wf.name,
+                version=wf.version,
+                resumed=self.resumed,
+            )
+        )
 
     def emit(self, event: Event) -> None:
         apply_event(self.record, event)
@@ -151,8 +163,9 @@ class RunExecution:
                 self._remaining[node.index] = sum(1 for d in node.deps if not resolved[d])
         timer = None
         if wf.timeout is not None:
-            timer = loop.call_later(wf.timeout, self.stop, TIMEOUT,
-                                    f"run exceeded its timeout of {wf.timeout:g}s")
+            timer = loop.call_later(
+                wf.timeout, self.stop, TIMEOUT, f"run exceeded its timeout of {wf.timeout:g}s"
+            )
         try:
             await self._flush()  # the run and its start are durable before any step runs
             for node in self.plan.nodes:
@@ -192,9 +205,13 @@ class RunExecution:
             if wf.on_failure == "compensate":
                 rec = self.record.steps[step_id]
                 self.record.error = ErrorInfo(
-                    err.type, f"step '{step_id}' failed after {rec.attempts} attempt"
-                    f"{'s' if rec.attempts != 1 else ''}: {err.message}", err.retryable,
-                    err.agent_id, err.traceback)
+                    err.type,
+                    f"step '{step_id}' failed after {rec.attempts} attempt"
+                    f"{'s' if rec.attempts != 1 else ''}: {err.message}",
+                    err.retryable,
+                    err.agent_id,
+                    err.traceback,
+                )
                 return await self.rollback(f"step '{step_id}' failed")
             rec = self.record.steps[step_id]
             status = FAILED
@@ -202,7 +219,9 @@ class RunExecution:
                 err.type,
                 f"step '{step_id}' failed after {rec.attempts} attempt"
                 f"{'s' if rec.attempts != 1 else ''}: {err.message}",
-                err.retryable, err.agent_id, err.traceback,
+                err.retryable,
+                err.agent_id,
+                err.traceback,
             )
         else:
             try:
@@ -210,8 +229,17 @@ class RunExecution:
                 status = "succeeded"
             except TemplateLookupError as exc:
                 status, error = FAILED, ErrorInfo("invalid_input", f"output: {exc}")
-        self.emit(RunFinished(run_id=self.run_id, ts=self.engine.clock.now(), workflow=wf.name,
-                              status=status, output=output, error=error, duration_s=duration_s))
+        self.emit(
+            RunFinished(
+                run_id=self.run_id,
+                ts=self.engine.clock.now(),
+                workflow=wf.name,
+                status=status,
+                output=output,
+                error=error,
+                duration_s=duration_s,
+            )
+        )
         await self.engine.store.flush()
         return self.record
 
@@ -228,8 +256,7 @@ class RunExecution:
         for i, rec in enumerate(self._recs):
             if not self._resolved[i] and i not in self._tasks:
                 self._resolved[i] = True
-                self.emit(StepSkipped(run_id=self.run_id, ts=ts, step_id=rec.step_id,
-                                      reason=why))
+                self.emit(StepSkipped(run_id=self.run_id, ts=ts, step_id=rec.step_id, reason=why))
         self._queue.clear()
         for task in self._tasks.values():
             task.cancel()
@@ -237,8 +264,9 @@ class RunExecution:
 
     # --- scheduling -------------------------------------------------------
     def _make_ready(self, i: int) -> None:
-        self.emit(StepReady(run_id=self.run_id, ts=self.engine.clock.now(),
-                            step_id=self.plan.nodes[i].id))
+        self.emit(
+            StepReady(run_id=self.run_id, ts=self.engine.clock.now(), step_id=self.plan.nodes[i].id)
+        )
         if self._max is not None and len(self._tasks) >= self._max:
             self._queue.append(i)
         else:
@@ -282,18 +310,35 @@ class RunExecution:
         except asyncio.CancelledError:
             self._tasks.pop(node.index, None)
             if rec.status not in ("succeeded", "failed"):
-                self.emit(StepCancelled(run_id=self.run_id, ts=self.engine.clock.now(),
-                                        step_id=node.id, attempt=rec.attempts))
+                self.emit(
+                    StepCancelled(
+                        run_id=self.run_id,
+                        ts=self.engine.clock.now(),
+                        step_id=node.id,
+                        attempt=rec.attempts,
+                    )
+                )
             if self._stopping is None:
                 raise
             self._check_done()
             return
         except Exception as exc:  # an engine bug must fail the run, never hang it
             log.exception("internal error in step %s of run %s", node.id, self.run_id)
-            err = ErrorInfo("internal", f"{type(exc).__name__}: {exc}", False,
-                            traceback="".join(traceback.format_exception(exc)))
-            self.emit(StepFailed(run_id=self.run_id, ts=self.engine.clock.now(), step_id=node.id,
-                                 attempts=rec.attempts, error=err))
+            err = ErrorInfo(
+                "internal",
+                f"{type(exc).__name__}: {exc}",
+                False,
+                traceback="".join(traceback.format_exception(exc)),
+            )
+            self.emit(
+                StepFailed(
+                    run_id=self.run_id,
+                    ts=self.engine.clock.now(),
+                    step_id=node.id,
+                    attempts=rec.attempts,
+                    error=err,
+                )
+            )
             ok = False
         if ok:
             # The durability rule: committed before dependents start. A sink has no
@@ -343,8 +388,14 @@ class RunExecution:
             rec = self._recs[i]
             if self._resolved[i]:
                 continue
-            self.emit(StepSkipped(run_id=self.run_id, ts=ts, step_id=rec.step_id,
-                                  reason=f"upstream step '{failed.id}' failed"))
+            self.emit(
+                StepSkipped(
+                    run_id=self.run_id,
+                    ts=ts,
+                    step_id=rec.step_id,
+                    reason=f"upstream step '{failed.id}' failed",
+                )
+            )
             self._resolved[i] = True
             self._unresolved -= 1
             todo.extend(nodes[i].dependents)
@@ -353,9 +404,16 @@ class RunExecution:
     async def _attempts(self, node: PlanNode, rec: StepRecord) -> bool:
         state = self.carry.pop(node.id, None) or RetryState()
         return await self._call(
-            node, compensating=False, agent_ref=node.agent, template=node.input,
-            policies=node.retry, timeout_s=node.timeout_s, deadline_s=node.deadline_s,
-            key=f"{self.run_id}/{node.id}", attempts_so_far=rec.attempts, state=state,
+            node,
+            compensating=False,
+            agent_ref=node.agent,
+            template=node.input,
+            policies=node.retry,
+            timeout_s=node.timeout_s,
+            deadline_s=node.deadline_s,
+            key=f"{self.run_id}/{node.id}",
+            attempts_so_far=rec.attempts,
+            state=state,
             wait_until=rec.next_retry_at,
         )
 
@@ -398,7 +456,9 @@ class RunExecution:
             else:
                 try:
                     lease = await engine.registry.acquire(
-                        agent_ref, avoid=avoid, timeout_s=node.step.acquire_timeout,
+                        agent_ref,
+                        avoid=avoid,
+                        timeout_s=node.step.acquire_timeout,
                         strategy=node.strategy,
                     )
                 except Unavailable as exc:
@@ -407,11 +467,25 @@ class RunExecution:
                     agent = lease.agent
                     agent_id = agent.id
                     if compensating:
-                        self.emit(CompensationStarted(run_id=run_id, ts=clock.now(), step_id=sid,
-                                                      attempt=attempt, agent_id=agent_id))
+                        self.emit(
+                            CompensationStarted(
+                                run_id=run_id,
+                                ts=clock.now(),
+                                step_id=sid,
+                                attempt=attempt,
+                                agent_id=agent_id,
+                            )
+                        )
                     else:
-                        self.emit(StepStarted(run_id=run_id, ts=clock.now(), step_id=sid,
-                                              attempt=attempt, agent_id=agent_id))
+                        self.emit(
+                            StepStarted(
+                                run_id=run_id,
+                                ts=clock.now(),
+                                step_id=sid,
+                                attempt=attempt,
+                                agent_id=agent_id,
+                            )
+                        )
                     timeout = timeout_s
                     if deadline is not None:
                         left = deadline - clock.monotonic()
@@ -431,48 +505,95 @@ class RunExecution:
                     except asyncio.CancelledError:
                         raise
                     except orjson.JSONEncodeError as exc:
-                        err = ErrorInfo("agent_error", f"output is not JSON: {exc}", False, agent_id)
+                        err = ErrorInfo(
+                            "agent_error", f"output is not JSON: {exc}", False, agent_id
+                        )
                         call_error = err.type
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 - whatever an agent raises fails the attempt
                         err = classify(exc, agent_id, timeout)
                         call_error = err.type
                     else:
                         call_error = None
                         if compensating:
-                            self.emit(CompensationSucceeded(
-                                run_id=run_id, ts=clock.now(), step_id=sid, attempt=attempt,
-                                agent_id=agent_id, duration_s=clock.monotonic() - t0,
-                            ))
+                            self.emit(
+                                CompensationSucceeded(
+                                    run_id=run_id,
+                                    ts=clock.now(),
+                                    step_id=sid,
+                                    attempt=attempt,
+                                    agent_id=agent_id,
+                                    duration_s=clock.monotonic() - t0,
+                                )
+                            )
                         else:
-                            self.emit(StepSucceeded(
-                                run_id=run_id, ts=clock.now(), step_id=sid, attempt=attempt,
-                                agent_id=agent_id, output=output,
-                                duration_s=clock.monotonic() - t0, output_json=encoded,
-                            ))
+                            self.emit(
+                                StepSucceeded(
+                                    run_id=run_id,
+                                    ts=clock.now(),
+                                    step_id=sid,
+                                    attempt=attempt,
+                                    agent_id=agent_id,
+                                    output=output,
+                                    duration_s=clock.monotonic() - t0,
+                                    output_json=encoded,
+                                )
+                            )
                         return True
                     finally:
                         lease.release(call_error is None, call_error, clock.monotonic() - call_t0)
             failed_cls = CompensationAttemptFailed if compensating else StepAttemptFailed
-            self.emit(failed_cls(run_id=run_id, ts=clock.now(), step_id=sid, attempt=attempt,
-                                 agent_id=agent_id, error=err,
-                                 duration_s=clock.monotonic() - t0))
+            self.emit(
+                failed_cls(
+                    run_id=run_id,
+                    ts=clock.now(),
+                    step_id=sid,
+                    attempt=attempt,
+                    agent_id=agent_id,
+                    error=err,
+                    duration_s=clock.monotonic() - t0,
+                )
+            )
             delay = next_delay(policies, err, state, engine.rng)
             if delay is not None and deadline is not None and clock.monotonic() + delay >= deadline:
                 delay = None
-                err = ErrorInfo(err.type, f"{err.message} (deadline of {deadline_s:g}s"
-                                " leaves no time for another attempt)", err.retryable,
-                                err.agent_id, err.traceback)
+                err = ErrorInfo(
+                    err.type,
+                    f"{err.message} (deadline of {deadline_s:g}s"
+                    " leaves no time for another attempt)",
+                    err.retryable,
+                    err.agent_id,
+                    err.traceback,
+                )
             if delay is None:
                 if compensating:
-                    self.emit(CompensationFailed(run_id=run_id, ts=clock.now(), step_id=sid,
-                                                 attempts=attempt, error=err))
+                    self.emit(
+                        CompensationFailed(
+                            run_id=run_id, ts=clock.now(), step_id=sid, attempts=attempt, error=err
+                        )
+                    )
                 else:
-                    self.emit(StepFailed(run_id=run_id, ts=clock.now(), step_id=sid,
-                                         attempts=attempt, error=err, optional=node.optional))
+                    self.emit(
+                        StepFailed(
+                            run_id=run_id,
+                            ts=clock.now(),
+                            step_id=sid,
+                            attempts=attempt,
+                            error=err,
+                            optional=node.optional,
+                        )
+                    )
                 return False
             retry_cls = CompensationRetryScheduled if compensating else StepRetryScheduled
-            self.emit(retry_cls(run_id=run_id, ts=clock.now(), step_id=sid, attempt=attempt + 1,
-                                delay_s=delay, at=clock.now() + delay))
+            self.emit(
+                retry_cls(
+                    run_id=run_id,
+                    ts=clock.now(),
+                    step_id=sid,
+                    attempt=attempt + 1,
+                    delay_s=delay,
+                    at=clock.now() + delay,
+                )
+            )
             # The granted retry and its due time are committed before the wait: a crash
             # during the wait then resumes it (same attempt count, same due time)
             # instead of silently starting the step over from attempt 1.
@@ -501,8 +622,11 @@ class RunExecution:
             self.emit(RollbackStarted(run_id=self.run_id, ts=clock.now(), reason=reason))
             await self.engine.store.flush()
         todo = sorted(
-            (n for n in self.plan.nodes
-             if n.compensate is not None and self._recs[n.index].status == "succeeded"),
+            (
+                n
+                for n in self.plan.nodes
+                if n.compensate is not None and self._recs[n.index].status == "succeeded"
+            ),
             key=lambda n: self._recs[n.index].completed_seq or 0,
             reverse=True,
         )
@@ -514,10 +638,16 @@ class RunExecution:
             comp = node.compensate
             assert comp is not None
             ok = await self._call(
-                node, compensating=True, agent_ref=comp.agent, template=node.compensate_input,
-                policies=node.compensate_retry, timeout_s=comp.timeout or node.timeout_s,
-                deadline_s=None, key=f"{self.run_id}/{node.id}/compensate",
-                attempts_so_far=rec.compensation_attempts if rec.compensation_status == "running"
+                node,
+                compensating=True,
+                agent_ref=comp.agent,
+                template=node.compensate_input,
+                policies=node.compensate_retry,
+                timeout_s=comp.timeout or node.timeout_s,
+                deadline_s=None,
+                key=f"{self.run_id}/{node.id}/compensate",
+                attempts_so_far=rec.compensation_attempts
+                if rec.compensation_status == "running"
                 else 0,
                 state=RetryState(),
             )
@@ -529,13 +659,23 @@ class RunExecution:
             status = "rollback_failed"
             error = ErrorInfo(
                 first_error.type if first_error else "agent_error",
-                "could not undo step" + ("s " if len(failed) > 1 else " ")
+                "could not undo step"
+                + ("s " if len(failed) > 1 else " ")
                 + ", ".join(f"'{f}'" for f in failed)
                 + (f": {first_error.message}" if first_error else ""),
             )
         else:
             status, error = "rolled_back", self.record.error
-        self.emit(RunFinished(run_id=self.run_id, ts=clock.now(), workflow=wf.name, status=status,
-                              output=None, error=error, duration_s=clock.monotonic() - t0))
+        self.emit(
+            RunFinished(
+                run_id=self.run_id,
+                ts=clock.now(),
+                workflow=wf.name,
+                status=status,
+                output=None,
+                error=error,
+                duration_s=clock.monotonic() - t0,
+            )
+        )
         await self.engine.store.flush()
         return self.record

@@ -5,4 +5,13 @@ from podium.store.factory import DEFAULT_DB_URL, default_db_url, open_store
 from podium.store.memory import MemoryStore
 from podium.store.records import RunRecord, StepRecord, apply_event
 
-__all__ = ["DEFAULT_DB_URL", "MemoryStore", "default_db_url", "open_store", "RunRecord", "StepRecord", "Store", "apply_event"]
+__all__ = [
+    "DEFAULT_DB_URL",
+    "MemoryStore",
+    "RunRecord",
+    "StepRecord",
+    "Store",
+    "apply_event",
+    "default_db_url",
+    "open_store",
+]

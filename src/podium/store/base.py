@@ -30,7 +30,9 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
-    async def save_workflow(self, name: str, version: int | str, definition: dict[str, Any]) -> None:
+    async def save_workflow(
+        self, name: str, version: int | str, definition: dict[str, Any]
+    ) -> None:
         """Keep a definition by name and version (idempotent for the same content)."""
         ...
 
@@ -85,13 +87,15 @@ class Store(Protocol):
     async def renew_leases(self, owner: str, run_ids: Collection[str], until: float) -> None: ...
 
     # --- alerts and failure tracking ----------------------------------------
-    async def save_alert(self, alert: AlertRecord, what: str, detail: str = "",
-                         ts: float | None = None) -> None:
+    async def save_alert(
+        self, alert: AlertRecord, what: str, detail: str = "", ts: float | None = None
+    ) -> None:
         """Upsert an alert and add ``what`` (fired, escalated, resolved...) to its history."""
         ...
 
-    async def list_alerts(self, *, status: str | None = None, limit: int = 100) -> list[AlertRecord]:
-        ...
+    async def list_alerts(
+        self, *, status: str | None = None, limit: int = 100
+    ) -> list[AlertRecord]: ...
 
     async def get_alert(self, key: str) -> AlertRecord | None: ...
 

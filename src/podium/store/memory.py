@@ -39,7 +39,9 @@ class MemoryStore:
     async def close(self) -> None:
         return None
 
-    async def save_workflow(self, name: str, version: int | str, definition: dict[str, Any]) -> None:
+    async def save_workflow(
+        self, name: str, version: int | str, definition: dict[str, Any]
+    ) -> None:
         self._workflows[(name, str(version))] = copy.deepcopy(definition)
 
     async def create_run(self, run: RunRecord) -> None:
@@ -62,8 +64,9 @@ class MemoryStore:
         matches = [r for k, r in self._runs.items() if k.startswith(run_id)]
         if len(matches) == 1:
             return matches[0]
-        raise RunNotFound(f"no run '{run_id}'" if not matches else f"'{run_id}' is ambiguous",
-                          run_id=run_id)
+        raise RunNotFound(
+            f"no run '{run_id}'" if not matches else f"'{run_id}' is ambiguous", run_id=run_id
+        )
 
     async def get_run(self, run_id: str) -> RunRecord:
         return copy.deepcopy(self._find(run_id))
@@ -72,8 +75,10 @@ class MemoryStore:
         self, *, status: str | None = None, workflow: str | None = None, limit: int = 50
     ) -> list[RunRecord]:
         runs = [
-            r for r in self._runs.values()
-            if (status is None or r.status == status) and (workflow is None or r.workflow == workflow)
+            r
+            for r in self._runs.values()
+            if (status is None or r.status == status)
+            and (workflow is None or r.workflow == workflow)
         ]
         runs.sort(key=lambda r: r.created_at, reverse=True)
         out = []
@@ -119,16 +124,19 @@ class MemoryStore:
             if run is not None and run.owner == owner:
                 run.lease_expires_at = until
 
-    async def save_alert(self, alert: AlertRecord, what: str, detail: str = "",
-                         ts: float | None = None) -> None:
+    async def save_alert(
+        self, alert: AlertRecord, what: str, detail: str = "", ts: float | None = None
+    ) -> None:
         self._alerts[alert.key] = copy.deepcopy(alert)
         when = ts if ts is not None else (alert.last_notified_at or alert.fired_at)
-        self._alert_history.append({"key": alert.key, "ts": when, "what": what,
-                                    "detail": detail})
+        self._alert_history.append({"key": alert.key, "ts": when, "what": what, "detail": detail})
 
-    async def list_alerts(self, *, status: str | None = None, limit: int = 100) -> list[AlertRecord]:
-        alerts = [copy.deepcopy(a) for a in self._alerts.values()
-                  if status is None or a.status == status]
+    async def list_alerts(
+        self, *, status: str | None = None, limit: int = 100
+    ) -> list[AlertRecord]:
+        alerts = [
+            copy.deepcopy(a) for a in self._alerts.values() if status is None or a.status == status
+        ]
         alerts.sort(key=lambda a: a.fired_at, reverse=True)
         return alerts[:limit]
 
@@ -155,10 +163,24 @@ class MemoryStore:
                 if e.ts < since:
                     continue
                 if isinstance(e, StepSucceeded):
-                    out.append(AttemptOutcome(e.ts, run_id, workflow, e.step_id, e.agent_id,
-                                              e.attempt, True))
+                    out.append(
+                        AttemptOutcome(
+                            e.ts, run_id, workflow, e.step_id, e.agent_id, e.attempt, True
+                        )
+                    )
                 elif isinstance(e, StepAttemptFailed):
-                    out.append(AttemptOutcome(e.ts, run_id, workflow, e.step_id, e.agent_id,
-                                              e.attempt, False, e.error.type, e.error.message))
+                    out.append(
+                        AttemptOutcome(
+                            e.ts,
+                            run_id,
+                            workflow,
+                            e.step_id,
+                            e.agent_id,
+                            e.attempt,
+                            False,
+                            e.error.type,
+                            e.error.message,
+                        )
+                    )
         out.sort(key=lambda o: o.ts)
         return out

@@ -18,9 +18,9 @@ from podium.events import (
     CompensationSucceeded,
     ErrorInfo,
     Event,
+    RollbackStarted,
     RunCancelRequested,
     RunFinished,
-    RollbackStarted,
     RunStarted,
     StepAttemptFailed,
     StepCancelled,
@@ -34,10 +34,10 @@ from podium.events import (
 
 __all__ = [
     "RUN_STATUSES",
-    "AlertRecord",
-    "AttemptOutcome",
     "STEP_STATUSES",
     "TERMINAL_RUN_STATUSES",
+    "AlertRecord",
+    "AttemptOutcome",
     "RunRecord",
     "StepRecord",
     "apply_event",

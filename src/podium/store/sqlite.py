@@ -76,8 +76,16 @@ def _encode_event(e: Event) -> str:
     """Events are slotted dataclasses, which orjson encodes natively (the type has its column)."""
     if isinstance(e, StepSucceeded):
         # The output is kept once, in the step's row.
-        return _dumps({"run_id": e.run_id, "ts": e.ts, "step_id": e.step_id, "attempt": e.attempt,
-                       "agent_id": e.agent_id, "duration_s": e.duration_s})
+        return _dumps(
+            {
+                "run_id": e.run_id,
+                "ts": e.ts,
+                "step_id": e.step_id,
+                "attempt": e.attempt,
+                "agent_id": e.agent_id,
+                "duration_s": e.duration_s,
+            }
+        )
     return _dumps(e)
 
 
@@ -133,12 +141,12 @@ _RUN_COLUMNS = (
 class SQLiteStore:
     def __init__(self, path: Path | str, *, durability: str = "normal") -> None:
         if durability not in ("normal", "strict"):
-            raise ConfigError(
-                f"durability {durability!r} is not known (fix: use normal or strict)"
-            )
+            raise ConfigError(f"durability {durability!r} is not known (fix: use normal or strict)")
         self.path = Path(path)
         self.durability = durability
-        self.url = f"sqlite:///{self.path}" + ("?durability=strict" if durability == "strict" else "")
+        self.url = f"sqlite:///{self.path}" + (
+            "?durability=strict" if durability == "strict" else ""
+        )
         self._conn: sqlite3.Connection | None = None
         self._live: dict[str, _Live] = {}
         self._pending: list[Event] = []
@@ -175,7 +183,9 @@ class SQLiteStore:
         try:
             conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
             try:
-                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                tables = {
+                    r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+                }
                 if not tables:
                     return
                 if "podium_meta" not in tables:
@@ -209,10 +219,13 @@ class SQLiteStore:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise StoreError(f"cannot create {self.path.parent}: {exc.strerror or exc}") from None
+                raise StoreError(
+                    f"cannot create {self.path.parent}: {exc.strerror or exc}"
+                ) from None
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S,
-                                   check_same_thread=False)
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False
+            )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}") from None
         try:
@@ -298,7 +311,9 @@ class SQLiteStore:
             raise StoreError(f"database {self.path}: {exc}") from None
 
     # --- writes -----------------------------------------------------------
-    async def save_workflow(self, name: str, version: int | str, definition: dict[str, Any]) -> None:
+    async def save_workflow(
+        self, name: str, version: int | str, definition: dict[str, Any]
+    ) -> None:
         def do(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT INTO workflows (name, version, definition, created_at) VALUES (?, ?, ?,"
@@ -318,13 +333,26 @@ class SQLiteStore:
     @staticmethod
     def _insert_run(conn: sqlite3.Connection, run: RunRecord) -> None:
         conn.execute(
-            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"  # noqa: S608 - fixed column list
             " ?, ?, ?)",
-            (run.run_id, run.workflow, _dumps(run.version), _dumps(run.definition),
-             _dumps(run.input), run.status, _dumps(run.output), _error_text(run.error),
-             run.created_at, run.started_at, run.finished_at, run.owner,
-             run.lease_expires_at, int(run.cancel_requested), _dumps(run.agents_source),
-             run.phase),
+            (
+                run.run_id,
+                run.workflow,
+                _dumps(run.version),
+                _dumps(run.definition),
+                _dumps(run.input),
+                run.status,
+                _dumps(run.output),
+                _error_text(run.error),
+                run.created_at,
+                run.started_at,
+                run.finished_at,
+                run.owner,
+                run.lease_expires_at,
+                int(run.cancel_requested),
+                _dumps(run.agents_source),
+                run.phase,
+            ),
         )
 
     async def adopt(self, run: RunRecord) -> None:
@@ -334,8 +362,11 @@ class SQLiteStore:
         ).fetchone()
         # Outputs committed by an earlier process: a later event on such a step (its
         # compensation) rewrites the whole row, which must keep the output, not null it.
-        encoded = {sid: _dumps(s.output) for sid, s in run.steps.items()
-                   if s.status in ("succeeded", "compensated")}
+        encoded = {
+            sid: _dumps(s.output)
+            for sid, s in run.steps.items()
+            if s.status in ("succeeded", "compensated")
+        }
         self._live[run.run_id] = _Live(run, int(row[0]), encoded=encoded)
 
     def append(self, event: Event) -> None:
@@ -360,7 +391,7 @@ class SQLiteStore:
         try:
             if events or new_runs:
                 self._write(self._commit_events, events, new_runs)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiter of the flush
             # Nothing of the batch was written (the transaction rolled back) and our
             # bookkeeping only moves on success: keep it for the next flush.
             self._pending[:0] = events
@@ -371,8 +402,9 @@ class SQLiteStore:
         if fut is not None and not fut.done():
             fut.set_result(None)
 
-    def _commit_events(self, conn: sqlite3.Connection, events: list[Event],
-                       new_runs: Sequence[RunRecord] = ()) -> None:
+    def _commit_events(
+        self, conn: sqlite3.Connection, events: list[Event], new_runs: Sequence[RunRecord] = ()
+    ) -> None:
         """Write a batch; in-memory bookkeeping changes only once every statement ran."""
         for run in new_runs:
             self._insert_run(conn, run)
@@ -394,8 +426,9 @@ class SQLiteStore:
             else:
                 runs_dirty.add(e.run_id)
             rows.append((e.run_id, seq, e.type, e.ts, _encode_event(e)))
-        conn.executemany("INSERT INTO events (run_id, seq, type, ts, data) VALUES (?, ?, ?, ?, ?)",
-                         rows)
+        conn.executemany(
+            "INSERT INTO events (run_id, seq, type, ts, data) VALUES (?, ?, ?, ?, ?)", rows
+        )
         for live, sid, text in encoded:
             live.encoded[sid] = text  # idempotent: the same output whatever happens next
         step_rows = []
@@ -404,20 +437,45 @@ class SQLiteStore:
             live = self._live[run_id]
             for sid in live.dirty_steps | dirty.get(run_id, set()):
                 s = live.run.steps[sid]
-                out = live.encoded.get(sid, "null") if s.status in ("succeeded", "compensated") \
+                out = (
+                    live.encoded.get(sid, "null")
+                    if s.status in ("succeeded", "compensated")
                     else None
-                step_rows.append((
-                    run_id, sid, s.status, s.attempts, s.agent_id, out, _error_text(s.error),
-                    s.started_at, s.finished_at, s.next_retry_at, int(s.optional),
-                    s.completed_seq, s.compensation_status, s.compensation_attempts,
-                    _error_text(s.compensation_error),
-                ))
+                )
+                step_rows.append(
+                    (
+                        run_id,
+                        sid,
+                        s.status,
+                        s.attempts,
+                        s.agent_id,
+                        out,
+                        _error_text(s.error),
+                        s.started_at,
+                        s.finished_at,
+                        s.next_retry_at,
+                        int(s.optional),
+                        s.completed_seq,
+                        s.compensation_status,
+                        s.compensation_attempts,
+                        _error_text(s.compensation_error),
+                    )
+                )
             if run_id in runs_dirty or live.dirty_run:
                 r = live.run
-                conn.execute(_RUN_UPDATE, (
-                    r.status, _dumps(r.output), _error_text(r.error), r.started_at,
-                    r.finished_at, r.phase, r.status in TERMINAL_RUN_STATUSES, run_id,
-                ))
+                conn.execute(
+                    _RUN_UPDATE,
+                    (
+                        r.status,
+                        _dumps(r.output),
+                        _error_text(r.error),
+                        r.started_at,
+                        r.finished_at,
+                        r.phase,
+                        r.status in TERMINAL_RUN_STATUSES,
+                        run_id,
+                    ),
+                )
                 if r.status in TERMINAL_RUN_STATUSES:
                     finished.append(run_id)
         if step_rows:
@@ -442,26 +500,42 @@ class SQLiteStore:
         if len(rows) == 1:
             return str(rows[0][0])
         if rows:
-            raise RunNotFound(f"run id prefix '{run_id}' is ambiguous (fix: type more of it)",
-                              run_id=run_id)
-        raise RunNotFound(f"no run '{run_id}' in {self.path} (fix: see `podium runs`)",
-                          run_id=run_id)
+            raise RunNotFound(
+                f"run id prefix '{run_id}' is ambiguous (fix: type more of it)", run_id=run_id
+            )
+        raise RunNotFound(
+            f"no run '{run_id}' in {self.path} (fix: see `podium runs`)", run_id=run_id
+        )
 
     @staticmethod
     def _run_from_row(row: Sequence[Any]) -> RunRecord:
         return RunRecord(
-            run_id=row[0], workflow=row[1], version=_loads(row[2]), definition=_loads(row[3]),
-            input=_loads(row[4]), status=row[5], output=_loads(row[6]), error=_error(row[7]),
-            created_at=row[8], started_at=row[9], finished_at=row[10], owner=row[11],
-            lease_expires_at=row[12], cancel_requested=bool(row[13]),
-            agents_source=_loads(row[14]) or {}, phase=row[15],
+            run_id=row[0],
+            workflow=row[1],
+            version=_loads(row[2]),
+            definition=_loads(row[3]),
+            input=_loads(row[4]),
+            status=row[5],
+            output=_loads(row[6]),
+            error=_error(row[7]),
+            created_at=row[8],
+            started_at=row[9],
+            finished_at=row[10],
+            owner=row[11],
+            lease_expires_at=row[12],
+            cancel_requested=bool(row[13]),
+            agents_source=_loads(row[14]) or {},
+            phase=row[15],
         )
 
     async def get_run(self, run_id: str) -> RunRecord:
         try:
             rid = self._resolve_id(run_id)
             conn = self.conn
-            row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (rid,)).fetchone()
+            row = conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?",  # noqa: S608 - fixed column list
+                (rid,),
+            ).fetchone()
             run = self._run_from_row(row)
             for s in conn.execute(
                 "SELECT step_id, status, attempts, agent_id, output, error, started_at,"
@@ -470,10 +544,20 @@ class SQLiteStore:
                 (rid,),
             ):
                 run.steps[s[0]] = StepRecord(
-                    step_id=s[0], status=s[1], attempts=s[2], agent_id=s[3], output=_loads(s[4]),
-                    error=_error(s[5]), started_at=s[6], finished_at=s[7], next_retry_at=s[8],
-                    optional=bool(s[9]), completed_seq=s[10], compensation_status=s[11],
-                    compensation_attempts=s[12], compensation_error=_error(s[13]),
+                    step_id=s[0],
+                    status=s[1],
+                    attempts=s[2],
+                    agent_id=s[3],
+                    output=_loads(s[4]),
+                    error=_error(s[5]),
+                    started_at=s[6],
+                    finished_at=s[7],
+                    next_retry_at=s[8],
+                    optional=bool(s[9]),
+                    completed_seq=s[10],
+                    compensation_status=s[11],
+                    compensation_attempts=s[12],
+                    compensation_error=_error(s[13]),
                 )
             run.completions = max((s.completed_seq or 0 for s in run.steps.values()), default=0)
             return run
@@ -559,8 +643,9 @@ class SQLiteStore:
             if force:
                 conn.execute("UPDATE runs SET owner = NULL WHERE run_id = ?", (run_id,))
             else:
-                conn.execute("UPDATE runs SET owner = NULL WHERE run_id = ? AND owner = ?",
-                             (run_id, owner))
+                conn.execute(
+                    "UPDATE runs SET owner = NULL WHERE run_id = ? AND owner = ?", (run_id, owner)
+                )
 
         self._write(do)
 
@@ -579,11 +664,14 @@ class SQLiteStore:
         self._write(do)
 
     # --- alerts and failure tracking --------------------------------------
-    _ALERT_COLUMNS = ("key, rule, kind, severity, status, summary, labels, run_id, workflow,"
-                      " fired_at, resolved_at, acked_at, acked_by, level, last_notified_at")
+    _ALERT_COLUMNS = (
+        "key, rule, kind, severity, status, summary, labels, run_id, workflow,"
+        " fired_at, resolved_at, acked_at, acked_by, level, last_notified_at"
+    )
 
-    async def save_alert(self, alert: AlertRecord, what: str, detail: str = "",
-                         ts: float | None = None) -> None:
+    async def save_alert(
+        self, alert: AlertRecord, what: str, detail: str = "", ts: float | None = None
+    ) -> None:
         a = alert
         now = ts if ts is not None else (a.last_notified_at or a.resolved_at or a.fired_at)
 
@@ -602,38 +690,72 @@ class SQLiteStore:
                 " alerts.fired_at THEN alerts.acked_by END),"
                 " level = excluded.level, last_notified_at = excluded.last_notified_at,"
                 " updated_at = excluded.updated_at",
-                (a.key, a.rule, a.kind, a.severity, a.status, a.summary, _dumps(a.labels),
-                 a.run_id, a.workflow, a.fired_at, a.resolved_at, a.acked_at, a.acked_by,
-                 a.level, a.last_notified_at, now),
+                (
+                    a.key,
+                    a.rule,
+                    a.kind,
+                    a.severity,
+                    a.status,
+                    a.summary,
+                    _dumps(a.labels),
+                    a.run_id,
+                    a.workflow,
+                    a.fired_at,
+                    a.resolved_at,
+                    a.acked_at,
+                    a.acked_by,
+                    a.level,
+                    a.last_notified_at,
+                    now,
+                ),
             )
-            conn.execute("INSERT INTO alert_history (key, ts, what, detail) VALUES (?, ?, ?, ?)",
-                         (a.key, now, what, detail))
+            conn.execute(
+                "INSERT INTO alert_history (key, ts, what, detail) VALUES (?, ?, ?, ?)",
+                (a.key, now, what, detail),
+            )
 
         self._write(do)
 
     @staticmethod
     def _alert(row: Sequence[Any]) -> AlertRecord:
         return AlertRecord(
-            key=row[0], rule=row[1], kind=row[2], severity=row[3], status=row[4],
-            summary=row[5], labels=_loads(row[6]) or {}, run_id=row[7], workflow=row[8],
-            fired_at=row[9], resolved_at=row[10], acked_at=row[11], acked_by=row[12],
-            level=row[13], last_notified_at=row[14],
+            key=row[0],
+            rule=row[1],
+            kind=row[2],
+            severity=row[3],
+            status=row[4],
+            summary=row[5],
+            labels=_loads(row[6]) or {},
+            run_id=row[7],
+            workflow=row[8],
+            fired_at=row[9],
+            resolved_at=row[10],
+            acked_at=row[11],
+            acked_by=row[12],
+            level=row[13],
+            last_notified_at=row[14],
         )
 
-    async def list_alerts(self, *, status: str | None = None, limit: int = 100) -> list[AlertRecord]:
+    async def list_alerts(
+        self, *, status: str | None = None, limit: int = 100
+    ) -> list[AlertRecord]:
         if status is None:
             rows = self.conn.execute(
                 f"SELECT {self._ALERT_COLUMNS} FROM alerts ORDER BY fired_at DESC LIMIT ?",  # noqa: S608 - fixed column list
-                (limit,)).fetchall()
+                (limit,),
+            ).fetchall()
         else:
             rows = self.conn.execute(
                 f"SELECT {self._ALERT_COLUMNS} FROM alerts WHERE status = ?"  # noqa: S608 - fixed column list
-                " ORDER BY fired_at DESC LIMIT ?", (status, limit)).fetchall()
+                " ORDER BY fired_at DESC LIMIT ?",
+                (status, limit),
+            ).fetchall()
         return [self._alert(r) for r in rows]
 
     async def get_alert(self, key: str) -> AlertRecord | None:
         row = self.conn.execute(
-            f"SELECT {self._ALERT_COLUMNS} FROM alerts WHERE key = ?", (key,)  # noqa: S608 - fixed column list
+            f"SELECT {self._ALERT_COLUMNS} FROM alerts WHERE key = ?",  # noqa: S608 - fixed column list
+            (key,),
         ).fetchone()
         return self._alert(row) if row else None
 
@@ -641,11 +763,14 @@ class SQLiteStore:
         def do(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
                 "UPDATE alerts SET acked_at = ?, acked_by = ?, updated_at = ? WHERE key = ?"
-                " AND status = 'firing' AND acked_at IS NULL", (now, by, now, key))
+                " AND status = 'firing' AND acked_at IS NULL",
+                (now, by, now, key),
+            )
             if cur.rowcount:
                 conn.execute(
                     "INSERT INTO alert_history (key, ts, what, detail) VALUES (?, ?, 'acked', ?)",
-                    (key, now, by))
+                    (key, now, by),
+                )
             return cur.rowcount
 
         return bool(self._write(do))
@@ -668,8 +793,16 @@ class SQLiteStore:
             (since, since),
         ).fetchall()
         return [
-            AttemptOutcome(ts=r[0], run_id=r[1], workflow=r[2], step_id=r[4], agent_id=r[5],
-                           attempt=int(r[6] or 0), ok=r[3] == "step_succeeded",
-                           error_type=r[7], message=r[8])
+            AttemptOutcome(
+                ts=r[0],
+                run_id=r[1],
+                workflow=r[2],
+                step_id=r[4],
+                agent_id=r[5],
+                attempt=int(r[6] or 0),
+                ok=r[3] == "step_succeeded",
+                error_type=r[7],
+                message=r[8],
+            )
             for r in rows
         ]
