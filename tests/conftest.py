@@ -20,7 +20,7 @@ def registry_of(**agents: Callable[..., Any]) -> AgentRegistry:
 
 async def run_workflow(
     workflow: Workflow | dict[str, Any],
-    input: Any = None,  # noqa: A002
+    input: Any = None,
     *,
     clock: Any = None,
     seed: int = 7,

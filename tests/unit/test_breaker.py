@@ -109,3 +109,20 @@ def test_half_open_admits_the_configured_number_of_trials() -> None:
     assert not b.try_acquire()
     b.cancel_trial()
     assert b.try_acquire(), "a trial given back frees its slot"
+
+
+def test_a_call_from_before_the_circuit_opened_does_not_decide_the_trial() -> None:
+    """Only the half-open trial closes or reopens the circuit, not a late straggler."""
+    b, clock, _ = make()
+    assert b.try_acquire()  # a slow call admitted while closed
+    for _ in range(3):
+        b.try_acquire()
+        b.record(False, "agent_error", trial=False)
+    clock.advance(10)
+    assert b.try_acquire()  # the trial
+    assert b.state == "half_open"
+    b.record(True, trial=False)  # the straggler succeeds: still half-open
+    assert b.state == "half_open"
+    assert not b.try_acquire(), "the trial slot is still taken by the real trial"
+    b.record(False, "agent_error", trial=True)
+    assert b.state == "open"

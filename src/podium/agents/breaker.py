@@ -88,15 +88,22 @@ class CircuitBreaker:
             self._half_open_inflight += 1
         return True
 
-    def record(self, ok: bool, error_type: str | None = None) -> None:
-        """The outcome of an admitted call."""
-        was_trial = self.state == HALF_OPEN
+    def record(self, ok: bool, error_type: str | None = None, *, trial: bool | None = None) -> None:
+        """The outcome of an admitted call.
+
+        ``trial`` says whether the call was admitted as a half-open trial; a call
+        admitted while the circuit was still closed that ends during half-open
+        says nothing about the agent now, so it neither closes nor reopens it.
+        Without ``trial``, a call ending in half-open counts as the trial.
+        """
+        was_trial = self.state == HALF_OPEN if trial is None else trial
         if was_trial:
             self._half_open_inflight = max(0, self._half_open_inflight - 1)
         if not ok and error_type in self.config.ignored_errors:
             return  # neither a success nor a failure of the agent
-        if was_trial:
-            self._move(CLOSED if ok else OPEN)
+        if self.state == HALF_OPEN:
+            if was_trial:
+                self._move(CLOSED if ok else OPEN)
             return
         if self.state != CLOSED:
             return

@@ -83,20 +83,22 @@ class _Entry:
 class Lease:
     """One call's hold on an agent; ``release`` reports how the call went."""
 
-    __slots__ = ("_entry", "_registry", "agent", "capability", "released")
+    __slots__ = ("_entry", "_registry", "agent", "capability", "released", "trial")
 
-    def __init__(self, registry: AgentRegistry, entry: _Entry, capability: str) -> None:
+    def __init__(self, registry: AgentRegistry, entry: _Entry, capability: str,
+                 trial: bool = False) -> None:
         self._registry = registry
         self._entry = entry
         self.agent = entry.agent
         self.capability = capability
         self.released = False
+        self.trial = trial  # admitted by a half-open breaker as one of its trial calls
 
     def release(self, ok: bool = True, error_type: str | None = None,
                 latency_s: float | None = None) -> None:
         if not self.released:
             self.released = True
-            self._registry._release(self._entry, ok, error_type, latency_s)
+            self._registry._release(self._entry, ok, error_type, latency_s, self.trial)
 
 
 def transport_of(agent: Agent) -> str:
@@ -374,6 +376,7 @@ class AgentRegistry:
                 group = self._tier(usable)
                 e = self._choose(group, strategy or self.config.strategy, capability)
                 if e.breaker.try_acquire():
+                    trial = e.breaker.state == "half_open"
                     e.inflight += 1
                     if woken and (len(usable) > 1 or e.agent.max_concurrency is None
                                   or e.inflight < e.agent.max_concurrency):
@@ -381,7 +384,7 @@ class AgentRegistry:
                         # one (a circuit turning half-open): pass the wake along while
                         # there may be room left, instead of waking everyone each time.
                         self._wake_one(ref)
-                    return Lease(self, e, self._capability_for(e, ref, capability))
+                    return Lease(self, e, self._capability_for(e, ref, capability), trial)
                 usable.remove(e)
                 refused += 1
             if not full:
@@ -423,12 +426,13 @@ class AgentRegistry:
         return capability
 
     def _release(self, e: _Entry, ok: bool, error_type: str | None,
-                 latency_s: float | None) -> None:
+                 latency_s: float | None, trial: bool = False) -> None:
         e.inflight -= 1
         if error_type == "cancelled":
-            e.breaker.cancel_trial()
+            if trial:
+                e.breaker.cancel_trial()
         else:
-            e.breaker.record(ok, error_type)
+            e.breaker.record(ok, error_type, trial=trial)
             old = e.health.level
             e.health.observe_call(ok, error_type, latency_s or 0.0, self._clock.monotonic(),
                                   self.config.health)
