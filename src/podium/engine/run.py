@@ -296,8 +296,13 @@ class RunExecution:
                 self._make_ready(d)
 
     async def _flush(self) -> None:
+        store = self.engine.store
         try:
-            await self.engine.store.flush()
+            # Alone in the engine (a chain, one run at a time): nothing could share the
+            # transaction, so commit now instead of waiting a loop turn for a batch.
+            if len(self._tasks) <= 1 and len(self.engine._active) <= 1 and store.flush_now():
+                return
+            await store.flush()
         except PodiumError as exc:
             self._infra_error = ErrorInfo("store_error", exc.message)
             self.stop(FAILED, exc.message)

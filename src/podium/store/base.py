@@ -44,6 +44,11 @@ class Store(Protocol):
         """Buffer one event; it is durable after the next ``flush``."""
         ...
 
+    def flush_now(self) -> bool:
+        """Commit everything buffered now, synchronously, unless a batch is already
+        forming (then return False and let the caller await ``flush``)."""
+        ...
+
     async def flush(self) -> None:
         """Commit every buffered event (and the state it implies) in one transaction."""
         ...

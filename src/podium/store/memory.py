@@ -57,6 +57,9 @@ class MemoryStore:
     async def flush(self) -> None:
         return None
 
+    def flush_now(self) -> bool:
+        return True
+
     def _find(self, run_id: str) -> RunRecord:
         run = self._runs.get(run_id)
         if run is not None:

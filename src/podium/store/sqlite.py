@@ -20,6 +20,7 @@ every event appended since the last one into one transaction (group commit).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -72,21 +73,27 @@ def _error(text: str | None) -> ErrorInfo | None:
     return None if text is None else ErrorInfo.from_dict(orjson.loads(text))
 
 
+_EVENT_FIELDS: dict[type[Event], tuple[str, ...]] = {}
+# Kept elsewhere: run_id and ts have their columns, a step's output is in its row.
+_NOT_IN_DATA = frozenset({"run_id", "ts", "output", "output_json"})
+
+
 def _encode_event(e: Event) -> str:
-    """Events are slotted dataclasses, which orjson encodes natively (the type has its column)."""
-    if isinstance(e, StepSucceeded):
-        # The output is kept once, in the step's row.
-        return _dumps(
-            {
-                "run_id": e.run_id,
-                "ts": e.ts,
-                "step_id": e.step_id,
-                "attempt": e.attempt,
-                "agent_id": e.agent_id,
-                "duration_s": e.duration_s,
-            }
-        )
-    return _dumps(e)
+    """Compact JSON of an event: only fields with a value, none that a column holds.
+
+    Commit cost grows with the bytes written, and an event log row is written for
+    every state change, so a few dozen bytes less per event shows per step.
+    """
+    names = _EVENT_FIELDS.get(type(e))
+    if names is None:
+        names = _EVENT_FIELDS[type(e)] = tuple(
+            f.name for f in dataclasses.fields(e) if f.name not in _NOT_IN_DATA)
+    data = {}
+    for name in names:
+        value = getattr(e, name)
+        if value is not None:
+            data[name] = value
+    return _dumps(data)
 
 
 def _error_text(err: ErrorInfo | None) -> str | None:
@@ -372,6 +379,26 @@ class SQLiteStore:
     def append(self, event: Event) -> None:
         self._pending.append(event)
 
+    def flush_now(self) -> bool:
+        """Commit at once, synchronously, if no batch is forming; False if one is.
+
+        For a caller that knows nothing else is about to finish (one step running
+        in the whole engine): waiting a loop turn to gather a batch would gain
+        nothing and cost a turn of the loop per step.
+        """
+        if self._flush_future is not None:
+            return False
+        if self._pending or self._new_runs:
+            events, self._pending = self._pending, []
+            new_runs, self._new_runs = self._new_runs, []
+            try:
+                self._write(self._commit_events, events, new_runs)
+            except BaseException:
+                self._pending[:0] = events
+                self._new_runs[:0] = new_runs
+                raise
+        return True
+
     async def flush(self) -> None:
         if self._flush_future is None:
             if not self._pending and not self._new_runs:
@@ -381,6 +408,7 @@ class SQLiteStore:
             # Run after every callback already due in this loop turn: all the steps
             # finishing "now" join this one transaction.
             loop.call_soon(self._do_flush)
+        # Shielded: a step cancelled while waiting must not cancel everyone's commit.
         await asyncio.shield(self._flush_future)
 
     def _do_flush(self) -> None:
@@ -587,11 +615,13 @@ class SQLiteStore:
     async def get_events(self, run_id: str) -> Sequence[Event]:
         rid = self._resolve_id(run_id)
         out = []
-        for kind, data in self.conn.execute(
-            "SELECT type, data FROM events WHERE run_id = ? ORDER BY seq", (rid,)
+        for kind, ts, data in self.conn.execute(
+            "SELECT type, ts, data FROM events WHERE run_id = ? ORDER BY seq", (rid,)
         ):
             d = orjson.loads(data)
             d["type"] = kind
+            d.setdefault("run_id", rid)
+            d.setdefault("ts", ts)
             if kind == StepSucceeded.type:
                 d.setdefault("output", None)
             try:
