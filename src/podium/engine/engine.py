@@ -112,6 +112,7 @@ class Engine:
         self.registry.attach(self.bus.emit, self.clock)
         self._active: dict[str, RunHandle] = {}
         self._plans: dict[int, tuple[Workflow, Plan]] = {}
+        self._definitions: dict[int, dict[str, Any]] = {}
         self._saved_versions: set[tuple[str, str]] = set()
         self._opened = False
         self._supervisor: asyncio.Task[None] | None = None
@@ -157,13 +158,13 @@ class Engine:
         plan = compile_plan(workflow)
         if len(self._plans) > 256:
             self._plans.clear()
+            self._definitions.clear()
         self._plans[id(workflow)] = (workflow, plan)
         return plan
 
     def check_agents(self, plan: Plan, source: str | None = None) -> None:
         """Every step's agent must be known before a run starts: fail early, all at once."""
         problems = []
-        known = sorted(self.registry.capabilities())
         for node in plan.nodes:
             refs = [("agent", node.agent)]
             if node.compensate is not None:
@@ -180,7 +181,7 @@ class Engine:
                             hint=(
                                 "register one (--agents FILE, podium.yaml, @agent or the"
                                 " podium.agents entry points); known capabilities: "
-                                + (", ".join(known) or "none")
+                                + (", ".join(sorted(self.registry.capabilities())) or "none")
                             ),
                         )
                     )
@@ -203,7 +204,10 @@ class Engine:
         check_input(workflow, value)
         self.check_agents(plan, source)
         key = (workflow.name, str(workflow.version))
-        definition = workflow.to_dict()
+        definition = self._definitions.get(id(plan))
+        if definition is None:
+            # The snapshot every run stores; dumped once per workflow object, not per run.
+            definition = self._definitions[id(plan)] = workflow.to_dict()
         if key not in self._saved_versions:
             await self.store.save_workflow(workflow.name, workflow.version, definition)
             self._saved_versions.add(key)
