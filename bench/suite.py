@@ -139,12 +139,13 @@ class _CommitClock(SQLiteStore):
         super().__init__(*a, **kw)
         self.committed: dict[tuple[str, str], float] = {}
 
-    def _do_flush(self) -> None:
-        batch = [e for e in self._pending if isinstance(e, StepSucceeded)]
-        super()._do_flush()
+    def _write(self, fn: Any, *args: Any) -> Any:
+        result = super()._write(fn, *args)  # returns once the transaction committed
         now = time.perf_counter()
-        for e in batch:
-            self.committed[(e.run_id, e.step_id)] = now
+        for e in (args[0] if args and isinstance(args[0], list) else ()):
+            if isinstance(e, StepSucceeded):
+                self.committed[(e.run_id, e.step_id)] = now
+        return result
 
 
 async def latency(n: int, folder: Path) -> dict[str, float]:

@@ -13,7 +13,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from podium.agents.base import Agent
 from podium.agents.breaker import BreakerConfig
@@ -21,7 +21,7 @@ from podium.agents.health import HealthConfig
 from podium.agents.python import PythonAgent, decorated_agents, load_callable
 from podium.agents.registry import AgentRegistry, RegistryConfig
 from podium.definition.durations import Duration
-from podium.errors import AgentError, ConfigError, DefinitionError, Problem
+from podium.errors import AgentError, ConfigError
 
 __all__ = ["AgentSpec", "AgentsFile", "build_registry", "find_agents_file", "load_agents_file"]
 
@@ -135,41 +135,9 @@ def find_agents_file(explicit: str | Path | None, *, cwd: Path | None = None) ->
 
 
 def load_agents_file(path: Path) -> AgentsFile:
-    from podium.definition.loader import parse_document
+    from podium.definition.loader import load_model_file
 
-    source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DefinitionError(
-            [
-                Problem(
-                    f"cannot read the agents file: {exc.strerror or exc}",
-                    file=source,
-                    hint="check the path given to --agents",
-                )
-            ]
-        ) from None
-    data, lines = parse_document(text, source)
-    if data is None:
-        data = {}
-    try:
-        return AgentsFile.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            line = None
-            for n in range(len(loc), -1, -1):
-                line = lines.get(loc[:n])
-                if line is not None:
-                    break
-            field = ".".join(str(p) for p in loc)
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = f"unknown key '{loc[-1]}'"
-            problems.append(Problem(msg, file=source, line=line, field=field or None))
-        raise DefinitionError(problems) from None
+    return load_model_file(path, AgentsFile, kind="agents", option="--agents")
 
 
 def _headers(spec: AgentSpec, where: str) -> dict[str, str]:

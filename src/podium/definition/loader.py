@@ -10,7 +10,7 @@ import difflib
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -305,6 +305,42 @@ def apply_input_defaults(workflow: Workflow, value: Any) -> Any:
     missing = {k: p["default"] for k, p in props.items()
                if k not in value and isinstance(p, Mapping) and "default" in p}
     return {**value, **missing} if missing else value
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_model_file(path: Path, model: type[M], *, kind: str, option: str) -> M:
+    """Read a YAML/JSON settings file (agents, alerts) into ``model``.
+
+    Every problem is reported at once with the file, line and field, like a
+    workflow file's; ``kind`` and ``option`` only shape the messages.
+    """
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DefinitionError([Problem(f"cannot read the {kind} file: {exc.strerror or exc}",
+                                       file=source, hint=f"check the path given to {option}")]
+                              ) from None
+    data, lines = parse_document(text, source)
+    try:
+        return model.model_validate(data or {})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            line = None
+            for n in range(len(loc), -1, -1):
+                line = lines.get(loc[:n])
+                if line is not None:
+                    break
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown key '{loc[-1]}'"
+            problems.append(Problem(msg, file=source, line=line,
+                                    field=".".join(str(p) for p in loc) or None))
+        raise DefinitionError(problems) from None
 
 
 def check_input(workflow: Workflow, value: Any) -> None:
