@@ -122,6 +122,9 @@ class RunExecution:
         ]
         self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._begun = False
+        # While a finishing step makes others ready, its task may carry on with one.
+        self._inline_slot: asyncio.Task[Any] | None = None
+        self._continue_with: PlanNode | None = None
 
     # --- events -----------------------------------------------------------
     def begin(self) -> None:
@@ -274,6 +277,13 @@ class RunExecution:
 
     def _start(self, i: int) -> None:
         node = self.plan.nodes[i]
+        if self._inline_slot is not None and self._continue_with is None:
+            # The finishing step's task runs this one next (a chain's common case):
+            # no new task, no extra turn of the loop. It is registered at once, so
+            # cancellation and max_parallel see it like any other.
+            self._continue_with = node
+            self._tasks[i] = self._inline_slot
+            return
         self._tasks[i] = asyncio.get_running_loop().create_task(
             self._step(node), name=f"podium:{self.run_id}:{node.id}"
         )
@@ -309,6 +319,12 @@ class RunExecution:
             raise
 
     async def _step(self, node: PlanNode) -> None:
+        current: PlanNode | None = node
+        while current is not None:
+            await self._step_once(current)
+            current, self._continue_with = self._continue_with, None
+
+    async def _step_once(self, node: PlanNode) -> None:
         rec = self._recs[node.index]
         try:
             ok = await self._attempts(node, rec)
@@ -358,12 +374,20 @@ class RunExecution:
                     self._check_done()
                     return
             self._tasks.pop(node.index, None)
-            if self._stopping is None:
-                self.scope.outputs[node.id] = rec.output  # type: ignore[index]
-                self._resolve(node)
+            self._inline_slot = asyncio.current_task()
+            try:
+                if self._stopping is None:
+                    self.scope.outputs[node.id] = rec.output  # type: ignore[index]
+                    self._resolve(node)
+            finally:
+                self._inline_slot = None
         else:
             self._tasks.pop(node.index, None)
-            self._on_failed(node, rec)
+            self._inline_slot = asyncio.current_task()
+            try:
+                self._on_failed(node, rec)
+            finally:
+                self._inline_slot = None
         self._pump()
         self._check_done()
 
