@@ -205,27 +205,19 @@ class RunExecution:
             status, error = FAILED, ErrorInfo("timeout", self._stop_message or "run timed out")
         elif self._first_failure is not None:
             step_id, err = self._first_failure
-            if wf.on_failure == "compensate":
-                rec = self.record.steps[step_id]
-                self.record.error = ErrorInfo(
-                    err.type,
-                    f"step '{step_id}' failed after {rec.attempts} attempt"
-                    f"{'s' if rec.attempts != 1 else ''}: {err.message}",
-                    err.retryable,
-                    err.agent_id,
-                    err.traceback,
-                )
-                return await self.rollback(f"step '{step_id}' failed")
-            rec = self.record.steps[step_id]
-            status = FAILED
+            attempts = self.record.steps[step_id].attempts
             error = ErrorInfo(
                 err.type,
-                f"step '{step_id}' failed after {rec.attempts} attempt"
-                f"{'s' if rec.attempts != 1 else ''}: {err.message}",
+                f"step '{step_id}' failed after {attempts} attempt"
+                f"{'s' if attempts != 1 else ''}: {err.message}",
                 err.retryable,
                 err.agent_id,
                 err.traceback,
             )
+            if wf.on_failure == "compensate":
+                self.record.error = error  # kept as the reason once rolled back
+                return await self.rollback(f"step '{step_id}' failed")
+            status = FAILED
         else:
             try:
                 output = self.plan.output.resolve(self.scope)
