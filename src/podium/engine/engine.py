@@ -396,9 +396,8 @@ class Engine:
                 # budget; a retry already granted (a pending wait) is.
                 used = rec.attempts if rec.next_retry_at is not None else rec.attempts - 1
                 carry[node.id] = RetryState(counts=[used] * len(node.retry))
-            if rec.status != "succeeded":
-                rec.status = "pending"
-                rec.optional = False
+            rec.status = "pending"
+            rec.optional = False
         run.error = None
         run.output = None
         return self._launch(plan, run, resumed=True, carry=carry)
