@@ -235,7 +235,7 @@ class RunExecution:
                 duration_s=duration_s,
             )
         )
-        await self.engine.store.flush()
+        await self._commit()
         return self.record
 
     def stop(self, reason: str, message: str | None = None) -> None:
@@ -297,14 +297,17 @@ class RunExecution:
             if remaining[d] == 0 and self._stopping is None:
                 self._make_ready(d)
 
-    async def _flush(self) -> None:
+    async def _commit(self) -> None:
         store = self.engine.store
+        # Alone in the engine (a chain, one run at a time): nothing could share the
+        # transaction, so commit now instead of waiting a loop turn for a batch.
+        if len(self._tasks) <= 1 and len(self.engine._active) <= 1 and store.flush_now():
+            return
+        await store.flush()
+
+    async def _flush(self) -> None:
         try:
-            # Alone in the engine (a chain, one run at a time): nothing could share the
-            # transaction, so commit now instead of waiting a loop turn for a batch.
-            if len(self._tasks) <= 1 and len(self.engine._active) <= 1 and store.flush_now():
-                return
-            await store.flush()
+            await self._commit()
         except PodiumError as exc:
             self._infra_error = ErrorInfo("store_error", exc.message)
             self.stop(FAILED, exc.message)

@@ -433,8 +433,10 @@ class SQLiteStore(AlertQueries):
         self, conn: sqlite3.Connection, events: list[Event], new_runs: Sequence[RunRecord] = ()
     ) -> None:
         """Write a batch; in-memory bookkeeping changes only once every statement ran."""
+        inserted = set()
         for run in new_runs:
-            self._insert_run(conn, run)
+            self._insert_run(conn, run)  # as it stands now: its first events included
+            inserted.add(run.run_id)
         rows = []
         seqs: dict[str, int] = {}
         dirty: dict[str, set[str]] = {}
@@ -490,19 +492,20 @@ class SQLiteStore(AlertQueries):
                 )
             if run_id in runs_dirty or live.dirty_run:
                 r = live.run
-                conn.execute(
-                    _RUN_UPDATE,
-                    (
-                        r.status,
-                        _dumps(r.output),
-                        _error_text(r.error),
-                        r.started_at,
-                        r.finished_at,
-                        r.phase,
-                        r.status in TERMINAL_RUN_STATUSES,
-                        run_id,
-                    ),
-                )
+                if run_id not in inserted:
+                    conn.execute(
+                        _RUN_UPDATE,
+                        (
+                            r.status,
+                            _dumps(r.output),
+                            _error_text(r.error),
+                            r.started_at,
+                            r.finished_at,
+                            r.phase,
+                            r.status in TERMINAL_RUN_STATUSES,
+                            run_id,
+                        ),
+                    )
                 if r.status in TERMINAL_RUN_STATUSES:
                     finished.append(run_id)
         if step_rows:
