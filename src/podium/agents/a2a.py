@@ -49,7 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from podium.agents.base import HealthReport, Task
+from podium.agents.base import AgentBase, HealthReport, Task
 from podium.errors import (
     AgentError,
     AttemptTimeout,
@@ -168,8 +168,10 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
-class A2AAgent:
+class A2AAgent(AgentBase):
     """An A2A agent reached over HTTP (JSON-RPC or HTTP+JSON binding) with ``a2a-sdk``."""
+
+    transport = "a2a"
 
     def __init__(
         self,
@@ -208,14 +210,11 @@ class A2AAgent:
         base = url.rstrip("/")
         if card_path is None and base.endswith(_WELL_KNOWN_SUFFIX):
             base = base[: -len(_WELL_KNOWN_SUFFIX)]
+        super().__init__(id=id or _default_id(base), capabilities=capabilities,
+                         max_concurrency=max_concurrency, weight=weight, region=region,
+                         labels=labels)
         self.url = base
-        self._id = id or _default_id(base)
-        self._configured = frozenset(capabilities)
         self._discovered: frozenset[str] = frozenset()
-        self._max_concurrency = max_concurrency
-        self.weight = weight
-        self.region = region
-        self.labels = dict(labels or {})
         self._card_path = card_path
         self._headers = dict(headers or {})
         self._request_timeout_s = request_timeout_s
@@ -280,16 +279,9 @@ class A2AAgent:
 
     # --- the Agent protocol -----------------------------------------------------
     @property
-    def id(self) -> str:
-        return self._id
-
-    @property
     def capabilities(self) -> frozenset[str]:
-        return self._configured | self._discovered
-
-    @property
-    def max_concurrency(self) -> int | None:
-        return self._max_concurrency
+        # Those written in the agents file, and those its card advertises.
+        return self._capabilities | self._discovered
 
     @property
     def card(self) -> AgentCard | None:

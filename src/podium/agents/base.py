@@ -6,10 +6,11 @@ never knows which one it is calling.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
-__all__ = ["Agent", "HealthLevel", "HealthReport", "Task"]
+__all__ = ["Agent", "AgentBase", "HealthLevel", "HealthReport", "Task"]
 
 HealthLevel = Literal["healthy", "degraded", "unhealthy", "unknown"]
 
@@ -67,3 +68,45 @@ class Agent(Protocol):
     async def health(self) -> HealthReport: ...
 
     async def aclose(self) -> None: ...
+
+
+class AgentBase:
+    """What every transport shares: who the agent is, what it does, where it runs.
+
+    Subclasses add how to call it (``invoke``, ``health``, ``aclose``).
+    """
+
+    transport = "unknown"
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        capabilities: Iterable[str] = (),
+        max_concurrency: int | None = None,
+        weight: float = 1.0,
+        region: str | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> None:
+        if max_concurrency is not None and max_concurrency < 1:
+            from podium.errors import ConfigError
+
+            raise ConfigError(f"agent '{id}': max_concurrency must be at least 1")
+        self._id = id
+        self._capabilities = frozenset(capabilities)
+        self._max_concurrency = max_concurrency
+        self.weight = weight
+        self.region = region
+        self.labels = dict(labels or {})
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return self._capabilities
+
+    @property
+    def max_concurrency(self) -> int | None:
+        return self._max_concurrency

@@ -28,7 +28,7 @@ from typing import Any, Final
 import httpx
 import orjson
 
-from podium.agents.base import HealthLevel, HealthReport, Task
+from podium.agents.base import AgentBase, HealthLevel, HealthReport, Task
 from podium.errors import (
     AgentError,
     AttemptTimeout,
@@ -60,7 +60,7 @@ _ERROR_CLASSES: Final[dict[str, type[AgentError]]] = {
 _HEALTH_LEVELS: Final = frozenset({"healthy", "degraded", "unhealthy"})
 
 
-class HttpAgent:
+class HttpAgent(AgentBase):
     """An ``Agent`` reached over HTTP (the agents file's ``url:`` entries).
 
     One ``httpx.AsyncClient`` per agent pools connections across attempts.
@@ -98,17 +98,11 @@ class HttpAgent:
         verify: ssl.SSLContext | bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        super().__init__(id=id, capabilities=capabilities, max_concurrency=max_concurrency,
+                         weight=weight, region=region, labels=labels)
         self._url = _base_url(url, id)
-        self._id = id
-        self._capabilities = frozenset(capabilities)
-        if max_concurrency is not None and max_concurrency < 1:
-            raise ConfigError(f"agent '{id}': max_concurrency must be at least 1")
         if timeout_s is not None and timeout_s <= 0:
             raise ConfigError(f"agent '{id}': timeout_s must be positive")
-        self._max_concurrency = max_concurrency
-        self.weight = weight
-        self.region = region
-        self.labels = dict(labels or {})
         self.timeout_s = timeout_s
         self.health_timeout_s = health_timeout_s
         # Credentials may live here (Authorization: Bearer ...): they are sent,
@@ -120,18 +114,6 @@ class HttpAgent:
         self._client_loop: asyncio.AbstractEventLoop | None = None
 
     # --- the Agent protocol ---------------------------------------------------
-    @property
-    def id(self) -> str:
-        return self._id
-
-    @property
-    def capabilities(self) -> frozenset[str]:
-        return self._capabilities
-
-    @property
-    def max_concurrency(self) -> int | None:
-        return self._max_concurrency
-
     @property
     def url(self) -> str:
         """The base URL (no trailing slash); ``/invoke`` and ``/health`` hang off it."""

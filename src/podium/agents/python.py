@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from podium.agents.base import HealthReport, Task
+from podium.agents.base import AgentBase, HealthReport, Task
 from podium.errors import ConfigError
 
 __all__ = ["PythonAgent", "agent", "decorated_agents", "load_callable"]
@@ -28,7 +28,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _DECORATED: dict[str, PythonAgent] = {}
 
 
-class PythonAgent:
+class PythonAgent(AgentBase):
     """Wraps a function ``f(task) -> output`` as an ``Agent``."""
 
     transport = "python"
@@ -45,31 +45,15 @@ class PythonAgent:
         labels: dict[str, str] | None = None,
         health: Callable[[], Any] | None = None,
     ) -> None:
+        super().__init__(id=id, capabilities=capabilities, max_concurrency=max_concurrency,
+                         weight=weight, region=region, labels=labels)
         self._func = func
-        self._id = id
-        self._capabilities = frozenset(capabilities)
-        self._max_concurrency = max_concurrency
-        self.weight = weight
-        self.region = region
-        self.labels = dict(labels or {})
         self._health = health
         self._is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
             getattr(func, "__call__", None)  # noqa: B004 - an async __call__ counts too
         )
         self._cpu = 0.0
         self._cpu_lock = threading.Lock()
-
-    @property
-    def id(self) -> str:
-        return self._id
-
-    @property
-    def capabilities(self) -> frozenset[str]:
-        return self._capabilities
-
-    @property
-    def max_concurrency(self) -> int | None:
-        return self._max_concurrency
 
     @property
     def func(self) -> Callable[[Task], Any]:
