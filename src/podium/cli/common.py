@@ -89,7 +89,8 @@ def guarded(fn: Callable[[], T]) -> T:
     except BrokenPipeError:
         quiet_stdout()
         raise typer.Exit(EXIT_FAILED) from None
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        # A second Ctrl-C (or SIGTERM) aborts the loop: that is the user's doing, not a bug.
         err("interrupted")
         raise typer.Exit(130) from None
     except BaseException as exc:  # noqa: BLE001 - every error becomes a message and an exit code
