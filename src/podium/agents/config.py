@@ -125,13 +125,10 @@ class AgentsFile(_Model):
 
 
 def find_agents_file(explicit: str | Path | None, *, cwd: Path | None = None) -> Path | None:
-    if explicit:
-        return Path(explicit)
-    env = os.environ.get("PODIUM_AGENTS")
-    if env:
-        return Path(env)
-    candidate = (cwd or Path.cwd()) / "podium.yaml"
-    return candidate if candidate.is_file() else None
+    """``--agents``, else ``$PODIUM_AGENTS``, else ``podium.yaml`` here, else none."""
+    from podium.definition.loader import find_settings_file
+
+    return find_settings_file(explicit, "PODIUM_AGENTS", "podium.yaml", cwd=cwd)
 
 
 def load_agents_file(path: Path) -> AgentsFile:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -308,6 +309,19 @@ def apply_input_defaults(workflow: Workflow, value: Any) -> Any:
 
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def find_settings_file(
+    explicit: str | Path | None, env_var: str, filename: str, *, cwd: Path | None = None
+) -> Path | None:
+    """The flag's file, else ``$env_var``'s, else ``filename`` in the folder, else none."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(env_var)
+    if env:
+        return Path(env)
+    candidate = (cwd or Path.cwd()) / filename
+    return candidate if candidate.is_file() else None
 
 
 def load_model_file(path: Path, model: type[M], *, kind: str, option: str) -> M:

@@ -6,7 +6,6 @@ the CLI, the server, or a library user (``attach``).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from podium.definition.alerts import AlertsFile
@@ -16,13 +15,9 @@ __all__ = ["find_alerts_file", "load_alerts_file"]
 
 def find_alerts_file(explicit: str | Path | None, *, cwd: Path | None = None) -> Path | None:
     """``--alerts``, else ``$PODIUM_ALERTS``, else ``podium-alerts.yaml`` here, else none."""
-    if explicit:
-        return Path(explicit)
-    env = os.environ.get("PODIUM_ALERTS")
-    if env:
-        return Path(env)
-    candidate = (cwd or Path.cwd()) / "podium-alerts.yaml"
-    return candidate if candidate.is_file() else None
+    from podium.definition.loader import find_settings_file
+
+    return find_settings_file(explicit, "PODIUM_ALERTS", "podium-alerts.yaml", cwd=cwd)
 
 
 def load_alerts_file(path: Path) -> AlertsFile:
