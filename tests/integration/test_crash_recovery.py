@@ -230,12 +230,13 @@ def test_sigkill_a_30_step_chain_again_and_again(sandbox: Sandbox) -> None:
     print(note)
     doc = chain(30, sleep_ms=(20, 50))
     doc["steps"][6] = {
-        "id": "s06", "agent": "flaky", "input": {"sleep_ms": [1, 5], "fail_attempts": 2},
-        "retry": {"max_attempts": 5, "initial_delay": RETRY_DELAY_S, "backoff": 1.0,
+        # Four failing attempts: four retry waits for kills to land in, even on a slow day.
+        "id": "s06", "agent": "flaky", "input": {"sleep_ms": [1, 5], "fail_attempts": 4},
+        "retry": {"max_attempts": 6, "initial_delay": RETRY_DELAY_S, "backoff": 1.0,
                   "jitter": "none"},
     }
     wf = sandbox.workflow("chain", doc)
-    retry = RetryTarget("s06", ("s05",), fail_attempts=2, wanted=2)
+    retry = RetryTarget("s06", ("s05",), fail_attempts=4, wanted=2)
     run_id, kills = crash_and_resume(sandbox, wf, rng, kills_wanted=12, retry=retry)
     doc_out = finish(sandbox, run_id)
     print(f"{len(kills)} kills:", [k.how for k in kills])
@@ -243,7 +244,7 @@ def test_sigkill_a_30_step_chain_again_and_again(sandbox: Sandbox) -> None:
     ids = [f"s{i:02d}" for i in range(30)]
     check_exactly_once(sandbox, run_id, ids, kills, retry, note)
     # Only the chain is exact here: no other step's commit can carry an attempt's start.
-    assert sandbox.steps(run_id)["s06"]["attempts"] == 3
+    assert sandbox.steps(run_id)["s06"]["attempts"] == retry.fail_attempts + 1
     if doc_out is not None:
         assert doc_out["status"] == "succeeded"
         assert doc_out["output"]["step"] == "s29"
@@ -264,14 +265,14 @@ def test_sigkill_a_fan_out_again_and_again(sandbox: Sandbox) -> None:
         steps.append({"id": b, "agent": "record", "depends_on": ["root"],
                       "input": {"sleep_ms": [lo, hi]}})
     steps[8] = {"id": "b07", "agent": "flaky", "depends_on": ["root"],
-                "input": {"sleep_ms": [1, 5], "fail_attempts": 2},
-                "retry": {"max_attempts": 5, "initial_delay": RETRY_DELAY_S, "backoff": 1.0,
+                "input": {"sleep_ms": [1, 5], "fail_attempts": 4},
+                "retry": {"max_attempts": 6, "initial_delay": RETRY_DELAY_S, "backoff": 1.0,
                           "jitter": "none"}}
     steps.append({"id": "join", "agent": "record", "depends_on": branches,
                   "input": {"sleep_ms": [5, 20]}})
     wf = sandbox.workflow("fanout", {"name": "fanout", "mode": "dag", "steps": steps,
                                      "output": "${{ steps.join.output }}"})
-    retry = RetryTarget("b07", ("root",), fail_attempts=2, wanted=1)
+    retry = RetryTarget("b07", ("root",), fail_attempts=4, wanted=1)
     run_id, kills = crash_and_resume(sandbox, wf, rng, kills_wanted=12, retry=retry,
                                      first_kill="partial")
     finish(sandbox, run_id)
