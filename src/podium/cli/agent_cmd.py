@@ -5,7 +5,8 @@ agent, so a step can run in another process, container or machine without
 the function knowing about HTTP.
 """
 
-from __future__ import annotations
+# Annotations stay evaluated (no ``from __future__ import annotations``): typer reads
+# every command's signature at start-up, and string annotations cost a compile each.
 
 from typing import Annotated
 

@@ -1,6 +1,7 @@
 """``podium agents``: the registry with live health."""
 
-from __future__ import annotations
+# Annotations stay evaluated (no ``from __future__ import annotations``): typer reads
+# every command's signature at start-up, and string annotations cost a compile each.
 
 import asyncio
 import contextlib

@@ -1,6 +1,7 @@
 """``podium failures`` and ``podium alerts``: what went wrong, and who was told."""
 
-from __future__ import annotations
+# Annotations stay evaluated (no ``from __future__ import annotations``): typer reads
+# every command's signature at start-up, and string annotations cost a compile each.
 
 import datetime as dt
 import getpass

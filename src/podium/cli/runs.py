@@ -1,6 +1,7 @@
 """Commands over stored runs: runs, status, resume, cancel, rollback."""
 
-from __future__ import annotations
+# Annotations stay evaluated (no ``from __future__ import annotations``): typer reads
+# every command's signature at start-up, and string annotations cost a compile each.
 
 import datetime as dt
 import sys
