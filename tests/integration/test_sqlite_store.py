@@ -287,9 +287,9 @@ class BatchRecordingStore(SQLiteStore):
         self.batches: list[set[tuple[str, str | None]]] = []
 
     def _commit_events(self, conn: sqlite3.Connection, events: list[Any],
-                       new_runs: Any = ()) -> None:
+                       new_runs: Any = ()) -> Any:
         self.batches.append({(e.type, getattr(e, "step_id", None)) for e in events})
-        super()._commit_events(conn, events, new_runs)
+        return super()._commit_events(conn, events, new_runs)
 
 
 async def test_group_commit_of_a_200_step_fan_out(tmp_path: Path) -> None:
@@ -331,3 +331,65 @@ async def test_group_commit_of_a_200_step_fan_out(tmp_path: Path) -> None:
     last_branch = max(batch_of("step_succeeded", b) for b in branches)
     assert batch_of("step_started", "join") > last_branch
     assert min(batch_of("step_started", b) for b in branches) > batch_of("step_succeeded", "root")
+
+
+async def test_stored_steps_equal_the_engines_record_on_every_write_path(tmp_path: Path) -> None:
+    """The hot transitions write only the columns they change; what a reader gets
+    back must be exactly the engine's own record, whatever path each row took:
+    started and succeeded in one flush (insert), succeeded after a committed
+    'running' row (update), retried (upsert) and compensated (upsert)."""
+    import asyncio
+
+    calls: dict[str, int] = {}
+
+    async def quick(task: Task) -> Any:
+        return {"step": task.step_id, "input": task.input}
+
+    async def slow(task: Task) -> Any:
+        await asyncio.sleep(0.05)  # its 'running' row commits before it succeeds
+        return [task.step_id, 1.5, None]
+
+    async def flaky(task: Task) -> Any:
+        calls[task.step_id] = calls.get(task.step_id, 0) + 1
+        if calls[task.step_id] < 3:
+            raise RuntimeError("not yet")
+        return "third time"
+
+    async def undo(task: Task) -> Any:
+        return "undone"
+
+    async def boom(task: Task) -> Any:
+        raise ValueError("no")
+
+    wf = workflow_from_dict({"name": "paths", "on_failure": "compensate", "steps": [
+        {"id": "a", "agent": "quick"},
+        {"id": "s1", "agent": "slow", "depends_on": ["a"]},
+        {"id": "s2", "agent": "slow", "depends_on": ["a"], "compensate": {"agent": "undo"}},
+        {"id": "f", "agent": "flaky", "depends_on": ["a"],
+         "retry": {"max_attempts": 4, "initial_delay": "1ms", "jitter": "none"}},
+        {"id": "end", "agent": "quick", "depends_on": ["s1", "s2", "f"]},
+    ]})
+    wf_fail = workflow_from_dict({**wf.model_dump(mode="json", exclude_none=True),
+                                  "name": "paths-fail",
+                                  "steps": [*wf.model_dump(mode="json", exclude_none=True)["steps"],
+                                            {"id": "z", "agent": "boom", "depends_on": ["end"]}]})
+    store = SQLiteStore(tmp_path / "p.db")
+    reg = registry_of(quick=quick, slow=slow, flaky=flaky, undo=undo, boom=boom)
+    async with Engine(registry=reg, store=store) as engine:
+        done = [await engine.run(wf, {"n": 1})]
+        calls.clear()
+        done.append(await engine.run(wf_fail, {"n": 2}))
+    assert [r.status for r in done] == ["succeeded", "rolled_back"]
+    fresh = SQLiteStore(tmp_path / "p.db")
+    await fresh.open()
+    try:
+        for live in done:
+            stored = await fresh.get_run(live.run_id)
+            assert set(stored.steps) == set(live.steps)
+            for sid, rec in live.steps.items():
+                assert stored.steps[sid] == rec, sid
+        paths = {sid: s.attempts for sid, s in done[0].steps.items()}
+        assert paths["f"] == 3
+        assert done[1].steps["s2"].compensation_status == "succeeded"
+    finally:
+        await fresh.close()
