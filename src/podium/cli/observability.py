@@ -31,7 +31,6 @@ class Observability:
 
     async def __aenter__(self) -> Observability:
         from podium.observe import find_alerts_file, load_alerts_file
-        from podium.observe.alerts import AlertManager
 
         path = find_alerts_file(self.alerts_file)
         config = load_alerts_file(path) if path is not None else None
@@ -46,6 +45,12 @@ class Observability:
             engine.registry.attach(engine.bus.emit, engine.clock)  # announce the fleet
             self._server, _thread = start_http_server(self.metrics_port, addr="127.0.0.1",
                                                       registry=self.metrics.registry)
+        if config is None and not any(wf.alerts or wf.sla is not None for wf in self.workflows):
+            # No rule anywhere: an alert manager could neither fire nor take up an alert
+            # (it restores only alerts of rules it knows), so none is started.
+            return self
+        from podium.observe.alerts import AlertManager
+
         self.alerts = AlertManager(config, engine.store, clock=engine.clock,
                                    emit=engine.bus.emit, owner=engine.owner)
         for wf in self.workflows:
