@@ -6,6 +6,7 @@ global alerts file with the escalation policies and receivers they use.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -21,6 +22,12 @@ AlertKind = Literal["sla", "error_rate", "consecutive_failures", "agent_unhealth
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _FileModel(_Model):
+    """Only in an alerts file: built when one is read, not whenever workflows are."""
+
+    model_config = ConfigDict(defer_build=True)
 
 
 class AlertRule(_Model):
@@ -53,13 +60,13 @@ class AlertRule(_Model):
         return self
 
 
-class EscalationLevel(_Model):
+class EscalationLevel(_FileModel):
     after: Duration = Field(0.0, description="How long unresolved and unacknowledged")
     severity: str = Field("warning", pattern=r"^[a-z][a-z0-9_-]*$")
     receivers: list[str] = Field(min_length=1)
 
 
-class EscalationPolicy(_Model):
+class EscalationPolicy(_FileModel):
     levels: list[EscalationLevel] = Field(min_length=1)
     repeat: Duration | None = Field(None, description="Notify the current level again this often")
 
@@ -71,7 +78,7 @@ class EscalationPolicy(_Model):
         return self
 
 
-class ReceiverSpec(_Model):
+class ReceiverSpec(_FileModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     type: Literal["log", "webhook", "alertmanager"]
     url: str | None = None
@@ -88,11 +95,14 @@ class ReceiverSpec(_Model):
         return self
 
 
-DEFAULT_POLICY = EscalationPolicy(levels=[EscalationLevel(after=0, severity="warning",
-                                                          receivers=["log"])])
+@cache
+def default_policy() -> EscalationPolicy:
+    """Without a policy: one level, the log, at once."""
+    return EscalationPolicy(levels=[EscalationLevel(after=0, severity="warning",
+                                                    receivers=["log"])])
 
 
-class AlertsFile(_Model):
+class AlertsFile(_FileModel):
     rules: list[AlertRule] = Field(default_factory=list)
     escalation: dict[str, EscalationPolicy] = Field(default_factory=dict)
     default_escalation: str | None = None
@@ -119,4 +129,4 @@ class AlertsFile(_Model):
 
     def policy_for(self, rule: AlertRule) -> EscalationPolicy:
         name = rule.escalation or self.default_escalation
-        return self.escalation.get(name, DEFAULT_POLICY) if name else DEFAULT_POLICY
+        return self.escalation.get(name, default_policy()) if name else default_policy()
