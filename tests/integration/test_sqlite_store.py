@@ -225,6 +225,15 @@ async def test_durability_settings(tmp_path: Path, query: str, synchronous: int)
         conn = store.conn
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == synchronous
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        wal = tmp_path / "d.db-wal"
+        if query:
+            # Strict: the log was grown once so that fsynced commits overwrite it in
+            # place, its cycle is capped at that size, and the filler row is gone.
+            assert wal.stat().st_size >= 1 << 20
+            assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == (1 << 20) // 4096
+            assert conn.execute("SELECT key FROM podium_meta").fetchall() == [("schema_version",)]
+        else:
+            assert wal.stat().st_size < 1 << 20
         run = await engine.run(wf)
         assert run.status == "succeeded"
     again = open_store(url)  # what was committed is there for the next process
