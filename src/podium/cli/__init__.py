@@ -1,10 +1,11 @@
-"""The ``podium`` command line."""
+"""The ``podium`` command line.
+
+Only ``podium.cli.app`` is imported here: the other command modules load when a
+command of theirs, the help or the full command list is asked for (``PodiumGroup``).
+"""
 
 from __future__ import annotations
 
-from podium.cli import fleet as _fleet  # noqa: F401 - registers its commands
-from podium.cli import observe_cmd as _observe  # noqa: F401 - registers its commands
-from podium.cli import runs as _runs  # noqa: F401 - registers its commands
 from podium.cli.app import app
 
 __all__ = ["app", "main"]

@@ -8,12 +8,16 @@ Every command turns errors into a message and an exit code (0 success,
 # Annotations stay evaluated (no ``from __future__ import annotations``): typer reads
 # every command's signature at start-up, and string annotations cost a compile each.
 
+import importlib
 import json
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer.main
+from typer.core import TyperGroup
 
 from podium.cli.agent_cmd import agent_app
 from podium.cli.common import (
@@ -29,7 +33,47 @@ from podium.cli.common import (
     run_async,
 )
 
+# The commands defined elsewhere, in the order they are listed in ``podium --help``.
+COMMAND_MODULES = ("podium.cli.fleet", "podium.cli.observe_cmd", "podium.cli.runs")
+
+
+class PodiumGroup(TyperGroup):
+    """The ``podium`` group: the commands of this module at once, the others on demand.
+
+    ``podium run`` finds its command here and never imports (nor has typer read)
+    the other command modules; anything that looks further (``--help``, an
+    unknown name, reading ``commands``) imports them all and sees every command,
+    in the usual order.
+    """
+
+    _commands: MutableMapping[str, Any]
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._complete = False
+        super().__init__(**kwargs)
+
+    @property
+    def commands(self) -> MutableMapping[str, Any]:
+        if not self._complete:
+            self._complete = True
+            for name in COMMAND_MODULES:
+                importlib.import_module(name)  # registers its commands on ``app``
+            full = typer.main.get_group(app)
+            assert isinstance(full, PodiumGroup)
+            self._commands = full._commands
+        return self._commands
+
+    @commands.setter
+    def commands(self, value: MutableMapping[str, Any]) -> None:
+        self._commands = value
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        found = self._commands.get(cmd_name)
+        return found if found is not None else super().get_command(ctx, cmd_name)
+
+
 app = typer.Typer(
+    cls=PodiumGroup,
     name="podium",
     help="Podium: durable orchestration of multi-agent workflows.",
     no_args_is_help=True,
