@@ -52,7 +52,8 @@ class PythonAgent(AgentBase):
         self._is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
             getattr(func, "__call__", None)  # noqa: B004 - an async __call__ counts too
         )
-        self._cpu = 0.0
+        self._cpu = 0.0  # added to by worker threads, under the lock
+        self._cpu_loop = 0.0  # added to by the event loop's thread only: no lock needed
         self._cpu_lock = threading.Lock()
 
     @property
@@ -62,7 +63,10 @@ class PythonAgent(AgentBase):
     @property
     def cpu_seconds(self) -> float:
         """CPU time spent inside this agent's code so far (its threads and coroutine steps)."""
-        return self._cpu
+        return self._cpu + self._cpu_loop
+
+    def _add_loop_cpu(self, seconds: float) -> None:
+        self._cpu_loop += seconds
 
     def _add_cpu(self, seconds: float) -> None:
         with self._cpu_lock:
@@ -77,7 +81,7 @@ class PythonAgent(AgentBase):
 
     async def invoke(self, task: Task) -> Any:
         if self._is_async:
-            return await _CpuMeter(self._func(task), self._add_cpu)
+            return await _CpuMeter(self._func(task), self._add_loop_cpu)
         result = await asyncio.to_thread(self._call_in_thread, task)
         if inspect.isawaitable(result):
             result = await result

@@ -441,9 +441,10 @@ class AgentRegistry:
         # One slot came free: wake one waiter per name this agent answers to. Waking
         # every waiter on every release made a big fan-out quadratic (each of
         # hundreds of waiting steps re-ran selection for every finished call).
-        for cap in e.agent.capabilities:
-            self._wake_one(cap)
-        self._wake_one("@" + e.agent.id)
+        if self._waiters:
+            for cap in e.agent.capabilities:
+                self._wake_one(cap)
+            self._wake_one("@" + e.agent.id)
 
     def _wake_one(self, ref: str) -> None:
         queue = self._waiters.get(ref)

@@ -119,7 +119,10 @@ class Engine:
         self.registry.attach(self.bus.emit, self.clock)
         self._active: dict[str, RunHandle] = {}
         self._plans: dict[int, tuple[Workflow, Plan]] = {}
+        # Per plan: the definition snapshot every run stores, and the distinct agent
+        # refs its steps name. Both are per workflow, like the plan: not per run.
         self._definitions: dict[int, dict[str, Any]] = {}
+        self._agent_refs: dict[int, frozenset[str]] = {}
         self._saved_versions: set[tuple[str, str]] = set()
         self._opened = False
         self._supervisor: asyncio.Task[None] | None = None
@@ -166,11 +169,21 @@ class Engine:
         if len(self._plans) > 256:
             self._plans.clear()
             self._definitions.clear()
+            self._agent_refs.clear()
         self._plans[id(workflow)] = (workflow, plan)
+        self._definitions[id(plan)] = workflow.to_dict()
+        self._agent_refs[id(plan)] = frozenset(
+            ref
+            for node in plan.nodes
+            for ref in (node.agent, node.compensate.agent if node.compensate else node.agent)
+        )
         return plan
 
     def check_agents(self, plan: Plan, source: str | None = None) -> None:
         """Every step's agent must be known before a run starts: fail early, all at once."""
+        distinct = self._agent_refs.get(id(plan))
+        if distinct is not None and all(self.registry.knows(ref) for ref in distinct):
+            return  # the common case: one look per distinct agent, not per step
         problems = []
         for node in plan.nodes:
             refs = [("agent", node.agent)]
@@ -211,10 +224,7 @@ class Engine:
         check_input(workflow, value)
         self.check_agents(plan, source)
         key = (workflow.name, str(workflow.version))
-        definition = self._definitions.get(id(plan))
-        if definition is None:
-            # The snapshot every run stores; dumped once per workflow object, not per run.
-            definition = self._definitions[id(plan)] = workflow.to_dict()
+        definition = self._definitions[id(plan)]
         if key not in self._saved_versions:
             await self.store.save_workflow(workflow.name, workflow.version, definition)
             self._saved_versions.add(key)

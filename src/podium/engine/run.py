@@ -462,6 +462,8 @@ class RunExecution:
         """
         engine = self.engine
         clock = engine.clock
+        mono = clock.monotonic
+        emit = self.emit
         run_id = self.run_id
         sid = node.id
         if wait_until is not None and wait_until > clock.now():
@@ -472,7 +474,7 @@ class RunExecution:
         while True:
             attempt += 1
             agent_id: str | None = None
-            t0 = clock.monotonic()
+            t0 = mono()
             try:
                 task_input = template.resolve(self.scope) if template is not None else None
             except TemplateLookupError as exc:
@@ -491,7 +493,7 @@ class RunExecution:
                     agent = lease.agent
                     agent_id = agent.id
                     if compensating:
-                        self.emit(
+                        emit(
                             CompensationStarted(
                                 run_id=run_id,
                                 ts=clock.now(),
@@ -501,7 +503,7 @@ class RunExecution:
                             )
                         )
                     else:
-                        self.emit(
+                        emit(
                             StepStarted(
                                 run_id=run_id,
                                 ts=clock.now(),
@@ -515,7 +517,7 @@ class RunExecution:
                         left = deadline - clock.monotonic()
                         timeout = left if timeout is None else min(timeout, left)
                     task = Task(run_id, sid, attempt, key, lease.capability, task_input)
-                    call_t0 = clock.monotonic()
+                    call_t0 = mono()
                     # Until we know better the call counts as cancelled, which neither
                     # the breaker nor the health tracking hold against the agent.
                     call_error: str | None = "cancelled"
@@ -538,19 +540,20 @@ class RunExecution:
                         call_error = err.type
                     else:
                         call_error = None
+                        end = mono()
                         if compensating:
-                            self.emit(
+                            emit(
                                 CompensationSucceeded(
                                     run_id=run_id,
                                     ts=clock.now(),
                                     step_id=sid,
                                     attempt=attempt,
                                     agent_id=agent_id,
-                                    duration_s=clock.monotonic() - t0,
+                                    duration_s=end - t0,
                                 )
                             )
                         else:
-                            self.emit(
+                            emit(
                                 StepSucceeded(
                                     run_id=run_id,
                                     ts=clock.now(),
@@ -558,13 +561,13 @@ class RunExecution:
                                     attempt=attempt,
                                     agent_id=agent_id,
                                     output=output,
-                                    duration_s=clock.monotonic() - t0,
+                                    duration_s=end - t0,
                                     output_json=encoded,
                                 )
                             )
                         return True
                     finally:
-                        lease.release(call_error is None, call_error, clock.monotonic() - call_t0)
+                        lease.release(call_error is None, call_error, mono() - call_t0)
             failed_cls = CompensationAttemptFailed if compensating else StepAttemptFailed
             self.emit(
                 failed_cls(
