@@ -19,6 +19,9 @@ Workloads (durable on a local SQLite file, default settings, unless named
 
 Prints a table on stderr and one JSON document on stdout. Speed is measured
 here, never asserted: CI runs ``--quick`` only to prove the suite works.
+
+The process runs with ``podium.tuning.tune_gc()``, the garbage-collector
+settings the CLI and ``podium serve`` use (``--default-gc`` measures without).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from podium import AgentRegistry, Engine, EngineConfig, PythonAgent, Step, Workf
 from podium.events import Event, StepStarted, StepSucceeded
 from podium.store import MemoryStore, Store
 from podium.store.sqlite import SQLiteStore
+from podium.tuning import tune_gc
 
 
 async def noop(task: Any) -> Any:
@@ -200,7 +204,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--only", default="", help="comma list: w1,w2,w3,w4,scale,latency,startup")
     parser.add_argument("--json", dest="json_path", default=None, help="also write JSON here")
+    parser.add_argument("--default-gc", action="store_true",
+                        help="keep CPython's collector settings instead of the CLI's")
     args = parser.parse_args()
+    if not args.default_gc:
+        tune_gc()
     quick = args.quick
     reps = 1 if quick else args.reps
     only = set(filter(None, args.only.split(",")))
@@ -209,7 +217,8 @@ def main() -> None:
         return not only or name in only
 
     out: dict[str, Any] = {"python": sys.version.split()[0], "reps": reps, "quick": quick,
-                           "cpus": os.cpu_count(), "cases": {}}
+                           "cpus": os.cpu_count(), "gc": "default" if args.default_gc else "tuned",
+                           "cases": {}}
     cases = out["cases"]
     table: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,33 @@
+"""Process-wide settings for a process whose job is running workflows.
+
+A library should not change its host's garbage collector, so nothing here runs
+on import: the CLI and ``podium serve`` call ``tune_gc`` (they own their
+process), and an application embedding the engine may call it too.
+"""
+
+from __future__ import annotations
+
+import gc
+
+__all__ = ["GEN0_THRESHOLD", "tune_gc"]
+
+# Young objects allocated between two young collections (CPython's default: 700).
+GEN0_THRESHOLD = 20_000
+
+
+def tune_gc(gen0: int = GEN0_THRESHOLD) -> None:
+    """Collect less often, and never rescan what start-up left behind.
+
+    With CPython's defaults the collector's share of a run grows with the run:
+    on a 100,000-step fan-out it took 6.6 s of ~14 s, 5.6 s of it in 17 full
+    collections, each rescanning every live object (step records, events, the
+    plan) as the heap grew; per-step cost fell from ~12,000 to ~7,000 steps/s
+    between 1k and 100k steps. Freezing the objects of start-up (modules, the
+    loaded workflow and plan) takes them out of every later scan; a young
+    threshold of 20,000 and rarer older collections leave ~1 full collection
+    for that run. Garbage with reference cycles is still collected, just in
+    bigger, rarer batches: a few MB more at peak.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(gen0, 20, 100)
