@@ -402,3 +402,82 @@ async def test_stored_steps_equal_the_engines_record_on_every_write_path(tmp_pat
         assert done[1].steps["s2"].compensation_status == "succeeded"
     finally:
         await fresh.close()
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_no_step_starts_before_all_its_inputs_are_committed(tmp_path: Path,
+                                                                  seed: int) -> None:
+    """Random DAGs with random agent latencies: whichever input finishes last, and
+    whatever else finishes while it waits for its commit, a step's first start is
+    in a later transaction than the success of every step it depends on."""
+    import asyncio
+    import random
+
+    rng = random.Random(seed)
+    delays = {}
+
+    async def work(task: Task) -> Any:
+        await asyncio.sleep(delays[task.step_id])
+        return task.step_id
+
+    steps: list[dict[str, Any]] = []
+    for i in range(40):
+        sid = f"s{i:02d}"
+        delays[sid] = rng.choice([0, 0, 0.001, 0.002, 0.005])
+        deps = sorted(rng.sample([s["id"] for s in steps], k=min(len(steps), rng.randint(0, 3))))
+        steps.append({"id": sid, "agent": "work", "depends_on": deps})
+    wf = workflow_from_dict({"name": f"random-{seed}", "steps": steps})
+    store = BatchRecordingStore(tmp_path / "r.db")
+    async with Engine(registry=registry_of(work=work), store=store) as engine:
+        run = await engine.run(wf)
+    assert run.status == "succeeded"
+
+    def batch_of(kind: str, step: str) -> int:
+        return next(i for i, b in enumerate(store.batches) if (kind, step) in b)
+
+    for s in steps:
+        for dep in s["depends_on"]:
+            assert batch_of("step_succeeded", dep) < batch_of("step_started", s["id"]), (
+                s["id"], dep)
+
+
+async def test_an_input_that_succeeds_while_the_last_one_waits_is_committed_first(
+        tmp_path: Path) -> None:
+    """a feeds d alone and e with c. a's success makes d ready, so a waits for its
+    commit; c succeeds right after that commit, before a resumes, without waiting
+    (e still had a outstanding). When a then makes e ready too, c's success must
+    be committed before e starts."""
+    import asyncio
+
+    c_may_finish = asyncio.Event()
+
+    class Releasing(BatchRecordingStore):
+        def _commit_events(self, conn: sqlite3.Connection, events: list[Any],
+                           new_runs: Any = ()) -> Any:
+            settle = super()._commit_events(conn, events, new_runs)
+            if ("step_succeeded", "a") in self.batches[-1]:
+                c_may_finish.set()  # c's task is woken before a's
+            return settle
+
+    async def quick(task: Task) -> Any:
+        return task.step_id
+
+    async def held(task: Task) -> Any:
+        await c_may_finish.wait()
+        return task.step_id
+
+    wf = workflow_from_dict({"name": "race", "steps": [
+        {"id": "a", "agent": "quick"}, {"id": "c", "agent": "held"},
+        # e first: it is the step a's own task goes on with, without a loop turn.
+        {"id": "e", "agent": "quick", "depends_on": ["a", "c"]},
+        {"id": "d", "agent": "quick", "depends_on": ["a"]}]})
+    store = Releasing(tmp_path / "race.db")
+    async with Engine(registry=registry_of(quick=quick, held=held), store=store) as engine:
+        run = await engine.run(wf)
+    assert run.status == "succeeded"
+
+    def batch_of(kind: str, step: str) -> int:
+        return next(i for i, b in enumerate(store.batches) if (kind, step) in b)
+
+    assert batch_of("step_succeeded", "c") < batch_of("step_started", "e")
+    assert batch_of("step_succeeded", "a") < batch_of("step_started", "e")

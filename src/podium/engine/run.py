@@ -108,6 +108,8 @@ class RunExecution:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._queue: deque[int] = deque()
         self._remaining = [0] * len(plan.nodes)
+        # Per step: the store commit its inputs' successes are in (see _durable_for).
+        self._need = [0] * len(plan.nodes)
         self._unresolved = 0
         self._max = wf.max_parallel
         self._stopping: str | None = None
@@ -313,6 +315,31 @@ class RunExecution:
             self.stop(FAILED, exc.message)
             raise
 
+    async def _durable_for(self, node: PlanNode) -> None:
+        """Mark ``node``'s success as an input of its dependents; wait for commits
+        until each dependent that ``node`` is about to make ready has all of its
+        inputs committed. Everyone else's success just records its commit number."""
+        store = self.engine.store
+        need = self._need
+        remaining = self._remaining
+        gen = store.pending_commit()
+        readying = []
+        for d in node.dependents:
+            if need[d] < gen:
+                need[d] = gen
+            if remaining[d] == 1:
+                readying.append(d)
+        if not readying:
+            store.flush_soon()
+            return
+        # A flush commits everything appended before it ran. While we wait, other
+        # inputs of our dependents may succeed without waiting (they were not the
+        # last), leaving more dependents for us to make ready, with inputs appended
+        # after that flush: so look again after each one.
+        while any(need[d] > store.commits for d in readying):
+            await self._flush()
+            readying = [d for d in node.dependents if remaining[d] == 1]
+
     async def _step(self, node: PlanNode) -> None:
         current: PlanNode | None = node
         while current is not None:
@@ -357,17 +384,21 @@ class RunExecution:
             )
             ok = False
         if ok:
-            # The durability rule: committed before dependents start. A sink has no
-            # dependent to protect, but while other steps still run it is a checkpoint
-            # all the same (parallel steps must not wait for the run's end to be
-            # durable); only the run's last step commits with the run's end.
-            if node.dependents or (self._unresolved > 1 and self._stopping is None):
+            # The durability rule: committed before dependents start. Only the step
+            # that makes a dependent ready waits for that, and it waits until every
+            # input of the dependent is durable, not just its own: in a fan-in, the
+            # other 999 branches finish without waiting for a commit at all. What
+            # is not waited for still commits within a loop turn (a checkpoint while
+            # other steps run); only the run's last step commits with the run's end.
+            if self._stopping is None and node.dependents:
                 try:
-                    await self._flush()
+                    await self._durable_for(node)
                 except (PodiumError, asyncio.CancelledError):
                     self._tasks.pop(node.index, None)
                     self._check_done()
                     return
+            elif node.dependents or self._unresolved > 1:
+                self.engine.store.flush_soon()
             self._tasks.pop(node.index, None)
             self._inline_slot = asyncio.current_task()
             try:

@@ -53,6 +53,19 @@ class Store(Protocol):
         """Commit every buffered event (and the state it implies) in one transaction."""
         ...
 
+    def flush_soon(self) -> None:
+        """Have what is buffered committed shortly, without waiting for it."""
+        ...
+
+    @property
+    def commits(self) -> int:
+        """How many transactions of events this store object has committed."""
+        ...
+
+    def pending_commit(self) -> int:
+        """The value ``commits`` reaches once an event appended now is durable."""
+        ...
+
     async def get_run(self, run_id: str) -> RunRecord:
         """The run with its steps; ``run_id`` may be a unique prefix. Raises ``RunNotFound``."""
         ...

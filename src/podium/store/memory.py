@@ -60,6 +60,16 @@ class MemoryStore:
     def flush_now(self) -> bool:
         return True
 
+    def flush_soon(self) -> None:
+        return None
+
+    @property
+    def commits(self) -> int:
+        return 0  # what is appended is "durable" at once: nothing is ever waited for
+
+    def pending_commit(self) -> int:
+        return 0
+
     def _find(self, run_id: str) -> RunRecord:
         run = self._runs.get(run_id)
         if run is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ from podium.store.records import (
 from podium.store.sqlite_alerts import AlertQueries
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "migrations"]
+
+log = logging.getLogger("podium.store")
 
 _HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 30.0
@@ -184,6 +187,7 @@ class SQLiteStore(AlertQueries):
         self._new_runs: list[RunRecord] = []
         # The waiters of the flush scheduled for this loop turn (None: none is).
         self._flush_waiters: list[asyncio.Future[None]] | None = None
+        self._commits = 0  # transactions of events committed (see pending_commit)
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -459,7 +463,22 @@ class SQLiteStore(AlertQueries):
                 self._pending[:0] = events
                 self._new_runs[:0] = new_runs
                 raise
+            self._commits += 1
         return True
+
+    @property
+    def commits(self) -> int:
+        return self._commits
+
+    def pending_commit(self) -> int:
+        # A flush takes everything pending in one synchronous transaction, so what
+        # is appended now is in the very next commit.
+        return self._commits + 1
+
+    def flush_soon(self) -> None:
+        if self._flush_waiters is None and (self._pending or self._new_runs):
+            self._flush_waiters = []
+            asyncio.get_running_loop().call_soon(self._do_flush)
 
     async def flush(self) -> None:
         waiters = self._flush_waiters
@@ -485,11 +504,16 @@ class SQLiteStore(AlertQueries):
         try:
             if events or new_runs:
                 self._write(self._commit_events, events, new_runs)()
+                self._commits += 1
         except BaseException as exc:  # noqa: BLE001 - handed to every waiter of the flush
             # Nothing of the batch was written (the transaction rolled back) and our
             # bookkeeping only moves on success: keep it for the next flush.
             self._pending[:0] = events
             self._new_runs[:0] = new_runs
+            if not waiters:
+                # A flush nobody waits for (flush_soon): the batch stays pending and
+                # the next flush, which somebody will wait for, tries again.
+                log.warning("commit to %s failed, will retry: %s", self.path, exc)
             for fut in waiters:
                 if not fut.done():
                     fut.set_exception(exc)
