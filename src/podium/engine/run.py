@@ -543,6 +543,11 @@ class RunExecution:
                                 agent_id=agent_id,
                             )
                         )
+                    if len(self._tasks) > 1:
+                        # Others run too: commit the starts while the agents work,
+                        # not in one big transaction when the first of them finishes
+                        # (it would hold up every completion behind it).
+                        engine.store.flush_soon()
                     timeout = timeout_s
                     if deadline is not None:
                         left = deadline - clock.monotonic()
