@@ -246,3 +246,26 @@ async def test_sla_violations_are_counted_by_workflow_and_scope() -> None:
         await manager.aclose()
     assert value(metrics, "podium_sla_violations_total", workflow="wf", scope="run") == 1
     assert value(metrics, "podium_sla_violations_total", workflow="wf", scope="step") == 1
+
+
+async def test_an_async_agent_is_charged_for_its_steps_on_the_loop_not_its_waits() -> None:
+    import asyncio
+
+    from podium import PythonAgent
+    from podium.agents.base import Task
+
+    async def busy_then_wait(task: Task) -> Any:
+        end = time.perf_counter() + 0.03
+        while time.perf_counter() < end:  # holds the loop for ~30 ms
+            pass
+        await asyncio.sleep(0.2)  # other tasks run meanwhile: not the agent's time
+        return 1
+
+    async def neighbour() -> None:
+        end = time.perf_counter() + 0.05  # 50 ms of someone else's work
+        while time.perf_counter() < end:
+            await asyncio.sleep(0)
+
+    agent = PythonAgent(busy_then_wait, id="a", capabilities=["a"])
+    await asyncio.gather(agent.invoke(Task("r", "s", 1, "k", "a", None)), neighbour())
+    assert 0.029 <= agent.cpu_seconds < 0.06

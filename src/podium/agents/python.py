@@ -105,10 +105,14 @@ class PythonAgent(AgentBase):
 
 
 class _CpuMeter:
-    """Await a coroutine, adding up the CPU time of each of its steps.
+    """Await a coroutine, adding up the time each of its steps holds the loop.
 
     The loop thread runs other tasks between steps, so timing the whole await
     would charge the agent for everybody's work; timing each ``send`` is exact.
+    A step on the loop thread runs uninterrupted, so its wall time is its CPU
+    time (plus any blocking call it makes, which holds the loop all the same);
+    ``perf_counter`` reads it for ~60 ns where ``thread_time`` is a system call
+    of ~800 ns, paid twice per step of every async agent.
     """
 
     __slots__ = ("_coro", "_sink")
@@ -121,17 +125,18 @@ class _CpuMeter:
         coro = self._coro
         value: Any = None
         error: BaseException | None = None
+        clock = time.perf_counter
         while True:
-            t0 = time.thread_time()
+            t0 = clock()
             try:
                 yielded = coro.throw(error) if error is not None else coro.send(value)
             except StopIteration as stop:
-                self._sink(time.thread_time() - t0)
+                self._sink(clock() - t0)
                 return stop.value
             except BaseException:
-                self._sink(time.thread_time() - t0)
+                self._sink(clock() - t0)
                 raise
-            self._sink(time.thread_time() - t0)
+            self._sink(clock() - t0)
             try:
                 value = yield yielded
                 error = None

@@ -61,7 +61,9 @@ class _AgentCpu(Collector):
 
     def collect(self) -> Iterable[CounterMetricFamily]:
         family = CounterMetricFamily(
-            "podium_agent_cpu_seconds", "CPU time spent in in-process (Python) agents",
+            "podium_agent_cpu_seconds",
+            "CPU time of in-process (Python) agents: their threads' CPU time for plain"
+            " functions, the time their steps hold the event loop for coroutines",
             labels=["agent"])
         for agent in self._agents():
             cpu = getattr(agent, "cpu_seconds", None)
