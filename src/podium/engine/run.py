@@ -108,7 +108,7 @@ class RunExecution:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._queue: deque[int] = deque()
         self._remaining = [0] * len(plan.nodes)
-        # Per step: the store commit its inputs' successes are in (see _durable_for).
+        # Per step: the store commit its inputs' successes are in (see _inputs_pending).
         self._need = [0] * len(plan.nodes)
         self._unresolved = 0
         self._max = wf.max_parallel
@@ -315,30 +315,31 @@ class RunExecution:
             self.stop(FAILED, exc.message)
             raise
 
-    async def _durable_for(self, node: PlanNode) -> None:
-        """Mark ``node``'s success as an input of its dependents; wait for commits
-        until each dependent that ``node`` is about to make ready has all of its
-        inputs committed. Everyone else's success just records its commit number."""
+    def _inputs_pending(self, node: PlanNode, gen: int) -> bool:
+        """Record that ``node``'s success is in store commit ``gen``, as an input of
+        its dependents; say whether a dependent that ``node`` is about to make ready
+        has an input not committed yet (then the caller flushes and asks again).
+
+        A flush commits everything appended before it ran. While the caller waits,
+        other inputs of its dependents may succeed without waiting (they were not
+        the last), leaving it more dependents to make ready, with inputs appended
+        after that flush: hence asking again after each flush.
+        """
         store = self.engine.store
         need = self._need
         remaining = self._remaining
-        gen = store.pending_commit()
-        readying = []
+        commits = store.commits
+        readying = pending = False
         for d in node.dependents:
             if need[d] < gen:
                 need[d] = gen
             if remaining[d] == 1:
-                readying.append(d)
+                readying = True
+                if need[d] > commits:
+                    pending = True
         if not readying:
-            store.flush_soon()
-            return
-        # A flush commits everything appended before it ran. While we wait, other
-        # inputs of our dependents may succeed without waiting (they were not the
-        # last), leaving more dependents for us to make ready, with inputs appended
-        # after that flush: so look again after each one.
-        while any(need[d] > store.commits for d in readying):
-            await self._flush()
-            readying = [d for d in node.dependents if remaining[d] == 1]
+            store.flush_soon()  # nobody waits for it: a checkpoint within a loop turn
+        return pending
 
     async def _step(self, node: PlanNode) -> None:
         current: PlanNode | None = node
@@ -391,8 +392,10 @@ class RunExecution:
             # is not waited for still commits within a loop turn (a checkpoint while
             # other steps run); only the run's last step commits with the run's end.
             if self._stopping is None and node.dependents:
+                gen = self.engine.store.pending_commit()
                 try:
-                    await self._durable_for(node)
+                    while self._inputs_pending(node, gen):
+                        await self._flush()
                 except (PodiumError, asyncio.CancelledError):
                     self._tasks.pop(node.index, None)
                     self._check_done()
