@@ -56,6 +56,12 @@ def chatty(task):
     return {"said": "hello"}
 
 
+def gc_settings(task):
+    """What the process's garbage collector was set to (the CLI tunes it)."""
+    import gc
+    return {"threshold": list(gc.get_threshold()), "frozen": gc.get_freeze_count()}
+
+
 def tally(task):
     """Log the call to calls.log; fail while the file named by input.gate exists."""
     name = task.input.get("name", task.step_id) if isinstance(task.input, dict) else task.step_id
@@ -75,6 +81,7 @@ agents:
   - {id: sloth, capabilities: [slow], python: "acc_agents:slow"}
   - {id: counter, capabilities: [tally], python: "acc_agents:tally"}
   - {id: chatter, capabilities: [chatty], python: "acc_agents:chatty"}
+  - {id: gc-probe, capabilities: [gc_settings], python: "acc_agents:gc_settings"}
 """
 
 WORKFLOWS = {
@@ -114,6 +121,11 @@ WORKFLOWS = {
             agent: echo
             input: "${{ input }}"
         output: "${{ input }}"
+        """,
+    "gc.yaml": """\
+        name: gc
+        steps:
+          - {id: probe, agent: gc_settings}
         """,
     "needs-count.yaml": """\
         name: needs-count

@@ -80,6 +80,15 @@ def test_run_success_exits_0_and_prints_the_output(podium: Podium) -> None:
     assert "error" not in res.err.lower(), res
 
 
+def test_run_tunes_the_garbage_collector_of_its_process(podium: Podium) -> None:
+    """podium run freezes start-up objects and collects less often (podium.tuning)."""
+    res = podium("run", "gc.yaml", "--json")
+    assert res.code == 0, res
+    out = json.loads(res.out)["output"]["probe"]  # a dag's output: {sink: its output}
+    assert out["threshold"] == [20_000, 20, 100]
+    assert out["frozen"] > 10_000  # the modules and the loaded workflow
+
+
 def test_run_failure_exits_1_with_each_attempts_error_and_no_traceback(podium: Podium) -> None:
     """A failing workflow: exit 1; every failed attempt's error type and message, no traceback."""
     res = podium("run", "fail.yaml")

@@ -146,7 +146,9 @@ async def _execute(
     from podium.cli.observability import Observability
     from podium.engine import Engine
     from podium.store.factory import default_db_url, open_store
+    from podium.tuning import tune_gc
 
+    tune_gc()  # this process is ours, and running workflows is all it does now
     agents_source: dict[str, Any] = {}
     if registry is None:
         registry, _config, agents_source = build_registry(agents_file)

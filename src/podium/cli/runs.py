@@ -202,6 +202,9 @@ def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: b
             await engine.aclose()
 
     def body() -> None:
+        from podium.tuning import tune_gc
+
+        tune_gc()  # from here on this process only drives runs
         results = run_async(go, on_interrupt=_interrupt, json_stdout=as_json)
         if all_stale:
             if as_json:

@@ -158,4 +158,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080, config: ServerConfig | None
     except ImportError:
         raise ConfigError("podium serve needs the server extra (fix: pip install 'podium[server]')"
                           ) from None
+    from podium.tuning import tune_gc
+
+    tune_gc()  # a server process: loaded once, then runs workflows for as long as it lives
     uvicorn.run(create_app(config), host=host, port=port, log_level="info", lifespan="on")
