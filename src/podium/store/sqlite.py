@@ -20,7 +20,6 @@ every event appended since the last one into one transaction (group commit).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
@@ -91,7 +90,7 @@ def _encode_event(e: Event) -> str:
     names = _EVENT_FIELDS.get(type(e))
     if names is None:
         names = _EVENT_FIELDS[type(e)] = tuple(
-            f.name for f in dataclasses.fields(e) if f.name not in _NOT_IN_DATA)
+            name for name in e.__struct_fields__ if name not in _NOT_IN_DATA)
     data = {}
     for name in names:
         value = getattr(e, name)
