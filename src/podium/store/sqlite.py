@@ -187,6 +187,7 @@ class SQLiteStore(AlertQueries):
         # The waiters of the flush scheduled for this loop turn (None: none is).
         self._flush_waiters: list[asyncio.Future[None]] | None = None
         self._commits = 0  # transactions of events committed (see pending_commit)
+        self._definitions: dict[int, tuple[dict[str, Any], str]] = {}
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -401,8 +402,19 @@ class SQLiteStore(AlertQueries):
         self._new_runs.append(run)
         self._live[run.run_id] = _Live(run, 0)
 
-    @staticmethod
-    def _insert_run(conn: sqlite3.Connection, run: RunRecord) -> None:
+    def _definition_json(self, definition: dict[str, Any]) -> str:
+        """The engine gives every run of a workflow the same snapshot object: encode
+        it once, not once per run (a 1,000-step definition is ~0.3 ms of JSON)."""
+        hit = self._definitions.get(id(definition))
+        if hit is not None and hit[0] is definition:
+            return hit[1]
+        text = _dumps(definition)
+        if len(self._definitions) >= 64:
+            self._definitions.clear()
+        self._definitions[id(definition)] = (definition, text)
+        return text
+
+    def _insert_run(self, conn: sqlite3.Connection, run: RunRecord) -> None:
         conn.execute(
             f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"  # noqa: S608 - fixed column list
             " ?, ?, ?)",
@@ -410,7 +422,7 @@ class SQLiteStore(AlertQueries):
                 run.run_id,
                 run.workflow,
                 _dumps(run.version),
-                _dumps(run.definition),
+                self._definition_json(run.definition),
                 _dumps(run.input),
                 run.status,
                 _dumps(run.output),
