@@ -162,10 +162,14 @@ class RunExecution:
             if resolved[node.index]:
                 rec = self._recs[node.index]
                 outputs[node.id] = rec.output if rec.status == "succeeded" else None
-        for node in self.plan.nodes:
-            if not resolved[node.index]:
-                self._unresolved += 1
-                self._remaining[node.index] = sum(1 for d in node.deps if not resolved[d])
+        if not any(resolved):  # a new run: every dependency is still to come
+            self._unresolved = len(self.plan.nodes)
+            self._remaining = [len(node.deps) for node in self.plan.nodes]
+        else:
+            for node in self.plan.nodes:
+                if not resolved[node.index]:
+                    self._unresolved += 1
+                    self._remaining[node.index] = sum(1 for d in node.deps if not resolved[d])
         timer = None
         if wf.timeout is not None:
             timer = loop.call_later(
