@@ -26,9 +26,10 @@ def tune_gc(gen0: int = GEN0_THRESHOLD) -> None:
     loaded workflow and plan) takes them out of every later scan; a young
     threshold of 20,000 and rarer older collections leave 1 full collection
     for that run (~1.7 s of collector time in all instead of ~4.7 s, measured
-    after events stopped being tracked at all). Garbage with reference cycles is still collected, just in
-    bigger, rarer batches. No collection first: it would cost ~11 ms of start-up,
-    and the little garbage frozen with the rest is simply never freed.
+    after events stopped being tracked at all). Garbage with reference cycles
+    is still collected, just in bigger, rarer batches. No collection first: it
+    would cost ~11 ms of start-up, and the little garbage frozen with the rest
+    is simply never freed.
     """
     gc.freeze()
     gc.set_threshold(gen0, 20, 100)
