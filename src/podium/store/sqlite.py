@@ -315,7 +315,7 @@ class SQLiteStore(AlertQueries):
             raise
         # PASSIVE never waits for other connections; once it has copied everything,
         # the next write starts the log over from its beginning.
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection, upto: int | None = None) -> None:
