@@ -47,6 +47,9 @@ class Plan:
     by_id: dict[str, PlanNode]
     roots: list[int]
     output: Compiled
+    # Every distinct agent ref the steps and their compensations name: what must be
+    # registered before a run starts, checked once per ref rather than per step.
+    agent_refs: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -140,6 +143,8 @@ def compile_plan(workflow: Workflow) -> Plan:
         by_id={n.id: n for n in nodes},
         roots=[n.index for n in nodes if not n.deps],
         output=output,
+        agent_refs=frozenset(n.agent for n in nodes)
+        | {n.compensate.agent for n in nodes if n.compensate is not None},
     )
 
 

@@ -118,11 +118,9 @@ class Engine:
         self.bus.subscribe(self.store.append)
         self.registry.attach(self.bus.emit, self.clock)
         self._active: dict[str, RunHandle] = {}
-        self._plans: dict[int, tuple[Workflow, Plan]] = {}
-        # Per plan: the definition snapshot every run stores, and the distinct agent
-        # refs its steps name. Both are per workflow, like the plan: not per run.
-        self._definitions: dict[int, dict[str, Any]] = {}
-        self._agent_refs: dict[int, frozenset[str]] = {}
+        # By workflow object: its plan and the definition snapshot every run of it
+        # stores (dumped once per workflow, like the plan, not per run).
+        self._plans: dict[int, tuple[Workflow, Plan, dict[str, Any]]] = {}
         self._saved_versions: set[tuple[str, str]] = set()
         self._opened = False
         self._supervisor: asyncio.Task[None] | None = None
@@ -162,27 +160,20 @@ class Engine:
     # --- runs -------------------------------------------------------------
     def plan(self, workflow: Workflow) -> Plan:
         """Compile once per workflow object; many runs of one workflow share it."""
+        return self._compiled(workflow)[1]
+
+    def _compiled(self, workflow: Workflow) -> tuple[Workflow, Plan, dict[str, Any]]:
         cached = self._plans.get(id(workflow))
         if cached is not None and cached[0] is workflow:
-            return cached[1]
-        plan = compile_plan(workflow)
+            return cached
         if len(self._plans) > 256:
             self._plans.clear()
-            self._definitions.clear()
-            self._agent_refs.clear()
-        self._plans[id(workflow)] = (workflow, plan)
-        self._definitions[id(plan)] = workflow.to_dict()
-        self._agent_refs[id(plan)] = frozenset(
-            ref
-            for node in plan.nodes
-            for ref in (node.agent, node.compensate.agent if node.compensate else node.agent)
-        )
-        return plan
+        entry = self._plans[id(workflow)] = (workflow, compile_plan(workflow), workflow.to_dict())
+        return entry
 
     def check_agents(self, plan: Plan, source: str | None = None) -> None:
         """Every step's agent must be known before a run starts: fail early, all at once."""
-        distinct = self._agent_refs.get(id(plan))
-        if distinct is not None and all(self.registry.knows(ref) for ref in distinct):
+        if all(self.registry.knows(ref) for ref in plan.agent_refs):
             return  # the common case: one look per distinct agent, not per step
         problems = []
         for node in plan.nodes:
@@ -219,12 +210,11 @@ class Engine:
     ) -> RunHandle:
         """Validate, persist and start a run; return at once with its handle."""
         await self.open()
-        plan = self.plan(workflow)
+        _wf, plan, definition = self._compiled(workflow)
         value = apply_input_defaults(workflow, {} if input is None else input)
         check_input(workflow, value)
         self.check_agents(plan, source)
         key = (workflow.name, str(workflow.version))
-        definition = self._definitions[id(plan)]
         if key not in self._saved_versions:
             await self.store.save_workflow(workflow.name, workflow.version, definition)
             self._saved_versions.add(key)

@@ -530,26 +530,16 @@ class RunExecution:
                 else:
                     agent = lease.agent
                     agent_id = agent.id
-                    if compensating:
-                        emit(
-                            CompensationStarted(
-                                run_id=run_id,
-                                ts=clock.now(),
-                                step_id=sid,
-                                attempt=attempt,
-                                agent_id=agent_id,
-                            )
+                    started_cls = CompensationStarted if compensating else StepStarted
+                    emit(
+                        started_cls(
+                            run_id=run_id,
+                            ts=clock.now(),
+                            step_id=sid,
+                            attempt=attempt,
+                            agent_id=agent_id,
                         )
-                    else:
-                        emit(
-                            StepStarted(
-                                run_id=run_id,
-                                ts=clock.now(),
-                                step_id=sid,
-                                attempt=attempt,
-                                agent_id=agent_id,
-                            )
-                        )
+                    )
                     if len(self._tasks) > 1:
                         # Others run too: commit the starts while the agents work,
                         # not in one big transaction when the first of them finishes

@@ -465,17 +465,24 @@ class SQLiteStore(AlertQueries):
         """
         if self._flush_waiters is not None:
             return False
-        if self._pending or self._new_runs:
-            events, self._pending = self._pending, []
-            new_runs, self._new_runs = self._new_runs, []
-            try:
-                self._write(self._commit_events, events, new_runs)()
-            except BaseException:
-                self._pending[:0] = events
-                self._new_runs[:0] = new_runs
-                raise
-            self._commits += 1
+        self._commit_pending()
         return True
+
+    def _commit_pending(self) -> None:
+        """Write everything pending in one transaction; on failure keep all of it
+        pending for the next flush (nothing was written, the transaction rolled
+        back, and the bookkeeping moves only on success)."""
+        if not self._pending and not self._new_runs:
+            return
+        events, self._pending = self._pending, []
+        new_runs, self._new_runs = self._new_runs, []
+        try:
+            self._write(self._commit_events, events, new_runs)()
+        except BaseException:
+            self._pending[:0] = events
+            self._new_runs[:0] = new_runs
+            raise
+        self._commits += 1
 
     @property
     def commits(self) -> int:
@@ -486,41 +493,37 @@ class SQLiteStore(AlertQueries):
         # is appended now is in the very next commit.
         return self._commits + 1
 
-    def flush_soon(self) -> None:
-        if self._flush_waiters is None and (self._pending or self._new_runs):
+    def _schedule_flush(self) -> list[asyncio.Future[None]]:
+        """The waiters of this loop turn's flush, scheduling that flush if need be.
+
+        It runs after every callback already due in this loop turn: all the steps
+        finishing "now" join its one transaction.
+        """
+        if self._flush_waiters is None:
             self._flush_waiters = []
             asyncio.get_running_loop().call_soon(self._do_flush)
+        return self._flush_waiters
+
+    def flush_soon(self) -> None:
+        if self._pending or self._new_runs:
+            self._schedule_flush()
 
     async def flush(self) -> None:
-        waiters = self._flush_waiters
-        if waiters is None:
-            if not self._pending and not self._new_runs:
-                return
-            waiters = self._flush_waiters = []
-            # Run after every callback already due in this loop turn: all the steps
-            # finishing "now" join this one transaction.
-            asyncio.get_running_loop().call_soon(self._do_flush)
+        if self._flush_waiters is None and not self._pending and not self._new_runs:
+            return
         # One future per waiter (not one shared, shielded future): a waiter that is
         # cancelled cancels only its own, never everyone's commit, and this costs a
         # fraction of what ``asyncio.shield`` does per waiter in a big fan-out.
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiters.append(fut)
+        self._schedule_flush().append(fut)
         await fut
 
     def _do_flush(self) -> None:
         waiters = self._flush_waiters or []
         self._flush_waiters = None
-        events, self._pending = self._pending, []
-        new_runs, self._new_runs = self._new_runs, []
         try:
-            if events or new_runs:
-                self._write(self._commit_events, events, new_runs)()
-                self._commits += 1
+            self._commit_pending()
         except BaseException as exc:  # noqa: BLE001 - handed to every waiter of the flush
-            # Nothing of the batch was written (the transaction rolled back) and our
-            # bookkeeping only moves on success: keep it for the next flush.
-            self._pending[:0] = events
-            self._new_runs[:0] = new_runs
             if not waiters:
                 # A flush nobody waits for (flush_soon): the batch stays pending and
                 # the next flush, which somebody will wait for, tries again.
