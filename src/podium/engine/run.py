@@ -406,8 +406,9 @@ class RunExecution:
                     return
             elif node.dependents or self._unresolved > 1:
                 self.engine.store.flush_soon()
-            self._tasks.pop(node.index, None)
-            self._inline_slot = asyncio.current_task()
+            # The task registered for this step is the one running it (asyncio's
+            # current_task() is a Python-level lookup in 3.11, per step).
+            self._inline_slot = self._tasks.pop(node.index, None)
             try:
                 if self._stopping is None:
                     self.scope.outputs[node.id] = rec.output  # type: ignore[index]
@@ -415,8 +416,7 @@ class RunExecution:
             finally:
                 self._inline_slot = None
         else:
-            self._tasks.pop(node.index, None)
-            self._inline_slot = asyncio.current_task()
+            self._inline_slot = self._tasks.pop(node.index, None)
             try:
                 self._on_failed(node, rec)
             finally:

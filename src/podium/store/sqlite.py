@@ -116,6 +116,7 @@ class _Live:
 
     run: RunRecord
     seq: int
+    # Touched by events of the batch being written; cleared once it committed.
     dirty_steps: set[str] = field(default_factory=set)
     dirty_run: bool = False
     encoded: dict[str, str] = field(default_factory=dict)  # step id -> output JSON
@@ -541,36 +542,47 @@ class SQLiteStore(AlertQueries):
     ) -> Callable[[], None]:
         """Write a batch; returns what moves the bookkeeping on, to call after COMMIT.
 
-        Until then nothing in memory changed, so a failed commit is simply retried
-        with the next flush, rows and all.
+        Until then nothing that says what is *written* changed (sequence numbers,
+        ``written``), so a failed commit is simply retried with the next flush, rows
+        and all. What is marked dirty here stays dirty until ``settle``.
         """
-        inserted = set()
         for run in new_runs:
             self._insert_run(conn, run)  # as it stands now: its first events included
-            inserted.add(run.run_id)
-        rows = []
+        lives = self._live
         seqs: dict[str, int] = {}
-        dirty: dict[str, set[str]] = {}
-        runs_dirty: set[str] = set()
-        encoded: list[tuple[_Live, str, str]] = []
+        rows = []
+        # A batch is mostly runs of events of one run: look its state up once per run.
+        last: str | None = None
+        live: _Live | None = None
+        seq = 0
         for e in events:
-            live = self._live.get(e.run_id)
-            if live is None:
-                continue  # a run this process does not own (cancel requests use SQL)
-            seq = seqs[e.run_id] = seqs.get(e.run_id, live.seq) + 1
+            rid = e.run_id
+            if rid != last:
+                if live is not None:
+                    seqs[last] = seq  # type: ignore[index]
+                last = rid
+                live = lives.get(rid)
+                if live is None:
+                    continue  # a run this process does not own (cancel requests use SQL)
+                seq = seqs.get(rid, live.seq)
+            elif live is None:
+                continue
+            seq += 1
             step_id = getattr(e, "step_id", None)
-            if step_id is not None:
-                dirty.setdefault(e.run_id, set()).add(step_id)
-                if isinstance(e, StepSucceeded):
-                    encoded.append((live, step_id, e.output_json))
+            if step_id is None:
+                live.dirty_run = True
             else:
-                runs_dirty.add(e.run_id)
-            rows.append((e.run_id, seq, e.type, e.ts, _encode_event(e)))
+                live.dirty_steps.add(step_id)
+                if type(e) is StepSucceeded:
+                    # Idempotent: the same output whatever happens to this commit.
+                    live.encoded[step_id] = e.output_json
+            rows.append((rid, seq, e.type, e.ts, _encode_event(e)))
+        if live is not None:
+            seqs[last] = seq  # type: ignore[index]
         conn.executemany(
             "INSERT INTO events (run_id, seq, type, ts, data) VALUES (?, ?, ?, ?, ?)", rows
         )
-        for live, sid, text in encoded:
-            live.encoded[sid] = text  # idempotent: the same output whatever happens next
+        inserted = {run.run_id for run in new_runs}
         step_rows: list[tuple[Any, ...]] = []
         ins_running: list[tuple[Any, ...]] = []
         ins_succeeded: list[tuple[Any, ...]] = []
@@ -578,10 +590,11 @@ class SQLiteStore(AlertQueries):
         finished: list[str] = []
         wrote: list[tuple[_Live, str, tuple[str, int]]] = []
         for run_id in seqs:
-            live = self._live[run_id]
+            live = lives[run_id]
             written = live.written
-            for sid in live.dirty_steps | dirty.get(run_id, set()):
-                s = live.run.steps[sid]
+            steps = live.run.steps
+            for sid in live.dirty_steps:
+                s = steps[sid]
                 status = s.status
                 prior = written.get(sid)
                 wrote.append((live, sid, (status, s.attempts)))
@@ -629,7 +642,7 @@ class SQLiteStore(AlertQueries):
                         _error_text(s.compensation_error),
                     )
                 )
-            if run_id in runs_dirty or live.dirty_run:
+            if live.dirty_run:
                 r = live.run
                 if run_id not in inserted:
                     conn.execute(
@@ -664,12 +677,12 @@ class SQLiteStore(AlertQueries):
             for live, sid, state in wrote:
                 live.written[sid] = state
             for run_id, seq in seqs.items():
-                live = self._live[run_id]
+                live = lives[run_id]
                 live.seq = seq
                 live.dirty_steps.clear()
                 live.dirty_run = False
             for run_id in finished:
-                del self._live[run_id]
+                del lives[run_id]
 
         return settle
 
