@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from podium.agents.base import Task
 from podium.definition import workflow_from_dict
 from podium.errors import StoreError
 from podium.store.factory import open_store
-from podium.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from podium.store.sqlite import SCHEMA_VERSION, SQLiteStore, _Checkpointer
 from tests.conftest import registry_of
 from tests.integration.podium_proc import Sandbox, chain
 
@@ -245,6 +246,62 @@ async def test_durability_settings(tmp_path: Path, query: str, synchronous: int)
                                                                  "b": "succeeded"}
     finally:
         await again.close()
+
+
+def _checkpoint_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("podium-checkpoint")]
+
+
+async def test_the_log_is_checkpointed_by_a_thread_and_starts_over(tmp_path: Path) -> None:
+    """Normal durability: the writer's connection never checkpoints inside a COMMIT; a
+    thread copies the log into the database, and once the log is long the writer
+    finishes a checkpoint so the log starts over: it stays bounded however long the
+    engine writes. Without the restarts, 600 runs leave a log of ~50 MB."""
+    db = tmp_path / "c.db"
+    store = SQLiteStore(db)
+    wf = workflow_from_dict({"name": "c", "mode": "sequential", "steps": [
+        {"id": s, "agent": "work", "input": 1} for s in ("a", "b", "c")]})
+    async with Engine(registry=registry_of(work=_work), store=store) as engine:
+        assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        assert len(_checkpoint_threads()) == 1
+        opened_size = db.stat().st_size
+        biggest = 0
+        for i in range(600):
+            run = await engine.run(wf)
+            assert run.status == "succeeded"
+            if i % 50 == 0:
+                biggest = max(biggest, (tmp_path / "c.db-wal").stat().st_size)
+        frame = 24 + store.conn.execute("PRAGMA page_size").fetchone()[0]
+        assert biggest < 3 * 1024 * frame
+        assert db.stat().st_size > 10 * opened_size  # the pages reached the database file
+    assert _checkpoint_threads() == []  # close stops the thread
+
+
+async def test_strict_durability_checkpoints_on_the_writer(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db", durability="strict")
+    await store.open()
+    try:
+        assert _checkpoint_threads() == []
+    finally:
+        await store.close()
+
+
+async def test_a_checkpointer_that_cannot_start_hands_checkpoints_back_to_sqlite(
+        tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "f.db")
+    wf = workflow_from_dict({"name": "f", "steps": [{"id": "a", "agent": "work", "input": 1}]})
+    async with Engine(registry=registry_of(work=_work), store=store) as engine:
+        real = store._checkpointer
+        assert real is not None
+        real.close()
+        # A real failure: the thread's connection cannot open a file in a missing folder.
+        broken = _Checkpointer(tmp_path / "missing" / "f.db", "NORMAL")
+        broken._thread.join()
+        assert broken.failed
+        store._checkpointer = broken
+        assert (await engine.run(wf)).status == "succeeded"
+        assert store._checkpointer is None
+        assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
 
 
 # --- several processes, one file -------------------------------------------------------------
