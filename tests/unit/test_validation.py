@@ -749,6 +749,19 @@ def test_check_input_lists_every_violation() -> None:
     check_input(workflow, {"source": "s", "quarter": 2, "tags": ["a"]})
 
 
+def test_each_workflow_is_checked_against_its_own_schema() -> None:
+    """Validators are kept per workflow between runs: one workflow's never judges another's
+    input, even when the first is gone and the second takes its place in memory."""
+    for n in range(50):
+        wf = workflow_from_dict({"name": f"w{n}", "steps": [{"id": "a", "agent": "x"}],
+                                 "input_schema": {"type": "object", "required": [f"k{n}"]}})
+        check_input(wf, {f"k{n}": 1})
+        check_input(wf, {f"k{n}": 2})  # the kept validator
+        with pytest.raises(InputError, match=f"'k{n}' is a required property"):
+            check_input(wf, {f"k{n + 1}": 1})
+        del wf
+
+
 def test_check_input_without_schema_accepts_anything() -> None:
     """No input_schema means any input is accepted."""
     workflow = workflow_from_dict({"name": "w", "steps": [{"id": "a", "agent": "x"}]})

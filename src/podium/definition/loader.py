@@ -357,13 +357,25 @@ def load_model_file(path: Path, model: type[M], *, kind: str, option: str) -> M:
         raise DefinitionError(problems) from None
 
 
+_VALIDATORS: dict[int, tuple[Any, Any]] = {}
+
+
 def check_input(workflow: Workflow, value: Any) -> None:
     """Raise ``InputError`` listing every way ``value`` fails ``input_schema``."""
-    if workflow.input_schema is None:
+    schema = workflow.input_schema
+    if schema is None:
         return
-    import jsonschema
+    hit = _VALIDATORS.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        validator = hit[1]
+    else:
+        import jsonschema
 
-    validator = jsonschema.Draft202012Validator(workflow.input_schema)
+        # Built once per workflow, not per run: a third of a small check's cost.
+        validator = jsonschema.Draft202012Validator(schema)
+        if len(_VALIDATORS) >= 64:
+            _VALIDATORS.clear()
+        _VALIDATORS[id(schema)] = (schema, validator)
     errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []

@@ -54,7 +54,7 @@ def new_run_id() -> str:
     Milliseconds then ~31 random bits (one read of the OS random source, not six).
     """
     return _base36(int(time.time() * 1000), 8) + _base36(
-        int.from_bytes(secrets.token_bytes(4)) % 36**6, 6)
+        int.from_bytes(os.urandom(4)) % 36**6, 6)
 
 
 @dataclass

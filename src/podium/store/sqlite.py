@@ -83,7 +83,8 @@ class _Checkpointer:
 
     def poke(self) -> None:
         """Say the log grew (cheap: sets a flag the thread waits on)."""
-        self._wake.set()
+        if not self._wake.is_set():  # set() takes a lock and notifies, every commit
+            self._wake.set()
 
     def _loop(self) -> None:
         try:
