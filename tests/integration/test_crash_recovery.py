@@ -125,7 +125,9 @@ def crash_and_resume(
             time.sleep(rng.uniform(0, RETRY_DELAY_S / 2))
         elif run_id is not None and roll < 0.2:
             how = "startup"  # during imports, store open, claim/adopt, or the first call
-            time.sleep(rng.uniform(0.05, 1.0))
+            # (a resume reaches its first call in ~0.5 s here; waiting up to 1 s let a
+            # nearly finished fan-out end before it had been killed often enough)
+            time.sleep(rng.uniform(0.05, 0.6))
         else:
             assert wait_for(progressed, 30), f"no progress; stderr: {sb.stderr_of(proc)}"
             if roll < 0.55:
