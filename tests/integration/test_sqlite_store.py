@@ -263,12 +263,12 @@ async def test_the_log_is_checkpointed_by_a_thread_and_starts_over(tmp_path: Pat
         {"id": s, "agent": "work", "input": 1} for s in ("a", "b", "c")]})
     async with Engine(registry=registry_of(work=_work), store=store) as engine:
         assert store.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
-        assert len(_checkpoint_threads()) == 1
         opened_size = db.stat().st_size
         biggest = 0
         for i in range(600):
             run = await engine.run(wf)
             assert run.status == "succeeded"
+            assert len(_checkpoint_threads()) == 1
             if i % 50 == 0:
                 biggest = max(biggest, (tmp_path / "c.db-wal").stat().st_size)
         frame = 24 + store.conn.execute("PRAGMA page_size").fetchone()[0]
@@ -277,10 +277,25 @@ async def test_the_log_is_checkpointed_by_a_thread_and_starts_over(tmp_path: Pat
     assert _checkpoint_threads() == []  # close stops the thread
 
 
+async def test_reading_starts_no_checkpointer(tmp_path: Path) -> None:
+    """`podium runs`/`status` only read: the thread starts with the first write."""
+    store = SQLiteStore(tmp_path / "r.db")
+    await store.open()
+    try:
+        assert await store.list_runs() == []
+        assert _checkpoint_threads() == []
+        await store.save_workflow("w", 1, {"name": "w"})
+        assert len(_checkpoint_threads()) == 1
+    finally:
+        await store.close()
+    assert _checkpoint_threads() == []
+
+
 async def test_strict_durability_checkpoints_on_the_writer(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db", durability="strict")
     await store.open()
     try:
+        await store.save_workflow("w", 1, {"name": "w"})
         assert _checkpoint_threads() == []
     finally:
         await store.close()
@@ -291,6 +306,7 @@ async def test_a_checkpointer_that_cannot_start_hands_checkpoints_back_to_sqlite
     store = SQLiteStore(tmp_path / "f.db")
     wf = workflow_from_dict({"name": "f", "steps": [{"id": "a", "agent": "work", "input": 1}]})
     async with Engine(registry=registry_of(work=_work), store=store) as engine:
+        assert (await engine.run(wf)).status == "succeeded"
         real = store._checkpointer
         assert real is not None
         real.close()

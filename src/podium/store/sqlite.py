@@ -15,6 +15,9 @@ with "database is locked".
 Writes run on the event loop's thread: a WAL commit costs tens of
 microseconds, less than a hop to a worker thread would. ``flush`` batches
 every event appended since the last one into one transaction (group commit).
+Checkpoints, which fsync, are the exception: with normal durability a thread
+copies the log into the database (``_Checkpointer``); strict durability keeps
+them on the writer, whose commits fsync anyway.
 """
 
 from __future__ import annotations
@@ -250,7 +253,10 @@ class SQLiteStore(AlertQueries):
             "?durability=strict" if durability == "strict" else ""
         )
         self._conn: sqlite3.Connection | None = None
+        # Normal durability: started by the first write, so that reading never
+        # starts a thread; False once it failed and SQLite checkpoints by itself.
         self._checkpointer: _Checkpointer | None = None
+        self._checkpoint_thread = durability == "normal"
         self._live: dict[str, _Live] = {}
         self._pending: list[Event] = []
         self._new_runs: list[RunRecord] = []
@@ -354,8 +360,6 @@ class SQLiteStore(AlertQueries):
             conn.close()
             raise
         self._conn = conn
-        if self.durability == "normal":
-            self._checkpointer = _Checkpointer(self.path, "NORMAL")
 
     def _preallocate_wal(self, conn: sqlite3.Connection) -> None:
         """Give the log its working size up front, so commits overwrite it in place.
@@ -455,9 +459,11 @@ class SQLiteStore(AlertQueries):
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-            return result
         except sqlite3.Error as exc:
             raise StoreError(f"database {self.path}: {exc}") from None
+        if self._checkpoint_thread:
+            self._after_commit()
+        return result
 
     # --- writes -----------------------------------------------------------
     async def save_workflow(
@@ -560,26 +566,30 @@ class SQLiteStore(AlertQueries):
             self._new_runs[:0] = new_runs
             raise
         self._commits += 1
-        ck = self._checkpointer
-        if ck is not None:
-            if ck.restart_due or ck.failed:
-                self._finish_checkpoint(ck)
-            else:
-                ck.poke()
 
-    def _finish_checkpoint(self, ck: _Checkpointer) -> None:
-        """Copy the log's tail so the next transaction starts the log over.
+    def _after_commit(self) -> None:
+        """Keep the checkpointer going; finish its checkpoint when the log is long.
 
         Runs after a COMMIT succeeded, so it must not raise: a failed checkpoint
         loses nothing, the log just stays longer until the next one.
         """
         try:
-            if ck.failed:  # the thread could not start: SQLite's own checkpoints, then
-                self.conn.execute("PRAGMA wal_autocheckpoint = 1000")
+            ck = self._checkpointer
+            if ck is None:
+                try:
+                    ck = self._checkpointer = _Checkpointer(self.path, "NORMAL")
+                except RuntimeError as exc:  # no thread can start (a process limit)
+                    log.warning("checkpoints of %s stay on the writer: %s", self.path, exc)
+                    ck = None
+            if ck is None or ck.failed:  # then SQLite checkpoints by itself, as by default
+                self._checkpoint_thread = False
                 self._checkpointer = None
-                return
-            ck.restart_due = False
-            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self.conn.execute("PRAGMA wal_autocheckpoint = 1000")
+            elif ck.restart_due:
+                ck.restart_due = False
+                self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            else:
+                ck.poke()
         except sqlite3.Error as exc:
             log.warning("checkpoint of %s failed, will retry: %s", self.path, exc)
 
