@@ -18,7 +18,12 @@ from podium.agents.base import Task
 from podium.definition import workflow_from_dict
 from podium.errors import StoreError
 from podium.store.factory import open_store
-from podium.store.sqlite import SCHEMA_VERSION, SQLiteStore, _Checkpointer
+from podium.store.sqlite import (
+    _CHECKPOINT_THREAD_AFTER,
+    SCHEMA_VERSION,
+    SQLiteStore,
+    _Checkpointer,
+)
 from tests.conftest import registry_of
 from tests.integration.podium_proc import Sandbox, chain
 
@@ -268,23 +273,28 @@ async def test_the_log_is_checkpointed_by_a_thread_and_starts_over(tmp_path: Pat
         for i in range(600):
             run = await engine.run(wf)
             assert run.status == "succeeded"
-            assert len(_checkpoint_threads()) == 1
+            if i == 0:
+                assert _checkpoint_threads() == []  # 4 transactions so far
             if i % 50 == 0:
                 biggest = max(biggest, (tmp_path / "c.db-wal").stat().st_size)
+        assert len(_checkpoint_threads()) == 1
         frame = 24 + store.conn.execute("PRAGMA page_size").fetchone()[0]
         assert biggest < 3 * 1024 * frame
         assert db.stat().st_size > 10 * opened_size  # the pages reached the database file
     assert _checkpoint_threads() == []  # close stops the thread
 
 
-async def test_reading_starts_no_checkpointer(tmp_path: Path) -> None:
-    """`podium runs`/`status` only read: the thread starts with the first write."""
+async def test_the_checkpointer_starts_only_once_a_process_keeps_writing(tmp_path: Path) -> None:
+    """`podium runs`/`status` only read, a `podium run` of a few steps writes a few
+    transactions: neither starts the thread (the log is checkpointed at close)."""
     store = SQLiteStore(tmp_path / "r.db")
     await store.open()
     try:
         assert await store.list_runs() == []
+        for n in range(_CHECKPOINT_THREAD_AFTER - 1):
+            await store.save_workflow("w", n, {"name": "w"})
         assert _checkpoint_threads() == []
-        await store.save_workflow("w", 1, {"name": "w"})
+        await store.save_workflow("w", "last", {"name": "w"})
         assert len(_checkpoint_threads()) == 1
     finally:
         await store.close()
@@ -306,7 +316,8 @@ async def test_a_checkpointer_that_cannot_start_hands_checkpoints_back_to_sqlite
     store = SQLiteStore(tmp_path / "f.db")
     wf = workflow_from_dict({"name": "f", "steps": [{"id": "a", "agent": "work", "input": 1}]})
     async with Engine(registry=registry_of(work=_work), store=store) as engine:
-        assert (await engine.run(wf)).status == "succeeded"
+        for _ in range(_CHECKPOINT_THREAD_AFTER):
+            assert (await engine.run(wf)).status == "succeeded"
         real = store._checkpointer
         assert real is not None
         real.close()

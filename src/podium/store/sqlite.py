@@ -56,6 +56,10 @@ _STRICT_WAL_BYTES = 1 << 20
 # log holds this many frames the writer finishes a checkpoint so the log restarts.
 _CHECKPOINT_INTERVAL_S = 0.025
 _CHECKPOINT_RESTART_FRAMES = 1024
+# ...and starts after this many write transactions: a short-lived process (a
+# `podium run` of a few steps) leaves its small log to the checkpoint at close
+# instead of paying for a thread and a concurrent fsync it has no use for.
+_CHECKPOINT_THREAD_AFTER = 32
 
 
 class _Checkpointer:
@@ -253,10 +257,11 @@ class SQLiteStore(AlertQueries):
             "?durability=strict" if durability == "strict" else ""
         )
         self._conn: sqlite3.Connection | None = None
-        # Normal durability: started by the first write, so that reading never
-        # starts a thread; False once it failed and SQLite checkpoints by itself.
+        # Normal durability: started by the writes (reading never starts it);
+        # False once it failed and SQLite checkpoints by itself.
         self._checkpointer: _Checkpointer | None = None
         self._checkpoint_thread = durability == "normal"
+        self._writes = 0  # write transactions before the checkpointer started
         self._live: dict[str, _Live] = {}
         self._pending: list[Event] = []
         self._new_runs: list[RunRecord] = []
@@ -576,6 +581,9 @@ class SQLiteStore(AlertQueries):
         try:
             ck = self._checkpointer
             if ck is None:
+                self._writes += 1
+                if self._writes < _CHECKPOINT_THREAD_AFTER:
+                    return
                 try:
                     ck = self._checkpointer = _Checkpointer(self.path, "NORMAL")
                 except RuntimeError as exc:  # no thread can start (a process limit)
