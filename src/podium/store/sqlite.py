@@ -575,8 +575,9 @@ class SQLiteStore(AlertQueries):
     def _after_commit(self) -> None:
         """Keep the checkpointer going; finish its checkpoint when the log is long.
 
-        Runs after a COMMIT succeeded, so it must not raise: a failed checkpoint
-        loses nothing, the log just stays longer until the next one.
+        Runs after a COMMIT succeeded, so it must not raise (the caller would
+        take the committed batch for failed and write it again): a failed
+        checkpoint loses nothing, the log just stays longer until the next one.
         """
         try:
             ck = self._checkpointer
@@ -598,7 +599,7 @@ class SQLiteStore(AlertQueries):
                 self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             else:
                 ck.poke()
-        except sqlite3.Error as exc:
+        except Exception as exc:  # noqa: BLE001 - see above
             log.warning("checkpoint of %s failed, will retry: %s", self.path, exc)
 
     @property
