@@ -301,6 +301,37 @@ async def test_the_checkpointer_starts_only_once_a_process_keeps_writing(tmp_pat
     assert _checkpoint_threads() == []
 
 
+async def test_a_checkpoint_held_back_by_a_reader_is_finished_later(tmp_path: Path) -> None:
+    """The writer's end of a checkpoint cannot copy past what another connection still
+    reads (a long read in another process): it tries again after its next commit,
+    and stops trying once everything is copied."""
+    db = tmp_path / "h.db"
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        for n in range(_CHECKPOINT_THREAD_AFTER):
+            await store.save_workflow("w", n, {"name": "w"})
+        ck = store._checkpointer
+        assert ck is not None
+        ck.close()  # its thread stops: only the writer checkpoints from here on
+        reader = sqlite3.connect(db, isolation_level=None)
+        reader.execute("BEGIN")
+        assert reader.execute("SELECT count(*) FROM workflows").fetchone() == (32,)
+        await store.save_workflow("w", "after the reader's snapshot", {"name": "w"})
+        ck.restart_due = True
+        await store.save_workflow("w", "held back", {"name": "w"})
+        assert ck.restart_due  # frames past the reader's snapshot are not copied yet
+        reader.execute("COMMIT")
+        reader.close()
+        await store.save_workflow("w", "free", {"name": "w"})
+        assert not ck.restart_due
+        size = (tmp_path / "h.db-wal").stat().st_size
+        await store.save_workflow("w", "restarted", {"name": "w"})
+        assert (tmp_path / "h.db-wal").stat().st_size == size  # written from its start again
+    finally:
+        await store.close()
+
+
 async def test_strict_durability_checkpoints_on_the_writer(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db", durability="strict")
     await store.open()

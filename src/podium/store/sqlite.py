@@ -595,8 +595,12 @@ class SQLiteStore(AlertQueries):
                 self._checkpointer = None
                 self.conn.execute("PRAGMA wal_autocheckpoint = 1000")
             elif ck.restart_due:
-                ck.restart_due = False
-                self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                busy, frames, copied = self.conn.execute(
+                    "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                # All copied: the next transaction starts the log over. Else another
+                # process wrote meanwhile: try again after the next commit, as SQLite's
+                # own checkpoints do.
+                ck.restart_due = bool(busy) or copied < frames
             else:
                 ck.poke()
         except Exception as exc:  # noqa: BLE001 - see above
