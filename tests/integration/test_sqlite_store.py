@@ -353,7 +353,7 @@ async def test_a_checkpointer_that_cannot_start_hands_checkpoints_back_to_sqlite
         assert real is not None
         real.close()
         # A real failure: the thread's connection cannot open a file in a missing folder.
-        broken = _Checkpointer(tmp_path / "missing" / "f.db", "NORMAL")
+        broken = _Checkpointer(tmp_path / "missing" / "f.db")
         broken._thread.join()
         assert broken.failed
         store._checkpointer = broken

@@ -77,9 +77,8 @@ class _Checkpointer:
     (``restart_due``): it copies only what arrived since the thread's last pass.
     """
 
-    def __init__(self, path: Path, synchronous: str) -> None:
+    def __init__(self, path: Path) -> None:
         self._path = path
-        self._synchronous = synchronous
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self.restart_due = False
@@ -95,8 +94,10 @@ class _Checkpointer:
 
     def _loop(self) -> None:
         try:
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            # Made and used on this thread only. Only normal durability has a
+            # checkpointer: a checkpoint's fsyncs follow this connection's setting.
+            conn = sqlite3.connect(self._path, isolation_level=None)
+            conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
             log.warning("checkpoints of %s stay on the writer: %s", self._path, exc)
             self.failed = True
@@ -586,7 +587,7 @@ class SQLiteStore(AlertQueries):
                 if self._writes < _CHECKPOINT_THREAD_AFTER:
                     return
                 try:
-                    ck = self._checkpointer = _Checkpointer(self.path, "NORMAL")
+                    ck = self._checkpointer = _Checkpointer(self.path)
                 except RuntimeError as exc:  # no thread can start (a process limit)
                     log.warning("checkpoints of %s stay on the writer: %s", self.path, exc)
                     ck = None
