@@ -10,7 +10,7 @@ the CLI can map each branch to an exit code without guessing::
     ├── AgentError           raised by an agent to fail an attempt with a type
     │   ├── InvalidInput         ``invalid_input`` (never retried by default)
     │   ├── Unavailable          ``unavailable``
-    │   ├── RateLimited          ``rate_limited`` (may carry ``retry_after_s``)
+    │   ├── RateLimited          ``rate_limited`` (may carry ``retry_after_s``); busy
     │   └── AttemptTimeout       ``timeout``
     ├── RunNotFound          no such run in the store (exit 2)
     └── StoreError           the database is unreachable or not Podium's (exit 3)
@@ -115,9 +115,15 @@ class AgentError(PodiumError):
 
     Any other exception an agent raises fails the attempt as ``agent_error``.
     ``retryable=False`` stops retries whatever the policy says.
+
+    ``busy`` says the agent is at capacity (HTTP 429, a 503 with ``Retry-After``):
+    back-pressure, not a failure. The engine then tries another agent or waits
+    (``retry_after_s``, jittered) within the step's acquire timeout, without
+    using up an attempt or counting against the agent's breaker and health.
     """
 
     error_type = "agent_error"
+    busy = False
 
     def __init__(
         self,
@@ -126,11 +132,14 @@ class AgentError(PodiumError):
         type: str | None = None,
         retryable: bool | None = None,
         retry_after_s: float | None = None,
+        busy: bool | None = None,
         **where: str | None,
     ) -> None:
         super().__init__(message, **where)
         if type is not None:
             self.error_type = type
+        if busy is not None:
+            self.busy = busy
         self.retryable = retryable
         self.retry_after_s = retry_after_s
 
@@ -144,7 +153,10 @@ class Unavailable(AgentError):
 
 
 class RateLimited(AgentError):
+    """The agent asks to be called later: busy unless said otherwise."""
+
     error_type = "rate_limited"
+    busy = True
 
 
 class AttemptTimeout(AgentError):
