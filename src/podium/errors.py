@@ -7,6 +7,7 @@ the CLI can map each branch to an exit code without guessing::
     ├── DefinitionError      a workflow or agents file is invalid (exit 2)
     ├── InputError           a run's input is invalid (exit 2)
     ├── ConfigError          bad settings, unknown agent module... (exit 2)
+    │   └── RunHeld              another live process holds the run (exit 2)
     ├── AgentError           raised by an agent to fail an attempt with a type
     │   ├── InvalidInput         ``invalid_input`` (never retried by default)
     │   ├── Unavailable          ``unavailable``
@@ -33,6 +34,7 @@ __all__ = [
     "PodiumError",
     "Problem",
     "RateLimited",
+    "RunHeld",
     "RunNotFound",
     "StoreError",
     "Unavailable",
@@ -100,6 +102,10 @@ class InputError(PodiumError):
 
 class ConfigError(PodiumError):
     """Settings or an agents file that cannot be used as given."""
+
+
+class RunHeld(ConfigError):
+    """Another live process holds the run: it executes it, or took it over first."""
 
 
 class RunNotFound(PodiumError):

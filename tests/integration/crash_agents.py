@@ -62,6 +62,22 @@ async def record(task: Task) -> Any:
             "token": f"tok-{task.step_id}"}
 
 
+async def lookup(task: Task) -> Any:
+    """Log, read the run's own database read-only (as agents that look things up in it
+    do, in the engine's process), nap, succeed."""
+    import sqlite3
+
+    log_line(task)
+    db = Path(os.environ[DIR_ENV]) / "podium.db"
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        runs = conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    finally:
+        conn.close()
+    await _nap(task)
+    return {"step": task.step_id, "input": task.input, "runs_seen": runs > 0}
+
+
 async def flaky(task: Task) -> Any:
     """Fail attempts up to ``fail_attempts`` (by attempt number, so it survives a resume)."""
     log_line(task)

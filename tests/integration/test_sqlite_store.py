@@ -24,6 +24,7 @@ from podium.store.sqlite import (
     SQLiteStore,
     _Checkpointer,
 )
+from podium.store.sqlite_db import migrate
 from tests.conftest import registry_of
 from tests.integration.podium_proc import Sandbox, chain
 
@@ -34,7 +35,7 @@ def make_schema_1_db(path: Path) -> None:
     """A database as the first Podium release left it: schema 1 and one finished run."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        SQLiteStore._migrate(conn, upto=1)
+        migrate(conn, upto=1)
         assert conn.execute("SELECT value FROM podium_meta").fetchone() == ("1",)
         conn.execute(
             "INSERT INTO workflows (name, version, definition, created_at) VALUES (?, ?, ?, ?)",
@@ -111,13 +112,20 @@ async def test_schema_1_database_is_upgraded_with_its_data(tmp_path: Path) -> No
     assert schema_version(db) == SCHEMA_VERSION
 
 
-def test_the_cli_upgrades_a_schema_1_database(sandbox: Sandbox) -> None:
+def test_the_cli_reads_a_schema_1_database_and_a_writing_command_upgrades_it(
+    sandbox: Sandbox,
+) -> None:
+    """Reading commands never migrate (they never take the write lock): `status` reads
+    the old schema as it is; the first command that writes upgrades it."""
     make_schema_1_db(sandbox.db)
     out = sandbox.podium("status", "r1old", "--json")
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert (doc["status"], doc["output"]) == ("succeeded", {"total": 42})
     assert doc["steps"]["a"]["attempts"] == 2
+    assert schema_version(sandbox.db) == 1
+    out = sandbox.podium("cancel", "r1old")
+    assert out.returncode == 0, out.stderr
     assert schema_version(sandbox.db) == SCHEMA_VERSION
 
 
@@ -174,7 +182,7 @@ def _random_bytes(path: Path) -> str:
 
 def _damaged_sqlite(path: Path) -> str:
     path.write_bytes(b"SQLite format 3\x00" + os.urandom(8176))
-    return "damaged or not a database"
+    return "or a damaged one"
 
 
 def _foreign_sqlite(path: Path) -> str:
@@ -279,7 +287,10 @@ async def test_the_log_is_checkpointed_by_a_thread_and_starts_over(tmp_path: Pat
                 biggest = max(biggest, (tmp_path / "c.db-wal").stat().st_size)
         assert len(_checkpoint_threads()) == 1
         frame = 24 + store.conn.execute("PRAGMA page_size").fetchone()[0]
-        assert biggest < 3 * 1024 * frame
+        # Restarts keep it near 1,024 frames, plus what a busy machine writes before the
+        # thread's next pass (seen up to ~3,150 frames on a loaded 2-core VM); without
+        # restarts it passes 12,000.
+        assert biggest < 5 * 1024 * frame
         assert db.stat().st_size > 10 * opened_size  # the pages reached the database file
     assert _checkpoint_threads() == []  # close stops the thread
 

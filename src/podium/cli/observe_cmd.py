@@ -14,10 +14,10 @@ from podium.cli.app import DbOpt, JsonOpt, app
 from podium.cli.common import EXIT_OK, EXIT_USAGE, dump_json, fail, guarded, run_async
 
 
-async def _store(db: str | None) -> Any:
+async def _store(db: str | None, *, readonly: bool = True) -> Any:
     from podium.store.factory import default_db_url, open_store
 
-    store = open_store(default_db_url(db))
+    store = open_store(default_db_url(db), readonly=readonly)
     await store.open()
     return store
 
@@ -133,7 +133,7 @@ def alerts_ack(
         who = by or getpass.getuser()
 
         async def go() -> tuple[bool, Any]:
-            store = await _store(db)
+            store = await _store(db, readonly=False)
             try:
                 ok = await store.ack_alert(key, who, time.time())
                 return ok, await store.get_alert(key)

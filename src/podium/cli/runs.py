@@ -21,7 +21,8 @@ def _when(ts: float | None) -> str:
 
 
 async def _engine(
-    db: str | None, agents: Path | None = None, source: dict[str, Any] | None = None
+    db: str | None, agents: Path | None = None, source: dict[str, Any] | None = None,
+    *, readonly: bool = False,
 ) -> Any:
     from podium.agents.config import build_registry
     from podium.agents.registry import AgentRegistry
@@ -36,7 +37,9 @@ async def _engine(
         registry, _cfg, _src = build_registry(
             path, entry_points_too=bool((source or {}).get("entry_points", True))
         )
-    engine = Engine(registry=registry, store=open_store(default_db_url(db)))
+    # The store is this process's one store of the file: a second engine here (one per
+    # resumed run, with that run's agents) shares it rather than opening the file again.
+    engine = Engine(registry=registry, store=open_store(default_db_url(db), readonly=readonly))
     await engine.open()
     return engine
 
@@ -56,7 +59,7 @@ def runs_cmd(
     """List runs, newest first; runs left behind by a dead process show as resumable."""
 
     async def go() -> list[dict[str, Any]]:
-        engine = await _engine(db)
+        engine = await _engine(db, readonly=True)
         try:
             runs = await engine.store.list_runs(status=status, workflow=workflow, limit=limit)
             out = []
@@ -117,7 +120,7 @@ def status(
     """Show one run: per step status, attempts, agent, duration, error; and its timeline."""
 
     async def go() -> tuple[Any, Any]:
-        engine = await _engine(db)
+        engine = await _engine(db, readonly=True)
         try:
             run = await engine.store.get_run(run_id)
             events = await engine.store.get_events(run.run_id)
@@ -172,6 +175,10 @@ def status(
 
 def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: bool,
            as_json: bool, verb: str) -> None:
+    from podium.errors import RunHeld
+
+    skipped: list[str] = []
+
     async def go() -> list[Any]:
         engine = await _engine(db)
         try:
@@ -190,11 +197,23 @@ def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: b
                         from podium.cli.progress import PlainProgress
 
                         worker.bus.subscribe(PlainProgress())
-                    handle = await (
-                        worker.resume(rid) if verb == "resume" else worker.rollback(rid)
-                    )
+                    try:
+                        handle = await (
+                            worker.resume(rid, stale_only=all_stale) if verb == "resume"
+                            else worker.rollback(rid)
+                        )
+                    except RunHeld as exc:
+                        if not all_stale:
+                            raise
+                        # Another live process took it (or finished it) since the list was
+                        # made: not ours to drive, and not a failure of this command.
+                        skipped.append(f"skipped: {exc.message}")
+                        print(skipped[-1], file=sys.stderr if as_json else sys.stdout)
+                        continue
                     _INTERRUPT["cancel"] = lambda h=handle: h.cancel("interrupted (Ctrl-C)")
                     results.append(await handle.result())
+                    if all_stale and not as_json:
+                        print(f"run {rid} {results[-1].status}", flush=True)
                 finally:
                     await worker.aclose()
             return results
@@ -209,7 +228,7 @@ def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: b
         if all_stale:
             if as_json:
                 dump_json([r.to_dict() for r in results])
-            elif not results:
+            elif not results and not skipped:
                 print("no resumable runs")
             ok = all(r.status in ("succeeded", "rolled_back") for r in results)
             raise typer.Exit(EXIT_OK if ok else 1)

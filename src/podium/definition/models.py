@@ -18,6 +18,7 @@ __all__ = [
     "BUILTIN_ERROR_TYPES",
     "Compensation",
     "Defaults",
+    "Recovery",
     "RetryPolicy",
     "Step",
     "Workflow",
@@ -140,6 +141,18 @@ class Defaults(_Model):
     retry: RetryPolicy | list[RetryPolicy] | None = None
 
 
+class Recovery(_Model):
+    """How often a run is taken over after the process running it died.
+
+    A step that kills its process every time (out of memory, a crash in a native
+    library) would otherwise be run again without end by whoever takes the run
+    over. Takeovers wait 1 s, 2 s, 4 s... apart; after ``max`` of them the run
+    fails with ``worker_lost`` (``podium resume`` can still redrive it by hand).
+    """
+
+    max: int = Field(5, ge=0, le=1000, description="Takeovers before the run fails")
+
+
 class Workflow(_Model):
     """A named, versioned set of steps. Semantic checks live in ``validate``."""
 
@@ -159,6 +172,8 @@ class Workflow(_Model):
     output: Any = None
     alerts: list[AlertRule] = Field(
         default_factory=_empty_list, description="Alert rules for its runs")
+    recovery: Recovery = Field(default_factory=Recovery,
+                               description="Takeovers after a crash before the run fails")
 
     @model_validator(mode="after")
     def _semantics(self) -> Workflow:

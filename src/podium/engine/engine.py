@@ -16,7 +16,7 @@ import random
 import secrets
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +26,9 @@ from podium.definition.loader import apply_input_defaults, check_input, workflow
 from podium.definition.models import Workflow
 from podium.definition.plan import Plan, compile_plan
 from podium.engine.retry import RetryState
-from podium.engine.run import CANCELLED, RunExecution
-from podium.errors import ConfigError, DefinitionError, Problem
-from podium.events import EventBus, RunCancelRequested
+from podium.engine.run import CANCELLED, FAILED, RunExecution
+from podium.errors import ConfigError, DefinitionError, PodiumError, Problem, RunHeld
+from podium.events import ErrorInfo, EventBus, RunCancelRequested
 from podium.store.base import Store
 from podium.store.memory import MemoryStore
 from podium.store.records import RunRecord
@@ -251,10 +251,14 @@ class Engine:
         if rollback is None:
             execution.begin()
         work = execution.rollback(rollback) if rollback is not None else execution.execute()
-        task = asyncio.get_running_loop().create_task(work, name=f"podium:run:{record.run_id}")
+        return self._track(execution, work)
+
+    def _track(self, execution: RunExecution,
+               work: Coroutine[Any, Any, RunRecord]) -> RunHandle:
+        run_id = execution.run_id
+        task = asyncio.get_running_loop().create_task(work, name=f"podium:run:{run_id}")
         handle = RunHandle(execution, task)
-        self._active[record.run_id] = handle
-        run_id = record.run_id
+        self._active[run_id] = handle
 
         def forget(_task: asyncio.Task[RunRecord]) -> None:
             self._active.pop(run_id, None)
@@ -288,11 +292,8 @@ class Engine:
         await self.open()
         run = await self.store.get_run(run_id)
         if run.status in ("running", "pending") and self.owner_is_dead(run):
-            # Nobody is executing it: finish it as cancelled here.
-            _run, _wf, plan = await self._take_over(run.run_id)
-            execution = RunExecution(self, plan, _run, resumed=True)
-            execution.stop(CANCELLED, reason)
-            await execution._finish(0.0)
+            # Nobody is executing it: finish it as cancelled here, calling no agent.
+            await self._end_unexecuted(run.run_id, CANCELLED, reason)
             return True
         ok = await self.store.request_cancel(run.run_id)
         if ok:
@@ -301,6 +302,15 @@ class Engine:
             )
             await self.store.flush()
         return ok
+
+    async def _end_unexecuted(
+        self, run_id: str, why: str, message: str, error: ErrorInfo | None = None,
+        in_flight: Sequence[str] = (),
+    ) -> RunRecord:
+        """Take a run nobody executes and end it (cancelled, or failed with ``error``)."""
+        run, _wf, plan = await self._take_over(run_id, stale_only=True, counts=False)
+        execution = RunExecution(self, plan, run, resumed=True)
+        return await execution.end_unexecuted(why, message, error, in_flight)
 
     # --- recovery -------------------------------------------------------
     def owner_is_dead(self, run: RunRecord) -> bool:
@@ -332,30 +342,47 @@ class Engine:
                     out.append(run)
         return out
 
-    async def _take_over(self, run_id: str) -> tuple[RunRecord, Workflow, Plan]:
+    async def _take_over(
+        self, run_id: str, *, stale_only: bool = False, counts: bool = True
+    ) -> tuple[RunRecord, Workflow, Plan]:
+        """Claim a run for this engine: one left by a dead process, or a finished one.
+
+        The claim is a compare-and-swap on what was read here, so of two processes
+        taking over one run exactly one wins; the other gets ``RunHeld`` naming the
+        winner. ``stale_only``: only a run still left running by a dead process (a
+        ``resume --all``, a server's scan) — one finished meanwhile is not redriven.
+        ``counts``: a takeover of a stale run counts toward its ``recoveries``.
+        """
         await self.open()
         run = await self.store.get_run(run_id)
         if run.run_id in self._active:
-            raise ConfigError(
+            raise RunHeld(
                 f"run {run.run_id} is already executing in this engine", run_id=run.run_id
             )
-        if run.status in ("running", "pending") and not self.owner_is_dead(run):
-            raise ConfigError(
+        stale = run.status in ("running", "pending")
+        if stale and not self.owner_is_dead(run):
+            raise RunHeld(
                 f"run {run.run_id} is executing in another process ({run.owner}); its lease"
                 " runs until it stops renewing it (fix: wait, or `podium cancel` it)",
                 run_id=run.run_id,
             )
+        if stale_only and not stale:
+            raise RunHeld(f"run {run.run_id} is {run.status} now (another process finished it)",
+                          run_id=run.run_id)
+        if stale:
+            recoveries = run.recoveries + 1 if counts and run.owner is not None \
+                else run.recoveries
+        else:  # a finished run: redriven (its takeovers start over) or rolled back
+            recoveries = 0 if run.status in ("failed", "cancelled") else run.recoveries
         now = self.clock.now()
-        # A dead owner on this host is taken over at once; elsewhere after the lease.
-        # The owner is known dead here (pid gone, or lease out): the claim ignores its lease,
-        # and only a race with another process taking it over can make it fail.
         if not await self.store.claim_run(
-            run.run_id, self.owner, now + self.config.lease_s, float("inf")
+            run, self.owner, now + self.config.lease_s, recoveries=recoveries, now=now
         ):
-            raise ConfigError(
-                f"run {run.run_id} was claimed by another process first", run_id=run.run_id
+            holder = await self.store.get_run(run.run_id)
+            raise RunHeld(
+                f"run {run.run_id} was taken over by another process first ({holder.owner})",
+                run_id=run.run_id,
             )
-        run.owner = self.owner
         workflow = workflow_from_dict(
             run.definition, source=f"run {run.run_id} (stored definition)"
         )
@@ -364,17 +391,22 @@ class Engine:
         await self.store.adopt(run)
         return run, workflow, plan
 
-    async def resume(self, run_id: str) -> RunHandle:
+    async def resume(self, run_id: str, *, stale_only: bool = False) -> RunHandle:
         """Continue a run from its checkpoints, with the definition it started with.
 
         A run left running by a dead process continues: succeeded steps are
         never run again; in-flight steps run again with the same idempotency
         key and their attempt count carried on; pending retry waits are kept.
         A failed or cancelled run is redriven: only its failed, cancelled and
-        skipped steps run again. An interrupted rollback continues.
+        skipped steps run again. An interrupted rollback continues. A run whose
+        cancel was asked for while its owner died ends cancelled, calling no agent.
+        ``stale_only``: only a run a dead process left running (see ``_take_over``).
         """
         await self.open()
         existing = await self.store.get_run(run_id)
+        if stale_only and existing.status not in ("running", "pending"):
+            raise RunHeld(f"run {existing.run_id} is {existing.status} now (another process"
+                          " finished it)", run_id=existing.run_id)
         if existing.status == "succeeded":
             raise ConfigError(
                 f"run {existing.run_id} already succeeded; there is nothing to resume",
@@ -385,7 +417,11 @@ class Engine:
                 f"run {existing.run_id} was rolled back; start a new run instead",
                 run_id=existing.run_id,
             )
-        run, _workflow, plan = await self._take_over(existing.run_id)
+        run, _workflow, plan = await self._take_over(existing.run_id, stale_only=stale_only)
+        if run.cancel_requested and run.status in ("running", "pending"):
+            execution = RunExecution(self, plan, run, resumed=True)
+            work = execution.end_unexecuted(CANCELLED, "cancel requested while its process died")
+            return self._track(execution, work)
         if run.phase == "compensate" or run.status == "rollback_failed":
             for rec in run.steps.values():
                 if rec.compensation_status == "failed":
@@ -410,6 +446,67 @@ class Engine:
         run.error = None
         run.output = None
         return self._launch(plan, run, resumed=True, carry=carry)
+
+    async def recover_stale(self) -> list[str]:
+        """Take over every run a dead process left, as a long-running engine does.
+
+        A run whose process died again and again (a step that kills it every time)
+        is not taken over without end: takeovers of one run wait 1 s, 2 s, 4 s...
+        apart (at most a minute), and after its workflow's ``recovery.max`` the run
+        ends ``failed`` with ``worker_lost`` naming the steps in flight. Returns
+        the ids of the runs resumed.
+        """
+        taken = []
+        now = self.clock.now()
+        for run in await self.stale_runs():
+            try:
+                limit = workflow_from_dict(run.definition).recovery.max
+            except PodiumError as exc:
+                log.warning("run %s: its stored definition is unusable: %s", run.run_id,
+                            exc.message)
+                continue
+            try:
+                if run.recoveries >= limit:
+                    await self._end_lost(run)
+                    continue
+                if run.recoveries and run.recovered_at is not None and now < (
+                        run.recovered_at + min(2.0 ** (run.recoveries - 1), 60.0)):
+                    continue  # backing off: its process died soon after the last takeover
+                await self.resume(run.run_id, stale_only=True)
+            except RunHeld:
+                continue  # another process took it first, or it ended meanwhile
+            except PodiumError as exc:
+                log.warning("cannot resume run %s: %s", run.run_id, exc.message)
+                continue
+            log.info("resumed run %s (%s) left by %s", run.run_id, run.workflow, run.owner)
+            taken.append(run.run_id)
+        return taken
+
+    async def _end_lost(self, run: RunRecord) -> None:
+        plan = self.plan(workflow_from_dict(run.definition))
+        steps = run.steps
+
+        def done(step_id: str) -> bool:
+            rec = steps.get(step_id)
+            return rec is not None and rec.status == "succeeded"
+
+        # A step's start is committed with the batch after it, so the store may show
+        # no attempt of the step that was in flight: then it is one whose inputs all
+        # succeeded and that has not finished.
+        in_flight = [s.step_id for s in steps.values() if s.status == "running"] or [
+            node.id for node in plan.nodes
+            if steps.get(node.id) is None or steps[node.id].status == "pending"
+            if all(done(plan.nodes[d].id) for d in node.deps)
+        ]
+        names = ", ".join(f"'{s}'" for s in in_flight) or "none"
+        message = (
+            f"the process running this run died {run.recoveries} times (steps in flight:"
+            f" {names}); it is not taken over again (fix: find why that step kills its"
+            " process, then `podium resume` the run)"
+        )
+        log.warning("run %s: %s", run.run_id, message)
+        await self._end_unexecuted(run.run_id, FAILED, message,
+                                   ErrorInfo("worker_lost", message, False), in_flight)
 
     async def rollback(self, run_id: str) -> RunHandle:
         """Run the compensations of a finished run's succeeded steps, newest first."""

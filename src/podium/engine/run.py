@@ -12,6 +12,7 @@ import asyncio
 import logging
 import traceback
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -193,6 +194,30 @@ class RunExecution:
             if timer is not None:
                 timer.cancel()
         return await self._finish(clock.monotonic() - t0)
+
+    async def end_unexecuted(
+        self, why: str, message: str, error: ErrorInfo | None = None,
+        in_flight: Sequence[str] = (),
+    ) -> RunRecord:
+        """End a run that no process executes any more, calling no agent.
+
+        A dead owner's run that is cancelled (``why`` = CANCELLED), or given up
+        (FAILED with ``error``, e.g. ``worker_lost``): the steps it had
+        ``in_flight`` fail with ``error``, every other unfinished step is skipped.
+        """
+        if error is not None:
+            self._infra_error = error
+            ts = self.engine.clock.now()
+            index = {node.id: node.index for node in self.plan.nodes}
+            for step_id in in_flight:
+                i = index.get(step_id)
+                if i is None or self._resolved[i]:
+                    continue
+                self._resolved[i] = True
+                self.emit(StepFailed(run_id=self.run_id, ts=ts, step_id=step_id,
+                                     attempts=self._recs[i].attempts, error=error))
+        self.stop(why, message)
+        return await self._finish(0.0)
 
     async def _drain(self) -> None:
         while self._tasks:

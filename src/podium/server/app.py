@@ -72,16 +72,10 @@ class PodiumServer:
         """Resume every run whose owner is gone; return the ids taken over."""
         from podium.definition.loader import workflow_from_dict
 
-        taken = []
         for run in await self.engine.stale_runs():
-            try:
+            with contextlib.suppress(PodiumError):  # an unusable definition is logged below
                 self.alerts.watch_workflow(workflow_from_dict(run.definition))
-                await self.engine.resume(run.run_id)
-            except PodiumError as exc:
-                log.warning("cannot resume run %s: %s", run.run_id, exc.message)
-                continue
-            log.info("resumed run %s (%s) left by %s", run.run_id, run.workflow, run.owner)
-            taken.append(run.run_id)
+        taken: list[str] = await self.engine.recover_stale()
         self.resumed += taken
         return taken
 

@@ -90,8 +90,15 @@ class Store(Protocol):
         """Which of these runs someone asked to cancel."""
         ...
 
-    async def claim_run(self, run_id: str, owner: str, until: float, now: float) -> bool:
-        """Take ownership if the run is unowned, ours, or its lease ran out before ``now``."""
+    async def claim_run(self, run: RunRecord, owner: str, until: float, *,
+                        recoveries: int, now: float) -> bool:
+        """Take the run for ``owner`` if nobody claimed nor renewed it since ``run`` was read.
+
+        A compare-and-swap on the run's epoch, owner and lease as ``run`` holds them:
+        of two processes that both found its owner dead, exactly one wins. On success
+        the epoch goes up by one, ``recoveries`` is stored (with ``now`` as the time of
+        the takeover when it grew) and ``run`` is updated to match.
+        """
         ...
 
     async def adopt(self, run: RunRecord) -> None:

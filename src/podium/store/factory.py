@@ -18,18 +18,23 @@ def default_db_url(explicit: str | None = None) -> str:
     return explicit or os.environ.get("PODIUM_DB") or DEFAULT_DB_URL
 
 
-def open_store(url: str) -> Store:
-    """Make (not yet open) the store a URL names; the caller awaits ``open()``."""
+def open_store(url: str, *, readonly: bool = False) -> Store:
+    """The store a URL names; the caller awaits ``open()`` (and ``close()`` after).
+
+    A database file has one store per process: asking again for a file this process
+    has open returns that store (opening it once more counts one more user).
+    ``readonly`` stores never write, never take the write lock and never migrate.
+    """
     if url in ("memory://", "memory:"):
         return MemoryStore()
     if url.startswith("sqlite://"):
         from podium.store.sqlite import SQLiteStore
 
-        return SQLiteStore.from_url(url)
+        return SQLiteStore.from_url(url, readonly=readonly)
     if "://" not in url and (url.endswith((".db", ".sqlite", ".sqlite3")) or Path(url).suffix):
         from podium.store.sqlite import SQLiteStore
 
-        return SQLiteStore(Path(url))
+        return SQLiteStore.shared(Path(url), readonly=readonly)
     raise ConfigError(
         f"unsupported database URL {url!r} (fix: use sqlite:///path/to/podium.db or memory://)"
     )

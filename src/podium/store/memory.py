@@ -114,12 +114,19 @@ class MemoryStore:
     async def cancel_requests(self, run_ids: Collection[str]) -> set[str]:
         return {r for r in run_ids if r in self._runs and self._runs[r].cancel_requested}
 
-    async def claim_run(self, run_id: str, owner: str, until: float, now: float) -> bool:
-        run = self._find(run_id)
-        if run.owner in (None, owner) or (run.lease_expires_at or 0) < now:
-            run.owner, run.lease_expires_at = owner, until
-            return True
-        return False
+    async def claim_run(self, run: RunRecord, owner: str, until: float, *,
+                        recoveries: int, now: float) -> bool:
+        stored = self._find(run.run_id)
+        if (stored.epoch, stored.owner, stored.lease_expires_at) != (
+                run.epoch, run.owner, run.lease_expires_at):
+            return False
+        if recoveries > stored.recoveries:
+            stored.recovered_at = run.recovered_at = now
+        stored.epoch = run.epoch = run.epoch + 1
+        stored.owner = run.owner = owner
+        stored.lease_expires_at = run.lease_expires_at = until
+        stored.recoveries = run.recoveries = recoveries
+        return True
 
     async def adopt(self, run: RunRecord) -> None:
         if run.run_id not in self._runs:

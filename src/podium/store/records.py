@@ -111,6 +111,12 @@ class RunRecord:
     agents_source: dict[str, Any] = field(default_factory=dict)
     # "execute", then "compensate" once a rollback starts (so a crash resumes the rollback).
     phase: str = "execute"
+    # +1 on every claim: a claim is a compare-and-swap on it (see Store.claim_run).
+    epoch: int = 0
+    # Takeovers from a dead process since the run last ran to an end or was redriven
+    # by hand, and when the last one was: poison runs stop being taken over.
+    recoveries: int = 0
+    recovered_at: float | None = None
     # Steps succeeded so far (a counter, so ordering a success is O(1)).
     completions: int = 0
     steps: dict[str, StepRecord] = field(default_factory=dict)

@@ -28,7 +28,6 @@ import sqlite3
 import threading
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -43,13 +42,20 @@ from podium.store.records import (
     StepRecord,
 )
 from podium.store.sqlite_alerts import AlertQueries
+from podium.store.sqlite_db import (
+    SCHEMA_VERSION,
+    claim_file,
+    connect,
+    migrations,
+    open_store_of,
+    release_file,
+    store_error,
+)
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "migrations"]
 
 log = logging.getLogger("podium.store")
 
-_HEADER = b"SQLite format 3\x00"
-BUSY_TIMEOUT_S = 30.0
 # Strict durability: the write-ahead log is grown to this size once, then reused.
 _STRICT_WAL_BYTES = 1 << 20
 # Normal durability: the checkpointer thread runs at most this often, and once the
@@ -124,20 +130,6 @@ class _Checkpointer:
         self._stopping.set()
         self._wake.set()
         self._thread.join()
-
-
-def migrations() -> list[tuple[int, str]]:
-    """Every schema step in order, from the SQL files shipped with the package."""
-    folder = resources.files("podium.store") / "sql"
-    out = []
-    for entry in folder.iterdir():
-        name = entry.name
-        if name.endswith(".sql"):
-            out.append((int(name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
-    return sorted(out)
-
-
-SCHEMA_VERSION = migrations()[-1][0]
 
 
 def _dumps(value: Any) -> str:
@@ -249,15 +241,20 @@ _RUN_COLUMNS = (
 
 
 class SQLiteStore(AlertQueries):
-    def __init__(self, path: Path | str, *, durability: str = "normal") -> None:
+    def __init__(self, path: Path | str, *, durability: str = "normal",
+                 readonly: bool = False) -> None:
         if durability not in ("normal", "strict"):
             raise ConfigError(f"durability {durability!r} is not known (fix: use normal or strict)")
         self.path = Path(path)
         self.durability = durability
+        # Readers (podium runs, status...) never take the write lock nor migrate.
+        self.readonly = readonly
         self.url = f"sqlite:///{self.path}" + (
             "?durability=strict" if durability == "strict" else ""
         )
         self._conn: sqlite3.Connection | None = None
+        self._users = 0  # callers that opened this store and have not closed it yet
+        self._run_columns = self._step_columns = ""
         # Normal durability: started by the writes (reading never starts it);
         # False once it failed and SQLite checkpoints by itself.
         self._checkpointer: _Checkpointer | None = None
@@ -272,7 +269,7 @@ class SQLiteStore(AlertQueries):
         self._definitions: dict[int, tuple[dict[str, Any], str]] = {}
 
     @classmethod
-    def from_url(cls, url: str) -> SQLiteStore:
+    def from_url(cls, url: str, *, readonly: bool = False) -> SQLiteStore:
         parsed = urlparse(url)
         # sqlite:///relative/path and sqlite:////absolute/path, as SQLAlchemy spells them.
         raw = unquote(parsed.netloc + parsed.path)
@@ -281,91 +278,60 @@ class SQLiteStore(AlertQueries):
             raise ConfigError(f"{url!r} names no file (fix: sqlite:///.podium/podium.db)")
         params = parse_qs(parsed.query)
         durability = params.get("durability", ["normal"])[0]
-        return cls(Path(path), durability=durability)
+        return cls.shared(Path(path), durability=durability, readonly=readonly)
 
     # --- opening ----------------------------------------------------------
-    def _check_existing(self) -> None:
-        """Refuse files that are not Podium's, before touching them at all."""
-        try:
-            with self.path.open("rb") as f:
-                head = f.read(16)
-        except OSError as exc:
-            raise StoreError(f"cannot read database {self.path}: {exc.strerror or exc}") from None
-        if not head:
-            return
-        if head != _HEADER:
+    @classmethod
+    def shared(cls, path: Path | str, *, durability: str = "normal",
+               readonly: bool = False) -> SQLiteStore:
+        """This process's store of ``path``: the one already open, else a new one.
+
+        One store per file and process (see ``sqlite_db``): a reader gets the open
+        writer, which reads as well; a writer cannot reuse a store opened read-only.
+        """
+        found = open_store_of(Path(path))
+        if found is None:
+            return cls(path, durability=durability, readonly=readonly)
+        assert isinstance(found, SQLiteStore)
+        if readonly:
+            return found
+        if found.readonly:
             raise StoreError(
-                f"{self.path} is not a SQLite database (fix: point --db at a Podium database,"
-                " or move this file away)"
-            )
-        try:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
-            try:
-                tables = {
-                    r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-                }
-                if not tables:
-                    return
-                if "podium_meta" not in tables:
-                    raise StoreError(
-                        f"{self.path} is a SQLite database but not Podium's (tables: "
-                        f"{', '.join(sorted(tables)[:5])}); it was left untouched"
-                        " (fix: use another --db path)"
-                    )
-                row = conn.execute(
-                    "SELECT value FROM podium_meta WHERE key = 'schema_version'"
-                ).fetchone()
-            finally:
-                conn.close()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"{self.path} is damaged or not a database ({exc}); it was left untouched"
-            ) from None
-        version = int(row[0]) if row else 0
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} has schema version {version}, newer than this Podium supports"
-                f" ({SCHEMA_VERSION}) (fix: upgrade podium)"
-            )
+                f"{path} is open read-only in this process; it cannot be written through"
+                " that store (fix: open the store for writing first)")
+        if found.durability != durability:
+            raise ConfigError(
+                f"{path} is open with durability={found.durability} in this process"
+                f" (fix: ask for durability={found.durability}, or close it first)")
+        return found
 
     async def open(self) -> None:
+        """Open the file (checked, migrated unless read-only); opening an open store
+        again counts one more user, and it closes when the last one closes it."""
         if self._conn is not None:
+            self._users += 1
             return
-        if self.path.exists():
-            self._check_existing()
-        else:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(
-                    f"cannot create {self.path.parent}: {exc.strerror or exc}"
-                ) from None
+        claim_file(self.path, self)
         try:
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open database {self.path}: {exc}") from None
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(f"{self.path}: cannot use WAL mode (got {mode})")
-            sync = "FULL" if self.durability == "strict" else "NORMAL"
-            conn.execute(f"PRAGMA synchronous = {sync}")
-            conn.execute("PRAGMA foreign_keys = ON")
-            self._migrate(conn)
-            if self.durability == "strict":
-                self._preallocate_wal(conn)
-            else:
-                conn.execute("PRAGMA wal_autocheckpoint = 0")
-        except sqlite3.Error as exc:
-            conn.close()
-            raise StoreError(f"cannot prepare database {self.path}: {exc}") from None
-        except StoreError:
-            conn.close()
+            opened = connect(self.path, readonly=self.readonly,
+                             synchronous="FULL" if self.durability == "strict" else "NORMAL")
+        except BaseException:
+            release_file(self.path, self)
             raise
+        conn = opened.conn
+        self._run_columns, self._step_columns = opened.run_columns, opened.step_columns
+        if not self.readonly:
+            try:
+                if self.durability == "strict":
+                    self._preallocate_wal(conn)
+                else:
+                    conn.execute("PRAGMA wal_autocheckpoint = 0")
+            except sqlite3.Error as exc:
+                conn.close()
+                release_file(self.path, self)
+                raise store_error(exc, self.path) from None
         self._conn = conn
+        self._users = 1
 
     def _preallocate_wal(self, conn: sqlite3.Connection) -> None:
         """Give the log its working size up front, so commits overwrite it in place.
@@ -401,43 +367,6 @@ class SQLiteStore(AlertQueries):
         # the next write starts the log over from its beginning.
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
-    @staticmethod
-    def _migrate(conn: sqlite3.Connection, upto: int | None = None) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            has_meta = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='podium_meta'"
-            ).fetchone()
-            current = 0
-            if has_meta:
-                row = conn.execute(
-                    "SELECT value FROM podium_meta WHERE key='schema_version'"
-                ).fetchone()
-                current = int(row[0]) if row else 0
-            if current > SCHEMA_VERSION:
-                raise StoreError(
-                    f"database schema version {current} is newer than this Podium supports"
-                    f" ({SCHEMA_VERSION}) (fix: upgrade podium)"
-                )
-            for version, script in migrations():
-                if version <= current or (upto is not None and version > upto):
-                    continue
-                body = "\n".join(
-                    ln for ln in script.splitlines() if not ln.strip().startswith("--")
-                )
-                for statement in body.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO podium_meta (key, value) VALUES ('schema_version', ?)"
-                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (str(version),),
-                )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -447,16 +376,24 @@ class SQLiteStore(AlertQueries):
     async def close(self) -> None:
         if self._conn is None:
             return
-        if self._pending:
-            await self.flush()
-        if self._checkpointer is not None:
-            self._checkpointer.close()
-            self._checkpointer = None
-        self._conn.close()
-        self._conn = None
+        self._users -= 1
+        if self._users > 0:
+            return  # another user of this process's one store of the file still needs it
+        try:
+            if self._pending or self._new_runs:
+                await self.flush()
+        finally:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
+            self._conn.close()
+            self._conn = None
+            release_file(self.path, self)
 
     def _write(self, fn: Any, *args: Any) -> Any:
         conn = self.conn
+        if self.readonly:
+            raise StoreError(f"{self.path} was opened read-only; this command cannot write")
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -466,7 +403,7 @@ class SQLiteStore(AlertQueries):
                 raise
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise StoreError(f"database {self.path}: {exc}") from None
+            raise store_error(exc, self.path) from None
         if self._checkpoint_thread:
             self._after_commit()
         return result
@@ -846,6 +783,9 @@ class SQLiteStore(AlertQueries):
             cancel_requested=bool(row[13]),
             agents_source=_loads(row[14]) or {},
             phase=row[15],
+            epoch=row[16],
+            recoveries=row[17],
+            recovered_at=row[18],
         )
 
     async def get_run(self, run_id: str) -> RunRecord:
@@ -853,14 +793,12 @@ class SQLiteStore(AlertQueries):
             rid = self._resolve_id(run_id)
             conn = self.conn
             row = conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?",  # noqa: S608 - fixed column list
+                f"SELECT {self._run_columns} FROM runs WHERE run_id = ?",  # noqa: S608 - fixed column list
                 (rid,),
             ).fetchone()
             run = self._run_from_row(row)
             for s in conn.execute(
-                "SELECT step_id, status, attempts, agent_id, output, error, started_at,"
-                " finished_at, next_retry_at, optional, completed_seq, compensation_status,"
-                " compensation_attempts, compensation_error FROM steps WHERE run_id = ?",
+                f"SELECT {self._step_columns} FROM steps WHERE run_id = ?",  # noqa: S608 - fixed column list
                 (rid,),
             ):
                 run.steps[s[0]] = StepRecord(
@@ -882,7 +820,7 @@ class SQLiteStore(AlertQueries):
             run.completions = max((s.completed_seq or 0 for s in run.steps.values()), default=0)
             return run
         except sqlite3.Error as exc:
-            raise StoreError(f"database {self.path}: {exc}") from None
+            raise store_error(exc, self.path) from None
 
     async def list_runs(
         self, *, status: str | None = None, workflow: str | None = None, limit: int = 50
@@ -897,11 +835,11 @@ class SQLiteStore(AlertQueries):
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         try:
             rows = self.conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY created_at DESC LIMIT ?",  # noqa: S608 - clauses are fixed strings
+                f"SELECT {self._run_columns} FROM runs {where} ORDER BY created_at DESC LIMIT ?",  # noqa: S608 - clauses are fixed strings
                 (*params, limit),
             ).fetchall()
         except sqlite3.Error as exc:
-            raise StoreError(f"database {self.path}: {exc}") from None
+            raise store_error(exc, self.path) from None
         return [self._run_from_row(r) for r in rows]
 
     async def get_events(self, run_id: str) -> Sequence[Event]:
@@ -946,17 +884,27 @@ class SQLiteStore(AlertQueries):
         ).fetchall()
         return {r[0] for r in rows}
 
-    async def claim_run(self, run_id: str, owner: str, until: float, now: float) -> bool:
+    async def claim_run(self, run: RunRecord, owner: str, until: float, *,
+                        recoveries: int, now: float) -> bool:
+        recovered_at = now if recoveries > run.recoveries else run.recovered_at
+
         def do(conn: sqlite3.Connection) -> int:
+            # ``IS`` compares NULLs too: an unowned run, a run without a lease.
             cur = conn.execute(
-                "UPDATE runs SET owner = ?, lease_expires_at = ?, cancel_requested = 0"
-                " WHERE run_id = ? AND (owner IS NULL OR owner = ? OR lease_expires_at IS NULL"
-                " OR lease_expires_at < ?)",
-                (owner, until, run_id, owner, now),
+                "UPDATE runs SET owner = ?, lease_expires_at = ?, epoch = epoch + 1,"
+                " recoveries = ?, recovered_at = ?"
+                " WHERE run_id = ? AND epoch = ? AND owner IS ? AND lease_expires_at IS ?",
+                (owner, until, recoveries, recovered_at, run.run_id, run.epoch, run.owner,
+                 run.lease_expires_at),
             )
             return cur.rowcount
 
-        return bool(self._write(do))
+        if not self._write(do):
+            return False
+        run.epoch += 1
+        run.owner, run.lease_expires_at = owner, until
+        run.recoveries, run.recovered_at = recoveries, recovered_at
+        return True
 
     async def release_run(self, run_id: str, owner: str, *, force: bool = False) -> None:
         """Give up ownership (or take it from a dead owner when ``force``)."""
