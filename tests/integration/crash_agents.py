@@ -78,6 +78,17 @@ async def lookup(task: Task) -> Any:
     return {"step": task.step_id, "input": task.input, "runs_seen": runs > 0}
 
 
+async def suicide(task: Task) -> Any:
+    """Kill the process running it (as an out-of-memory kill or a native crash would),
+    every time, until a file named ``cured`` exists in the test folder."""
+    import signal
+
+    log_line(task)
+    if not (Path(os.environ[DIR_ENV]) / "cured").exists():
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"step": task.step_id, "survived": True}
+
+
 async def flaky(task: Task) -> Any:
     """Fail attempts up to ``fail_attempts`` (by attempt number, so it survives a resume)."""
     log_line(task)

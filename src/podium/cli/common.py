@@ -29,7 +29,12 @@ T = TypeVar("T")
 
 
 def err(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """A line on stderr; a reader that went away (``2>&1 | tee`` after Ctrl-C) is
+    no reason to fail what the line was about."""
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except (BrokenPipeError, ValueError):
+        _quiet(sys.stderr)
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -65,9 +70,15 @@ def report(exc: BaseException) -> NoReturn:
 
 def quiet_stdout() -> None:
     """The reader of our stdout went away (``podium runs | head``): drop the rest quietly."""
+    _quiet(sys.stdout)
+
+
+def _quiet(stream: Any) -> None:
+    """Point a stream whose reader is gone at /dev/null, so later writes (and the
+    interpreter's last flush) cost nothing and raise nothing."""
     with contextlib.suppress(OSError, ValueError):
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, stream.fileno())
         os.close(devnull)
 
 
@@ -117,12 +128,17 @@ def run_async(
         def handler() -> None:
             hits["n"] += 1
             if hits["n"] == 1 and on_interrupt is not None:
+                on_interrupt()  # first: the message below may find nobody to read it
                 err("stopping (press Ctrl-C again to abort)")
-                on_interrupt()
             elif task is not None:
                 task.cancel()
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # SIGHUP: the terminal went away; stop as for Ctrl-C rather than die with the run
+        # left running. Not when it is ignored (nohup): then the user wants it to go on.
+        sigs = [signal.SIGINT, signal.SIGTERM]
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+            sigs.append(signal.SIGHUP)
+        for sig in sigs:
             with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
                 loop.add_signal_handler(sig, handler)
         return await make()

@@ -447,16 +447,18 @@ class Engine:
         run.output = None
         return self._launch(plan, run, resumed=True, carry=carry)
 
-    async def recover_stale(self) -> list[str]:
+    async def recover_stale(self) -> tuple[list[str], float | None]:
         """Take over every run a dead process left, as a long-running engine does.
 
         A run whose process died again and again (a step that kills it every time)
         is not taken over without end: takeovers of one run wait 1 s, 2 s, 4 s...
         apart (at most a minute), and after its workflow's ``recovery.max`` the run
         ends ``failed`` with ``worker_lost`` naming the steps in flight. Returns
-        the ids of the runs resumed.
+        the ids of the runs resumed, and when the next run that is backing off
+        becomes due (None: none is), so a caller can look again then.
         """
         taken = []
+        due: float | None = None
         now = self.clock.now()
         for run in await self.stale_runs():
             try:
@@ -469,9 +471,11 @@ class Engine:
                 if run.recoveries >= limit:
                     await self._end_lost(run)
                     continue
-                if run.recoveries and run.recovered_at is not None and now < (
-                        run.recovered_at + min(2.0 ** (run.recoveries - 1), 60.0)):
-                    continue  # backing off: its process died soon after the last takeover
+                if run.recoveries and run.recovered_at is not None:
+                    at = run.recovered_at + min(2.0 ** (run.recoveries - 1), 60.0)
+                    if now < at:  # backing off: its process died soon after the takeover
+                        due = at if due is None else min(due, at)
+                        continue
                 await self.resume(run.run_id, stale_only=True)
             except RunHeld:
                 continue  # another process took it first, or it ended meanwhile
@@ -480,9 +484,10 @@ class Engine:
                 continue
             log.info("resumed run %s (%s) left by %s", run.run_id, run.workflow, run.owner)
             taken.append(run.run_id)
-        return taken
+        return taken, due
 
-    async def _end_lost(self, run: RunRecord) -> None:
+    async def _end_lost(self, listed: RunRecord) -> None:
+        run = await self.store.get_run(listed.run_id)  # with its steps
         plan = self.plan(workflow_from_dict(run.definition))
         steps = run.steps
 

@@ -40,6 +40,7 @@ class PodiumServer:
         self.alerts: Any = None
         self._scanner: asyncio.Task[None] | None = None
         self.resumed: list[str] = []
+        self._next_due: float | None = None  # a run backing off after a takeover
 
     async def start(self) -> None:
         from podium.agents.config import build_registry, find_agents_file
@@ -75,13 +76,16 @@ class PodiumServer:
         for run in await self.engine.stale_runs():
             with contextlib.suppress(PodiumError):  # an unusable definition is logged below
                 self.alerts.watch_workflow(workflow_from_dict(run.definition))
-        taken: list[str] = await self.engine.recover_stale()
+        taken, self._next_due = await self.engine.recover_stale()
         self.resumed += taken
-        return taken
+        return list(taken)
 
     async def _scan_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.config.scan_interval_s)
+            wait = self.config.scan_interval_s
+            if self._next_due is not None:  # look again when a backing-off run is due
+                wait = min(wait, max(0.05, self._next_due - self.engine.clock.now()))
+            await asyncio.sleep(wait)
             try:
                 await self.scan()
             except asyncio.CancelledError:
