@@ -11,6 +11,7 @@ the CLI can map each branch to an exit code without guessing::
     ├── AgentError           raised by an agent to fail an attempt with a type
     │   ├── InvalidInput         ``invalid_input`` (never retried by default)
     │   ├── Unavailable          ``unavailable``
+    │   │   └── NoCapacity           ``no_capacity``: every agent stayed busy or full
     │   ├── RateLimited          ``rate_limited`` (may carry ``retry_after_s``); busy
     │   └── AttemptTimeout       ``timeout``
     ├── RunNotFound          no such run in the store (exit 2)
@@ -31,6 +32,7 @@ __all__ = [
     "DefinitionError",
     "InputError",
     "InvalidInput",
+    "NoCapacity",
     "PodiumError",
     "Problem",
     "RateLimited",
@@ -156,6 +158,12 @@ class InvalidInput(AgentError):
 
 class Unavailable(AgentError):
     error_type = "unavailable"
+
+
+class NoCapacity(Unavailable):
+    """Every agent that could take the call stayed busy or full for the acquire timeout."""
+
+    error_type = "no_capacity"
 
 
 class RateLimited(AgentError):

@@ -44,6 +44,7 @@ __all__ = [
     "RunFinished",
     "RunStarted",
     "StepAttemptFailed",
+    "StepBackPressure",
     "StepCancelled",
     "StepFailed",
     "StepReady",
@@ -164,6 +165,18 @@ class StepAttemptFailed(Event, frozen=True, kw_only=True, gc=False):
     agent_id: str | None
     error: ErrorInfo
     duration_s: float
+
+
+class StepBackPressure(Event, frozen=True, kw_only=True, gc=False):
+    """An agent answered that it is busy (at capacity): not a failure, and not an
+    attempt used up; the same attempt goes to another agent or waits."""
+
+    type: ClassVar[str] = "step_back_pressure"
+    step_id: str
+    attempt: int
+    agent_id: str
+    message: str
+    retry_after_s: float | None = None
 
 
 class StepRetryScheduled(Event, frozen=True, kw_only=True, gc=False):
@@ -306,7 +319,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
         RunStarted, RunCancelRequested, RunFinished, StepReady, StepStarted,
-        StepSucceeded, StepAttemptFailed, StepRetryScheduled, StepFailed,
+        StepSucceeded, StepAttemptFailed, StepBackPressure, StepRetryScheduled, StepFailed,
         StepSkipped, StepCancelled, RollbackStarted, CompensationStarted,
         CompensationAttemptFailed, CompensationRetryScheduled, CompensationSucceeded,
         CompensationFailed, AgentRegistered, AgentUnregistered, AgentHealthChanged,

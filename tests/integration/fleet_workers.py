@@ -14,7 +14,7 @@ test can make one instance sick or well again without restarting it:
 - while ``$FLEET_CONTROL/fail`` exists, every call fails (HTTP 500,
   ``agent_error``);
 - every call appends ``step attempt`` to ``$FLEET_CONTROL/calls``, so a test
-  can count the calls an instance really received.
+  can count the calls an instance really received (``throttled`` reads it back).
 """
 
 from __future__ import annotations
@@ -54,11 +54,13 @@ async def work(task: Task) -> dict[str, Any]:
 
 
 async def throttled(task: Task) -> dict[str, Any]:
-    """Answer ``429`` with ``Retry-After`` (``input.retry_after`` seconds) to a first attempt."""
+    """Answer ``429`` with ``Retry-After`` (``input.retry_after`` seconds) to the first
+    ``input.busy_calls`` (default 1) calls it receives for a step."""
     _log_call(task)
     data = task.input if isinstance(task.input, dict) else {}
-    if task.attempt == 1:
-        raise RateLimited("quota for this minute used", retry_after_s=data.get("retry_after", 2))
+    calls = (_control() / "calls").read_text(encoding="utf-8").splitlines()
+    if sum(1 for c in calls if c.split()[0] == task.step_id) <= int(data.get("busy_calls", 1)):
+        raise RateLimited("at capacity", retry_after_s=data.get("retry_after", 2))
     return {"served_by": _served_by(), "step": task.step_id, "attempt": task.attempt}
 
 

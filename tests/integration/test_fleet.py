@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import random
 import signal
@@ -48,6 +49,7 @@ from podium.events import (
     CircuitStateChanged,
     Event,
     StepAttemptFailed,
+    StepBackPressure,
     StepFailed,
     StepReady,
     StepRetryScheduled,
@@ -477,61 +479,61 @@ async def test_the_own_region_serves_while_healthy_and_fails_over_to_the_fastest
 # --- 429 and Retry-After ------------------------------------------------------
 
 
-@pytest.mark.parametrize(("retry_after", "expected_delay"), [(2, 2.0), (0, 0.1)])
-async def test_a_429_retry_after_sets_the_retry_delay_exactly(
-    fleet: Fleet, retry_after: int, expected_delay: float
+@pytest.mark.parametrize(("retry_after", "low", "high"), [(2, 2.0, 2.2), (0, 0.025, 0.1)])
+async def test_a_429_is_back_pressure_waited_out_without_using_an_attempt(
+    fleet: Fleet, retry_after: int, low: float, high: float
 ) -> None:
-    """With a FakeClock: the agent's ``Retry-After: 2`` makes the retry wait exactly 2 s
-    (the policy alone would wait 100 ms); ``Retry-After: 0`` leaves the policy's 100 ms."""
+    """With a FakeClock: an agent at capacity answers 429 twice. The same attempt is
+    sent again once its ``Retry-After`` has passed (+ at most 10% jitter), or after a
+    short back-off without one; no attempt is used up, nothing is a failure, and the
+    agent's breaker never hears of it."""
     inst = await fleet.start("throttled", target="fleet_workers:throttled",
                              capability="quota")
     clock = FakeClock()
     registry = AgentRegistry(
         [HttpAgent(inst.url, id="throttled", capabilities=["quota"])],
-        RegistryConfig(health=HealthConfig(interval_s=0)), clock=clock)
+        RegistryConfig(health=HealthConfig(interval_s=0),
+                       breaker=BreakerConfig(failure_threshold=1)), clock=clock)
     wf = workflow_from_dict({"name": "throttled", "steps": [{
-        "id": "call", "agent": "quota", "input": {"retry_after": retry_after},
-        "retry": {"max_attempts": 3, "initial_delay": "100ms", "jitter": "none"}}]})
+        "id": "call", "agent": "quota",
+        "input": {"retry_after": retry_after, "busy_calls": 2}}]})  # no retry policy at all
     async with engine_for(registry, clock=clock) as (engine, events):
         run = await engine.run(wf, {})
     assert_every_step_succeeded(run)
-    assert run.steps["call"].attempts == 2
-    (failed,) = [e for e in events if isinstance(e, StepAttemptFailed)]
-    assert failed.error.type == "rate_limited"
-    assert failed.error.retry_after_s == retry_after
-    (scheduled,) = [e for e in events if isinstance(e, StepRetryScheduled)]
-    assert scheduled.delay_s == pytest.approx(expected_delay)
-    assert clock.sleeps == [pytest.approx(expected_delay)]
-    second = next(e for e in events if isinstance(e, StepStarted) and e.attempt == 2)
-    assert second.ts - failed.ts == pytest.approx(expected_delay)
-    assert inst.calls() == 2
+    assert run.steps["call"].attempts == 1
+    busy = [e for e in events if isinstance(e, StepBackPressure)]
+    assert [(e.attempt, e.agent_id, e.retry_after_s) for e in busy] == [
+        (1, "throttled", retry_after)] * 2
+    assert not [e for e in events if isinstance(e, StepAttemptFailed | StepRetryScheduled)]
+    assert not [e for e in events if isinstance(e, CircuitStateChanged)]
+    assert len(clock.sleeps) == 2
+    assert all(low <= s <= high for s in clock.sleeps), clock.sleeps
+    starts = [e.ts for e in events if isinstance(e, StepStarted)]
+    assert [b - a for a, b in itertools.pairwise(starts)] == pytest.approx(clock.sleeps, abs=1e-6)
+    assert registry.breaker_of("throttled").state == "closed"
+    assert inst.calls() == 3
 
 
-async def test_a_429_from_a_full_instance_is_retried_no_sooner_than_retry_after(
+async def test_a_429_from_a_full_instance_is_waited_out_no_sooner_than_retry_after(
     fleet: Fleet,
 ) -> None:
     """Real time: an instance serving one call at a time answers a second with
-    429 ``Retry-After: 1``; the engine waits at least that second (its policy
-    says 50 ms) and the retry succeeds."""
+    429 ``Retry-After: 1``; the engine sends that same attempt again no sooner than
+    a second later, and it succeeds: one attempt each, no failure."""
     inst = await fleet.start("single", max_concurrency=1, delay_ms=300)
     # The registry is not told about the limit: the agent itself pushes back.
     registry = AgentRegistry([HttpAgent(inst.url, id="single", capabilities=["work"])],
                              RegistryConfig(health=HealthConfig(interval_s=0)))
-    wf = workflow_from_dict({**fan_out("pushback", 2), "defaults": {"retry": {
-        "max_attempts": 3, "initial_delay": "50ms", "jitter": "none",
-        "retry_on": ["rate_limited"]}}})
+    wf = workflow_from_dict(fan_out("pushback", 2))
     async with engine_for(registry) as (engine, events):
         run = await engine.run(wf, {})
     assert_every_step_succeeded(run)
-    (failed,) = [e for e in events if isinstance(e, StepAttemptFailed)]
-    assert failed.error.type == "rate_limited"
-    assert failed.error.retry_after_s == 1
-    (scheduled,) = [e for e in events if isinstance(e, StepRetryScheduled)]
-    assert scheduled.delay_s == 1.0
-    retry = next(e for e in events if isinstance(e, StepStarted)
-                 and e.step_id == failed.step_id and e.attempt == 2)
-    assert retry.ts - failed.ts >= 0.99
-    assert sorted(s.attempts for s in run.steps.values()) == [1, 2]
+    assert {s.attempts for s in run.steps.values()} == {1}
+    (busy,) = [e for e in events if isinstance(e, StepBackPressure)]
+    assert busy.retry_after_s == 1
+    assert not [e for e in events if isinstance(e, StepAttemptFailed)]
+    again = [e for e in events if isinstance(e, StepStarted) and e.step_id == busy.step_id][-1]
+    assert again.ts - busy.ts >= 1.0
 
 
 # --- health: detection and recovery with hysteresis ---------------------------
@@ -709,7 +711,7 @@ async def test_acquire_timeout_bounds_the_wait_for_a_slot_not_the_call(
 ) -> None:
     """One slot, held for 1 s by ``hold``. ``impatient`` (acquire_timeout 200 ms)
     and ``by-default`` (the agents file's acquire_timeout, 300 ms) fail as
-    ``unavailable`` while still waiting; ``patient`` (acquire_timeout 5 s,
+    ``no_capacity`` while still waiting; ``patient`` (acquire_timeout 5 s,
     timeout 800 ms) waits about a second for the slot and succeeds, because
     its timeout only starts when its call does."""
     inst = await fleet.start("slowpoke", max_concurrency=1)
@@ -734,7 +736,7 @@ async def test_acquire_timeout_bounds_the_wait_for_a_slot_not_the_call(
         err = steps[sid].error
         assert steps[sid].status == "failed"
         assert err is not None
-        assert err.type == "unavailable"
+        assert err.type == "no_capacity"
         assert f"stayed at capacity for {limit}" in err.message
     first_start = next(e for e in events if isinstance(e, StepStarted))
     assert first_start.step_id == "hold"

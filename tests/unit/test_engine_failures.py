@@ -263,13 +263,15 @@ async def test_a_step_without_retry_policy_is_attempted_once() -> None:
 
 
 async def test_retryable_false_stops_retries_and_retry_after_raises_the_delay() -> None:
+    """A rate limit that is not back-pressure (``busy=False``: a quota, say) fails the
+    attempt, and its retry_after_s lengthens the policy's wait."""
     clock = FakeClock()
 
     async def agent(task: Any) -> Any:
         if task.step_id == "final":
             raise AgentError("gone for good", type="unavailable", retryable=False)
         if task.attempt == 1:
-            raise RateLimited("slow down", retry_after_s=12.0)
+            raise RateLimited("slow down", retry_after_s=12.0, busy=False)
         return "ok"
 
     wf = {"name": "ra", "on_failure": "continue", "steps": [

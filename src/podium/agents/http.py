@@ -7,7 +7,8 @@ any other answer is an error, ideally ``{"error": {"type", "message",
 Every failure is turned into a Podium error type so retry policies
 (``retry_on: [unavailable, timeout]``) mean the same thing whether an agent
 runs in-process or across the network: an agent we cannot reach is
-``unavailable``, a 429 is ``rate_limited`` with the server's ``Retry-After``,
+``unavailable``, a 429 is ``rate_limited`` with the server's ``Retry-After``
+(it and a 503 with ``Retry-After`` are "busy": back-pressure, not failures),
 a 4xx is ``invalid_input``, a 5xx ``agent_error``, and an answer that does
 not come in time is ``timeout``. A typed error body from the agent wins over
 the status code, so an agent's own error types survive the trip.
@@ -317,11 +318,15 @@ def error_from_response(
             retryable = body_retryable
     elif isinstance(err, str) and err:
         message = f"HTTP {status} from {where}: {err}"
+    # At capacity, not failing: a 429 (whatever type its body names), or a 503 that
+    # says when to come back. The engine treats these as back-pressure.
+    busy = status == 429 or (status == 503 and retry_after is not None)
     return cls(
         message,
         type=error_type if cls is AgentError else None,
         retryable=retryable,
         retry_after_s=retry_after,
+        busy=busy,
         agent_id=agent_id,
     )
 

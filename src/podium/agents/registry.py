@@ -9,16 +9,25 @@ weighted, ties to the lower latency), ``round_robin`` (smooth weighted) or
 ``latency``. A retry avoids the agent that just failed when another can take
 it. An agent refused by its breaker is skipped at once, without costing the
 step an attempt; only when every agent is refused, or none stays free within
-the acquire timeout, does the call fail as ``unavailable``.
+the acquire timeout, does the call fail as ``unavailable`` (``no_capacity`` when
+agents were there but full or busy).
+
+Back-pressure: an agent that answers "busy" (HTTP 429, a 503 with ``Retry-After``)
+is released with ``Lease.release_busy``: it is not a failure (its breaker and
+health do not hear of it) and it counts as full until its ``Retry-After`` (or a
+short back-off) has passed, so the next acquire goes to another agent with room
+or waits for one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from podium.agents.base import Agent, HealthReport
@@ -34,7 +43,7 @@ from podium.agents.health import (
     overall_level,
 )
 from podium.clock import Clock, SystemClock
-from podium.errors import ConfigError, Unavailable
+from podium.errors import ConfigError, NoCapacity, Unavailable
 from podium.events import (
     AgentHealthChanged,
     AgentRegistered,
@@ -64,6 +73,10 @@ class _Entry:
     health: HealthState = field(default_factory=HealthState)
     inflight: int = 0
     rr_weight: float = 0.0  # smooth weighted round robin state
+    # Back-pressure: full until this time (the clock's monotonic; 0.0 = not busy), and
+    # how many busy answers in a row (their back-off grows when no Retry-After says).
+    busy_until: float = 0.0
+    busy_streak: int = 0
 
     @property
     def weight(self) -> float:
@@ -99,6 +112,19 @@ class Lease:
         if not self.released:
             self.released = True
             self._registry._release(self._entry, ok, error_type, latency_s, self.trial)
+
+    def release_busy(self, retry_after_s: float | None = None) -> float:
+        """The agent said it is at capacity: free the slot without holding it against
+        the agent, and keep calls away from it for a while; return how long."""
+        if self.released:
+            return 0.0
+        self.released = True
+        return self._registry._release_busy(self._entry, retry_after_s, self.trial)
+
+
+def _wake(fut: asyncio.Future[None], _done: object = None) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def transport_of(agent: Agent) -> str:
@@ -284,14 +310,23 @@ class AgentRegistry:
             return [e] if e is not None else []
         return self._by_capability.get(ref, [])
 
-    def _usable(self, candidates: list[_Entry]) -> tuple[list[_Entry], int, int, int]:
+    def _usable(self, candidates: list[_Entry]) -> tuple[list[_Entry], int, int, int, float]:
+        """Who can take a call now; how many cannot and why; and when the first agent
+        that said it is busy may be asked again (``inf``: none is busy)."""
         now = self._clock.monotonic()
         usable: list[_Entry] = []
         unhealthy = refused = full = 0
+        busy_until = math.inf
         for e in candidates:
             old = e.health.level
             if e.health.expire_ejection(now):
                 self._set_level(e, old, "ejection expired; probing again")
+            if e.busy_until:
+                if e.busy_until > now:
+                    full += 1  # it said it is at capacity: as good as full until then
+                    busy_until = min(busy_until, e.busy_until)
+                    continue
+                e.busy_until = 0.0
             if e.health.level == UNHEALTHY:
                 unhealthy += 1
             elif not e.breaker.would_admit():
@@ -300,7 +335,7 @@ class AgentRegistry:
                 full += 1
             else:
                 usable.append(e)
-        return usable, unhealthy, refused, full
+        return usable, unhealthy, refused, full, busy_until
 
     def _tier(self, usable: list[_Entry]) -> list[_Entry]:
         """Healthy before degraded; own region first, else the fastest other region."""
@@ -358,18 +393,21 @@ class AgentRegistry:
             # The common case stays O(1): one agent, unbounded, admitted.
             e = candidates[0]
             if e.agent.max_concurrency is None and e.health.level != UNHEALTHY \
-                    and e.breaker.state == "closed":
+                    and e.breaker.state == "closed" and not e.busy_until:
                 e.inflight += 1
                 return Lease(self, e, self._capability_for(e, ref, capability))
         loop = asyncio.get_running_loop()
         limit = timeout_s if timeout_s is not None else self.config.acquire_timeout_s
+        # Two clocks bound the wait: the loop's for slots freed by calls ending, the
+        # registry's (injectable) for agents that said they are busy until a time.
         deadline = loop.time() + limit
+        busy_deadline = self._clock.monotonic() + limit
         woken = False
         while True:
             candidates = self._candidates(ref)
             if not candidates:
                 raise Unavailable(f"no agent registered for '{ref}'")
-            usable, unhealthy, refused, full = self._usable(candidates)
+            usable, unhealthy, refused, full, busy_until = self._usable(candidates)
             if avoid is not None and len(usable) > 1:
                 usable = [e for e in usable if e.agent.id != avoid] or usable
             while usable:
@@ -394,13 +432,20 @@ class AgentRegistry:
                 if refused:
                     parts.append(f"{refused} with an open circuit")
                 raise Unavailable(f"no agent can take '{ref}' now ({', '.join(parts)})")
-            remaining = deadline - loop.time()
+            remaining = min(deadline - loop.time(), busy_deadline - self._clock.monotonic())
             if remaining <= 0:
-                raise Unavailable(
+                raise NoCapacity(
                     f"every agent for '{ref}' stayed at capacity for {limit:g}s")
             fut: asyncio.Future[None] = loop.create_future()
             queue = self._waiters.setdefault(ref, deque())
             queue.append(fut)
+            # A busy agent may be asked again at a set time: sleep on the registry's
+            # clock until then (or the end of the wait), whichever a release beats.
+            nap: asyncio.Task[None] | None = None
+            if busy_until != math.inf:
+                nap = loop.create_task(self._clock.sleep(
+                    min(busy_until - self._clock.monotonic(), remaining)))
+                nap.add_done_callback(partial(_wake, fut))
             try:
                 # Not asyncio.wait_for: on 3.11 it swallows a cancellation that lands
                 # just as the wake does, so a cancelled step would go on to take the slot.
@@ -414,9 +459,14 @@ class AgentRegistry:
                 elif fut in queue:
                     queue.remove(fut)
                 if isinstance(exc, TimeoutError):
-                    raise Unavailable(
+                    raise NoCapacity(
                         f"every agent for '{ref}' stayed at capacity for {limit:g}s") from None
                 raise
+            finally:
+                if nap is not None:
+                    nap.cancel()
+                    if fut in queue:
+                        queue.remove(fut)  # woken by the nap, not by a release
             woken = True
 
     @staticmethod
@@ -428,6 +478,8 @@ class AgentRegistry:
     def _release(self, e: _Entry, ok: bool, error_type: str | None,
                  latency_s: float | None, trial: bool = False) -> None:
         e.inflight -= 1
+        if ok:
+            e.busy_streak = 0
         if error_type == "cancelled":
             if trial:
                 e.breaker.cancel_trial()
@@ -441,6 +493,26 @@ class AgentRegistry:
         # One slot came free: wake one waiter per name this agent answers to. Waking
         # every waiter on every release made a big fan-out quadratic (each of
         # hundreds of waiting steps re-ran selection for every finished call).
+        self._wake_agent(e)
+
+    def _release_busy(self, e: _Entry, retry_after_s: float | None, trial: bool) -> float:
+        e.inflight -= 1
+        if trial:
+            e.breaker.cancel_trial()
+        e.busy_streak += 1
+        if retry_after_s is not None and retry_after_s > 0:
+            # Honour it, plus up to 10% so that every engine told the same second does
+            # not come back in the same instant.
+            delay = retry_after_s * (1.0 + 0.1 * self._rng.random())
+        else:
+            # No hint: a short back-off that grows while the agent keeps saying busy.
+            delay = min(0.05 * 2 ** min(e.busy_streak - 1, 6), 2.0) * (
+                0.5 + 0.5 * self._rng.random())
+        e.busy_until = max(e.busy_until, self._clock.monotonic() + delay)
+        self._wake_agent(e)  # a waiter may find another agent free now
+        return delay
+
+    def _wake_agent(self, e: _Entry) -> None:
         if self._waiters:
             for cap in e.agent.capabilities:
                 self._wake_one(cap)

@@ -31,6 +31,8 @@ BUILTIN_ERROR_TYPES = (
     "agent_error",
     "invalid_input",
     "cancelled",
+    "no_capacity",
+    "worker_lost",
 )
 ERROR_TYPE_PATTERN = r"^[a-z][a-z0-9_.-]*$"
 AGENT_REF_PATTERN = r"^@?[A-Za-z0-9][A-Za-z0-9_.:-]*$"

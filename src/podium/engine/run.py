@@ -35,6 +35,7 @@ from podium.events import (
     RunFinished,
     RunStarted,
     StepAttemptFailed,
+    StepBackPressure,
     StepCancelled,
     StepFailed,
     StepReady,
@@ -534,6 +535,11 @@ class RunExecution:
         deadline = clock.monotonic() + deadline_s if deadline_s is not None else None
         avoid: str | None = None
         attempt = attempts_so_far
+        # Back-pressure: once an agent answered "busy", the same attempt goes to another
+        # agent or waits for one, until the step's acquire timeout has passed since.
+        busy_end: float | None = None
+        busy_message = ""
+        acquire_timeout = node.step.acquire_timeout
         while True:
             attempt += 1
             agent_id: str | None = None
@@ -543,15 +549,23 @@ class RunExecution:
             except TemplateLookupError as exc:
                 err = ErrorInfo("invalid_input", f"input: {exc}", False)
             else:
+                wait_s = acquire_timeout
+                if busy_end is not None:
+                    wait_s = max(busy_end - mono(), 0.0)
+                if deadline is not None:
+                    left = max(deadline - mono(), 0.0)
+                    wait_s = left if wait_s is None else min(wait_s, left)
                 try:
                     lease = await engine.registry.acquire(
                         agent_ref,
                         avoid=avoid,
-                        timeout_s=node.step.acquire_timeout,
+                        timeout_s=wait_s,
                         strategy=node.strategy,
                     )
                 except Unavailable as exc:
-                    err = ErrorInfo("unavailable", exc.message)
+                    err = ErrorInfo(exc.error_type, exc.message)
+                    if busy_end is not None and exc.error_type == "no_capacity":
+                        err = ErrorInfo("no_capacity", busy_message)
                 else:
                     agent = lease.agent
                     agent_id = agent.id
@@ -593,6 +607,29 @@ class RunExecution:
                             "agent_error", f"output is not JSON: {exc}", False, agent_id
                         )
                         call_error = err.type
+                    except AgentError as exc:
+                        if not exc.busy:
+                            err = classify(exc, agent_id, timeout)
+                            call_error = err.type
+                        else:
+                            lease.release_busy(exc.retry_after_s)
+                            window = (acquire_timeout if acquire_timeout is not None
+                                      else engine.registry.config.acquire_timeout_s)
+                            if busy_end is None:
+                                busy_end = mono() + window
+                            busy_message = (
+                                f"every agent for '{agent_ref}' stayed busy or at capacity"
+                                f" for {window:g}s (last answer, from '{agent_id}':"
+                                f" {redact(exc.message)})")
+                            emit(StepBackPressure(
+                                run_id=run_id, ts=clock.now(), step_id=sid, attempt=attempt,
+                                agent_id=agent_id, message=redact(exc.message),
+                                retry_after_s=exc.retry_after_s))
+                            if mono() < busy_end and (deadline is None or mono() < deadline):
+                                attempt -= 1  # not an attempt: the same one goes again
+                                avoid = agent_id
+                                continue
+                            err = ErrorInfo("no_capacity", busy_message, None, agent_id)
                     except Exception as exc:  # noqa: BLE001 - whatever an agent raises fails the attempt
                         err = classify(exc, agent_id, timeout)
                         call_error = err.type
@@ -690,6 +727,7 @@ class RunExecution:
                 except PodiumError:
                     return False  # the run is stopping with the store error
             avoid = agent_id
+            busy_end = None  # a new attempt gets a whole acquire timeout of its own
             await clock.sleep(delay)
 
     # --- rollback ---------------------------------------------------------

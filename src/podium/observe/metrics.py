@@ -36,6 +36,7 @@ from podium.events import (
     RunFinished,
     RunStarted,
     StepAttemptFailed,
+    StepBackPressure,
     StepCancelled,
     StepFailed,
     StepRetryScheduled,
@@ -113,12 +114,15 @@ class EngineMetrics:
         # kept only while the run executes, so memory stays bounded.
         self._workflow: dict[str, str] = {}
         self._calls: dict[tuple[str, str], str] = {}
+        # (run, step) told "busy" by its agent: its next start is the same attempt again.
+        self._busy: set[tuple[str, str]] = set()
         # alert key -> (rule, severity) it is counted under while it fires
         self._firing: dict[str, tuple[str, str]] = {}
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
             RunStarted: self._run_started, RunFinished: self._run_finished,
             StepStarted: self._step_started, StepSucceeded: self._step_succeeded,
             StepAttemptFailed: self._attempt_failed, StepRetryScheduled: self._retry,
+            StepBackPressure: self._back_pressure,
             StepFailed: self._step_failed, StepSkipped: self._step_skipped,
             StepCancelled: self._step_cancelled,
             CompensationStarted: self._comp_started,
@@ -166,8 +170,17 @@ class EngineMetrics:
             self.agent_latency.labels(agent_id).observe(duration_s)
 
     def _step_started(self, e: StepStarted) -> None:
-        self.attempts.labels(self._wf(e.run_id), e.step_id).inc()
+        key = (e.run_id, e.step_id)
+        if key in self._busy:
+            self._busy.discard(key)  # the attempt an agent turned away, started again
+        else:
+            self.attempts.labels(self._wf(e.run_id), e.step_id).inc()
         self._call_started(e.run_id, e.step_id, e.agent_id)
+
+    def _back_pressure(self, e: StepBackPressure) -> None:
+        """Counted as a call that met back-pressure (outcome ``busy``), never a failure."""
+        self._busy.add((e.run_id, e.step_id))
+        self._call_ended(e.run_id, e.step_id, "busy", None)
 
     def _step_succeeded(self, e: StepSucceeded) -> None:
         wf = self._wf(e.run_id)
@@ -176,6 +189,7 @@ class EngineMetrics:
         self._call_ended(e.run_id, e.step_id, "success", e.duration_s)
 
     def _attempt_failed(self, e: StepAttemptFailed) -> None:
+        self._busy.discard((e.run_id, e.step_id))  # the turned-away attempt ended here
         self._call_ended(e.run_id, e.step_id, e.error.type, e.duration_s)
 
     def _retry(self, e: StepRetryScheduled) -> None:
@@ -188,6 +202,7 @@ class EngineMetrics:
         self.steps.labels(self._wf(e.run_id), e.step_id, "skipped").inc()
 
     def _step_cancelled(self, e: StepCancelled) -> None:
+        self._busy.discard((e.run_id, e.step_id))
         self.steps.labels(self._wf(e.run_id), e.step_id, "cancelled").inc()
         self._call_ended(e.run_id, e.step_id, "cancelled", None)
 
