@@ -3,7 +3,9 @@
 Each test starts the SDK's own server stack (``DefaultRequestHandler`` over an
 ``AgentExecutor`` of ours, card + JSON-RPC routes in a Starlette app) under
 uvicorn on 127.0.0.1 and a free port, in this test's event loop, and talks to
-it through ``A2AAgent`` only.
+it through ``A2AAgent`` only. The executors read requests as an A2A agent
+written for any client would: the content from the message's parts, nothing
+Podium-specific but what they choose to read from its metadata.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ pytest.importorskip("starlette")
 
 from a2a.helpers import (  # noqa: E402
     get_data_parts,
+    get_message_text,
     get_text_parts,
     new_data_message,
     new_data_part,
@@ -34,7 +37,10 @@ from a2a.helpers import (  # noqa: E402
 from a2a.server.agent_execution import AgentExecutor, RequestContext  # noqa: E402
 from a2a.server.events import EventQueue  # noqa: E402
 from a2a.server.request_handlers import DefaultRequestHandler  # noqa: E402
-from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes  # noqa: E402
+from a2a.server.routes import (  # noqa: E402
+    create_agent_card_routes,
+    create_jsonrpc_routes,
+)
 from a2a.server.tasks import InMemoryTaskStore, TaskUpdater  # noqa: E402
 from a2a.types import (  # noqa: E402
     AgentCapabilities,
@@ -42,6 +48,7 @@ from a2a.types import (  # noqa: E402
     AgentInterface,
     AgentSkill,
 )
+from google.protobuf.json_format import MessageToDict  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse  # noqa: E402
@@ -67,18 +74,31 @@ class Seen:
 
     context_id: str | None
     message_id: str
+    kinds: list[str]  # the kind of each part: "text", "data", ...
     text: str
     data: Any
+    metadata: dict[str, Any]  # the message's own metadata, where Podium's fields go
+
+
+def seen(context: RequestContext) -> Seen:
+    msg = context.message
+    assert msg is not None
+    data = get_data_parts(msg.parts)
+    return Seen(context.context_id, msg.message_id,
+                [str(p.WhichOneof("content")) for p in msg.parts],
+                " ".join(get_text_parts(msg.parts)), data[0] if data else None,
+                MessageToDict(msg.metadata))
 
 
 class Adder(AgentExecutor):
-    """Sums (capability ``sum``) or averages (``mean``) ``input.numbers``.
+    """Sums (skill ``sum``) or averages (``mean``) the request's ``numbers``.
 
-    ``input.mode`` picks how it answers: ``task`` (default; a Task with a data
-    artifact), ``message`` (a single data Message), ``text`` (a text
-    artifact), ``fail`` (task FAILED with a reason), ``ask`` (task
-    INPUT_REQUIRED), ``raise`` (the executor raises), ``slow`` (a task that
-    takes ``input.seconds``).
+    The skill asked for is read from Podium's metadata (an agent with several
+    skills has nowhere else to learn it). ``mode`` in the request picks how it
+    answers: ``task`` (default; a Task with a data artifact), ``message`` (a
+    single data Message), ``text`` (a text artifact), ``fail`` (task FAILED
+    with a reason), ``ask`` (task INPUT_REQUIRED), ``raise`` (the executor
+    raises), ``slow`` (a task that takes ``seconds``).
     """
 
     def __init__(self) -> None:
@@ -88,15 +108,15 @@ class Adder(AgentExecutor):
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         msg = context.message
         assert msg is not None
-        task = get_data_parts(msg.parts)[0]
-        self.seen.append(Seen(context.context_id, msg.message_id,
-                              " ".join(get_text_parts(msg.parts)), task))
-        inp = task["input"]
+        got = seen(context)
+        self.seen.append(got)
+        inp = got.data
+        skill = got.metadata["podium"]["capability"]
         mode = inp.get("mode", "task")
         numbers = inp.get("numbers", [])
         total = sum(numbers)
-        value = total if task["capability"] == "sum" else total / len(numbers)
-        result = {"value": value, "count": len(numbers), "capability": task["capability"]}
+        value = total if skill == "sum" else total / len(numbers)
+        result = {"value": value, "count": len(numbers), "capability": skill}
         if mode == "raise":
             raise RuntimeError("the adder broke")
         if mode == "message":
@@ -128,18 +148,70 @@ class Adder(AgentExecutor):
         await TaskUpdater(event_queue, str(context.task_id), str(context.context_id)).cancel()
 
 
-def agent_card(url: str) -> AgentCard:
+class WordCounter(AgentExecutor):
+    """An A2A agent that knows nothing of Podium: it counts the words of the request.
+
+    ``read="data"`` takes the ``text`` field of the first data part, as an
+    agent taking JSON does; ``read="text"`` takes the message's text, as a
+    chat agent does. It answers with one data message ``{"words": N}``.
+    """
+
+    def __init__(self, read: str) -> None:
+        self.read = read
+        self.seen: list[Seen] = []
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        msg = context.message
+        assert msg is not None
+        self.seen.append(seen(context))
+        if self.read == "data":
+            data = get_data_parts(msg.parts)
+            first = data[0] if data else {}
+            text = first.get("text", "") if isinstance(first, dict) else ""
+        else:
+            text = get_message_text(msg, delimiter=" ")
+        await event_queue.enqueue_event(
+            new_data_message({"words": len(text.split())}, context_id=context.context_id))
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        raise NotImplementedError
+
+
+class Echo(AgentExecutor):
+    """Answers with the content of the request's first part, as it came."""
+
+    def __init__(self) -> None:
+        self.seen: list[Seen] = []
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        msg = context.message
+        assert msg is not None
+        self.seen.append(seen(context))
+        part = msg.parts[0]
+        reply = (new_text_message(part.text, context_id=context.context_id)
+                 if part.HasField("text") else
+                 new_data_message(get_data_parts([part])[0], context_id=context.context_id))
+        await event_queue.enqueue_event(reply)
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        raise NotImplementedError
+
+
+def agent_card(url: str, *skills: str, binding: str = "JSONRPC") -> AgentCard:
+    """The card of an agent at ``url`` offering ``skills`` (``sum`` and ``mean`` if none)."""
+    path = "/" if binding == "JSONRPC" else ""
     return AgentCard(
-        name="adder",
+        name="adder" if not skills else skills[0],
         description="Adds and averages numbers.",
         version="1.0.0",
         supported_interfaces=[
-            AgentInterface(url=url + "/", protocol_binding="JSONRPC", protocol_version="1.0"),
+            AgentInterface(url=url + path, protocol_binding=binding, protocol_version="1.0"),
         ],
         capabilities=AgentCapabilities(streaming=False),
         default_input_modes=["application/json", "text/plain"],
         default_output_modes=["application/json", "text/plain"],
-        skills=[
+        skills=[AgentSkill(id=s, name=s.title(), description=s, tags=["test"])
+                for s in skills] if skills else [
             AgentSkill(id="sum", name="Sum", description="Sum of numbers", tags=["math"]),
             AgentSkill(id="mean", name="Mean", description="Mean of numbers", tags=["math"]),
         ],
@@ -179,17 +251,17 @@ async def serving(make_app: Callable[[str], Any]) -> AsyncIterator[str]:
 @dataclass
 class RemoteAgent:
     url: str
-    executor: Adder
+    executor: Any
     agents: list[A2AAgent] = field(default_factory=list)
 
 
-@pytest.fixture
-async def remote() -> AsyncIterator[RemoteAgent]:
-    executor = Adder()
+@contextlib.asynccontextmanager
+async def a2a_server(executor: AgentExecutor, *skills: str) -> AsyncIterator[RemoteAgent]:
+    """The SDK's own JSON-RPC server over ``executor``; closes the agents made for it first."""
     handlers: list[DefaultRequestHandler] = []
 
     def make_app(url: str) -> Starlette:
-        card = agent_card(url)
+        card = agent_card(url, *skills)
         handler = DefaultRequestHandler(agent_executor=executor, task_store=InMemoryTaskStore(),
                                         agent_card=card)
         handlers.append(handler)
@@ -205,6 +277,12 @@ async def remote() -> AsyncIterator[RemoteAgent]:
                 await a.aclose()
     for h in handlers:
         await h.aclose()
+
+
+@pytest.fixture
+async def remote() -> AsyncIterator[RemoteAgent]:
+    async with a2a_server(Adder()) as state:
+        yield state
 
 
 async def connect(remote: RemoteAgent, **options: Any) -> A2AAgent:
@@ -284,10 +362,12 @@ async def test_invoke_returns_the_structured_result(remote: RemoteAgent) -> None
     first = remote.executor.seen[0]
     assert first.context_id == "run-1:add"
     assert first.message_id == "run-1:add#2"
-    assert "'sum'" in first.text
-    assert first.data["run_id"] == "run-1"
-    assert first.data["step_id"] == "add"
-    assert first.data["input"] == {"numbers": [1, 2, 3]}
+    # The message is the step's input, nothing else; Podium's fields are metadata.
+    assert first.kinds == ["data"]
+    assert first.data == {"numbers": [1, 2, 3]}
+    assert first.metadata == {"podium": {
+        "run_id": "run-1", "step_id": "add", "attempt": 2, "idempotency_key": "run-1:add",
+        "capability": "sum"}}
 
 
 async def test_invoke_reads_a_message_reply_and_a_text_artifact(remote: RemoteAgent) -> None:
@@ -295,6 +375,54 @@ async def test_invoke_reads_a_message_reply_and_a_text_artifact(remote: RemoteAg
     assert await agent.invoke(task_for("sum", {"numbers": [2, 2], "mode": "message"})) == {
         "value": 4, "count": 2, "capability": "sum"}
     assert await agent.invoke(task_for("sum", {"numbers": [2, 2], "mode": "text"})) == "4"
+
+
+SENTENCE = "the quick brown fox jumps over the lazy dog"  # 9 words
+
+
+@pytest.mark.parametrize(("read", "input"), [
+    ("data", {"text": SENTENCE, "lang": "en"}),
+    ("text", SENTENCE),
+])
+async def test_an_agent_that_knows_nothing_of_podium_reads_the_steps_input(
+    read: str, input: Any,
+) -> None:
+    """A step's input object is the message's data part, a string its text part:
+    an agent counting the words of what it was sent counts the input's 9 words
+    (it counted 0 when the data part held Podium's envelope)."""
+    async with a2a_server(WordCounter(read), "count-words") as remote:
+        agent = await A2AAgent.from_url(remote.url, id="counter")
+        remote.agents.append(agent)
+        wf = podium.workflow_from_dict({
+            "name": "count", "steps": [{"id": "count", "agent": "count-words",
+                                        "input": "${{ input.payload }}"}],
+            "output": "${{ steps.count.output.words }}"})
+        async with podium.Engine(registry=podium.AgentRegistry([agent])) as engine:
+            run = await engine.run(wf, {"payload": input})
+    assert run.status == "succeeded", run.error
+    assert run.output == 9
+    (got,) = remote.executor.seen
+    assert got.kinds == (["data"] if read == "data" else ["text"])
+    assert got.metadata["podium"]["step_id"] == "count"
+    assert got.metadata["podium"]["capability"] == "count-words"
+    assert got.context_id == f"{run.run_id}/count"
+
+
+@pytest.mark.parametrize("value", [
+    [1, "two", {"three": 3}], 42, 2.5, True, None, "", "a line\nand another", {},
+])
+async def test_every_json_input_arrives_as_itself(value: Any) -> None:
+    """Lists, numbers, booleans and null go as a data part (protocol 1.0's data
+    part holds any JSON value), strings as a text part; an agent echoing its
+    request gives back exactly the input."""
+    async with a2a_server(Echo(), "echo") as remote:
+        agent = await A2AAgent.from_url(remote.url, id="echo")
+        remote.agents.append(agent)
+        out = await agent.invoke(task_for("echo", value))
+    assert out == value
+    assert type(out) is type(value)
+    (got,) = remote.executor.seen
+    assert got.kinds == (["text"] if isinstance(value, str) else ["data"])
 
 
 async def test_non_blocking_send_polls_the_task_to_its_end(remote: RemoteAgent) -> None:
@@ -408,4 +536,5 @@ async def test_workflow_step_runs_on_the_a2a_agent(remote: RemoteAgent) -> None:
     assert run.steps["average"].agent_id == "adder"
     # Each step's idempotency key reached the remote agent as the context id.
     assert len({s.context_id for s in remote.executor.seen}) == 2
-    assert all(s.data["run_id"] == run.run_id for s in remote.executor.seen)
+    assert all(s.metadata["podium"]["run_id"] == run.run_id for s in remote.executor.seen)
+    assert [s.data["numbers"] for s in remote.executor.seen] == [[3, 4, 5, 8]] * 2

@@ -2,12 +2,24 @@
 
 An ``A2AAgent`` is known by its base URL. Its capabilities are the skills of
 its agent card (fetched from ``{url}/.well-known/agent-card.json``), plus any
-capabilities configured by hand. A step is sent as ONE message with two parts:
-a short text part naming the capability and a data part carrying
-``Task.to_dict()`` (the step's input under ``"input"``). The context id is the
-task's idempotency key (the same for every attempt of one step of one run) and
-the message id is ``"<idempotency key>#<attempt>"``, so the remote side can
-recognise a retried or resumed delivery.
+capabilities configured by hand.
+
+A step is sent as ONE message whose only part is the step's input, as any A2A
+client would send it, so an agent written for no orchestrator in particular
+reads it where it reads every request: a string as a text part
+(``text/plain``), any other JSON value (object, list, number, boolean, null)
+as a data part (``application/json``; in protocol 1.0 a data part holds a
+``google.protobuf.Value``, so it takes every JSON value, not only objects).
+Podium's own fields travel in the message's ``metadata``, which A2A keeps for
+exactly that, under one ``podium`` key::
+
+    {"podium": {"run_id": ..., "step_id": ..., "attempt": 2,
+                "idempotency_key": ..., "capability": ...}}
+
+(protobuf's ``Struct`` makes ``attempt`` a double on the wire). The context id
+is the task's idempotency key (the same for every attempt of one step of one
+run) and the message id is ``"<idempotency key>#<attempt>"``, so the remote
+side can recognise a retried or resumed delivery.
 
 The answer is either a ``Message`` (its data part, else its text, is the
 output) or a ``Task``; a task that is not finished yet is polled until it
@@ -73,6 +85,9 @@ log = logging.getLogger("podium.agents.a2a")
 INSTALL_HINT = "pip install 'podium[a2a]'"
 _WELL_KNOWN_SUFFIX = "/.well-known/agent-card.json"
 _MAX_EXACT_FLOAT_INT = 2**53
+# The one metadata key Podium writes on a message: its fields stay out of the
+# agent's own namespace, and one key is one thing for an agent to ignore.
+_METADATA_KEY = "podium"
 
 
 def _require_sdk() -> None:
@@ -425,22 +440,28 @@ class A2AAgent(AgentBase):
 
         t = self._types()
         try:
-            data = new_data_part(task.to_dict(), media_type="application/json")
+            if isinstance(task.input, str):
+                content = new_text_part(task.input, media_type="text/plain")
+            else:
+                content = new_data_part(task.input, media_type="application/json")
         except Exception as exc:  # noqa: BLE001 - protobuf's ParseError or a TypeError: not JSON
             raise InvalidInput(
-                f"the task for '{task.capability}' cannot be sent to A2A agent '{self._id}':"
-                f" its input is not JSON ({exc})",
+                f"the input of step '{task.step_id}' cannot be sent to A2A agent '{self._id}':"
+                f" it is not JSON ({exc})",
                 agent_id=self._id, run_id=task.run_id, step_id=task.step_id,
             ) from None
-        text = new_text_part(
-            f"Podium task: capability '{task.capability}' (step '{task.step_id}', attempt"
-            f" {task.attempt}); the data part holds the task, its input under 'input'."
-        )
         message = t.Message(
             role=t.Role.ROLE_USER,
             message_id=f"{task.idempotency_key}#{task.attempt}",
             context_id=task.idempotency_key,
-            parts=[text, data],
+            parts=[content],
+            metadata={_METADATA_KEY: {
+                "run_id": task.run_id,
+                "step_id": task.step_id,
+                "attempt": task.attempt,
+                "idempotency_key": task.idempotency_key,
+                "capability": task.capability,
+            }},
         )
         # Blocking (the default): the server answers once the task settles; otherwise it
         # answers at once and we poll. history_length=0: no echo of our own message.
