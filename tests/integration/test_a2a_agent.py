@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -491,23 +493,82 @@ async def test_unreachable_agent_is_unavailable_and_unhealthy() -> None:
         await agent.aclose()
 
 
-async def test_http_429_is_rate_limited_with_retry_after() -> None:
-    async def busy(_request: Request) -> JSONResponse:
-        return JSONResponse({"error": "slow down"}, status_code=429, headers={"Retry-After": "7"})
+def http_date(seconds_from_now: float) -> str:
+    return email.utils.formatdate(time.time() + seconds_from_now, usegmt=True)
+
+
+@contextlib.asynccontextmanager
+async def answering(status: int, headers: dict[str, str], *,
+                    binding: str = "JSONRPC") -> AsyncIterator[str]:
+    """A server with a real card; every call, and the card at ``/busy-card``, gets ``status``."""
+    async def refuse(_request: Request) -> JSONResponse:
+        return JSONResponse({"error": {"code": status, "message": "at capacity"}},
+                            status_code=status, headers=headers)
 
     def make_app(url: str) -> Starlette:
-        return Starlette(routes=[*create_agent_card_routes(agent_card(url)),
-                                 Route("/", busy, methods=["POST"])])
+        return Starlette(routes=[*create_agent_card_routes(agent_card(url, binding=binding)),
+                                 Route("/busy-card", refuse, methods=["GET"]),
+                                 Route("/{path:path}", refuse, methods=["POST"])])
 
     async with serving(make_app) as url:
-        agent = await A2AAgent.from_url(url, id="busy")
+        yield url
+
+
+BUSY_CASES = [
+    # status, headers, error class, busy, retry_after_s (None: not given; a pair: a range)
+    (429, {"Retry-After": "7"}, RateLimited, True, 7.0),
+    (429, {}, RateLimited, True, None),
+    (503, {"Retry-After": "3"}, Unavailable, True, 3.0),
+    (503, {"Retry-After": "HTTP-DATE+30"}, Unavailable, True, (20.0, 30.0)),
+    (503, {}, Unavailable, False, None),
+    (502, {"Retry-After": "3"}, Unavailable, False, None),
+]
+
+
+@pytest.mark.parametrize("binding", ["JSONRPC", "HTTP+JSON"])
+@pytest.mark.parametrize(("status", "headers", "kind", "busy", "retry_after"), BUSY_CASES)
+async def test_an_agent_at_capacity_is_busy_not_failing(
+    binding: str, status: int, headers: dict[str, str], kind: type[AgentError], busy: bool,
+    retry_after: float | tuple[float, float] | None,
+) -> None:
+    """HTTP 429, and 503 with ``Retry-After``, on either binding: busy (back-pressure),
+    with the delay the agent asked for (seconds or an HTTP date); a 503 without
+    ``Retry-After`` or a 502 is an agent that is down, not busy."""
+    if headers.get("Retry-After") == "HTTP-DATE+30":
+        headers = {"Retry-After": http_date(30)}
+    async with answering(status, headers, binding=binding) as url:
+        agent = await A2AAgent.from_url(url, id="full")
         try:
-            with pytest.raises(RateLimited) as raised:
+            with pytest.raises(AgentError) as raised:
                 await agent.invoke(task_for("sum", {"numbers": [1]}))
-            assert raised.value.error_type == "rate_limited"
-            assert raised.value.retry_after_s == 7.0
         finally:
             await agent.aclose()
+    err = raised.value
+    assert type(err) is kind, err
+    assert err.busy is busy, err.message
+    assert err.agent_id == "full"
+    assert f"HTTP {status}" in err.message
+    if isinstance(retry_after, tuple):
+        assert err.retry_after_s is not None
+        assert retry_after[0] <= err.retry_after_s <= retry_after[1]
+    else:
+        assert err.retry_after_s == retry_after
+
+
+async def test_a_busy_agent_card_makes_the_agent_degraded_not_unhealthy() -> None:
+    """A health check answered 503 ``Retry-After`` (or 429) finds a live agent at capacity:
+    still usable, ranked below agents with room; no ``Retry-After`` is down."""
+    for status, headers, level in ((503, {"Retry-After": "2"}, "degraded"),
+                                   (429, {}, "degraded"), (503, {}, "unhealthy")):
+        async with answering(status, headers) as url:
+            agent = A2AAgent(url, id="full", capabilities=["sum"], card_path="busy-card")
+            try:
+                report = await agent.health()
+            finally:
+                await agent.aclose()
+        assert report.status == level, (status, headers, report)
+        assert report.detail is not None
+        assert f"HTTP {status}" in report.detail
 
 
 # --- end to end through the engine ---------------------------------------------------

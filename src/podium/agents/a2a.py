@@ -24,19 +24,27 @@ side can recognise a retried or resumed delivery.
 The answer is either a ``Message`` (its data part, else its text, is the
 output) or a ``Task``; a task that is not finished yet is polled until it
 reaches a terminal or interrupted state, and the data parts (else the text) of
-its artifacts are the output. Failures map onto Podium's error types:
+its artifacts are the output. Failures map onto Podium's error types; "busy"
+(``AgentError.busy``) marks an agent at capacity, back-pressure rather than a
+failure:
 
 =====================================  ====================================
 what happened                          raised
 =====================================  ====================================
 task failed / rejected / canceled      ``AgentError`` with the status message
 task input-required / auth-required    ``InvalidInput``
-connection refused, network error      ``Unavailable`` (also HTTP 502/503/504)
-HTTP 429                               ``RateLimited`` (``Retry-After`` kept)
+HTTP 429                               ``RateLimited``, busy (``Retry-After`` kept)
+HTTP 503 with ``Retry-After``          ``Unavailable``, busy (``Retry-After`` kept)
+connection refused, network error      ``Unavailable`` (also HTTP 502/504, 503 alone)
 HTTP 408, client timeout               ``AttemptTimeout``
 other HTTP 4xx, invalid params/request ``InvalidInput``
 other HTTP 5xx, JSON-RPC internal      ``AgentError``
 =====================================  ====================================
+
+A2A 1.0 has no error of its own for "at capacity" (a2a-sdk 1.3's JSON-RPC
+codes and REST reasons cover tasks, versions and malformed requests only), so
+the HTTP status is the signal on both bindings Podium speaks; the SDK keeps
+the ``httpx`` response as the cause of the error it raises.
 
 Data parts travel as ``google.protobuf.Value``, which stores every number as a
 double; whole numbers in the output are turned back into ints (JSON does not
@@ -170,17 +178,6 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(cur))
         yield cur
         cur = cur.__cause__ or cur.__context__
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None  # an HTTP date: leave the delay to the retry policy
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 class A2AAgent(AgentBase):
@@ -330,6 +327,9 @@ class A2AAgent(AgentBase):
         t0 = time.perf_counter()
         try:
             card = await self._fetch_card(self._http_client(), timeout_s=self._health_timeout_s)
+        except AgentError as exc:
+            # A busy agent is alive: still usable, ranked below those with room.
+            return HealthReport("degraded" if exc.busy else "unhealthy", detail=exc.message)
         except PodiumError as exc:
             return HealthReport("unhealthy", detail=exc.message)
         except Exception as exc:  # noqa: BLE001 - a health check reports, it never raises
@@ -549,6 +549,8 @@ class A2AAgent(AgentBase):
         from a2a.client.errors import A2AClientTimeoutError
         from a2a.utils import errors as e
 
+        from podium.agents.http import parse_retry_after
+
         where = f"A2A agent '{self._id}' at {self.url} ({doing})"
         chain = list(_causes(exc))
         detail = str(exc) or type(exc).__name__
@@ -556,9 +558,14 @@ class A2AAgent(AgentBase):
         status = response.status_code if response is not None else None
         if status is None:
             status = getattr(exc, "status_code", None)
+        said_when = response.headers.get("retry-after") if response is not None else None
         if status == 429:
-            retry = _retry_after(response.headers) if response is not None else None
-            return RateLimited(f"{where}: rate limited (HTTP 429)", retry_after_s=retry,
+            return RateLimited(f"{where}: rate limited (HTTP 429)",
+                               retry_after_s=parse_retry_after(said_when), agent_id=self._id)
+        if status == 503 and said_when is not None:
+            # "Come back later" from a live server: at capacity, not down (RFC 9110 15.6.4).
+            return Unavailable(f"{where}: busy (HTTP 503, Retry-After: {said_when})",
+                               busy=True, retry_after_s=parse_retry_after(said_when),
                                agent_id=self._id)
         if status in (502, 503, 504):
             return Unavailable(f"{where}: HTTP {status}", agent_id=self._id)
