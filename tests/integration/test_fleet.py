@@ -714,17 +714,18 @@ async def test_breaker_states_follow_a_real_failing_agent_and_refusals_cost_no_a
 async def test_acquire_timeout_bounds_the_wait_for_a_slot_not_the_call(
     fleet: Fleet, tmp_path: Path
 ) -> None:
-    """One slot, held for 1 s by ``hold``. ``impatient`` (acquire_timeout 200 ms)
-    and ``by-default`` (the agents file's acquire_timeout, 300 ms) fail as
+    """One slot, held for 1.5 s by ``hold``. ``impatient`` (acquire_timeout 200 ms)
+    and ``by-default`` (the agents file's acquire_timeout, 700 ms) fail as
     ``unavailable`` while still waiting; ``patient`` (acquire_timeout 5 s,
-    timeout 800 ms) waits about a second for the slot and succeeds, because
-    its timeout only starts when its call does."""
+    timeout 800 ms) waits 1.5 s for the slot and succeeds, because its
+    timeout only starts when its call does. Every two moments compared are
+    half a second apart or more, so a loaded machine cannot swap them."""
     inst = await fleet.start("slowpoke", max_concurrency=1)
-    path = agents_file(tmp_path / "agents.yaml", [http_spec(inst)], acquire_timeout="300ms",
+    path = agents_file(tmp_path / "agents.yaml", [http_spec(inst)], acquire_timeout="700ms",
                        health={"interval": "200ms"})
     registry, _, _ = build_registry(path, entry_points_too=False, decorated_too=False)
     wf = workflow_from_dict({"name": "slots", "on_failure": "continue", "steps": [
-        {"id": "hold", "agent": "work", "input": {"ms": 1000}},
+        {"id": "hold", "agent": "work", "input": {"ms": 1500}},
         {"id": "patient", "agent": "work", "input": {"ms": 100}, "acquire_timeout": "5s",
          "timeout": "800ms"},
         {"id": "impatient", "agent": "work", "input": {"ms": 100}, "acquire_timeout": "200ms",
@@ -737,7 +738,7 @@ async def test_acquire_timeout_bounds_the_wait_for_a_slot_not_the_call(
     assert steps["hold"].status == "succeeded"
     assert steps["patient"].status == "succeeded"
     assert steps["patient"].attempts == 1
-    for sid, limit in (("impatient", "0.2s"), ("by-default", "0.3s")):
+    for sid, limit in (("impatient", "0.2s"), ("by-default", "0.7s")):
         err = steps[sid].error
         assert steps[sid].status == "failed"
         assert err is not None
