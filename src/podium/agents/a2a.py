@@ -564,7 +564,7 @@ class A2AAgent(AgentBase):
                                retry_after_s=parse_retry_after(said_when), agent_id=self._id)
         if status == 503 and said_when is not None:
             # "Come back later" from a live server: at capacity, not down (RFC 9110 15.6.4).
-            return Unavailable(f"{where}: busy (HTTP 503, Retry-After: {said_when})",
+            return Unavailable(f"{where}: busy (HTTP 503 with Retry-After)",
                                busy=True, retry_after_s=parse_retry_after(said_when),
                                agent_id=self._id)
         if status in (502, 503, 504):
