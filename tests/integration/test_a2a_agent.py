@@ -3,15 +3,19 @@
 Each test starts the SDK's own server stack (``DefaultRequestHandler`` over an
 ``AgentExecutor`` of ours, card + JSON-RPC routes in a Starlette app) under
 uvicorn on 127.0.0.1 and a free port, in this test's event loop, and talks to
-it through ``A2AAgent`` only.
+it through ``A2AAgent`` only. The executors read requests as an A2A agent
+written for any client would: the content from the message's parts, nothing
+Podium-specific but what they choose to read from its metadata.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +28,7 @@ pytest.importorskip("starlette")
 
 from a2a.helpers import (  # noqa: E402
     get_data_parts,
+    get_message_text,
     get_text_parts,
     new_data_message,
     new_data_part,
@@ -34,7 +39,10 @@ from a2a.helpers import (  # noqa: E402
 from a2a.server.agent_execution import AgentExecutor, RequestContext  # noqa: E402
 from a2a.server.events import EventQueue  # noqa: E402
 from a2a.server.request_handlers import DefaultRequestHandler  # noqa: E402
-from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes  # noqa: E402
+from a2a.server.routes import (  # noqa: E402
+    create_agent_card_routes,
+    create_jsonrpc_routes,
+)
 from a2a.server.tasks import InMemoryTaskStore, TaskUpdater  # noqa: E402
 from a2a.types import (  # noqa: E402
     AgentCapabilities,
@@ -42,6 +50,7 @@ from a2a.types import (  # noqa: E402
     AgentInterface,
     AgentSkill,
 )
+from google.protobuf.json_format import MessageToDict  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.requests import Request  # noqa: E402
 from starlette.responses import JSONResponse  # noqa: E402
@@ -67,18 +76,31 @@ class Seen:
 
     context_id: str | None
     message_id: str
+    kinds: list[str]  # the kind of each part: "text", "data", ...
     text: str
     data: Any
+    metadata: dict[str, Any]  # the message's own metadata, where Podium's fields go
+
+
+def seen(context: RequestContext) -> Seen:
+    msg = context.message
+    assert msg is not None
+    data = get_data_parts(msg.parts)
+    return Seen(context.context_id, msg.message_id,
+                [str(p.WhichOneof("content")) for p in msg.parts],
+                " ".join(get_text_parts(msg.parts)), data[0] if data else None,
+                MessageToDict(msg.metadata))
 
 
 class Adder(AgentExecutor):
-    """Sums (capability ``sum``) or averages (``mean``) ``input.numbers``.
+    """Sums (skill ``sum``) or averages (``mean``) the request's ``numbers``.
 
-    ``input.mode`` picks how it answers: ``task`` (default; a Task with a data
-    artifact), ``message`` (a single data Message), ``text`` (a text
-    artifact), ``fail`` (task FAILED with a reason), ``ask`` (task
-    INPUT_REQUIRED), ``raise`` (the executor raises), ``slow`` (a task that
-    takes ``input.seconds``).
+    The skill asked for is read from Podium's metadata (an agent with several
+    skills has nowhere else to learn it). ``mode`` in the request picks how it
+    answers: ``task`` (default; a Task with a data artifact), ``message`` (a
+    single data Message), ``text`` (a text artifact), ``fail`` (task FAILED
+    with a reason), ``ask`` (task INPUT_REQUIRED), ``raise`` (the executor
+    raises), ``slow`` (a task that takes ``seconds``).
     """
 
     def __init__(self) -> None:
@@ -88,15 +110,15 @@ class Adder(AgentExecutor):
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         msg = context.message
         assert msg is not None
-        task = get_data_parts(msg.parts)[0]
-        self.seen.append(Seen(context.context_id, msg.message_id,
-                              " ".join(get_text_parts(msg.parts)), task))
-        inp = task["input"]
+        got = seen(context)
+        self.seen.append(got)
+        inp = got.data
+        skill = got.metadata["podium"]["capability"]
         mode = inp.get("mode", "task")
         numbers = inp.get("numbers", [])
         total = sum(numbers)
-        value = total if task["capability"] == "sum" else total / len(numbers)
-        result = {"value": value, "count": len(numbers), "capability": task["capability"]}
+        value = total if skill == "sum" else total / len(numbers)
+        result = {"value": value, "count": len(numbers), "capability": skill}
         if mode == "raise":
             raise RuntimeError("the adder broke")
         if mode == "message":
@@ -128,18 +150,70 @@ class Adder(AgentExecutor):
         await TaskUpdater(event_queue, str(context.task_id), str(context.context_id)).cancel()
 
 
-def agent_card(url: str) -> AgentCard:
+class WordCounter(AgentExecutor):
+    """An A2A agent that knows nothing of Podium: it counts the words of the request.
+
+    ``read="data"`` takes the ``text`` field of the first data part, as an
+    agent taking JSON does; ``read="text"`` takes the message's text, as a
+    chat agent does. It answers with one data message ``{"words": N}``.
+    """
+
+    def __init__(self, read: str) -> None:
+        self.read = read
+        self.seen: list[Seen] = []
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        msg = context.message
+        assert msg is not None
+        self.seen.append(seen(context))
+        if self.read == "data":
+            data = get_data_parts(msg.parts)
+            first = data[0] if data else {}
+            text = first.get("text", "") if isinstance(first, dict) else ""
+        else:
+            text = get_message_text(msg, delimiter=" ")
+        await event_queue.enqueue_event(
+            new_data_message({"words": len(text.split())}, context_id=context.context_id))
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        raise NotImplementedError
+
+
+class Echo(AgentExecutor):
+    """Answers with the content of the request's first part, as it came."""
+
+    def __init__(self) -> None:
+        self.seen: list[Seen] = []
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        msg = context.message
+        assert msg is not None
+        self.seen.append(seen(context))
+        part = msg.parts[0]
+        reply = (new_text_message(part.text, context_id=context.context_id)
+                 if part.HasField("text") else
+                 new_data_message(get_data_parts([part])[0], context_id=context.context_id))
+        await event_queue.enqueue_event(reply)
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        raise NotImplementedError
+
+
+def agent_card(url: str, *skills: str, binding: str = "JSONRPC") -> AgentCard:
+    """The card of an agent at ``url`` offering ``skills`` (``sum`` and ``mean`` if none)."""
+    path = "/" if binding == "JSONRPC" else ""
     return AgentCard(
-        name="adder",
+        name="adder" if not skills else skills[0],
         description="Adds and averages numbers.",
         version="1.0.0",
         supported_interfaces=[
-            AgentInterface(url=url + "/", protocol_binding="JSONRPC", protocol_version="1.0"),
+            AgentInterface(url=url + path, protocol_binding=binding, protocol_version="1.0"),
         ],
         capabilities=AgentCapabilities(streaming=False),
         default_input_modes=["application/json", "text/plain"],
         default_output_modes=["application/json", "text/plain"],
-        skills=[
+        skills=[AgentSkill(id=s, name=s.title(), description=s, tags=["test"])
+                for s in skills] if skills else [
             AgentSkill(id="sum", name="Sum", description="Sum of numbers", tags=["math"]),
             AgentSkill(id="mean", name="Mean", description="Mean of numbers", tags=["math"]),
         ],
@@ -179,17 +253,17 @@ async def serving(make_app: Callable[[str], Any]) -> AsyncIterator[str]:
 @dataclass
 class RemoteAgent:
     url: str
-    executor: Adder
+    executor: Any
     agents: list[A2AAgent] = field(default_factory=list)
 
 
-@pytest.fixture
-async def remote() -> AsyncIterator[RemoteAgent]:
-    executor = Adder()
+@contextlib.asynccontextmanager
+async def a2a_server(executor: AgentExecutor, *skills: str) -> AsyncIterator[RemoteAgent]:
+    """The SDK's own JSON-RPC server over ``executor``; closes the agents made for it first."""
     handlers: list[DefaultRequestHandler] = []
 
     def make_app(url: str) -> Starlette:
-        card = agent_card(url)
+        card = agent_card(url, *skills)
         handler = DefaultRequestHandler(agent_executor=executor, task_store=InMemoryTaskStore(),
                                         agent_card=card)
         handlers.append(handler)
@@ -205,6 +279,12 @@ async def remote() -> AsyncIterator[RemoteAgent]:
                 await a.aclose()
     for h in handlers:
         await h.aclose()
+
+
+@pytest.fixture
+async def remote() -> AsyncIterator[RemoteAgent]:
+    async with a2a_server(Adder()) as state:
+        yield state
 
 
 async def connect(remote: RemoteAgent, **options: Any) -> A2AAgent:
@@ -284,10 +364,12 @@ async def test_invoke_returns_the_structured_result(remote: RemoteAgent) -> None
     first = remote.executor.seen[0]
     assert first.context_id == "run-1:add"
     assert first.message_id == "run-1:add#2"
-    assert "'sum'" in first.text
-    assert first.data["run_id"] == "run-1"
-    assert first.data["step_id"] == "add"
-    assert first.data["input"] == {"numbers": [1, 2, 3]}
+    # The message is the step's input, nothing else; Podium's fields are metadata.
+    assert first.kinds == ["data"]
+    assert first.data == {"numbers": [1, 2, 3]}
+    assert first.metadata == {"podium": {
+        "run_id": "run-1", "step_id": "add", "attempt": 2, "idempotency_key": "run-1:add",
+        "capability": "sum"}}
 
 
 async def test_invoke_reads_a_message_reply_and_a_text_artifact(remote: RemoteAgent) -> None:
@@ -295,6 +377,54 @@ async def test_invoke_reads_a_message_reply_and_a_text_artifact(remote: RemoteAg
     assert await agent.invoke(task_for("sum", {"numbers": [2, 2], "mode": "message"})) == {
         "value": 4, "count": 2, "capability": "sum"}
     assert await agent.invoke(task_for("sum", {"numbers": [2, 2], "mode": "text"})) == "4"
+
+
+SENTENCE = "the quick brown fox jumps over the lazy dog"  # 9 words
+
+
+@pytest.mark.parametrize(("read", "input"), [
+    ("data", {"text": SENTENCE, "lang": "en"}),
+    ("text", SENTENCE),
+])
+async def test_an_agent_that_knows_nothing_of_podium_reads_the_steps_input(
+    read: str, input: Any,
+) -> None:
+    """A step's input object is the message's data part, a string its text part:
+    an agent counting the words of what it was sent counts the input's 9 words
+    (it counted 0 when the data part held Podium's envelope)."""
+    async with a2a_server(WordCounter(read), "count-words") as remote:
+        agent = await A2AAgent.from_url(remote.url, id="counter")
+        remote.agents.append(agent)
+        wf = podium.workflow_from_dict({
+            "name": "count", "steps": [{"id": "count", "agent": "count-words",
+                                        "input": "${{ input.payload }}"}],
+            "output": "${{ steps.count.output.words }}"})
+        async with podium.Engine(registry=podium.AgentRegistry([agent])) as engine:
+            run = await engine.run(wf, {"payload": input})
+    assert run.status == "succeeded", run.error
+    assert run.output == 9
+    (got,) = remote.executor.seen
+    assert got.kinds == (["data"] if read == "data" else ["text"])
+    assert got.metadata["podium"]["step_id"] == "count"
+    assert got.metadata["podium"]["capability"] == "count-words"
+    assert got.context_id == f"{run.run_id}/count"
+
+
+@pytest.mark.parametrize("value", [
+    [1, "two", {"three": 3}], 42, 2.5, True, None, "", "a line\nand another", {},
+])
+async def test_every_json_input_arrives_as_itself(value: Any) -> None:
+    """Lists, numbers, booleans and null go as a data part (protocol 1.0's data
+    part holds any JSON value), strings as a text part; an agent echoing its
+    request gives back exactly the input."""
+    async with a2a_server(Echo(), "echo") as remote:
+        agent = await A2AAgent.from_url(remote.url, id="echo")
+        remote.agents.append(agent)
+        out = await agent.invoke(task_for("echo", value))
+    assert out == value
+    assert type(out) is type(value)
+    (got,) = remote.executor.seen
+    assert got.kinds == (["text"] if isinstance(value, str) else ["data"])
 
 
 async def test_non_blocking_send_polls_the_task_to_its_end(remote: RemoteAgent) -> None:
@@ -363,23 +493,82 @@ async def test_unreachable_agent_is_unavailable_and_unhealthy() -> None:
         await agent.aclose()
 
 
-async def test_http_429_is_rate_limited_with_retry_after() -> None:
-    async def busy(_request: Request) -> JSONResponse:
-        return JSONResponse({"error": "slow down"}, status_code=429, headers={"Retry-After": "7"})
+def http_date(seconds_from_now: float) -> str:
+    return email.utils.formatdate(time.time() + seconds_from_now, usegmt=True)
+
+
+@contextlib.asynccontextmanager
+async def answering(status: int, headers: dict[str, str], *,
+                    binding: str = "JSONRPC") -> AsyncIterator[str]:
+    """A server with a real card; every call, and the card at ``/busy-card``, gets ``status``."""
+    async def refuse(_request: Request) -> JSONResponse:
+        return JSONResponse({"error": {"code": status, "message": "at capacity"}},
+                            status_code=status, headers=headers)
 
     def make_app(url: str) -> Starlette:
-        return Starlette(routes=[*create_agent_card_routes(agent_card(url)),
-                                 Route("/", busy, methods=["POST"])])
+        return Starlette(routes=[*create_agent_card_routes(agent_card(url, binding=binding)),
+                                 Route("/busy-card", refuse, methods=["GET"]),
+                                 Route("/{path:path}", refuse, methods=["POST"])])
 
     async with serving(make_app) as url:
-        agent = await A2AAgent.from_url(url, id="busy")
+        yield url
+
+
+BUSY_CASES = [
+    # status, headers, error class, busy, retry_after_s (None: not given; a pair: a range)
+    (429, {"Retry-After": "7"}, RateLimited, True, 7.0),
+    (429, {}, RateLimited, True, None),
+    (503, {"Retry-After": "3"}, Unavailable, True, 3.0),
+    (503, {"Retry-After": "HTTP-DATE+30"}, Unavailable, True, (20.0, 30.0)),
+    (503, {}, Unavailable, False, None),
+    (502, {"Retry-After": "3"}, Unavailable, False, None),
+]
+
+
+@pytest.mark.parametrize("binding", ["JSONRPC", "HTTP+JSON"])
+@pytest.mark.parametrize(("status", "headers", "kind", "busy", "retry_after"), BUSY_CASES)
+async def test_an_agent_at_capacity_is_busy_not_failing(
+    binding: str, status: int, headers: dict[str, str], kind: type[AgentError], busy: bool,
+    retry_after: float | tuple[float, float] | None,
+) -> None:
+    """HTTP 429, and 503 with ``Retry-After``, on either binding: busy (back-pressure),
+    with the delay the agent asked for (seconds or an HTTP date); a 503 without
+    ``Retry-After`` or a 502 is an agent that is down, not busy."""
+    if headers.get("Retry-After") == "HTTP-DATE+30":
+        headers = {"Retry-After": http_date(30)}
+    async with answering(status, headers, binding=binding) as url:
+        agent = await A2AAgent.from_url(url, id="full")
         try:
-            with pytest.raises(RateLimited) as raised:
+            with pytest.raises(AgentError) as raised:
                 await agent.invoke(task_for("sum", {"numbers": [1]}))
-            assert raised.value.error_type == "rate_limited"
-            assert raised.value.retry_after_s == 7.0
         finally:
             await agent.aclose()
+    err = raised.value
+    assert type(err) is kind, err
+    assert err.busy is busy, err.message
+    assert err.agent_id == "full"
+    assert f"HTTP {status}" in err.message
+    if isinstance(retry_after, tuple):
+        assert err.retry_after_s is not None
+        assert retry_after[0] <= err.retry_after_s <= retry_after[1]
+    else:
+        assert err.retry_after_s == retry_after
+
+
+async def test_a_busy_agent_card_makes_the_agent_degraded_not_unhealthy() -> None:
+    """A health check answered 503 ``Retry-After`` (or 429) finds a live agent at capacity:
+    still usable, ranked below agents with room; no ``Retry-After`` is down."""
+    for status, headers, level in ((503, {"Retry-After": "2"}, "degraded"),
+                                   (429, {}, "degraded"), (503, {}, "unhealthy")):
+        async with answering(status, headers) as url:
+            agent = A2AAgent(url, id="full", capabilities=["sum"], card_path="busy-card")
+            try:
+                report = await agent.health()
+            finally:
+                await agent.aclose()
+        assert report.status == level, (status, headers, report)
+        assert report.detail is not None
+        assert f"HTTP {status}" in report.detail
 
 
 # --- end to end through the engine ---------------------------------------------------
@@ -408,4 +597,5 @@ async def test_workflow_step_runs_on_the_a2a_agent(remote: RemoteAgent) -> None:
     assert run.steps["average"].agent_id == "adder"
     # Each step's idempotency key reached the remote agent as the context id.
     assert len({s.context_id for s in remote.executor.seen}) == 2
-    assert all(s.data["run_id"] == run.run_id for s in remote.executor.seen)
+    assert all(s.metadata["podium"]["run_id"] == run.run_id for s in remote.executor.seen)
+    assert [s.data["numbers"] for s in remote.executor.seen] == [[3, 4, 5, 8]] * 2

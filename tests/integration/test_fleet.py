@@ -431,7 +431,14 @@ async def test_the_own_region_serves_while_healthy_and_fails_over_to_the_fastest
 ) -> None:
     """Engine region eu: the eu instance takes everything it can; when it is full
     the overflow goes to us (20 ms), not ap (150 ms, listed first); when it is
-    SIGKILLed everything goes to us; once restarted it is preferred again."""
+    SIGKILLed everything goes to us; once restarted it is preferred again.
+
+    The remote latencies are given to the registry as the outcome of one call
+    each, the way the engine reports a call, and the engine runs on a
+    FakeClock, so the test's real calls all measure 0 s and cannot reorder the
+    regions. Measured for real, the order was the machine's: on a loaded two-core
+    machine the 20 ms agent once came out slower than the 150 ms one and the
+    burst went to ap."""
     eu, ap, us = await fleet.start_many(("eu-1", {"max_concurrency": 2}),
                                         ("ap-1", {"delay_ms": 150}), ("us-1", {"delay_ms": 20}))
     path = agents_file(
@@ -440,16 +447,16 @@ async def test_the_own_region_serves_while_healthy_and_fails_over_to_the_fastest
         region="eu", health={"interval": "100ms", "unhealthy_after": 2, "healthy_after": 2},
     )
     registry, _, _ = build_registry(path, entry_points_too=False, decorated_too=False)
-    async with engine_for(registry) as (engine, events):
+    async with engine_for(registry, clock=FakeClock()) as (engine, events):
         # 1. Local and not full: the eu instance serves every step.
         run = await engine.run(workflow_from_dict(fan_out("local", 10, max_parallel=2)), {})
         assert_every_step_succeeded(run)
         assert served(run) == {"eu-1": 10}
         # 2. Full: one call to each remote teaches the registry their latency,
         #    then a burst overflows to the fastest other region only.
-        warm = workflow_from_dict({"name": "warm", "steps": [
-            {"id": "ap", "agent": "@ap-1"}, {"id": "us", "agent": "@us-1"}]})
-        assert_every_step_succeeded(await engine.run(warm, {}))
+        for agent_id, latency_s in (("ap-1", 0.150), ("us-1", 0.020)):
+            lease = await registry.acquire(f"@{agent_id}")
+            lease.release(True, None, latency_s)
         run = await engine.run(workflow_from_dict(fan_out("burst", 20)), {})
         assert_every_step_succeeded(run)
         burst = served(run)
@@ -709,17 +716,18 @@ async def test_breaker_states_follow_a_real_failing_agent_and_refusals_cost_no_a
 async def test_acquire_timeout_bounds_the_wait_for_a_slot_not_the_call(
     fleet: Fleet, tmp_path: Path
 ) -> None:
-    """One slot, held for 1 s by ``hold``. ``impatient`` (acquire_timeout 200 ms)
-    and ``by-default`` (the agents file's acquire_timeout, 300 ms) fail as
+    """One slot, held for 1.5 s by ``hold``. ``impatient`` (acquire_timeout 200 ms)
+    and ``by-default`` (the agents file's acquire_timeout, 700 ms) fail as
     ``no_capacity`` while still waiting; ``patient`` (acquire_timeout 5 s,
-    timeout 800 ms) waits about a second for the slot and succeeds, because
-    its timeout only starts when its call does."""
+    timeout 800 ms) waits 1.5 s for the slot and succeeds, because its
+    timeout only starts when its call does. Every two moments compared are
+    half a second apart or more, so a loaded machine cannot swap them."""
     inst = await fleet.start("slowpoke", max_concurrency=1)
-    path = agents_file(tmp_path / "agents.yaml", [http_spec(inst)], acquire_timeout="300ms",
+    path = agents_file(tmp_path / "agents.yaml", [http_spec(inst)], acquire_timeout="700ms",
                        health={"interval": "200ms"})
     registry, _, _ = build_registry(path, entry_points_too=False, decorated_too=False)
     wf = workflow_from_dict({"name": "slots", "on_failure": "continue", "steps": [
-        {"id": "hold", "agent": "work", "input": {"ms": 1000}},
+        {"id": "hold", "agent": "work", "input": {"ms": 1500}},
         {"id": "patient", "agent": "work", "input": {"ms": 100}, "acquire_timeout": "5s",
          "timeout": "800ms"},
         {"id": "impatient", "agent": "work", "input": {"ms": 100}, "acquire_timeout": "200ms",
@@ -732,7 +740,7 @@ async def test_acquire_timeout_bounds_the_wait_for_a_slot_not_the_call(
     assert steps["hold"].status == "succeeded"
     assert steps["patient"].status == "succeeded"
     assert steps["patient"].attempts == 1
-    for sid, limit in (("impatient", "0.2s"), ("by-default", "0.3s")):
+    for sid, limit in (("impatient", "0.2s"), ("by-default", "0.7s")):
         err = steps[sid].error
         assert steps[sid].status == "failed"
         assert err is not None

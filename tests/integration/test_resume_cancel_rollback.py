@@ -194,10 +194,14 @@ def test_rollback_command_undoes_a_failed_run(sandbox: Sandbox) -> None:
 
 
 def test_sigkill_during_compensation_then_resume_finishes_the_rollback(sandbox: Sandbox) -> None:
+    """The undos of c4 and c2 hang on their first call (``hang-once``), so each kill
+    lands inside one, however slow the machine: no 100 ms sleep inside a 400 ms undo."""
+    killed_in = {"c4", "c2"}
     steps: list[dict[str, Any]] = [
         {"id": f"c{i}", "agent": "record",
-         "compensate": {"agent": "undo", "input": {"sleep_ms": [400, 400],
-                                                   "tok": f"${{{{ steps.c{i}.output.token }}}}"}}}
+         "compensate": {"agent": "hang-once" if f"c{i}" in killed_in else "undo",
+                        "input": {"hang_s": 60, "sleep_ms": [20, 20],
+                                  "tok": f"${{{{ steps.c{i}.output.token }}}}"}}}
         for i in range(1, 6)
     ]
     steps.append({"id": "boom", "agent": "always-fail"})
@@ -209,23 +213,27 @@ def test_sigkill_during_compensation_then_resume_finishes_the_rollback(sandbox: 
 
     snapshots: list[tuple[int, set[str]]] = []
 
-    def kill_during(proc: Any, step: str) -> None:
-        assert wait_for(lambda: undoing(step), 30), sandbox.stderr_of(proc)
-        time.sleep(0.1)  # inside its 400 ms undo
+    def compensated() -> set[str]:
+        return {k for k, s in sandbox.steps(run_id).items() if s["status"] == "compensated"}
+
+    def kill_during(proc: Any, step: str, after: set[str]) -> None:
+        """Kill while ``step``'s undo hangs, once the undos before it are committed."""
+        assert wait_for(lambda: undoing(step) and after <= compensated(), 30), (
+            compensated(), sandbox.stderr_of(proc))
         assert proc.poll() is None
         sandbox.kill(proc)
-        undone = {k for k, s in sandbox.steps(run_id).items() if s["status"] == "compensated"}
-        snapshots.append((len(sandbox.executions()), undone))
+        snapshots.append((len(sandbox.executions()), compensated()))
 
     proc = sandbox.spawn("run", str(wf), "--json", agents=True)
     assert wait_for(lambda: bool(sandbox.run_ids()), 30)
     (run_id,) = sandbox.run_ids()
-    kill_during(proc, "c4")  # c5 undone and committed; c4 in flight
+    kill_during(proc, "c4", {"c5"})  # c5 undone and committed; c4 in flight
     assert snapshots[-1][1] == {"c5"}
     row = sandbox.run_row(run_id)
     assert (row["status"], row["phase"]) == ("running", "compensate")
 
-    kill_during(sandbox.spawn("resume", run_id, "--json"), "c2")  # killed again: c3 done
+    kill_during(sandbox.spawn("resume", run_id, "--json"), "c2",  # killed again: c3 done
+                {"c5", "c4", "c3"})
     assert snapshots[-1][1] == {"c5", "c4", "c3"}
 
     doc = run_json(sandbox, "resume", run_id, rc=1)

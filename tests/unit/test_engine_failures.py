@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from typing import Any
 
@@ -107,14 +108,39 @@ def _branchy(on_failure: str, *, optional: bool = False) -> dict[str, Any]:
     }
 
 
+class _Branches:
+    """``bad`` fails while ``slow`` runs, on any machine at any load.
+
+    ``boom`` raises only once ``slow`` has started, and ``slow`` goes on until
+    ``boom`` has raised; with ``until_cancelled`` it then waits for the engine
+    to cancel it (10 s at most, then it returns and the test sees it finish).
+    Events, not a 20 ms sleep racing a 300 ms one.
+    """
+
+    def __init__(self, *, until_cancelled: bool = False) -> None:
+        self.until_cancelled = until_cancelled
+        self.slow_started = asyncio.Event()
+        self.boom_raised = asyncio.Event()
+
+    async def boom(self, task: Any) -> Any:
+        await self.slow_started.wait()
+        self.boom_raised.set()
+        raise ValueError("disk is full")
+
+    async def slow(self, task: Any) -> Any:
+        self.slow_started.set()
+        await self.boom_raised.wait()
+        if self.until_cancelled:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.Event().wait(), 10)
+        return "slow done"
+
+    def agents(self) -> dict[str, Any]:
+        return {"boom": self.boom, "slow": self.slow, "echo": _echo}
+
+
 async def _boom(task: Any) -> Any:
-    await asyncio.sleep(0.02)
     raise ValueError("disk is full")
-
-
-async def _slow(task: Any) -> Any:
-    await asyncio.sleep(0.3)
-    return "slow done"
 
 
 async def _echo(task: Any) -> Any:
@@ -122,7 +148,8 @@ async def _echo(task: Any) -> Any:
 
 
 async def test_fail_fast_cancels_in_flight_siblings_and_skips_downstream() -> None:
-    run = await run_workflow(_branchy("fail_fast"), boom=_boom, slow=_slow, echo=_echo)
+    branches = _Branches(until_cancelled=True)
+    run = await run_workflow(_branchy("fail_fast"), **branches.agents())
     assert run.status == "failed"
     st = {k: v.status for k, v in run.steps.items()}
     assert st == {"bad": "failed", "after_bad": "skipped", "slow": "cancelled",
@@ -134,7 +161,7 @@ async def test_fail_fast_cancels_in_flight_siblings_and_skips_downstream() -> No
 
 
 async def test_continue_lets_independent_branches_finish_and_skips_only_downstream() -> None:
-    run = await run_workflow(_branchy("continue"), boom=_boom, slow=_slow, echo=_echo)
+    run = await run_workflow(_branchy("continue"), **_Branches().agents())
     assert run.status == "failed"
     st = {k: v.status for k, v in run.steps.items()}
     assert st == {"bad": "failed", "after_bad": "skipped", "slow": "succeeded",
@@ -142,8 +169,7 @@ async def test_continue_lets_independent_branches_finish_and_skips_only_downstre
 
 
 async def test_an_optional_step_failure_does_not_fail_the_run_and_dependents_see_null() -> None:
-    run = await run_workflow(_branchy("fail_fast", optional=True), boom=_boom, slow=_slow,
-                             echo=_echo)
+    run = await run_workflow(_branchy("fail_fast", optional=True), **_Branches().agents())
     assert run.status == "succeeded"
     assert run.steps["bad"].status == "failed"
     assert run.steps["after_bad"].status == "succeeded"
@@ -285,18 +311,25 @@ async def test_retryable_false_stops_retries_and_retry_after_raises_the_delay() 
 
 
 async def test_a_step_deadline_bounds_all_attempts_together() -> None:
+    """Deadline 10 s, each attempt 4 s (on the FakeClock), 1 s between attempts: the
+    second ends at 9 s and another would start at 10 s, so there is no third."""
+    clock = FakeClock()
     attempts: list[int] = []
 
     async def slowish(task: Any) -> Any:
         attempts.append(task.attempt)
-        await asyncio.sleep(0.08)
+        clock.advance(4.0)
         raise RuntimeError("still broken")
 
-    wf = {"name": "dl", "steps": [{"id": "a", "agent": "slowish", "deadline": "200ms",
-                                   "retry": {"max_attempts": 50, "initial_delay": "10ms",
+    wf = {"name": "dl", "steps": [{"id": "a", "agent": "slowish", "deadline": "10s",
+                                   "retry": {"max_attempts": 50, "initial_delay": "1s",
                                              "jitter": "none", "backoff": 1.0}}]}
-    run = await run_workflow(wf, slowish=slowish)
+    run = await run_workflow(wf, slowish=slowish, clock=clock)
     assert run.status == "failed"
-    assert 2 <= len(attempts) <= 3
-    assert run.steps["a"].error is not None
-    assert "deadline" in run.steps["a"].error.message or run.steps["a"].error.type == "timeout"
+    assert attempts == [1, 2]
+    assert clock.sleeps == [1.0]
+    err = run.steps["a"].error
+    assert err is not None
+    assert err.type == "agent_error"
+    assert "still broken" in err.message
+    assert "deadline of 10s leaves no time for another attempt" in err.message

@@ -258,7 +258,7 @@ async def test_an_async_agent_is_charged_for_its_steps_on_the_loop_not_its_waits
         end = time.perf_counter() + 0.03
         while time.perf_counter() < end:  # holds the loop for ~30 ms
             pass
-        await asyncio.sleep(0.2)  # other tasks run meanwhile: not the agent's time
+        await asyncio.sleep(1.0)  # other tasks run meanwhile: not the agent's time
         return 1
 
     async def neighbour() -> None:
@@ -268,4 +268,6 @@ async def test_an_async_agent_is_charged_for_its_steps_on_the_loop_not_its_waits
 
     agent = PythonAgent(busy_then_wait, id="a", capabilities=["a"])
     await asyncio.gather(agent.invoke(Task("r", "s", 1, "k", "a", None)), neighbour())
-    assert 0.029 <= agent.cpu_seconds < 0.06
+    # Its 30 ms, far below the more than 1 s the whole await took; the room above is
+    # for a loaded machine, where a step on the loop can be paused for a while.
+    assert 0.029 <= agent.cpu_seconds < 0.5

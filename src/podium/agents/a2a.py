@@ -2,29 +2,49 @@
 
 An ``A2AAgent`` is known by its base URL. Its capabilities are the skills of
 its agent card (fetched from ``{url}/.well-known/agent-card.json``), plus any
-capabilities configured by hand. A step is sent as ONE message with two parts:
-a short text part naming the capability and a data part carrying
-``Task.to_dict()`` (the step's input under ``"input"``). The context id is the
-task's idempotency key (the same for every attempt of one step of one run) and
-the message id is ``"<idempotency key>#<attempt>"``, so the remote side can
-recognise a retried or resumed delivery.
+capabilities configured by hand.
+
+A step is sent as ONE message whose only part is the step's input, as any A2A
+client would send it, so an agent written for no orchestrator in particular
+reads it where it reads every request: a string as a text part
+(``text/plain``), any other JSON value (object, list, number, boolean, null)
+as a data part (``application/json``; in protocol 1.0 a data part holds a
+``google.protobuf.Value``, so it takes every JSON value, not only objects).
+Podium's own fields travel in the message's ``metadata``, which A2A keeps for
+exactly that, under one ``podium`` key::
+
+    {"podium": {"run_id": ..., "step_id": ..., "attempt": 2,
+                "idempotency_key": ..., "capability": ...}}
+
+(protobuf's ``Struct`` makes ``attempt`` a double on the wire). The context id
+is the task's idempotency key (the same for every attempt of one step of one
+run) and the message id is ``"<idempotency key>#<attempt>"``, so the remote
+side can recognise a retried or resumed delivery.
 
 The answer is either a ``Message`` (its data part, else its text, is the
 output) or a ``Task``; a task that is not finished yet is polled until it
 reaches a terminal or interrupted state, and the data parts (else the text) of
-its artifacts are the output. Failures map onto Podium's error types:
+its artifacts are the output. Failures map onto Podium's error types; "busy"
+(``AgentError.busy``) marks an agent at capacity, back-pressure rather than a
+failure:
 
 =====================================  ====================================
 what happened                          raised
 =====================================  ====================================
 task failed / rejected / canceled      ``AgentError`` with the status message
 task input-required / auth-required    ``InvalidInput``
-connection refused, network error      ``Unavailable`` (also HTTP 502/503/504)
-HTTP 429                               ``RateLimited`` (``Retry-After`` kept)
+HTTP 429                               ``RateLimited``, busy (``Retry-After`` kept)
+HTTP 503 with ``Retry-After``          ``Unavailable``, busy (``Retry-After`` kept)
+connection refused, network error      ``Unavailable`` (also HTTP 502/504, 503 alone)
 HTTP 408, client timeout               ``AttemptTimeout``
 other HTTP 4xx, invalid params/request ``InvalidInput``
 other HTTP 5xx, JSON-RPC internal      ``AgentError``
 =====================================  ====================================
+
+A2A 1.0 has no error of its own for "at capacity" (a2a-sdk 1.3's JSON-RPC
+codes and REST reasons cover tasks, versions and malformed requests only), so
+the HTTP status is the signal on both bindings Podium speaks; the SDK keeps
+the ``httpx`` response as the cause of the error it raises.
 
 Data parts travel as ``google.protobuf.Value``, which stores every number as a
 double; whole numbers in the output are turned back into ints (JSON does not
@@ -73,6 +93,9 @@ log = logging.getLogger("podium.agents.a2a")
 INSTALL_HINT = "pip install 'podium[a2a]'"
 _WELL_KNOWN_SUFFIX = "/.well-known/agent-card.json"
 _MAX_EXACT_FLOAT_INT = 2**53
+# The one metadata key Podium writes on a message: its fields stay out of the
+# agent's own namespace, and one key is one thing for an agent to ignore.
+_METADATA_KEY = "podium"
 
 
 def _require_sdk() -> None:
@@ -155,17 +178,6 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(cur))
         yield cur
         cur = cur.__cause__ or cur.__context__
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None  # an HTTP date: leave the delay to the retry policy
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 class A2AAgent(AgentBase):
@@ -315,6 +327,9 @@ class A2AAgent(AgentBase):
         t0 = time.perf_counter()
         try:
             card = await self._fetch_card(self._http_client(), timeout_s=self._health_timeout_s)
+        except AgentError as exc:
+            # A busy agent is alive: still usable, ranked below those with room.
+            return HealthReport("degraded" if exc.busy else "unhealthy", detail=exc.message)
         except PodiumError as exc:
             return HealthReport("unhealthy", detail=exc.message)
         except Exception as exc:  # noqa: BLE001 - a health check reports, it never raises
@@ -425,22 +440,28 @@ class A2AAgent(AgentBase):
 
         t = self._types()
         try:
-            data = new_data_part(task.to_dict(), media_type="application/json")
+            if isinstance(task.input, str):
+                content = new_text_part(task.input, media_type="text/plain")
+            else:
+                content = new_data_part(task.input, media_type="application/json")
         except Exception as exc:  # noqa: BLE001 - protobuf's ParseError or a TypeError: not JSON
             raise InvalidInput(
-                f"the task for '{task.capability}' cannot be sent to A2A agent '{self._id}':"
-                f" its input is not JSON ({exc})",
+                f"the input of step '{task.step_id}' cannot be sent to A2A agent '{self._id}':"
+                f" it is not JSON ({exc})",
                 agent_id=self._id, run_id=task.run_id, step_id=task.step_id,
             ) from None
-        text = new_text_part(
-            f"Podium task: capability '{task.capability}' (step '{task.step_id}', attempt"
-            f" {task.attempt}); the data part holds the task, its input under 'input'."
-        )
         message = t.Message(
             role=t.Role.ROLE_USER,
             message_id=f"{task.idempotency_key}#{task.attempt}",
             context_id=task.idempotency_key,
-            parts=[text, data],
+            parts=[content],
+            metadata={_METADATA_KEY: {
+                "run_id": task.run_id,
+                "step_id": task.step_id,
+                "attempt": task.attempt,
+                "idempotency_key": task.idempotency_key,
+                "capability": task.capability,
+            }},
         )
         # Blocking (the default): the server answers once the task settles; otherwise it
         # answers at once and we poll. history_length=0: no echo of our own message.
@@ -528,6 +549,8 @@ class A2AAgent(AgentBase):
         from a2a.client.errors import A2AClientTimeoutError
         from a2a.utils import errors as e
 
+        from podium.agents.http import parse_retry_after
+
         where = f"A2A agent '{self._id}' at {self.url} ({doing})"
         chain = list(_causes(exc))
         detail = str(exc) or type(exc).__name__
@@ -535,9 +558,14 @@ class A2AAgent(AgentBase):
         status = response.status_code if response is not None else None
         if status is None:
             status = getattr(exc, "status_code", None)
+        said_when = response.headers.get("retry-after") if response is not None else None
         if status == 429:
-            retry = _retry_after(response.headers) if response is not None else None
-            return RateLimited(f"{where}: rate limited (HTTP 429)", retry_after_s=retry,
+            return RateLimited(f"{where}: rate limited (HTTP 429)",
+                               retry_after_s=parse_retry_after(said_when), agent_id=self._id)
+        if status == 503 and said_when is not None:
+            # "Come back later" from a live server: at capacity, not down (RFC 9110 15.6.4).
+            return Unavailable(f"{where}: busy (HTTP 503 with Retry-After)",
+                               busy=True, retry_after_s=parse_retry_after(said_when),
                                agent_id=self._id)
         if status in (502, 503, 504):
             return Unavailable(f"{where}: HTTP {status}", agent_id=self._id)
