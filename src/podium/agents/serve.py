@@ -189,7 +189,9 @@ def _token_from(token_env: str | None) -> str | None:
             f" (fix: export {token_env}=<token>, the token the engine sends with"
             " token_env in its agents file)"
         )
-    return token
+    # Header values lose surrounding whitespace on the way (HTTP's optional
+    # whitespace), so a token kept with a trailing newline could never match.
+    return token.strip()
 
 
 class _AgentEndpoint:
