@@ -197,8 +197,9 @@ def test_with_token_env_invoke_needs_the_bearer_token_and_the_token_is_never_sho
     folder: Path,
 ) -> None:
     port = free_port()
+    # Kept with a trailing newline (as `$(cat file)` would not, but an env file may).
     with running(agent_cli(port, "--token-env", TOKEN_ENV), folder, port,
-                 env={TOKEN_ENV: TOKEN}) as srv:
+                 env={TOKEN_ENV: TOKEN + "\n"}) as srv:
         url = srv.url + "/invoke"
         missing = httpx.post(url, headers=JSON, content=task_body("missing"))
         wrong = httpx.post(url, headers={**JSON, "Authorization": f"Bearer {TOKEN}x"},
