@@ -370,7 +370,8 @@ async def test_rate_limited_from_a_served_function_carries_retry_after() -> None
 async def test_an_invalid_request_body_is_400_invalid_input() -> None:
     app = make_app(lambda t: "never", capability="echo")
     async with running(app) as url, httpx.AsyncClient() as client:
-        not_json = await client.post(f"{url}/invoke", content=b"{nope")
+        not_json = await client.post(f"{url}/invoke", content=b"{nope",
+                                     headers={"Content-Type": "application/json"})
         not_task = await client.post(f"{url}/invoke", json={"run_id": 1, "attempt": 0})
     assert not_json.status_code == 400
     assert not_json.json()["error"]["type"] == "invalid_input"

@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from podium import Engine, EngineConfig, FakeClock, SystemClock, Unavailable
@@ -40,7 +42,7 @@ from podium.events import (
     StepSucceeded,
 )
 from podium.observe.alerts import AlertManager
-from podium.observe.receivers import SIGNATURE_HEADER
+from podium.observe.receivers import EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
 from podium.store import MemoryStore
 from tests.conftest import registry_of
 from tests.integration.observe_tools import free_port, get, require_tool, stop, wait_until
@@ -104,6 +106,12 @@ class HookServer:
             return [json.loads(b) for _h, b in self.requests]
 
 
+def signature(secret: str, headers: dict[str, str], body: bytes) -> str:
+    """What Podium's scheme gives for this delivery: HMAC-SHA256 of "{timestamp}." + body."""
+    signed = headers[TIMESTAMP_HEADER.lower()].encode() + b"." + body
+    return "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+
+
 def iso(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, tz=dt.UTC)
 
@@ -161,10 +169,9 @@ async def test_webhook_posts_the_alert_as_json_signed_with_the_secret_from_its_e
         headers, body = hook.requests[0]
         assert headers["content-type"] == "application/json"
         assert headers["x-team"] == "data"
-        expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-        assert headers[SIGNATURE_HEADER.lower()] == expected
-        wrong = "sha256=" + hmac.new(b"another secret", body, hashlib.sha256).hexdigest()
-        assert headers[SIGNATURE_HEADER.lower()] != wrong
+        assert headers[TIMESTAMP_HEADER.lower()] == str(int(clock.now()))
+        assert headers[SIGNATURE_HEADER.lower()] == signature(SECRET, headers, body)
+        assert headers[SIGNATURE_HEADER.lower()] != signature("another secret", headers, body)
 
         doc = json.loads(body)
         assert doc["status"] == "firing"
@@ -189,8 +196,12 @@ async def test_webhook_posts_the_alert_as_json_signed_with_the_secret_from_its_e
         resolved = hook.bodies()[1]["alert"]
         assert resolved["resolved_at"] == clock.now()
         headers, body = hook.requests[1]
-        assert headers[SIGNATURE_HEADER.lower()] == \
-            "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        assert headers[TIMESTAMP_HEADER.lower()] == str(int(clock.now()))
+        assert headers[SIGNATURE_HEADER.lower()] == signature(SECRET, headers, body)
+        # Two notifications, two event ids; each is also in its signed body.
+        ids = [h[EVENT_ID_HEADER.lower()] for h, _b in hook.requests]
+        assert ids == [d["id"] for d in hook.bodies()]
+        assert len(set(ids)) == 2
 
 
 async def test_webhook_without_a_secret_is_sent_unsigned(
@@ -209,6 +220,8 @@ async def test_webhook_without_a_secret_is_sent_unsigned(
         await manager.dispatcher.drain()
         assert len(hook.requests) == 1
         assert SIGNATURE_HEADER.lower() not in hook.requests[0][0]
+        assert TIMESTAMP_HEADER.lower() not in hook.requests[0][0]
+        assert hook.requests[0][0][EVENT_ID_HEADER.lower()] == hook.bodies()[0]["id"]
 
 
 async def test_a_failed_webhook_delivery_is_retried_with_backoff_and_then_delivered(
@@ -228,11 +241,94 @@ async def test_a_failed_webhook_delivery_is_retried_with_backoff_and_then_delive
         assert len(hook.requests) == 3
         assert clock.sleeps == [0.5, 1.0]  # capped exponential backoff between tries
         assert len({body for _h, body in hook.requests}) == 1  # the same notification each time
-        assert {h[SIGNATURE_HEADER.lower()] for h, _b in hook.requests} == {
-            "sha256=" + hmac.new(SECRET.encode(), hook.requests[0][1],
-                                 hashlib.sha256).hexdigest()}
+        # One event id for every attempt (a receiver de-duplicates on it); each attempt
+        # is signed with the time it was sent, so a retry after a backoff is still fresh.
+        assert len({h[EVENT_ID_HEADER.lower()] for h, _b in hook.requests}) == 1
+        assert [int(h[TIMESTAMP_HEADER.lower()]) - int(hook.requests[0][0][
+            TIMESTAMP_HEADER.lower()]) for h, _b in hook.requests] == [0, 0, 1]
+        for headers, body in hook.requests:
+            assert headers[SIGNATURE_HEADER.lower()] == signature(SECRET, headers, body)
         assert manager.dispatcher.delivered == {"hook": 1}
         assert manager.dispatcher.failed == {}
+
+
+def readme_verifier() -> Any:
+    """The receiver-side check exactly as the README prints it (our own file, run as is)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    blocks = [b.split("\n", 1)[1] for b in readme.split("```python")[1:]]
+    code = next(b.split("```", 1)[0] for b in blocks if "def verify_podium_webhook" in b)
+    assert len(code.strip().splitlines()) <= 12, "the README promises a short check"
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our README's snippet
+    return namespace["verify_podium_webhook"]
+
+
+async def deliver(clock: Clock, managers: list[AlertManager]) -> tuple[httpx.Headers, bytes]:
+    """One real notification, signed by Podium at ``clock``'s time, as the receiver got it."""
+    with HookServer() as hook:
+        manager = AlertManager(alerts_config({"name": "hook", "type": "webhook",
+                                              "url": hook.url, "secret_env": SECRET_ENV}),
+                               None, clock=clock)
+        managers.append(manager)
+        manager.start()
+        manager(RunStarted(run_id="r1", ts=clock.now(), workflow="etl", version=1))
+        manager(failure(clock))
+        await manager.dispatcher.drain()
+        assert len(hook.requests) == 1
+        headers, body = hook.requests[0]
+    return httpx.Headers(headers), body
+
+
+async def test_the_readmes_receiver_check_accepts_a_fresh_notification_and_refuses_the_rest(
+    managers: list[AlertManager], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    verify = readme_verifier()
+    key = SECRET.encode()
+    headers, body = await deliver(FakeClock(start=time.time()), managers)
+    assert verify(key, headers, body) is True
+
+    # Altered body, another secret, no signature, no timestamp.
+    assert verify(key, headers, body.replace(b"firing", b"resolved")) is False
+    assert verify(b"another secret", headers, body) is False
+    assert verify(key, httpx.Headers({k: v for k, v in headers.items()
+                                      if k != SIGNATURE_HEADER.lower()}), body) is False
+    assert verify(key, httpx.Headers({k: v for k, v in headers.items()
+                                      if k != TIMESTAMP_HEADER.lower()}), body) is False
+
+    # A notification captured 6 minutes ago and sent again: genuine, but too old ...
+    old_headers, old_body = await deliver(FakeClock(start=time.time() - 360), managers)
+    assert verify(key, old_headers, old_body) is False
+    # ... and a fresh timestamp pasted on it breaks the signature.
+    pasted = httpx.Headers({**old_headers, TIMESTAMP_HEADER: str(int(time.time()))})
+    assert verify(key, pasted, old_body) is False
+    # Within the tolerance (4 minutes old) it is accepted: the event id de-duplicates.
+    recent_headers, recent_body = await deliver(FakeClock(start=time.time() - 240), managers)
+    assert verify(key, recent_headers, recent_body) is True
+
+
+async def test_the_webhook_secret_stays_out_of_logs_errors_and_payloads(
+    managers: list[AlertManager], monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    caplog.set_level(logging.DEBUG)
+    clock = FakeClock()
+    with HookServer(statuses=(500,) * 10) as hook:
+        manager = AlertManager(alerts_config({"name": "hook", "type": "webhook",
+                                              "url": hook.url, "secret_env": SECRET_ENV,
+                                              "max_retries": 2}), None, clock=clock)
+        managers.append(manager)
+        manager.start()
+        manager(RunStarted(run_id="r1", ts=clock.now(), workflow="etl", version=1))
+        manager(failure(clock))
+        await manager.dispatcher.drain()
+    assert manager.dispatcher.failed == {"hook": 1}
+    assert "gave up" in caplog.text
+    assert SECRET not in caplog.text
+    for headers, body in hook.requests:
+        assert SECRET not in body.decode()
+        assert all(SECRET not in value for value in headers.values())
 
 
 async def test_a_webhook_that_keeps_failing_is_given_up_after_max_retries(

@@ -7,6 +7,16 @@ server. ``POST /invoke`` runs the function on the task and answers
 any client (not only Podium) can act on it. ``GET /health`` reports the
 function's load. Tracebacks stay in the server's log, never in an answer.
 
+Hostile or careless callers are refused before the function runs, cheaply
+(one pass over the headers): a wrong ``Host`` or another site's page
+(``podium.httpd.HostGuard``), a missing or wrong bearer token (401 with
+``WWW-Authenticate: Bearer``, compared in constant time), a body that is
+not ``application/json`` (415) or is larger than ``max_body_bytes`` (413,
+decided from ``Content-Length`` before reading, else while reading, so an
+oversize body is never held whole). With a token, ``/health`` stays open
+for probes but tells a caller without the token only the protocol's
+``status`` and ``load``.
+
 The web stack (starlette, uvicorn) is the optional ``server`` extra, so it is
 imported only when an app is actually built: ``import podium`` must stay
 light for people who only run in-process agents.
@@ -15,11 +25,11 @@ light for people who only run in-process agents.
 from __future__ import annotations
 
 import asyncio
-import copy
+import hmac
 import inspect
 import logging
-import socket
-from collections.abc import Awaitable, Callable, MutableMapping
+import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -28,20 +38,29 @@ import orjson
 from podium.agents.base import HealthReport, Task
 from podium.agents.python import PythonAgent, load_callable
 from podium.errors import AgentError, ConfigError
+from podium.httpd import (
+    DEFAULT_MAX_BODY_BYTES,
+    AllowedHosts,
+    ASGIApp,
+    HostGuard,
+    HttpLimits,
+    bind,
+    check_allowed_hosts,
+    check_host,
+    check_log_level,
+    check_port,
+    error_body,
+    url_of,
+    uvicorn_config,
+)
 
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-__all__ = ["STATUS_FOR_TYPE", "ASGIApp", "make_app", "serve"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "STATUS_FOR_TYPE", "ASGIApp", "make_app", "serve"]
 
 log = logging.getLogger("podium.agents.serve")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: The HTTP status an error type is answered with (anything else: 500).
 STATUS_FOR_TYPE: Final[dict[str, int]] = {
@@ -64,6 +83,8 @@ def make_app(
     capability: str,
     max_concurrency: int | None = None,
     health: Callable[[], Any] | None = None,
+    token: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> ASGIApp:
     """Build the ASGI app serving ``func`` (sync or async, taking a ``Task``).
 
@@ -72,17 +93,23 @@ def make_app(
     caller's registry can send it to another agent. ``health`` (sync or
     async) may return a ``HealthReport``, a status string or a
     ``{"status", "load"}`` dict; without it the agent reports ``healthy``.
+    ``token``, when given, is the bearer token every ``/invoke`` must carry.
+    The ``Host`` and origin checks need the bound address, so ``serve`` adds
+    them around this app.
     """
     if not capability or not capability.strip():
         raise ConfigError("an HTTP agent needs a capability (fix: pass --capability NAME)")
     if max_concurrency is not None and max_concurrency < 1:
         raise ConfigError("max_concurrency must be at least 1 (fix: omit it for no limit)")
+    if token is not None and not token:
+        raise ConfigError("the bearer token is empty (fix: give a token, or none)")
+    HttpLimits(max_body_bytes=max_body_bytes)  # validates it
     try:
         from starlette.applications import Starlette
         from starlette.routing import Route
     except ImportError:
         raise ConfigError(f"serving an HTTP agent needs starlette {_SERVER_EXTRA}") from None
-    endpoint = _AgentEndpoint(func, capability, max_concurrency, health)
+    endpoint = _AgentEndpoint(func, capability, max_concurrency, health, token, max_body_bytes)
     return Starlette(
         routes=[
             Route("/invoke", endpoint.invoke, methods=["POST"]),
@@ -100,56 +127,71 @@ def serve(
     max_concurrency: int | None = None,
     health: str | None = None,
     log_level: str = "info",
+    token_env: str | None = None,
+    allowed_hosts: Iterable[str] = (),
+    limits: HttpLimits | None = None,
 ) -> None:
     """Load ``MODULE:FUNC`` and serve it until SIGINT/SIGTERM (graceful stop).
 
-    Binds to 127.0.0.1 unless told otherwise: the endpoint has no
-    authentication, so exposing it to the network must be a decision.
-    Every setup problem (bad target, port taken, web stack missing) is a
+    Binds to 127.0.0.1 unless told otherwise. ``token_env`` names the
+    environment variable holding the bearer token callers must send (the
+    agents file's ``token_env`` on the engine's side); without one, anyone
+    who can reach the port may call the function, which the log says at
+    start-up. ``allowed_hosts`` are names (besides the bound address) that
+    callers may put in ``Host``; ``port=0`` takes any free port. Every setup
+    problem (bad address, bad target, port taken, web stack missing) is a
     ``ConfigError`` raised before anything listens.
     """
-    if not 0 <= port <= 65535:
-        raise ConfigError(
-            f"port {port} is out of range (fix: choose a port in 1..65535, or 0 for any free one)"
-        )
-    try:
-        import uvicorn
-    except ImportError:
-        raise ConfigError(f"`podium agent serve` needs uvicorn {_SERVER_EXTRA}") from None
+    check_port(port, allow_zero=True)
+    check_host(host)
+    check_log_level(log_level)  # also: is uvicorn installed
+    limits = limits or HttpLimits()
+    allowed_hosts = check_allowed_hosts(allowed_hosts)
+    token = _token_from(token_env)
     cwd = Path.cwd()
     func = load_callable(target, base_dir=cwd)
     health_fn = load_callable(health, base_dir=cwd, where="--health: ") if health else None
-    app = make_app(func, capability=capability, max_concurrency=max_concurrency, health=health_fn)
-    # uvicorn's own logging setup, plus Podium's loggers on the same handler so
-    # the banner and a failing agent's traceback show up in the server log.
-    levels = uvicorn.config.LOG_LEVELS
-    if log_level not in levels:
-        raise ConfigError(f"unknown log level {log_level!r} (fix: use one of {', '.join(levels)})")
-    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
-    log_config["loggers"]["podium"] = {"handlers": ["default"], "level": levels[log_level],
-                                       "propagate": False}
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_config=log_config,
-        log_level=log_level,
-        lifespan="off",
-        ws="none",
-        server_header=False,
-        proxy_headers=False,
-    )
-    sock = _bind(host, port)
+    app = make_app(func, capability=capability, max_concurrency=max_concurrency,
+                   health=health_fn, token=token, max_body_bytes=limits.max_body_bytes)
+    sock = bind(host, port)
     try:
-        if host in ("0.0.0.0", "::", ""):  # noqa: S104 - warning about it, not binding by default
-            log.warning("listening on every interface (%s): the agent has no authentication", host)
+        guarded = HostGuard(app, AllowedHosts(host, sock, allowed_hosts))
+        config = uvicorn_config(guarded, limits, log_level=log_level)
+        url = url_of(sock)
+        if token is None:
+            log.warning(
+                "no --token-env: any program that can reach %s may call this agent"
+                " (fix: --token-env NAME here, and token_env: NAME for this agent in"
+                " the engine's agents file)", url,
+            )
+        if host in ("0.0.0.0", "::", "[::]"):  # noqa: S104 - a warning about it, not a bind
+            log.warning("listening on every interface (%s)%s", host,
+                        "" if token else " without authentication")
         log.info(
             "serving %s as capability '%s' on %s (POST /invoke, GET /health)",
-            target, capability, _url_of(sock),
+            target, capability, url,
         )
+        import uvicorn
+
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         sock.close()
+
+
+def _token_from(token_env: str | None) -> str | None:
+    """The bearer token from the environment; its value is never shown, only the name."""
+    if token_env is None:
+        return None
+    token = os.environ.get(token_env, "")
+    if not token.strip():
+        raise ConfigError(
+            f"--token-env {token_env}: the environment variable is not set or empty"
+            f" (fix: export {token_env}=<token>, the token the engine sends with"
+            " token_env in its agents file)"
+        )
+    # Header values lose surrounding whitespace on the way (HTTP's optional
+    # whitespace), so a token kept with a trailing newline could never match.
+    return token.strip()
 
 
 class _AgentEndpoint:
@@ -161,6 +203,8 @@ class _AgentEndpoint:
         capability: str,
         max_concurrency: int | None,
         health: Callable[[], Any] | None,
+        token: str | None,
+        max_body_bytes: int,
     ) -> None:
         # PythonAgent already knows how to call sync (in a thread) and async
         # functions; reusing it keeps the two transports behaving the same.
@@ -169,13 +213,35 @@ class _AgentEndpoint:
         self._max = max_concurrency
         self._health = health
         self._inflight = 0
+        self._token = token.encode() if token is not None else None
+        self._max_body = max_body_bytes
 
     @property
     def load(self) -> float:
         return min(1.0, self._inflight / self._max) if self._max else 0.0
 
     async def invoke(self, request: Request) -> Response:
-        raw = await request.body()
+        authorization = content_type = length = None
+        for name, value in request.scope["headers"]:
+            if name == b"authorization":
+                authorization = value
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                length = value
+        # Each refusal below answers before the body is read; uvicorn then reads
+        # and drops what the client still sends, so it gets the answer.
+        if self._token is not None and not self._authorized(authorization):
+            return _unauthorized()
+        if content_type is None or not _is_json(content_type):
+            shown = content_type.decode("latin-1")[:100] if content_type else "none"
+            return _error(415, "invalid_input", "POST /invoke takes Content-Type:"
+                          f" application/json (got {shown!r})", False)
+        if length is not None and (len(length) > 18 or int(length) > self._max_body):
+            return self._too_large()
+        raw = await self._body(request)
+        if raw is None:
+            return self._too_large()
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -208,7 +274,54 @@ class _AgentEndpoint:
             return _error(500, "agent_error", f"output is not JSON: {exc}", False)
         return _json(200, body)
 
+    def _authorized(self, authorization: bytes | None) -> bool:
+        if authorization is None:
+            return False
+        scheme, _, credentials = authorization.partition(b" ")
+        assert self._token is not None
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(),
+                                                                    self._token)
+
+    def _too_large(self) -> Response:
+        return _error(413, "invalid_input", f"the request body is larger than {self._max_body}"
+                      " bytes (fix: send a smaller input, or start the agent with a larger"
+                      " --max-body-bytes)", False)
+
+    async def _body(self, request: Request) -> bytes | None:
+        """The whole body, or None once it passes the limit (a chunked body has no length)."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await request.receive()
+            if message["type"] != "http.request":
+                # The client went away (or missed its body deadline): nobody
+                # reads an answer, and an empty body reads as "not JSON".
+                return b""
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._max_body:
+                return None
+            if not message.get("more_body", False):
+                if not chunks:
+                    return bytes(chunk)
+                chunks.append(chunk)
+                return b"".join(chunks)
+            chunks.append(chunk)
+
     async def health(self, request: Request) -> Response:
+        status, load, detail = await self._health_report()
+        body: dict[str, Any] = {"status": status, "load": load}
+        if self._token is None or self._authorized(_header(request, b"authorization")):
+            # A probe without the token (they rarely carry one) gets the protocol's
+            # two fields; what the agent is and its health function's words stay private.
+            body.update(capability=self._capability, inflight=self._inflight,
+                        max_concurrency=self._max)
+            if detail:
+                body["detail"] = detail
+        # 503 lets plain load balancers and probes act on it too; Podium reads the body.
+        return _json(503 if status == "unhealthy" else 200, orjson.dumps(body))
+
+    async def _health_report(self) -> tuple[str, float, str | None]:
         status: str = "healthy"
         load: float = self.load
         detail: str | None = None
@@ -227,17 +340,7 @@ class _AgentEndpoint:
                 status, user_load, detail = _health_of(result)
                 if user_load is not None:
                     load = user_load
-        body: dict[str, Any] = {
-            "status": status,
-            "load": load,
-            "capability": self._capability,
-            "inflight": self._inflight,
-            "max_concurrency": self._max,
-        }
-        if detail:
-            body["detail"] = detail
-        # 503 lets plain load balancers and probes act on it too; Podium reads the body.
-        return _json(503 if status == "unhealthy" else 200, orjson.dumps(body))
+        return status, load, detail
 
 
 def _task_from(data: Any) -> tuple[Task | None, str]:
@@ -265,6 +368,26 @@ def _task_from(data: Any) -> tuple[Task | None, str]:
         capability=data["capability"],
         input=data["input"],
     ), ""
+
+
+def _header(request: Request, name: bytes) -> bytes | None:
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return value  # type: ignore[no-any-return]  # ASGI header values are bytes
+    return None
+
+
+def _is_json(content_type: bytes) -> bool:
+    """``application/json``, parameters (``; charset=utf-8``) allowed."""
+    return content_type.partition(b";")[0].strip().lower() == b"application/json"
+
+
+def _unauthorized() -> Response:
+    response = _error(401, "invalid_input", "missing or wrong bearer token (fix: give the"
+                      " token in the engine's agents file with token_env: NAME for this"
+                      " agent)", False)
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response
 
 
 def _health_of(result: Any) -> tuple[str, float | None, str | None]:
@@ -303,8 +426,7 @@ def _error_for(exc: AgentError) -> Response:
 def _error(
     status: int, error_type: str, message: str, retryable: bool, *, retry_after: float | None = None
 ) -> Response:
-    body = orjson.dumps({"error": {"type": error_type, "message": message, "retryable": retryable}})
-    response = _json(status, body)
+    response = _json(status, error_body(message, error_type, retryable))
     if retry_after is not None:
         # Retry-After is whole seconds; round up so the caller never comes back early.
         response.headers["Retry-After"] = str(max(0, int(-(-retry_after // 1))))
@@ -320,33 +442,3 @@ def _json(status: int, body: bytes) -> Response:
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    """Listen now, so a taken port is a clear error instead of a server log line and exit."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise ConfigError(
-            f"cannot resolve host {host!r}: {exc.strerror} (fix: check --host)"
-        ) from None
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind(address)
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}"
-            " (fix: choose another --port, or stop what is using it)"
-        ) from None
-    return sock
-
-
-def _url_of(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

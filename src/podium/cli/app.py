@@ -228,6 +228,10 @@ def run(
     def body() -> None:
         from podium.definition.loader import load_workflow
 
+        if metrics_port is not None:
+            from podium.httpd import check_port
+
+            check_port(metrics_port, "--metrics-port")
         workflow = load_workflow(file)
         inputs = parse_inputs(input_pairs or [], input_file)
         agents_file = _agents_file(agents, file)

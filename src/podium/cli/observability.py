@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from podium.errors import ConfigError
+
 log = logging.getLogger("podium.cli")
 
 
@@ -43,8 +45,15 @@ class Observability:
             self.metrics = EngineMetrics(agents=lambda: engine.registry.agents)
             engine.bus.subscribe(self.metrics)
             engine.registry.attach(engine.bus.emit, engine.clock)  # announce the fleet
-            self._server, _thread = start_http_server(self.metrics_port, addr="127.0.0.1",
-                                                      registry=self.metrics.registry)
+            try:
+                self._server, _thread = start_http_server(
+                    self.metrics_port, addr="127.0.0.1", registry=self.metrics.registry)
+            except OSError as exc:
+                raise ConfigError(
+                    f"--metrics-port {self.metrics_port}: cannot listen on 127.0.0.1:"
+                    f"{self.metrics_port}: {exc.strerror or exc} (fix: choose another port,"
+                    " or stop what is using it)"
+                ) from None
         if config is None and not any(wf.alerts or wf.sla is not None for wf in self.workflows):
             # No rule anywhere: an alert manager could neither fire nor take up an alert
             # (it restores only alerts of rules it knows), so none is started.

@@ -158,7 +158,12 @@ def alerts_ack(
 @app.command("serve")
 def serve_cmd(
     host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
+    port: Annotated[int, typer.Option("--port", help="Port to listen on (1-65535).")] = 8080,
+    allowed_hosts: Annotated[
+        list[str] | None,
+        typer.Option("--allowed-host", metavar="NAME",
+                     help="Another name clients may use in Host (repeatable; * for any)."),
+    ] = None,
     agents: Annotated[
         Path | None,
         typer.Option("--agents", help="Agents file (default $PODIUM_AGENTS, ./podium.yaml)."),
@@ -173,6 +178,7 @@ def serve_cmd(
     def body() -> None:
         from podium.server.app import ServerConfig, serve
 
-        serve(host, port, ServerConfig(db=db, agents_file=agents, alerts_file=alerts))
+        serve(host, port, ServerConfig(db=db, agents_file=agents, alerts_file=alerts),
+              allowed_hosts=allowed_hosts or ())
 
     guarded(body)

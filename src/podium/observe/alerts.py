@@ -91,7 +91,7 @@ class AlertManager:
         if dispatcher is None:
             from podium.observe.receivers import LogReceiver, build_receiver
 
-            receivers = {s.name: build_receiver(s) for s in self.config.receivers}
+            receivers = {s.name: build_receiver(s, self.clock) for s in self.config.receivers}
             receivers.setdefault("log", LogReceiver())
             dispatcher = Dispatcher(receivers, clock=self.clock)
         self.dispatcher = dispatcher

@@ -5,6 +5,13 @@ notification on the receiver's bounded queue; one worker per receiver sends
 it, retrying with capped exponential backoff. A dead webhook or a slow
 Alertmanager delays only its own queue, and when a queue is full the oldest
 notification is dropped (with a warning), never the engine's time.
+
+A webhook with a secret is signed the way Stripe and Slack sign theirs, so a
+receiver can refuse a forged, altered or replayed notification: the HMAC
+covers ``"{timestamp}." + body``, the timestamp (unix seconds, taken at each
+delivery attempt) travels in its own header, and an event id, the same on
+every retry of one notification (and in the signed body as ``id``), lets a
+receiver drop a duplicate delivered twice within its time tolerance.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import hashlib
 import hmac
 import logging
 import os
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,6 +34,9 @@ from podium.definition.alerts import ReceiverSpec
 from podium.store.records import AlertRecord
 
 __all__ = [
+    "EVENT_ID_HEADER",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
     "AlertmanagerReceiver",
     "Dispatcher",
     "LogReceiver",
@@ -38,6 +49,12 @@ __all__ = [
 
 log = logging.getLogger("podium.alerts")
 SIGNATURE_HEADER = "X-Podium-Signature"
+TIMESTAMP_HEADER = "X-Podium-Timestamp"
+EVENT_ID_HEADER = "X-Podium-Event-Id"
+
+
+def _event_id() -> str:
+    return uuid.uuid4().hex
 
 
 @dataclass(frozen=True)
@@ -47,10 +64,12 @@ class Notification:
     severity: str
     level: int
     receivers: tuple[str, ...] = field(default=())
+    #: The same on every delivery attempt of this notification: receivers de-duplicate on it.
+    id: str = field(default_factory=_event_id)
 
     def payload(self) -> dict[str, Any]:
-        return {"status": self.status, "severity": self.severity, "level": self.level,
-                "alert": self.alert.to_dict()}
+        return {"id": self.id, "status": self.status, "severity": self.severity,
+                "level": self.level, "alert": self.alert.to_dict()}
 
 
 class Receiver(Protocol):
@@ -63,9 +82,14 @@ class Receiver(Protocol):
     async def aclose(self) -> None: ...
 
 
-def sign(secret: bytes, body: bytes) -> str:
-    """The signature header value: HMAC-SHA256 of the exact body, hex, prefixed like GitHub's."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+def sign(secret: bytes, timestamp: int, body: bytes) -> str:
+    """The signature header value: HMAC-SHA256 of ``"{timestamp}." + body``, hex, ``sha256=``.
+
+    Signing the timestamp with the body is what makes a replay detectable: an
+    old notification re-sent with a fresh timestamp no longer matches.
+    """
+    signed = str(timestamp).encode() + b"." + body
+    return "sha256=" + hmac.new(secret, signed, hashlib.sha256).hexdigest()
 
 
 class LogReceiver:
@@ -82,9 +106,10 @@ class LogReceiver:
 
 
 class _HttpReceiver:
-    def __init__(self, spec: ReceiverSpec) -> None:
+    def __init__(self, spec: ReceiverSpec, clock: Clock | None = None) -> None:
         self.name = spec.name
         self.spec = spec
+        self._clock: Clock = clock or SystemClock()
         self._client: Any = None
 
     def _http(self) -> Any:
@@ -110,10 +135,15 @@ class WebhookReceiver(_HttpReceiver):
 
     async def send(self, note: Notification) -> None:
         body = orjson.dumps(note.payload())
-        headers = {"Content-Type": "application/json", **self.spec.headers}
+        headers = {"Content-Type": "application/json", **self.spec.headers,
+                   EVENT_ID_HEADER: note.id}
         secret = os.environ.get(self.spec.secret_env) if self.spec.secret_env else None
         if secret:
-            headers[SIGNATURE_HEADER] = sign(secret.encode(), body)
+            # Each attempt is signed when it is sent: a retry after a long backoff
+            # is still fresh for a receiver that refuses old timestamps.
+            timestamp = int(self._clock.now())
+            headers[TIMESTAMP_HEADER] = str(timestamp)
+            headers[SIGNATURE_HEADER] = sign(secret.encode(), timestamp, body)
         assert self.spec.url is not None
         await self._post(self.spec.url, body, headers)
 
@@ -150,12 +180,13 @@ class AlertmanagerReceiver(_HttpReceiver):
                          {"Content-Type": "application/json", **self.spec.headers})
 
 
-def build_receiver(spec: ReceiverSpec) -> Receiver:
+def build_receiver(spec: ReceiverSpec, clock: Clock | None = None) -> Receiver:
+    """The receiver ``spec`` describes; ``clock`` dates webhook signatures."""
     if spec.type == "log":
         return LogReceiver(spec.name)
     if spec.type == "webhook":
-        return WebhookReceiver(spec)
-    return AlertmanagerReceiver(spec)
+        return WebhookReceiver(spec, clock)
+    return AlertmanagerReceiver(spec, clock)
 
 
 class Dispatcher:

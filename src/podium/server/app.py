@@ -2,7 +2,13 @@
 
 On start it takes over runs that a dead process left behind (and keeps
 looking for more as leases expire), exposes the engine's own Prometheus
-registry, and evaluates alerts. Binds 127.0.0.1 unless told otherwise.
+registry, and evaluates alerts. Binds 127.0.0.1 unless told otherwise, with
+the ``Host`` check, origin check and connection deadlines of ``podium.httpd``.
+
+``/healthz`` answers liveness only (``{"status": "ok"}``): it is open, so it
+says nothing about the machine. ``/healthz?verbose`` adds the database URL,
+the owner (host:pid), runs and agents, for a client on this machine only
+(a loopback peer, not relayed by a proxy).
 """
 
 from __future__ import annotations
@@ -10,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from podium.errors import ConfigError, PodiumError
+from podium.httpd import HttpLimits
 
 __all__ = ["ServerConfig", "create_app", "serve"]
 
@@ -105,6 +112,7 @@ class PodiumServer:
             await self.engine.registry.aclose()
 
     def health(self) -> dict[str, Any]:
+        """The detailed view (``/healthz?verbose``, local clients only)."""
         report = self.engine.registry.report()
         return {
             "status": "ok",
@@ -126,6 +134,7 @@ def create_app(config: ServerConfig | None = None) -> Any:
     except ImportError:
         raise ConfigError("podium serve needs the server extra (fix: pip install 'podium[server]')"
                           ) from None
+    from podium.httpd import error_body
     from podium.observe.metrics import CONTENT_TYPE
 
     server = PodiumServer(config or ServerConfig())
@@ -141,7 +150,13 @@ def create_app(config: ServerConfig | None = None) -> Any:
     async def metrics(_request: Request) -> Response:
         return Response(server.metrics.exposition(), media_type=CONTENT_TYPE)
 
-    async def healthz(_request: Request) -> JSONResponse:
+    async def healthz(request: Request) -> Response:
+        if "verbose" not in request.query_params:
+            return JSONResponse({"status": "ok"})
+        if not _local(request):
+            return Response(error_body("/healthz?verbose answers clients on this machine"
+                                       " only (fix: ask /healthz for liveness)"),
+                            status_code=403, media_type="application/json")
         return JSONResponse(server.health())
 
     app = Starlette(routes=[Route("/metrics", metrics), Route("/healthz", healthz)],
@@ -150,13 +165,60 @@ def create_app(config: ServerConfig | None = None) -> Any:
     return app
 
 
-def serve(host: str = "127.0.0.1", port: int = 8080, config: ServerConfig | None = None) -> None:
+def _local(request: Any) -> bool:
+    """A client on this machine, talking to us directly (no proxy relaying someone else)."""
+    import ipaddress
+
+    client = request.scope.get("client")
+    if not client:
+        return False
     try:
-        import uvicorn
-    except ImportError:
-        raise ConfigError("podium serve needs the server extra (fix: pip install 'podium[server]')"
-                          ) from None
+        loopback = ipaddress.ip_address(client[0]).is_loopback
+    except ValueError:
+        return False
+    relayed = any(name in (b"forwarded", b"x-forwarded-for", b"x-real-ip")
+                  for name, _ in request.scope["headers"])
+    return loopback and not relayed
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    config: ServerConfig | None = None,
+    *,
+    allowed_hosts: Iterable[str] = (),
+    limits: HttpLimits | None = None,
+    log_level: str = "info",
+) -> None:
+    """Serve until SIGINT/SIGTERM. The address is checked and bound before the engine starts."""
+    from podium.httpd import (
+        AllowedHosts,
+        HostGuard,
+        bind,
+        check_allowed_hosts,
+        check_host,
+        check_log_level,
+        check_port,
+        url_of,
+        uvicorn_config,
+    )
+
+    check_port(port)
+    check_host(host)
+    check_log_level(log_level)  # also: is uvicorn installed
+    allowed_hosts = check_allowed_hosts(allowed_hosts)
+    import uvicorn
+
     from podium.tuning import tune_gc
 
-    tune_gc()  # a server process: loaded once, then runs workflows for as long as it lives
-    uvicorn.run(create_app(config), host=host, port=port, log_level="info", lifespan="on")
+    app = create_app(config)
+    sock = bind(host, port)
+    try:
+        guarded = HostGuard(app, AllowedHosts(host, sock, allowed_hosts))
+        server = uvicorn.Server(uvicorn_config(guarded, limits or HttpLimits(),
+                                               log_level=log_level, lifespan="on"))
+        log.info("podium serve on %s (/metrics, /healthz)", url_of(sock))
+        tune_gc()  # a server process: loaded once, then runs workflows for as long as it lives
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
