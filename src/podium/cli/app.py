@@ -33,6 +33,12 @@ from podium.cli.common import (
     run_async,
 )
 
+# click's UsageError, reached through the one click class typer exports: typer 0.12 uses
+# click itself, newer typers carry their own copy, and either raises its own class.
+UsageError: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"
+)
+
 # The commands defined elsewhere, in the order they are listed in ``podium --help``.
 COMMAND_MODULES = ("podium.cli.fleet", "podium.cli.observe_cmd", "podium.cli.runs")
 
@@ -70,6 +76,33 @@ class PodiumGroup(TyperGroup):
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         found = self._commands.get(cmd_name)
         return found if found is not None else super().get_command(ctx, cmd_name)
+
+    # A usage error (unknown option, missing argument, bad value) is found by click before
+    # any command runs; with --json given it still owes stdout its one document.
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any
+    ) -> Any:
+        own = args[: args.index("--")] if "--" in args else args
+        self._json_requested = "--json" in own
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except UsageError as exc:
+            self._usage_error(exc)
+            raise
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            self._usage_error(exc)
+            raise
+
+    def _usage_error(self, exc: Any) -> None:
+        if getattr(self, "_json_requested", False):
+            ctx = exc.ctx
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            dump_json({"error": {"type": "usage", "message": exc.format_message() + hint,
+                                 "exit_code": exc.exit_code}})
 
 
 app = typer.Typer(
@@ -247,7 +280,7 @@ def run(
         )
         _finish(result, failures, as_json)
 
-    guarded(body)
+    guarded(body, as_json=as_json)
 
 
 @app.command()
@@ -288,7 +321,7 @@ def demo(
             raise typer.Exit(EXIT_OK)
         _finish(result, failures, as_json)
 
-    guarded(body)
+    guarded(body, as_json=as_json)
 
 
 def _is_agents_file(path: Path) -> bool:
@@ -366,7 +399,7 @@ def validate(
             dump_json(results)
         raise typer.Exit(EXIT_USAGE if bad else EXIT_OK)
 
-    guarded(body)
+    guarded(body, as_json=as_json)
 
 
 @app.command()

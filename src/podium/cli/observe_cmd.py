@@ -75,7 +75,7 @@ def failures(
             err = f"{top['type']}: {top['message'][:60]} (x{top['count']})" if top else ""
             print(f"{str(g[by])[:32]:<32} {g['calls']:>6} {g['failures']:>7} {sr:>8}  {err}")
 
-    guarded(body)
+    guarded(body, as_json=as_json)
 
 
 alerts_app = typer.Typer(help="Alerts: list them, or acknowledge one to stop its escalation.",
@@ -115,7 +115,7 @@ def alerts_list(
             print(f"{a.status:<9} {a.severity:<9} {a.level:>3} {_when(a.fired_at):<19} "
                   f"{'yes' if a.acked_at else '-':<5} {a.key}\n{'':>49}{a.summary}")
 
-    guarded(body)
+    guarded(body, as_json=as_json)
 
 
 @alerts_app.command("ack")
@@ -141,18 +141,19 @@ def alerts_ack(
                 await store.close()
 
         ok, alert = run_async(go)
+        if alert is None:
+            fail(f"no alert with key {key!r} (fix: see `podium alerts`)", EXIT_USAGE,
+                 kind="alert_not_found")
         if as_json:
-            dump_json({"key": key, "acked": ok, "alert": alert.to_dict() if alert else None})
+            dump_json({"key": key, "acked": ok, "alert": alert.to_dict()})
         elif ok:
             print(f"acknowledged {key}")
-        elif alert is None:
-            fail(f"no alert with key {key!r} (fix: see `podium alerts`)", EXIT_USAGE)
         else:
             print(f"{key} is {alert.status}" + (" and already acknowledged"
                                                   if alert.acked_at else "") + "; nothing to do")
-        raise typer.Exit(EXIT_OK if ok or alert is not None else EXIT_USAGE)
+        raise typer.Exit(EXIT_OK)
 
-    guarded(body)
+    guarded(body, as_json=as_json)
 
 
 @app.command("serve")

@@ -93,7 +93,7 @@ def runs_cmd(
             print(f"{r['run_id']:<16} {r['workflow'][:22]:<22} {r['version']!s:<5} {st:<22} "
                   f"{_when(r['created_at']):<19} {dur}")
 
-    guarded(body)
+    guarded(body, as_json=as_json)
 
 
 def _event_doc(event: Any, verbose: bool) -> dict[str, Any]:
@@ -167,7 +167,7 @@ def status(
             detail = " ".join(f"{k}={v}" for k, v in d.items() if v not in (None, ""))
             print(f"  +{e.ts - t0:8.3f}s {what:<28} {detail[:100]}", file=out)
 
-    guarded(body)
+    guarded(body, as_json=as_json)
 
 
 def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: bool,
@@ -223,7 +223,7 @@ def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: b
             raise typer.Exit(EXIT_OK if run.status == "rolled_back" else 1)
         _finish(run, [], as_json)
 
-    guarded(body)
+    guarded(body, as_json=as_json)
 
 
 @app.command()
@@ -282,4 +282,4 @@ def cancel(
             print(f"run {run.run_id} is already {run.status}; nothing to cancel")
         raise typer.Exit(EXIT_OK)
 
-    guarded(body)
+    guarded(body, as_json=as_json)
