@@ -7,9 +7,12 @@ errors included. No test asserts on speed.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import re
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -133,3 +136,75 @@ def test_json_internal_error_is_a_document_exiting_3_without_traceback(podium: P
     res = Result(("runs", "--json"), proc.returncode, proc.stdout, proc.stderr)
     error = error_of(res, "internal", 3)
     assert "RuntimeError: injected fault" in error["message"]
+
+
+# --- --json timestamps: RFC 3339 UTC with milliseconds ----------------------------------
+
+RFC3339_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+
+
+def assert_time(value: Any) -> dt.datetime:
+    """An RFC 3339 UTC string with milliseconds, of a moment during this test."""
+    assert isinstance(value, str), value
+    assert RFC3339_MS.match(value), value
+    when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    assert abs(when.timestamp() - time.time()) < 3600, value  # today, not 1970 or ms as s
+    return when
+
+
+def test_json_timestamps_are_rfc3339_utc_strings_in_every_command(podium: Podium) -> None:
+    """run, status (timeline ts and a retry's due time), runs, failures, alerts, ack,
+    resume and rollback all print `2026-12-02T04:25:12.123Z`, never epoch seconds."""
+    podium.write("podium-alerts.yaml", """\
+        rules:
+          - {name: boom-streak, kind: consecutive_failures, count: 1, scope: agent,
+             agent: bomber}
+        """)
+    podium.write("undo.yaml", """\
+        name: undo
+        steps:
+          - {id: book, agent: echo, compensate: {agent: echo}}
+        """)
+    failed = podium("run", "fail.yaml", "--json")
+    assert failed.code == 1, failed
+    doc = failed.json()
+    created = assert_time(doc["created_at"])
+    assert assert_time(doc["started_at"]) >= created
+    assert assert_time(doc["finished_at"]) >= created
+    assert_time(doc["steps"]["explode"]["started_at"])
+    assert doc["steps"]["cleanup"]["started_at"] is None  # skipped: never started
+
+    status = podium("status", doc["run_id"], "--json").json()
+    assert status["created_at"] == doc["created_at"]
+    for event in status["timeline"]:
+        assert_time(event["ts"])
+    retries = [e for e in status["timeline"] if e["type"] == "step_retry_scheduled"]
+    assert retries, status["timeline"]
+    assert assert_time(retries[0]["at"]) >= assert_time(retries[0]["ts"])
+
+    for row in podium("runs", "--json").json():
+        for key in ("created_at", "started_at", "finished_at"):
+            assert_time(row[key])
+    for failure in podium("failures", "--json").json()["recent"]:
+        assert_time(failure["ts"])
+    alerts = podium("alerts", "--json").json()
+    assert alerts, "the boom-streak alert fired"
+    assert_time(alerts[0]["fired_at"])
+    acked = podium("alerts", "ack", alerts[0]["key"], "--json").json()
+    assert_time(acked["alert"]["acked_at"])
+
+    resumed = podium("resume", doc["run_id"], "--json")
+    assert resumed.code == 1, resumed
+    assert_time(resumed.json()["finished_at"])
+    assert podium("run", "undo.yaml").code == 0
+    rolled = podium("rollback", podium.run_ids()[0], "--json")
+    assert rolled.code == 0, rolled
+    assert_time(rolled.json()["finished_at"])
+
+
+def test_human_tables_keep_local_time(podium: Podium) -> None:
+    """Without --json the tables show local wall-clock time, as people read it."""
+    assert podium("run", "ok.yaml", "-i", "who=ann").code == 0
+    res = podium("runs", env={"TZ": "UTC"})
+    assert res.code == 0, res
+    assert re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", res.out), res

@@ -225,7 +225,9 @@ def _finish(run: Any, failures: list[str], as_json: bool) -> None:
     in_workflow_order(run)
     try:
         if as_json:
-            dump_json(run.to_dict())
+            from podium.cli.docs import run_doc
+
+            dump_json(run_doc(run))
         else:
             _print_summary(run, failures)
     except BrokenPipeError:  # `podium run ... | head`: the run's outcome still decides

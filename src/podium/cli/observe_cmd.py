@@ -61,6 +61,9 @@ def failures(
         report = run_async(go)
         report["since"] = since
         if as_json:
+            from podium.cli.docs import with_times
+
+            report["recent"] = [with_times(r, ("ts",)) for r in report["recent"]]
             dump_json(report)
             return
         rate = report["success_rate"]
@@ -105,7 +108,9 @@ def alerts_list(
 
         alerts = run_async(go)
         if as_json:
-            dump_json([a.to_dict() for a in alerts])
+            from podium.cli.docs import alert_doc
+
+            dump_json([alert_doc(a) for a in alerts])
             return
         if not alerts:
             print("no alerts")
@@ -145,7 +150,9 @@ def alerts_ack(
             fail(f"no alert with key {key!r} (fix: see `podium alerts`)", EXIT_USAGE,
                  kind="alert_not_found")
         if as_json:
-            dump_json({"key": key, "acked": ok, "alert": alert.to_dict()})
+            from podium.cli.docs import alert_doc
+
+            dump_json({"key": key, "acked": ok, "alert": alert_doc(alert)})
         elif ok:
             print(f"acknowledged {key}")
         else:

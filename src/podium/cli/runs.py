@@ -81,7 +81,10 @@ def runs_cmd(
                  f"{', '.join(RUN_STATUSES)})")
         rows = run_async(go)
         if as_json:
-            dump_json(rows)
+            from podium.cli.docs import with_times
+
+            dump_json([with_times(dict(r), ("created_at", "started_at", "finished_at"))
+                       for r in rows])
             return
         if not rows:
             print("no runs")
@@ -94,15 +97,6 @@ def runs_cmd(
                   f"{_when(r['created_at']):<19} {dur}")
 
     guarded(body, as_json=as_json)
-
-
-def _event_doc(event: Any, verbose: bool) -> dict[str, Any]:
-    """An event of the timeline; tracebacks only with --verbose, as for the run itself."""
-    doc: dict[str, Any] = {k: v for k, v in event.to_dict().items() if k != "run_id"}
-    err = doc.get("error")
-    if not verbose and isinstance(err, dict) and "traceback" in err:
-        doc["error"] = {k: v for k, v in err.items() if k != "traceback"}
-    return doc
 
 
 @app.command()
@@ -129,8 +123,10 @@ def status(
         run, events = run_async(go)
         in_workflow_order(run)
         if as_json:
-            doc = run.to_dict(verbose=verbose)
-            doc["timeline"] = [_event_doc(e, verbose) for e in events]
+            from podium.cli.docs import event_doc, run_doc
+
+            doc = run_doc(run, verbose=verbose)
+            doc["timeline"] = [event_doc(e, verbose=verbose) for e in events]
             dump_json(doc)
             return
         out = sys.stdout
@@ -206,9 +202,11 @@ def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: b
 
         tune_gc()  # from here on this process only drives runs
         results = run_async(go, on_interrupt=_interrupt, json_stdout=as_json)
+        from podium.cli.docs import run_doc
+
         if all_stale:
             if as_json:
-                dump_json([r.to_dict() for r in results])
+                dump_json([run_doc(r) for r in results])
             elif not results:
                 print("no resumable runs")
             ok = all(r.status in ("succeeded", "rolled_back") for r in results)
@@ -216,7 +214,7 @@ def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: b
         run = results[0]
         if verb == "rollback":
             if as_json:
-                dump_json(run.to_dict())
+                dump_json(run_doc(run))
             else:
                 why = run.error.message if run.error and run.status != "rolled_back" else None
                 print(f"run {run.run_id} {run.status}" + (f": {why}" if why else ""))
