@@ -7,6 +7,7 @@ the CLI can map each branch to an exit code without guessing::
     ├── DefinitionError      a workflow or agents file is invalid (exit 2)
     ├── InputError           a run's input is invalid (exit 2)
     ├── ConfigError          bad settings, unknown agent module... (exit 2)
+    │   └── NothingToCompensate  a rollback of a run no step of which has an undo
     ├── AgentError           raised by an agent to fail an attempt with a type
     │   ├── InvalidInput         ``invalid_input`` (never retried by default)
     │   ├── Unavailable          ``unavailable``
@@ -30,6 +31,7 @@ __all__ = [
     "DefinitionError",
     "InputError",
     "InvalidInput",
+    "NothingToCompensate",
     "PodiumError",
     "Problem",
     "RateLimited",
@@ -100,6 +102,13 @@ class InputError(PodiumError):
 
 class ConfigError(PodiumError):
     """Settings or an agents file that cannot be used as given."""
+
+
+class NothingToCompensate(ConfigError):
+    """A rollback was asked of a run none of whose succeeded steps has a ``compensate``.
+
+    Nothing is written: the run keeps its status (a succeeded run stays succeeded).
+    """
 
 
 class RunNotFound(PodiumError):

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from podium.definition import parse_duration
 from tests.acceptance.podium_cli import Podium, Result, assert_no_traceback
 
 
@@ -208,3 +209,80 @@ def test_human_tables_keep_local_time(podium: Podium) -> None:
     res = podium("runs", env={"TZ": "UTC"})
     assert res.code == 0, res
     assert re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", res.out), res
+
+
+# --- rollback with nothing to undo, and a resume's own time ------------------------------
+
+
+def test_rollback_with_nothing_to_compensate_says_so_and_leaves_the_status(
+    podium: Podium,
+) -> None:
+    """No succeeded step has a `compensate`: exit 0, a clear message, nothing written."""
+    assert podium("run", "ok.yaml", "-i", "who=ann").code == 0
+    assert podium("run", "fail.yaml").code == 1
+    failed_id, ok_id = podium.run_ids()
+    before = {rid: podium("status", rid, "--json").json() for rid in (ok_id, failed_id)}
+
+    res = podium("rollback", ok_id)
+    assert res.code == 0, res
+    assert_no_traceback(res)
+    assert "nothing to compensate" in res.out
+    assert "stays succeeded" in res.out
+
+    res = podium("rollback", failed_id, "--json")
+    assert res.code == 0, res
+    doc = res.json()
+    assert doc["nothing_to_compensate"] is True
+    assert "nothing to compensate" in doc["message"]
+    assert doc["status"] == "failed"
+
+    for rid, old in before.items():
+        now = podium("status", rid, "--json").json()
+        assert now == old  # same status, same steps, not one event more
+        assert "rollback_started" not in {e["type"] for e in now["timeline"]}
+
+
+def test_rollback_that_compensates_says_nothing_to_compensate_false(podium: Podium) -> None:
+    podium.write("undo.yaml", """\
+        name: undo
+        steps:
+          - {id: book, agent: tally, compensate: {agent: tally, input: {name: unbook}}}
+          - {id: look, agent: echo, depends_on: [book]}
+        """)
+    assert podium("run", "undo.yaml").code == 0
+    res = podium("rollback", podium.run_ids()[0], "--json")
+    assert res.code == 0, res
+    doc = res.json()
+    assert (doc["status"], doc["nothing_to_compensate"]) == ("rolled_back", False)
+    assert doc["steps"]["book"]["status"] == "compensated"
+    assert doc["steps"]["look"]["status"] == "succeeded"  # it had nothing to undo
+    assert (podium.cwd / "calls.log").read_text(encoding="utf-8").split() == ["book", "unbook"]
+
+
+def test_resume_summary_gives_this_executions_time_not_the_time_since_creation(
+    podium: Podium,
+) -> None:
+    """The first execution naps 1 s, then a second passes: the resume, which only
+    re-runs the last step, reports its own time, at least those 2 s below the span
+    from the run's creation to its end (what it printed before)."""
+    podium.write("nap-then-gate.yaml", """\
+        name: nap-then-gate
+        steps:
+          - {id: nap, agent: slow, input: {seconds: 1}}
+          - {id: gated, agent: tally, depends_on: [nap], input: {gate: gate.closed}}
+        """)
+    (podium.cwd / "gate.closed").touch()
+    assert podium("run", "nap-then-gate.yaml").code == 1
+    run_id = podium.run_ids()[0]
+    (podium.cwd / "gate.closed").unlink()
+    time.sleep(1.0)
+
+    res = podium("resume", run_id)
+
+    assert res.code == 0, res
+    took = re.search(rf"run {run_id} succeeded in (\S+) \(this resume\)", res.out)
+    assert took is not None, res
+    doc = podium("status", run_id, "--json").json()
+    span = (dt.datetime.fromisoformat(doc["finished_at"].replace("Z", "+00:00"))
+            - dt.datetime.fromisoformat(doc["created_at"].replace("Z", "+00:00")))
+    assert parse_duration(took.group(1)) <= span.total_seconds() - 2.0, (took, span)

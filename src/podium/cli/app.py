@@ -141,11 +141,14 @@ def _agents_file(explicit: Path | None, workflow_path: Path | None) -> Path | No
     return found
 
 
-def _print_summary(run: Any, failures: list[str]) -> None:
+def _print_summary(run: Any, failures: list[str], took_s: float | None = None) -> None:
+    """The outcome for people; ``took_s`` is this execution's time (a resume's own)."""
     from podium.definition.durations import format_duration
 
-    dur = run.duration_s
+    dur = run.duration_s if took_s is None else took_s
     took = f" in {format_duration(dur)}" if dur is not None else ""
+    if took_s is not None:
+        took += " (this resume)"
     out = sys.stdout
     if run.status == "succeeded":
         print(f"\nrun {run.run_id} succeeded{took}", file=out)
@@ -221,7 +224,7 @@ def _interrupt() -> None:
         cancel()
 
 
-def _finish(run: Any, failures: list[str], as_json: bool) -> None:
+def _finish(run: Any, failures: list[str], as_json: bool, took_s: float | None = None) -> None:
     in_workflow_order(run)
     try:
         if as_json:
@@ -229,7 +232,7 @@ def _finish(run: Any, failures: list[str], as_json: bool) -> None:
 
             dump_json(run_doc(run))
         else:
-            _print_summary(run, failures)
+            _print_summary(run, failures, took_s)
     except BrokenPipeError:  # `podium run ... | head`: the run's outcome still decides
         quiet_stdout()
     raise typer.Exit(EXIT_OK if run.status == "succeeded" else EXIT_FAILED)

@@ -5,6 +5,7 @@
 
 import datetime as dt
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -166,9 +167,20 @@ def status(
     guarded(body, as_json=as_json)
 
 
+@dataclass
+class _Driven:
+    """One run ``resume`` or ``rollback`` drove: its record now, and how it went here."""
+
+    run: Any
+    took_s: float | None = None  # this execution only, not the time since the run was made
+    nothing_to_compensate: str | None = None  # why a rollback left the run as it was
+
+
 def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: bool,
            as_json: bool, verb: str) -> None:
-    async def go() -> list[Any]:
+    async def go() -> list[_Driven]:
+        from podium.errors import NothingToCompensate
+
         engine = await _engine(db)
         try:
             if all_stale:
@@ -180,17 +192,25 @@ def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: b
             results = []
             for rid in ids:
                 run = await engine.store.get_run(rid)
+                if verb == "rollback":
+                    try:  # asked first: such a rollback needs no agents and writes nothing
+                        engine.check_compensable(run)
+                    except NothingToCompensate as exc:
+                        results.append(_Driven(run, nothing_to_compensate=exc.message))
+                        continue
                 worker = await _engine(db, agents, run.agents_source)
                 try:
                     if not as_json:
                         from podium.cli.progress import PlainProgress
 
                         worker.bus.subscribe(PlainProgress())
+                    t0 = worker.clock.monotonic()
                     handle = await (
                         worker.resume(rid) if verb == "resume" else worker.rollback(rid)
                     )
                     _INTERRUPT["cancel"] = lambda h=handle: h.cancel("interrupted (Ctrl-C)")
-                    results.append(await handle.result())
+                    done = await handle.result()
+                    results.append(_Driven(done, took_s=worker.clock.monotonic() - t0))
                 finally:
                     await worker.aclose()
             return results
@@ -198,28 +218,36 @@ def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: b
             await engine.aclose()
 
     def body() -> None:
+        from podium.cli.docs import run_doc
         from podium.tuning import tune_gc
 
         tune_gc()  # from here on this process only drives runs
         results = run_async(go, on_interrupt=_interrupt, json_stdout=as_json)
-        from podium.cli.docs import run_doc
-
         if all_stale:
             if as_json:
-                dump_json([run_doc(r) for r in results])
+                dump_json([run_doc(r.run) for r in results])
             elif not results:
                 print("no resumable runs")
-            ok = all(r.status in ("succeeded", "rolled_back") for r in results)
+            ok = all(r.run.status in ("succeeded", "rolled_back") for r in results)
             raise typer.Exit(EXIT_OK if ok else 1)
-        run = results[0]
+        driven = results[0]
+        run = driven.run
         if verb == "rollback":
+            nothing = driven.nothing_to_compensate
             if as_json:
-                dump_json(run_doc(run))
+                doc = run_doc(in_workflow_order(run))
+                doc["nothing_to_compensate"] = nothing is not None
+                if nothing is not None:
+                    doc["message"] = nothing
+                dump_json(doc)
+            elif nothing is not None:
+                print(nothing)
             else:
                 why = run.error.message if run.error and run.status != "rolled_back" else None
                 print(f"run {run.run_id} {run.status}" + (f": {why}" if why else ""))
-            raise typer.Exit(EXIT_OK if run.status == "rolled_back" else 1)
-        _finish(run, [], as_json)
+            ok = nothing is not None or run.status == "rolled_back"
+            raise typer.Exit(EXIT_OK if ok else 1)
+        _finish(run, [], as_json, took_s=driven.took_s)
 
     guarded(body, as_json=as_json)
 
