@@ -545,12 +545,15 @@ def test_a_terminal_that_cannot_show_the_progress_symbols_is_no_crash(podium: Po
 
 
 def test_validate_exits_0_when_every_file_is_valid(podium: Podium) -> None:
-    res = podium("validate", "ok.yaml", "fail.yaml", EXAMPLES / "dag.yaml")
+    # The examples' agents are checked too, so they are named: ./podium.yaml comes first.
+    res = podium("validate", "ok.yaml", "fail.yaml")
+    examples = podium("validate", EXAMPLES / "dag.yaml", "--agents", EXAMPLES / "podium.yaml")
 
     assert res.code == 0, res
+    assert examples.code == 0, examples
     assert "ok.yaml: ok" in res.out
     assert "fail.yaml: ok" in res.out
-    assert "dag.yaml: ok" in res.out
+    assert "dag.yaml: ok" in examples.out
     assert "error" not in res.err.lower(), res
 
 

@@ -286,3 +286,138 @@ def test_resume_summary_gives_this_executions_time_not_the_time_since_creation(
     span = (dt.datetime.fromisoformat(doc["finished_at"].replace("Z", "+00:00"))
             - dt.datetime.fromisoformat(doc["created_at"].replace("Z", "+00:00")))
     assert parse_duration(took.group(1)) <= span.total_seconds() - 2.0, (took, span)
+
+
+# --- validate checks agents as run would -------------------------------------------------
+
+UNPROVIDED = """\
+    name: unprovided
+    steps:
+      - id: fetch
+        agent: echo
+      - id: translate
+        agent: translation
+        depends_on: [fetch]
+      - id: pinned
+        agent: "@no-such-agent"
+      - id: booked
+        agent: echo
+        compensate: {agent: unbooking}
+    """
+
+
+def test_validate_reports_unprovided_agents_with_file_line_step_and_field(
+    podium: Podium,
+) -> None:
+    """A capability, an @agent-id and a compensate agent nobody provides: each on its line,
+    in the words `podium run` uses; exit 2."""
+    podium.write("unprovided.yaml", UNPROVIDED)
+
+    res = podium("validate", "unprovided.yaml", "ok.yaml")
+
+    assert res.code == 2, res
+    assert_no_traceback(res)
+    assert "ok.yaml: ok" in res.out
+    lines = [line.strip() for line in res.err.splitlines() if line.startswith("  ")]
+    assert any(re.match(r"unprovided\.yaml:6: step 'translate': agent: .*capability "
+                        r"'translation'", p) for p in lines), res.err
+    assert any(re.match(r"unprovided\.yaml:9: step 'pinned': agent: .*agent id "
+                        r"'no-such-agent'", p) for p in lines), res.err
+    assert any(re.match(r"unprovided\.yaml:12: step 'booked': compensate\.agent: "
+                        r".*'unbooking'", p) for p in lines), res.err
+    assert len(lines) == 3, res.err
+
+    ran = podium("run", "unprovided.yaml")  # run refuses the same steps, on the same lines
+    assert ran.code == 2, ran
+    assert sorted(p.strip() for p in ran.err.splitlines() if p.startswith("  ")) == sorted(lines)
+
+    doc = podium("validate", "unprovided.yaml", "--json").json()["unprovided.yaml"]
+    assert doc["valid"] is False
+    assert [(p["line"], p["step"], p["field"]) for p in doc["problems"]] == [
+        (6, "translate", "agent"), (9, "pinned", "agent"), (12, "booked", "compensate.agent")]
+
+
+def test_validate_finds_agents_files_as_run_does(podium: Podium) -> None:
+    """--agents, $PODIUM_AGENTS, ./podium.yaml and podium.yaml beside the workflow."""
+    podium.write("elsewhere/needs.yaml", """\
+        name: needs
+        steps: [{id: t, agent: translation}]
+        """)
+    podium.write("elsewhere/agents.py", "def translate(task):\n    return 'hola'\n")
+    podium.write("providers.yaml", """\
+        agents: [{id: tr, capabilities: [translation], python: "elsewhere.agents:translate"}]
+        """)
+    podium.write("elsewhere/podium.yaml", """\
+        agents: [{id: tr, capabilities: [translation], python: "agents:translate"}]
+        """)
+    # ./podium.yaml (no translation) comes before the one beside the workflow, as for run.
+    assert podium("validate", "elsewhere/needs.yaml").code == 2
+    assert podium("validate", "elsewhere/needs.yaml", "--agents", "providers.yaml").code == 0
+    assert podium("validate", "elsewhere/needs.yaml",
+                  env={"PODIUM_AGENTS": "providers.yaml"}).code == 0
+    (podium.cwd / "podium.yaml").unlink()
+    beside = podium("validate", "elsewhere/needs.yaml", "--json")
+    assert beside.code == 0, beside
+    doc = beside.json()["elsewhere/needs.yaml"]
+    assert doc["capabilities_checked"] is True
+    assert doc["agents_file"].endswith("elsewhere/podium.yaml")
+
+
+def test_validate_without_an_agents_file_says_capabilities_were_not_checked(
+    podium: Podium,
+) -> None:
+    (podium.cwd / "podium.yaml").unlink()
+    res = podium("validate", "unknown-cap.yaml")
+    assert res.code == 0, res
+    notes = [line for line in res.err.splitlines() if "not checked" in line]
+    assert len(notes) == 1, res.err
+    assert "no agents file" in notes[0]
+    assert "--agents" in notes[0]
+
+    doc = podium("validate", "unknown-cap.yaml", "--json").json()["unknown-cap.yaml"]
+    assert (doc["valid"], doc["capabilities_checked"]) == (True, False)
+    assert "not checked" in doc["note"]
+
+
+def test_validate_counts_agents_from_entry_points_and_agent_decorators(podium: Podium) -> None:
+    """Capabilities that an installed package's podium.agents entry point or an @agent
+    function (in a module the agents file imports) provides are not reported."""
+    plugins = podium.cwd / "plugins"
+    podium.write("plugins/plug_agents.py", "def translate(task):\n    return 'hola'\n")
+    podium.write("plugins/plug-0.1.dist-info/METADATA",
+                 "Metadata-Version: 2.1\nName: plug\nVersion: 0.1\n")
+    podium.write("plugins/plug-0.1.dist-info/entry_points.txt",
+                 "[podium.agents]\ntranslation = plug_agents:translate\n")
+    podium.write("deco_agents.py", """\
+        from podium import agent
+
+
+        def plain(task):
+            return 1
+
+
+        @agent("summarise")
+        def summarise(task):
+            return "short"
+        """)
+    podium.write("podium.yaml", """\
+        agents: [{id: echoer, capabilities: [echo], python: "deco_agents:plain"}]
+        """)
+    podium.write("both.yaml", """\
+        name: both
+        steps:
+          - {id: t, agent: translation}
+          - {id: s, agent: summarise}
+        """)
+
+    without = podium("validate", "both.yaml")
+    assert without.code == 2, without
+    assert "'translation'" in without.err
+    assert "'summarise'" not in without.err  # the decorator provides it
+
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(plugins),
+                                                       os.environ.get("PYTHONPATH")]))}
+    res = podium("validate", "both.yaml", env=env)
+    assert res.code == 0, res
+    ran = podium("run", "both.yaml", env=env)
+    assert ran.code == 0, ran

@@ -265,24 +265,28 @@ def run(
 
     def body() -> None:
         from podium.definition.loader import load_workflow
+        from podium.errors import DefinitionError
 
         workflow = load_workflow(file)
         inputs = parse_inputs(input_pairs or [], input_file)
         agents_file = _agents_file(agents, file)
-        result, failures = run_async(
-            lambda: _execute(
-                workflow,
-                inputs,
-                agents_file,
-                db,
-                as_json,
-                str(file),
-                metrics_port=metrics_port,
-                alerts_file=alerts,
-            ),
-            on_interrupt=_interrupt,
-            json_stdout=as_json,
-        )
+        try:
+            result, failures = run_async(
+                lambda: _execute(
+                    workflow,
+                    inputs,
+                    agents_file,
+                    db,
+                    as_json,
+                    str(file),
+                    metrics_port=metrics_port,
+                    alerts_file=alerts,
+                ),
+                on_interrupt=_interrupt,
+                json_stdout=as_json,
+            )
+        except DefinitionError as exc:  # a step's agent nobody provides: say on which line
+            raise DefinitionError(with_lines(exc.problems, file)) from None
         _finish(result, failures, as_json)
 
     guarded(body, as_json=as_json)
@@ -341,67 +345,162 @@ def _is_agents_file(path: Path) -> bool:
     return isinstance(data, dict) and "agents" in data and "steps" not in data
 
 
+def with_lines(problems: list[Any], path: Path) -> list[Any]:
+    """Problems found after loading (an unknown capability) get the line of their field.
+
+    The engine knows the step and the field (``agent``, ``compensate.agent``), not
+    the file; reading the file again costs a parse, and only when something is wrong.
+    """
+    import dataclasses
+
+    from podium.definition.loader import parse_document
+    from podium.errors import DefinitionError
+
+    try:
+        data, lines = parse_document(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError, DefinitionError):
+        return problems
+    steps = data.get("steps") if isinstance(data, dict) else None
+    index = {s.get("id"): i for i, s in enumerate(steps or []) if isinstance(s, dict)}
+    out = []
+    for p in problems:
+        if p.line is None and p.step in index and p.file in (None, str(path)):
+            loc: tuple[str | int, ...] = ("steps", index[p.step], *(p.field or "").split("."))
+            line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines),
+                        None)
+            p = dataclasses.replace(p, file=str(path), line=line, loc=loc)
+        out.append(p)
+    return out
+
+
+class _AgentChecker:
+    """Checks a workflow's agents against each agents file, built once as ``run`` builds it
+    (the file, then the podium.agents entry points and @agent functions)."""
+
+    def __init__(self) -> None:
+        self._built: dict[Path, Any] = {}  # agents file -> registry, or the problems found
+
+    def problems(self, workflow: Any, path: Path, agents_file: Path) -> list[Any]:
+        from podium.errors import DefinitionError
+
+        found = self._registry(agents_file.resolve())
+        if isinstance(found, list):
+            return found
+        from podium.engine import Engine
+
+        engine = Engine(registry=found)
+        try:
+            engine.check_agents(engine.plan(workflow), str(path))
+        except DefinitionError as exc:
+            return with_lines(exc.problems, path)
+        return []
+
+    def _registry(self, agents_file: Path) -> Any:
+        if agents_file not in self._built:
+            from podium.agents.config import build_registry
+            from podium.errors import ConfigError, DefinitionError, Problem
+
+            try:
+                self._built[agents_file] = build_registry(agents_file)[0]
+            except DefinitionError as exc:
+                self._built[agents_file] = exc.problems
+            except ConfigError as exc:
+                self._built[agents_file] = [Problem(exc.message, file=str(agents_file))]
+        return self._built[agents_file]
+
+    def close(self) -> None:
+        registries = [r for r in self._built.values() if not isinstance(r, list)]
+        if registries:
+
+            async def close_all() -> None:
+                for registry in registries:
+                    await registry.aclose()
+
+            run_async(close_all)
+
+
+NOT_CHECKED = ("capabilities not checked: no agents file found (fix: --agents FILE,"
+               " $PODIUM_AGENTS, or podium.yaml here or beside the workflow)")
+
+
 @app.command()
 def validate(
     files: Annotated[list[Path], typer.Argument(help="Workflow files to check.")],
+    agents: AgentsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check workflow files; exit 0 if all are valid, 2 listing every problem otherwise."""
+    """Check workflow files; exit 0 if all are valid, 2 listing every problem otherwise.
+
+    Each step's agent (capability or @agent-id, and its compensate's) must be provided
+    by the agents that `podium run` would load; without an agents file that is not checked.
+    """
 
     def body() -> None:
+        from podium.cli.common import problem_doc
         from podium.definition.loader import load_workflow
         from podium.errors import DefinitionError
 
         results: dict[str, Any] = {}
         bad = 0
-        for f in files:
-            try:
-                if _is_agents_file(f):
-                    from podium.agents.config import load_agents_file
+        unchecked: list[str] = []
+        checker = _AgentChecker()
+        try:
+            for f in files:
+                try:
+                    if _is_agents_file(f):
+                        from podium.agents.config import load_agents_file
 
-                    cfg = load_agents_file(f)
-                    results[str(f)] = {
+                        cfg = load_agents_file(f)
+                        results[str(f)] = {
+                            "valid": True,
+                            "kind": "agents",
+                            "agents": len(cfg.agents),
+                            "problems": [],
+                        }
+                        if not as_json:
+                            print(f"{f}: ok (agents file, {len(cfg.agents)} agents)")
+                        continue
+                    wf = load_workflow(f)
+                    agents_file = _agents_file(agents, f)
+                    doc = {
                         "valid": True,
-                        "kind": "agents",
-                        "agents": len(cfg.agents),
+                        "kind": "workflow",
+                        "workflow": wf.name,
+                        "version": wf.version,
+                        "steps": len(wf.steps),
+                        "agents_file": None if agents_file is None else str(agents_file),
+                        "capabilities_checked": agents_file is not None,
                         "problems": [],
                     }
+                    if agents_file is None:
+                        doc["note"] = NOT_CHECKED
+                        unchecked.append(str(f))
+                    else:
+                        problems = checker.problems(wf, f, agents_file)
+                        if problems:
+                            raise DefinitionError(problems)
+                    results[str(f)] = doc
                     if not as_json:
-                        print(f"{f}: ok (agents file, {len(cfg.agents)} agents)")
-                    continue
-                wf = load_workflow(f)
-                results[str(f)] = {
-                    "valid": True,
-                    "kind": "workflow",
-                    "workflow": wf.name,
-                    "version": wf.version,
-                    "steps": len(wf.steps),
-                    "problems": [],
-                }
-                if not as_json:
-                    print(f"{f}: ok ({wf.name} v{wf.version}, {len(wf.steps)} steps, {wf.mode})")
-            except DefinitionError as exc:
-                bad += 1
-                results[str(f)] = {
-                    "valid": False,
-                    "problems": [
-                        {
-                            "file": p.file,
-                            "line": p.line,
-                            "step": p.step,
-                            "field": p.field,
-                            "message": p.message,
-                            "hint": p.hint,
-                        }
-                        for p in exc.problems
-                    ],
-                }
-                if not as_json:
-                    err(f"{f}: {len(exc.problems)} problem(s):")
-                    for p in exc.problems:
-                        err(f"  {p.render()}")
+                        n = len(wf.steps)
+                        print(f"{f}: ok ({wf.name} v{wf.version}, {n} step{'s' if n != 1 else ''},"
+                              f" {wf.mode})")
+                except DefinitionError as exc:
+                    bad += 1
+                    results[str(f)] = {
+                        "valid": False,
+                        "problems": [problem_doc(p) for p in exc.problems],
+                    }
+                    if not as_json:
+                        n = len(exc.problems)
+                        err(f"{f}: {n} problem{'s' if n != 1 else ''}:")
+                        for p in exc.problems:
+                            err(f"  {p.render()}")
+        finally:
+            checker.close()
         if as_json:
             dump_json(results)
+        elif unchecked:
+            err(f"note: {', '.join(unchecked)}: {NOT_CHECKED}")
         raise typer.Exit(EXIT_USAGE if bad else EXIT_OK)
 
     guarded(body, as_json=as_json)
