@@ -421,3 +421,52 @@ def test_validate_counts_agents_from_entry_points_and_agent_decorators(podium: P
     assert res.code == 0, res
     ran = podium("run", "both.yaml", env=env)
     assert ran.code == 0, ran
+
+
+# --- the default database is found like git finds .git -----------------------------------
+
+
+def test_a_run_made_in_a_subfolder_is_stored_in_the_nearest_podium_folder(
+    podium: Podium,
+) -> None:
+    """`.podium/` at the project root: a run made from `examples/` is stored there, and
+    `podium status RUN` from the root finds it. $PODIUM_DB and --db still win."""
+    assert not [p for p in podium.cwd.resolve().parents if (p / ".podium").is_dir()]
+    no_env = {"PODIUM_DB": None}
+    root = podium.cwd
+    (root / ".podium").mkdir()
+    examples = Podium(root / "examples")
+    examples.env = dict(podium.env)
+    podium.write("examples/acc_agents.py", (root / "acc_agents.py").read_text())
+    podium.write("examples/podium.yaml", (root / "podium.yaml").read_text())
+    podium.write("examples/ok.yaml", (root / "ok.yaml").read_text())
+
+    made = examples("run", "ok.yaml", "-i", "who=ann", "--json", env=no_env)
+    assert made.code == 0, made
+    run_id = made.json()["run_id"]
+    assert not (root / "examples" / ".podium").exists()
+    assert (root / ".podium" / "podium.db").is_file()
+
+    found = podium("status", run_id, "--json", env=no_env)
+    assert found.code == 0, found
+    assert found.json()["status"] == "succeeded"
+
+    elsewhere = examples("run", "ok.yaml", "-i", "who=bob", env={"PODIUM_DB": podium.db_url})
+    assert elsewhere.code == 0, elsewhere
+    assert [r["run_id"] for r in podium("runs", "--json", env=no_env).json()] == [run_id]
+    flag = examples("runs", "--json", "--db", podium.db_url, env=no_env)
+    assert len(flag.json()) == 1
+    assert flag.json()[0]["run_id"] != run_id
+
+
+def test_without_a_podium_folder_above_one_is_made_in_the_current_folder(
+    podium: Podium,
+) -> None:
+    assert not [p for p in podium.cwd.resolve().parents if (p / ".podium").is_dir()]
+    (podium.cwd / "sub").mkdir()
+    sub = Podium(podium.cwd / "sub")
+    sub.env = dict(podium.env)
+    res = sub("runs", "--json", env={"PODIUM_DB": None})
+    assert res.code == 0, res
+    assert (podium.cwd / "sub" / ".podium" / "podium.db").is_file()
+    assert not (podium.cwd / ".podium").exists()
