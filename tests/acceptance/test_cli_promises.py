@@ -470,3 +470,43 @@ def test_without_a_podium_folder_above_one_is_made_in_the_current_folder(
     assert res.code == 0, res
     assert (podium.cwd / "sub" / ".podium" / "podium.db").is_file()
     assert not (podium.cwd / ".podium").exists()
+
+
+# --- help and version --------------------------------------------------------------------
+
+
+def command_paths() -> list[tuple[str, ...]]:
+    """Every command and subcommand of `podium`, as typed."""
+    import typer.main
+
+    from podium.cli import app
+
+    paths: list[tuple[str, ...]] = []
+
+    def walk(command: Any, path: tuple[str, ...]) -> None:
+        paths.append(path)
+        for name, sub in sorted(getattr(command, "commands", {}).items()):
+            walk(sub, (*path, name))
+
+    walk(typer.main.get_command(app), ())
+    return paths
+
+
+@pytest.mark.parametrize("path", command_paths(), ids=lambda p: " ".join(p) or "podium")
+def test_help_shows_placeholders_people_type(podium: Podium, path: tuple[str, ...]) -> None:
+    """FILE, RUN, KEY=VALUE, N, URL...: no `<list[str]>`, `<int range>`, `<path>` or `{file}`."""
+    res = podium(*path, "--help")
+    assert res.code == 0, res
+    assert not re.search(r"<[a-z][\w\[\], ]*>", res.out), res.out
+    assert not re.search(r"\{[a-z_]+\}", res.out), res.out
+    usage = res.out.splitlines()[0]
+    arguments = r"( [A-Z:.=\[\]]+| COMMAND \[ARGS\]\.\.\.)*"
+    assert re.fullmatch(r"Usage: \S.* \[OPTIONS\]" + arguments, usage), usage
+
+
+def test_version_prints_the_installed_version(podium: Podium) -> None:
+    from importlib.metadata import version
+
+    res = podium("--version")
+    assert res.code == 0, res
+    assert res.out.strip() == f"podium {version('podium')}"

@@ -26,23 +26,39 @@ def serve_command(
         typer.Argument(metavar="MODULE:FUNC", help="Function to serve, e.g. my_pkg.agents:run."),
     ],
     capability: Annotated[
-        str, typer.Option("--capability", "-c", help="The capability this agent provides.")
+        str,
+        typer.Option(
+            "--capability", "-c", metavar="NAME", help="The capability this agent provides."
+        ),
     ],
-    port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535, help="Port to listen on.")],
+    port: Annotated[
+        int,
+        typer.Option("--port", "-p", min=1, max=65535, metavar="PORT", help="Port to listen on."),
+    ],
     host: Annotated[
         str,
-        typer.Option("--host", help="Interface to bind (0.0.0.0 exposes it to the network)."),
+        typer.Option(
+            "--host", metavar="HOST", help="Interface to bind (0.0.0.0 exposes it to the network)."
+        ),
     ] = "127.0.0.1",
     max_concurrency: Annotated[
         int | None,
-        typer.Option("--max-concurrency", min=1, help="Calls in flight at once (default: no cap)."),
+        typer.Option(
+            "--max-concurrency",
+            min=1,
+            metavar="N",
+            help="Calls in flight at once (default: no cap).",
+        ),
     ] = None,
     health: Annotated[
         str | None,
         typer.Option("--health", metavar="MODULE:FUNC", help="Optional health check function."),
     ] = None,
     log_level: Annotated[
-        str, typer.Option("--log-level", help="critical, error, warning, info, debug or trace.")
+        str,
+        typer.Option(
+            "--log-level", metavar="LEVEL", help="critical, error, warning, info, debug or trace."
+        ),
     ] = "info",
 ) -> None:
     """Expose a Python function as an HTTP agent (POST /invoke, GET /health).

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 import typer.main
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup
 
 from podium.cli.agent_cmd import agent_app
 from podium.cli.common import (
@@ -41,6 +41,35 @@ UsageError: type[Exception] = next(
 
 # The commands defined elsewhere, in the order they are listed in ``podium --help``.
 COMMAND_MODULES = ("podium.cli.fleet", "podium.cli.observe_cmd", "podium.cli.runs")
+
+
+class _PlainArgument(TyperArgument):
+    """An argument shown as people write it: ``FILE``, ``[RUN]``, ``FILE...``.
+
+    typer prints ``{file}`` in the usage line and ``file <path>`` in the list;
+    the metavar alone says what to type.
+    """
+
+    def get_usage_pieces(self, ctx: Any) -> list[str]:
+        name = self.metavar or (self.name or "").upper()
+        return [name if self.required else f"[{name}]"]
+
+    def get_help_record(self, ctx: Any) -> tuple[str, str] | None:
+        record = super().get_help_record(ctx)
+        if record is None:
+            return None
+        return self.metavar or (self.name or "").upper(), record[1]
+
+
+def _plain_arguments(command: Any) -> Any:
+    """Show ``command``'s arguments (and its subcommands') as ``_PlainArgument`` does."""
+    for param in getattr(command, "params", ()):
+        if type(param) is TyperArgument:
+            param.__class__ = _PlainArgument  # same fields, two display methods differ
+    if not isinstance(command, PodiumGroup):  # a sub-group: its commands are all built
+        for sub in getattr(command, "commands", {}).values():
+            _plain_arguments(sub)
+    return command
 
 
 class PodiumGroup(TyperGroup):
@@ -67,6 +96,8 @@ class PodiumGroup(TyperGroup):
             full = typer.main.get_group(app)
             assert isinstance(full, PodiumGroup)
             self._commands = full._commands
+            for command in self._commands.values():
+                _plain_arguments(command)
         return self._commands
 
     @commands.setter
@@ -75,7 +106,9 @@ class PodiumGroup(TyperGroup):
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         found = self._commands.get(cmd_name)
-        return found if found is not None else super().get_command(ctx, cmd_name)
+        if found is None:
+            found = super().get_command(ctx, cmd_name)
+        return None if found is None else _plain_arguments(found)
 
     # A usage error (unknown option, missing argument, bad value) is found by click before
     # any command runs; with --json given it still owes stdout its one document.
@@ -117,16 +150,48 @@ app = typer.Typer(
 
 app.add_typer(agent_app, name="agent")
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("podium")
+        except PackageNotFoundError:  # run from a source tree without installing it
+            from podium import __version__ as number
+        print(f"podium {number}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _podium(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Podium: durable orchestration of multi-agent workflows."""
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document, no progress.")]
 DbOpt = Annotated[
     str | None,
     typer.Option(
-        "--db", help="Database URL (default $PODIUM_DB, else sqlite:///.podium/podium.db)."
+        "--db",
+        metavar="URL",
+        help="Database URL (default $PODIUM_DB, else the nearest .podium/podium.db here or"
+        " in a parent folder, else ./.podium/podium.db).",
     ),
 ]
 AgentsOpt = Annotated[
     Path | None,
-    typer.Option("--agents", help="Agents file (default $PODIUM_AGENTS, else ./podium.yaml)."),
+    typer.Option(
+        "--agents",
+        metavar="FILE",
+        help="Agents file (default $PODIUM_AGENTS, else ./podium.yaml, else podium.yaml"
+        " beside the workflow).",
+    ),
 ]
 
 
@@ -240,23 +305,35 @@ def _finish(run: Any, failures: list[str], as_json: bool, took_s: float | None =
 
 @app.command()
 def run(
-    file: Annotated[Path, typer.Argument(help="Workflow file (YAML or JSON).")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="Workflow file (YAML or JSON).")],
     input_pairs: Annotated[
         list[str] | None,
-        typer.Option("-i", "--input", help="key=value (value parsed as JSON when valid)."),
+        typer.Option(
+            "-i",
+            "--input",
+            metavar="KEY=VALUE",
+            help="An input value, parsed as JSON when valid JSON (-i n=5 is a number),"
+            " kept as text otherwise or when input_schema says the key is a string;"
+            " repeat for more keys.",
+        ),
     ] = None,
     input_file: Annotated[
-        Path | None, typer.Option("--input-file", help="JSON or YAML object as input.")
+        Path | None,
+        typer.Option("--input-file", metavar="FILE", help="JSON or YAML object as input."),
     ] = None,
     agents: AgentsOpt = None,
     db: DbOpt = None,
     metrics_port: Annotated[
-        int | None, typer.Option("--metrics-port", help="Serve /metrics on 127.0.0.1:N meanwhile.")
+        int | None, typer.Option(
+            "--metrics-port", metavar="PORT", help="Serve /metrics on 127.0.0.1:PORT meanwhile."
+        )
     ] = None,
     alerts: Annotated[
         Path | None,
         typer.Option(
-            "--alerts", help="Alerts file (default $PODIUM_ALERTS, ./podium-alerts.yaml)."
+            "--alerts",
+            metavar="FILE",
+            help="Alerts file (default $PODIUM_ALERTS, ./podium-alerts.yaml).",
         ),
     ] = None,
     as_json: JsonOpt = False,
@@ -295,7 +372,8 @@ def run(
 @app.command()
 def demo(
     report: Annotated[
-        Path | None, typer.Option("--report", help="Where to write the Markdown report.")
+        Path | None,
+        typer.Option("--report", metavar="FILE", help="Where to write the Markdown report."),
     ] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -425,7 +503,10 @@ NOT_CHECKED = ("capabilities not checked: no agents file found (fix: --agents FI
 
 @app.command()
 def validate(
-    files: Annotated[list[Path], typer.Argument(help="Workflow files to check.")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(metavar="FILE...", help="Workflow (or agents) files to check."),
+    ],
     agents: AgentsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -507,7 +588,7 @@ def validate(
 
 
 @app.command()
-def graph(file: Annotated[Path, typer.Argument(help="Workflow file.")]) -> None:
+def graph(file: Annotated[Path, typer.Argument(metavar="FILE", help="Workflow file.")]) -> None:
     """Print the plan as a Mermaid flowchart."""
 
     def body() -> None:

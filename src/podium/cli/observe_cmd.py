@@ -28,9 +28,11 @@ def _when(ts: float | None) -> str:
 
 @app.command()
 def failures(
-    since: Annotated[str, typer.Option("--since", help="How far back (e.g. 15m, 1h, 7d).")] = "1h",
+    since: Annotated[
+        str, typer.Option("--since", metavar="DURATION", help="How far back (e.g. 15m, 1h, 7d).")
+    ] = "1h",
     by: Annotated[
-        str, typer.Option("--by", help="Group by agent, step, type or workflow.")
+        str, typer.Option("--by", metavar="GROUP", help="Group by agent, step, type or workflow.")
     ] = "type",
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -89,8 +91,12 @@ app.add_typer(alerts_app, name="alerts")
 @alerts_app.callback()
 def alerts_list(
     ctx: typer.Context,
-    status: Annotated[str | None, typer.Option("--status", help="firing or resolved.")] = None,
-    limit: Annotated[int, typer.Option("--limit")] = 50,
+    status: Annotated[
+        str | None, typer.Option("--status", metavar="STATUS", help="firing or resolved.")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, metavar="N", help="At most this many, newest first.")
+    ] = 50,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -125,8 +131,13 @@ def alerts_list(
 
 @alerts_app.command("ack")
 def alerts_ack(
-    key: Annotated[str, typer.Argument(help="The alert's key (see `podium alerts`).")],
-    by: Annotated[str | None, typer.Option("--by", help="Who acknowledges.")] = None,
+    key: Annotated[
+        str, typer.Argument(metavar="KEY", help="The alert's key (see `podium alerts`).")
+    ],
+    by: Annotated[
+        str | None,
+        typer.Option("--by", metavar="NAME", help="Who acknowledges (default: your user name)."),
+    ] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -165,14 +176,19 @@ def alerts_ack(
 
 @app.command("serve")
 def serve_cmd(
-    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
+    host: Annotated[
+        str, typer.Option("--host", metavar="HOST", help="Address to bind.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="PORT", help="Port to listen on.")] = 8080,
     agents: Annotated[
         Path | None,
-        typer.Option("--agents", help="Agents file (default $PODIUM_AGENTS, ./podium.yaml)."),
+        typer.Option(
+            "--agents", metavar="FILE", help="Agents file (default $PODIUM_AGENTS, ./podium.yaml)."
+        ),
     ] = None,
     alerts: Annotated[
-        Path | None, typer.Option("--alerts", help="Alerts file (default $PODIUM_ALERTS).")
+        Path | None,
+        typer.Option("--alerts", metavar="FILE", help="Alerts file (default $PODIUM_ALERTS)."),
     ] = None,
     db: DbOpt = None,
 ) -> None:

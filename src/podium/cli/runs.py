@@ -45,11 +45,13 @@ async def _engine(
 @app.command("runs")
 def runs_cmd(
     status: Annotated[
-        str | None, typer.Option("--status", help="Only runs with this status.")
+        str | None, typer.Option("--status", metavar="STATUS", help="Only runs with this status.")
     ] = None,
-    workflow: Annotated[str | None, typer.Option("--workflow", help="Only this workflow.")] = None,
+    workflow: Annotated[
+        str | None, typer.Option("--workflow", metavar="NAME", help="Only this workflow.")
+    ] = None,
     limit: Annotated[
-        int, typer.Option("--limit", min=1, help="At most this many, newest first.")
+        int, typer.Option("--limit", min=1, metavar="N", help="At most this many, newest first.")
     ] = 20,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -102,7 +104,9 @@ def runs_cmd(
 
 @app.command()
 def status(
-    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+    run_id: Annotated[
+        str, typer.Argument(metavar="RUN", help="Run id (a unique prefix is enough).")
+    ],
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Tracebacks and timeline details.")
     ] = False,
@@ -254,7 +258,10 @@ def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: b
 
 @app.command()
 def resume(
-    run_id: Annotated[str | None, typer.Argument(help="Run id (or --all).")] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Argument(metavar="RUN", help="Run id, a unique prefix is enough (or --all)."),
+    ] = None,
     all_stale: Annotated[
         bool, typer.Option("--all", help="Resume every run a dead process left.")
     ] = False,
@@ -268,7 +275,9 @@ def resume(
 
 @app.command()
 def rollback(
-    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    run_id: Annotated[
+        str, typer.Argument(metavar="RUN", help="Run id (a unique prefix is enough).")
+    ],
     agents: AgentsOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -279,7 +288,9 @@ def rollback(
 
 @app.command()
 def cancel(
-    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    run_id: Annotated[
+        str, typer.Argument(metavar="RUN", help="Run id (a unique prefix is enough).")
+    ],
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
