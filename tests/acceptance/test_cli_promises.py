@@ -510,3 +510,117 @@ def test_version_prints_the_installed_version(podium: Podium) -> None:
     res = podium("--version")
     assert res.code == 0, res
     assert res.out.strip() == f"podium {version('podium')}"
+
+
+# --- small things a new user hit ---------------------------------------------------------
+
+
+def test_status_verbose_says_when_an_error_has_no_traceback(podium: Podium) -> None:
+    """A typed error (an agent's Unavailable, a timeout) has no traceback: --verbose says
+    so under the step, while a raised exception still shows its traceback."""
+    podium.write("busy.yaml", """\
+        name: busy
+        mode: parallel
+        on_failure: continue
+        steps:
+          - {id: busy, agent: flaky, input: {fail_times: 5}}
+          - {id: raises, agent: boom}
+        """)
+    assert podium("run", "busy.yaml").code == 1
+    run_id = podium.run_ids()[0]
+
+    res = podium("status", run_id, "--verbose")
+
+    assert res.code == 0, res
+    lines = res.out.splitlines()
+    busy = next(i for i, line in enumerate(lines) if line.startswith("busy "))
+    assert "no traceback recorded: 'unavailable' errors" in lines[busy + 1], res.out
+    raises = next(i for i, line in enumerate(lines) if line.startswith("raises "))
+    assert lines[raises + 1] == "Traceback (most recent call last):", res.out
+    quiet = podium("status", run_id)
+    assert "no traceback" not in quiet.out
+
+
+def test_status_prints_durations_rounded_by_one_helper(podium: Podium) -> None:
+    """Step durations, the timeline's offsets and its duration/delay fields are rounded
+    (`0.17ms`, `10ms`, `1.5s`), never a float's full digits."""
+    assert podium("run", "fail.yaml").code == 1
+    res = podium("status", podium.run_ids()[0])
+    assert res.code == 0, res
+    timeline = res.out.split("timeline:", 1)[1]
+    assert not re.search(r"\d\.\d{3,}", res.out), res.out
+    assert "duration_s=" not in timeline
+    assert "delay_s=" not in timeline
+    unit = r"\d+(\.\d{1,2})?(ms|s)|\d+m(\d+(\.\d)?s)?"
+    assert re.search(rf"step_succeeded .* duration=({unit})\b", timeline), timeline
+    assert re.search(rf"step_retry_scheduled .* delay=10ms at=\+({unit})\b", timeline), timeline
+    for line in timeline.strip("\n").splitlines():
+        assert re.match(rf"  \+ *({unit}) [a-z_]+", line), line
+    runs = podium("runs").out.splitlines()[1]
+    assert re.search(rf" ({unit})$", runs), runs
+
+
+def test_human_output_prints_unicode_as_typed_and_json_stays_valid(podium: Podium) -> None:
+    podium.write("weather.py", "def now(task):\n    return {'temp': '21°C', 'city': 'Zürich'}\n")
+    podium.write("podium.yaml", (podium.cwd / "podium.yaml").read_text()
+                 + '  - {id: wx, capabilities: [weather], python: "weather:now"}\n')
+    podium.write("weather.yaml", "name: weather\nsteps: [{id: now, agent: weather}]\n")
+
+    res = podium("run", "weather.yaml")
+    assert res.code == 0, res
+    assert '"temp": "21°C"' in res.out
+    assert "Zürich" in res.out
+    assert "\\u00" not in res.out
+    doc = podium("run", "weather.yaml", "--json")
+    assert doc.json()["output"] == {"now": {"temp": "21°C", "city": "Zürich"}}
+
+
+def test_counts_agree_with_their_nouns(podium: Podium) -> None:
+    """'1 step', '1 attempt', '1 problem', never '1 steps' or 'attempt(s)'."""
+    podium.write("once.yaml", "name: once\nsteps: [{id: only, agent: boom}]\n")
+    podium.write("one-bad.yaml", "name: one-bad\nsteps: [{id: a, agent: echo, colour: red}]\n")
+    checked = podium("validate", "gc.yaml", "one-bad.yaml")
+    assert "gc.yaml: ok (gc v1, 1 step, dag)" in checked.out, checked
+    assert "one-bad.yaml: 1 problem:" in checked.err, checked
+    ran = podium("run", "once.yaml")
+    assert "only failed after 1 attempt\n" in ran.out, ran
+    assert "error: agent_error: step 'only' failed after 1 attempt:" in ran.out, ran
+    invalid = podium("run", "one-bad.yaml")
+    assert "error: 1 problem found:" in invalid.err, invalid
+    failures = podium("failures")
+    assert failures.out.startswith("last 1h: 1 attempt, 1 failed"), failures
+    for res in (checked, ran, invalid, failures):
+        assert not re.search(r"\b1 [a-z]+s\b|\(s\)", res.out + res.err), res
+
+
+@pytest.mark.parametrize(
+    ("pairs", "expected"),
+    [
+        (("ver=1.10",), {"ver": "1.10"}),  # a string in the schema: the text as typed
+        (("ver=007", "n=1.10"), {"ver": "007", "n": 1.1}),  # a number where it says number
+        (("ver=true", "maybe=null"), {"ver": "true", "maybe": None}),
+        (("maybe=2",), {"maybe": "2"}),
+        (('ver="quoted"',), {"ver": "quoted"}),  # JSON's own string spelling still works
+        (("ver=1.10", "ver=2"), {"ver": "2"}),  # the last -i of a key wins
+        (("other=1.10",), {"other": 1.1}),  # not in the schema: JSON when valid, as before
+    ],
+)
+def test_input_pairs_keep_the_text_where_input_schema_says_string(
+    podium: Podium, pairs: tuple[str, ...], expected: dict[str, Any]
+) -> None:
+    podium.write("versioned.yaml", """\
+        name: versioned
+        input_schema:
+          type: object
+          properties:
+            ver: {type: string}
+            maybe: {type: [string, "null"]}
+            n: {type: number}
+        steps:
+          - {id: look, agent: echo, input: "${{ input }}"}
+        output: "${{ input }}"
+        """)
+    args = [a for pair in pairs for a in ("-i", pair)]
+    res = podium("run", "versioned.yaml", *args, "--json")
+    assert res.code == 0, res
+    assert res.json()["output"] == expected

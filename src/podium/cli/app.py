@@ -29,6 +29,7 @@ from podium.cli.common import (
     guarded,
     in_workflow_order,
     parse_inputs,
+    plural,
     quiet_stdout,
     run_async,
 )
@@ -217,7 +218,8 @@ def _print_summary(run: Any, failures: list[str], took_s: float | None = None) -
     out = sys.stdout
     if run.status == "succeeded":
         print(f"\nrun {run.run_id} succeeded{took}", file=out)
-        text = json.dumps(run.output, indent=2, default=str)
+        # As typed, not escaped (21°C, not 21\u00b0C): this is for people, --json is for tools.
+        text = json.dumps(run.output, indent=2, default=str, ensure_ascii=False)
         if len(text) > 2000:
             text = text[:2000] + "\n… (use --json for the whole output)"
         print(f"output: {text}", file=out)
@@ -303,6 +305,35 @@ def _finish(run: Any, failures: list[str], as_json: bool, took_s: float | None =
     raise typer.Exit(EXIT_OK if run.status == "succeeded" else EXIT_FAILED)
 
 
+_NOT_TEXT = {"number", "integer", "boolean", "object", "array"}
+
+
+def _keep_schema_strings(pairs: list[str], inputs: dict[str, Any], schema: Any) -> None:
+    """``-i ver=1.10`` is the text "1.10" when ``input_schema`` says ``ver`` is a string.
+
+    ``-i`` reads a value as JSON when it can (``-i n=5`` is the number 5); a key whose
+    schema type is ``string`` means the text as typed, or the string JSON spells
+    (``-i s='"x"'``), or null where the schema allows it. The last ``-i`` of a key wins.
+    """
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(props, dict):
+        return
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        prop = props.get(key)
+        named = prop.get("type") if isinstance(prop, dict) else None
+        kinds = {k for k in (named if isinstance(named, list) else [named]) if isinstance(k, str)}
+        if not sep or "string" not in kinds or kinds & _NOT_TEXT:
+            continue
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        if not (isinstance(value, str) or (value is None and "null" in kinds)):
+            value = raw
+        inputs[key] = value
+
+
 @app.command()
 def run(
     file: Annotated[Path, typer.Argument(metavar="FILE", help="Workflow file (YAML or JSON).")],
@@ -346,6 +377,7 @@ def run(
 
         workflow = load_workflow(file)
         inputs = parse_inputs(input_pairs or [], input_file)
+        _keep_schema_strings(input_pairs or [], inputs, workflow.input_schema)
         agents_file = _agents_file(agents, file)
         try:
             result, failures = run_async(
@@ -393,7 +425,8 @@ def demo(
         registry = demo_pkg.registry()
         if not as_json:
             print(
-                f"Podium demo: {workflow.name} ({len(workflow.steps)} steps, mode {workflow.mode})"
+                f"Podium demo: {workflow.name} ({plural(len(workflow.steps), 'step')},"
+                f" mode {workflow.mode})"
             )
         result, failures = run_async(
             lambda: _execute(
@@ -539,7 +572,7 @@ def validate(
                             "problems": [],
                         }
                         if not as_json:
-                            print(f"{f}: ok (agents file, {len(cfg.agents)} agents)")
+                            print(f"{f}: ok (agents file, {plural(len(cfg.agents), 'agent')})")
                         continue
                     wf = load_workflow(f)
                     agents_file = _agents_file(agents, f)
@@ -562,9 +595,8 @@ def validate(
                             raise DefinitionError(problems)
                     results[str(f)] = doc
                     if not as_json:
-                        n = len(wf.steps)
-                        print(f"{f}: ok ({wf.name} v{wf.version}, {n} step{'s' if n != 1 else ''},"
-                              f" {wf.mode})")
+                        print(f"{f}: ok ({wf.name} v{wf.version},"
+                              f" {plural(len(wf.steps), 'step')}, {wf.mode})")
                 except DefinitionError as exc:
                     bad += 1
                     results[str(f)] = {
@@ -572,8 +604,7 @@ def validate(
                         "problems": [problem_doc(p) for p in exc.problems],
                     }
                     if not as_json:
-                        n = len(exc.problems)
-                        err(f"{f}: {n} problem{'s' if n != 1 else ''}:")
+                        err(f"{f}: {plural(len(exc.problems), 'problem')}:")
                         for p in exc.problems:
                             err(f"  {p.render()}")
         finally:

@@ -61,6 +61,11 @@ def err(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 step``, ``2 steps``: every count the CLI prints agrees with its noun."""
+    return f"{n} {word if n == 1 else words or word + 's'}"
+
+
 def fail(message: str, code: int = EXIT_USAGE, *, kind: str = "usage") -> NoReturn:
     """Stop the command with ``error: message`` and ``code`` (as ``{"error"}`` under --json)."""
     raise Failure(message, code, kind)
@@ -103,8 +108,7 @@ def report(exc: BaseException) -> NoReturn:
     if isinstance(exc, Failure):
         _give_up(exc.kind, exc.message, exc.code)
     if isinstance(exc, DefinitionError):
-        n = len(exc.problems)
-        err(f"error: {n} problem{'s' if n != 1 else ''} found:")
+        err(f"error: {plural(len(exc.problems), 'problem')} found:")
         for p in exc.problems:
             err(f"  {p.render()}")
         json_error("definition_error", exc.message, EXIT_USAGE,

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from podium.cli.app import DbOpt, JsonOpt, app
-from podium.cli.common import EXIT_OK, EXIT_USAGE, dump_json, fail, guarded, run_async
+from podium.cli.common import EXIT_OK, EXIT_USAGE, dump_json, fail, guarded, plural, run_async
 
 
 async def _store(db: str | None) -> Any:
@@ -69,7 +69,7 @@ def failures(
             dump_json(report)
             return
         rate = report["success_rate"]
-        print(f"last {since}: {report['attempts']} attempts, {report['failures']} failed"
+        print(f"last {since}: {plural(report['attempts'], 'attempt')}, {report['failures']} failed"
               + (f", success rate {rate:.1%}" if rate is not None else ""))
         if not report["groups"]:
             return

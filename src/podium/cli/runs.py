@@ -77,6 +77,7 @@ def runs_cmd(
             await engine.aclose()
 
     def body() -> None:
+        from podium.definition.durations import format_duration
         from podium.store.records import RUN_STATUSES
 
         if status is not None and status not in RUN_STATUSES:
@@ -95,11 +96,37 @@ def runs_cmd(
         print(f"{'RUN':<16} {'WORKFLOW':<22} {'VER':<5} {'STATUS':<22} {'CREATED':<19} DURATION")
         for r in rows:
             st = r["status"] + (" (resumable)" if r["stale"] else "")
-            dur = f"{r['duration_s']:.2f}s" if r["duration_s"] is not None else "-"
+            dur = "-" if r["duration_s"] is None else format_duration(r["duration_s"])
             print(f"{r['run_id']:<16} {r['workflow'][:22]:<22} {r['version']!s:<5} {st:<22} "
                   f"{_when(r['created_at']):<19} {dur}")
 
     guarded(body, as_json=as_json)
+
+
+# What --verbose shows where a traceback would be, so its absence is not a mystery.
+_NO_TRACEBACK = (
+    "  (no traceback recorded: '{}' errors come from Podium or from the agent's answer,"
+    " not from an exception raised in this process)"
+)
+
+
+def _detail(event: dict[str, Any], t0: float) -> str:
+    """An event's fields for people: errors as type: message, durations rounded, due times
+    as offsets from the run's creation like the timeline's own column."""
+    from podium.definition.durations import format_duration
+
+    parts = []
+    for key, value in event.items():
+        if value in (None, ""):
+            continue
+        if key == "error" and isinstance(value, dict):
+            value = f"{value.get('type')}: {value.get('message')}"
+        elif key.endswith("_s") and isinstance(value, int | float):
+            key, value = key[:-2], format_duration(value)
+        elif key == "at" and isinstance(value, int | float):
+            value = "+" + format_duration(value - t0)
+        parts.append(f"{key}={value}")
+    return " ".join(parts)
 
 
 @app.command()
@@ -125,6 +152,8 @@ def status(
             await engine.aclose()
 
     def body() -> None:
+        from podium.definition.durations import format_duration
+
         run, events = run_async(go)
         in_workflow_order(run)
         if as_json:
@@ -140,22 +169,22 @@ def status(
               f"{_when(run.finished_at)}", file=out)
         if run.error is not None:
             print(f"error: {run.error.type}: {run.error.message}", file=out)
-            step_tracebacks = {s.error.traceback for s in run.steps.values() if s.error}
-            if verbose and run.error.traceback and run.error.traceback not in step_tracebacks:
-                print(run.error.traceback, file=out)
+            step_errors = [s.error for s in run.steps.values() if s.error]
+            if verbose and run.error.traceback not in {e.traceback for e in step_errors}:
+                print(run.error.traceback or _NO_TRACEBACK.format(run.error.type), file=out)
         print(f"\n{'STEP':<24} {'STATUS':<12} {'ATTEMPTS':<8} {'AGENT':<22} {'DURATION':<10} ERROR",
               file=out)
         for sid, s in run.steps.items():
             dur = "-"
             if s.started_at is not None and s.finished_at is not None:
-                dur = f"{s.finished_at - s.started_at:.3f}s"
+                dur = format_duration(s.finished_at - s.started_at)
             e = f"{s.error.type}: {s.error.message}" if s.error else ""
             if s.compensation_status:
                 e += f" [compensation {s.compensation_status}]"
             print(f"{sid[:24]:<24} {s.status:<12} {s.attempts:<8} {(s.agent_id or '-')[:22]:<22} "
                   f"{dur:<10} {e[:80]}", file=out)
-            if verbose and s.error and s.error.traceback:
-                print(s.error.traceback, file=out)
+            if verbose and s.error:
+                print(s.error.traceback or _NO_TRACEBACK.format(s.error.type), file=out)
         print("\ntimeline:", file=out)
         t0 = run.created_at
         for e in events:
@@ -163,10 +192,8 @@ def status(
             what = d.pop("type")
             for k in ("run_id", "ts", "output"):
                 d.pop(k, None)
-            if "error" in d and isinstance(d["error"], dict):
-                d["error"] = f"{d['error']['type']}: {d['error']['message']}"
-            detail = " ".join(f"{k}={v}" for k, v in d.items() if v not in (None, ""))
-            print(f"  +{e.ts - t0:8.3f}s {what:<28} {detail[:100]}", file=out)
+            print(f"  +{format_duration(e.ts - t0):>9} {what:<28} {_detail(d, t0)[:100]}",
+                  file=out)
 
     guarded(body, as_json=as_json)
 
