@@ -7,7 +7,8 @@ the CLI can map each branch to an exit code without guessing::
     ├── DefinitionError      a workflow or agents file is invalid (exit 2)
     ├── InputError           a run's input is invalid (exit 2)
     ├── ConfigError          bad settings, unknown agent module... (exit 2)
-    │   └── RunHeld              another live process holds the run (exit 2)
+    │   ├── RunHeld              another live process holds the run (exit 2)
+    │   └── NothingToCompensate  a rollback of a run no step of which has an undo
     ├── AgentError           raised by an agent to fail an attempt with a type
     │   ├── InvalidInput         ``invalid_input`` (never retried by default)
     │   ├── Unavailable          ``unavailable``
@@ -33,6 +34,7 @@ __all__ = [
     "InputError",
     "InvalidInput",
     "NoCapacity",
+    "NothingToCompensate",
     "PodiumError",
     "Problem",
     "RateLimited",
@@ -108,6 +110,13 @@ class ConfigError(PodiumError):
 
 class RunHeld(ConfigError):
     """Another live process holds the run: it executes it, or took it over first."""
+
+
+class NothingToCompensate(ConfigError):
+    """A rollback was asked of a run none of whose succeeded steps has a ``compensate``.
+
+    Nothing is written: the run keeps its status (a succeeded run stays succeeded).
+    """
 
 
 class RunNotFound(PodiumError):

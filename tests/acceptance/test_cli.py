@@ -217,13 +217,17 @@ def test_unusable_database_exits_3_without_traceback(
         assert bad.read_bytes() == before
 
 
-def test_run_json_on_unusable_database_exits_3_with_empty_stdout(podium: Podium) -> None:
+def test_run_json_on_unusable_database_exits_3_with_an_error_document(podium: Podium) -> None:
+    """--json owes stdout one document also when the database is unusable (DESIGN.md)."""
     bad = podium.cwd / "junk.db"
     bad.write_bytes(os.urandom(2048))
     res = podium("run", "ok.yaml", "-i", "who=ann", "--json", "--db", str(bad))
 
     assert res.code == 3, res
-    assert res.out == ""
+    error = res.json()["error"]
+    assert (error["type"], error["exit_code"]) == ("store_error", 3)
+    assert "junk.db" in error["message"]
+    assert "junk.db" in res.err
     assert_no_traceback(res)
 
 
@@ -541,12 +545,15 @@ def test_a_terminal_that_cannot_show_the_progress_symbols_is_no_crash(podium: Po
 
 
 def test_validate_exits_0_when_every_file_is_valid(podium: Podium) -> None:
-    res = podium("validate", "ok.yaml", "fail.yaml", EXAMPLES / "dag.yaml")
+    # The examples' agents are checked too, so they are named: ./podium.yaml comes first.
+    res = podium("validate", "ok.yaml", "fail.yaml")
+    examples = podium("validate", EXAMPLES / "dag.yaml", "--agents", EXAMPLES / "podium.yaml")
 
     assert res.code == 0, res
+    assert examples.code == 0, examples
     assert "ok.yaml: ok" in res.out
     assert "fail.yaml: ok" in res.out
-    assert "dag.yaml: ok" in res.out
+    assert "dag.yaml: ok" in examples.out
     assert "error" not in res.err.lower(), res
 
 
@@ -955,7 +962,7 @@ def test_status_of_an_unknown_or_ambiguous_run_id_exits_2(
 
     res = podium("status", "zzzz-no-such-run", "--json")
     assert res.code == 2, res
-    assert res.out == ""
+    assert res.json()["error"]["type"] == "run_not_found"
 
     first, *rest = ids.values()
     common = first

@@ -293,7 +293,9 @@ def test_alerts_ack_acknowledges_once_and_unknown_keys_exit_2(alerted: Project) 
     assert "no alert with key 'no-such:alert'" in unknown.err
     unknown_json = alerted("alerts", "ack", "no-such:alert", "--json")
     assert unknown_json.code == 2, unknown_json
-    assert unknown_json.json() == {"key": "no-such:alert", "acked": False, "alert": None}
+    error = unknown_json.json()["error"]
+    assert (error["type"], error["exit_code"]) == ("alert_not_found", 2)
+    assert "no alert with key 'no-such:alert'" in error["message"]
 
 
 def test_alerts_on_an_empty_database(tmp_path: Path) -> None:

@@ -214,7 +214,9 @@ async def test_a_file_that_is_not_a_podium_database_is_refused_untouched(
         assert out.stderr.startswith("error: ")
         assert message in out.stderr
         assert "Traceback" not in out.stderr + out.stdout
-        assert out.stdout == ""  # no half JSON document either
+        error = json.loads(out.stdout)["error"]  # one whole document, never half of one
+        assert (error["type"], error["exit_code"]) == ("store_error", 3)
+        assert message in error["message"]
     assert fingerprint(db) == before
     assert sorted(p.name for p in db.parent.iterdir() if p.name.startswith(db.name)) == [db.name]
 

@@ -29,13 +29,20 @@ def serve_command(
         typer.Argument(metavar="MODULE:FUNC", help="Function to serve, e.g. my_pkg.agents:run."),
     ],
     capability: Annotated[
-        str, typer.Option("--capability", "-c", help="The capability this agent provides.")
+        str,
+        typer.Option(
+            "--capability", "-c", metavar="NAME", help="The capability this agent provides."
+        ),
     ],
     # Ports and sizes are checked by Podium, not typer: its messages do not name the value.
-    port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on (1-65535).")],
+    port: Annotated[
+        int, typer.Option("--port", "-p", metavar="PORT", help="Port to listen on (1-65535).")
+    ],
     host: Annotated[
         str,
-        typer.Option("--host", help="Interface to bind (0.0.0.0 exposes it to the network)."),
+        typer.Option(
+            "--host", metavar="HOST", help="Interface to bind (0.0.0.0 exposes it to the network)."
+        ),
     ] = "127.0.0.1",
     token_env: Annotated[
         str | None,
@@ -54,14 +61,22 @@ def serve_command(
     ] = DEFAULT_MAX_BODY_BYTES,
     max_concurrency: Annotated[
         int | None,
-        typer.Option("--max-concurrency", min=1, help="Calls in flight at once (default: no cap)."),
+        typer.Option(
+            "--max-concurrency",
+            min=1,
+            metavar="N",
+            help="Calls in flight at once (default: no cap).",
+        ),
     ] = None,
     health: Annotated[
         str | None,
         typer.Option("--health", metavar="MODULE:FUNC", help="Optional health check function."),
     ] = None,
     log_level: Annotated[
-        str, typer.Option("--log-level", help="critical, error, warning, info, debug or trace.")
+        str,
+        typer.Option(
+            "--log-level", metavar="LEVEL", help="critical, error, warning, info, debug or trace."
+        ),
     ] = "info",
 ) -> None:
     """Expose a Python function as an HTTP agent (POST /invoke, GET /health).

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 import typer.main
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup
 
 from podium.cli.agent_cmd import agent_app
 from podium.cli.common import (
@@ -29,12 +29,48 @@ from podium.cli.common import (
     guarded,
     in_workflow_order,
     parse_inputs,
+    plural,
     quiet_stdout,
     run_async,
 )
 
+# click's UsageError, reached through the one click class typer exports: typer 0.12 uses
+# click itself, newer typers carry their own copy, and either raises its own class.
+UsageError: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"
+)
+
 # The commands defined elsewhere, in the order they are listed in ``podium --help``.
 COMMAND_MODULES = ("podium.cli.fleet", "podium.cli.observe_cmd", "podium.cli.runs")
+
+
+class _PlainArgument(TyperArgument):
+    """An argument shown as people write it: ``FILE``, ``[RUN]``, ``FILE...``.
+
+    typer prints ``{file}`` in the usage line and ``file <path>`` in the list;
+    the metavar alone says what to type.
+    """
+
+    def get_usage_pieces(self, ctx: Any) -> list[str]:
+        name = self.metavar or (self.name or "").upper()
+        return [name if self.required else f"[{name}]"]
+
+    def get_help_record(self, ctx: Any) -> tuple[str, str] | None:
+        record = super().get_help_record(ctx)
+        if record is None:
+            return None
+        return self.metavar or (self.name or "").upper(), record[1]
+
+
+def _plain_arguments(command: Any) -> Any:
+    """Show ``command``'s arguments (and its subcommands') as ``_PlainArgument`` does."""
+    for param in getattr(command, "params", ()):
+        if type(param) is TyperArgument:
+            param.__class__ = _PlainArgument  # same fields, two display methods differ
+    if not isinstance(command, PodiumGroup):  # a sub-group: its commands are all built
+        for sub in getattr(command, "commands", {}).values():
+            _plain_arguments(sub)
+    return command
 
 
 class PodiumGroup(TyperGroup):
@@ -61,6 +97,8 @@ class PodiumGroup(TyperGroup):
             full = typer.main.get_group(app)
             assert isinstance(full, PodiumGroup)
             self._commands = full._commands
+            for command in self._commands.values():
+                _plain_arguments(command)
         return self._commands
 
     @commands.setter
@@ -69,7 +107,36 @@ class PodiumGroup(TyperGroup):
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         found = self._commands.get(cmd_name)
-        return found if found is not None else super().get_command(ctx, cmd_name)
+        if found is None:
+            found = super().get_command(ctx, cmd_name)
+        return None if found is None else _plain_arguments(found)
+
+    # A usage error (unknown option, missing argument, bad value) is found by click before
+    # any command runs; with --json given it still owes stdout its one document.
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any
+    ) -> Any:
+        own = args[: args.index("--")] if "--" in args else args
+        self._json_requested = "--json" in own
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except UsageError as exc:
+            self._usage_error(exc)
+            raise
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            self._usage_error(exc)
+            raise
+
+    def _usage_error(self, exc: Any) -> None:
+        if getattr(self, "_json_requested", False):
+            ctx = exc.ctx
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            dump_json({"error": {"type": "usage", "message": exc.format_message() + hint,
+                                 "exit_code": exc.exit_code}})
 
 
 app = typer.Typer(
@@ -84,16 +151,48 @@ app = typer.Typer(
 
 app.add_typer(agent_app, name="agent")
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("podium")
+        except PackageNotFoundError:  # run from a source tree without installing it
+            from podium import __version__ as number
+        print(f"podium {number}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _podium(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Podium: durable orchestration of multi-agent workflows."""
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document, no progress.")]
 DbOpt = Annotated[
     str | None,
     typer.Option(
-        "--db", help="Database URL (default $PODIUM_DB, else sqlite:///.podium/podium.db)."
+        "--db",
+        metavar="URL",
+        help="Database URL (default $PODIUM_DB, else the nearest .podium/podium.db here or"
+        " in a parent folder, else ./.podium/podium.db).",
     ),
 ]
 AgentsOpt = Annotated[
     Path | None,
-    typer.Option("--agents", help="Agents file (default $PODIUM_AGENTS, else ./podium.yaml)."),
+    typer.Option(
+        "--agents",
+        metavar="FILE",
+        help="Agents file (default $PODIUM_AGENTS, else ./podium.yaml, else podium.yaml"
+        " beside the workflow).",
+    ),
 ]
 
 
@@ -108,15 +207,19 @@ def _agents_file(explicit: Path | None, workflow_path: Path | None) -> Path | No
     return found
 
 
-def _print_summary(run: Any, failures: list[str]) -> None:
+def _print_summary(run: Any, failures: list[str], took_s: float | None = None) -> None:
+    """The outcome for people; ``took_s`` is this execution's time (a resume's own)."""
     from podium.definition.durations import format_duration
 
-    dur = run.duration_s
+    dur = run.duration_s if took_s is None else took_s
     took = f" in {format_duration(dur)}" if dur is not None else ""
+    if took_s is not None:
+        took += " (this resume)"
     out = sys.stdout
     if run.status == "succeeded":
         print(f"\nrun {run.run_id} succeeded{took}", file=out)
-        text = json.dumps(run.output, indent=2, default=str)
+        # As typed, not escaped (21°C, not 21\u00b0C): this is for people, --json is for tools.
+        text = json.dumps(run.output, indent=2, default=str, ensure_ascii=False)
         if len(text) > 2000:
             text = text[:2000] + "\n… (use --json for the whole output)"
         print(f"output: {text}", file=out)
@@ -188,37 +291,80 @@ def _interrupt() -> None:
         cancel()
 
 
-def _finish(run: Any, failures: list[str], as_json: bool) -> None:
+def _finish(run: Any, failures: list[str], as_json: bool, took_s: float | None = None) -> None:
     in_workflow_order(run)
     try:
         if as_json:
-            dump_json(run.to_dict())
+            from podium.cli.docs import run_doc
+
+            dump_json(run_doc(run))
         else:
-            _print_summary(run, failures)
+            _print_summary(run, failures, took_s)
     except BrokenPipeError:  # `podium run ... | head`: the run's outcome still decides
         quiet_stdout()
     raise typer.Exit(EXIT_OK if run.status == "succeeded" else EXIT_FAILED)
 
 
+_NOT_TEXT = {"number", "integer", "boolean", "object", "array"}
+
+
+def _keep_schema_strings(pairs: list[str], inputs: dict[str, Any], schema: Any) -> None:
+    """``-i ver=1.10`` is the text "1.10" when ``input_schema`` says ``ver`` is a string.
+
+    ``-i`` reads a value as JSON when it can (``-i n=5`` is the number 5); a key whose
+    schema type is ``string`` means the text as typed, or the string JSON spells
+    (``-i s='"x"'``), or null where the schema allows it. The last ``-i`` of a key wins.
+    """
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    if not isinstance(props, dict):
+        return
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        prop = props.get(key)
+        named = prop.get("type") if isinstance(prop, dict) else None
+        kinds = {k for k in (named if isinstance(named, list) else [named]) if isinstance(k, str)}
+        if not sep or "string" not in kinds or kinds & _NOT_TEXT:
+            continue
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        if not (isinstance(value, str) or (value is None and "null" in kinds)):
+            value = raw
+        inputs[key] = value
+
+
 @app.command()
 def run(
-    file: Annotated[Path, typer.Argument(help="Workflow file (YAML or JSON).")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="Workflow file (YAML or JSON).")],
     input_pairs: Annotated[
         list[str] | None,
-        typer.Option("-i", "--input", help="key=value (value parsed as JSON when valid)."),
+        typer.Option(
+            "-i",
+            "--input",
+            metavar="KEY=VALUE",
+            help="An input value, parsed as JSON when valid JSON (-i n=5 is a number),"
+            " kept as text otherwise or when input_schema says the key is a string;"
+            " repeat for more keys.",
+        ),
     ] = None,
     input_file: Annotated[
-        Path | None, typer.Option("--input-file", help="JSON or YAML object as input.")
+        Path | None,
+        typer.Option("--input-file", metavar="FILE", help="JSON or YAML object as input."),
     ] = None,
     agents: AgentsOpt = None,
     db: DbOpt = None,
     metrics_port: Annotated[
-        int | None, typer.Option("--metrics-port", help="Serve /metrics on 127.0.0.1:N meanwhile.")
+        int | None, typer.Option(
+            "--metrics-port", metavar="PORT", help="Serve /metrics on 127.0.0.1:PORT meanwhile."
+        )
     ] = None,
     alerts: Annotated[
         Path | None,
         typer.Option(
-            "--alerts", help="Alerts file (default $PODIUM_ALERTS, ./podium-alerts.yaml)."
+            "--alerts",
+            metavar="FILE",
+            help="Alerts file (default $PODIUM_ALERTS, ./podium-alerts.yaml).",
         ),
     ] = None,
     as_json: JsonOpt = False,
@@ -227,6 +373,7 @@ def run(
 
     def body() -> None:
         from podium.definition.loader import load_workflow
+        from podium.errors import DefinitionError
 
         if metrics_port is not None:
             from podium.httpd import check_port
@@ -234,30 +381,35 @@ def run(
             check_port(metrics_port, "--metrics-port")
         workflow = load_workflow(file)
         inputs = parse_inputs(input_pairs or [], input_file)
+        _keep_schema_strings(input_pairs or [], inputs, workflow.input_schema)
         agents_file = _agents_file(agents, file)
-        result, failures = run_async(
-            lambda: _execute(
-                workflow,
-                inputs,
-                agents_file,
-                db,
-                as_json,
-                str(file),
-                metrics_port=metrics_port,
-                alerts_file=alerts,
-            ),
-            on_interrupt=_interrupt,
-            json_stdout=as_json,
-        )
+        try:
+            result, failures = run_async(
+                lambda: _execute(
+                    workflow,
+                    inputs,
+                    agents_file,
+                    db,
+                    as_json,
+                    str(file),
+                    metrics_port=metrics_port,
+                    alerts_file=alerts,
+                ),
+                on_interrupt=_interrupt,
+                json_stdout=as_json,
+            )
+        except DefinitionError as exc:  # a step's agent nobody provides: say on which line
+            raise DefinitionError(with_lines(exc.problems, file)) from None
         _finish(result, failures, as_json)
 
-    guarded(body)
+    guarded(body, as_json=as_json)
 
 
 @app.command()
 def demo(
     report: Annotated[
-        Path | None, typer.Option("--report", help="Where to write the Markdown report.")
+        Path | None,
+        typer.Option("--report", metavar="FILE", help="Where to write the Markdown report."),
     ] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -277,7 +429,8 @@ def demo(
         registry = demo_pkg.registry()
         if not as_json:
             print(
-                f"Podium demo: {workflow.name} ({len(workflow.steps)} steps, mode {workflow.mode})"
+                f"Podium demo: {workflow.name} ({plural(len(workflow.steps), 'step')},"
+                f" mode {workflow.mode})"
             )
         result, failures = run_async(
             lambda: _execute(
@@ -292,7 +445,7 @@ def demo(
             raise typer.Exit(EXIT_OK)
         _finish(result, failures, as_json)
 
-    guarded(body)
+    guarded(body, as_json=as_json)
 
 
 def _is_agents_file(path: Path) -> bool:
@@ -307,74 +460,170 @@ def _is_agents_file(path: Path) -> bool:
     return isinstance(data, dict) and "agents" in data and "steps" not in data
 
 
+def with_lines(problems: list[Any], path: Path) -> list[Any]:
+    """Problems found after loading (an unknown capability) get the line of their field.
+
+    The engine knows the step and the field (``agent``, ``compensate.agent``), not
+    the file; reading the file again costs a parse, and only when something is wrong.
+    """
+    import dataclasses
+
+    from podium.definition.loader import parse_document
+    from podium.errors import DefinitionError
+
+    try:
+        data, lines = parse_document(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, UnicodeDecodeError, DefinitionError):
+        return problems
+    steps = data.get("steps") if isinstance(data, dict) else None
+    index = {s.get("id"): i for i, s in enumerate(steps or []) if isinstance(s, dict)}
+    out = []
+    for p in problems:
+        if p.line is None and p.step in index and p.file in (None, str(path)):
+            loc: tuple[str | int, ...] = ("steps", index[p.step], *(p.field or "").split("."))
+            line = next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines),
+                        None)
+            p = dataclasses.replace(p, file=str(path), line=line, loc=loc)
+        out.append(p)
+    return out
+
+
+class _AgentChecker:
+    """Checks a workflow's agents against each agents file, built once as ``run`` builds it
+    (the file, then the podium.agents entry points and @agent functions)."""
+
+    def __init__(self) -> None:
+        self._built: dict[Path, Any] = {}  # agents file -> registry, or the problems found
+
+    def problems(self, workflow: Any, path: Path, agents_file: Path) -> list[Any]:
+        from podium.errors import DefinitionError
+
+        found = self._registry(agents_file.resolve())
+        if isinstance(found, list):
+            return found
+        from podium.engine import Engine
+
+        engine = Engine(registry=found)
+        try:
+            engine.check_agents(engine.plan(workflow), str(path))
+        except DefinitionError as exc:
+            return with_lines(exc.problems, path)
+        return []
+
+    def _registry(self, agents_file: Path) -> Any:
+        if agents_file not in self._built:
+            from podium.agents.config import build_registry
+            from podium.errors import ConfigError, DefinitionError, Problem
+
+            try:
+                self._built[agents_file] = build_registry(agents_file)[0]
+            except DefinitionError as exc:
+                self._built[agents_file] = exc.problems
+            except ConfigError as exc:
+                self._built[agents_file] = [Problem(exc.message, file=str(agents_file))]
+        return self._built[agents_file]
+
+    def close(self) -> None:
+        registries = [r for r in self._built.values() if not isinstance(r, list)]
+        if registries:
+
+            async def close_all() -> None:
+                for registry in registries:
+                    await registry.aclose()
+
+            run_async(close_all)
+
+
+NOT_CHECKED = ("capabilities not checked: no agents file found (fix: --agents FILE,"
+               " $PODIUM_AGENTS, or podium.yaml here or beside the workflow)")
+
+
 @app.command()
 def validate(
-    files: Annotated[list[Path], typer.Argument(help="Workflow files to check.")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(metavar="FILE...", help="Workflow (or agents) files to check."),
+    ],
+    agents: AgentsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check workflow files; exit 0 if all are valid, 2 listing every problem otherwise."""
+    """Check workflow files; exit 0 if all are valid, 2 listing every problem otherwise.
+
+    Each step's agent (capability or @agent-id, and its compensate's) must be provided
+    by the agents that `podium run` would load; without an agents file that is not checked.
+    """
 
     def body() -> None:
+        from podium.cli.common import problem_doc
         from podium.definition.loader import load_workflow
         from podium.errors import DefinitionError
 
         results: dict[str, Any] = {}
         bad = 0
-        for f in files:
-            try:
-                if _is_agents_file(f):
-                    from podium.agents.config import load_agents_file
+        unchecked: list[str] = []
+        checker = _AgentChecker()
+        try:
+            for f in files:
+                try:
+                    if _is_agents_file(f):
+                        from podium.agents.config import load_agents_file
 
-                    cfg = load_agents_file(f)
-                    results[str(f)] = {
+                        cfg = load_agents_file(f)
+                        results[str(f)] = {
+                            "valid": True,
+                            "kind": "agents",
+                            "agents": len(cfg.agents),
+                            "problems": [],
+                        }
+                        if not as_json:
+                            print(f"{f}: ok (agents file, {plural(len(cfg.agents), 'agent')})")
+                        continue
+                    wf = load_workflow(f)
+                    agents_file = _agents_file(agents, f)
+                    doc = {
                         "valid": True,
-                        "kind": "agents",
-                        "agents": len(cfg.agents),
+                        "kind": "workflow",
+                        "workflow": wf.name,
+                        "version": wf.version,
+                        "steps": len(wf.steps),
+                        "agents_file": None if agents_file is None else str(agents_file),
+                        "capabilities_checked": agents_file is not None,
                         "problems": [],
                     }
+                    if agents_file is None:
+                        doc["note"] = NOT_CHECKED
+                        unchecked.append(str(f))
+                    else:
+                        problems = checker.problems(wf, f, agents_file)
+                        if problems:
+                            raise DefinitionError(problems)
+                    results[str(f)] = doc
                     if not as_json:
-                        print(f"{f}: ok (agents file, {len(cfg.agents)} agents)")
-                    continue
-                wf = load_workflow(f)
-                results[str(f)] = {
-                    "valid": True,
-                    "kind": "workflow",
-                    "workflow": wf.name,
-                    "version": wf.version,
-                    "steps": len(wf.steps),
-                    "problems": [],
-                }
-                if not as_json:
-                    print(f"{f}: ok ({wf.name} v{wf.version}, {len(wf.steps)} steps, {wf.mode})")
-            except DefinitionError as exc:
-                bad += 1
-                results[str(f)] = {
-                    "valid": False,
-                    "problems": [
-                        {
-                            "file": p.file,
-                            "line": p.line,
-                            "step": p.step,
-                            "field": p.field,
-                            "message": p.message,
-                            "hint": p.hint,
-                        }
-                        for p in exc.problems
-                    ],
-                }
-                if not as_json:
-                    err(f"{f}: {len(exc.problems)} problem(s):")
-                    for p in exc.problems:
-                        err(f"  {p.render()}")
+                        print(f"{f}: ok ({wf.name} v{wf.version},"
+                              f" {plural(len(wf.steps), 'step')}, {wf.mode})")
+                except DefinitionError as exc:
+                    bad += 1
+                    results[str(f)] = {
+                        "valid": False,
+                        "problems": [problem_doc(p) for p in exc.problems],
+                    }
+                    if not as_json:
+                        err(f"{f}: {plural(len(exc.problems), 'problem')}:")
+                        for p in exc.problems:
+                            err(f"  {p.render()}")
+        finally:
+            checker.close()
         if as_json:
             dump_json(results)
+        elif unchecked:
+            err(f"note: {', '.join(unchecked)}: {NOT_CHECKED}")
         raise typer.Exit(EXIT_USAGE if bad else EXIT_OK)
 
-    guarded(body)
+    guarded(body, as_json=as_json)
 
 
 @app.command()
-def graph(file: Annotated[Path, typer.Argument(help="Workflow file.")]) -> None:
+def graph(file: Annotated[Path, typer.Argument(metavar="FILE", help="Workflow file.")]) -> None:
     """Print the plan as a Mermaid flowchart."""
 
     def body() -> None:

@@ -19,13 +19,42 @@ from podium.errors import (
     DefinitionError,
     InputError,
     PodiumError,
+    Problem,
     RunNotFound,
     StoreError,
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INFRA = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130
 
 T = TypeVar("T")
+
+# The ``type`` of ``{"error": {...}}`` under --json: stable short words scripts may test.
+ERROR_TYPES: tuple[tuple[type[PodiumError], str], ...] = (
+    (DefinitionError, "definition_error"),
+    (InputError, "input_error"),
+    (ConfigError, "config_error"),
+    (RunNotFound, "run_not_found"),
+    (StoreError, "store_error"),
+)
+
+
+class _Output:
+    """What this command promised its stdout: one JSON document (``--json``), written yet?"""
+
+    json = False
+    written = False
+
+
+_OUT = _Output()
+
+
+class Failure(Exception):
+    """A command gives up: ``guarded`` prints the message (and the JSON document)."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE, kind: str = "usage") -> None:
+        super().__init__(message)
+        self.message, self.code, self.kind = message, code, kind
 
 
 def err(message: str) -> None:
@@ -37,9 +66,14 @@ def err(message: str) -> None:
         _quiet(sys.stderr)
 
 
-def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    err(f"error: {message}")
-    raise typer.Exit(code)
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """``1 step``, ``2 steps``: every count the CLI prints agrees with its noun."""
+    return f"{n} {word if n == 1 else words or word + 's'}"
+
+
+def fail(message: str, code: int = EXIT_USAGE, *, kind: str = "usage") -> NoReturn:
+    """Stop the command with ``error: message`` and ``code`` (as ``{"error"}`` under --json)."""
+    raise Failure(message, code, kind)
 
 
 def exit_code_for(exc: PodiumError) -> int:
@@ -50,22 +84,50 @@ def exit_code_for(exc: PodiumError) -> int:
     return EXIT_FAILED
 
 
+def error_type_for(exc: PodiumError) -> str:
+    for cls, name in ERROR_TYPES:
+        if isinstance(exc, cls):
+            return name
+    return str(getattr(exc, "error_type", "error"))
+
+
+def problem_doc(p: Problem) -> dict[str, Any]:
+    return {"file": p.file, "line": p.line, "step": p.step, "field": p.field,
+            "message": p.message, "hint": p.hint}
+
+
+def json_error(kind: str, message: str, code: int, **extra: Any) -> None:
+    """The one document ``--json`` promises, for a failure; nothing if one was written."""
+    if _OUT.json and not _OUT.written:
+        dump_json({"error": {"type": kind, "message": message, "exit_code": code, **extra}})
+
+
+def _give_up(kind: str, message: str, code: int, **extra: Any) -> NoReturn:
+    err(f"error: {message}")
+    json_error(kind, message, code, **extra)
+    raise typer.Exit(code)
+
+
 def report(exc: BaseException) -> NoReturn:
     """Turn any error into a message and an exit code; never a bare traceback."""
+    if isinstance(exc, Failure):
+        _give_up(exc.kind, exc.message, exc.code)
     if isinstance(exc, DefinitionError):
-        n = len(exc.problems)
-        err(f"error: {n} problem{'s' if n != 1 else ''} found:")
+        err(f"error: {plural(len(exc.problems), 'problem')} found:")
         for p in exc.problems:
             err(f"  {p.render()}")
+        json_error("definition_error", exc.message, EXIT_USAGE,
+                   problems=[problem_doc(p) for p in exc.problems])
         raise typer.Exit(EXIT_USAGE)
     if isinstance(exc, PodiumError):
-        fail(exc.message, exit_code_for(exc))
+        _give_up(error_type_for(exc), exc.message, exit_code_for(exc))
     if os.environ.get("PODIUM_DEBUG"):
         import traceback
 
         traceback.print_exception(exc)
-    fail(f"internal error: {type(exc).__name__}: {exc} (set PODIUM_DEBUG=1 for details)",
-         EXIT_INFRA)
+    _give_up("internal",
+             f"internal error: {type(exc).__name__}: {exc} (set PODIUM_DEBUG=1 for details)",
+             EXIT_INFRA)
 
 
 def quiet_stdout() -> None:
@@ -91,8 +153,11 @@ def _printable_streams() -> None:
                 reconfigure(errors="replace")
 
 
-def guarded(fn: Callable[[], T]) -> T:
+def guarded(fn: Callable[[], T], *, as_json: bool = False) -> T:
+    """Run a command's body: every way out is a message on stderr and an exit code, and
+    with ``as_json`` also exactly one JSON document on stdout (``{"error": ...}``)."""
     _printable_streams()
+    _OUT.json, _OUT.written = as_json, False
     try:
         return fn()
     except (typer.Exit, typer.Abort, SystemExit):
@@ -103,7 +168,8 @@ def guarded(fn: Callable[[], T]) -> T:
     except (KeyboardInterrupt, asyncio.CancelledError):
         # A second Ctrl-C (or SIGTERM) aborts the loop: that is the user's doing, not a bug.
         err("interrupted")
-        raise typer.Exit(130) from None
+        json_error("interrupted", "interrupted", EXIT_INTERRUPTED)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except BaseException as exc:  # noqa: BLE001 - every error becomes a message and an exit code
         report(exc)
 
@@ -186,5 +252,6 @@ def in_workflow_order(run: Any) -> Any:
 
 
 def dump_json(doc: Any) -> None:
+    _OUT.written = True
     sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
     sys.stdout.flush()

@@ -116,4 +116,4 @@ def agents_cmd(
             )
         raise typer.Exit(EXIT_OK)
 
-    guarded(body)
+    guarded(body, as_json=as_json)

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from podium.cli.app import DbOpt, JsonOpt, app
-from podium.cli.common import EXIT_OK, EXIT_USAGE, dump_json, fail, guarded, run_async
+from podium.cli.common import EXIT_OK, EXIT_USAGE, dump_json, fail, guarded, plural, run_async
 
 
 async def _store(db: str | None, *, readonly: bool = True) -> Any:
@@ -28,9 +28,11 @@ def _when(ts: float | None) -> str:
 
 @app.command()
 def failures(
-    since: Annotated[str, typer.Option("--since", help="How far back (e.g. 15m, 1h, 7d).")] = "1h",
+    since: Annotated[
+        str, typer.Option("--since", metavar="DURATION", help="How far back (e.g. 15m, 1h, 7d).")
+    ] = "1h",
     by: Annotated[
-        str, typer.Option("--by", help="Group by agent, step, type or workflow.")
+        str, typer.Option("--by", metavar="GROUP", help="Group by agent, step, type or workflow.")
     ] = "type",
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -61,10 +63,13 @@ def failures(
         report = run_async(go)
         report["since"] = since
         if as_json:
+            from podium.cli.docs import with_times
+
+            report["recent"] = [with_times(r, ("ts",)) for r in report["recent"]]
             dump_json(report)
             return
         rate = report["success_rate"]
-        print(f"last {since}: {report['attempts']} attempts, {report['failures']} failed"
+        print(f"last {since}: {plural(report['attempts'], 'attempt')}, {report['failures']} failed"
               + (f", success rate {rate:.1%}" if rate is not None else ""))
         if not report["groups"]:
             return
@@ -75,7 +80,7 @@ def failures(
             err = f"{top['type']}: {top['message'][:60]} (x{top['count']})" if top else ""
             print(f"{str(g[by])[:32]:<32} {g['calls']:>6} {g['failures']:>7} {sr:>8}  {err}")
 
-    guarded(body)
+    guarded(body, as_json=as_json)
 
 
 alerts_app = typer.Typer(help="Alerts: list them, or acknowledge one to stop its escalation.",
@@ -86,8 +91,12 @@ app.add_typer(alerts_app, name="alerts")
 @alerts_app.callback()
 def alerts_list(
     ctx: typer.Context,
-    status: Annotated[str | None, typer.Option("--status", help="firing or resolved.")] = None,
-    limit: Annotated[int, typer.Option("--limit")] = 50,
+    status: Annotated[
+        str | None, typer.Option("--status", metavar="STATUS", help="firing or resolved.")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, metavar="N", help="At most this many, newest first.")
+    ] = 50,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -105,7 +114,9 @@ def alerts_list(
 
         alerts = run_async(go)
         if as_json:
-            dump_json([a.to_dict() for a in alerts])
+            from podium.cli.docs import alert_doc
+
+            dump_json([alert_doc(a) for a in alerts])
             return
         if not alerts:
             print("no alerts")
@@ -115,13 +126,18 @@ def alerts_list(
             print(f"{a.status:<9} {a.severity:<9} {a.level:>3} {_when(a.fired_at):<19} "
                   f"{'yes' if a.acked_at else '-':<5} {a.key}\n{'':>49}{a.summary}")
 
-    guarded(body)
+    guarded(body, as_json=as_json)
 
 
 @alerts_app.command("ack")
 def alerts_ack(
-    key: Annotated[str, typer.Argument(help="The alert's key (see `podium alerts`).")],
-    by: Annotated[str | None, typer.Option("--by", help="Who acknowledges.")] = None,
+    key: Annotated[
+        str, typer.Argument(metavar="KEY", help="The alert's key (see `podium alerts`).")
+    ],
+    by: Annotated[
+        str | None,
+        typer.Option("--by", metavar="NAME", help="Who acknowledges (default: your user name)."),
+    ] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -141,24 +157,31 @@ def alerts_ack(
                 await store.close()
 
         ok, alert = run_async(go)
+        if alert is None:
+            fail(f"no alert with key {key!r} (fix: see `podium alerts`)", EXIT_USAGE,
+                 kind="alert_not_found")
         if as_json:
-            dump_json({"key": key, "acked": ok, "alert": alert.to_dict() if alert else None})
+            from podium.cli.docs import alert_doc
+
+            dump_json({"key": key, "acked": ok, "alert": alert_doc(alert)})
         elif ok:
             print(f"acknowledged {key}")
-        elif alert is None:
-            fail(f"no alert with key {key!r} (fix: see `podium alerts`)", EXIT_USAGE)
         else:
             print(f"{key} is {alert.status}" + (" and already acknowledged"
                                                   if alert.acked_at else "") + "; nothing to do")
-        raise typer.Exit(EXIT_OK if ok or alert is not None else EXIT_USAGE)
+        raise typer.Exit(EXIT_OK)
 
-    guarded(body)
+    guarded(body, as_json=as_json)
 
 
 @app.command("serve")
 def serve_cmd(
-    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to listen on (1-65535).")] = 8080,
+    host: Annotated[
+        str, typer.Option("--host", metavar="HOST", help="Address to bind.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", metavar="PORT", help="Port to listen on (1-65535).")
+    ] = 8080,
     allowed_hosts: Annotated[
         list[str] | None,
         typer.Option("--allowed-host", metavar="NAME",
@@ -166,10 +189,13 @@ def serve_cmd(
     ] = None,
     agents: Annotated[
         Path | None,
-        typer.Option("--agents", help="Agents file (default $PODIUM_AGENTS, ./podium.yaml)."),
+        typer.Option(
+            "--agents", metavar="FILE", help="Agents file (default $PODIUM_AGENTS, ./podium.yaml)."
+        ),
     ] = None,
     alerts: Annotated[
-        Path | None, typer.Option("--alerts", help="Alerts file (default $PODIUM_ALERTS).")
+        Path | None,
+        typer.Option("--alerts", metavar="FILE", help="Alerts file (default $PODIUM_ALERTS)."),
     ] = None,
     db: DbOpt = None,
 ) -> None:

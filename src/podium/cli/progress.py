@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from podium.cli.common import plural
 from podium.definition.durations import format_duration
 from podium.events import (
     Event,
@@ -109,7 +110,7 @@ class PlainProgress:
         if isinstance(e, StepRetryScheduled):
             return f"↻ {e.step_id} retry (attempt {e.attempt}) in {format_duration(e.delay_s)}"
         if isinstance(e, StepFailed):
-            return f"✗ {e.step_id} failed after {e.attempts} attempt(s)" + (
+            return f"✗ {e.step_id} failed after {plural(e.attempts, 'attempt')}" + (
                 " (optional, run goes on)" if e.optional else ""
             )
         if isinstance(e, StepSkipped):

@@ -5,6 +5,7 @@
 
 import datetime as dt
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,11 +48,13 @@ async def _engine(
 @app.command("runs")
 def runs_cmd(
     status: Annotated[
-        str | None, typer.Option("--status", help="Only runs with this status.")
+        str | None, typer.Option("--status", metavar="STATUS", help="Only runs with this status.")
     ] = None,
-    workflow: Annotated[str | None, typer.Option("--workflow", help="Only this workflow.")] = None,
+    workflow: Annotated[
+        str | None, typer.Option("--workflow", metavar="NAME", help="Only this workflow.")
+    ] = None,
     limit: Annotated[
-        int, typer.Option("--limit", min=1, help="At most this many, newest first.")
+        int, typer.Option("--limit", min=1, metavar="N", help="At most this many, newest first.")
     ] = 20,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -77,6 +80,7 @@ def runs_cmd(
             await engine.aclose()
 
     def body() -> None:
+        from podium.definition.durations import format_duration
         from podium.store.records import RUN_STATUSES
 
         if status is not None and status not in RUN_STATUSES:
@@ -84,7 +88,10 @@ def runs_cmd(
                  f"{', '.join(RUN_STATUSES)})")
         rows = run_async(go)
         if as_json:
-            dump_json(rows)
+            from podium.cli.docs import with_times
+
+            dump_json([with_times(dict(r), ("created_at", "started_at", "finished_at"))
+                       for r in rows])
             return
         if not rows:
             print("no runs")
@@ -92,25 +99,44 @@ def runs_cmd(
         print(f"{'RUN':<16} {'WORKFLOW':<22} {'VER':<5} {'STATUS':<22} {'CREATED':<19} DURATION")
         for r in rows:
             st = r["status"] + (" (resumable)" if r["stale"] else "")
-            dur = f"{r['duration_s']:.2f}s" if r["duration_s"] is not None else "-"
+            dur = "-" if r["duration_s"] is None else format_duration(r["duration_s"])
             print(f"{r['run_id']:<16} {r['workflow'][:22]:<22} {r['version']!s:<5} {st:<22} "
                   f"{_when(r['created_at']):<19} {dur}")
 
-    guarded(body)
+    guarded(body, as_json=as_json)
 
 
-def _event_doc(event: Any, verbose: bool) -> dict[str, Any]:
-    """An event of the timeline; tracebacks only with --verbose, as for the run itself."""
-    doc: dict[str, Any] = {k: v for k, v in event.to_dict().items() if k != "run_id"}
-    err = doc.get("error")
-    if not verbose and isinstance(err, dict) and "traceback" in err:
-        doc["error"] = {k: v for k, v in err.items() if k != "traceback"}
-    return doc
+# What --verbose shows where a traceback would be, so its absence is not a mystery.
+_NO_TRACEBACK = (
+    "  (no traceback recorded: '{}' errors come from Podium or from the agent's answer,"
+    " not from an exception raised in this process)"
+)
+
+
+def _detail(event: dict[str, Any], t0: float) -> str:
+    """An event's fields for people: errors as type: message, durations rounded, due times
+    as offsets from the run's creation like the timeline's own column."""
+    from podium.definition.durations import format_duration
+
+    parts = []
+    for key, value in event.items():
+        if value in (None, ""):
+            continue
+        if key == "error" and isinstance(value, dict):
+            value = f"{value.get('type')}: {value.get('message')}"
+        elif key.endswith("_s") and isinstance(value, int | float):
+            key, value = key[:-2], format_duration(value)
+        elif key == "at" and isinstance(value, int | float):
+            value = "+" + format_duration(value - t0)
+        parts.append(f"{key}={value}")
+    return " ".join(parts)
 
 
 @app.command()
 def status(
-    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix is enough).")],
+    run_id: Annotated[
+        str, typer.Argument(metavar="RUN", help="Run id (a unique prefix is enough).")
+    ],
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Tracebacks and timeline details.")
     ] = False,
@@ -129,11 +155,15 @@ def status(
             await engine.aclose()
 
     def body() -> None:
+        from podium.definition.durations import format_duration
+
         run, events = run_async(go)
         in_workflow_order(run)
         if as_json:
-            doc = run.to_dict(verbose=verbose)
-            doc["timeline"] = [_event_doc(e, verbose) for e in events]
+            from podium.cli.docs import event_doc, run_doc
+
+            doc = run_doc(run, verbose=verbose)
+            doc["timeline"] = [event_doc(e, verbose=verbose) for e in events]
             dump_json(doc)
             return
         out = sys.stdout
@@ -142,22 +172,22 @@ def status(
               f"{_when(run.finished_at)}", file=out)
         if run.error is not None:
             print(f"error: {run.error.type}: {run.error.message}", file=out)
-            step_tracebacks = {s.error.traceback for s in run.steps.values() if s.error}
-            if verbose and run.error.traceback and run.error.traceback not in step_tracebacks:
-                print(run.error.traceback, file=out)
+            step_errors = [s.error for s in run.steps.values() if s.error]
+            if verbose and run.error.traceback not in {e.traceback for e in step_errors}:
+                print(run.error.traceback or _NO_TRACEBACK.format(run.error.type), file=out)
         print(f"\n{'STEP':<24} {'STATUS':<12} {'ATTEMPTS':<8} {'AGENT':<22} {'DURATION':<10} ERROR",
               file=out)
         for sid, s in run.steps.items():
             dur = "-"
             if s.started_at is not None and s.finished_at is not None:
-                dur = f"{s.finished_at - s.started_at:.3f}s"
+                dur = format_duration(s.finished_at - s.started_at)
             e = f"{s.error.type}: {s.error.message}" if s.error else ""
             if s.compensation_status:
                 e += f" [compensation {s.compensation_status}]"
             print(f"{sid[:24]:<24} {s.status:<12} {s.attempts:<8} {(s.agent_id or '-')[:22]:<22} "
                   f"{dur:<10} {e[:80]}", file=out)
-            if verbose and s.error and s.error.traceback:
-                print(s.error.traceback, file=out)
+            if verbose and s.error:
+                print(s.error.traceback or _NO_TRACEBACK.format(s.error.type), file=out)
         print("\ntimeline:", file=out)
         t0 = run.created_at
         for e in events:
@@ -165,21 +195,28 @@ def status(
             what = d.pop("type")
             for k in ("run_id", "ts", "output"):
                 d.pop(k, None)
-            if "error" in d and isinstance(d["error"], dict):
-                d["error"] = f"{d['error']['type']}: {d['error']['message']}"
-            detail = " ".join(f"{k}={v}" for k, v in d.items() if v not in (None, ""))
-            print(f"  +{e.ts - t0:8.3f}s {what:<28} {detail[:100]}", file=out)
+            print(f"  +{format_duration(e.ts - t0):>9} {what:<28} {_detail(d, t0)[:100]}",
+                  file=out)
 
-    guarded(body)
+    guarded(body, as_json=as_json)
+
+
+@dataclass
+class _Driven:
+    """One run ``resume`` or ``rollback`` drove: its record now, and how it went here."""
+
+    run: Any
+    took_s: float | None = None  # this execution only, not the time since the run was made
+    nothing_to_compensate: str | None = None  # why a rollback left the run as it was
 
 
 def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: bool,
            as_json: bool, verb: str) -> None:
-    from podium.errors import RunHeld
+    from podium.errors import NothingToCompensate, RunHeld
 
     skipped: list[str] = []
 
-    async def go() -> list[Any]:
+    async def go() -> list[_Driven]:
         engine = await _engine(db)
         try:
             if all_stale:
@@ -191,12 +228,19 @@ def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: b
             results = []
             for rid in ids:
                 run = await engine.store.get_run(rid)
+                if verb == "rollback":
+                    try:  # asked first: such a rollback needs no agents and writes nothing
+                        engine.check_compensable(run)
+                    except NothingToCompensate as exc:
+                        results.append(_Driven(run, nothing_to_compensate=exc.message))
+                        continue
                 worker = await _engine(db, agents, run.agents_source)
                 try:
                     if not as_json:
                         from podium.cli.progress import PlainProgress
 
                         worker.bus.subscribe(PlainProgress())
+                    t0 = worker.clock.monotonic()
                     try:
                         handle = await (
                             worker.resume(rid, stale_only=all_stale) if verb == "resume"
@@ -211,9 +255,10 @@ def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: b
                         print(skipped[-1], file=sys.stderr if as_json else sys.stdout)
                         continue
                     _INTERRUPT["cancel"] = lambda h=handle: h.cancel("interrupted (Ctrl-C)")
-                    results.append(await handle.result())
+                    done = await handle.result()
+                    results.append(_Driven(done, took_s=worker.clock.monotonic() - t0))
                     if all_stale and not as_json:
-                        print(f"run {rid} {results[-1].status}", flush=True)
+                        print(f"run {rid} {done.status}", flush=True)
                 finally:
                     await worker.aclose()
             return results
@@ -221,33 +266,46 @@ def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: b
             await engine.aclose()
 
     def body() -> None:
+        from podium.cli.docs import run_doc
         from podium.tuning import tune_gc
 
         tune_gc()  # from here on this process only drives runs
         results = run_async(go, on_interrupt=_interrupt, json_stdout=as_json)
         if all_stale:
             if as_json:
-                dump_json([r.to_dict() for r in results])
+                dump_json([run_doc(r.run) for r in results])
             elif not results and not skipped:
                 print("no resumable runs")
-            ok = all(r.status in ("succeeded", "rolled_back") for r in results)
+            ok = all(r.run.status in ("succeeded", "rolled_back") for r in results)
             raise typer.Exit(EXIT_OK if ok else 1)
-        run = results[0]
+        driven = results[0]
+        run = driven.run
         if verb == "rollback":
+            nothing = driven.nothing_to_compensate
             if as_json:
-                dump_json(run.to_dict())
+                doc = run_doc(in_workflow_order(run))
+                doc["nothing_to_compensate"] = nothing is not None
+                if nothing is not None:
+                    doc["message"] = nothing
+                dump_json(doc)
+            elif nothing is not None:
+                print(nothing)
             else:
                 why = run.error.message if run.error and run.status != "rolled_back" else None
                 print(f"run {run.run_id} {run.status}" + (f": {why}" if why else ""))
-            raise typer.Exit(EXIT_OK if run.status == "rolled_back" else 1)
-        _finish(run, [], as_json)
+            ok = nothing is not None or run.status == "rolled_back"
+            raise typer.Exit(EXIT_OK if ok else 1)
+        _finish(run, [], as_json, took_s=driven.took_s)
 
-    guarded(body)
+    guarded(body, as_json=as_json)
 
 
 @app.command()
 def resume(
-    run_id: Annotated[str | None, typer.Argument(help="Run id (or --all).")] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Argument(metavar="RUN", help="Run id, a unique prefix is enough (or --all)."),
+    ] = None,
     all_stale: Annotated[
         bool, typer.Option("--all", help="Resume every run a dead process left.")
     ] = False,
@@ -261,7 +319,9 @@ def resume(
 
 @app.command()
 def rollback(
-    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    run_id: Annotated[
+        str, typer.Argument(metavar="RUN", help="Run id (a unique prefix is enough).")
+    ],
     agents: AgentsOpt = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -272,7 +332,9 @@ def rollback(
 
 @app.command()
 def cancel(
-    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    run_id: Annotated[
+        str, typer.Argument(metavar="RUN", help="Run id (a unique prefix is enough).")
+    ],
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -301,4 +363,4 @@ def cancel(
             print(f"run {run.run_id} is already {run.status}; nothing to cancel")
         raise typer.Exit(EXIT_OK)
 
-    guarded(body)
+    guarded(body, as_json=as_json)

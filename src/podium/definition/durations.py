@@ -1,4 +1,5 @@
-"""Durations as people write them: ``250ms``, ``1.5s``, ``5m``, ``2h``, ``1d`` or seconds."""
+"""Durations as people write them: ``250ms``, ``1.5s``, ``5m``, ``2h``, ``1d``, ``1m30s``
+or seconds."""
 
 from __future__ import annotations
 
@@ -8,16 +9,26 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
-__all__ = ["Duration", "format_duration", "parse_duration"]
+__all__ = ["DURATION_PATTERN", "Duration", "format_duration", "parse_duration"]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)?\s*$")
+_NUM = r"(?:\d+(?:\.\d+)?|\.\d+)"
+# Parts in falling order, each unit at most once ("1h30m", "2m5.5s"): "30s1m" is more
+# likely a slip than a duration. Written so that both Python and the ECMA-262 regexes
+# of JSON Schema editors read it alike (the workflow schema carries it).
+DURATION_PATTERN = (
+    rf"^\s*(?={_NUM})(?:{_NUM}|(?:{_NUM}\s*d)?\s*(?:{_NUM}\s*h)?\s*(?:{_NUM}\s*m)?"
+    rf"\s*(?:{_NUM}\s*s)?\s*(?:{_NUM}\s*ms)?)\s*$"
+)
+_WHOLE = re.compile(DURATION_PATTERN)
+_PART = re.compile(rf"({_NUM})\s*(ms|d|h|m|s)")
+_HINT = "write e.g. 250ms, 1.5s, 5m, 1m30s, 2h"
 
 
 def parse_duration(value: Any) -> float:
     """Return seconds; raise ``ValueError`` quoting the value otherwise."""
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration; write e.g. 250ms, 1.5s, 5m, 2h")
+        raise ValueError(f"{value!r} is not a duration; {_HINT}")
     seconds: float | None = None
     if isinstance(value, int | float):
         if value < 0:
@@ -26,12 +37,13 @@ def parse_duration(value: Any) -> float:
             seconds = float(value)
         except OverflowError:  # an int beyond any float
             seconds = math.inf
-    elif isinstance(value, str):
-        match = _PATTERN.match(value)
-        if match:
-            seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    elif isinstance(value, str) and len(value) <= 200 and _WHOLE.match(value):
+        parts = _PART.findall(value)
+        seconds = (
+            sum(float(n) * _UNITS[unit] for n, unit in parts) if parts else float(value)
+        )
     if seconds is None:
-        raise ValueError(f"{value!r} is not a duration; write e.g. 250ms, 1.5s, 5m, 2h")
+        raise ValueError(f"{value!r} is not a duration; {_HINT}")
     if not math.isfinite(seconds):
         # YAML reads `.nan` and `.inf` as floats and huge digit strings overflow to
         # inf: a NaN timeout never expires, and "no limit" means leaving the key out.
@@ -39,14 +51,35 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
+def _trim(number: float, digits: int) -> str:
+    text = f"{number:.{digits}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def format_duration(seconds: float) -> str:
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.2f}s".replace(".00s", "s")
+    """Rounded for people, in the syntax ``parse_duration`` reads back.
+
+    ``0.17ms``, ``250ms``, ``1.5s``, ``1m30s``, ``1h30m``: two decimals below a
+    second at most, a tenth of a second in minutes, whole seconds in hours.
+    """
+    if not math.isfinite(seconds):
+        return str(seconds)
+    if seconds < 0:
+        return "-" + format_duration(-seconds)
+    ms = seconds * 1000
+    if round(ms, 2) < 10:
+        return _trim(ms, 2) + "ms"
+    if round(ms) < 1000:
+        return f"{ms:.0f}ms"
+    if round(seconds, 2) < 60:
+        return _trim(seconds, 2) + "s"
     if seconds < 3600:
-        return f"{seconds / 60:.1f}m".replace(".0m", "m")
-    return f"{seconds / 3600:.1f}h".replace(".0h", "h")
+        minutes, rest = divmod(round(seconds, 1), 60)
+        text = f"{minutes:.0f}m"
+        return text + (_trim(rest, 1) + "s" if round(rest, 1) else "")
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h" + (f"{minutes}m" if minutes else "") + (f"{secs}s" if secs else "")
 
 
 Duration = Annotated[
@@ -57,9 +90,9 @@ Duration = Annotated[
         {
             "anyOf": [
                 {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?|\.\d+)\s*(ms|s|m|h|d)?\s*$"},
+                {"type": "string", "pattern": DURATION_PATTERN},
             ],
-            "description": "Seconds, or a number with a unit: 250ms, 1.5s, 5m, 2h, 1d",
+            "description": "Seconds, or numbers with units: 250ms, 1.5s, 5m, 1m30s, 2h, 1d",
         }
     ),
 ]

@@ -27,13 +27,20 @@ from podium.definition.models import Workflow
 from podium.definition.plan import Plan, compile_plan
 from podium.engine.retry import RetryState
 from podium.engine.run import CANCELLED, FAILED, RunExecution
-from podium.errors import ConfigError, DefinitionError, PodiumError, Problem, RunHeld
+from podium.errors import (
+    ConfigError,
+    DefinitionError,
+    NothingToCompensate,
+    PodiumError,
+    Problem,
+    RunHeld,
+)
 from podium.events import ErrorInfo, EventBus, RunCancelRequested
 from podium.store.base import Store
 from podium.store.memory import MemoryStore
 from podium.store.records import RunRecord
 
-__all__ = ["Engine", "EngineConfig", "RunHandle", "new_run_id"]
+__all__ = ["Engine", "EngineConfig", "RunHandle", "compensable_steps", "new_run_id"]
 
 log = logging.getLogger("podium.engine")
 
@@ -55,6 +62,18 @@ def new_run_id() -> str:
     """
     return _base36(int(time.time() * 1000), 8) + _base36(
         int.from_bytes(os.urandom(4)) % 36**6, 6)
+
+
+def compensable_steps(run: RunRecord) -> list[str]:
+    """The steps a rollback of ``run`` would undo: succeeded ones with a ``compensate``."""
+    workflow = workflow_from_dict(run.definition, source=f"run {run.run_id} (stored definition)")
+    return [
+        step.id
+        for step in workflow.steps
+        if step.compensate is not None
+        and (rec := run.steps.get(step.id)) is not None
+        and rec.status == "succeeded"
+    ]
 
 
 @dataclass
@@ -513,6 +532,18 @@ class Engine:
         await self._end_unexecuted(run.run_id, FAILED, message,
                                    ErrorInfo("worker_lost", message, False), in_flight)
 
+    def check_compensable(self, run: RunRecord) -> None:
+        """Raise ``NothingToCompensate`` when a rollback of ``run`` would undo nothing.
+
+        Marking such a run ``rolled_back`` would claim an undo that never happened.
+        """
+        if run.phase != "compensate" and not compensable_steps(run):
+            raise NothingToCompensate(
+                f"run {run.run_id} has nothing to compensate (no succeeded step has a"
+                f" `compensate`); it stays {run.status}",
+                run_id=run.run_id,
+            )
+
     async def rollback(self, run_id: str) -> RunHandle:
         """Run the compensations of a finished run's succeeded steps, newest first."""
         await self.open()
@@ -526,6 +557,7 @@ class Engine:
             raise ConfigError(
                 f"run {existing.run_id} is already rolled back", run_id=existing.run_id
             )
+        self.check_compensable(existing)  # before the take-over, which writes
         run, _workflow, plan = await self._take_over(existing.run_id)
         return self._launch(plan, run, resumed=True, rollback="requested by `podium rollback`")
 

@@ -4,18 +4,36 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 from podium.errors import ConfigError
 from podium.store.base import Store
 from podium.store.memory import MemoryStore
 
-__all__ = ["DEFAULT_DB_URL", "default_db_url", "open_store"]
+__all__ = ["DEFAULT_DB_URL", "default_db_url", "find_db_dir", "open_store"]
 
 DEFAULT_DB_URL = "sqlite:///.podium/podium.db"
 
 
-def default_db_url(explicit: str | None = None) -> str:
-    return explicit or os.environ.get("PODIUM_DB") or DEFAULT_DB_URL
+def default_db_url(explicit: str | None = None, *, cwd: Path | None = None) -> str:
+    """``--db``, else ``$PODIUM_DB``, else the project's database (see ``find_db_dir``)."""
+    url = explicit or os.environ.get("PODIUM_DB")
+    if url:
+        return url
+    return "sqlite:///" + quote(str(find_db_dir(cwd) / "podium.db"))
+
+
+def find_db_dir(cwd: Path | None = None) -> Path:
+    """The nearest ``.podium/`` folder here or in a parent, as git finds ``.git``; else
+    ``./.podium`` (made when the database is first opened).
+
+    So ``podium status RUN`` from a project's root finds a run made in its ``examples/``.
+    """
+    here = (cwd or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / ".podium").is_dir():
+            return folder / ".podium"
+    return here / ".podium"
 
 
 def open_store(url: str, *, readonly: bool = False) -> Store:
