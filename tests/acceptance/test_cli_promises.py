@@ -125,7 +125,7 @@ def test_json_internal_error_is_a_document_exiting_3_without_traceback(podium: P
     as no real input should reach such a bug.
     """
     code = ("import sys, podium.store.factory as f\n"
-            "def broken(url):\n"
+            "def broken(url, **_kw):\n"
             "    raise RuntimeError('injected fault')\n"
             "f.open_store = broken\n"
             "sys.argv = ['podium', *sys.argv[1:]]\n"
@@ -467,6 +467,10 @@ def test_without_a_podium_folder_above_one_is_made_in_the_current_folder(
     sub = Podium(podium.cwd / "sub")
     sub.env = dict(podium.env)
     res = sub("runs", "--json", env={"PODIUM_DB": None})
+    assert res.code == 0, res
+    assert not (podium.cwd / "sub" / ".podium").exists()  # a reader makes nothing
+    res = sub("run", podium.cwd / "ok.yaml", "-i", "who=sub", "--agents",
+              podium.cwd / "podium.yaml", "--json", env={"PODIUM_DB": None})
     assert res.code == 0, res
     assert (podium.cwd / "sub" / ".podium" / "podium.db").is_file()
     assert not (podium.cwd / ".podium").exists()
