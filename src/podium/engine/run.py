@@ -246,9 +246,12 @@ class RunExecution:
                 err.agent_id,
                 err.traceback,
             )
-            if wf.on_failure == "compensate":
+            if wf.on_failure == "compensate" and any(
+                    node.compensate is not None and self._recs[node.index].status == "succeeded"
+                    for node in self.plan.nodes):
                 self.record.error = error  # kept as the reason once rolled back
                 return await self.rollback(f"step '{step_id}' failed")
+            # Nothing to undo: the run failed, and "rolled_back" would claim an undo.
             status = FAILED
         else:
             try:
