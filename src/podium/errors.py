@@ -14,7 +14,8 @@ the CLI can map each branch to an exit code without guessing::
     │   ├── Unavailable          ``unavailable``
     │   │   └── NoCapacity           ``no_capacity``: every agent stayed busy or full
     │   ├── RateLimited          ``rate_limited`` (may carry ``retry_after_s``); busy
-    │   └── AttemptTimeout       ``timeout``
+    │   ├── AttemptTimeout       ``timeout``
+    │   └── OutputTooLarge       ``output_too_large`` (an answer over the agent's limit)
     ├── RunNotFound          no such run in the store (exit 2)
     └── StoreError           the database is unreachable or not Podium's (exit 3)
 
@@ -35,6 +36,7 @@ __all__ = [
     "InvalidInput",
     "NoCapacity",
     "NothingToCompensate",
+    "OutputTooLarge",
     "PodiumError",
     "Problem",
     "RateLimited",
@@ -184,3 +186,14 @@ class RateLimited(AgentError):
 
 class AttemptTimeout(AgentError):
     error_type = "timeout"
+
+
+class OutputTooLarge(AgentError):
+    """An agent's answer was larger than its ``max_response_bytes``: not retried by
+    default (the same call would most likely answer the same)."""
+
+    error_type = "output_too_large"
+
+    def __init__(self, message: str, **kw: object) -> None:
+        kw.setdefault("retryable", False)
+        super().__init__(message, **kw)  # type: ignore[arg-type]

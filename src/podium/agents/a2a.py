@@ -69,12 +69,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from podium.agents.base import AgentBase, HealthReport, Task
+from podium.agents.base import DEFAULT_MAX_RESPONSE_BYTES, AgentBase, HealthReport, Task
 from podium.errors import (
     AgentError,
     AttemptTimeout,
     ConfigError,
     InvalidInput,
+    OutputTooLarge,
     PodiumError,
     RateLimited,
     Unavailable,
@@ -202,6 +203,7 @@ class A2AAgent(AgentBase):
         health_timeout_s: float = 5.0,
         poll_interval_s: float = 1.0,
         blocking: bool = True,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         """``url`` is the agent's base URL (or the full URL of its agent card).
 
@@ -224,7 +226,7 @@ class A2AAgent(AgentBase):
             base = base[: -len(_WELL_KNOWN_SUFFIX)]
         super().__init__(id=id or _default_id(base), capabilities=capabilities,
                          max_concurrency=max_concurrency, weight=weight, region=region,
-                         labels=labels)
+                         labels=labels, max_response_bytes=max_response_bytes)
         self.url = base
         self._discovered: frozenset[str] = frozenset()
         self._card_path = card_path
@@ -383,9 +385,12 @@ class A2AAgent(AgentBase):
             log.debug("A2A agent %s: new event loop, new HTTP client", self._id)
             self._http = self._client = None
         if self._http is None:
+            from podium.agents.http import CappedTransport
+
             self._http = httpx.AsyncClient(
                 headers=self._headers,
                 timeout=httpx.Timeout(self._request_timeout_s, connect=self._connect_timeout_s),
+                transport=CappedTransport(self.max_response_bytes, self._id),
             )
             self._http_loop = loop
         return self._http
@@ -553,6 +558,9 @@ class A2AAgent(AgentBase):
 
         where = f"A2A agent '{self._id}' at {self.url} ({doing})"
         chain = list(_causes(exc))
+        too_large = next((c for c in chain if isinstance(c, OutputTooLarge)), None)
+        if too_large is not None:
+            return too_large
         detail = str(exc) or type(exc).__name__
         response = next((c.response for c in chain if isinstance(c, httpx.HTTPStatusError)), None)
         status = response.status_code if response is not None else None

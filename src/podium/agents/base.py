@@ -10,7 +10,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
-__all__ = ["Agent", "AgentBase", "HealthLevel", "HealthReport", "Task"]
+__all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "Agent",
+    "AgentBase",
+    "HealthLevel",
+    "HealthReport",
+    "Task",
+]
+
+# The largest answer (decompressed, or an output encoded as JSON) taken from an agent;
+# a larger one fails the attempt as ``output_too_large`` (agents file: max_response_bytes).
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 
 HealthLevel = Literal["healthy", "degraded", "unhealthy", "unknown"]
 
@@ -87,11 +98,17 @@ class AgentBase:
         weight: float = 1.0,
         region: str | None = None,
         labels: dict[str, str] | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if max_concurrency is not None and max_concurrency < 1:
             from podium.errors import ConfigError
 
             raise ConfigError(f"agent '{id}': max_concurrency must be at least 1")
+        if max_response_bytes < 1:
+            from podium.errors import ConfigError
+
+            raise ConfigError(f"agent '{id}': max_response_bytes must be at least 1")
+        self.max_response_bytes = max_response_bytes
         self._id = id
         self._capabilities = frozenset(capabilities)
         self._max_concurrency = max_concurrency

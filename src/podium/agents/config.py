@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from podium.agents.base import Agent
+from podium.agents.base import DEFAULT_MAX_RESPONSE_BYTES, Agent
 from podium.agents.breaker import BreakerConfig
 from podium.agents.health import HealthConfig
 from podium.agents.python import PythonAgent, decorated_agents, load_callable
@@ -51,6 +51,9 @@ class AgentSpec(_Model):
     timeout: Duration | None = Field(None, description="HTTP client timeout for one call")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers")
     token_env: str | None = Field(None, description="Env var holding a bearer token")
+    max_response_bytes: int = Field(
+        DEFAULT_MAX_RESPONSE_BYTES, ge=1, le=1 << 30,
+        description="Largest answer taken (decompressed); larger fails as output_too_large")
 
     @model_validator(mode="after")
     def _one_transport(self) -> AgentSpec:
@@ -177,6 +180,7 @@ def _build_agent(
             weight=spec.weight,
             region=spec.region,
             labels=spec.labels,
+            max_response_bytes=spec.max_response_bytes,
         )
     if spec.url:
         from podium.agents.http import HttpAgent
@@ -193,6 +197,7 @@ def _build_agent(
                 timeout_s=spec.timeout,
                 headers=_headers(spec, where),
                 health_timeout_s=health_timeout_s,
+                max_response_bytes=spec.max_response_bytes,
             )
         except ConfigError as exc:  # not an http(s) base URL; the message names the agent
             raise ConfigError(f"{source}: {exc.message}") from None
@@ -209,6 +214,7 @@ def _build_agent(
                 region=spec.region,
                 labels=spec.labels,
                 health_timeout_s=health_timeout_s,
+                max_response_bytes=spec.max_response_bytes,
             )
         except ConfigError as exc:  # a2a-sdk missing, or a bad URL
             raise ConfigError(f"{where}{exc.message}") from None

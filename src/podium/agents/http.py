@@ -23,23 +23,32 @@ import functools
 import math
 import ssl
 import time
-from collections.abc import Mapping
+import zlib
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
 import httpx
 import orjson
 
-from podium.agents.base import AgentBase, HealthLevel, HealthReport, Task
+from podium.agents.base import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    AgentBase,
+    HealthLevel,
+    HealthReport,
+    Task,
+)
 from podium.errors import (
     AgentError,
     AttemptTimeout,
     ConfigError,
     InvalidInput,
+    OutputTooLarge,
     RateLimited,
     Unavailable,
 )
 
-__all__ = ["HttpAgent", "error_from_response", "parse_retry_after"]
+__all__ = ["CappedTransport", "HttpAgent", "error_from_response", "parse_retry_after",
+           "read_capped"]
 
 # Connections kept beyond ``max_concurrency`` so a health check never queues
 # behind a full pool of slow invocations.
@@ -51,6 +60,8 @@ _DEFAULT_KEEPALIVE: Final = 20
 _DEFAULT_CONNECT_TIMEOUT_S: Final = 10.0
 # How much of an unexpected body to quote in an error message.
 _SNIPPET: Final = 200
+# A health answer is a few bytes of JSON; anything much longer is not one.
+_HEALTH_MAX_BYTES: Final = 64 * 1024
 
 _ERROR_CLASSES: Final[dict[str, type[AgentError]]] = {
     "invalid_input": InvalidInput,
@@ -98,9 +109,11 @@ class HttpAgent(AgentBase):
         headers: Mapping[str, str] | None = None,
         verify: ssl.SSLContext | bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         super().__init__(id=id, capabilities=capabilities, max_concurrency=max_concurrency,
-                         weight=weight, region=region, labels=labels)
+                         weight=weight, region=region, labels=labels,
+                         max_response_bytes=max_response_bytes)
         self._url = _base_url(url, id)
         if timeout_s is not None and timeout_s <= 0:
             raise ConfigError(f"agent '{id}': timeout_s must be positive")
@@ -136,6 +149,8 @@ class HttpAgent(AgentBase):
         headers = {
             "Content-Type": "application/json",
             "Accept": "application/json",
+            # Only what read_capped unpacks step by step, under the answer's size limit.
+            "Accept-Encoding": "gzip, deflate",
             # The key is the same on every attempt, so the agent (or a proxy
             # in front of it) can drop a duplicate delivery.
             "Idempotency-Key": task.idempotency_key,
@@ -143,7 +158,8 @@ class HttpAgent(AgentBase):
         endpoint = f"{self._url}/invoke"
         client = self._get_client()
         try:
-            response = await client.post(endpoint, content=body, headers=headers)
+            async with client.stream("POST", endpoint, content=body, headers=headers) as response:
+                content = await read_capped(response, self.max_response_bytes, self._id)
         except httpx.ConnectTimeout:
             raise Unavailable(
                 f"agent '{self._id}' at {self._url} did not accept a connection in time",
@@ -168,8 +184,8 @@ class HttpAgent(AgentBase):
                 agent_id=self._id,
             ) from None
         if response.is_success:
-            return self._output_of(response, endpoint)
-        raise error_from_response(response, agent_id=self._id, endpoint=endpoint)
+            return self._output_of(response.status_code, content, endpoint)
+        raise error_from_response(response, agent_id=self._id, endpoint=endpoint, content=content)
 
     async def health(self) -> HealthReport:
         """Ask ``GET {url}/health``; anything but a clear answer reads as unhealthy.
@@ -179,18 +195,20 @@ class HttpAgent(AgentBase):
         """
         client = self._get_client()
         try:
-            response = await client.get(
-                f"{self._url}/health",
-                headers={"Accept": "application/json"},
+            async with client.stream(
+                "GET", f"{self._url}/health", headers={"Accept": "application/json"},
                 timeout=self.health_timeout_s,
-            )
+            ) as response:
+                content = await read_capped(response, _HEALTH_MAX_BYTES, self._id)
+        except OutputTooLarge:
+            return HealthReport("unhealthy", detail=f"health answer over {_HEALTH_MAX_BYTES} bytes")
         except httpx.TimeoutException:
             return HealthReport(
                 "unhealthy", detail=f"no health answer within {self.health_timeout_s:g}s"
             )
         except httpx.HTTPError as exc:
             return HealthReport("unhealthy", detail=f"cannot reach {self._url}: {_describe(exc)}")
-        data = _json_or_none(response.content)
+        data = _json_or_none(content)
         status = data.get("status") if isinstance(data, dict) else None
         if isinstance(status, str) and status in _HEALTH_LEVELS:
             assert isinstance(data, dict)
@@ -206,7 +224,7 @@ class HttpAgent(AgentBase):
         return HealthReport(
             "unhealthy",
             detail="health answer is not {\"status\": \"healthy\"|\"degraded\"|\"unhealthy\"}: "
-            + _snippet(response.content),
+            + _snippet(content),
         )
 
     async def aclose(self) -> None:
@@ -256,18 +274,18 @@ class HttpAgent(AgentBase):
         self._client_loop = loop
         return self._client
 
-    def _output_of(self, response: httpx.Response, endpoint: str) -> Any:
-        data = _json_or_none(response.content)
+    def _output_of(self, status: int, content: bytes, endpoint: str) -> Any:
+        data = _json_or_none(content)
         if not isinstance(data, dict):
             raise AgentError(
-                f"agent '{self._id}' answered HTTP {response.status_code} from {endpoint} but the"
+                f"agent '{self._id}' answered HTTP {status} from {endpoint} but the"
                 f" body is not a JSON object (expected {{\"output\": ...}}): "
-                + _snippet(response.content),
+                + _snippet(content),
                 agent_id=self._id,
             )
         if "output" not in data:
             raise AgentError(
-                f"agent '{self._id}' answered HTTP {response.status_code} from {endpoint} without"
+                f"agent '{self._id}' answered HTTP {status} from {endpoint} without"
                 f" an \"output\" key (got keys: {', '.join(sorted(map(str, data))) or 'none'})",
                 agent_id=self._id,
             )
@@ -275,9 +293,10 @@ class HttpAgent(AgentBase):
 
 
 def error_from_response(
-    response: httpx.Response, *, agent_id: str | None = None, endpoint: str | None = None
+    response: httpx.Response, *, agent_id: str | None = None, endpoint: str | None = None,
+    content: bytes | None = None,
 ) -> AgentError:
-    """The Podium error for a non-2xx answer.
+    """The Podium error for a non-2xx answer (``content``: its body, when it was streamed).
 
     The status code picks the default type; a protocol error body
     ``{"error": {"type", "message", "retryable"}}`` overrides type, message
@@ -297,13 +316,15 @@ def error_from_response(
     else:
         cls = AgentError
     where = endpoint or str(response.request.url)
+    if content is None:
+        content = response.content
     message = f"HTTP {status} from {where}"
-    text = _snippet(response.content)
+    text = _snippet(content)
     if text:
         message += f": {text}"
     error_type: str | None = None
     retryable: bool | None = None
-    data = _json_or_none(response.content)
+    data = _json_or_none(content)
     err = data.get("error") if isinstance(data, dict) else None
     if isinstance(err, dict):
         body_type = err.get("type")
@@ -351,6 +372,93 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if when.tzinfo is None:  # "-0000" parses naive; HTTP dates are always GMT
         when = when.replace(tzinfo=datetime.UTC)
     return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+
+
+# --- bounded answers -----------------------------------------------------------
+async def read_capped(response: httpx.Response, limit: int, agent_id: str) -> bytes:
+    """The whole body, decompressed, refusing more than ``limit`` bytes as it reads.
+
+    Decompressed here, in steps of at most what is left of ``limit``: a gzip bomb
+    (1 MB that unpacks into 1 GiB) stops at ``limit``, and never more than that is
+    held in memory (httpx's own decoder unpacks a whole 64 KiB read at once: ~64 MB).
+    """
+    encoding = response.headers.get("content-encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        unpack = None
+    elif encoding in ("gzip", "x-gzip"):
+        unpack = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif encoding == "deflate":
+        unpack = zlib.decompressobj()
+    else:  # we ask for gzip or deflate only (see invoke)
+        raise AgentError(f"agent '{agent_id}' answered in an encoding Podium did not ask for:"
+                         f" {encoding[:40]!r}", agent_id=agent_id)
+    declared = response.headers.get("content-length")
+    if unpack is None and declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(agent_id, limit, f"it announced {int(declared)} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for raw in response.aiter_raw():
+            data = raw
+            while data:
+                piece = data if unpack is None else unpack.decompress(data, limit - size + 1)
+                size += len(piece)
+                if size > limit:
+                    raise _too_large(agent_id, limit, f"more than {limit} bytes arrived")
+                chunks.append(piece)
+                data = b"" if unpack is None else unpack.unconsumed_tail
+        if unpack is not None:
+            chunks.append(unpack.flush())
+    except zlib.error as exc:
+        raise AgentError(f"agent '{agent_id}' sent a damaged {encoding} body: {exc}",
+                         agent_id=agent_id) from None
+    return b"".join(chunks)
+
+
+def _too_large(agent_id: str, limit: int, how: str) -> OutputTooLarge:
+    return OutputTooLarge(
+        f"agent '{agent_id}' answered more than its max_response_bytes ({limit}): {how}"
+        " (fix: make the agent answer less, e.g. a reference to the data, or raise"
+        " max_response_bytes in the agents file)", agent_id=agent_id)
+
+
+class _CappedStream(httpx.AsyncByteStream):
+    def __init__(self, inner: httpx.AsyncByteStream, limit: int, agent_id: str) -> None:
+        self._inner, self._limit, self._agent_id = inner, limit, agent_id
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        size = 0
+        async for chunk in self._inner:
+            size += len(chunk)
+            if size > self._limit:
+                raise _too_large(self._agent_id, self._limit, f"more than {self._limit} bytes")
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class CappedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport whose answers may be at most ``limit`` bytes.
+
+    For clients whose reading is not ours (the A2A SDK reads its answers itself):
+    it asks for uncompressed answers, so the bytes it counts are the bytes that
+    will be decoded, and fails the read past ``limit`` with ``OutputTooLarge``.
+    """
+
+    def __init__(self, limit: int, agent_id: str) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self._limit, self._agent_id = limit, agent_id
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        request.headers["Accept-Encoding"] = "identity"
+        response = await self._inner.handle_async_request(request)
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _CappedStream(response.stream, self._limit, self._agent_id)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 # --- helpers -----------------------------------------------------------------

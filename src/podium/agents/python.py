@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from podium.agents.base import AgentBase, HealthReport, Task
+from podium.agents.base import DEFAULT_MAX_RESPONSE_BYTES, AgentBase, HealthReport, Task
 from podium.errors import ConfigError
 
 __all__ = ["PythonAgent", "agent", "decorated_agents", "load_callable"]
@@ -98,9 +98,11 @@ class PythonAgent(AgentBase):
         region: str | None = None,
         labels: dict[str, str] | None = None,
         health: Callable[[], Any] | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         super().__init__(id=id, capabilities=capabilities, max_concurrency=max_concurrency,
-                         weight=weight, region=region, labels=labels)
+                         weight=weight, region=region, labels=labels,
+                         max_response_bytes=max_response_bytes)
         self._func = func
         self._health = health
         self._is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(

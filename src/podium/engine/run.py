@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import traceback
 from collections import deque
 from collections.abc import Sequence
@@ -17,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from podium.agents.base import Task
+from podium.agents.base import DEFAULT_MAX_RESPONSE_BYTES, Task
 from podium.definition.models import RetryPolicy
 from podium.definition.plan import Plan, PlanNode
 from podium.definition.templates import Compiled, Scope, TemplateLookupError
 from podium.engine.retry import RetryState, next_delay
-from podium.errors import AgentError, PodiumError, Unavailable
+from podium.errors import AgentError, OutputTooLarge, PodiumError, Unavailable
 from podium.events import (
     CompensationAttemptFailed,
     CompensationFailed,
@@ -58,16 +59,44 @@ log = logging.getLogger("podium.engine")
 CANCELLED, TIMEOUT, FAILED = "cancelled", "timeout", "failed"
 
 
+# What an agent may put in a stored error: a type is a short identifier (it names a
+# retry_on rule and a metric label), a message a few kB, a traceback a few dozen kB.
+MAX_ERROR_TYPE_CHARS = 64
+MAX_ERROR_MESSAGE_CHARS = 4096
+MAX_TRACEBACK_CHARS = 32768
+_ERROR_TYPE = re.compile(r"[a-z][a-z0-9_.-]*")
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` scrubbed of secrets and at most about ``limit`` characters, saying so if cut.
+
+    Scrubbed before the cut as well as after (a window a little longer than the
+    limit): a secret split by the cut must not leave its first half behind.
+    """
+    if len(text) <= limit:
+        return redact(text)
+    text = redact(text[: limit + 256])[:limit]
+    return f"{text}… [cut: {limit} characters kept]"
+
+
+def error_type_of(name: str) -> str:
+    """An agent's error type if it is a short identifier, else ``agent_error``."""
+    if len(name) <= MAX_ERROR_TYPE_CHARS and _ERROR_TYPE.fullmatch(name):
+        return name
+    return "agent_error"
+
+
 def classify(exc: BaseException, agent_id: str | None, timeout_s: float | None) -> ErrorInfo:
     """Turn what an attempt raised into a typed error (what ``retry_on`` names).
 
     Messages and tracebacks are scrubbed of secrets here, once, before they can
-    reach the store, the logs or an alert.
+    reach the store, the logs or an alert, and cut to a bounded length: they come
+    from agents, which may send anything.
     """
     if isinstance(exc, AgentError):
         return ErrorInfo(
-            exc.error_type,
-            redact(exc.message),
+            error_type_of(exc.error_type),
+            _cut(exc.message, MAX_ERROR_MESSAGE_CHARS),
             exc.retryable,
             agent_id,
             retry_after_s=exc.retry_after_s,
@@ -75,10 +104,13 @@ def classify(exc: BaseException, agent_id: str | None, timeout_s: float | None) 
     if isinstance(exc, TimeoutError):
         limit = f" after {timeout_s:g}s" if timeout_s is not None else ""
         return ErrorInfo("timeout", f"attempt timed out{limit}", None, agent_id)
-    tb = redact("".join(traceback.format_exception(exc)))
+    tb = "".join(traceback.format_exception(exc))
+    if len(tb) > MAX_TRACEBACK_CHARS:  # the end says most: where it was raised, and what
+        tb = f"[cut: the last {MAX_TRACEBACK_CHARS} characters kept] …" + tb[-MAX_TRACEBACK_CHARS:]
     text = str(exc)
     message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return ErrorInfo("agent_error", redact(message), None, agent_id, tb)
+    return ErrorInfo("agent_error", _cut(message, MAX_ERROR_MESSAGE_CHARS), None, agent_id,
+                     redact(tb))
 
 
 class RunExecution:
@@ -602,7 +634,15 @@ class RunExecution:
                         else:
                             async with asyncio.timeout(max(timeout, 0.0)):
                                 output = await agent.invoke(task)
-                        encoded = orjson.dumps(output).decode()
+                        raw = orjson.dumps(output)
+                        limit = getattr(agent, "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)
+                        if len(raw) > limit:
+                            raise OutputTooLarge(
+                                f"the output of agent '{agent_id}' is {len(raw)} bytes of JSON,"
+                                f" over its max_response_bytes ({limit}) (fix: return less, e.g."
+                                " a reference to the data, or raise max_response_bytes)",
+                                agent_id=agent_id)
+                        encoded = raw.decode()
                     except asyncio.CancelledError:
                         raise
                     except orjson.JSONEncodeError as exc:
