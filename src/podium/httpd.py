@@ -369,6 +369,10 @@ def log_config(level: str) -> dict[str, Any]:
     config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     config["loggers"]["podium"] = {"handlers": ["default"], "level": check_log_level(level),
                                    "propagate": False}
+    # Every line either handler writes is scrubbed of secrets (by value and pattern).
+    config.setdefault("filters", {})["redact"] = {"()": "podium.redact.RedactingFilter"}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact")
     return config
 
 

@@ -9,8 +9,10 @@ has ``/big/invoke`` and ``/big/health``):
 - ``endless``: a chunked answer that never ends;
 - ``chunked``: 100 MB in chunks, no Content-Length;
 - ``longtype``: an error whose type is 100,000 characters and message 1 MB;
-- ``echo``: an error that repeats the request's Authorization header
-  (``credential rejected: Bearer ...``), as a careless agent does;
+- ``echo``: an error that repeats the request's bearer token
+  (``credential rejected: <token>``), as a careless agent does;
+- ``echoout``: succeeds, with the Authorization header in its output;
+- ``slow``: answers after 1.5 s;
 - ``gzipped``: a well-formed gzip answer of 2 MB once unpacked;
 - ``ok``: ``{"output": "fine"}``.
 
@@ -63,6 +65,12 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
                 sent += len(piece)
                 await writer.drain()
             writer.write(b"0\r\n\r\n")
+        elif mode == "echoout":
+            said = headers.get("authorization", "")
+            await _send(writer, 200, json.dumps({"output": {"seen": said}}).encode())
+        elif mode == "slow":
+            await asyncio.sleep(1.5)
+            await _send(writer, 200, b'{"output": "late"}')
         elif mode == "gzipped":
             body = gzip.compress(b'{"output": "' + b"z" * (2 * 1024 * 1024) + b'"}')
             await _send(writer, 200, body, extra="Content-Encoding: gzip\r\n")
@@ -71,7 +79,7 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
                                          "retryable": False}}).encode()
             await _send(writer, 500, body)
         elif mode == "echo":
-            said = headers.get("authorization", "")
+            said = headers.get("authorization", "").partition(" ")[2]  # the bare token
             body = json.dumps({"error": {"type": "auth_failed", "retryable": False,
                                          "message": f"credential rejected: {said}"}}).encode()
             await _send(writer, 401, body)

@@ -129,3 +129,68 @@ async def test_a_python_agents_output_has_the_same_limit_when_stored() -> None:
     # A default-sized agent takes the same output.
     ok = await run_workflow({"name": "h2", "steps": [{"id": "s", "agent": "huge"}]}, huge=huge)
     assert ok.status == "succeeded"
+
+
+TOKEN = "tok-4f9c2b7e1d-echo-me"  # noqa: S105 - a test credential, the point of the test
+
+
+def test_an_echoed_agent_token_is_nowhere_afterwards(hostile: str, tmp_path: Path) -> None:
+    """Two agents authenticate with a token_env token; one answers `credential rejected:
+    <token>`, the other puts the header in its output. Afterwards the token is
+    in no file of the database, no CLI output (run, status --verbose, runs, failures, all
+    --json and not) and not in /metrics scraped while the run was going."""
+    import time
+
+    import httpx
+
+    (tmp_path / "agents.yaml").write_text(yaml.safe_dump({
+        "health": {"interval": "60s"},
+        "agents": [{"id": m, "capabilities": [m], "url": f"{hostile}/{m}", "token_env": "AGT"}
+                   for m in ("echo", "echoout", "slow")]}))
+    (tmp_path / "wf.yaml").write_text(yaml.safe_dump({
+        "name": "echo", "mode": "parallel", "on_failure": "continue",
+        "steps": [{"id": m, "agent": m} for m in ("echo", "echoout", "slow")]}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PODIUM_")} | {"AGT": TOKEN}
+    db = f"sqlite:///{tmp_path}/p.db"
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "podium", "run", "wf.yaml", "--agents", "agents.yaml", "--json",
+         "--db", db, "--metrics-port", str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    scraped = ""
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
+            if 'outcome="other"' in scraped:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=60)
+    assert 'outcome="other"' in scraped  # scraped after the echoing call ended (auth_failed)
+    doc = json.loads(out)
+    assert doc["steps"]["echo"]["error"]["message"].startswith("credential rejected")
+    assert doc["steps"]["echoout"]["output"] == {"seen": "Bearer ***"}
+    texts = {"run": out + err, "metrics": scraped}
+    for args in (("status", doc["run_id"], "--verbose"), ("status", doc["run_id"], "--json",
+                 "--verbose"), ("runs",), ("runs", "--json"), ("failures", "--json"),
+                 ("failures", "--by", "agent")):
+        done = subprocess.run([sys.executable, "-m", "podium", *args, "--db", db], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, check=False)
+        texts[" ".join(args)] = done.stdout + done.stderr
+    for path in tmp_path.iterdir():
+        if path.name.startswith("p.db"):
+            texts[path.name] = path.read_bytes().decode("latin-1")
+    leaked = [where for where, text in texts.items() if TOKEN in text]
+    assert not leaked, f"the token leaked into: {leaked}"
+    assert "credential rejected" in texts["status " + doc["run_id"] + " --verbose"]
+
+
+def test_a_database_url_password_is_masked_in_messages(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "podium", "runs", "--json", "--db",
+                           "mysql://admin:Sup3rS3cret@db.example/podium"], cwd=tmp_path,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert "Sup3rS3cret" not in done.stdout + done.stderr
+    assert "admin:***@db.example" in done.stderr

@@ -236,7 +236,7 @@ def test_without_a_token_the_server_warns_at_start_up_that_anyone_may_call_it(
     port = free_port()
     with running(agent_cli(port), folder, port) as srv:
         pass
-    assert f"no --token-env: any program that can reach http://127.0.0.1:{port}" in srv.log()
+    assert f"no --token-env, so any program that can reach http://127.0.0.1:{port}" in srv.log()
 
 
 def test_podium_run_calls_a_token_protected_agent_with_its_agents_file_token_env(

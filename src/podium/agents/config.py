@@ -22,6 +22,7 @@ from podium.agents.python import PythonAgent, decorated_agents, load_callable
 from podium.agents.registry import AgentRegistry, RegistryConfig
 from podium.definition.durations import Duration
 from podium.errors import AgentError, ConfigError
+from podium.redact import register_secret, register_sensitive_headers
 
 __all__ = ["AgentSpec", "AgentsFile", "build_registry", "find_agents_file", "load_agents_file"]
 
@@ -149,6 +150,7 @@ def load_agents_file(path: Path) -> AgentsFile:
 def _headers(spec: AgentSpec, where: str) -> dict[str, str]:
     """Credentials come from the environment, never from the file (which people commit)."""
     headers = dict(spec.headers)
+    register_sensitive_headers(headers)  # e.g. an X-Api-Key written in the file anyway
     if spec.token_env:
         token = os.environ.get(spec.token_env)
         if not token:
@@ -156,6 +158,7 @@ def _headers(spec: AgentSpec, where: str) -> dict[str, str]:
                 f"{where}environment variable {spec.token_env} (token_env) is not"
                 " set (fix: export it, or remove token_env)"
             )
+        register_secret(token)  # scrubbed by value wherever an agent may echo it
         headers["Authorization"] = f"Bearer {token}"
     return headers
 

@@ -53,6 +53,7 @@ from podium.httpd import (
     url_of,
     uvicorn_config,
 )
+from podium.redact import register_secret
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -160,9 +161,9 @@ def serve(
         url = url_of(sock)
         if token is None:
             log.warning(
-                "no --token-env: any program that can reach %s may call this agent"
-                " (fix: --token-env NAME here, and token_env: NAME for this agent in"
-                " the engine's agents file)", url,
+                "no --token-env, so any program that can reach %s may call this agent"
+                " (fix: --token-env NAME here, and the same NAME as this agent's"
+                " token_env in the engine's agents file)", url,
             )
         if host in ("0.0.0.0", "::", "[::]"):  # noqa: S104 - a warning about it, not a bind
             log.warning("listening on every interface (%s)%s", host,
@@ -191,6 +192,7 @@ def _token_from(token_env: str | None) -> str | None:
         )
     # Header values lose surrounding whitespace on the way (HTTP's optional
     # whitespace), so a token kept with a trailing newline could never match.
+    register_secret(token.strip())  # never in an error, log or answer of this server
     return token.strip()
 
 

@@ -12,4 +12,12 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
+    import logging
+
+    from podium.redact import RedactingFilter
+
+    # Podium's warnings go to stderr as plain lines, scrubbed of secrets on the way.
+    handler = logging.StreamHandler()
+    handler.addFilter(RedactingFilter())
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler])
     app()

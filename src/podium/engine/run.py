@@ -45,7 +45,7 @@ from podium.events import (
     StepStarted,
     StepSucceeded,
 )
-from podium.redact import redact
+from podium.redact import contains_secret, has_secrets, redact, redact_value
 from podium.store.records import RunRecord, StepRecord, apply_event
 
 if TYPE_CHECKING:
@@ -642,6 +642,11 @@ class RunExecution:
                                 f" over its max_response_bytes ({limit}) (fix: return less, e.g."
                                 " a reference to the data, or raise max_response_bytes)",
                                 agent_id=agent_id)
+                        if has_secrets() and contains_secret(encoded := raw.decode()):
+                            # A secret Podium read (an agent's token...) echoed back in an
+                            # output: scrubbed before it is stored or shown, like errors.
+                            output = redact_value(output)
+                            raw = orjson.dumps(output)
                         encoded = raw.decode()
                     except asyncio.CancelledError:
                         raise

@@ -31,6 +31,7 @@ import orjson
 
 from podium.clock import Clock, SystemClock
 from podium.definition.alerts import ReceiverSpec
+from podium.redact import mask_url, redact_value, register_secret, register_sensitive_headers
 from podium.store.records import AlertRecord
 
 __all__ = [
@@ -111,6 +112,12 @@ class _HttpReceiver:
         self.spec = spec
         self._clock: Clock = clock or SystemClock()
         self._client: Any = None
+        # Its credentials are secrets Podium reads: scrubbed by value from then on.
+        register_sensitive_headers(dict(spec.headers))
+        if spec.url:
+            mask_url(spec.url)  # registers a password in the URL
+        if spec.secret_env:
+            register_secret(os.environ.get(spec.secret_env))
 
     def _http(self) -> Any:
         if self._client is None:
@@ -134,7 +141,7 @@ class WebhookReceiver(_HttpReceiver):
     """POSTs the notification as JSON, signed with HMAC-SHA256 when a secret is set."""
 
     async def send(self, note: Notification) -> None:
-        body = orjson.dumps(note.payload())
+        body = orjson.dumps(redact_value(note.payload()))
         headers = {"Content-Type": "application/json", **self.spec.headers,
                    EVENT_ID_HEADER: note.id}
         secret = os.environ.get(self.spec.secret_env) if self.spec.secret_env else None
@@ -176,7 +183,8 @@ class AlertmanagerReceiver(_HttpReceiver):
         if note.status == "resolved" and a.resolved_at is not None:
             item["endsAt"] = _iso(a.resolved_at)
         assert self.spec.url is not None
-        await self._post(self.spec.url.rstrip("/") + "/api/v2/alerts", orjson.dumps([item]),
+        await self._post(self.spec.url.rstrip("/") + "/api/v2/alerts",
+                         orjson.dumps([redact_value(item)]),
                          {"Content-Type": "application/json", **self.spec.headers})
 
 

@@ -53,6 +53,9 @@ def open_store(url: str, *, readonly: bool = False) -> Store:
         from podium.store.sqlite import SQLiteStore
 
         return SQLiteStore.shared(Path(url), readonly=readonly)
+    from podium.redact import mask_url
+
     raise ConfigError(
-        f"unsupported database URL {url!r} (fix: use sqlite:///path/to/podium.db or memory://)"
+        f"unsupported database URL {mask_url(url)!r} (fix: use sqlite:///path/to/podium.db or"
+        " memory://)"
     )
