@@ -32,7 +32,7 @@ from podium.events import (
     StepStarted,
     StepSucceeded,
 )
-from podium.store.records import RunRecord
+from podium.state import RunRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

@@ -81,7 +81,7 @@ def runs_cmd(
 
     def body() -> None:
         from podium.definition.durations import format_duration
-        from podium.store.records import RUN_STATUSES
+        from podium.state import RUN_STATUSES
 
         if status is not None and status not in RUN_STATUSES:
             fail(f"--status {status!r} is not a run status (fix: use one of "

@@ -36,9 +36,9 @@ from podium.errors import (
     RunHeld,
 )
 from podium.events import ErrorInfo, EventBus, RunCancelRequested
+from podium.state import RunRecord
 from podium.store.base import Store
 from podium.store.memory import MemoryStore
-from podium.store.records import RunRecord
 
 __all__ = ["Engine", "EngineConfig", "RunHandle", "compensable_steps", "new_run_id"]
 

@@ -46,7 +46,7 @@ from podium.events import (
     StepSucceeded,
 )
 from podium.redact import contains_secret, has_secrets, redact, redact_value
-from podium.store.records import RunRecord, StepRecord, apply_event
+from podium.state import RunRecord, StepRecord, apply_event
 
 if TYPE_CHECKING:
     from podium.engine.engine import Engine

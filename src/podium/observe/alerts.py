@@ -51,8 +51,8 @@ from podium.events import (
     StepSucceeded,
 )
 from podium.observe.receivers import Dispatcher, Notification
+from podium.state import AlertRecord
 from podium.store.base import Store
-from podium.store.records import AlertRecord
 
 __all__ = ["AlertManager"]
 

@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from podium.store.records import AttemptOutcome
+from podium.state import AttemptOutcome
 
 __all__ = ["GROUPINGS", "summarize"]
 

@@ -32,7 +32,7 @@ import orjson
 from podium.clock import Clock, SystemClock
 from podium.definition.alerts import ReceiverSpec
 from podium.redact import mask_url, redact_value, register_secret, register_sensitive_headers
-from podium.store.records import AlertRecord
+from podium.state import AlertRecord
 
 __all__ = [
     "EVENT_ID_HEADER",

@@ -1,9 +1,9 @@
 """MEMORY: the Store protocol and its implementations, picked from a URL."""
 
+from podium.state import RunRecord, StepRecord, apply_event
 from podium.store.base import Store
 from podium.store.factory import DEFAULT_DB_URL, default_db_url, open_store
 from podium.store.memory import MemoryStore
-from podium.store.records import RunRecord, StepRecord, apply_event
 
 __all__ = [
     "DEFAULT_DB_URL",

@@ -17,7 +17,7 @@ from collections.abc import Collection, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from podium.events import Event
-from podium.store.records import AlertRecord, AttemptOutcome, RunRecord
+from podium.state import AlertRecord, AttemptOutcome, RunRecord
 
 __all__ = ["Store"]
 

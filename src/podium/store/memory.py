@@ -12,7 +12,7 @@ from typing import Any
 
 from podium.errors import RunNotFound
 from podium.events import Event, StepAttemptFailed, StepSucceeded
-from podium.store.records import (
+from podium.state import (
     TERMINAL_RUN_STATUSES,
     AlertRecord,
     AttemptOutcome,

@@ -36,7 +36,7 @@ import orjson
 
 from podium.errors import ConfigError, RunNotFound, StoreError
 from podium.events import ErrorInfo, Event, StepSucceeded, event_from_dict
-from podium.store.records import (
+from podium.state import (
     TERMINAL_RUN_STATUSES,
     RunRecord,
     StepRecord,

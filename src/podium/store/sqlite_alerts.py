@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from podium.store.records import AlertRecord, AttemptOutcome
+from podium.state import AlertRecord, AttemptOutcome
 
 __all__ = ["AlertQueries"]
 

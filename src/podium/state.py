@@ -1,14 +1,17 @@
-"""Run and step state as records, and the one function that moves them.
+"""Run and step state as records, their statuses, and the one function that moves them.
 
 ``apply_event`` is the only place that knows how an event changes state: the
 engine keeps its live view with it and the stores keep theirs with it (or its
-SQL twin), so what is persisted cannot drift from what ran.
+SQL twin), so what is persisted cannot drift from what ran. This module sits
+on the ground floor beside ``events``: the engine, the stores and the
+observers all read records, and none of them owns them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from podium.events import (
@@ -38,22 +41,58 @@ __all__ = [
     "TERMINAL_RUN_STATUSES",
     "AlertRecord",
     "AttemptOutcome",
+    "CompensationStatus",
     "RunRecord",
+    "RunStatus",
     "StepRecord",
+    "StepStatus",
     "apply_event",
 ]
 
-RUN_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled", "rolled_back",
-                "rollback_failed")
+
+class RunStatus(StrEnum):
+    """Where a run is. Members are strings: they compare, store and print as their value."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    ROLLED_BACK = "rolled_back"
+    ROLLBACK_FAILED = "rollback_failed"
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+    COMPENSATED = "compensated"
+
+
+class CompensationStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+RUN_STATUSES = tuple(RunStatus)
 TERMINAL_RUN_STATUSES = frozenset(RUN_STATUSES[2:])
-STEP_STATUSES = ("pending", "running", "succeeded", "failed", "cancelled", "skipped",
-                 "compensated")
+# A run some process should be executing (or take over when that process is gone).
+LIVE_RUN_STATUSES = frozenset({RunStatus.PENDING, RunStatus.RUNNING})
+STEP_STATUSES = tuple(StepStatus)
+
+# The hot transitions read these module globals: one dict lookup, not two.
+_PENDING, _RUNNING, _SUCCEEDED, _FAILED = (StepStatus.PENDING, StepStatus.RUNNING,
+                                           StepStatus.SUCCEEDED, StepStatus.FAILED)
 
 
 @dataclass(slots=True)
 class StepRecord:
     step_id: str
-    status: str = "pending"
+    status: str = StepStatus.PENDING
     attempts: int = 0
     agent_id: str | None = None
     output: Any = None
@@ -98,7 +137,7 @@ class RunRecord:
     version: int | str
     definition: dict[str, Any]
     input: Any
-    status: str = "pending"
+    status: str = RunStatus.PENDING
     output: Any = None
     error: ErrorInfo | None = None
     created_at: float = 0.0
@@ -201,7 +240,7 @@ def _step(run: RunRecord, step_id: str) -> StepRecord:
 
 def _run_started(run: RunRecord, e: Event) -> None:
     assert isinstance(e, RunStarted)
-    run.status = "running"
+    run.status = RunStatus.RUNNING
     if run.started_at is None:
         run.started_at = e.ts
     run.finished_at = None
@@ -223,13 +262,13 @@ def _cancel_requested(run: RunRecord, e: Event) -> None:
 def _ready(run: RunRecord, e: Event) -> None:
     assert isinstance(e, StepReady)
     rec = _step(run, e.step_id)
-    rec.status = "pending"
+    rec.status = _PENDING
 
 
 def _started(run: RunRecord, e: Event) -> None:
     assert isinstance(e, StepStarted)
     rec = _step(run, e.step_id)
-    rec.status = "running"
+    rec.status = _RUNNING
     rec.attempts = e.attempt
     rec.agent_id = e.agent_id
     rec.next_retry_at = None
@@ -241,7 +280,7 @@ def _started(run: RunRecord, e: Event) -> None:
 def _succeeded(run: RunRecord, e: Event) -> None:
     assert isinstance(e, StepSucceeded)
     rec = _step(run, e.step_id)
-    rec.status = "succeeded"
+    rec.status = _SUCCEEDED
     rec.output = e.output
     rec.error = None
     rec.finished_at = e.ts
@@ -266,7 +305,7 @@ def _retry(run: RunRecord, e: Event) -> None:
 def _failed(run: RunRecord, e: Event) -> None:
     assert isinstance(e, StepFailed)
     rec = _step(run, e.step_id)
-    rec.status = "failed"
+    rec.status = _FAILED
     rec.error = e.error
     rec.optional = e.optional
     rec.finished_at = e.ts
@@ -276,28 +315,28 @@ def _failed(run: RunRecord, e: Event) -> None:
 def _skipped(run: RunRecord, e: Event) -> None:
     assert isinstance(e, StepSkipped)
     rec = _step(run, e.step_id)
-    rec.status = "skipped"
+    rec.status = StepStatus.SKIPPED
     rec.finished_at = e.ts
 
 
 def _cancelled(run: RunRecord, e: Event) -> None:
     assert isinstance(e, StepCancelled)
     rec = _step(run, e.step_id)
-    rec.status = "cancelled"
+    rec.status = StepStatus.CANCELLED
     rec.finished_at = e.ts
     rec.next_retry_at = None
 
 
 def _rollback_started(run: RunRecord, e: Event) -> None:
     run.phase = "compensate"
-    run.status = "running"
+    run.status = RunStatus.RUNNING
     run.finished_at = None
 
 
 def _comp_started(run: RunRecord, e: Event) -> None:
     assert isinstance(e, CompensationStarted)
     rec = _step(run, e.step_id)
-    rec.compensation_status = "running"
+    rec.compensation_status = CompensationStatus.RUNNING
     rec.compensation_attempts = e.attempt
 
 
@@ -311,15 +350,15 @@ def _comp_attempt_failed(run: RunRecord, e: Event) -> None:
 def _comp_succeeded(run: RunRecord, e: Event) -> None:
     assert isinstance(e, CompensationSucceeded)
     rec = _step(run, e.step_id)
-    rec.compensation_status = "succeeded"
+    rec.compensation_status = CompensationStatus.SUCCEEDED
     rec.compensation_error = None
-    rec.status = "compensated"
+    rec.status = StepStatus.COMPENSATED
 
 
 def _comp_failed(run: RunRecord, e: Event) -> None:
     assert isinstance(e, CompensationFailed)
     rec = _step(run, e.step_id)
-    rec.compensation_status = "failed"
+    rec.compensation_status = CompensationStatus.FAILED
     rec.compensation_error = e.error
 
 
