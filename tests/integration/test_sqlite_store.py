@@ -17,13 +17,11 @@ from podium import Engine
 from podium.agents.base import Task
 from podium.definition import workflow_from_dict
 from podium.errors import StoreError
+from podium.store.base import Batch
 from podium.store.factory import open_store
-from podium.store.sqlite import (
-    _CHECKPOINT_THREAD_AFTER,
-    SCHEMA_VERSION,
-    SQLiteStore,
-    _Checkpointer,
-)
+from podium.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from podium.store.sqlite_checkpoint import CHECKPOINT_THREAD_AFTER as _CHECKPOINT_THREAD_AFTER
+from podium.store.sqlite_checkpoint import Checkpointer as _Checkpointer
 from podium.store.sqlite_db import migrate
 from tests.conftest import registry_of
 from tests.integration.podium_proc import Sandbox, chain
@@ -423,10 +421,9 @@ class BatchRecordingStore(SQLiteStore):
         super().__init__(path)
         self.batches: list[set[tuple[str, str | None]]] = []
 
-    def _commit_events(self, conn: sqlite3.Connection, events: list[Any],
-                       new_runs: Any = ()) -> Any:
-        self.batches.append({(e.type, getattr(e, "step_id", None)) for e in events})
-        return super()._commit_events(conn, events, new_runs)
+    def write_batch_now(self, batch: Batch) -> None:
+        super().write_batch_now(batch)  # only batches that committed are counted
+        self.batches.append({(e.type, getattr(e, "step_id", None)) for _r, _s, e in batch.events})
 
 
 async def test_group_commit_of_a_200_step_fan_out(tmp_path: Path) -> None:
@@ -580,12 +577,10 @@ async def test_an_input_that_succeeds_while_the_last_one_waits_is_committed_firs
     c_may_finish = asyncio.Event()
 
     class Releasing(BatchRecordingStore):
-        def _commit_events(self, conn: sqlite3.Connection, events: list[Any],
-                           new_runs: Any = ()) -> Any:
-            settle = super()._commit_events(conn, events, new_runs)
+        def write_batch_now(self, batch: Batch) -> None:
+            super().write_batch_now(batch)
             if ("step_succeeded", "a") in self.batches[-1]:
                 c_may_finish.set()  # c's task is woken before a's
-            return settle
 
     async def quick(task: Task) -> Any:
         return task.step_id

@@ -25,6 +25,7 @@ from podium.clock import Clock, SystemClock
 from podium.definition.loader import apply_input_defaults, check_input, workflow_from_dict
 from podium.definition.models import Workflow
 from podium.definition.plan import Plan, compile_plan
+from podium.engine.journal import Journal
 from podium.engine.retry import RetryState
 from podium.engine.run import CANCELLED, FAILED, RunExecution
 from podium.errors import (
@@ -134,7 +135,9 @@ class Engine:
         self.rng = cfg.rng
         self.owner = cfg.owner
         self.bus = EventBus()
-        self.bus.subscribe(self.store.append)
+        # The journal hears every event first: a position is the event's place in it.
+        self.journal = Journal(self.store)
+        self.bus.subscribe(self.journal.append)
         self.registry.attach(self.bus.emit, self.clock)
         self._active: dict[str, RunHandle] = {}
         # By workflow object: its plan and the definition snapshot every run of it
@@ -249,12 +252,12 @@ class Engine:
             lease_expires_at=now + self.config.lease_s,
             agents_source=dict(agents_source or {}),
         )
-        await self.store.create_run(record)
+        self.journal.track(record, new=True)
         handle = self._launch(plan, record, resumed=False)
         # The run row and its start commit together, before start() returns; at once
         # when no other run could share the transaction.
-        if len(self._active) > 1 or not self.store.flush_now():
-            await self.store.flush()
+        if len(self._active) > 1 or not self.journal.commit_now():
+            await self.journal.commit_through(self.journal.position)
         return handle
 
     def _launch(
@@ -315,11 +318,9 @@ class Engine:
             await self._end_unexecuted(run.run_id, CANCELLED, reason)
             return True
         ok = await self.store.request_cancel(run.run_id)
-        if ok:
-            self.store.append(
-                RunCancelRequested(run_id=run.run_id, ts=self.clock.now(), reason=reason)
-            )
-            await self.store.flush()
+        if ok:  # for this process's observers; the owner records it in the run's timeline
+            self.bus.emit(RunCancelRequested(run_id=run.run_id, ts=self.clock.now(),
+                                             reason=reason))
         return ok
 
     async def _end_unexecuted(
@@ -407,7 +408,7 @@ class Engine:
         )
         plan = self.plan(workflow)
         self.check_agents(plan, f"run {run.run_id}")
-        await self.store.adopt(run)
+        self.journal.track(run, new=False, seq=await self.store.last_seq(run.run_id))
         return run, workflow, plan
 
     async def resume(self, run_id: str, *, stale_only: bool = False) -> RunHandle:

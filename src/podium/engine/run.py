@@ -142,7 +142,7 @@ class RunExecution:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._queue: deque[int] = deque()
         self._remaining = [0] * len(plan.nodes)
-        # Per step: the store commit its inputs' successes are in (see _inputs_pending).
+        # Per step: the journal position its inputs' successes are at (_inputs_pending).
         self._need = [0] * len(plan.nodes)
         self._unresolved = 0
         self._max = wf.max_parallel
@@ -365,12 +365,16 @@ class RunExecution:
                 self._make_ready(d)
 
     async def _commit(self) -> None:
-        store = self.engine.store
+        journal = self.engine.journal
         # Alone in the engine (a chain, one run at a time): nothing could share the
         # transaction, so commit now instead of waiting a loop turn for a batch.
-        if len(self._tasks) <= 1 and len(self.engine._active) <= 1 and store.flush_now():
+        if len(self._tasks) <= 1 and len(self.engine._active) <= 1 and journal.commit_now():
             return
-        await store.flush()
+        await journal.commit_through(journal.position)
+
+    async def _commit_all(self) -> None:
+        """Everything this engine appended so far, durable (the run's own events with it)."""
+        await self.engine.journal.commit_through(self.engine.journal.position)
 
     async def _flush(self) -> None:
         try:
@@ -381,29 +385,29 @@ class RunExecution:
             raise
 
     def _inputs_pending(self, node: PlanNode, gen: int) -> bool:
-        """Record that ``node``'s success is in store commit ``gen``, as an input of
+        """Record that ``node``'s success is at journal position ``gen``, as an input of
         its dependents; say whether a dependent that ``node`` is about to make ready
-        has an input not committed yet (then the caller flushes and asks again).
+        has an input not durable yet (then the caller commits and asks again).
 
-        A flush commits everything appended before it ran. While the caller waits,
+        A commit makes everything appended before it durable. While the caller waits,
         other inputs of its dependents may succeed without waiting (they were not
         the last), leaving it more dependents to make ready, with inputs appended
-        after that flush: hence asking again after each flush.
+        after that commit: hence asking again after each one.
         """
-        store = self.engine.store
+        journal = self.engine.journal
         need = self._need
         remaining = self._remaining
-        commits = store.commits
+        durable = journal.durable
         readying = pending = False
         for d in node.dependents:
             if need[d] < gen:
                 need[d] = gen
             if remaining[d] == 1:
                 readying = True
-                if need[d] > commits:
+                if need[d] > durable:
                     pending = True
         if not readying:
-            store.flush_soon()  # nobody waits for it: a checkpoint within a loop turn
+            journal.soon()  # nobody waits for it: a checkpoint within a loop turn
         return pending
 
     async def _step(self, node: PlanNode) -> None:
@@ -457,7 +461,7 @@ class RunExecution:
             # is not waited for still commits within a loop turn (a checkpoint while
             # other steps run); only the run's last step commits with the run's end.
             if self._stopping is None and node.dependents:
-                gen = self.engine.store.pending_commit()
+                gen = self.engine.journal.position  # its success, just appended
                 try:
                     while self._inputs_pending(node, gen):
                         await self._flush()
@@ -466,7 +470,7 @@ class RunExecution:
                     self._check_done()
                     return
             elif node.dependents or self._unresolved > 1:
-                self.engine.store.flush_soon()
+                self.engine.journal.soon()
             # The task registered for this step is the one running it (asyncio's
             # current_task() is a Python-level lookup in 3.11, per step).
             self._inline_slot = self._tasks.pop(node.index, None)
@@ -618,7 +622,7 @@ class RunExecution:
                         # Others run too: commit the starts while the agents work,
                         # not in one big transaction when the first of them finishes
                         # (it would hold up every completion behind it).
-                        engine.store.flush_soon()
+                        engine.journal.soon()
                     timeout = timeout_s
                     if deadline is not None:
                         left = deadline - clock.monotonic()
@@ -768,7 +772,7 @@ class RunExecution:
             # during the wait then resumes it (same attempt count, same due time)
             # instead of silently starting the step over from attempt 1.
             if compensating:
-                await engine.store.flush()
+                await self._commit_all()
             else:
                 try:
                     await self._flush()
@@ -791,7 +795,7 @@ class RunExecution:
             outputs[node.id] = rec.output if rec.status in ("succeeded", "compensated") else None
         if self.record.phase != "compensate":
             self.emit(RollbackStarted(run_id=self.run_id, ts=clock.now(), reason=reason))
-            await self.engine.store.flush()
+            await self._commit_all()
         todo = sorted(
             (
                 n
@@ -822,7 +826,7 @@ class RunExecution:
                 else 0,
                 state=RetryState(),
             )
-            await self.engine.store.flush()  # each undo is durable before the next starts
+            await self._commit_all()  # each undo is durable before the next starts
             if not ok:
                 failed.append(node.id)
                 first_error = first_error or rec.compensation_error
@@ -848,5 +852,5 @@ class RunExecution:
                 duration_s=clock.monotonic() - t0,
             )
         )
-        await self.engine.store.flush()
+        await self._commit_all()
         return self.record

@@ -1,29 +1,113 @@
-"""The Store protocol: Podium's memory, in domain verbs.
+"""What a store must do, in two small protocols, and the batch it is given to write.
 
-The engine subscribes its store to the event stream: ``append`` buffers an
-event (cheap, synchronous, in emission order) and ``flush`` commits everything
-buffered in one transaction. Many steps finishing in the same loop turn share
-one flush (group commit), and the engine awaits ``flush`` before it starts any
-dependent of a succeeded step, which is the durability rule.
+The engine states *what must be durable before what* (its ``Journal``); a store
+only writes batches. ``RunStore.write_batch`` commits one ``Batch`` (events,
+the rows they changed, new runs) in one transaction, or raises; a commit
+whose outcome the store cannot know (a connection cut during COMMIT) raises
+``CommitUnknown``, and ``batch_committed`` tells afterwards, from the store
+itself, whether it landed, so a batch is never written twice. Everything in a
+batch is a value taken when the batch was cut: no store ever reads the
+engine's live records.
 
-Runs carry an ``owner`` and a ``lease_expires_at`` from the start so that
-several processes (and later several hosts on PostgreSQL) can share a
-database and take over runs whose owner died.
+``RunStore`` holds runs, steps, events, leases and cancel requests;
+``AlertStore`` alerts and the attempt history that failure summaries read.
+A store that can commit without waiting (a local SQLite file) also offers
+``write_batch_now``: the engine then commits on the spot instead of a loop
+turn later (``SyncRunStore``).
+
+Runs carry an ``owner``, a lease and an ``epoch`` so that several processes
+(and, on PostgreSQL, several hosts) can share a database and take over the
+runs of one that died: ``claim_run`` is a compare-and-swap.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from podium.events import Event
+from podium.errors import StoreError
+from podium.events import ErrorInfo, Event
 from podium.state import AlertRecord, AttemptOutcome, RunRecord
 
-__all__ = ["Store"]
+__all__ = [
+    "AlertStore",
+    "Batch",
+    "CommitUnknown",
+    "RunRow",
+    "RunStore",
+    "StepRow",
+    "Store",
+    "SyncRunStore",
+]
+
+
+class CommitUnknown(StoreError):
+    """The commit was sent but its answer never came: it may or may not have landed."""
+
+
+class StepRow(NamedTuple):
+    """A step's row as a batch leaves it. ``output_json`` is None for "as stored": only
+    a success carries its output, and nothing later (a compensation) may erase it."""
+
+    run_id: str
+    step_id: str
+    status: str
+    attempts: int
+    agent_id: str | None
+    output_json: str | None
+    error: ErrorInfo | None
+    started_at: float | None
+    finished_at: float | None
+    next_retry_at: float | None
+    optional: bool
+    completed_seq: int | None
+    compensation_status: str | None
+    compensation_attempts: int
+    compensation_error: ErrorInfo | None
+
+
+class RunRow(NamedTuple):
+    """A run's row as a batch leaves it (all of it for a new run; the columns that
+    events change for an existing one)."""
+
+    run_id: str
+    status: str
+    output_json: str
+    error: ErrorInfo | None
+    started_at: float | None
+    finished_at: float | None
+    phase: str
+    # Only read for a new run:
+    workflow: str = ""
+    version: int | str = 0
+    definition: Any = None  # the workflow's snapshot (one object shared by its runs)
+    input_json: str = "null"
+    created_at: float = 0.0
+    owner: str | None = None
+    lease_expires_at: float | None = None
+    agents_source: Any = None
+
+
+@dataclass(slots=True)
+class Batch:
+    """One transaction's worth: new runs, then events in order, then the rows they left.
+
+    ``events`` are ``(run_id, seq, event)``; ``last_seq`` is each run's last event
+    number in the batch (what ``batch_committed`` looks for).
+    """
+
+    new_runs: list[RunRow] = field(default_factory=list)
+    events: list[tuple[str, int, Event]] = field(default_factory=list)
+    runs: list[RunRow] = field(default_factory=list)
+    steps: list[StepRow] = field(default_factory=list)
+    last_seq: dict[str, int] = field(default_factory=dict)
+    # Runs whose row this batch ends (terminal status): stores may forget them after.
+    finished: list[str] = field(default_factory=list)
 
 
 @runtime_checkable
-class Store(Protocol):
+class RunStore(Protocol):
     url: str
 
     async def open(self) -> None: ...
@@ -36,34 +120,17 @@ class Store(Protocol):
         """Keep a definition by name and version (idempotent for the same content)."""
         ...
 
-    async def create_run(self, run: RunRecord) -> None:
-        """Persist a new run (definition snapshot, input, owner, lease) at once."""
+    async def write_batch(self, batch: Batch) -> None:
+        """Commit the batch in one transaction or raise (``CommitUnknown`` when the
+        outcome could not be known); nothing of a failed batch stays written."""
         ...
 
-    def append(self, event: Event) -> None:
-        """Buffer one event; it is durable after the next ``flush``."""
+    async def batch_committed(self, batch: Batch) -> bool:
+        """Whether ``batch`` landed after ``CommitUnknown`` (read back from the store)."""
         ...
 
-    def flush_now(self) -> bool:
-        """Commit everything buffered now, synchronously, unless a batch is already
-        forming (then return False and let the caller await ``flush``)."""
-        ...
-
-    async def flush(self) -> None:
-        """Commit every buffered event (and the state it implies) in one transaction."""
-        ...
-
-    def flush_soon(self) -> None:
-        """Have what is buffered committed shortly, without waiting for it."""
-        ...
-
-    @property
-    def commits(self) -> int:
-        """How many transactions of events this store object has committed."""
-        ...
-
-    def pending_commit(self) -> int:
-        """The value ``commits`` reaches once an event appended now is durable."""
+    async def last_seq(self, run_id: str) -> int:
+        """The number of the run's last committed event (0: none)."""
         ...
 
     async def get_run(self, run_id: str) -> RunRecord:
@@ -101,17 +168,22 @@ class Store(Protocol):
         """
         ...
 
-    async def adopt(self, run: RunRecord) -> None:
-        """Start writing the events of an existing run (a resume or rollback) from here."""
-        ...
-
     async def release_run(self, run_id: str, owner: str, *, force: bool = False) -> None:
         """Give up ownership of a run (``force``: whoever holds it)."""
         ...
 
     async def renew_leases(self, owner: str, run_ids: Collection[str], until: float) -> None: ...
 
-    # --- alerts and failure tracking ----------------------------------------
+
+@runtime_checkable
+class SyncRunStore(RunStore, Protocol):
+    def write_batch_now(self, batch: Batch) -> None:
+        """``write_batch`` without a loop turn: a local commit of tens of microseconds."""
+        ...
+
+
+@runtime_checkable
+class AlertStore(Protocol):
     async def save_alert(
         self, alert: AlertRecord, what: str, detail: str = "", ts: float | None = None
     ) -> None:
@@ -133,3 +205,8 @@ class Store(Protocol):
     async def attempt_outcomes(self, since: float) -> list[AttemptOutcome]:
         """Every attempt that finished at or after ``since`` (epoch seconds)."""
         ...
+
+
+@runtime_checkable
+class Store(RunStore, AlertStore, Protocol):
+    """Both: what ``open_store`` gives (one database holds runs and alerts)."""

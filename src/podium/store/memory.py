@@ -1,7 +1,9 @@
 """The in-memory store: the real interface with nothing persisted.
 
 Used when no database is wanted (tests, benchmarks of the bare engine) and as
-the reference the durable stores are checked against.
+the reference the durable stores are checked against (``tests/contract``). It
+keeps what batches give it, as values: rows as they were cut, outputs as the
+JSON text they arrived in (decoded only when a run is read back).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import copy
 from collections.abc import Collection, Sequence
 from typing import Any
 
+import orjson
+
 from podium.errors import RunNotFound
 from podium.events import Event, StepAttemptFailed, StepSucceeded
 from podium.state import (
@@ -17,8 +21,9 @@ from podium.state import (
     AlertRecord,
     AttemptOutcome,
     RunRecord,
-    apply_event,
+    StepRecord,
 )
+from podium.store.base import Batch, StepRow
 
 __all__ = ["MemoryStore"]
 
@@ -32,6 +37,8 @@ class MemoryStore:
         self._workflows: dict[tuple[str, str], dict[str, Any]] = {}
         self._alerts: dict[str, AlertRecord] = {}
         self._alert_history: list[dict[str, Any]] = []
+        # Step rows as the last batch left them, outputs as JSON text (run -> step -> row).
+        self._steps: dict[str, dict[str, StepRow]] = {}
 
     async def open(self) -> None:
         return None
@@ -44,31 +51,44 @@ class MemoryStore:
     ) -> None:
         self._workflows[(name, str(version))] = copy.deepcopy(definition)
 
-    async def create_run(self, run: RunRecord) -> None:
-        self._runs[run.run_id] = copy.deepcopy(run)
-        self._events[run.run_id] = []
+    async def write_batch(self, batch: Batch) -> None:
+        self.write_batch_now(batch)
 
-    def append(self, event: Event) -> None:
-        run = self._runs.get(event.run_id)
-        if run is not None:
-            apply_event(run, event)
-            self._events[event.run_id].append(event)
+    def write_batch_now(self, batch: Batch) -> None:
+        for r in batch.new_runs:
+            self._runs[r.run_id] = RunRecord(
+                run_id=r.run_id, workflow=r.workflow, version=r.version,
+                definition=r.definition, input=orjson.loads(r.input_json), status=r.status,
+                output=orjson.loads(r.output_json), error=r.error, created_at=r.created_at,
+                started_at=r.started_at, finished_at=r.finished_at, owner=r.owner,
+                lease_expires_at=r.lease_expires_at, agents_source=dict(r.agents_source or {}),
+                phase=r.phase)
+            self._events[r.run_id] = []
+            self._steps[r.run_id] = {}
+        for rid, seq, e in batch.events:
+            log = self._events[rid]
+            if len(log) + 1 != seq:
+                raise AssertionError(f"event {seq} of run {rid} after {len(log)}: a gap or twice")
+            log.append(e)
+        finished = set(batch.finished)
+        for r in batch.runs:
+            run = self._runs[r.run_id]
+            run.status, run.output, run.error = r.status, orjson.loads(r.output_json), r.error
+            run.started_at, run.finished_at, run.phase = r.started_at, r.finished_at, r.phase
+            if r.run_id in finished:
+                run.cancel_requested = False
+        for s in batch.steps:
+            rows = self._steps[s.run_id]
+            old = rows.get(s.step_id)
+            if s.output_json is None and old is not None and old.output_json is not None:
+                s = s._replace(output_json=old.output_json)
+            rows[s.step_id] = s
 
-    async def flush(self) -> None:
-        return None
+    async def batch_committed(self, batch: Batch) -> bool:
+        return all(len(self._events.get(rid, ())) >= seq for rid, seq in batch.last_seq.items())
 
-    def flush_now(self) -> bool:
-        return True
-
-    def flush_soon(self) -> None:
-        return None
-
-    @property
-    def commits(self) -> int:
-        return 0  # what is appended is "durable" at once: nothing is ever waited for
-
-    def pending_commit(self) -> int:
-        return 0
+    async def last_seq(self, run_id: str) -> int:
+        return len(self._events.get(run_id, ()))
 
     def _find(self, run_id: str) -> RunRecord:
         run = self._runs.get(run_id)
@@ -82,7 +102,15 @@ class MemoryStore:
         )
 
     async def get_run(self, run_id: str) -> RunRecord:
-        return copy.deepcopy(self._find(run_id))
+        run = copy.deepcopy(self._find(run_id))
+        for sid, r in self._steps.get(run.run_id, {}).items():
+            run.steps[sid] = StepRecord(
+                sid, r.status, r.attempts, r.agent_id,
+                None if r.output_json is None else orjson.loads(r.output_json), r.error,
+                r.started_at, r.finished_at, r.next_retry_at, r.optional, r.completed_seq,
+                r.compensation_status, r.compensation_attempts, r.compensation_error)
+        run.completions = max((s.completed_seq or 0 for s in run.steps.values()), default=0)
+        return run
 
     async def list_runs(
         self, *, status: str | None = None, workflow: str | None = None, limit: int = 50
@@ -127,11 +155,6 @@ class MemoryStore:
         stored.lease_expires_at = run.lease_expires_at = until
         stored.recoveries = run.recoveries = recoveries
         return True
-
-    async def adopt(self, run: RunRecord) -> None:
-        if run.run_id not in self._runs:
-            self._runs[run.run_id] = copy.deepcopy(run)
-            self._events[run.run_id] = []
 
     async def release_run(self, run_id: str, owner: str, *, force: bool = False) -> None:
         run = self._runs.get(run_id)

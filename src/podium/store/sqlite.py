@@ -7,27 +7,25 @@ keeps even if we die; it may lose the last commits on a power cut.
 ``synchronous=FULL``: every commit is fsynced and also survives power loss.
 
 Concurrency: several processes may share one file (a run here, ``podium
-cancel`` there). Each process has one connection and so one writer; every
-write is a short ``BEGIN IMMEDIATE`` transaction (so a lock upgrade can never
-fail half-way) and the busy timeout makes the others wait instead of failing
-with "database is locked".
+cancel`` there). Each process has one store object per file and so one
+writer; every write is a short ``BEGIN IMMEDIATE`` transaction (so a lock
+upgrade can never fail half-way) and the busy timeout makes the others wait
+instead of failing with "database is locked".
 
-Writes run on the event loop's thread: a WAL commit costs tens of
-microseconds, less than a hop to a worker thread would. ``flush`` batches
-every event appended since the last one into one transaction (group commit).
+Writes run on the event loop's thread (``write_batch_now``): a WAL commit
+costs tens of microseconds, less than a hop to a worker thread would.
 Checkpoints, which fsync, are the exception: with normal durability a thread
-copies the log into the database (``_Checkpointer``); strict durability keeps
-them on the writer, whose commits fsync anyway.
+copies the log into the database (``Checkpointer``); strict durability keeps
+them on the writer, whose commits fsync anyway. The statements are named, in
+``store/sql/sqlite/queries.sql``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
-import threading
+import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -36,12 +34,11 @@ import orjson
 
 from podium.errors import ConfigError, RunNotFound, StoreError
 from podium.events import ErrorInfo, Event, StepSucceeded, event_from_dict
-from podium.state import (
-    TERMINAL_RUN_STATUSES,
-    RunRecord,
-    StepRecord,
-)
+from podium.state import RunRecord, StepRecord
+from podium.store.base import Batch
+from podium.store.queries import queries
 from podium.store.sqlite_alerts import AlertQueries
+from podium.store.sqlite_checkpoint import CHECKPOINT_THREAD_AFTER, Checkpointer
 from podium.store.sqlite_db import (
     SCHEMA_VERSION,
     claim_file,
@@ -58,78 +55,7 @@ log = logging.getLogger("podium.store")
 
 # Strict durability: the write-ahead log is grown to this size once, then reused.
 _STRICT_WAL_BYTES = 1 << 20
-# Normal durability: the checkpointer thread runs at most this often, and once the
-# log holds this many frames the writer finishes a checkpoint so the log restarts.
-_CHECKPOINT_INTERVAL_S = 0.025
-_CHECKPOINT_RESTART_FRAMES = 1024
-# ...and starts after this many write transactions: a short-lived process (a
-# `podium run` of a few steps) leaves its small log to the checkpoint at close
-# instead of paying for a thread and a concurrent fsync it has no use for.
-_CHECKPOINT_THREAD_AFTER = 32
-
-
-class _Checkpointer:
-    """Copies the write-ahead log into the database on a thread of its own.
-
-    A checkpoint is mostly two fsyncs of pages written since the last one: on
-    this project's disks, ~5 ms for every ~60 three-step runs, paid inside a
-    COMMIT on the event loop when SQLite checkpoints by itself. Here a thread
-    with its own connection does that work (the GIL is released while SQLite
-    runs) and the writer's connection never checkpoints automatically.
-
-    The log restarts from its beginning only when a checkpoint has copied all of
-    it, which a thread racing a busy writer never achieves. So once the log is
-    long, the writer runs one checkpoint itself between two transactions
-    (``restart_due``): it copies only what arrived since the thread's last pass.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self.restart_due = False
-        self.failed = False
-        self._thread = threading.Thread(
-            target=self._loop, name=f"podium-checkpoint:{path.name}", daemon=True)
-        self._thread.start()
-
-    def poke(self) -> None:
-        """Say the log grew (cheap: sets a flag the thread waits on)."""
-        if not self._wake.is_set():  # set() takes a lock and notifies, every commit
-            self._wake.set()
-
-    def _loop(self) -> None:
-        try:
-            # Made and used on this thread only. Only normal durability has a
-            # checkpointer: a checkpoint's fsyncs follow this connection's setting.
-            conn = sqlite3.connect(self._path, isolation_level=None)
-            conn.execute("PRAGMA synchronous = NORMAL")
-        except sqlite3.Error as exc:
-            log.warning("checkpoints of %s stay on the writer: %s", self._path, exc)
-            self.failed = True
-            return
-        try:
-            while not self._stopping.is_set():
-                self._wake.wait()
-                self._wake.clear()
-                if self._stopping.is_set():
-                    break
-                try:
-                    _busy, frames, _copied = conn.execute(
-                        "PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                except sqlite3.Error as exc:  # e.g. the disk is full: try again later
-                    log.warning("checkpoint of %s failed, will retry: %s", self._path, exc)
-                else:
-                    if frames >= _CHECKPOINT_RESTART_FRAMES:
-                        self.restart_due = True
-                self._stopping.wait(_CHECKPOINT_INTERVAL_S)
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        self._thread.join()
+Q = queries("sqlite")
 
 
 def _dumps(value: Any) -> str:
@@ -142,6 +68,10 @@ def _loads(text: str | None) -> Any:
 
 def _error(text: str | None) -> ErrorInfo | None:
     return None if text is None else ErrorInfo.from_dict(orjson.loads(text))
+
+
+def _error_text(err: ErrorInfo | None) -> str | None:
+    return None if err is None else _dumps(err.to_dict())
 
 
 _EVENT_FIELDS: dict[type[Event], tuple[str, ...]] = {}
@@ -167,79 +97,6 @@ def _encode_event(e: Event) -> str:
     return _dumps(data)
 
 
-def _error_text(err: ErrorInfo | None) -> str | None:
-    return None if err is None else _dumps(err.to_dict())
-
-
-@dataclass(slots=True)
-class _Live:
-    """A run this process writes: its record, next event number, what changed.
-
-    ``run`` is the engine's own live record (the one given to ``create_run`` or
-    ``adopt``), which the engine moves with ``apply_event`` before it emits each
-    event. A flush writes the pending events and the rows they touched as they
-    stand *now*, which is every pending event applied: state is never behind the
-    log, and no event is applied twice.
-    """
-
-    run: RunRecord
-    seq: int
-    # Touched by events of the batch being written; cleared once it committed.
-    dirty_steps: set[str] = field(default_factory=set)
-    dirty_run: bool = False
-    encoded: dict[str, str] = field(default_factory=dict)  # step id -> output JSON
-    # Step id -> (status, attempt) of the row as this process last wrote it; "?" for
-    # a row written by an earlier process. Lets the hot transitions write only the
-    # columns they change: binding parameters is most of a row write's cost.
-    written: dict[str, tuple[str, int]] = field(default_factory=dict)
-
-
-_STEP_UPSERT = """
-INSERT INTO steps (run_id, step_id, status, attempts, agent_id, output, error, started_at,
-                   finished_at, next_retry_at, optional, completed_seq, compensation_status,
-                   compensation_attempts, compensation_error)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (run_id, step_id) DO UPDATE SET
-    status = excluded.status, attempts = excluded.attempts, agent_id = excluded.agent_id,
-    output = excluded.output, error = excluded.error, started_at = excluded.started_at,
-    finished_at = excluded.finished_at, next_retry_at = excluded.next_retry_at,
-    optional = excluded.optional, completed_seq = excluded.completed_seq,
-    compensation_status = excluded.compensation_status,
-    compensation_attempts = excluded.compensation_attempts,
-    compensation_error = excluded.compensation_error
-"""
-
-# The hot transitions, each with only the columns it sets (the others keep their
-# defaults or the values the previous write gave them); everything else upserts.
-_STEP_INSERT_RUNNING = """
-INSERT INTO steps (run_id, step_id, status, attempts, agent_id, started_at, optional)
-VALUES (?, ?, 'running', ?, ?, ?, ?)
-"""
-
-_STEP_INSERT_SUCCEEDED = """
-INSERT INTO steps (run_id, step_id, status, attempts, agent_id, output, started_at, finished_at,
-                   optional, completed_seq)
-VALUES (?, ?, 'succeeded', ?, ?, ?, ?, ?, ?, ?)
-"""
-
-_STEP_UPDATE_SUCCEEDED = """
-UPDATE steps SET status = 'succeeded', output = ?, error = NULL, finished_at = ?,
-                 completed_seq = ?
-WHERE run_id = ? AND step_id = ?
-"""
-
-_RUN_UPDATE = """
-UPDATE runs SET status = ?, output = ?, error = ?, started_at = ?, finished_at = ?, phase = ?,
-                cancel_requested = CASE WHEN ? THEN 0 ELSE cancel_requested END
-WHERE run_id = ?
-"""
-
-_RUN_COLUMNS = (
-    "run_id, workflow, version, definition, input, status, output, error, created_at, "
-    "started_at, finished_at, owner, lease_expires_at, cancel_requested, agents_source, phase"
-)
-
-
 class SQLiteStore(AlertQueries):
     def __init__(self, path: Path | str, *, durability: str = "normal",
                  readonly: bool = False) -> None:
@@ -257,16 +114,14 @@ class SQLiteStore(AlertQueries):
         self._run_columns = self._step_columns = ""
         # Normal durability: started by the writes (reading never starts it);
         # False once it failed and SQLite checkpoints by itself.
-        self._checkpointer: _Checkpointer | None = None
+        self._checkpointer: Checkpointer | None = None
         self._checkpoint_thread = durability == "normal"
         self._writes = 0  # write transactions before the checkpointer started
-        self._live: dict[str, _Live] = {}
-        self._pending: list[Event] = []
-        self._new_runs: list[RunRecord] = []
-        # The waiters of the flush scheduled for this loop turn (None: none is).
-        self._flush_waiters: list[asyncio.Future[None]] | None = None
-        self._commits = 0  # transactions of events committed (see pending_commit)
-        self._definitions: dict[int, tuple[dict[str, Any], str]] = {}
+        # What this store wrote, to write only the columns a hot transition changes:
+        # runs it inserted itself (their step rows are all its own), and per such run
+        # each step row's (status, attempt) as last committed.
+        self._written: dict[str, dict[str, tuple[str, int]]] = {}
+        self._definitions: dict[int, tuple[Any, str]] = {}
 
     @classmethod
     def from_url(cls, url: str, *, readonly: bool = False) -> SQLiteStore:
@@ -379,18 +234,15 @@ class SQLiteStore(AlertQueries):
         self._users -= 1
         if self._users > 0:
             return  # another user of this process's one store of the file still needs it
-        try:
-            if self._pending or self._new_runs:
-                await self.flush()
-        finally:
-            if self._checkpointer is not None:
-                self._checkpointer.close()
-                self._checkpointer = None
-            self._conn.close()
-            self._conn = None
-            release_file(self.path, self)
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
+        self._conn.close()
+        self._conn = None
+        self._written.clear()
+        release_file(self.path, self)
 
-    def _write(self, fn: Any, *args: Any) -> Any:
+    def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
         conn = self.conn
         if self.readonly:
             raise StoreError(f"{self.path} was opened read-only; this command cannot write")
@@ -408,108 +260,6 @@ class SQLiteStore(AlertQueries):
             self._after_commit()
         return result
 
-    # --- writes -----------------------------------------------------------
-    async def save_workflow(
-        self, name: str, version: int | str, definition: dict[str, Any]
-    ) -> None:
-        def do(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO workflows (name, version, definition, created_at) VALUES (?, ?, ?,"
-                " julianday('now')) ON CONFLICT (name, version) DO UPDATE SET"
-                " definition = excluded.definition",
-                (name, _dumps(version), _dumps(definition)),
-            )
-
-        self._write(do)
-
-    async def create_run(self, run: RunRecord) -> None:
-        """Queue the run's row: it is written by the next flush, in one transaction with
-        the run's first events (the engine flushes before any step starts)."""
-        self._new_runs.append(run)
-        self._live[run.run_id] = _Live(run, 0)
-
-    def _definition_json(self, definition: dict[str, Any]) -> str:
-        """The engine gives every run of a workflow the same snapshot object: encode
-        it once, not once per run (a 1,000-step definition is ~0.3 ms of JSON)."""
-        hit = self._definitions.get(id(definition))
-        if hit is not None and hit[0] is definition:
-            return hit[1]
-        text = _dumps(definition)
-        if len(self._definitions) >= 64:
-            self._definitions.clear()
-        self._definitions[id(definition)] = (definition, text)
-        return text
-
-    def _insert_run(self, conn: sqlite3.Connection, run: RunRecord) -> None:
-        conn.execute(
-            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"  # noqa: S608 - fixed column list
-            " ?, ?, ?)",
-            (
-                run.run_id,
-                run.workflow,
-                _dumps(run.version),
-                self._definition_json(run.definition),
-                _dumps(run.input),
-                run.status,
-                _dumps(run.output),
-                _error_text(run.error),
-                run.created_at,
-                run.started_at,
-                run.finished_at,
-                run.owner,
-                run.lease_expires_at,
-                int(run.cancel_requested),
-                _dumps(run.agents_source),
-                run.phase,
-            ),
-        )
-
-    async def adopt(self, run: RunRecord) -> None:
-        """Start writing events of an existing run (a resume) from this process."""
-        row = self.conn.execute(
-            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?", (run.run_id,)
-        ).fetchone()
-        # Outputs committed by an earlier process: a later event on such a step (its
-        # compensation) rewrites the whole row, which must keep the output, not null it.
-        encoded = {
-            sid: _dumps(s.output)
-            for sid, s in run.steps.items()
-            if s.status in ("succeeded", "compensated")
-        }
-        self._live[run.run_id] = _Live(
-            run, int(row[0]), encoded=encoded, written=dict.fromkeys(run.steps, ("?", -1)))
-
-    def append(self, event: Event) -> None:
-        self._pending.append(event)
-
-    def flush_now(self) -> bool:
-        """Commit at once, synchronously, if no batch is forming; False if one is.
-
-        For a caller that knows nothing else is about to finish (one step running
-        in the whole engine): waiting a loop turn to gather a batch would gain
-        nothing and cost a turn of the loop per step.
-        """
-        if self._flush_waiters is not None:
-            return False
-        self._commit_pending()
-        return True
-
-    def _commit_pending(self) -> None:
-        """Write everything pending in one transaction; on failure keep all of it
-        pending for the next flush (nothing was written, the transaction rolled
-        back, and the bookkeeping moves only on success)."""
-        if not self._pending and not self._new_runs:
-            return
-        events, self._pending = self._pending, []
-        new_runs, self._new_runs = self._new_runs, []
-        try:
-            self._write(self._commit_events, events, new_runs)()
-        except BaseException:
-            self._pending[:0] = events
-            self._new_runs[:0] = new_runs
-            raise
-        self._commits += 1
-
     def _after_commit(self) -> None:
         """Keep the checkpointer going; finish its checkpoint when the log is long.
 
@@ -521,10 +271,10 @@ class SQLiteStore(AlertQueries):
             ck = self._checkpointer
             if ck is None:
                 self._writes += 1
-                if self._writes < _CHECKPOINT_THREAD_AFTER:
+                if self._writes < CHECKPOINT_THREAD_AFTER:
                     return
                 try:
-                    ck = self._checkpointer = _Checkpointer(self.path)
+                    ck = self._checkpointer = Checkpointer(self.path)
                 except RuntimeError as exc:  # no thread can start (a process limit)
                     log.warning("checkpoints of %s stay on the writer: %s", self.path, exc)
                     ck = None
@@ -544,216 +294,132 @@ class SQLiteStore(AlertQueries):
         except Exception as exc:  # noqa: BLE001 - see above
             log.warning("checkpoint of %s failed, will retry: %s", self.path, exc)
 
-    @property
-    def commits(self) -> int:
-        return self._commits
+    # --- writes -----------------------------------------------------------
+    async def save_workflow(
+        self, name: str, version: int | str, definition: dict[str, Any]
+    ) -> None:
+        def do(conn: sqlite3.Connection) -> None:
+            conn.execute(Q["workflow_save"],
+                         (name, _dumps(version), _dumps(definition), time.time()))
 
-    def pending_commit(self) -> int:
-        # A flush takes everything pending in one synchronous transaction, so what
-        # is appended now is in the very next commit.
-        return self._commits + 1
+        self._write(do)
 
-    def _schedule_flush(self) -> list[asyncio.Future[None]]:
-        """The waiters of this loop turn's flush, scheduling that flush if need be.
+    def _definition_json(self, definition: Any) -> str:
+        """The engine gives every run of a workflow the same snapshot object: encode
+        it once, not once per run (a 1,000-step definition is ~0.3 ms of JSON)."""
+        hit = self._definitions.get(id(definition))
+        if hit is not None and hit[0] is definition:
+            return hit[1]
+        text = _dumps(definition)
+        if len(self._definitions) >= 64:
+            self._definitions.clear()
+        self._definitions[id(definition)] = (definition, text)
+        return text
 
-        It runs after every callback already due in this loop turn: all the steps
-        finishing "now" join its one transaction.
-        """
-        if self._flush_waiters is None:
-            self._flush_waiters = []
-            asyncio.get_running_loop().call_soon(self._do_flush)
-        return self._flush_waiters
+    async def write_batch(self, batch: Batch) -> None:
+        self.write_batch_now(batch)
 
-    def flush_soon(self) -> None:
-        if self._pending or self._new_runs:
-            self._schedule_flush()
+    def write_batch_now(self, batch: Batch) -> None:
+        """One transaction; this store's own bookkeeping moves only once it committed."""
+        wrote = self._write(self._batch, batch)
+        for r in batch.new_runs:
+            self._written.setdefault(r.run_id, {})
+        for run_id, step_id, state in wrote:
+            self._written[run_id][step_id] = state
+        for run_id in batch.finished:
+            self._written.pop(run_id, None)
 
-    async def flush(self) -> None:
-        if self._flush_waiters is None and not self._pending and not self._new_runs:
-            return
-        # One future per waiter (not one shared, shielded future): a waiter that is
-        # cancelled cancels only its own, never everyone's commit, and this costs a
-        # fraction of what ``asyncio.shield`` does per waiter in a big fan-out.
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._schedule_flush().append(fut)
-        await fut
-
-    def _do_flush(self) -> None:
-        waiters = self._flush_waiters or []
-        self._flush_waiters = None
-        try:
-            self._commit_pending()
-        except BaseException as exc:  # noqa: BLE001 - handed to every waiter of the flush
-            if not waiters:
-                # A flush nobody waits for (flush_soon): the batch stays pending and
-                # the next flush, which somebody will wait for, tries again.
-                log.warning("commit to %s failed, will retry: %s", self.path, exc)
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
-
-    def _commit_events(
-        self, conn: sqlite3.Connection, events: list[Event], new_runs: Sequence[RunRecord] = ()
-    ) -> Callable[[], None]:
-        """Write a batch; returns what moves the bookkeeping on, to call after COMMIT.
-
-        Until then nothing that says what is *written* changed (sequence numbers,
-        ``written``), so a failed commit is simply retried with the next flush, rows
-        and all. What is marked dirty here stays dirty until ``settle``.
-        """
-        for run in new_runs:
-            self._insert_run(conn, run)  # as it stands now: its first events included
-        lives = self._live
-        seqs: dict[str, int] = {}
-        rows = []
-        # A batch is mostly runs of events of one run: look its state up once per run.
-        last: str | None = None
-        live: _Live | None = None
-        seq = 0
-        for e in events:
-            rid = e.run_id
-            if rid != last:
-                if live is not None:
-                    seqs[last] = seq  # type: ignore[index]
-                last = rid
-                live = lives.get(rid)
-                if live is None:
-                    continue  # a run this process does not own (cancel requests use SQL)
-                seq = seqs.get(rid, live.seq)
-            elif live is None:
-                continue
-            seq += 1
-            step_id = getattr(e, "step_id", None)
-            if step_id is None:
-                live.dirty_run = True
-            else:
-                live.dirty_steps.add(step_id)
-                if type(e) is StepSucceeded:
-                    # Idempotent: the same output whatever happens to this commit.
-                    live.encoded[step_id] = e.output_json
-            rows.append((rid, seq, e.type, e.ts, _encode_event(e)))
-        if live is not None:
-            seqs[last] = seq  # type: ignore[index]
-        conn.executemany(
-            "INSERT INTO events (run_id, seq, type, ts, data) VALUES (?, ?, ?, ?, ?)", rows
-        )
-        inserted = {run.run_id for run in new_runs}
-        step_rows: list[tuple[Any, ...]] = []
+    def _batch(self, conn: sqlite3.Connection, batch: Batch
+               ) -> list[tuple[str, str, tuple[str, int]]]:
+        for r in batch.new_runs:
+            conn.execute(Q["run_insert"], (
+                r.run_id, r.workflow, _dumps(r.version), self._definition_json(r.definition),
+                r.input_json, r.status, r.output_json, _error_text(r.error), r.created_at,
+                r.started_at, r.finished_at, r.owner, r.lease_expires_at,
+                _dumps(r.agents_source), r.phase))
+        conn.executemany(Q["event_insert"], [
+            (rid, seq, e.type, e.ts, _encode_event(e)) for rid, seq, e in batch.events])
+        finished = set(batch.finished)
+        for r in batch.runs:
+            conn.execute(Q["run_update"], (
+                r.status, r.output_json, _error_text(r.error), r.started_at, r.finished_at,
+                r.phase, r.run_id in finished, r.run_id))
+        written = self._written
+        fresh = {r.run_id for r in batch.new_runs}
+        none: dict[str, tuple[str, int]] = {}
+        upsert: list[tuple[Any, ...]] = []
         ins_running: list[tuple[Any, ...]] = []
         ins_succeeded: list[tuple[Any, ...]] = []
         upd_succeeded: list[tuple[Any, ...]] = []
-        finished: list[str] = []
-        wrote: list[tuple[_Live, str, tuple[str, int]]] = []
-        for run_id in seqs:
-            live = lives[run_id]
-            written = live.written
-            steps = live.run.steps
-            for sid in live.dirty_steps:
-                s = steps[sid]
-                status = s.status
-                prior = written.get(sid)
-                wrote.append((live, sid, (status, s.attempts)))
-                plain = (
-                    s.error is None
-                    and s.next_retry_at is None
-                    and s.compensation_status is None
-                    and s.compensation_attempts == 0
-                    and s.compensation_error is None
-                )
-                if plain and status == "succeeded":
-                    text = live.encoded.get(sid, "null")
+        wrote: list[tuple[str, str, tuple[str, int]]] = []
+        for s in batch.steps:
+            mine = written.get(s.run_id)
+            if mine is None and s.run_id in fresh:
+                mine = none  # inserted by this very batch: no step row yet
+            status = s.status
+            plain = (s.error is None and s.next_retry_at is None
+                     and s.compensation_status is None and s.compensation_attempts == 0)
+            if mine is not None:
+                # A run this store inserted: its rows are all its own, so a hot
+                # transition writes only the columns it sets.
+                prior = mine.get(s.step_id)
+                wrote.append((s.run_id, s.step_id, (status, s.attempts)))
+                if plain and status == "succeeded" and s.output_json is not None:
                     if prior is None:
                         ins_succeeded.append((
-                            run_id, sid, s.attempts, s.agent_id, text, s.started_at,
-                            s.finished_at, int(s.optional), s.completed_seq))
+                            s.run_id, s.step_id, s.attempts, s.agent_id, s.output_json,
+                            s.started_at, s.finished_at, int(s.optional), s.completed_seq))
                         continue
                     if prior == ("running", s.attempts):
                         # That row has this attempt's agent and start already.
-                        upd_succeeded.append((text, s.finished_at, s.completed_seq, run_id, sid))
+                        upd_succeeded.append((s.output_json, s.finished_at, s.completed_seq,
+                                              s.run_id, s.step_id))
                         continue
                 elif (plain and status == "running" and prior is None
                       and s.finished_at is None and s.completed_seq is None):
-                    ins_running.append(
-                        (run_id, sid, s.attempts, s.agent_id, s.started_at, int(s.optional)))
+                    ins_running.append((s.run_id, s.step_id, s.attempts, s.agent_id,
+                                        s.started_at, int(s.optional)))
                     continue
-                out = live.encoded.get(sid, "null") if status in ("succeeded", "compensated") \
-                    else None
-                step_rows.append(
-                    (
-                        run_id,
-                        sid,
-                        status,
-                        s.attempts,
-                        s.agent_id,
-                        out,
-                        _error_text(s.error),
-                        s.started_at,
-                        s.finished_at,
-                        s.next_retry_at,
-                        int(s.optional),
-                        s.completed_seq,
-                        s.compensation_status,
-                        s.compensation_attempts,
-                        _error_text(s.compensation_error),
-                    )
-                )
-            if live.dirty_run:
-                r = live.run
-                if run_id not in inserted:
-                    conn.execute(
-                        _RUN_UPDATE,
-                        (
-                            r.status,
-                            _dumps(r.output),
-                            _error_text(r.error),
-                            r.started_at,
-                            r.finished_at,
-                            r.phase,
-                            r.status in TERMINAL_RUN_STATUSES,
-                            run_id,
-                        ),
-                    )
-                if r.status in TERMINAL_RUN_STATUSES:
-                    finished.append(run_id)
-        if step_rows:
-            conn.executemany(_STEP_UPSERT, step_rows)
+            upsert.append((
+                s.run_id, s.step_id, status, s.attempts, s.agent_id, s.output_json,
+                _error_text(s.error), s.started_at, s.finished_at, s.next_retry_at,
+                int(s.optional), s.completed_seq, s.compensation_status,
+                s.compensation_attempts, _error_text(s.compensation_error)))
+        if upsert:
+            conn.executemany(Q["step_upsert"], upsert)
         if ins_running:
-            conn.executemany(_STEP_INSERT_RUNNING, ins_running)
+            conn.executemany(Q["step_insert_running"], ins_running)
         if ins_succeeded:
-            conn.executemany(_STEP_INSERT_SUCCEEDED, ins_succeeded)
+            conn.executemany(Q["step_insert_succeeded"], ins_succeeded)
         if upd_succeeded:
-            cur = conn.executemany(_STEP_UPDATE_SUCCEEDED, upd_succeeded)
+            cur = conn.executemany(Q["step_update_succeeded"], upd_succeeded)
             if cur.rowcount != len(upd_succeeded):
                 raise sqlite3.IntegrityError(
                     "a step row this process wrote is gone (another writer deleted it?)")
+        return wrote
 
-        def settle() -> None:
-            """Move the bookkeeping on: called only once the transaction committed."""
-            for live, sid, state in wrote:
-                live.written[sid] = state
-            for run_id, seq in seqs.items():
-                live = lives[run_id]
-                live.seq = seq
-                live.dirty_steps.clear()
-                live.dirty_run = False
-            for run_id in finished:
-                del lives[run_id]
+    async def batch_committed(self, batch: Batch) -> bool:
+        """A local commit is never cut off, but the question has an exact answer here too."""
+        if not batch.last_seq:
+            return True
+        rid, seq = next(iter(batch.last_seq.items()))
+        try:
+            return self.conn.execute(Q["event_exists"], (rid, seq)).fetchone() is not None
+        except sqlite3.Error as exc:
+            raise store_error(exc, self.path) from None
 
-        return settle
+    async def last_seq(self, run_id: str) -> int:
+        try:
+            return int(self.conn.execute(Q["last_seq"], (run_id,)).fetchone()[0])
+        except sqlite3.Error as exc:
+            raise store_error(exc, self.path) from None
 
     # --- reads ------------------------------------------------------------
     def _resolve_id(self, run_id: str) -> str:
         conn = self.conn
-        if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone():
+        if conn.execute(Q["run_exists"], (run_id,)).fetchone():
             return run_id
-        rows = conn.execute(
-            "SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ? LIMIT 2",
-            (run_id, run_id + "\uffff"),
-        ).fetchall()
+        rows = conn.execute(Q["run_ids_with_prefix"], (run_id, run_id + "\uffff")).fetchall()
         if len(rows) == 1:
             return str(rows[0][0])
         if rows:
@@ -792,15 +458,11 @@ class SQLiteStore(AlertQueries):
         try:
             rid = self._resolve_id(run_id)
             conn = self.conn
-            row = conn.execute(
-                f"SELECT {self._run_columns} FROM runs WHERE run_id = ?",  # noqa: S608 - fixed column list
-                (rid,),
-            ).fetchone()
+            row = conn.execute(Q["run_get"].format(run_columns=self._run_columns),
+                               (rid,)).fetchone()
             run = self._run_from_row(row)
-            for s in conn.execute(
-                f"SELECT {self._step_columns} FROM steps WHERE run_id = ?",  # noqa: S608 - fixed column list
-                (rid,),
-            ):
+            for s in conn.execute(Q["steps_of_run"].format(step_columns=self._step_columns),
+                                  (rid,)):
                 run.steps[s[0]] = StepRecord(
                     step_id=s[0],
                     status=s[1],
@@ -825,19 +487,9 @@ class SQLiteStore(AlertQueries):
     async def list_runs(
         self, *, status: str | None = None, workflow: str | None = None, limit: int = 50
     ) -> list[RunRecord]:
-        clauses, params = [], []
-        if status is not None:
-            clauses.append("status = ?")
-            params.append(status)
-        if workflow is not None:
-            clauses.append("workflow = ?")
-            params.append(workflow)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         try:
-            rows = self.conn.execute(
-                f"SELECT {self._run_columns} FROM runs {where} ORDER BY created_at DESC LIMIT ?",  # noqa: S608 - clauses are fixed strings
-                (*params, limit),
-            ).fetchall()
+            rows = self.conn.execute(Q["runs_list"].format(run_columns=self._run_columns),
+                                     (status, workflow, limit)).fetchall()
         except sqlite3.Error as exc:
             raise store_error(exc, self.path) from None
         return [self._run_from_row(r) for r in rows]
@@ -845,9 +497,7 @@ class SQLiteStore(AlertQueries):
     async def get_events(self, run_id: str) -> Sequence[Event]:
         rid = self._resolve_id(run_id)
         out = []
-        for kind, ts, data in self.conn.execute(
-            "SELECT type, ts, data FROM events WHERE run_id = ? ORDER BY seq", (rid,)
-        ):
+        for kind, ts, data in self.conn.execute(Q["events_of_run"], (rid,)):
             d = orjson.loads(data)
             d["type"] = kind
             d.setdefault("run_id", rid)
@@ -862,44 +512,21 @@ class SQLiteStore(AlertQueries):
 
     async def request_cancel(self, run_id: str) -> bool:
         rid = self._resolve_id(run_id)
-
-        def do(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
-                "UPDATE runs SET cancel_requested = 1 WHERE run_id = ? AND status NOT IN"
-                " ('succeeded', 'failed', 'cancelled', 'rolled_back', 'rollback_failed')",
-                (rid,),
-            )
-            return cur.rowcount
-
-        return bool(self._write(do))
+        return bool(self._write(lambda conn: conn.execute(Q["cancel_request"], (rid,)).rowcount))
 
     async def cancel_requests(self, run_ids: Collection[str]) -> set[str]:
-        ids = list(run_ids)
-        if not ids:
+        if not run_ids:
             return set()
-        marks = ",".join("?" * len(ids))
-        rows = self.conn.execute(
-            f"SELECT run_id FROM runs WHERE cancel_requested = 1 AND run_id IN ({marks})",  # noqa: S608 - placeholders only
-            ids,
-        ).fetchall()
+        rows = self.conn.execute(Q["cancel_requested_among"],
+                                 (_dumps(list(run_ids)),)).fetchall()
         return {r[0] for r in rows}
 
     async def claim_run(self, run: RunRecord, owner: str, until: float, *,
                         recoveries: int, now: float) -> bool:
         recovered_at = now if recoveries > run.recoveries else run.recovered_at
-
-        def do(conn: sqlite3.Connection) -> int:
-            # ``IS`` compares NULLs too: an unowned run, a run without a lease.
-            cur = conn.execute(
-                "UPDATE runs SET owner = ?, lease_expires_at = ?, epoch = epoch + 1,"
-                " recoveries = ?, recovered_at = ?"
-                " WHERE run_id = ? AND epoch = ? AND owner IS ? AND lease_expires_at IS ?",
-                (owner, until, recoveries, recovered_at, run.run_id, run.epoch, run.owner,
-                 run.lease_expires_at),
-            )
-            return cur.rowcount
-
-        if not self._write(do):
+        args = (owner, until, recoveries, recovered_at, run.run_id, run.epoch, run.owner,
+                run.lease_expires_at)
+        if not self._write(lambda conn: conn.execute(Q["run_claim"], args).rowcount):
             return False
         run.epoch += 1
         run.owner, run.lease_expires_at = owner, until
@@ -908,27 +535,12 @@ class SQLiteStore(AlertQueries):
 
     async def release_run(self, run_id: str, owner: str, *, force: bool = False) -> None:
         """Give up ownership (or take it from a dead owner when ``force``)."""
-
-        def do(conn: sqlite3.Connection) -> None:
-            if force:
-                conn.execute("UPDATE runs SET owner = NULL WHERE run_id = ?", (run_id,))
-            else:
-                conn.execute(
-                    "UPDATE runs SET owner = NULL WHERE run_id = ? AND owner = ?", (run_id, owner)
-                )
-
-        self._write(do)
+        if force:
+            self._write(lambda conn: conn.execute(Q["run_release_forced"], (run_id,)))
+        else:
+            self._write(lambda conn: conn.execute(Q["run_release"], (run_id, owner)))
 
     async def renew_leases(self, owner: str, run_ids: Collection[str], until: float) -> None:
-        ids = list(run_ids)
-        if not ids:
-            return
-        marks = ",".join("?" * len(ids))
-
-        def do(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                f"UPDATE runs SET lease_expires_at = ? WHERE owner = ? AND run_id IN ({marks})",  # noqa: S608 - placeholders only
-                (until, owner, *ids),
-            )
-
-        self._write(do)
+        if run_ids:
+            ids = _dumps(list(run_ids))
+            self._write(lambda conn: conn.execute(Q["leases_renew"], (until, owner, ids)))

@@ -13,8 +13,11 @@ from typing import Any
 import orjson
 
 from podium.state import AlertRecord, AttemptOutcome
+from podium.store.queries import queries
 
 __all__ = ["AlertQueries"]
+
+Q = queries("sqlite")
 
 
 def _dumps(value: Any) -> str:
@@ -35,55 +38,18 @@ class AlertQueries:
     def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
         raise NotImplementedError
 
-    _ALERT_COLUMNS = (
-        "key, rule, kind, severity, status, summary, labels, run_id, workflow,"
-        " fired_at, resolved_at, acked_at, acked_by, level, last_notified_at"
-    )
-
     async def save_alert(
         self, alert: AlertRecord, what: str, detail: str = "", ts: float | None = None
     ) -> None:
         a = alert
         now = ts if ts is not None else (a.last_notified_at or a.resolved_at or a.fired_at)
+        row = (a.key, a.rule, a.kind, a.severity, a.status, a.summary, _dumps(a.labels),
+               a.run_id, a.workflow, a.fired_at, a.resolved_at, a.acked_at, a.acked_by, a.level,
+               a.last_notified_at, now)
 
         def do(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                f"INSERT INTO alerts ({self._ALERT_COLUMNS}, updated_at) VALUES"  # noqa: S608 - fixed column list
-                " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
-                " rule = excluded.rule, kind = excluded.kind, severity = excluded.severity,"
-                " status = excluded.status, summary = excluded.summary, labels = excluded.labels,"
-                " run_id = excluded.run_id, workflow = excluded.workflow,"
-                " fired_at = excluded.fired_at, resolved_at = excluded.resolved_at,"
-                # An ack made by another process (podium alerts ack) must not be lost.
-                " acked_at = COALESCE(excluded.acked_at, CASE WHEN excluded.fired_at ="
-                " alerts.fired_at THEN alerts.acked_at END),"
-                " acked_by = COALESCE(excluded.acked_by, CASE WHEN excluded.fired_at ="
-                " alerts.fired_at THEN alerts.acked_by END),"
-                " level = excluded.level, last_notified_at = excluded.last_notified_at,"
-                " updated_at = excluded.updated_at",
-                (
-                    a.key,
-                    a.rule,
-                    a.kind,
-                    a.severity,
-                    a.status,
-                    a.summary,
-                    _dumps(a.labels),
-                    a.run_id,
-                    a.workflow,
-                    a.fired_at,
-                    a.resolved_at,
-                    a.acked_at,
-                    a.acked_by,
-                    a.level,
-                    a.last_notified_at,
-                    now,
-                ),
-            )
-            conn.execute(
-                "INSERT INTO alert_history (key, ts, what, detail) VALUES (?, ?, ?, ?)",
-                (a.key, now, what, detail),
-            )
+            conn.execute(Q["alert_upsert"], row)
+            conn.execute(Q["alert_history_add"], (a.key, now, what, detail))
 
         self._write(do)
 
@@ -110,59 +76,28 @@ class AlertQueries:
     async def list_alerts(
         self, *, status: str | None = None, limit: int = 100
     ) -> list[AlertRecord]:
-        if status is None:
-            rows = self.conn.execute(
-                f"SELECT {self._ALERT_COLUMNS} FROM alerts ORDER BY fired_at DESC LIMIT ?",  # noqa: S608 - fixed column list
-                (limit,),
-            ).fetchall()
-        else:
-            rows = self.conn.execute(
-                f"SELECT {self._ALERT_COLUMNS} FROM alerts WHERE status = ?"  # noqa: S608 - fixed column list
-                " ORDER BY fired_at DESC LIMIT ?",
-                (status, limit),
-            ).fetchall()
+        rows = self.conn.execute(Q["alerts_list"], (status, limit)).fetchall()
         return [self._alert(r) for r in rows]
 
     async def get_alert(self, key: str) -> AlertRecord | None:
-        row = self.conn.execute(
-            f"SELECT {self._ALERT_COLUMNS} FROM alerts WHERE key = ?",  # noqa: S608 - fixed column list
-            (key,),
-        ).fetchone()
+        row = self.conn.execute(Q["alert_get"], (key,)).fetchone()
         return self._alert(row) if row else None
 
     async def ack_alert(self, key: str, by: str, now: float) -> bool:
         def do(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
-                "UPDATE alerts SET acked_at = ?, acked_by = ?, updated_at = ? WHERE key = ?"
-                " AND status = 'firing' AND acked_at IS NULL",
-                (now, by, now, key),
-            )
+            cur = conn.execute(Q["alert_ack"], (now, by, now, key))
             if cur.rowcount:
-                conn.execute(
-                    "INSERT INTO alert_history (key, ts, what, detail) VALUES (?, ?, 'acked', ?)",
-                    (key, now, by),
-                )
+                conn.execute(Q["alert_history_add"], (key, now, "acked", by))
             return cur.rowcount
 
         return bool(self._write(do))
 
     async def alert_history(self, key: str) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
-            "SELECT ts, what, detail FROM alert_history WHERE key = ? ORDER BY id", (key,)
-        ).fetchall()
+        rows = self.conn.execute(Q["alert_history_of"], (key,)).fetchall()
         return [{"key": key, "ts": r[0], "what": r[1], "detail": r[2]} for r in rows]
 
     async def attempt_outcomes(self, since: float) -> list[AttemptOutcome]:
-        rows = self.conn.execute(
-            "SELECT e.ts, e.run_id, r.workflow, e.type,"
-            " json_extract(e.data, '$.step_id'), json_extract(e.data, '$.agent_id'),"
-            " json_extract(e.data, '$.attempt'), json_extract(e.data, '$.error.type'),"
-            " json_extract(e.data, '$.error.message')"
-            " FROM runs r JOIN events e ON e.run_id = r.run_id"
-            " WHERE (r.finished_at IS NULL OR r.finished_at >= ?) AND e.ts >= ?"
-            " AND e.type IN ('step_succeeded', 'step_attempt_failed') ORDER BY e.ts",
-            (since, since),
-        ).fetchall()
+        rows = self.conn.execute(Q["attempt_outcomes"], (since,)).fetchall()
         return [
             AttemptOutcome(
                 ts=r[0],

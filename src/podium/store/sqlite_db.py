@@ -51,11 +51,11 @@ BUSY_TIMEOUT_S = 30.0
 
 def migrations() -> list[tuple[int, str]]:
     """Every schema step in order, from the SQL files shipped with the package."""
-    folder = resources.files("podium.store") / "sql"
+    folder = resources.files("podium.store") / "sql" / "sqlite"
     out = []
     for entry in folder.iterdir():
         name = entry.name
-        if name.endswith(".sql"):
+        if name.endswith(".sql") and name[:1].isdigit():  # queries.sql sits beside them
             out.append((int(name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
     return sorted(out)
 

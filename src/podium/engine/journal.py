@@ -1,0 +1,298 @@
+"""The engine's journal: every event on its way to the store, and what is durable yet.
+
+The durability rule is the engine's to keep, whatever the store's latency:
+a step's success is committed before any dependent starts. So the engine
+numbers every event it appends (its *position*) and asks the journal to make
+everything up to a position durable (``commit_through``), or only soon
+(``soon``). The journal cuts what is pending into one ``Batch`` (group
+commit: every step finishing in the same loop turn shares it), takes the
+rows those events changed as values at that instant, and hands the batch to
+the store. At most one batch is on the wire at a time; the next forms
+meanwhile, and an event appended while a commit is in flight is known to be
+durable only once *its* batch has committed (``durable``), never sooner.
+
+A commit whose outcome the store could not know (``CommitUnknown``: the
+connection dropped during COMMIT) is read back from the store before anything
+is written again: a landed batch is never written twice, a lost one is
+written again. A batch that failed stays pending, whole, for the next try,
+and those waiting for it get the error.
+
+A store that commits locally (``SyncRunStore``) is written on the spot when
+nothing else could share the batch (``commit_now``): a chain's step needs no
+extra loop turn to become durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+import orjson
+
+from podium.errors import PodiumError
+from podium.events import Event, StepSucceeded
+from podium.state import TERMINAL_RUN_STATUSES, RunRecord
+from podium.store.base import Batch, CommitUnknown, RunRow, RunStore, StepRow, SyncRunStore
+
+__all__ = ["Journal"]
+
+log = logging.getLogger("podium.engine")
+
+# Reading back a cut-off batch may itself meet a dropped connection: a few tries.
+_PROBE_TRIES = 5
+_PROBE_WAIT_S = 0.2
+
+
+@dataclass(slots=True)
+class _Tracked:
+    """A run this journal writes: the engine's live record and its last committed seq."""
+
+    record: RunRecord
+    seq: int
+    new: bool  # its row is inserted by the next batch
+    # Step ids touched by events not committed yet (rows to snapshot at the next cut).
+    touched: set[str] = field(default_factory=set)
+
+
+class Journal:
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self._sync = store if isinstance(store, SyncRunStore) else None
+        # Positions: ``position`` events appended so far, all up to ``durable`` committed.
+        self.position = 0
+        self.durable = 0
+        self._pending: list[Event] = []
+        self._tracked: dict[str, _Tracked] = {}
+        # The batch on the wire (an async store's), and who waits for what.
+        self._writing: asyncio.Task[None] | None = None
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._scheduled = False
+
+    # --- runs ---------------------------------------------------------------
+    def track(self, run: RunRecord, *, new: bool, seq: int = 0) -> None:
+        """Write ``run``'s events from now on: a new run (its row goes in the next batch)
+        or one taken over, whose last committed event is ``seq``."""
+        self._tracked[run.run_id] = _Tracked(run, seq, new)
+
+    # --- events -------------------------------------------------------------
+    def append(self, event: Event) -> None:
+        """Buffer an event of a run this journal writes (others are not ours to write)."""
+        if event.run_id in self._tracked:
+            self._pending.append(event)
+            self.position += 1
+
+    # --- commits ------------------------------------------------------------
+    def commit_now(self) -> bool:
+        """Commit everything appended, on the spot, if the store can and nothing else is
+        forming or in flight; False otherwise (then ``await commit_through``)."""
+        if self._sync is None or self._scheduled or self._writing is not None:
+            return False
+        if self._pending:
+            self._write_sync(self._sync)
+        return True
+
+    async def commit_through(self, position: int) -> None:
+        """Return once every event up to ``position`` is durable; raise if its batch failed.
+
+        Joins the batch forming in this loop turn (group commit), or the next one if a
+        batch is on the wire.
+        """
+        if position <= self.durable:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((position, fut))
+        self._schedule()
+        # One future per waiter: a cancelled waiter cancels only its own wait, never
+        # the commit everyone else waits for.
+        await fut
+
+    def soon(self) -> None:
+        """Have what is pending committed within a loop turn, without waiting for it."""
+        if self._pending:
+            self._schedule()
+
+    async def close(self) -> None:
+        """Commit what is pending and wait for the batch on the wire, if any."""
+        if self._writing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._writing)
+        if self._pending:
+            await self.commit_through(self.position)
+
+    # --- batches ------------------------------------------------------------
+    def _schedule(self) -> None:
+        if not self._scheduled and self._writing is None:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._pump)
+
+    def _pump(self) -> None:
+        """Cut and write what is pending (after every callback already due this turn)."""
+        self._scheduled = False
+        if self._writing is not None:
+            return  # its end pumps again
+        if not self._pending:
+            self._release(None)
+            return
+        if self._sync is not None:
+            try:
+                self._write_sync(self._sync)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiters
+                if not self._waiters:
+                    # Nobody waits (soon()): the batch stays pending and the next commit,
+                    # which somebody will wait for, tries again.
+                    log.warning("commit failed, will retry: %s", exc)
+                self._release(exc)
+                return
+            self._release(None)
+            return
+        batch, upto = self._cut()
+        self._writing = asyncio.get_running_loop().create_task(
+            self._write_async(batch, upto), name="podium:journal-commit")
+
+    def _write_sync(self, store: SyncRunStore) -> None:
+        batch, upto = self._cut()
+        try:
+            store.write_batch_now(batch)
+        except BaseException:
+            self._uncut(batch)
+            raise
+        self._committed(batch, upto)
+
+    async def _write_async(self, batch: Batch, upto: int) -> None:
+        error: BaseException | None = None
+        try:
+            try:
+                await self.store.write_batch(batch)
+            except CommitUnknown:
+                if not await self._landed(batch):
+                    raise
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiters below
+            self._uncut(batch)
+            error = exc
+            if not self._waiters:
+                log.warning("commit failed, will retry: %s", exc)
+        else:
+            self._committed(batch, upto)
+        finally:
+            self._writing = None
+        self._release(error)
+        if isinstance(error, asyncio.CancelledError):
+            raise error
+
+    async def _landed(self, batch: Batch) -> bool:
+        """Whether a cut-off batch committed, asked of the store until it can tell."""
+        for attempt in range(_PROBE_TRIES):
+            try:
+                return await self.store.batch_committed(batch)
+            except PodiumError:
+                if attempt == _PROBE_TRIES - 1:
+                    raise
+                await asyncio.sleep(_PROBE_WAIT_S * (attempt + 1))
+        return False
+
+    def _release(self, error: BaseException | None) -> None:
+        """Wake every waiter whose position is durable now; fail the others if ``error``."""
+        if not self._waiters:
+            return
+        durable = self.durable
+        keep = []
+        for position, fut in self._waiters:
+            if fut.done():
+                continue
+            if position <= durable:
+                fut.set_result(None)
+            elif error is not None:
+                fut.set_exception(error)
+            else:
+                keep.append((position, fut))
+        self._waiters = keep
+        if keep:
+            self._schedule()
+
+    def _cut(self) -> tuple[Batch, int]:
+        """Take everything pending as one batch, with the rows it leaves, as values now.
+
+        The engine moves its records with ``apply_event`` before it appends each
+        event, so a record as it stands now is every pending event applied: the
+        snapshot matches the events, and no event is applied twice.
+        """
+        events, self._pending = self._pending, []
+        upto = self.position
+        batch = Batch()
+        tracked = self._tracked
+        rows = batch.events
+        last: str | None = None
+        t: _Tracked | None = None
+        seq = 0
+        outputs: dict[tuple[str, str], str] = {}
+        run_level: set[str] = set()
+        for e in events:
+            rid = e.run_id
+            if rid != last:  # a batch is mostly runs of events of one run
+                if t is not None:
+                    batch.last_seq[last] = seq  # type: ignore[index]
+                last = rid
+                t = tracked[rid]
+                seq = batch.last_seq.get(rid, t.seq)
+            seq += 1
+            step_id = getattr(e, "step_id", None)
+            if step_id is None:
+                run_level.add(rid)
+            else:
+                t.touched.add(step_id)  # type: ignore[union-attr]
+                if type(e) is StepSucceeded:
+                    outputs[(rid, step_id)] = e.output_json
+            rows.append((rid, seq, e))
+        if t is not None:
+            batch.last_seq[last] = seq  # type: ignore[index]
+        for rid in batch.last_seq:
+            t = tracked[rid]
+            record = t.record
+            if t.new:
+                batch.new_runs.append(_run_row(record, new=True))
+            elif rid in run_level:
+                batch.runs.append(_run_row(record, new=False))
+            if record.status in TERMINAL_RUN_STATUSES and (t.new or rid in run_level):
+                batch.finished.append(rid)
+            steps = record.steps
+            for sid in t.touched:
+                s = steps[sid]
+                batch.steps.append(StepRow(
+                    rid, sid, s.status, s.attempts, s.agent_id, outputs.get((rid, sid)),
+                    s.error, s.started_at, s.finished_at, s.next_retry_at, s.optional,
+                    s.completed_seq, s.compensation_status, s.compensation_attempts,
+                    s.compensation_error))
+            t.touched.clear()
+        return batch, upto
+
+    def _uncut(self, batch: Batch) -> None:
+        """A batch that did not land: its events are pending again, before any newer."""
+        self._pending[:0] = [e for _rid, _seq, e in batch.events]
+        for rid, _seq, e in batch.events:
+            step_id = getattr(e, "step_id", None)
+            if step_id is not None:
+                self._tracked[rid].touched.add(step_id)
+
+    def _committed(self, batch: Batch, upto: int) -> None:
+        tracked = self._tracked
+        for rid, seq in batch.last_seq.items():
+            t = tracked[rid]
+            t.seq = seq
+            t.new = False
+        for rid in batch.finished:
+            done = tracked.get(rid)
+            if done is not None and done.record.status in TERMINAL_RUN_STATUSES and not any(
+                    e.run_id == rid for e in self._pending):
+                del tracked[rid]  # ended: nothing more of it to write
+        self.durable = upto
+
+
+def _run_row(r: RunRecord, *, new: bool) -> RunRow:
+    output = orjson.dumps(r.output).decode()
+    if not new:
+        return RunRow(r.run_id, r.status, output, r.error, r.started_at, r.finished_at, r.phase)
+    return RunRow(r.run_id, r.status, output, r.error, r.started_at, r.finished_at, r.phase,
+                  r.workflow, r.version, r.definition, orjson.dumps(r.input).decode(),
+                  r.created_at, r.owner, r.lease_expires_at, r.agents_source)

@@ -1,0 +1,159 @@
+-- Every statement the SQLite store runs, by name (store/queries.py reads this file).
+-- Parameters are positional (?). {run_columns} and {step_columns} are the store's
+-- fixed column lists (with defaults for columns an older, unmigrated file lacks):
+-- never user data. Lists of ids are passed as one JSON array (json_each), so no
+-- statement is built per call.
+
+-- name: run_insert
+INSERT INTO runs (run_id, workflow, version, definition, input, status, output, error,
+                  created_at, started_at, finished_at, owner, lease_expires_at,
+                  cancel_requested, agents_source, phase)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?);
+
+-- name: run_update
+-- A run's row as its events left it; a run that ended forgets its cancel request.
+UPDATE runs SET status = ?, output = ?, error = ?, started_at = ?, finished_at = ?, phase = ?,
+                cancel_requested = CASE WHEN ? THEN 0 ELSE cancel_requested END
+WHERE run_id = ?;
+
+-- name: event_insert
+INSERT INTO events (run_id, seq, type, ts, data) VALUES (?, ?, ?, ?, ?);
+
+-- name: step_upsert
+-- Every column of a step's row. An output already stored is kept when the batch has
+-- none for it (only a success carries its output; a compensation must not erase it).
+INSERT INTO steps (run_id, step_id, status, attempts, agent_id, output, error, started_at,
+                   finished_at, next_retry_at, optional, completed_seq, compensation_status,
+                   compensation_attempts, compensation_error)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id, step_id) DO UPDATE SET
+    status = excluded.status, attempts = excluded.attempts, agent_id = excluded.agent_id,
+    output = COALESCE(excluded.output, steps.output), error = excluded.error,
+    started_at = excluded.started_at, finished_at = excluded.finished_at,
+    next_retry_at = excluded.next_retry_at, optional = excluded.optional,
+    completed_seq = excluded.completed_seq, compensation_status = excluded.compensation_status,
+    compensation_attempts = excluded.compensation_attempts,
+    compensation_error = excluded.compensation_error;
+
+-- name: step_insert_running
+-- The hot transitions of a run this store inserted, each with only the columns it
+-- sets (binding parameters is most of a row write's cost); anything else upserts.
+INSERT INTO steps (run_id, step_id, status, attempts, agent_id, started_at, optional)
+VALUES (?, ?, 'running', ?, ?, ?, ?);
+
+-- name: step_insert_succeeded
+INSERT INTO steps (run_id, step_id, status, attempts, agent_id, output, started_at, finished_at,
+                   optional, completed_seq)
+VALUES (?, ?, 'succeeded', ?, ?, ?, ?, ?, ?, ?);
+
+-- name: step_update_succeeded
+UPDATE steps SET status = 'succeeded', output = ?, error = NULL, finished_at = ?,
+                 completed_seq = ?
+WHERE run_id = ? AND step_id = ?;
+
+-- name: last_seq
+SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?;
+
+-- name: event_exists
+SELECT 1 FROM events WHERE run_id = ? AND seq = ?;
+
+-- name: workflow_save
+INSERT INTO workflows (name, version, definition, created_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (name, version) DO UPDATE SET definition = excluded.definition;
+
+-- name: run_exists
+SELECT 1 FROM runs WHERE run_id = ?;
+
+-- name: run_ids_with_prefix
+-- A prefix of a run id: the ids in [prefix, prefix + U+FFFF), at most two (ambiguous).
+SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ? LIMIT 2;
+
+-- name: run_get
+SELECT {run_columns} FROM runs WHERE run_id = ?;
+
+-- name: steps_of_run
+SELECT {step_columns} FROM steps WHERE run_id = ?;
+
+-- name: runs_list
+-- Newest first; a NULL filter matches everything.
+SELECT {run_columns} FROM runs
+WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2)
+ORDER BY created_at DESC LIMIT ?3;
+
+-- name: events_of_run
+SELECT type, ts, data FROM events WHERE run_id = ? ORDER BY seq;
+
+-- name: cancel_request
+UPDATE runs SET cancel_requested = 1
+WHERE run_id = ? AND status NOT IN ('succeeded', 'failed', 'cancelled', 'rolled_back',
+                                    'rollback_failed');
+
+-- name: cancel_requested_among
+SELECT run_id FROM runs
+WHERE cancel_requested = 1 AND run_id IN (SELECT value FROM json_each(?));
+
+-- name: run_claim
+-- A compare-and-swap: only if nobody claimed nor renewed the run since it was read
+-- (IS compares NULLs too: an unowned run, a run without a lease).
+UPDATE runs SET owner = ?, lease_expires_at = ?, epoch = epoch + 1, recoveries = ?,
+                recovered_at = ?
+WHERE run_id = ? AND epoch = ? AND owner IS ? AND lease_expires_at IS ?;
+
+-- name: run_release
+UPDATE runs SET owner = NULL WHERE run_id = ? AND owner = ?;
+
+-- name: run_release_forced
+UPDATE runs SET owner = NULL WHERE run_id = ?;
+
+-- name: leases_renew
+UPDATE runs SET lease_expires_at = ?
+WHERE owner = ? AND run_id IN (SELECT value FROM json_each(?));
+
+-- name: alert_upsert
+-- An ack made by another process (podium alerts ack) of the same firing is kept.
+INSERT INTO alerts (key, rule, kind, severity, status, summary, labels, run_id, workflow,
+                    fired_at, resolved_at, acked_at, acked_by, level, last_notified_at,
+                    updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET
+    rule = excluded.rule, kind = excluded.kind, severity = excluded.severity,
+    status = excluded.status, summary = excluded.summary, labels = excluded.labels,
+    run_id = excluded.run_id, workflow = excluded.workflow, fired_at = excluded.fired_at,
+    resolved_at = excluded.resolved_at,
+    acked_at = COALESCE(excluded.acked_at,
+                        CASE WHEN excluded.fired_at = alerts.fired_at THEN alerts.acked_at END),
+    acked_by = COALESCE(excluded.acked_by,
+                        CASE WHEN excluded.fired_at = alerts.fired_at THEN alerts.acked_by END),
+    level = excluded.level, last_notified_at = excluded.last_notified_at,
+    updated_at = excluded.updated_at;
+
+-- name: alert_history_add
+INSERT INTO alert_history (key, ts, what, detail) VALUES (?, ?, ?, ?);
+
+-- name: alerts_list
+SELECT key, rule, kind, severity, status, summary, labels, run_id, workflow, fired_at,
+       resolved_at, acked_at, acked_by, level, last_notified_at
+FROM alerts WHERE (?1 IS NULL OR status = ?1) ORDER BY fired_at DESC LIMIT ?2;
+
+-- name: alert_get
+SELECT key, rule, kind, severity, status, summary, labels, run_id, workflow, fired_at,
+       resolved_at, acked_at, acked_by, level, last_notified_at
+FROM alerts WHERE key = ?;
+
+-- name: alert_ack
+UPDATE alerts SET acked_at = ?, acked_by = ?, updated_at = ?
+WHERE key = ? AND status = 'firing' AND acked_at IS NULL;
+
+-- name: alert_history_of
+SELECT ts, what, detail FROM alert_history WHERE key = ? ORDER BY id;
+
+-- name: attempt_outcomes
+-- Every attempt that ended since ?: successes and failed attempts, oldest first.
+SELECT e.ts, e.run_id, r.workflow, e.type,
+       json_extract(e.data, '$.step_id'), json_extract(e.data, '$.agent_id'),
+       json_extract(e.data, '$.attempt'), json_extract(e.data, '$.error.type'),
+       json_extract(e.data, '$.error.message')
+FROM runs r JOIN events e ON e.run_id = r.run_id
+WHERE (r.finished_at IS NULL OR r.finished_at >= ?1) AND e.ts >= ?1
+  AND e.type IN ('step_succeeded', 'step_attempt_failed')
+ORDER BY e.ts;
