@@ -44,6 +44,7 @@ from typing import Any
 from podium import AgentRegistry, Engine, EngineConfig, PythonAgent, Step, Workflow
 from podium.events import Event, StepStarted, StepSucceeded
 from podium.store import MemoryStore, Store
+from podium.store.base import Batch
 from podium.store.sqlite import SQLiteStore
 from podium.tuning import tune_gc
 
@@ -143,13 +144,12 @@ class _CommitClock(SQLiteStore):
         super().__init__(*a, **kw)
         self.committed: dict[tuple[str, str], float] = {}
 
-    def _write(self, fn: Any, *args: Any) -> Any:
-        result = super()._write(fn, *args)  # returns once the transaction committed
+    def write_batch_now(self, batch: Batch) -> None:
+        super().write_batch_now(batch)  # returns once the transaction committed
         now = time.perf_counter()
-        for e in (args[0] if args and isinstance(args[0], list) else ()):
+        for _rid, _seq, e in batch.events:
             if isinstance(e, StepSucceeded):
                 self.committed[(e.run_id, e.step_id)] = now
-        return result
 
 
 async def latency(n: int, folder: Path) -> dict[str, float]:

@@ -28,11 +28,12 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 
 import orjson
 
 from podium.errors import PodiumError
-from podium.events import Event, StepSucceeded
+from podium.events import ErrorInfo, Event, StepSucceeded
 from podium.state import TERMINAL_RUN_STATUSES, RunRecord
 from podium.store.base import Batch, CommitUnknown, RunRow, RunStore, StepRow, SyncRunStore
 
@@ -219,53 +220,59 @@ class Journal:
         snapshot matches the events, and no event is applied twice.
         """
         events, self._pending = self._pending, []
-        upto = self.position
-        batch = Batch()
         tracked = self._tracked
-        rows = batch.events
-        last: str | None = None
-        t: _Tracked | None = None
-        seq = 0
-        outputs: dict[tuple[str, str], str] = {}
+        rows: list[tuple[str, int, Event]] = []
+        last_seq: dict[str, int] = {}
         run_level: set[str] = set()
+        outputs: dict[tuple[str, str], str] = {}
+        last = ""
+        t: _Tracked | None = None
+        touched: set[str] = set()
+        seq = 0
         for e in events:
             rid = e.run_id
             if rid != last:  # a batch is mostly runs of events of one run
                 if t is not None:
-                    batch.last_seq[last] = seq  # type: ignore[index]
+                    last_seq[last] = seq
                 last = rid
                 t = tracked[rid]
-                seq = batch.last_seq.get(rid, t.seq)
+                touched = t.touched
+                seq = last_seq.get(rid, t.seq)
             seq += 1
             step_id = getattr(e, "step_id", None)
             if step_id is None:
                 run_level.add(rid)
             else:
-                t.touched.add(step_id)  # type: ignore[union-attr]
+                touched.add(step_id)
                 if type(e) is StepSucceeded:
                     outputs[(rid, step_id)] = e.output_json
             rows.append((rid, seq, e))
         if t is not None:
-            batch.last_seq[last] = seq  # type: ignore[index]
-        for rid in batch.last_seq:
+            last_seq[last] = seq
+        new_runs: list[RunRow] = []
+        runs: list[RunRow] = []
+        steps: list[StepRow] = []
+        finished: list[str] = []
+        for rid in last_seq:
             t = tracked[rid]
             record = t.record
             if t.new:
-                batch.new_runs.append(_run_row(record, new=True))
+                new_runs.append(_run_row(record, new=True))
             elif rid in run_level:
-                batch.runs.append(_run_row(record, new=False))
-            if record.status in TERMINAL_RUN_STATUSES and (t.new or rid in run_level):
-                batch.finished.append(rid)
-            steps = record.steps
+                runs.append(_run_row(record, new=False))
+            if (t.new or rid in run_level) and record.status in TERMINAL_RUN_STATUSES:
+                finished.append(rid)
+            record_steps = record.steps
             for sid in t.touched:
-                s = steps[sid]
-                batch.steps.append(StepRow(
+                s = record_steps[sid]
+                err, cerr = s.error, s.compensation_error
+                steps.append(_step_row((
                     rid, sid, s.status, s.attempts, s.agent_id, outputs.get((rid, sid)),
-                    s.error, s.started_at, s.finished_at, s.next_retry_at, s.optional,
-                    s.completed_seq, s.compensation_status, s.compensation_attempts,
-                    s.compensation_error))
+                    None if err is None else _error_json(err), s.started_at, s.finished_at,
+                    s.next_retry_at, s.optional, s.completed_seq, s.compensation_status,
+                    s.compensation_attempts, None if cerr is None else _error_json(cerr))))
             t.touched.clear()
-        return batch, upto
+        return Batch(new_runs, rows, runs, steps, last_seq, finished), self.position
 
     def _uncut(self, batch: Batch) -> None:
         """A batch that did not land: its events are pending again, before any newer."""
@@ -289,10 +296,25 @@ class Journal:
         self.durable = upto
 
 
+# Rows from tuples without NamedTuple's generated __new__ (a Python call per row).
+_step_row = partial(tuple.__new__, StepRow)
+
+
+def _error_json(err: ErrorInfo) -> str:
+    return orjson.dumps(err.to_dict()).decode()
+
+
+_run_row_of = partial(tuple.__new__, RunRow)
+_NOT_NEW = RunRow("", "", "", None, None, None, "")[7:]  # defaults: columns only a new run sets
+
+
 def _run_row(r: RunRecord, *, new: bool) -> RunRow:
-    output = orjson.dumps(r.output).decode()
+    output = "null" if r.output is None else orjson.dumps(r.output).decode()
+    error = None if r.error is None else _error_json(r.error)
     if not new:
-        return RunRow(r.run_id, r.status, output, r.error, r.started_at, r.finished_at, r.phase)
-    return RunRow(r.run_id, r.status, output, r.error, r.started_at, r.finished_at, r.phase,
-                  r.workflow, r.version, r.definition, orjson.dumps(r.input).decode(),
-                  r.created_at, r.owner, r.lease_expires_at, r.agents_source)
+        return _run_row_of((r.run_id, r.status, output, error, r.started_at, r.finished_at,
+                            r.phase, *_NOT_NEW))
+    return _run_row_of((r.run_id, r.status, output, error, r.started_at, r.finished_at,
+                        r.phase, r.workflow, r.version, r.definition,
+                        orjson.dumps(r.input).decode(), r.created_at, r.owner,
+                        r.lease_expires_at, r.agents_source))

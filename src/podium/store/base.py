@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from podium.errors import StoreError
-from podium.events import ErrorInfo, Event
+from podium.events import Event
 from podium.state import AlertRecord, AttemptOutcome, RunRecord
 
 __all__ = [
@@ -47,8 +47,11 @@ class CommitUnknown(StoreError):
 
 
 class StepRow(NamedTuple):
-    """A step's row as a batch leaves it. ``output_json`` is None for "as stored": only
-    a success carries its output, and nothing later (a compensation) may erase it."""
+    """A step's row as a batch leaves it, in the order of the steps table's columns.
+
+    ``output_json`` is None for "as stored": only a success carries its output, and
+    nothing later (a compensation) may erase it. Errors are their JSON text.
+    """
 
     run_id: str
     step_id: str
@@ -56,7 +59,7 @@ class StepRow(NamedTuple):
     attempts: int
     agent_id: str | None
     output_json: str | None
-    error: ErrorInfo | None
+    error_json: str | None
     started_at: float | None
     finished_at: float | None
     next_retry_at: float | None
@@ -64,7 +67,7 @@ class StepRow(NamedTuple):
     completed_seq: int | None
     compensation_status: str | None
     compensation_attempts: int
-    compensation_error: ErrorInfo | None
+    compensation_error_json: str | None
 
 
 class RunRow(NamedTuple):
@@ -74,7 +77,7 @@ class RunRow(NamedTuple):
     run_id: str
     status: str
     output_json: str
-    error: ErrorInfo | None
+    error_json: str | None
     started_at: float | None
     finished_at: float | None
     phase: str

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from podium.errors import RunNotFound
-from podium.events import Event, StepAttemptFailed, StepSucceeded
+from podium.events import ErrorInfo, Event, StepAttemptFailed, StepSucceeded
 from podium.state import (
     TERMINAL_RUN_STATUSES,
     AlertRecord,
@@ -26,6 +26,10 @@ from podium.state import (
 from podium.store.base import Batch, StepRow
 
 __all__ = ["MemoryStore"]
+
+
+def _error(text: str | None) -> ErrorInfo | None:
+    return None if text is None else ErrorInfo.from_dict(orjson.loads(text))
 
 
 class MemoryStore:
@@ -59,7 +63,8 @@ class MemoryStore:
             self._runs[r.run_id] = RunRecord(
                 run_id=r.run_id, workflow=r.workflow, version=r.version,
                 definition=r.definition, input=orjson.loads(r.input_json), status=r.status,
-                output=orjson.loads(r.output_json), error=r.error, created_at=r.created_at,
+                output=orjson.loads(r.output_json), error=_error(r.error_json),
+                created_at=r.created_at,
                 started_at=r.started_at, finished_at=r.finished_at, owner=r.owner,
                 lease_expires_at=r.lease_expires_at, agents_source=dict(r.agents_source or {}),
                 phase=r.phase)
@@ -73,7 +78,8 @@ class MemoryStore:
         finished = set(batch.finished)
         for r in batch.runs:
             run = self._runs[r.run_id]
-            run.status, run.output, run.error = r.status, orjson.loads(r.output_json), r.error
+            run.status, run.output = r.status, orjson.loads(r.output_json)
+            run.error = _error(r.error_json)
             run.started_at, run.finished_at, run.phase = r.started_at, r.finished_at, r.phase
             if r.run_id in finished:
                 run.cancel_requested = False
@@ -106,9 +112,10 @@ class MemoryStore:
         for sid, r in self._steps.get(run.run_id, {}).items():
             run.steps[sid] = StepRecord(
                 sid, r.status, r.attempts, r.agent_id,
-                None if r.output_json is None else orjson.loads(r.output_json), r.error,
-                r.started_at, r.finished_at, r.next_retry_at, r.optional, r.completed_seq,
-                r.compensation_status, r.compensation_attempts, r.compensation_error)
+                None if r.output_json is None else orjson.loads(r.output_json),
+                _error(r.error_json), r.started_at, r.finished_at, r.next_retry_at, r.optional,
+                r.completed_seq, r.compensation_status, r.compensation_attempts,
+                _error(r.compensation_error_json))
         run.completions = max((s.completed_seq or 0 for s in run.steps.values()), default=0)
         return run
 

@@ -56,6 +56,8 @@ log = logging.getLogger("podium.store")
 # Strict durability: the write-ahead log is grown to this size once, then reused.
 _STRICT_WAL_BYTES = 1 << 20
 Q = queries("sqlite")
+_NOTHING: frozenset[str] = frozenset()
+_NO_ROWS: dict[str, tuple[str, int]] = {}  # read, never written
 
 
 def _dumps(value: Any) -> str:
@@ -334,19 +336,18 @@ class SQLiteStore(AlertQueries):
         for r in batch.new_runs:
             conn.execute(Q["run_insert"], (
                 r.run_id, r.workflow, _dumps(r.version), self._definition_json(r.definition),
-                r.input_json, r.status, r.output_json, _error_text(r.error), r.created_at,
+                r.input_json, r.status, r.output_json, r.error_json, r.created_at,
                 r.started_at, r.finished_at, r.owner, r.lease_expires_at,
                 _dumps(r.agents_source), r.phase))
         conn.executemany(Q["event_insert"], [
             (rid, seq, e.type, e.ts, _encode_event(e)) for rid, seq, e in batch.events])
-        finished = set(batch.finished)
-        for r in batch.runs:
+        finished = batch.finished
+        for r in batch.runs:  # mostly one, where executemany costs more than execute
             conn.execute(Q["run_update"], (
-                r.status, r.output_json, _error_text(r.error), r.started_at, r.finished_at,
+                r.status, r.output_json, r.error_json, r.started_at, r.finished_at,
                 r.phase, r.run_id in finished, r.run_id))
         written = self._written
-        fresh = {r.run_id for r in batch.new_runs}
-        none: dict[str, tuple[str, int]] = {}
+        fresh = {r.run_id for r in batch.new_runs} if batch.new_runs else _NOTHING
         upsert: list[tuple[Any, ...]] = []
         ins_running: list[tuple[Any, ...]] = []
         ins_succeeded: list[tuple[Any, ...]] = []
@@ -355,9 +356,9 @@ class SQLiteStore(AlertQueries):
         for s in batch.steps:
             mine = written.get(s.run_id)
             if mine is None and s.run_id in fresh:
-                mine = none  # inserted by this very batch: no step row yet
+                mine = _NO_ROWS  # inserted by this very batch: no step row yet
             status = s.status
-            plain = (s.error is None and s.next_retry_at is None
+            plain = (s.error_json is None and s.next_retry_at is None
                      and s.compensation_status is None and s.compensation_attempts == 0)
             if mine is not None:
                 # A run this store inserted: its rows are all its own, so a hot
@@ -380,11 +381,7 @@ class SQLiteStore(AlertQueries):
                     ins_running.append((s.run_id, s.step_id, s.attempts, s.agent_id,
                                         s.started_at, int(s.optional)))
                     continue
-            upsert.append((
-                s.run_id, s.step_id, status, s.attempts, s.agent_id, s.output_json,
-                _error_text(s.error), s.started_at, s.finished_at, s.next_retry_at,
-                int(s.optional), s.completed_seq, s.compensation_status,
-                s.compensation_attempts, _error_text(s.compensation_error)))
+            upsert.append(s)  # a StepRow is the upsert's parameters, in order
         if upsert:
             conn.executemany(Q["step_upsert"], upsert)
         if ins_running:
