@@ -147,7 +147,7 @@ class _CommitClock(SQLiteStore):
     def write_batch_now(self, batch: Batch) -> None:
         super().write_batch_now(batch)  # returns once the transaction committed
         now = time.perf_counter()
-        for _rid, _seq, e in batch.events:
+        for e in batch.source:
             if isinstance(e, StepSucceeded):
                 self.committed[(e.run_id, e.step_id)] = now
 

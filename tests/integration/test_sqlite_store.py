@@ -423,7 +423,7 @@ class BatchRecordingStore(SQLiteStore):
 
     def write_batch_now(self, batch: Batch) -> None:
         super().write_batch_now(batch)  # only batches that committed are counted
-        self.batches.append({(e.type, getattr(e, "step_id", None)) for _r, _s, e in batch.events})
+        self.batches.append({(e.type, getattr(e, "step_id", None)) for e in batch.source})
 
 
 async def test_group_commit_of_a_200_step_fan_out(tmp_path: Path) -> None:

@@ -28,14 +28,22 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from functools import partial
 
 import orjson
 
 from podium.errors import PodiumError
 from podium.events import ErrorInfo, Event, StepSucceeded
 from podium.state import TERMINAL_RUN_STATUSES, RunRecord
-from podium.store.base import Batch, CommitUnknown, RunRow, RunStore, StepRow, SyncRunStore
+from podium.store.base import (
+    Batch,
+    CommitUnknown,
+    EventRow,
+    RunRow,
+    RunStore,
+    StepRow,
+    SyncRunStore,
+    encode_event,
+)
 
 __all__ = ["Journal"]
 
@@ -53,16 +61,19 @@ class _Tracked:
     record: RunRecord
     seq: int
     new: bool  # its row is inserted by the next batch
-    # Step ids touched by events not committed yet (rows to snapshot at the next cut).
+    # Step ids touched by events not committed yet (rows to snapshot at the next cut),
+    # and the outputs of those that succeeded among them.
     touched: set[str] = field(default_factory=set)
+    outputs: dict[str, str] = field(default_factory=dict)
 
 
 class Journal:
     def __init__(self, store: RunStore) -> None:
         self.store = store
         self._sync = store if isinstance(store, SyncRunStore) else None
-        # Positions: ``position`` events appended so far, all up to ``durable`` committed.
-        self.position = 0
+        # Positions: every event appended has one (``position`` is the last); all up to
+        # ``durable`` are committed. Events before ``_pending`` were cut into batches.
+        self._cut_so_far = 0
         self.durable = 0
         self._pending: list[Event] = []
         self._tracked: dict[str, _Tracked] = {}
@@ -79,19 +90,30 @@ class Journal:
 
     # --- events -------------------------------------------------------------
     def append(self, event: Event) -> None:
-        """Buffer an event of a run this journal writes (others are not ours to write)."""
-        if event.run_id in self._tracked:
-            self._pending.append(event)
-            self.position += 1
+        """Buffer an event (one of a run this journal does not write is dropped at the cut:
+        the fleet's events, a cancel asked of another process's run)."""
+        self._pending.append(event)
+
+    @property
+    def position(self) -> int:
+        """The position of the last event appended."""
+        return self._cut_so_far + len(self._pending)
 
     # --- commits ------------------------------------------------------------
     def commit_now(self) -> bool:
         """Commit everything appended, on the spot, if the store can and nothing else is
         forming or in flight; False otherwise (then ``await commit_through``)."""
-        if self._sync is None or self._scheduled or self._writing is not None:
+        store = self._sync
+        if store is None or self._scheduled or self._writing is not None:
             return False
         if self._pending:
-            self._write_sync(self._sync)
+            batch, upto = self._cut()
+            try:
+                store.write_batch_now(batch)
+            except BaseException:
+                self._uncut(batch, upto)
+                raise
+            self._committed(batch, upto)
         return True
 
     async def commit_through(self, position: int) -> None:
@@ -138,7 +160,7 @@ class Journal:
             return
         if self._sync is not None:
             try:
-                self._write_sync(self._sync)
+                self.commit_now()
             except BaseException as exc:  # noqa: BLE001 - handed to the waiters
                 if not self._waiters:
                     # Nobody waits (soon()): the batch stays pending and the next commit,
@@ -152,15 +174,6 @@ class Journal:
         self._writing = asyncio.get_running_loop().create_task(
             self._write_async(batch, upto), name="podium:journal-commit")
 
-    def _write_sync(self, store: SyncRunStore) -> None:
-        batch, upto = self._cut()
-        try:
-            store.write_batch_now(batch)
-        except BaseException:
-            self._uncut(batch)
-            raise
-        self._committed(batch, upto)
-
     async def _write_async(self, batch: Batch, upto: int) -> None:
         error: BaseException | None = None
         try:
@@ -170,7 +183,7 @@ class Journal:
                 if not await self._landed(batch):
                     raise
         except BaseException as exc:  # noqa: BLE001 - handed to the waiters below
-            self._uncut(batch)
+            self._uncut(batch, upto)
             error = exc
             if not self._waiters:
                 log.warning("commit failed, will retry: %s", exc)
@@ -220,14 +233,16 @@ class Journal:
         snapshot matches the events, and no event is applied twice.
         """
         events, self._pending = self._pending, []
+        upto = self._cut_so_far = self._cut_so_far + len(events)
         tracked = self._tracked
-        rows: list[tuple[str, int, Event]] = []
+        rows: list[EventRow] = []
+        taken: list[Event] = []
         last_seq: dict[str, int] = {}
         run_level: set[str] = set()
-        outputs: dict[tuple[str, str], str] = {}
         last = ""
         t: _Tracked | None = None
         touched: set[str] = set()
+        outputs: dict[str, str] = {}
         seq = 0
         for e in events:
             rid = e.run_id
@@ -235,9 +250,13 @@ class Journal:
                 if t is not None:
                     last_seq[last] = seq
                 last = rid
-                t = tracked[rid]
-                touched = t.touched
+                t = tracked.get(rid)
+                if t is None:
+                    continue  # not a run this journal writes
+                touched, outputs = t.touched, t.outputs
                 seq = last_seq.get(rid, t.seq)
+            elif t is None:
+                continue
             seq += 1
             step_id = getattr(e, "step_id", None)
             if step_id is None:
@@ -245,14 +264,16 @@ class Journal:
             else:
                 touched.add(step_id)
                 if type(e) is StepSucceeded:
-                    outputs[(rid, step_id)] = e.output_json
-            rows.append((rid, seq, e))
+                    outputs[step_id] = e.output_json
+            rows.append((rid, seq, e.type, e.ts, encode_event(e)))
+            taken.append(e)
         if t is not None:
             last_seq[last] = seq
         new_runs: list[RunRow] = []
         runs: list[RunRow] = []
         steps: list[StepRow] = []
         finished: list[str] = []
+        make = tuple.__new__  # a StepRow from its tuple, without NamedTuple's Python __new__
         for rid in last_seq:
             t = tracked[rid]
             record = t.record
@@ -263,24 +284,35 @@ class Journal:
             if (t.new or rid in run_level) and record.status in TERMINAL_RUN_STATUSES:
                 finished.append(rid)
             record_steps = record.steps
+            outputs = t.outputs
             for sid in t.touched:
-                s = record_steps[sid]
-                err, cerr = s.error, s.compensation_error
-                steps.append(_step_row((
-                    rid, sid, s.status, s.attempts, s.agent_id, outputs.get((rid, sid)),
-                    None if err is None else _error_json(err), s.started_at, s.finished_at,
-                    s.next_retry_at, s.optional, s.completed_seq, s.compensation_status,
-                    s.compensation_attempts, None if cerr is None else _error_json(cerr))))
+                st = record_steps[sid]
+                err, cerr = st.error, st.compensation_error
+                steps.append(make(StepRow, (
+                    rid, sid, st.status, st.attempts, st.agent_id, outputs.get(sid),
+                    None if err is None else _error_json(err), st.started_at, st.finished_at,
+                    st.next_retry_at, st.optional, st.completed_seq, st.compensation_status,
+                    st.compensation_attempts, None if cerr is None else _error_json(cerr))))
             t.touched.clear()
-        return Batch(new_runs, rows, runs, steps, last_seq, finished), self.position
+            if outputs:
+                outputs.clear()
+        return Batch(new_runs, rows, runs, steps, last_seq, finished, taken), upto
 
-    def _uncut(self, batch: Batch) -> None:
-        """A batch that did not land: its events are pending again, before any newer."""
-        self._pending[:0] = [e for _rid, _seq, e in batch.events]
-        for rid, _seq, e in batch.events:
+    def _uncut(self, batch: Batch, _upto: int) -> None:
+        """A batch that did not land: its events are pending again, before any newer.
+
+        (Events of runs this journal does not write were dropped at the cut; the
+        positions they had stay counted, as positions only ever grow.)"""
+        self._pending[:0] = batch.source
+        self._cut_so_far -= len(batch.source)  # so ``position`` stays where it was
+        for e in batch.source:
+            rid = e.run_id
             step_id = getattr(e, "step_id", None)
             if step_id is not None:
-                self._tracked[rid].touched.add(step_id)
+                t = self._tracked[rid]
+                t.touched.add(step_id)
+                if type(e) is StepSucceeded:
+                    t.outputs[step_id] = e.output_json
 
     def _committed(self, batch: Batch, upto: int) -> None:
         tracked = self._tracked
@@ -290,21 +322,16 @@ class Journal:
             t.new = False
         for rid in batch.finished:
             done = tracked.get(rid)
-            if done is not None and done.record.status in TERMINAL_RUN_STATUSES and not any(
-                    e.run_id == rid for e in self._pending):
+            if done is not None and done.record.status in TERMINAL_RUN_STATUSES and (
+                    not self._pending or not any(e.run_id == rid for e in self._pending)):
                 del tracked[rid]  # ended: nothing more of it to write
         self.durable = upto
-
-
-# Rows from tuples without NamedTuple's generated __new__ (a Python call per row).
-_step_row = partial(tuple.__new__, StepRow)
 
 
 def _error_json(err: ErrorInfo) -> str:
     return orjson.dumps(err.to_dict()).decode()
 
 
-_run_row_of = partial(tuple.__new__, RunRow)
 _NOT_NEW = RunRow("", "", "", None, None, None, "")[7:]  # defaults: columns only a new run sets
 
 
@@ -312,9 +339,9 @@ def _run_row(r: RunRecord, *, new: bool) -> RunRow:
     output = "null" if r.output is None else orjson.dumps(r.output).decode()
     error = None if r.error is None else _error_json(r.error)
     if not new:
-        return _run_row_of((r.run_id, r.status, output, error, r.started_at, r.finished_at,
-                            r.phase, *_NOT_NEW))
-    return _run_row_of((r.run_id, r.status, output, error, r.started_at, r.finished_at,
-                        r.phase, r.workflow, r.version, r.definition,
-                        orjson.dumps(r.input).decode(), r.created_at, r.owner,
-                        r.lease_expires_at, r.agents_source))
+        return tuple.__new__(RunRow, (r.run_id, r.status, output, error, r.started_at,
+                                      r.finished_at, r.phase, *_NOT_NEW))
+    return tuple.__new__(RunRow, (r.run_id, r.status, output, error, r.started_at,
+                                  r.finished_at, r.phase, r.workflow, r.version, r.definition,
+                                  orjson.dumps(r.input).decode(), r.created_at, r.owner,
+                                  r.lease_expires_at, r.agents_source))

@@ -26,6 +26,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+import orjson
+
 from podium.errors import StoreError
 from podium.events import Event
 from podium.state import AlertRecord, AttemptOutcome, RunRecord
@@ -34,11 +36,13 @@ __all__ = [
     "AlertStore",
     "Batch",
     "CommitUnknown",
+    "EventRow",
     "RunRow",
     "RunStore",
     "StepRow",
     "Store",
     "SyncRunStore",
+    "encode_event",
 ]
 
 
@@ -92,21 +96,49 @@ class RunRow(NamedTuple):
     agents_source: Any = None
 
 
+# An event as stored: run id, number in its run, type, time, and its other fields as
+# compact JSON (``encode_event``), the parameters of an insert in this order.
+EventRow = tuple[str, int, str, float, str]
+
+_EVENT_FIELDS: dict[type[Event], tuple[str, ...]] = {}
+# Kept elsewhere: run_id and ts have their columns, a step's output is in its row.
+_NOT_IN_DATA = frozenset({"run_id", "ts", "output", "output_json"})
+
+
+def encode_event(e: Event) -> str:
+    """Compact JSON of an event: only fields with a value, none that a column holds.
+
+    Commit cost grows with the bytes written, and an event log row is written for
+    every state change, so a few dozen bytes less per event shows per step.
+    """
+    names = _EVENT_FIELDS.get(type(e))
+    if names is None:
+        names = _EVENT_FIELDS[type(e)] = tuple(
+            name for name in e.__struct_fields__ if name not in _NOT_IN_DATA)
+    data = {}
+    for name in names:
+        value = getattr(e, name)
+        if value is not None:
+            data[name] = value
+    return orjson.dumps(data).decode()
+
+
 @dataclass(slots=True)
 class Batch:
     """One transaction's worth: new runs, then events in order, then the rows they left.
 
-    ``events`` are ``(run_id, seq, event)``; ``last_seq`` is each run's last event
-    number in the batch (what ``batch_committed`` looks for).
+    ``last_seq`` is each run's last event number in the batch (what
+    ``batch_committed`` looks for); ``source`` the events themselves, in order.
     """
 
     new_runs: list[RunRow] = field(default_factory=list)
-    events: list[tuple[str, int, Event]] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
     runs: list[RunRow] = field(default_factory=list)
     steps: list[StepRow] = field(default_factory=list)
     last_seq: dict[str, int] = field(default_factory=dict)
     # Runs whose row this batch ends (terminal status): stores may forget them after.
     finished: list[str] = field(default_factory=list)
+    source: list[Event] = field(default_factory=list)
 
 
 @runtime_checkable

@@ -70,7 +70,7 @@ class MemoryStore:
                 phase=r.phase)
             self._events[r.run_id] = []
             self._steps[r.run_id] = {}
-        for rid, seq, e in batch.events:
+        for (rid, seq, *_), e in zip(batch.events, batch.source, strict=True):
             log = self._events[rid]
             if len(log) + 1 != seq:
                 raise AssertionError(f"event {seq} of run {rid} after {len(log)}: a gap or twice")

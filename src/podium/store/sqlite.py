@@ -76,29 +76,6 @@ def _error_text(err: ErrorInfo | None) -> str | None:
     return None if err is None else _dumps(err.to_dict())
 
 
-_EVENT_FIELDS: dict[type[Event], tuple[str, ...]] = {}
-# Kept elsewhere: run_id and ts have their columns, a step's output is in its row.
-_NOT_IN_DATA = frozenset({"run_id", "ts", "output", "output_json"})
-
-
-def _encode_event(e: Event) -> str:
-    """Compact JSON of an event: only fields with a value, none that a column holds.
-
-    Commit cost grows with the bytes written, and an event log row is written for
-    every state change, so a few dozen bytes less per event shows per step.
-    """
-    names = _EVENT_FIELDS.get(type(e))
-    if names is None:
-        names = _EVENT_FIELDS[type(e)] = tuple(
-            name for name in e.__struct_fields__ if name not in _NOT_IN_DATA)
-    data = {}
-    for name in names:
-        value = getattr(e, name)
-        if value is not None:
-            data[name] = value
-    return _dumps(data)
-
-
 class SQLiteStore(AlertQueries):
     def __init__(self, path: Path | str, *, durability: str = "normal",
                  readonly: bool = False) -> None:
@@ -339,8 +316,7 @@ class SQLiteStore(AlertQueries):
                 r.input_json, r.status, r.output_json, r.error_json, r.created_at,
                 r.started_at, r.finished_at, r.owner, r.lease_expires_at,
                 _dumps(r.agents_source), r.phase))
-        conn.executemany(Q["event_insert"], [
-            (rid, seq, e.type, e.ts, _encode_event(e)) for rid, seq, e in batch.events])
+        conn.executemany(Q["event_insert"], batch.events)
         finished = batch.finished
         for r in batch.runs:  # mostly one, where executemany costs more than execute
             conn.execute(Q["run_update"], (
@@ -354,32 +330,30 @@ class SQLiteStore(AlertQueries):
         upd_succeeded: list[tuple[Any, ...]] = []
         wrote: list[tuple[str, str, tuple[str, int]]] = []
         for s in batch.steps:
-            mine = written.get(s.run_id)
-            if mine is None and s.run_id in fresh:
+            (rid, sid, status, attempts, agent_id, output, error, started, finished_at,
+             next_retry, optional, completed, comp_status, comp_attempts, _comp_error) = s
+            mine = written.get(rid)
+            if mine is None and rid in fresh:
                 mine = _NO_ROWS  # inserted by this very batch: no step row yet
-            status = s.status
-            plain = (s.error_json is None and s.next_retry_at is None
-                     and s.compensation_status is None and s.compensation_attempts == 0)
             if mine is not None:
                 # A run this store inserted: its rows are all its own, so a hot
                 # transition writes only the columns it sets.
-                prior = mine.get(s.step_id)
-                wrote.append((s.run_id, s.step_id, (status, s.attempts)))
-                if plain and status == "succeeded" and s.output_json is not None:
+                prior = mine.get(sid)
+                wrote.append((rid, sid, (status, attempts)))
+                plain = (error is None and next_retry is None and comp_status is None
+                         and comp_attempts == 0)
+                if plain and status == "succeeded" and output is not None:
                     if prior is None:
-                        ins_succeeded.append((
-                            s.run_id, s.step_id, s.attempts, s.agent_id, s.output_json,
-                            s.started_at, s.finished_at, int(s.optional), s.completed_seq))
+                        ins_succeeded.append((rid, sid, attempts, agent_id, output, started,
+                                              finished_at, optional, completed))
                         continue
-                    if prior == ("running", s.attempts):
+                    if prior == ("running", attempts):
                         # That row has this attempt's agent and start already.
-                        upd_succeeded.append((s.output_json, s.finished_at, s.completed_seq,
-                                              s.run_id, s.step_id))
+                        upd_succeeded.append((output, finished_at, completed, rid, sid))
                         continue
-                elif (plain and status == "running" and prior is None
-                      and s.finished_at is None and s.completed_seq is None):
-                    ins_running.append((s.run_id, s.step_id, s.attempts, s.agent_id,
-                                        s.started_at, int(s.optional)))
+                elif (plain and status == "running" and prior is None and finished_at is None
+                      and completed is None):
+                    ins_running.append((rid, sid, attempts, agent_id, started, optional))
                     continue
             upsert.append(s)  # a StepRow is the upsert's parameters, in order
         if upsert:
