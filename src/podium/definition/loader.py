@@ -274,10 +274,10 @@ def check_input(workflow: Workflow, value: Any) -> None:
     if hit is not None and hit[0] is schema:
         validator = hit[1]
     else:
-        import jsonschema
+        from podium.definition.input_schema import make_validator
 
         # Built once per workflow, not per run: a third of a small check's cost.
-        validator = jsonschema.Draft202012Validator(schema)
+        validator = make_validator(schema)
         if len(_VALIDATORS) >= 64:
             _VALIDATORS.clear()
         _VALIDATORS[id(schema)] = (schema, validator)
