@@ -255,10 +255,11 @@ def load_model_file(path: Path, model: type[M], *, kind: str, option: str) -> M:
             loc = tuple(err["loc"])
             line = line_of(lines, loc)
             msg = err["msg"].removeprefix("Value error, ")
+            hint = _DURATION_HINT if "duration" in msg else f"see the {kind} file in the README"
             if err["type"] == "extra_forbidden":
-                msg = f"unknown key '{loc[-1]}'"
+                msg, hint = f"unknown key '{loc[-1]}'", "remove it, or check its spelling"
             problems.append(Problem(msg, file=source, line=line,
-                                    field=".".join(str(p) for p in loc) or None))
+                                    field=".".join(str(p) for p in loc) or None, hint=hint))
         raise DefinitionError(problems) from None
 
 
