@@ -24,6 +24,8 @@ from podium.errors import (
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INFRA = 0, 1, 2, 3
+# The most rows a listing prints: beyond it a query only fills the memory.
+MAX_LIST_LIMIT = 100_000
 
 T = TypeVar("T")
 
@@ -61,6 +63,12 @@ def report(exc: BaseException) -> NoReturn:
         traceback.print_exception(exc)
     fail(f"internal error: {type(exc).__name__}: {exc} (set PODIUM_DEBUG=1 for details)",
          EXIT_INFRA)
+
+
+def check_limit(limit: int, flag: str = "--limit") -> None:
+    """A listing's size: SQLite reads LIMIT -1 as "no limit", and 10**21 overflows it."""
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        fail(f"{flag} {limit}: give a number of rows between 1 and {MAX_LIST_LIMIT}")
 
 
 def quiet_stdout() -> None:

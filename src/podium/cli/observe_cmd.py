@@ -11,7 +11,15 @@ from typing import Annotated, Any
 import typer
 
 from podium.cli.app import DbOpt, JsonOpt, app
-from podium.cli.common import EXIT_OK, EXIT_USAGE, dump_json, fail, guarded, run_async
+from podium.cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    check_limit,
+    dump_json,
+    fail,
+    guarded,
+    run_async,
+)
 
 
 async def _store(db: str | None) -> Any:
@@ -87,7 +95,7 @@ app.add_typer(alerts_app, name="alerts")
 def alerts_list(
     ctx: typer.Context,
     status: Annotated[str | None, typer.Option("--status", help="firing or resolved.")] = None,
-    limit: Annotated[int, typer.Option("--limit")] = 50,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many (up to 100000).")] = 50,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -96,6 +104,8 @@ def alerts_list(
         return
 
     def body() -> None:
+        check_limit(limit)
+
         async def go() -> list[Any]:
             store = await _store(db)
             try:

@@ -11,7 +11,15 @@ from typing import Annotated, Any
 import typer
 
 from podium.cli.app import _INTERRUPT, AgentsOpt, DbOpt, JsonOpt, _finish, _interrupt, app
-from podium.cli.common import EXIT_OK, dump_json, fail, guarded, in_workflow_order, run_async
+from podium.cli.common import (
+    EXIT_OK,
+    check_limit,
+    dump_json,
+    fail,
+    guarded,
+    in_workflow_order,
+    run_async,
+)
 
 
 def _when(ts: float | None) -> str:
@@ -48,7 +56,7 @@ def runs_cmd(
     ] = None,
     workflow: Annotated[str | None, typer.Option("--workflow", help="Only this workflow.")] = None,
     limit: Annotated[
-        int, typer.Option("--limit", min=1, help="At most this many, newest first.")
+        int, typer.Option("--limit", help="At most this many, newest first (up to 100000).")
     ] = 20,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -76,6 +84,7 @@ def runs_cmd(
     def body() -> None:
         from podium.store.records import RUN_STATUSES
 
+        check_limit(limit)
         if status is not None and status not in RUN_STATUSES:
             fail(f"--status {status!r} is not a run status (fix: use one of "
                  f"{', '.join(RUN_STATUSES)})")
