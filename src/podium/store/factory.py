@@ -27,9 +27,9 @@ def open_store(url: str) -> Store:
 
         return SQLiteStore.from_url(url)
     if "://" not in url and (url.endswith((".db", ".sqlite", ".sqlite3")) or Path(url).suffix):
-        from podium.store.sqlite import SQLiteStore
+        from podium.store.sqlite import SQLiteStore, checked_db_path
 
-        return SQLiteStore(Path(url))
+        return SQLiteStore(checked_db_path(url, url))
     raise ConfigError(
         f"unsupported database URL {url!r} (fix: use sqlite:///path/to/podium.db or memory://)"
     )
