@@ -135,9 +135,13 @@ def test_duplicate_yaml_keys_name_both_lines(text: str, line: int, first: int) -
     assert f"(also on line {first})" in msg
 
 
-def test_keys_of_different_types_are_not_duplicates() -> None:
-    data, _ = parse_document("1: a\n'1': b\n", "f.yaml")
-    assert data == {1: "a", "1": "b"}
+@pytest.mark.parametrize("key", ["1", "on", "null", "2024-01-01", "1.5"])
+def test_keys_that_are_not_strings_are_refused(key: str) -> None:
+    """JSON keys are strings; YAML reads `1:` as a number and `on:` as a boolean."""
+    assert f"f.yaml:2: the key '{key}' is not a string (fix: quote it: '{key}')" in refused(
+        f"a: 1\n{key}: x\n")
+    data, _ = parse_document(f"'{key}': x\n", "f.yaml")
+    assert data == {key: "x"}
 
 
 def test_duplicate_json_keys_name_both_lines_in_nested_objects() -> None:

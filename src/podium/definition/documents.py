@@ -16,7 +16,7 @@ through here, so that one set of limits holds everywhere (the README's
 - integers within 64 bits and floats that do not overflow: what the store's
   JSON encoder (orjson) takes, so that a run cannot fail on its own input
   after it started (Python itself refuses to parse 4,300 digits or more);
-- no duplicate keys (the last one would win silently), no ``!!binary``,
+- string keys only, none twice (the last one would win silently), no ``!!binary``,
   ``!!set``, ``!!omap`` or ``!!pairs``: a file holds plain JSON-like data.
 
 Everything is checked while loading, before any model or engine sees the
@@ -71,6 +71,7 @@ _REFUSED_TAGS = {
     _TAG + "pairs": "write a mapping or a list of [key, value] lists",
 }
 _NUMBER_TAGS = (_TAG + "int", _TAG + "float")
+_KEY_TAGS = (_TAG + "str", _TAG + "merge")
 # A JSON or YAML escape that can make a lone surrogate: only then are strings searched.
 _SURROGATE_ESCAPE = re.compile(r"\\(?:u|U0000)[dD][89a-fA-F]")
 _SIZE = re.compile(r"^\s*(\d+)\s*(b|kib|mib|gib)?\s*$", re.IGNORECASE)
@@ -384,9 +385,9 @@ class _YamlWalk:
     """One pass over the composed YAML nodes, before any Python value is made.
 
     Counts the nodes that aliases stand for (a shared node visited again is
-    an alias), limits the depth, refuses recursive aliases, duplicate keys,
-    tags of non-JSON data and oversized numbers, and records the line of each
-    location for the messages of later checks.
+    an alias), limits the depth, refuses recursive aliases, duplicate or
+    non-string keys, tags of non-JSON data and oversized numbers, and records
+    the line of each location for the messages of later checks.
     """
 
     def __init__(self, loader: yaml.SafeLoader, source: str) -> None:
@@ -441,12 +442,15 @@ class _YamlWalk:
                 self.walk(v, (*loc, "?"), depth + 1)
                 continue
             line = k.start_mark.line + 1
+            if k.tag not in _KEY_TAGS:
+                # JSON keys are strings: `1:` or `on:` (a boolean in YAML 1.1) would
+                # pass validation and fail the run when its data is stored.
+                raise self.refuse(k, f"the key {k.value!r} is not a string",
+                                  f"quote it: '{k.value}'")
             name = (k.tag, k.value)
             if name in first:
                 raise _DuplicateKey(k.value, line, first[name])
             first[name] = line
-            if k.tag in _NUMBER_TAGS:
-                self.number(k)
             self.walk(v, (*loc, k.value), depth + 1)
             self.lines[(*loc, k.value)] = line
 
