@@ -12,6 +12,7 @@ The limits themselves are in the README's "Limits" section.
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import sqlite3
 import threading
@@ -192,6 +193,10 @@ CASES: dict[str, Case] = {
         lambda p: ("run", DATA / "regex-bomb-keys.yaml", "--input-file",
                    write(p, "keys.json", '{"' + "a" * 40 + '!": "x"}')),
         says=("input", "not match any of the regexes")),
+    "unique-items-of-30000-objects": Case(
+        lambda p: ("run", DATA / "unique-items.yaml", "--input-file", write(
+            p, "many.json", json.dumps({"xs": [{"n": i} for i in range(30_000)] + [{"n": 0}]}))),
+        says=("input.xs", "has non-unique elements")),
     "backreference-pattern": Case(
         lambda p: ("validate", DATA / "backreference.yaml"),
         says=("backreference.yaml", "input_schema", "pattern", "RE2")),
@@ -320,6 +325,18 @@ def test_remote_ref_in_input_schema_is_refused_and_never_fetched(
     assert_clear_error(res, 2, ("remote.yaml:4", "input_schema", "$ref", url))
     assert hits == [], "the schema was fetched"
     assert runs_in(podium.db) == 0
+
+
+def test_an_input_error_quotes_a_huge_value_cut(podium: Podium) -> None:
+    """A 1 MB string that breaks maxLength is not echoed back whole."""
+    big = write(podium, "big.json", json.dumps({"word": "a" * 1_000_000}))
+    wf = write(podium, "short.yaml", "name: short\ninput_schema:\n  properties:\n"
+               "    word: {type: string, maxLength: 10}\nsteps:\n  - {id: s, agent: echo}\n")
+
+    res = run_bounded(podium, "run", wf, "--input-file", big)
+
+    assert_clear_error(res, 2, ("input.word", "is too long"))
+    assert len(res.err) < 2000, len(res.err)
 
 
 def test_local_refs_in_input_schema_still_work(podium: Podium) -> None:

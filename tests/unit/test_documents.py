@@ -312,6 +312,25 @@ def test_the_re2_validator_reports_what_jsonschema_reports(
     assert ours == errors(jsonschema.Draft202012Validator(schema))
 
 
+@pytest.mark.parametrize(
+    "items",
+    [[1, 1.0], [True, 1], [0, False], ["1", 1], [None, None], [[1, 2], [2, 1]],
+     [{"a": 1, "b": [2]}, {"b": [2], "a": 1}], [{"a": True}, {"a": 1}], [[[1]], [[1.0]]]],
+)
+def test_unique_items_means_what_jsonschema_means(items: list[Any]) -> None:
+    schema = {"uniqueItems": True}
+    assert make_validator(schema).is_valid(items) == jsonschema.Draft202012Validator(
+        schema).is_valid(items)
+
+
+def test_unique_items_of_many_objects_is_checked_in_linear_time() -> None:
+    """jsonschema's own check compares every pair: over a minute for 30,000 objects."""
+    items = [{"n": i, "tags": ["x"]} for i in range(100_000)]
+    validator = make_validator({"uniqueItems": True})
+    assert validator.is_valid(items)
+    assert not validator.is_valid([*items, {"tags": ["x"], "n": 7}])
+
+
 def test_a_backtracking_pattern_is_matched_in_linear_time() -> None:
     """With Python's re this input would take days; the test's own timeout bounds it."""
     wf = workflow_from_dict({

@@ -289,7 +289,11 @@ def check_input(workflow: Workflow, value: Any) -> None:
             where = "input" + "".join(
                 f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path
             )
-            lines.append(f"{where}: {e.message}")
+            # A message quotes the value, which may be a megabyte of input: keep both
+            # ends, where the value starts and what is wrong with it.
+            message = e.message if len(e.message) <= 300 else (
+                f"{e.message[:150]} … {e.message[-150:]}")
+            lines.append(f"{where}: {message}")
         raise InputError(
             f"the input of workflow '{workflow.name}' does not fit its input_schema:\n  "
             + "\n  ".join(lines)
