@@ -187,10 +187,13 @@ def test_run_missing_workflow_file_exits_2(podium: Podium) -> None:
 
 @pytest.mark.parametrize("kind", ["random-bytes", "foreign-sqlite", "directory"])
 @pytest.mark.parametrize("command", ["run", "runs", "status"])
-def test_unusable_database_exits_3_without_traceback(
+def test_unusable_database_exits_3_and_a_directory_2_without_traceback(
     podium: Podium, kind: str, command: str
 ) -> None:
-    """A --db that is not a Podium database is an infrastructure error (3), left untouched."""
+    """A --db that is not a Podium database is an infrastructure error (3), left untouched.
+
+    A directory is no database at all: a mistyped --db, so bad usage (2).
+    """
     bad = podium.cwd / "bad.db"
     if kind == "random-bytes":
         bad.write_bytes(os.urandom(4096))
@@ -209,7 +212,7 @@ def test_unusable_database_exits_3_without_traceback(
 
     res = podium(*args, "--db", f"sqlite:///{bad}")
 
-    assert res.code == 3, res
+    assert res.code == (2 if kind == "directory" else 3), res
     assert_no_traceback(res)
     assert "bad.db" in res.err
     assert res.out == ""

@@ -95,7 +95,7 @@ def test_json_on_an_unusable_database_is_a_store_error_exiting_3(
     ("args", "says"),
     [
         (("run",), "Missing argument"),
-        (("runs", "--limit", "0"), "--limit"),
+        (("resume", "--all", "--limit", "1"), "--limit"),  # resume has no --limit
         (("status", "abc", "--frobnicate"), "--frobnicate"),
         (("frobnicate",), "frobnicate"),
         (("alerts", "--frobnicate"), "--frobnicate"),

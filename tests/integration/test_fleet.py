@@ -630,7 +630,7 @@ async def test_the_agents_file_health_timeout_is_what_a_slow_health_check_gets(
     inst = await fleet.start("deliberate")
     (inst.control / "health_delay").write_text("2.2", encoding="utf-8")
     path = agents_file(tmp_path / "agents.yaml", [http_spec(inst)],
-                       health={"interval": 0, "timeout": "5s", "unhealthy_after": 1})
+                       health={"interval": "1h", "timeout": "5s", "unhealthy_after": 1})
     registry, _, _ = build_registry(path, entry_points_too=False, decorated_too=False)
     try:
         await registry.check_health()

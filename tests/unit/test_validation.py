@@ -524,7 +524,7 @@ def test_invalid_input_schema_is_reported(tmp_path: Path) -> None:
           - {id: a, agent: x}
         """,
     )
-    check(only(path), path, line=2, step=None, field="input_schema", quotes="'objekt'")
+    check(only(path), path, line=3, step=None, field="input_schema", quotes="'objekt'")
 
 
 # --- templates -------------------------------------------------------------

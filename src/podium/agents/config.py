@@ -20,7 +20,7 @@ from podium.agents.breaker import BreakerConfig
 from podium.agents.health import HealthConfig
 from podium.agents.python import PythonAgent, decorated_agents, load_callable
 from podium.agents.registry import AgentRegistry, RegistryConfig
-from podium.definition.durations import Duration
+from podium.definition.durations import Duration, PositiveDuration
 from podium.errors import AgentError, ConfigError
 from podium.redact import register_secret, register_sensitive_headers
 
@@ -49,7 +49,7 @@ class AgentSpec(_Model):
     weight: float = Field(1.0, gt=0)
     region: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
-    timeout: Duration | None = Field(None, description="HTTP client timeout for one call")
+    timeout: PositiveDuration | None = Field(None, description="HTTP client timeout for one call")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers")
     token_env: str | None = Field(None, description="Env var holding a bearer token")
     max_response_bytes: int = Field(
@@ -70,15 +70,15 @@ class AgentSpec(_Model):
 
 
 class HealthSettings(_Model):
-    interval: Duration = 10.0
-    timeout: Duration = 2.0
+    interval: PositiveDuration = 10.0
+    timeout: PositiveDuration = 2.0
     unhealthy_after: int = Field(3, ge=1)
     healthy_after: int = Field(2, ge=1)
     # Passive outlier detection from real calls.
     eject_after_failures: int = Field(5, ge=1)
     eject_error_rate: float = Field(0.5, gt=0, le=1)
     eject_min_calls: int = Field(10, ge=1)
-    eject_window: Duration = 30.0
+    eject_window: PositiveDuration = 30.0
     ejection: Duration = 30.0
 
     def to_config(self) -> HealthConfig:
@@ -100,7 +100,7 @@ class BreakerSettings(_Model):
     reset_timeout: Duration = 30.0
     half_open_max_calls: int = Field(1, ge=1)
     failure_rate: float | None = Field(0.5, gt=0, le=1)
-    window: Duration = 60.0
+    window: PositiveDuration = 60.0
     min_calls: int = Field(20, ge=1)
     ignore_errors: list[str] = Field(default_factory=lambda: ["invalid_input", "cancelled"])
 

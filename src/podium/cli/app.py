@@ -450,12 +450,12 @@ def demo(
 
 def _is_agents_file(path: Path) -> bool:
     """An agents file (``agents:`` and no ``steps:``) is checked as one, not as a workflow."""
-    from podium.definition.loader import parse_document
+    from podium.definition.documents import parse_document, read_text
     from podium.errors import DefinitionError
 
     try:
-        data, _ = parse_document(path.read_text(encoding="utf-8"), str(path))
-    except (OSError, UnicodeDecodeError, DefinitionError):
+        data, _ = parse_document(read_text(path), str(path))
+    except DefinitionError:
         return False
     return isinstance(data, dict) and "agents" in data and "steps" not in data
 

@@ -26,6 +26,8 @@ from podium.errors import (
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INFRA = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130
+# The most rows a listing prints: beyond it a query only fills the memory.
+MAX_LIST_LIMIT = 100_000
 
 T = TypeVar("T")
 
@@ -130,6 +132,12 @@ def report(exc: BaseException) -> NoReturn:
              EXIT_INFRA)
 
 
+def check_limit(limit: int, flag: str = "--limit") -> None:
+    """A listing's size: SQLite reads LIMIT -1 as "no limit", and 10**21 overflows it."""
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        fail(f"{flag} {limit}: give a number of rows between 1 and {MAX_LIST_LIMIT}")
+
+
 def quiet_stdout() -> None:
     """The reader of our stdout went away (``podium runs | head``): drop the rest quietly."""
     _quiet(sys.stdout)
@@ -216,15 +224,28 @@ def run_async(
         return asyncio.run(main())
 
 
+def _shown(text: str, n: int = 24) -> str:
+    """A value as a message quotes it: cut, and escaped if it is not printable text."""
+    cut = text[:n] if text[:n].isprintable() else ascii(text[:n])[1:-1]
+    return cut + ("…" if len(text) > n else "")
+
+
 def parse_inputs(pairs: list[str], input_file: Path | None) -> dict[str, Any]:
+    """The run input from ``--input-file`` and ``-i`` pairs, under the limits of every file."""
+    from podium.definition.documents import (
+        NotJSON,
+        RefusedValue,
+        parse_document,
+        parse_json_value,
+        read_text,
+    )
+
     data: dict[str, Any] = {}
     if input_file is not None:
-        from podium.definition.loader import parse_document
-
         try:
-            text = input_file.read_text(encoding="utf-8")
-        except OSError as exc:
-            fail(f"--input-file {input_file}: {exc.strerror or exc}")
+            text = read_text(input_file, what="input file", option="--input-file")
+        except DefinitionError as exc:  # missing, not a regular file, too big: the flag's value
+            fail("; ".join(p.render() for p in exc.problems))
         loaded, _ = parse_document(text, str(input_file))
         if not isinstance(loaded, dict):
             fail(f"--input-file {input_file}: must hold a JSON or YAML object (key: value ...)")
@@ -233,10 +254,17 @@ def parse_inputs(pairs: list[str], input_file: Path | None) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             fail(f"-i {pair!r}: write key=value (e.g. -i source=data.csv or -i n=5)")
+        shown = f"-i {_shown(key)}={_shown(raw)}"
         try:
-            value: Any = json.loads(raw)
-        except ValueError:
+            pair.encode("utf-8")
+        except UnicodeEncodeError:  # bytes of another encoding, kept by surrogateescape
+            fail(f"{shown}: not UTF-8 text (fix: pass the value in UTF-8)")
+        try:
+            value: Any = parse_json_value(raw)
+        except NotJSON:
             value = raw
+        except RefusedValue as exc:
+            fail(f"{shown}: {exc.message} (fix: {exc.hint})")
         data[key] = value
     return data
 

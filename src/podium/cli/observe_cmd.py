@@ -11,7 +11,16 @@ from typing import Annotated, Any
 import typer
 
 from podium.cli.app import DbOpt, JsonOpt, app
-from podium.cli.common import EXIT_OK, EXIT_USAGE, dump_json, fail, guarded, plural, run_async
+from podium.cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    check_limit,
+    dump_json,
+    fail,
+    guarded,
+    plural,
+    run_async,
+)
 
 
 async def _store(db: str | None, *, readonly: bool = True) -> Any:
@@ -95,7 +104,7 @@ def alerts_list(
         str | None, typer.Option("--status", metavar="STATUS", help="firing or resolved.")
     ] = None,
     limit: Annotated[
-        int, typer.Option("--limit", min=1, metavar="N", help="At most this many, newest first.")
+        int, typer.Option("--limit", metavar="N", help="At most this many (up to 100000).")
     ] = 50,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -105,6 +114,8 @@ def alerts_list(
         return
 
     def body() -> None:
+        check_limit(limit)
+
         async def go() -> list[Any]:
             store = await _store(db)
             try:

@@ -12,7 +12,15 @@ from typing import Annotated, Any
 import typer
 
 from podium.cli.app import _INTERRUPT, AgentsOpt, DbOpt, JsonOpt, _finish, _interrupt, app
-from podium.cli.common import EXIT_OK, dump_json, fail, guarded, in_workflow_order, run_async
+from podium.cli.common import (
+    EXIT_OK,
+    check_limit,
+    dump_json,
+    fail,
+    guarded,
+    in_workflow_order,
+    run_async,
+)
 
 
 def _when(ts: float | None) -> str:
@@ -54,7 +62,8 @@ def runs_cmd(
         str | None, typer.Option("--workflow", metavar="NAME", help="Only this workflow.")
     ] = None,
     limit: Annotated[
-        int, typer.Option("--limit", min=1, metavar="N", help="At most this many, newest first.")
+        int, typer.Option("--limit", metavar="N",
+                          help="At most this many, newest first (up to 100000).")
     ] = 20,
     db: DbOpt = None,
     as_json: JsonOpt = False,
@@ -83,6 +92,7 @@ def runs_cmd(
         from podium.definition.durations import format_duration
         from podium.state import RUN_STATUSES
 
+        check_limit(limit)
         if status is not None and status not in RUN_STATUSES:
             fail(f"--status {status!r} is not a run status (fix: use one of "
                  f"{', '.join(RUN_STATUSES)})")

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from podium.definition.durations import Duration
+from podium.definition.durations import Duration, PositiveDuration
 
 __all__ = ["AlertKind", "AlertRule", "AlertsFile", "EscalationLevel", "EscalationPolicy",
            "ReceiverSpec"]
@@ -44,7 +44,7 @@ class AlertRule(_Model):
     scope: Literal["agent", "step", "workflow"] = Field(
         "workflow", description="error_rate / consecutive_failures: per agent, step or workflow")
     threshold: float | None = Field(None, gt=0, le=1, description="error_rate: failures / calls")
-    window: Duration = Field(300.0, description="error_rate: sliding window")
+    window: PositiveDuration = Field(300.0, description="error_rate: sliding window")
     min_calls: int = Field(10, ge=1, description="error_rate: calls needed before it can fire")
     count: int = Field(3, ge=1, description="consecutive_failures: how many in a row")
     severity: str = Field("warning", pattern=r"^[a-z][a-z0-9_-]*$")
@@ -68,7 +68,8 @@ class EscalationLevel(_FileModel):
 
 class EscalationPolicy(_FileModel):
     levels: list[EscalationLevel] = Field(min_length=1)
-    repeat: Duration | None = Field(None, description="Notify the current level again this often")
+    repeat: PositiveDuration | None = Field(
+        None, description="Notify the current level again this often")
 
     @model_validator(mode="after")
     def _ordered(self) -> EscalationPolicy:
@@ -85,7 +86,7 @@ class ReceiverSpec(_FileModel):
     # The HMAC key is read from this environment variable, never written in a file.
     secret_env: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
-    timeout: Duration = 5.0
+    timeout: PositiveDuration = 5.0
     max_retries: int = Field(5, ge=0, le=100)
 
     @model_validator(mode="after")

@@ -9,8 +9,18 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
-__all__ = ["DURATION_PATTERN", "Duration", "format_duration", "parse_duration"]
+__all__ = [
+    "DURATION_PATTERN",
+    "MAX_DURATION_S",
+    "Duration",
+    "PositiveDuration",
+    "format_duration",
+    "parse_duration",
+]
 
+# Ten years: beyond any run, and far below where timers overflow (a thread's wait
+# fails past threading.TIMEOUT_MAX, 9.2e9 s); more is a typo or an attack, not a setting.
+MAX_DURATION_S = 3650 * 86400.0
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _NUM = r"(?:\d+(?:\.\d+)?|\.\d+)"
 # Parts in falling order, each unit at most once ("1h30m", "2m5.5s"): "30s1m" is more
@@ -48,6 +58,16 @@ def parse_duration(value: Any) -> float:
         # YAML reads `.nan` and `.inf` as floats and huge digit strings overflow to
         # inf: a NaN timeout never expires, and "no limit" means leaving the key out.
         raise ValueError(f"{value!r} is not a duration; write a finite number of seconds")
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f"{value!r} is too long a duration: at most 3650d (ten years)")
+    return seconds
+
+
+def parse_positive_duration(value: Any) -> float:
+    """A duration where zero makes no sense (an interval, a timeout, a window)."""
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"{value!r}: this duration must be greater than 0")
     return seconds
 
 
@@ -82,6 +102,9 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h" + (f"{minutes}m" if minutes else "") + (f"{secs}s" if secs else "")
 
 
+_PATTERN_SCHEMA = {"type": "string", "pattern": DURATION_PATTERN}
+_DESCRIPTION = "Seconds, or numbers with units: 250ms, 1.5s, 5m, 1m30s, 2h, 1d"
+
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
@@ -89,10 +112,26 @@ Duration = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "number", "minimum": 0},
-                {"type": "string", "pattern": DURATION_PATTERN},
+                {"type": "number", "minimum": 0, "maximum": MAX_DURATION_S},
+                _PATTERN_SCHEMA,
             ],
-            "description": "Seconds, or numbers with units: 250ms, 1.5s, 5m, 1m30s, 2h, 1d",
+            "description": _DESCRIPTION,
+        }
+    ),
+]
+
+# A timeout, an interval or a window: zero would never wait, or check in a busy loop.
+PositiveDuration = Annotated[
+    float,
+    BeforeValidator(parse_positive_duration),
+    PlainSerializer(lambda s: s, return_type=float),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION_S},
+                _PATTERN_SCHEMA,
+            ],
+            "description": _DESCRIPTION + "; more than 0",
         }
     ),
 ]

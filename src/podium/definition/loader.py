@@ -7,15 +7,14 @@ field, quotes the offending value and says what to change.
 from __future__ import annotations
 
 import difflib
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
+from podium.definition.documents import line_of, parse_document, read_text
 from podium.definition.models import Compensation, Defaults, RetryPolicy, Step, Workflow
 from podium.errors import DefinitionError, InputError, Problem
 
@@ -32,77 +31,8 @@ _PATTERN_HINTS = {
     "id": "use letters, digits, '-' and '_'",
     "name": "use lowercase letters, digits, '-' and '_'",
 }
-_YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _DURATION_HINT = "write seconds (30) or a number with a unit: 250ms, 1.5s, 5m, 2h, 1d"
 _SCHEMA_HINT = "see `podium schema` for what this field accepts"
-
-
-def _line_map(
-    node: yaml.Node, loc: tuple[str | int, ...], out: dict[tuple[str | int, ...], int]
-) -> None:
-    out[loc] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode):
-                out[(*loc, key.value)] = key.start_mark.line + 1
-                _line_map(value, (*loc, key.value), out)
-                out[(*loc, key.value)] = key.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _line_map(item, (*loc, i), out)
-
-
-def _quote_line(text: str, line: int | None) -> str:
-    """The offending line, quoted: parser messages alone rarely show the value.
-
-    Only spaces are trimmed, so a stray tab stays visible as ``\\t``.
-    """
-    lines = text.splitlines()
-    if line is None or not 1 <= line <= len(lines) or not lines[line - 1].strip():
-        return ""
-    return f" in {lines[line - 1].strip(' ')!r}"
-
-
-def parse_document(text: str, source: str) -> tuple[Any, dict[tuple[str | int, ...], int]]:
-    """Parse YAML or JSON text; return the data and a map of locations to lines."""
-    lines: dict[tuple[str | int, ...], int] = {}
-    if source.endswith(".json"):
-        try:
-            return json.loads(text), lines
-        except json.JSONDecodeError as exc:
-            raise DefinitionError(
-                [Problem(f"invalid JSON: {exc.msg}{_quote_line(text, exc.lineno)}",
-                         file=source, line=exc.lineno,
-                         hint="check the brackets, commas and quotes around this line")]
-            ) from None
-    try:
-        # One parse gives both the lines and the data (parsing twice doubled
-        # the cost), with libyaml when installed: a 10,000-step file loads in
-        # about a second instead of eight.
-        loader = _YAML_LOADER(text)
-        try:
-            node = loader.get_single_node()
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        raise DefinitionError(
-            [
-                Problem(
-                    f"invalid YAML: {exc.problem or exc}{_quote_line(text, line)}",
-                    file=source,
-                    line=line,
-                    hint="check the indentation and quoting around this line",
-                )
-            ]
-        ) from None
-    except yaml.YAMLError as exc:
-        raise DefinitionError([Problem(f"invalid YAML: {exc}", file=source)]) from None
-    if node is not None:
-        _line_map(node, (), lines)
-    return data, lines
 
 
 def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
@@ -259,17 +189,11 @@ def workflow_from_dict(
         problems += exc.problems
     if problems or workflow is None:
         lines = lines or {}
-        resolved = []
-        for p in problems:
-            line = None
-            for n in range(len(p.loc), -1, -1):
-                line = lines.get(p.loc[:n])
-                if line is not None:
-                    break
-            resolved.append(
-                Problem(p.message, file=source, line=line, step=p.step, field=p.field,
-                        hint=p.hint, loc=p.loc)
-            )
+        resolved = [
+            Problem(p.message, file=source, line=line_of(lines, p.loc), step=p.step,
+                    field=p.field, hint=p.hint, loc=p.loc)
+            for p in problems
+        ]
         resolved.sort(key=lambda p: (p.line or 0))
         raise DefinitionError(resolved)
     return workflow
@@ -277,17 +201,8 @@ def workflow_from_dict(
 
 def load_workflow(path: str | Path) -> Workflow:
     """Read a workflow file; ``DefinitionError`` lists every problem in it."""
-    p = Path(path)
     source = str(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DefinitionError(
-            [Problem("file not found", file=source, hint="check the path")]
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DefinitionError([Problem(f"cannot read the file: {exc}", file=source)]) from None
-    data, lines = parse_document(text, source)
+    data, lines = parse_document(read_text(path, what="workflow file"), source)
     return workflow_from_dict(data, source=source, lines=lines)
 
 
@@ -331,29 +246,20 @@ def load_model_file(path: Path, model: type[M], *, kind: str, option: str) -> M:
     workflow file's; ``kind`` and ``option`` only shape the messages.
     """
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DefinitionError([Problem(f"cannot read the {kind} file: {exc.strerror or exc}",
-                                       file=source, hint=f"check the path given to {option}")]
-                              ) from None
-    data, lines = parse_document(text, source)
+    data, lines = parse_document(read_text(path, what=f"{kind} file", option=option), source)
     try:
         return model.model_validate(data or {})
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             loc = tuple(err["loc"])
-            line = None
-            for n in range(len(loc), -1, -1):
-                line = lines.get(loc[:n])
-                if line is not None:
-                    break
+            line = line_of(lines, loc)
             msg = err["msg"].removeprefix("Value error, ")
+            hint = _DURATION_HINT if "duration" in msg else f"see the {kind} file in the README"
             if err["type"] == "extra_forbidden":
-                msg = f"unknown key '{loc[-1]}'"
+                msg, hint = f"unknown key '{loc[-1]}'", "remove it, or check its spelling"
             problems.append(Problem(msg, file=source, line=line,
-                                    field=".".join(str(p) for p in loc) or None))
+                                    field=".".join(str(p) for p in loc) or None, hint=hint))
         raise DefinitionError(problems) from None
 
 
@@ -369,10 +275,10 @@ def check_input(workflow: Workflow, value: Any) -> None:
     if hit is not None and hit[0] is schema:
         validator = hit[1]
     else:
-        import jsonschema
+        from podium.definition.input_schema import make_validator
 
         # Built once per workflow, not per run: a third of a small check's cost.
-        validator = jsonschema.Draft202012Validator(schema)
+        validator = make_validator(schema)
         if len(_VALIDATORS) >= 64:
             _VALIDATORS.clear()
         _VALIDATORS[id(schema)] = (schema, validator)
@@ -383,7 +289,11 @@ def check_input(workflow: Workflow, value: Any) -> None:
             where = "input" + "".join(
                 f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path
             )
-            lines.append(f"{where}: {e.message}")
+            # A message quotes the value, which may be a megabyte of input: keep both
+            # ends, where the value starts and what is wrong with it.
+            message = e.message if len(e.message) <= 300 else (
+                f"{e.message[:150]} … {e.message[-150:]}")
+            lines.append(f"{where}: {message}")
         raise InputError(
             f"the input of workflow '{workflow.name}' does not fit its input_schema:\n  "
             + "\n  ".join(lines)

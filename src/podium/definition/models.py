@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from podium.definition.alerts import AlertRule
-from podium.definition.durations import Duration
+from podium.definition.durations import Duration, PositiveDuration
 
 __all__ = [
     "BUILTIN_ERROR_TYPES",
@@ -116,7 +116,7 @@ class Compensation(_Model):
     agent: str = Field(pattern=AGENT_REF_PATTERN)
     input: Any = None
     retry: RetryPolicy | list[RetryPolicy] | None = None
-    timeout: Duration | None = None
+    timeout: PositiveDuration | None = None
 
 
 class Step(_Model):
@@ -129,8 +129,8 @@ class Step(_Model):
     input: Any = Field(None, description="Any JSON value; ${{ path }} templates are resolved")
     depends_on: list[str] = Field(default_factory=_empty_list)
     retry: RetryPolicy | list[RetryPolicy] | None = None
-    timeout: Duration | None = Field(None, description="One attempt (start to close)")
-    deadline: Duration | None = Field(None, description="All attempts together")
+    timeout: PositiveDuration | None = Field(None, description="One attempt (start to close)")
+    deadline: PositiveDuration | None = Field(None, description="All attempts together")
     acquire_timeout: Duration | None = Field(
         None, description="How long to wait for a free agent (schedule to start)")
     strategy: Strategy | None = Field(None, description="How to pick among agents")
@@ -139,7 +139,7 @@ class Step(_Model):
 
 
 class Defaults(_Model):
-    timeout: Duration | None = None
+    timeout: PositiveDuration | None = None
     retry: RetryPolicy | list[RetryPolicy] | None = None
 
 
@@ -162,8 +162,8 @@ class Workflow(_Model):
     version: int | str = 1
     description: str | None = None
     mode: Mode = "dag"
-    timeout: Duration | None = Field(None, description="The whole run")
-    sla: Duration | None = Field(None, description="Alert when a run takes longer")
+    timeout: PositiveDuration | None = Field(None, description="The whole run")
+    sla: PositiveDuration | None = Field(None, description="Alert when a run takes longer")
     max_parallel: int | None = Field(None, ge=1, description="Steps of one run in flight")
     on_failure: OnFailure = "fail_fast"
     strategy: Strategy | None = Field(

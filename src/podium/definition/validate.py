@@ -299,17 +299,7 @@ def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
     )
     schema = raw.get("input_schema")
     if isinstance(schema, Mapping):
-        import jsonschema
+        from podium.definition.input_schema import schema_problems
 
-        try:
-            jsonschema.Draft202012Validator.check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            problems.append(
-                Problem(
-                    f"input_schema is not a valid JSON Schema: {exc.message}",
-                    field="input_schema",
-                    hint="see https://json-schema.org/understanding-json-schema/",
-                    loc=("input_schema",),
-                )
-            )
+        problems += schema_problems(schema)
     return problems

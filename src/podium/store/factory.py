@@ -50,9 +50,9 @@ def open_store(url: str, *, readonly: bool = False) -> Store:
 
         return SQLiteStore.from_url(url, readonly=readonly)
     if "://" not in url and (url.endswith((".db", ".sqlite", ".sqlite3")) or Path(url).suffix):
-        from podium.store.sqlite import SQLiteStore
+        from podium.store.sqlite import SQLiteStore, checked_db_path
 
-        return SQLiteStore.shared(Path(url), readonly=readonly)
+        return SQLiteStore.shared(checked_db_path(url, url), readonly=readonly)
     from podium.redact import mask_url
 
     raise ConfigError(

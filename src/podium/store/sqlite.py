@@ -23,7 +23,9 @@ them on the writer, whose commits fsync anyway. The statements are named, in
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
@@ -49,7 +51,7 @@ from podium.store.sqlite_db import (
     store_error,
 )
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStore", "migrations"]
+__all__ = ["SCHEMA_VERSION", "SQLiteStore", "checked_db_path", "migrations"]
 
 log = logging.getLogger("podium.store")
 
@@ -74,6 +76,45 @@ def _error(text: str | None) -> ErrorInfo | None:
 
 def _error_text(err: ErrorInfo | None) -> str | None:
     return None if err is None else _dumps(err.to_dict())
+
+
+def _bad_db(url: str, why: str, fix: str) -> ConfigError:
+    shown = url if len(url) <= 100 else f"{url[:50]}…{url[-40:]} ({len(url):,} characters)"
+    return ConfigError(f"database {shown!r} (--db or $PODIUM_DB): {why} (fix: {fix})")
+
+
+# Linux's PATH_MAX and NAME_MAX: SQLite cannot open more, and says so less clearly.
+_MAX_PATH_BYTES, _MAX_NAME_BYTES = 4096, 255
+
+
+def checked_db_path(path: str, url: str) -> Path:
+    """The file ``url`` names, refused at once if no database can live there.
+
+    Checked before anything is opened or created: a FIFO would hang the first
+    read for ever, and a directory, a device, a NUL byte or an overlong path
+    are a mistyped ``--db`` (exit 2), not a database that went bad (exit 3).
+    """
+    if "\0" in path:
+        raise _bad_db(url, "the path has a NUL byte", "check the path")
+    encoded = os.fsencode(path)
+    if len(encoded) > _MAX_PATH_BYTES or any(
+        len(part) > _MAX_NAME_BYTES for part in encoded.split(b"/")
+    ):
+        raise _bad_db(url, f"the path is too long ({len(encoded):,} bytes)",
+                      "use a shorter path")
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return Path(path)  # made on open, with its folder
+    except OSError as exc:
+        raise _bad_db(url, f"cannot use the path: {exc.strerror or exc}",
+                      "check the path") from None
+    if stat.S_ISDIR(mode):
+        raise _bad_db(url, "it is a directory", "name a file in it, e.g. DIR/podium.db")
+    if not stat.S_ISREG(mode):
+        raise _bad_db(url, "it is not a regular file (a FIFO, a device or a socket)",
+                      "name a database file")
+    return Path(path)
 
 
 class SQLiteStore(AlertQueries):
@@ -110,9 +151,20 @@ class SQLiteStore(AlertQueries):
         path = raw[1:] if raw.startswith("/") else raw
         if not path:
             raise ConfigError(f"{url!r} names no file (fix: sqlite:///.podium/podium.db)")
-        params = parse_qs(parsed.query)
-        durability = params.get("durability", ["normal"])[0]
-        return cls.shared(Path(path), durability=durability, readonly=readonly)
+        # Only our own option. SQLite's URI options (mode=ro, vfs=...) are not passed
+        # on, so accepting them would promise what does not happen (a "read-only"
+        # database written to), and a misspelt durability must not pass silently.
+        params = parse_qs(parsed.query, keep_blank_values=True)
+        unknown = sorted(set(params) - {"durability"})
+        durability = params.get("durability", ["normal"])
+        if unknown:
+            raise _bad_db(url, f"unknown option {', '.join(unknown)}",
+                          "the only option is durability=normal or durability=strict")
+        if len(durability) != 1 or durability[0] not in ("normal", "strict"):
+            raise _bad_db(url, f"durability={'&'.join(durability)!r} is not known",
+                          "use durability=normal or durability=strict")
+        return cls.shared(checked_db_path(path, url), durability=durability[0],
+                          readonly=readonly)
 
     # --- opening ----------------------------------------------------------
     @classmethod
