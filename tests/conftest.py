@@ -10,6 +10,9 @@ import pytest
 from podium import AgentRegistry, Engine, EngineConfig, FakeClock, PythonAgent, Workflow
 from podium.store import MemoryStore, RunRecord
 
+# The throwaway PostgreSQL (fixtures pg_cluster and pg_url) for every test folder.
+pytest_plugins = ["tests.pg"]
+
 
 def registry_of(**agents: Callable[..., Any]) -> AgentRegistry:
     """One agent per capability, with the capability as its id."""
