@@ -49,9 +49,11 @@ __all__ = ["Journal"]
 
 log = logging.getLogger("podium.engine")
 
-# Reading back a cut-off batch may itself meet a dropped connection: a few tries.
+# Reading back a cut-off batch may itself meet a dropped connection: a few tries; and a
+# batch known not to have landed is written again, a few times, before waiters hear.
 _PROBE_TRIES = 5
-_PROBE_WAIT_S = 0.2
+_PROBE_WAIT_S = 0.05
+_WRITE_TRIES = 5
 
 
 @dataclass(slots=True)
@@ -177,11 +179,17 @@ class Journal:
     async def _write_async(self, batch: Batch, upto: int) -> None:
         error: BaseException | None = None
         try:
-            try:
-                await self.store.write_batch(batch)
-            except CommitUnknown:
-                if not await self._landed(batch):
-                    raise
+            for attempt in range(_WRITE_TRIES):
+                try:
+                    await self.store.write_batch(batch)
+                    break
+                except CommitUnknown:
+                    if await self._landed(batch):
+                        break
+                    if attempt == _WRITE_TRIES - 1:
+                        raise
+                    # Known not to have landed: the same batch again, after a breath.
+                    await asyncio.sleep(_PROBE_WAIT_S * (attempt + 1))
         except BaseException as exc:  # noqa: BLE001 - handed to the waiters below
             self._uncut(batch, upto)
             error = exc

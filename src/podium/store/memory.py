@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from podium.errors import RunNotFound
+from podium.errors import RunNotFound, StoreError
 from podium.events import ErrorInfo, Event, StepAttemptFailed, StepSucceeded
 from podium.state import (
     TERMINAL_RUN_STATUSES,
@@ -59,6 +59,21 @@ class MemoryStore:
         self.write_batch_now(batch)
 
     def write_batch_now(self, batch: Batch) -> None:
+        """All of the batch or nothing: checked whole before anything is changed."""
+        counts: dict[str, int] = {}
+        for r in batch.new_runs:
+            if r.run_id in self._runs:
+                raise StoreError(f"run {r.run_id} exists already")
+            counts[r.run_id] = 0
+        for rid, seq, *_ in batch.events:
+            n = counts.get(rid)
+            if n is None:
+                if rid not in self._events:
+                    raise StoreError(f"events of an unknown run {rid}")
+                n = len(self._events[rid])
+            if seq != n + 1:
+                raise StoreError(f"event {seq} of run {rid} after {n}: a gap or twice")
+            counts[rid] = seq
         for r in batch.new_runs:
             self._runs[r.run_id] = RunRecord(
                 run_id=r.run_id, workflow=r.workflow, version=r.version,
@@ -70,11 +85,8 @@ class MemoryStore:
                 phase=r.phase)
             self._events[r.run_id] = []
             self._steps[r.run_id] = {}
-        for (rid, seq, *_), e in zip(batch.events, batch.source, strict=True):
-            log = self._events[rid]
-            if len(log) + 1 != seq:
-                raise AssertionError(f"event {seq} of run {rid} after {len(log)}: a gap or twice")
-            log.append(e)
+        for (rid, *_), e in zip(batch.events, batch.source, strict=True):
+            self._events[rid].append(e)
         finished = set(batch.finished)
         for r in batch.runs:
             run = self._runs[r.run_id]
@@ -177,7 +189,12 @@ class MemoryStore:
     async def save_alert(
         self, alert: AlertRecord, what: str, detail: str = "", ts: float | None = None
     ) -> None:
-        self._alerts[alert.key] = copy.deepcopy(alert)
+        kept = copy.deepcopy(alert)
+        old = self._alerts.get(alert.key)
+        if old is not None and old.fired_at == alert.fired_at and kept.acked_at is None:
+            # An ack made elsewhere (podium alerts ack) of this same firing is kept.
+            kept.acked_at, kept.acked_by = old.acked_at, old.acked_by
+        self._alerts[alert.key] = kept
         when = ts if ts is not None else (alert.last_notified_at or alert.fired_at)
         self._alert_history.append({"key": alert.key, "ts": when, "what": what, "detail": detail})
 

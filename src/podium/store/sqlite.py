@@ -422,12 +422,11 @@ class SQLiteStore(AlertQueries):
         return wrote
 
     async def batch_committed(self, batch: Batch) -> bool:
-        """A local commit is never cut off, but the question has an exact answer here too."""
-        if not batch.last_seq:
-            return True
-        rid, seq = next(iter(batch.last_seq.items()))
+        """A local commit is never cut off, but the question has an exact answer here too:
+        the batch's last event of each of its runs is stored, or the batch is not."""
         try:
-            return self.conn.execute(Q["event_exists"], (rid, seq)).fetchone() is not None
+            return all(self.conn.execute(Q["event_exists"], (rid, seq)).fetchone() is not None
+                       for rid, seq in batch.last_seq.items())
         except sqlite3.Error as exc:
             raise store_error(exc, self.path) from None
 

@@ -1,0 +1,187 @@
+"""Every store backend, behind one fixture, and two fault wrappers around any of them.
+
+``store`` is an open store of each backend in turn (the in-memory reference and a
+real SQLite file; PostgreSQL joins with its store). The contract tests use only
+the ``RunStore`` and ``AlertStore`` protocols, so what one backend passes, every
+backend must.
+
+``DelayedStore`` makes every commit take a random few milliseconds (the latency
+of a network database), so batches are in flight while the engine appends more;
+``CutOffStore`` commits some batches and then reports the connection lost
+(``CommitUnknown``), or loses them before they land: the engine must find out
+which from the store, and write nothing twice and lose nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from podium.events import Event
+from podium.state import AlertRecord, AttemptOutcome, RunRecord
+from podium.store.base import Batch, CommitUnknown, Store
+from podium.store.memory import MemoryStore
+from podium.store.sqlite import SQLiteStore
+
+BACKENDS = ["memory", "sqlite"]
+
+
+def make_store(kind: str, tmp_path: Path) -> Store:
+    if kind == "memory":
+        return MemoryStore()
+    if kind == "sqlite":
+        return SQLiteStore(tmp_path / "contract.db")
+    raise AssertionError(kind)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def store(backend: str, tmp_path: Path) -> AsyncIterator[Store]:
+    s = make_store(backend, tmp_path)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+class _Wrapper:
+    """Passes every call on to ``inner``; subclasses change how batches are written.
+
+    Deliberately not a ``SyncRunStore``: the engine must go through the async path.
+    """
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.url = inner.url
+        # Events committed, by (run, step, type): what an agent may rely on.
+        self.committed: set[tuple[str, str | None, str]] = set()
+
+    def _landed(self, batch: Batch) -> None:
+        for e in batch.source:
+            self.committed.add((e.run_id, getattr(e, "step_id", None), e.type))
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def save_workflow(self, name: str, version: int | str,
+                            definition: dict[str, Any]) -> None:
+        await self.inner.save_workflow(name, version, definition)
+
+    async def write_batch(self, batch: Batch) -> None:
+        await self.inner.write_batch(batch)
+        self._landed(batch)
+
+    async def batch_committed(self, batch: Batch) -> bool:
+        landed = await self.inner.batch_committed(batch)
+        if landed:
+            self._landed(batch)
+        return landed
+
+    async def last_seq(self, run_id: str) -> int:
+        return await self.inner.last_seq(run_id)
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        return await self.inner.get_run(run_id)
+
+    async def list_runs(self, *, status: str | None = None, workflow: str | None = None,
+                        limit: int = 50) -> list[RunRecord]:
+        return await self.inner.list_runs(status=status, workflow=workflow, limit=limit)
+
+    async def get_events(self, run_id: str) -> Sequence[Event]:
+        return await self.inner.get_events(run_id)
+
+    async def request_cancel(self, run_id: str) -> bool:
+        return await self.inner.request_cancel(run_id)
+
+    async def cancel_requests(self, run_ids: Collection[str]) -> set[str]:
+        return await self.inner.cancel_requests(run_ids)
+
+    async def claim_run(self, run: RunRecord, owner: str, until: float, *,
+                        recoveries: int, now: float) -> bool:
+        return await self.inner.claim_run(run, owner, until, recoveries=recoveries, now=now)
+
+    async def release_run(self, run_id: str, owner: str, *, force: bool = False) -> None:
+        await self.inner.release_run(run_id, owner, force=force)
+
+    async def renew_leases(self, owner: str, run_ids: Collection[str], until: float) -> None:
+        await self.inner.renew_leases(owner, run_ids, until)
+
+    async def save_alert(self, alert: AlertRecord, what: str, detail: str = "",
+                         ts: float | None = None) -> None:
+        await self.inner.save_alert(alert, what, detail, ts)
+
+    async def list_alerts(self, *, status: str | None = None,
+                          limit: int = 100) -> list[AlertRecord]:
+        return await self.inner.list_alerts(status=status, limit=limit)
+
+    async def get_alert(self, key: str) -> AlertRecord | None:
+        return await self.inner.get_alert(key)
+
+    async def ack_alert(self, key: str, by: str, now: float) -> bool:
+        return await self.inner.ack_alert(key, by, now)
+
+    async def alert_history(self, key: str) -> list[dict[str, Any]]:
+        return await self.inner.alert_history(key)
+
+    async def attempt_outcomes(self, since: float) -> list[AttemptOutcome]:
+        return await self.inner.attempt_outcomes(since)
+
+
+class DelayedStore(_Wrapper):
+    """Every commit takes 1-5 ms, as over a network: batches are in flight meanwhile."""
+
+    def __init__(self, inner: Store, rng: random.Random) -> None:
+        super().__init__(inner)
+        self.rng = rng
+        self.batches = 0
+
+    async def write_batch(self, batch: Batch) -> None:
+        await asyncio.sleep(self.rng.uniform(0.001, 0.005))
+        await self.inner.write_batch(batch)
+        self.batches += 1
+        self._landed(batch)
+
+
+class CutOffStore(_Wrapper):
+    """Some commits are cut off: landed then reported lost, or lost for real.
+
+    ``landed_then_cut`` of the batches are written and then raise ``CommitUnknown``
+    (the server got the COMMIT, its answer never came); ``lost`` raise it without
+    writing anything (the connection dropped before COMMIT). Reading back
+    (``batch_committed``) always works.
+    """
+
+    def __init__(self, inner: Store, rng: random.Random, *, landed_then_cut: float = 0.3,
+                 lost: float = 0.2) -> None:
+        super().__init__(inner)
+        self.rng = rng
+        self.landed_then_cut, self.lost = landed_then_cut, lost
+        self.cut = self.dropped = 0
+
+    async def write_batch(self, batch: Batch) -> None:
+        await asyncio.sleep(0)
+        roll = self.rng.random()
+        if roll < self.lost:
+            self.dropped += 1
+            raise CommitUnknown("connection lost before COMMIT (test)")
+        await self.inner.write_batch(batch)
+        self._landed(batch)
+        if roll < self.lost + self.landed_then_cut:
+            self.cut += 1
+            raise CommitUnknown("connection lost after COMMIT (test)")
+
+
+Wrap = Callable[[Store], _Wrapper]

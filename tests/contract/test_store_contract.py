@@ -1,0 +1,258 @@
+"""The store contract: what every backend does, checked the same way on each.
+
+Only the protocols are used (``RunStore``, ``AlertStore``): batches go in through
+``write_batch`` exactly as the engine's journal cuts them, and everything comes
+back through the reading verbs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+from podium.errors import RunNotFound, StoreError
+from podium.events import (
+    ErrorInfo,
+    RunFinished,
+    RunStarted,
+    StepAttemptFailed,
+    StepStarted,
+    StepSucceeded,
+)
+from podium.state import AlertRecord
+from podium.store.base import Batch, RunRow, StepRow, Store, encode_event
+
+DEF = {"name": "w", "steps": [{"id": "a", "agent": "x"}]}
+
+
+def new_run(run_id: str, *, created: float = 1.0, owner: str | None = "me",
+            lease: float | None = 100.0, status: str = "running") -> RunRow:
+    return RunRow(run_id, status, "null", None, created, None, "execute", "w", 1, DEF,
+                  orjson.dumps({"in": run_id}).decode(), created, owner, lease,
+                  {"agents_file": None})
+
+
+def step_row(run_id: str, step_id: str, status: str, attempts: int = 1, *,
+             output: object = None, error: ErrorInfo | None = None,
+             completed: int | None = None, comp_status: str | None = None) -> StepRow:
+    out = None if output is None else orjson.dumps(output).decode()
+    err = None if error is None else orjson.dumps(error.to_dict()).decode()
+    return StepRow(run_id, step_id, status, attempts, "agent-1", out, err, 10.0,
+                   11.0 if status != "running" else None, None, False, completed, comp_status,
+                   0, None)
+
+
+def batch(new: list[RunRow] = (), events: list = (), runs: list[RunRow] = (),  # type: ignore[assignment]
+          steps: list[StepRow] = (), seq_from: dict[str, int] | None = None,  # type: ignore[assignment]
+          finished: list[str] = ()) -> Batch:  # type: ignore[assignment]
+    """A batch as the journal cuts one: event numbers follow on per run."""
+    seqs = dict(seq_from or {})
+    rows = []
+    for e in events:
+        seqs[e.run_id] = seqs.get(e.run_id, 0) + 1
+        rows.append((e.run_id, seqs[e.run_id], e.type, e.ts, encode_event(e)))
+    last = {rid: seqs[rid] for rid in {e.run_id for e in events}}
+    return Batch(list(new), rows, list(runs), list(steps), last, list(finished), list(events))
+
+
+def started(run_id: str, ts: float = 2.0) -> RunStarted:
+    return RunStarted(run_id=run_id, ts=ts, workflow="w", version=1)
+
+
+async def test_a_new_run_with_its_events_and_rows_reads_back(store: Store) -> None:
+    ev = [started("r1"), StepStarted(run_id="r1", ts=3.0, step_id="a", attempt=1,
+                                     agent_id="agent-1")]
+    b = batch([new_run("r1")], ev, steps=[step_row("r1", "a", "running")])
+    await store.write_batch(b)
+    assert await store.batch_committed(b)
+    assert await store.last_seq("r1") == 2
+    run = await store.get_run("r1")
+    assert (run.run_id, run.workflow, run.version, run.status, run.input) == (
+        "r1", "w", 1, "running", {"in": "r1"})
+    assert (run.owner, run.lease_expires_at, run.epoch, run.recoveries) == ("me", 100.0, 0, 0)
+    assert run.definition == DEF
+    assert run.agents_source == {"agents_file": None}
+    a = run.steps["a"]
+    assert (a.status, a.attempts, a.agent_id, a.output, a.started_at) == (
+        "running", 1, "agent-1", None, 10.0)
+    assert [e.type for e in await store.get_events("r1")] == ["run_started", "step_started"]
+
+
+async def test_rows_follow_batches_and_a_stored_output_is_never_erased(store: Store) -> None:
+    await store.write_batch(batch([new_run("r2")], [started("r2")],
+                                  steps=[step_row("r2", "a", "running")]))
+    ok = StepSucceeded(run_id="r2", ts=4.0, step_id="a", attempt=1, agent_id="agent-1",
+                       output={"x": [1, 2]}, duration_s=0.5, output_json='{"x":[1,2]}')
+    await store.write_batch(batch(events=[ok], steps=[step_row(
+        "r2", "a", "succeeded", output={"x": [1, 2]}, completed=1)], seq_from={"r2": 1}))
+    # A later change of that row (its compensation) carries no output: it is kept.
+    await store.write_batch(batch(events=[], steps=[step_row(
+        "r2", "a", "compensated", completed=1, comp_status="succeeded")], seq_from={"r2": 2}))
+    a = (await store.get_run("r2")).steps["a"]
+    assert (a.status, a.output, a.compensation_status, a.completed_seq) == (
+        "compensated", {"x": [1, 2]}, "succeeded", 1)
+    events = await store.get_events("r2")
+    assert [e.type for e in events] == ["run_started", "step_succeeded"]
+    assert events[1].output is None or events[1].output == {"x": [1, 2]}
+
+
+async def test_a_run_row_update_and_errors_read_back(store: Store) -> None:
+    await store.write_batch(batch([new_run("r3")], [started("r3")]))
+    err = ErrorInfo("agent_error", "boom", False, "agent-1", "Traceback ...")
+    fail = StepAttemptFailed(run_id="r3", ts=5.0, step_id="a", attempt=1, agent_id="agent-1",
+                             error=err, duration_s=0.1)
+    end = RunFinished(run_id="r3", ts=6.0, workflow="w", status="failed", output=None,
+                      error=err, duration_s=4.0)
+    row = RunRow("r3", "failed", "null", orjson.dumps(err.to_dict()).decode(), 2.0, 6.0,
+                 "execute")
+    await store.write_batch(batch(events=[fail, end], runs=[row],
+                                  steps=[step_row("r3", "a", "failed", error=err)],
+                                  seq_from={"r3": 1}, finished=["r3"]))
+    run = await store.get_run("r3")
+    assert (run.status, run.finished_at, run.error) == ("failed", 6.0, err)
+    assert run.steps["a"].error == err
+    assert [type(e).__name__ for e in await store.get_events("r3")] == [
+        "RunStarted", "StepAttemptFailed", "RunFinished"]
+    assert (await store.get_events("r3"))[1].error == err  # type: ignore[attr-defined]
+
+
+async def test_listing_filters_orders_and_limits_and_ids_resolve_by_prefix(store: Store) -> None:
+    for i, status in enumerate(["running", "succeeded", "failed", "running"]):
+        await store.write_batch(batch([new_run(f"zz{i}x", created=float(i), status=status)],
+                                      [started(f"zz{i}x")]))
+    assert [r.run_id for r in await store.list_runs()] == ["zz3x", "zz2x", "zz1x", "zz0x"]
+    assert [r.run_id for r in await store.list_runs(status="running")] == ["zz3x", "zz0x"]
+    assert [r.run_id for r in await store.list_runs(limit=2)] == ["zz3x", "zz2x"]
+    assert await store.list_runs(workflow="other") == []
+    assert (await store.get_run("zz2")).run_id == "zz2x"
+    with pytest.raises(RunNotFound, match="ambiguous"):
+        await store.get_run("zz")
+    with pytest.raises(RunNotFound):
+        await store.get_run("nope")
+
+
+async def test_a_claim_is_a_compare_and_swap_exactly_one_of_two_wins(store: Store) -> None:
+    await store.write_batch(batch([new_run("c1", owner="dead", lease=5.0)], [started("c1")]))
+    seen_a, seen_b = await store.get_run("c1"), await store.get_run("c1")
+    won = [await store.claim_run(seen_a, "a", 50.0, recoveries=1, now=20.0),
+           await store.claim_run(seen_b, "b", 50.0, recoveries=1, now=20.0)]
+    assert won == [True, False]
+    stored = await store.get_run("c1")
+    assert (stored.owner, stored.epoch, stored.recoveries, stored.recovered_at,
+            stored.lease_expires_at) == ("a", 1, 1, 20.0, 50.0)
+    assert (seen_a.owner, seen_a.epoch) == ("a", 1)  # the winner's record follows
+    # A renewal changes the lease: a claim made on what was read before it fails.
+    before = await store.get_run("c1")
+    await store.renew_leases("a", ["c1"], 80.0)
+    assert not await store.claim_run(before, "c", 90.0, recoveries=2, now=30.0)
+    assert (await store.get_run("c1")).lease_expires_at == 80.0
+    await store.release_run("c1", "someone-else")
+    assert (await store.get_run("c1")).owner == "a"
+    await store.release_run("c1", "a")
+    assert (await store.get_run("c1")).owner is None
+
+
+async def test_cancel_requests_are_kept_until_the_run_ends(store: Store) -> None:
+    await store.write_batch(batch([new_run("k1"), new_run("k2")], [started("k1"), started("k2")]))
+    assert await store.request_cancel("k1")
+    assert await store.cancel_requests(["k1", "k2", "nope"]) == {"k1"}
+    assert await store.cancel_requests([]) == set()
+    end = RunFinished(run_id="k1", ts=9.0, workflow="w", status="cancelled", output=None,
+                      error=None, duration_s=1.0)
+    await store.write_batch(batch(events=[end], runs=[RunRow(
+        "k1", "cancelled", "null", None, 2.0, 9.0, "execute")], seq_from={"k1": 1},
+        finished=["k1"]))
+    assert await store.cancel_requests(["k1"]) == set()
+    assert not await store.request_cancel("k1")  # finished: nothing to cancel
+
+
+async def test_a_failed_batch_leaves_nothing_behind(store: Store) -> None:
+    await store.write_batch(batch([new_run("f1")], [started("f1")]))
+    again = StepStarted(run_id="f1", ts=3.0, step_id="a", attempt=1, agent_id="agent-1")
+    bad = batch([new_run("f2")], [started("f2"), again],
+                steps=[step_row("f1", "a", "running")])
+    bad.events[1] = ("f1", 1, again.type, again.ts, encode_event(again))  # seq 1 again: a clash
+    with pytest.raises((StoreError, AssertionError)):
+        await store.write_batch(bad)
+    with pytest.raises(RunNotFound):
+        await store.get_run("f2")  # the new run of the failed batch is not there either
+    assert await store.last_seq("f1") == 1
+    assert (await store.get_run("f1")).steps == {}
+
+
+async def test_batch_committed_tells_a_landed_batch_from_one_that_never_was(
+        store: Store) -> None:
+    first = batch([new_run("b1")], [started("b1")])
+    await store.write_batch(first)
+    later = batch(events=[StepStarted(run_id="b1", ts=3.0, step_id="a", attempt=1,
+                                      agent_id="x")], seq_from={"b1": 1})
+    assert await store.batch_committed(first)
+    assert not await store.batch_committed(later)
+    assert await store.last_seq("nobody") == 0
+
+
+async def test_workflows_are_saved_idempotently(store: Store) -> None:
+    await store.save_workflow("w", 1, DEF)
+    await store.save_workflow("w", 1, DEF)
+    await store.save_workflow("w", "1", {**DEF, "description": "v1 as a string"})
+
+
+async def test_alerts_upsert_list_ack_and_history(store: Store) -> None:
+    a = AlertRecord("k", "rule", "sla", "warning", "firing", "too slow", fired_at=10.0,
+                    labels={"workflow": "w"}, workflow="w", level=0, last_notified_at=10.0)
+    await store.save_alert(a, "fired")
+    assert [x.key for x in await store.list_alerts()] == ["k"]
+    assert await store.ack_alert("k", "ann", 11.0)
+    assert not await store.ack_alert("k", "bob", 12.0)  # acknowledged already
+    got = await store.get_alert("k")
+    assert got is not None
+    assert (got.acked_by, got.acked_at, got.labels) == ("ann", 11.0, {"workflow": "w"})
+    # The firing process saves the alert again without knowing of the ack: it is kept.
+    await store.save_alert(a, "escalated", "level 1", ts=13.0)
+    kept = await store.get_alert("k")
+    assert kept is not None
+    assert kept.acked_by == "ann"
+    assert [h["what"] for h in await store.alert_history("k")] == ["fired", "acked", "escalated"]
+    assert await store.list_alerts(status="resolved") == []
+    assert await store.get_alert("nope") is None
+
+
+async def test_attempt_outcomes_are_the_successes_and_failed_attempts_since(
+        store: Store) -> None:
+    err = ErrorInfo("timeout", "slow", None, "agent-1")
+    ev = [started("o1", 1.0),
+          StepAttemptFailed(run_id="o1", ts=2.0, step_id="a", attempt=1, agent_id="agent-1",
+                            error=err, duration_s=1.0),
+          StepSucceeded(run_id="o1", ts=3.0, step_id="a", attempt=2, agent_id="agent-1",
+                        output=1, duration_s=0.1, output_json="1")]
+    await store.write_batch(batch([new_run("o1")], ev))
+    got = await store.attempt_outcomes(1.5)
+    assert [(o.ok, o.attempt, o.error_type, o.step_id, o.workflow) for o in got] == [
+        (False, 1, "timeout", "a", "w"), (True, 2, None, "a", "w")]
+    assert await store.attempt_outcomes(2.5) == got[1:]
+
+
+async def test_reads_meanwhile_see_only_whole_batches(store: Store) -> None:
+    """A reader between two writes sees one batch or the next, never half of one."""
+    await store.write_batch(batch([new_run("h1")], [started("h1")]))
+
+    async def reader() -> list[int]:
+        seen = []
+        for _ in range(50):
+            seen.append(len(await store.get_events("h1")))
+            await asyncio.sleep(0)
+        return seen
+
+    async def writer() -> None:
+        seq = 1
+        for i in range(20):
+            ev = [StepStarted(run_id="h1", ts=3.0, step_id=f"s{i}", attempt=1, agent_id="x"),
+                  StepStarted(run_id="h1", ts=3.0, step_id=f"t{i}", attempt=1, agent_id="x")]
+            await store.write_batch(batch(events=ev, seq_from={"h1": seq}))
+            seq += 2
+            await asyncio.sleep(0)
+
+    seen, _ = await asyncio.gather(reader(), writer())
+    assert all(n % 2 == 1 for n in seen), seen  # 1 + 2k: whole batches only
