@@ -385,7 +385,7 @@ class A2AAgent(AgentBase):
             log.debug("A2A agent %s: new event loop, new HTTP client", self._id)
             self._http = self._client = None
         if self._http is None:
-            from podium.agents.http import CappedTransport
+            from podium.agents.httpx_capped import CappedTransport
 
             self._http = httpx.AsyncClient(
                 headers=self._headers,
