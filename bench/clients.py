@@ -53,6 +53,18 @@ def task_body(i: int, ms: int = 20) -> dict[str, Any]:
             "capability": "work", "input": {"ms": ms}}
 
 
+def a2a_body(i: int, ms: int = 20) -> dict[str, Any]:
+    """What an A2A agent step sends: the JSON-RPC ``SendMessage`` of ``A2AAgent``."""
+    t = task_body(i, ms)
+    return {"jsonrpc": "2.0", "method": "SendMessage", "id": f"{i}", "params": {
+        "message": {"messageId": f"{t['idempotency_key']}#1", "contextId": t["idempotency_key"],
+                    "role": "ROLE_USER",
+                    "parts": [{"data": t["input"], "mediaType": "application/json"}],
+                    "metadata": {"podium": {k: t[k] for k in (
+                        "run_id", "step_id", "attempt", "idempotency_key", "capability")}}},
+        "configuration": {"historyLength": 0}}}
+
+
 # --- the server ------------------------------------------------------------------
 class _Server(asyncio.Protocol):
     """Just enough HTTP/1.1: Content-Length bodies, keep-alive, one fixed answer."""
@@ -99,19 +111,24 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def _drive(call: Any, urls: list[str], n: int, concurrency: int, ms: int) -> None:
-    """``n`` calls, ``concurrency`` at once, spread over ``urls`` round-robin."""
+async def _drive(call: Any, urls: list[str], n: int, concurrency: int, ms: int,
+                 a2a: bool = False) -> None:
+    """``n`` calls, ``concurrency`` at once, each caller keeping to one of ``urls``.
+
+    So each server has ``concurrency / len(urls)`` calls in flight, never more
+    (an agent with that many slots refuses one more with 429).
+    """
     import orjson
 
-    bodies = [orjson.dumps(task_body(i, ms)) for i in range(n)]
-    targets = [urls[i % len(urls)] for i in range(n)]
+    make = a2a_body if a2a else task_body
+    bodies = [orjson.dumps(make(i, ms)) for i in range(n)]
     it = iter(range(n))
 
-    async def worker() -> None:
+    async def worker(url: str) -> None:
         for i in it:
-            await call(targets[i], bodies[i], i)
+            await call(url, bodies[i], i)
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(urls[j % len(urls)]) for j in range(concurrency)))
 
 
 async def _measure(kind: str, urls: list[str], n: int, concurrency: int, ms: int
@@ -120,6 +137,8 @@ async def _measure(kind: str, urls: list[str], n: int, concurrency: int, ms: int
 
     headers = {"Content-Type": "application/json", "Accept": "application/json",
                "Accept-Encoding": "gzip, deflate"}
+    if os.environ.get("BENCH_AUTHORIZATION"):  # bench/serve.py's server with a token
+        headers["Authorization"] = os.environ["BENCH_AUTHORIZATION"]
     closers: list[Any] = []
     if kind == "httpx":
         import httpx
@@ -144,6 +163,19 @@ async def _measure(kind: str, urls: list[str], n: int, concurrency: int, ms: int
                                     headers={**headers, "Idempotency-Key": str(i)}) as r:
                 assert r.status == 200, r.status
                 orjson.loads(await r.read())
+    elif kind == "aiohttp-a2a":  # the bare client speaking A2A's JSON-RPC binding
+        import aiohttp
+
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency))
+        closers.append(session.close)
+        rpc = {"Content-Type": "application/json", "Accept": "application/json",
+               "A2A-Version": "1.0"}
+
+        async def call(url: str, body: bytes, i: int) -> None:
+            async with session.post(url + "/", data=body, headers=rpc) as r:
+                assert r.status == 200, r.status
+                answer = orjson.loads(await r.read())
+                assert "result" in answer, answer
     elif kind == "podium":
         from podium.agents.base import Task
         from podium.agents.http import HttpAgent
@@ -160,9 +192,10 @@ async def _measure(kind: str, urls: list[str], n: int, concurrency: int, ms: int
     else:
         raise SystemExit(f"unknown client {kind!r} (choose from {', '.join(CLIENTS)})")
     try:
-        await _drive(call, urls, concurrency * 4 * len(urls), concurrency, ms)  # warm-up
+        a2a = kind == "aiohttp-a2a"
+        await _drive(call, urls, concurrency * 4, concurrency, ms, a2a)  # warm-up
         cpu0, t0 = _cpu(), time.perf_counter()
-        await _drive(call, urls, n, concurrency, ms)
+        await _drive(call, urls, n, concurrency, ms, a2a)
         wall, cpu = time.perf_counter() - t0, _cpu() - cpu0
     finally:
         for close in closers:
@@ -183,10 +216,15 @@ def run_client(kind: str, urls: list[str], n: int, concurrency: int, ms: int = 2
     return result
 
 
-def floor(urls: list[str], n: int, concurrency: int, ms: int, runs: int = 3
-          ) -> dict[str, dict[str, float]]:
-    """The bare client (aiohttp) against ``urls``: CPU per request, medians of ``runs``."""
-    results = [run_client("aiohttp", urls, n, concurrency, ms) for _ in range(runs)]
+def floor(urls: list[str], n: int, concurrency: int, ms: int, *, protocol: str = "http",
+          runs: int = 3) -> dict[str, dict[str, float]]:
+    """The bare client (aiohttp) against ``urls``: CPU per request, medians of ``runs``.
+
+    ``protocol`` "a2a" sends A2A's JSON-RPC ``SendMessage`` to ``{url}/`` instead
+    of a task to ``{url}/invoke``.
+    """
+    kind = "aiohttp-a2a" if protocol == "a2a" else "aiohttp"
+    results = [run_client(kind, urls, n, concurrency, ms) for _ in range(runs)]
     return {k: summary([r[k] for r in results]) for k in results[0]}
 
 
