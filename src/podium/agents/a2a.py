@@ -87,6 +87,9 @@ if TYPE_CHECKING:
     from a2a.types import AgentCard, Message, Part
     from a2a.types import Task as A2ATask
 
+    from podium.agents.a2a_jsonrpc import JsonRpcClient
+    from podium.agents.transport import AiohttpTransport
+
 __all__ = ["INSTALL_HINT", "A2AAgent"]
 
 log = logging.getLogger("podium.agents.a2a")
@@ -240,7 +243,8 @@ class A2AAgent(AgentBase):
         # Created lazily on the running loop (never at construction).
         self._http: httpx.AsyncClient | None = None
         self._http_loop: asyncio.AbstractEventLoop | None = None
-        self._client: Client | None = None
+        self._client: Client | JsonRpcClient | None = None
+        self._fast: AiohttpTransport | None = None  # JSON-RPC's, made on first use
         self._background: set[asyncio.Task[None]] = set()
 
     # --- construction helpers -------------------------------------------------
@@ -349,6 +353,9 @@ class A2AAgent(AgentBase):
                 t.cancel()
             if pending:
                 await asyncio.wait(pending)
+        fast, self._fast = self._fast, None
+        if fast is not None:
+            await fast.aclose()
         http, loop = self._http, self._http_loop
         self._http = self._http_loop = self._client = None
         if http is not None:
@@ -412,16 +419,25 @@ class A2AAgent(AgentBase):
         except Exception as exc:
             raise self._translate(exc, "agent card") from exc
 
-    async def _a2a_client(self) -> Client:
+    async def _a2a_client(self) -> Client | JsonRpcClient:
         http = self._http_client()
         if self._client is None:
             from a2a.client import ClientConfig, ClientFactory
             from a2a.utils.constants import TransportProtocol
 
+            from podium.agents.a2a_jsonrpc import JsonRpcClient, jsonrpc_interface
+
             card = self._card
             if card is None:
                 card = await self._fetch_card(http)
                 self._use_card(card)
+            interface = jsonrpc_interface(card)
+            if interface is not None:
+                # The binding of nearly every card: ours over aiohttp, ~6x less CPU
+                # per call than the SDK's client (see a2a_jsonrpc's docstring).
+                self._client = JsonRpcClient(self._fast_transport(), interface, self._headers,
+                                             self.max_response_bytes, self._id)
+                return self._client
             config = ClientConfig(
                 streaming=False,
                 httpx_client=http,  # shared: the SDK never closes it, aclose() does
@@ -439,6 +455,19 @@ class A2AAgent(AgentBase):
                     retryable=False, agent_id=self._id,
                 ) from None
         return self._client
+
+    def _fast_transport(self) -> AiohttpTransport:
+        if self._fast is None:
+            from podium.agents.transport import AiohttpTransport, Timeouts, default_ssl
+
+            limit = self._max_concurrency
+            self._fast = AiohttpTransport(
+                max_connections=None if limit is None else limit + 2,
+                timeouts=Timeouts(connect_s=self._connect_timeout_s,
+                                  read_s=self._request_timeout_s),
+                ssl=default_ssl(self.url),
+            )
+        return self._fast
 
     def _request_for(self, task: Task) -> Any:
         from a2a.helpers import new_data_part, new_text_part
@@ -474,7 +503,7 @@ class A2AAgent(AgentBase):
                                             return_immediately=not self._blocking)
         return t.SendMessageRequest(message=message, configuration=config)
 
-    async def _send(self, client: Client, request: Any) -> Message | A2ATask:
+    async def _send(self, client: Client | JsonRpcClient, request: Any) -> Message | A2ATask:
         last: Message | A2ATask | None = None
         async for event in client.send_message(request):
             kind = event.WhichOneof("payload")
@@ -489,7 +518,8 @@ class A2AAgent(AgentBase):
             )
         return last
 
-    async def _until_settled(self, client: Client, task: A2ATask) -> A2ATask:
+    async def _until_settled(self, client: Client | JsonRpcClient, task: A2ATask
+                             ) -> A2ATask:
         """Poll an unfinished remote task until it is terminal or needs the caller."""
         t = self._types()
         settled = {
@@ -554,7 +584,9 @@ class A2AAgent(AgentBase):
         from a2a.client.errors import A2AClientTimeoutError
         from a2a.utils import errors as e
 
+        from podium.agents.a2a_jsonrpc import HttpStatusError
         from podium.agents.http import parse_retry_after
+        from podium.agents.transport import ConnectTimeout, NetworkError, ResponseTimeout
 
         where = f"A2A agent '{self._id}' at {self.url} ({doing})"
         chain = list(_causes(exc))
@@ -567,6 +599,9 @@ class A2AAgent(AgentBase):
         if status is None:
             status = getattr(exc, "status_code", None)
         said_when = response.headers.get("retry-after") if response is not None else None
+        ours = next((c for c in chain if isinstance(c, HttpStatusError)), None)
+        if ours is not None:  # our JSON-RPC client's (a2a_jsonrpc)
+            status, said_when = ours.status_code, ours.retry_after
         if status == 429:
             return RateLimited(f"{where}: rate limited (HTTP 429)",
                                retry_after_s=parse_retry_after(said_when), agent_id=self._id)
@@ -577,8 +612,8 @@ class A2AAgent(AgentBase):
                                agent_id=self._id)
         if status in (502, 503, 504):
             return Unavailable(f"{where}: HTTP {status}", agent_id=self._id)
-        if status == 408 or any(isinstance(c, A2AClientTimeoutError | httpx.TimeoutException)
-                                for c in chain):
+        timeouts = A2AClientTimeoutError | httpx.TimeoutException | ConnectTimeout | ResponseTimeout
+        if status == 408 or any(isinstance(c, timeouts) for c in chain):
             return AttemptTimeout(f"{where}: timed out: {detail}", agent_id=self._id)
         invalid = (
             e.InvalidParamsError, e.InvalidRequestError, e.JSONParseError, e.MethodNotFoundError,
@@ -591,6 +626,6 @@ class A2AAgent(AgentBase):
             return InvalidInput(f"{where}: HTTP {status}: {detail}", agent_id=self._id)
         if status is not None:
             return AgentError(f"{where}: HTTP {status}: {detail}", agent_id=self._id)
-        if any(isinstance(c, httpx.TransportError) for c in chain):
+        if any(isinstance(c, httpx.TransportError | NetworkError) for c in chain):
             return Unavailable(f"{where}: cannot reach the agent: {detail}", agent_id=self._id)
         return AgentError(f"{where}: {type(exc).__name__}: {detail}", agent_id=self._id)

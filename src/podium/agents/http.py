@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime
 import email.utils
-import functools
 import math
 import ssl
 import time
@@ -46,6 +45,7 @@ from podium.agents.transport import (
     Timeouts,
     Transport,
     TransportError,
+    default_ssl,
 )
 from podium.errors import (
     AgentError,
@@ -155,12 +155,10 @@ class HttpAgent(AgentBase):
                 connect = min(connect, timeout_s)
             size = (None if max_concurrency is None
                     else max_concurrency + _HEALTH_HEADROOM)
-            https = self._url.startswith("https:")
             transport = AiohttpTransport(
                 max_connections=size,
                 timeouts=Timeouts(connect_s=connect, read_s=timeout_s),
-                # The CA bundle is loaded (once per process) only for https agents.
-                ssl=(_default_ssl_context() if https else True) if verify is True else verify,
+                ssl=default_ssl(self._url) if verify is True else verify,
             )
         self._transport: Transport = transport
 
@@ -418,18 +416,6 @@ def too_large(agent_id: str, limit: int, how: str) -> OutputTooLarge:
 
 
 # --- helpers -----------------------------------------------------------------
-@functools.cache
-def _default_ssl_context() -> ssl.SSLContext:
-    """One CA bundle load for every https agent: it costs tens of ms per pool otherwise.
-
-    httpx's: the same CA choice (``SSL_CERT_FILE``, ``SSL_CERT_DIR``, else
-    certifi) as before the switch to aiohttp, and as the A2A agents' client.
-    """
-    import httpx
-
-    return httpx.create_ssl_context()
-
-
 def _base_url(url: str, agent_id: str) -> str:
     try:
         parsed = urlsplit(url)

@@ -28,6 +28,7 @@ builds a registry.
 from __future__ import annotations
 
 import asyncio
+import functools
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ __all__ = [
     "Timeouts",
     "Transport",
     "TransportError",
+    "default_ssl",
 ]
 
 # Idle pooled connections are closed after this long: under the 20 s of
@@ -124,6 +126,24 @@ class ExchangeContext(Protocol):
 
     async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> bool | None: ...
+
+
+def default_ssl(url: str) -> ssl.SSLContext | bool:
+    """TLS verified with the CA bundle httpx would use, loaded only for an https URL.
+
+    ``SSL_CERT_FILE``, ``SSL_CERT_DIR``, else certifi: the same choice as
+    before the switch to aiohttp, and as the A2A SDK's httpx client. True
+    (aiohttp's default context) for http, which never uses it.
+    """
+    return _ca_context() if url.lower().startswith("https:") else True
+
+
+@functools.cache
+def _ca_context() -> ssl.SSLContext:
+    """One CA bundle load for every https agent: it costs tens of ms per pool otherwise."""
+    import httpx
+
+    return httpx.create_ssl_context()
 
 
 # --- aiohttp ---------------------------------------------------------------------
