@@ -63,6 +63,7 @@ from podium.errors import (  # noqa: E402
     AgentError,
     ConfigError,
     InvalidInput,
+    OutputTooLarge,
     RateLimited,
     Unavailable,
 )
@@ -569,6 +570,63 @@ async def test_a_busy_agent_card_makes_the_agent_degraded_not_unhealthy() -> Non
         assert report.status == level, (status, headers, report)
         assert report.detail is not None
         assert f"HTTP {status}" in report.detail
+
+
+@contextlib.asynccontextmanager
+async def rpc_answering(answer: dict[str, Any], **headers: str) -> AsyncIterator[str]:
+    """A server with a real JSON-RPC card whose every call gets ``answer`` (HTTP 200)."""
+    async def reply(_request: Request) -> JSONResponse:
+        return JSONResponse(answer, headers=headers)
+
+    def make_app(url: str) -> Starlette:
+        return Starlette(routes=[*create_agent_card_routes(agent_card(url)),
+                                 Route("/{path:path}", reply, methods=["POST"])])
+
+    async with serving(make_app) as url:
+        yield url
+
+
+@pytest.mark.parametrize(
+    ("code", "kind", "error_type"),
+    [(-32602, InvalidInput, "invalid_input"), (-32004, InvalidInput, "invalid_input"),
+     (-32603, AgentError, "agent_error"), (-32099, AgentError, "agent_error")],
+)
+async def test_a_json_rpc_error_keeps_its_meaning(
+    code: int, kind: type[AgentError], error_type: str
+) -> None:
+    """The JSON-RPC error codes of A2A map as the SDK maps them (invalid params and
+    unsupported operations are the caller's fault; an internal or unknown error is
+    the agent's), with the server's message kept."""
+    answer = {"jsonrpc": "2.0", "id": 1, "error": {"code": code, "message": "said the agent"}}
+    async with rpc_answering(answer) as url:
+        agent = await A2AAgent.from_url(url, id="rpc")
+        try:
+            with pytest.raises(AgentError) as raised:
+                await agent.invoke(task_for("sum", {"numbers": [1]}))
+        finally:
+            await agent.aclose()
+    assert type(raised.value) is kind
+    assert raised.value.error_type == error_type
+    assert "said the agent" in raised.value.message
+
+
+async def test_an_answer_over_max_response_bytes_is_output_too_large() -> None:
+    """An A2A answer is bounded like an HTTP agent's: past ``max_response_bytes`` the
+    read stops and the attempt fails as output_too_large, never the whole body kept."""
+    big = {"jsonrpc": "2.0", "id": 1, "result": {"message": {
+        "messageId": "m", "role": "ROLE_AGENT", "parts": [{"text": "x" * 200_000}]}}}
+    async with rpc_answering(big) as url:
+        small = await A2AAgent.from_url(url, id="big", max_response_bytes=50_000)
+        roomy = await A2AAgent.from_url(url, id="roomy")
+        try:
+            with pytest.raises(OutputTooLarge) as raised:
+                await small.invoke(task_for("sum", {"numbers": [1]}))
+            assert await roomy.invoke(task_for("sum", {"numbers": [1]})) == "x" * 200_000
+        finally:
+            await small.aclose()
+            await roomy.aclose()
+    assert raised.value.error_type == "output_too_large"
+    assert "max_response_bytes (50000)" in raised.value.message
 
 
 # --- end to end through the engine ---------------------------------------------------
