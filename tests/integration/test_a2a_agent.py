@@ -629,6 +629,28 @@ async def test_an_answer_over_max_response_bytes_is_output_too_large() -> None:
     assert "max_response_bytes (50000)" in raised.value.message
 
 
+@pytest.mark.parametrize("blocking", [True, False])
+@pytest.mark.parametrize("value", [
+    "text ✓", None, 0, 1.5, True, 2**70, {}, [], {"a": (1, 2)},
+    [1, "a", None, {"b": [2, 3.25]}], {"ms": 20, "n": {"deep": [False, "x"]}},
+])
+def test_the_request_made_directly_is_the_one_the_sdk_would_send(
+    value: Any, blocking: bool
+) -> None:
+    """The JSON-RPC request is made without building the SDK's message first; it must be
+    exactly what protobuf's ``MessageToDict`` makes of that message."""
+    agent = A2AAgent("http://127.0.0.1:1", id="x", capabilities=["sum"], blocking=blocking)
+    task = task_for("sum", value, attempt=3)
+    assert agent._params_for(task) == MessageToDict(agent._request_for(task))
+
+
+@pytest.mark.parametrize("value", [{1: 2}, b"x", {"s": {1, 2}}, float("nan"), [float("inf")]])
+def test_an_input_protobuf_cannot_carry_is_invalid_input(value: Any) -> None:
+    agent = A2AAgent("http://127.0.0.1:1", id="x", capabilities=["sum"])
+    with pytest.raises(InvalidInput, match="it is not JSON"):
+        agent._params_for(task_for("sum", value))
+
+
 # --- end to end through the engine ---------------------------------------------------
 
 

@@ -147,6 +147,31 @@ def _json_numbers(value: Any) -> Any:
     return value
 
 
+def _as_value(value: Any) -> Any:
+    """``value`` as JSON after a trip through ``google.protobuf.Value``: numbers as doubles.
+
+    Raises TypeError or ValueError where protobuf would refuse it (a non-string
+    key, bytes, a set, an infinite or NaN number).
+    """
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int | float):
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"{number} is not a JSON number")
+        return number
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"the key {k!r} is not a string")
+            out[k] = _as_value(v)
+        return out
+    if isinstance(value, list | tuple):
+        return [_as_value(v) for v in value]
+    raise TypeError(f"a {type(value).__name__} is not a JSON value")
+
+
 def _output_of_parts(parts: Iterable[Part]) -> tuple[bool, Any]:
     """``(found, value)``: the data part(s) if any, else the text, else nothing."""
     from a2a.helpers import get_data_parts, get_text_parts
@@ -309,10 +334,15 @@ class A2AAgent(AgentBase):
     async def invoke(self, task: Task) -> Any:
         from a2a.types import Message
 
-        request = self._request_for(task)
+        from podium.agents.a2a_jsonrpc import JsonRpcClient
+
         remote_id: str | None = None
         try:
             client = await self._a2a_client()
+            # Our JSON-RPC client takes the request as the JSON protobuf would make of
+            # it (made directly: ~4x cheaper than building the message, then printing it).
+            request = (self._params_for(task) if isinstance(client, JsonRpcClient)
+                       else self._request_for(task))
             result = await self._send(client, request)
             if isinstance(result, Message):
                 found, value = _output_of_parts(result.parts)
@@ -502,6 +532,39 @@ class A2AAgent(AgentBase):
         config = t.SendMessageConfiguration(history_length=0,
                                             return_immediately=not self._blocking)
         return t.SendMessageRequest(message=message, configuration=config)
+
+    def _params_for(self, task: Task) -> dict[str, Any]:
+        """``MessageToDict(self._request_for(task))``, made directly (tests hold them equal)."""
+        if isinstance(task.input, str):
+            part: dict[str, Any] = {"text": task.input, "mediaType": "text/plain"}
+        else:
+            try:
+                part = {"data": _as_value(task.input), "mediaType": "application/json"}
+            except (TypeError, ValueError) as exc:
+                raise InvalidInput(
+                    f"the input of step '{task.step_id}' cannot be sent to A2A agent"
+                    f" '{self._id}': it is not JSON ({exc})",
+                    agent_id=self._id, run_id=task.run_id, step_id=task.step_id,
+                ) from None
+        configuration: dict[str, Any] = {"historyLength": 0}
+        if not self._blocking:
+            configuration["returnImmediately"] = True
+        return {
+            "message": {
+                "messageId": f"{task.idempotency_key}#{task.attempt}",
+                "contextId": task.idempotency_key,
+                "role": "ROLE_USER",
+                "parts": [part],
+                "metadata": {_METADATA_KEY: {
+                    "run_id": task.run_id,
+                    "step_id": task.step_id,
+                    "attempt": float(task.attempt),
+                    "idempotency_key": task.idempotency_key,
+                    "capability": task.capability,
+                }},
+            },
+            "configuration": configuration,
+        }
 
     async def _send(self, client: Client | JsonRpcClient, request: Any) -> Message | A2ATask:
         last: Message | A2ATask | None = None

@@ -80,7 +80,7 @@ class JsonRpcClient:
         self._limit, self._agent_id = max_response_bytes, agent_id
         self._ids = itertools.count(1)
 
-    async def send_message(self, request: Proto) -> AsyncIterator[Any]:
+    async def send_message(self, request: Proto | dict[str, Any]) -> AsyncIterator[Any]:
         """One answer (a ``SendMessageResponse``: its payload a task or a message)."""
         from a2a.types import SendMessageResponse
 
@@ -96,14 +96,18 @@ class JsonRpcClient:
 
         return await self._call("CancelTask", request, Task())
 
-    async def _call(self, method: str, request: Proto, into: Proto) -> Any:
+    async def _call(self, method: str, request: Proto | dict[str, Any], into: Proto) -> Any:
+        """``request``: the SDK's message, or the JSON protobuf would make of it."""
         from a2a.utils.proto_utils import parse_lenient
-        from google.protobuf.json_format import (  # type: ignore[import-untyped]  # no stubs
-            MessageToDict,
-        )
 
+        if not isinstance(request, dict):
+            from google.protobuf.json_format import (  # type: ignore[import-untyped]  # no stubs
+                MessageToDict,
+            )
+
+            request = MessageToDict(request)
         body = orjson.dumps({"jsonrpc": "2.0", "method": method, "id": next(self._ids),
-                             "params": MessageToDict(request)})
+                             "params": request})
         async with self._transport.request("POST", self._url, headers=self._headers,
                                            body=body) as response:
             status = response.status
