@@ -88,7 +88,7 @@ if TYPE_CHECKING:
     from a2a.types import Task as A2ATask
 
     from podium.agents.a2a_jsonrpc import JsonRpcClient
-    from podium.agents.transport import AiohttpTransport
+    from podium.agents.transport import AiohttpTransport, Timeouts
 
 __all__ = ["INSTALL_HINT", "A2AAgent"]
 
@@ -259,6 +259,8 @@ class A2AAgent(AgentBase):
         self._discovered: frozenset[str] = frozenset()
         self._card_path = card_path
         self._headers = dict(headers or {})
+        self._card_headers = {**self._headers, "Accept": "application/json",
+                              "Accept-Encoding": "gzip, deflate"}
         self._request_timeout_s = request_timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._health_timeout_s = health_timeout_s
@@ -298,7 +300,10 @@ class A2AAgent(AgentBase):
         """
         import httpx
 
-        async with httpx.AsyncClient(headers=self._headers, timeout=timeout_s) as http:
+        from podium.agents.transport import ca_context
+
+        async with httpx.AsyncClient(headers=self._headers, timeout=timeout_s,
+                                     verify=ca_context()) as http:
             card = await self._fetch_card(http)
         self._use_card(card)
         self._discovered = _skills_of(card)
@@ -360,9 +365,11 @@ class A2AAgent(AgentBase):
         return self._outcome(final)
 
     async def health(self) -> HealthReport:
+        from podium.agents.transport import Timeouts
+
         t0 = time.perf_counter()
         try:
-            card = await self._fetch_card(self._http_client(), timeout_s=self._health_timeout_s)
+            card = await self._fetch_card_pooled(Timeouts(total_s=self._health_timeout_s))
         except AgentError as exc:
             # A busy agent is alive: still usable, ranked below those with room.
             return HealthReport("degraded" if exc.busy else "unhealthy", detail=exc.message)
@@ -449,8 +456,23 @@ class A2AAgent(AgentBase):
         except Exception as exc:
             raise self._translate(exc, "agent card") from exc
 
+    async def _fetch_card_pooled(self, timeouts: Timeouts | None = None) -> AgentCard:
+        """The card over the pooled aiohttp transport (health checks, first calls)."""
+        from podium.agents.a2a_jsonrpc import fetch_card
+
+        path = (self._card_path or _WELL_KNOWN_SUFFIX).lstrip("/")
+        try:
+            return await fetch_card(self._fast_transport(), f"{self.url}/{path}",
+                                    self._card_headers, self.max_response_bytes, self._id,
+                                    timeouts)
+        except PodiumError:
+            raise
+        except Exception as exc:
+            raise self._translate(exc, "agent card") from exc
+
     async def _a2a_client(self) -> Client | JsonRpcClient:
-        http = self._http_client()
+        if self._client is not None and self._http is not None:
+            self._http_client()  # the SDK's client: on a new loop, it is made anew
         if self._client is None:
             from a2a.client import ClientConfig, ClientFactory
             from a2a.utils.constants import TransportProtocol
@@ -459,7 +481,7 @@ class A2AAgent(AgentBase):
 
             card = self._card
             if card is None:
-                card = await self._fetch_card(http)
+                card = await self._fetch_card_pooled()
                 self._use_card(card)
             interface = jsonrpc_interface(card)
             if interface is not None:
@@ -470,7 +492,7 @@ class A2AAgent(AgentBase):
                 return self._client
             config = ClientConfig(
                 streaming=False,
-                httpx_client=http,  # shared: the SDK never closes it, aclose() does
+                httpx_client=self._http_client(),  # shared: the SDK never closes it, aclose() does
                 supported_protocol_bindings=[
                     TransportProtocol.JSONRPC, TransportProtocol.HTTP_JSON,
                 ],

@@ -135,12 +135,12 @@ def default_ssl(url: str) -> ssl.SSLContext | bool:
     before the switch to aiohttp, and as the A2A SDK's httpx client. True
     (aiohttp's default context) for http, which never uses it.
     """
-    return _ca_context() if url.lower().startswith("https:") else True
+    return ca_context() if url.lower().startswith("https:") else True
 
 
 @functools.cache
-def _ca_context() -> ssl.SSLContext:
-    """One CA bundle load for every https agent: it costs tens of ms per pool otherwise."""
+def ca_context() -> ssl.SSLContext:
+    """One CA bundle load per process: it costs tens of ms per client or pool otherwise."""
     import httpx
 
     return httpx.create_ssl_context()
