@@ -28,6 +28,7 @@ out of the numbers, and so does agent start-up.
     python bench/fleet.py                       # 5 repetitions of 1,000 steps, HTTP and A2A
     python bench/fleet.py --quick               # smoke: 1 repetition of 200 steps
     python bench/fleet.py --kinds http --compare /tmp/old/src   # before/after
+    python bench/fleet.py --kinds http,a2a-stub   # A2A without the SDK server's CPU
 
 ``--compare DIR`` also runs every repetition with ``DIR`` first on
 ``PYTHONPATH`` (another checkout's ``src``), alternating the two (A B, B A,
@@ -55,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-KINDS = ("http", "a2a")
+KINDS = ("http", "a2a")  # and "a2a-stub": A2A agents on _StubA2A, not the SDK's server
 
 
 async def work(task: Any) -> dict[str, Any]:
@@ -110,6 +111,71 @@ def a2a_serve(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", ws="none")
 
 
+class _StubA2A(asyncio.Protocol):
+    """A2A's JSON-RPC ``SendMessage`` answered with a data message after ``ms``, and the card.
+
+    Raw asyncio, a few microseconds per request: with ``--a2a-server stub`` the
+    engine's CPU per A2A step is measured without the SDK server's ~2 ms per
+    request competing for the same 2 cores.
+    """
+
+    card = b""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while (end := self.buf.find(b"\r\n\r\n")) >= 0:
+            head = self.buf[:end].split(b"\r\n")
+            length = 0
+            for line in head[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            if len(self.buf) < end + 4 + length:
+                return
+            body, self.buf = self.buf[end + 4:end + 4 + length], self.buf[end + 4 + length:]
+            if head[0].startswith(b"GET"):
+                self._send(self.card)
+                continue
+            import orjson
+
+            rpc = orjson.loads(body)
+            message = rpc["params"]["message"]
+            answer = orjson.dumps({"jsonrpc": "2.0", "id": rpc["id"], "result": {"message": {
+                "messageId": message["messageId"] + "-answer", "contextId": message["contextId"],
+                "role": "ROLE_AGENT", "parts": [{"data": {"pid": os.getpid()}}]}}})
+            ms = message["parts"][0]["data"]["ms"]
+            asyncio.get_running_loop().call_later(ms / 1000, self._send, answer)
+
+    def _send(self, body: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
+async def _a2a_stub(port: int) -> None:
+    from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill
+    from google.protobuf.json_format import MessageToJson
+
+    url = f"http://127.0.0.1:{port}"
+    _StubA2A.card = MessageToJson(AgentCard(
+        name="work", description="Waits, then answers.", version="1.0.0",
+        supported_interfaces=[AgentInterface(url=url + "/", protocol_binding="JSONRPC",
+                                             protocol_version="1.0")],
+        capabilities=AgentCapabilities(streaming=False),
+        skills=[AgentSkill(id="work", name="Work", description="work")])).encode()
+    server = await asyncio.get_running_loop().create_server(_StubA2A, "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
+
+
 def start_agents(kind: str, n: int, capacity: int, folder: Path
                  ) -> list[tuple[subprocess.Popen[bytes], str]]:
     procs = []
@@ -122,6 +188,8 @@ def start_agents(kind: str, n: int, capacity: int, folder: Path
             ready = "/health"
         else:
             argv = [sys.executable, str(HERE / "fleet.py"), "--a2a-serve", str(port)]
+            if kind == "a2a-stub":
+                argv.append("--stub")
             ready = "/.well-known/agent-card.json"
         log = (folder / f"{kind}-agent-{i}.log").open("wb")
         procs.append((subprocess.Popen(argv, cwd=HERE, stdout=log, stderr=subprocess.STDOUT),
@@ -186,7 +254,7 @@ async def one(kind: str, urls: list[str], capacity: int, steps: int, latency_ms:
 
         agents = [HttpAgent(url, id=f"agent-{i}", capabilities=["work"], max_concurrency=capacity)
                   for i, url in enumerate(urls)]
-    else:
+    else:  # a2a, a2a-stub
         from podium.agents.a2a import A2AAgent
 
         agents = [A2AAgent(url, id=f"agent-{i}", capabilities=["work"], max_concurrency=capacity)
@@ -275,12 +343,16 @@ def main() -> None:
     parser.add_argument("--compare", metavar="DIR", help="also run with DIR first on PYTHONPATH")
     parser.add_argument("--no-floor", action="store_true", help="skip the bare-client floor")
     parser.add_argument("--a2a-serve", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--stub", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--engine", help=argparse.SUPPRESS)
     parser.add_argument("--urls", help=argparse.SUPPRESS)
     parser.add_argument("--pids", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.a2a_serve:
-        a2a_serve(args.a2a_serve)
+        if args.stub:
+            asyncio.run(_a2a_stub(args.a2a_serve))
+        else:
+            a2a_serve(args.a2a_serve)
         return
     if args.engine:
         urls = args.urls.split(",") if args.urls else []
@@ -312,7 +384,7 @@ def main() -> None:
                 floor_ms = None
                 section: dict[str, Any] = {}
                 if not args.no_floor:
-                    fl = floor(urls, steps, total, args.latency_ms, protocol=kind,
+                    fl = floor(urls, steps, total, args.latency_ms, protocol="http" if kind == "http" else "a2a",
                                runs=max(3, reps) if not args.quick else 1)
                     floor_ms = fl["cpu_ms_per_request"]["median"]
                     section["floor_client_cpu_ms_per_request"] = fl["cpu_ms_per_request"]

@@ -651,6 +651,45 @@ def test_an_input_protobuf_cannot_carry_is_invalid_input(value: Any) -> None:
         agent._params_for(task_for("sum", value))
 
 
+PLAIN_ANSWERS = [
+    {"message": {"messageId": "m", "role": "ROLE_AGENT", "parts": [{"data": {"n": 6, "x": 2.5}}]}},
+    {"message": {"messageId": "m", "role": "ROLE_AGENT",
+                 "parts": [{"data": [1, 2**60, None, True, {"deep": [3.0]}]}, {"data": "s"}]}},
+    {"message": {"messageId": "m", "parts": [{"text": "a", "mediaType": "text/plain"},
+                                             {"text": ""}, {"text": "b"}]}},
+    {"message": {"messageId": "m", "parts": [{"text": "t"}, {"data": None}]}},
+    {"message": {"messageId": "m", "parts": []}},
+    {"message": {"messageId": "m", "role": "ROLE_AGENT", "metadata": {"k": 1},
+                 "parts": [{"data": 7, "metadata": {"m": 2}, "filename": "f.json"}]}},
+]
+
+
+@pytest.mark.parametrize("answer", PLAIN_ANSWERS)
+def test_a_plain_message_answer_read_directly_is_what_the_sdk_reads(answer: Any) -> None:
+    """A message answer is read from the JSON without protobuf; it must give the output
+    the SDK's parsed ``SendMessageResponse`` gives (numbers through a double included)."""
+    from podium.agents.a2a import _output_of_parts, _plain_message_output
+    from podium.agents.a2a_jsonrpc import JsonRpcClient
+
+    parsed = JsonRpcClient.parse_send_result(answer)
+    assert _plain_message_output(answer) == _output_of_parts(parsed.message.parts)
+
+
+@pytest.mark.parametrize("answer", [
+    {"task": {"id": "t", "status": {"state": "TASK_STATE_COMPLETED"}}},
+    {"message": {"parts": [{"raw": "eA==", "mediaType": "application/octet-stream"}]}},
+    {"message": {"parts": [{"url": "https://x.example/f"}]}},
+    {"message": {"parts": "not a list"}},
+    {"message": {"role": "ROLE_ROBOT", "parts": []}},
+    {"message": {"parts": [{"text": 3}]}},
+    {"message": {"parts": [{"text": "a", "data": 1}]}},
+])
+def test_anything_but_a_plain_message_goes_the_sdks_way(answer: Any) -> None:
+    from podium.agents.a2a import _plain_message_output
+
+    assert _plain_message_output(answer) is None
+
+
 # --- end to end through the engine ---------------------------------------------------
 
 
