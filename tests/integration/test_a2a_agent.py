@@ -668,11 +668,11 @@ PLAIN_ANSWERS = [
 def test_a_plain_message_answer_read_directly_is_what_the_sdk_reads(answer: Any) -> None:
     """A message answer is read from the JSON without protobuf; it must give the output
     the SDK's parsed ``SendMessageResponse`` gives (numbers through a double included)."""
-    from podium.agents.a2a import _output_of_parts, _plain_message_output
-    from podium.agents.a2a_jsonrpc import JsonRpcClient
+    from podium.agents.a2a import _output_of_parts
+    from podium.agents.a2a_jsonrpc import JsonRpcClient, plain_message_output
 
     parsed = JsonRpcClient.parse_send_result(answer)
-    assert _plain_message_output(answer) == _output_of_parts(parsed.message.parts)
+    assert plain_message_output(answer) == _output_of_parts(parsed.message.parts)
 
 
 @pytest.mark.parametrize("answer", [
@@ -685,9 +685,9 @@ def test_a_plain_message_answer_read_directly_is_what_the_sdk_reads(answer: Any)
     {"message": {"parts": [{"text": "a", "data": 1}]}},
 ])
 def test_anything_but_a_plain_message_goes_the_sdks_way(answer: Any) -> None:
-    from podium.agents.a2a import _plain_message_output
+    from podium.agents.a2a_jsonrpc import plain_message_output
 
-    assert _plain_message_output(answer) is None
+    assert plain_message_output(answer) is None
 
 
 # --- end to end through the engine ---------------------------------------------------

@@ -43,8 +43,13 @@ other HTTP 5xx, JSON-RPC internal      ``AgentError``
 
 A2A 1.0 has no error of its own for "at capacity" (a2a-sdk 1.3's JSON-RPC
 codes and REST reasons cover tasks, versions and malformed requests only), so
-the HTTP status is the signal on both bindings Podium speaks; the SDK keeps
-the ``httpx`` response as the cause of the error it raises.
+the HTTP status is the signal on both bindings Podium speaks.
+
+How the bytes travel: a card offering JSON-RPC (nearly all do) is spoken to by
+``podium.agents.a2a_jsonrpc`` over the HTTP agents' aiohttp transport, with the
+SDK's types, JSON mapping and error classes: the SDK's own client costs ~6x
+more CPU per call (bench/fleet.py). Cards offering only HTTP+JSON, or a
+tenant, get the SDK's client over httpx, as does ``discover()``.
 
 Data parts travel as ``google.protobuf.Value``, which stores every number as a
 double; whole numbers in the output are turned back into ints (JSON does not
@@ -52,7 +57,7 @@ tell 6 from 6.0, Python code reading the output usually does).
 
 The SDK is an optional extra: ``pip install 'podium[a2a]'``. It is imported
 lazily, so ``podium`` works without it until an A2A agent is configured. No
-event loop is captured at construction; the HTTP client is created on first
+event loop is captured at construction; the HTTP clients are created on first
 use (on the running loop) and closed by ``aclose()``.
 """
 
@@ -61,7 +66,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -69,6 +73,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from podium.agents.a2a_jsonrpc import as_value, json_numbers, plain_message_output
 from podium.agents.base import DEFAULT_MAX_RESPONSE_BYTES, AgentBase, HealthReport, Task
 from podium.errors import (
     AgentError,
@@ -96,7 +101,6 @@ log = logging.getLogger("podium.agents.a2a")
 
 INSTALL_HINT = "pip install 'podium[a2a]'"
 _WELL_KNOWN_SUFFIX = "/.well-known/agent-card.json"
-_MAX_EXACT_FLOAT_INT = 2**53
 # The one metadata key Podium writes on a message: its fields stay out of the
 # agent's own namespace, and one key is one thing for an agent to ignore.
 _METADATA_KEY = "podium"
@@ -134,105 +138,12 @@ def _skills_of(card: AgentCard) -> frozenset[str]:
     return frozenset(names)
 
 
-def _json_numbers(value: Any) -> Any:
-    """Give whole numbers back their int type (``google.protobuf.Value`` made them floats)."""
-    if isinstance(value, float):
-        if math.isfinite(value) and value.is_integer() and abs(value) <= _MAX_EXACT_FLOAT_INT:
-            return int(value)
-        return value
-    if isinstance(value, dict):
-        return {k: _json_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_numbers(v) for v in value]
-    return value
-
-
-def _as_value(value: Any) -> Any:
-    """``value`` as JSON after a trip through ``google.protobuf.Value``: numbers as doubles.
-
-    Raises TypeError or ValueError where protobuf would refuse it (a non-string
-    key, bytes, a set, an infinite or NaN number).
-    """
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, int | float):
-        number = float(value)
-        if not math.isfinite(number):
-            raise ValueError(f"{number} is not a JSON number")
-        return number
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise TypeError(f"the key {k!r} is not a string")
-            out[k] = _as_value(v)
-        return out
-    if isinstance(value, list | tuple):
-        return [_as_value(v) for v in value]
-    raise TypeError(f"a {type(value).__name__} is not a JSON value")
-
-
-_PLAIN_PART_KEYS = frozenset({"text", "data", "mediaType", "metadata", "filename"})
-_ROLES = frozenset({"ROLE_AGENT", "ROLE_USER", "ROLE_UNSPECIFIED"})
-
-
-def _plain_message_output(result: Any) -> tuple[bool, Any] | None:
-    """``_output_of_parts`` of a JSON-RPC result that is a plain message, read as JSON.
-
-    What parsing it into the SDK's ``SendMessageResponse`` and reading its
-    parts gives (tests hold the two equal), for the common answer: one message
-    whose parts are text or data. None for anything else (a task, a file part,
-    a field of the wrong type), which then goes the SDK's way.
-    """
-    if not isinstance(result, dict) or len(result) != 1:
-        return None
-    message = result.get("message")
-    if not isinstance(message, dict) or message.get("role", "ROLE_UNSPECIFIED") not in _ROLES:
-        return None
-    parts = message.get("parts", [])
-    if not isinstance(parts, list):
-        return None
-    data: list[Any] = []
-    texts: list[str] = []
-    for part in parts:
-        if not isinstance(part, dict) or not part.keys() <= _PLAIN_PART_KEYS:
-            return None
-        if not isinstance(part.get("mediaType", ""), str):
-            return None
-        if "text" in part:
-            if "data" in part or not isinstance(part["text"], str):
-                return None
-            texts.append(part["text"])
-        elif "data" in part:
-            data.append(_json_numbers(_through_double(part["data"])))
-        else:
-            return None
-    if data:
-        return True, data[0] if len(data) == 1 else data
-    if texts:
-        return True, "\n".join(texts)
-    return False, None
-
-
-def _through_double(value: Any) -> Any:
-    """JSON numbers as ``google.protobuf.Value`` keeps them: every one a double."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return float(value)
-    if isinstance(value, dict):
-        return {k: _through_double(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_through_double(v) for v in value]
-    return value
-
-
 def _output_of_parts(parts: Iterable[Part]) -> tuple[bool, Any]:
     """``(found, value)``: the data part(s) if any, else the text, else nothing."""
     from a2a.helpers import get_data_parts, get_text_parts
 
     parts = list(parts)
-    data = [_json_numbers(d) for d in get_data_parts(parts)]
+    data = [json_numbers(d) for d in get_data_parts(parts)]
     if data:
         return True, data[0] if len(data) == 1 else data
     texts = get_text_parts(parts)
@@ -249,7 +160,7 @@ def _status_text(task: A2ATask) -> str:
     texts = [t.strip() for t in get_text_parts(parts) if t.strip()]
     if texts:
         return " ".join(texts)
-    data = [_json_numbers(d) for d in get_data_parts(parts)]
+    data = [json_numbers(d) for d in get_data_parts(parts)]
     if data:
         return str(data[0] if len(data) == 1 else data)
     return ""
@@ -405,7 +316,7 @@ class A2AAgent(AgentBase):
                 # to the SDK's way): protobuf's JSON printer and parser cost more than
                 # the HTTP exchange.
                 raw = await client.send_message_json(self._params_for(task))
-                plain = _plain_message_output(raw)
+                plain = plain_message_output(raw)
                 if plain is not None:
                     return plain[1] if plain[0] else None
                 result = self._payload(client.parse_send_result(raw))
@@ -623,7 +534,7 @@ class A2AAgent(AgentBase):
             part: dict[str, Any] = {"text": task.input, "mediaType": "text/plain"}
         else:
             try:
-                part = {"data": _as_value(task.input), "mediaType": "application/json"}
+                part = {"data": as_value(task.input), "mediaType": "application/json"}
             except (TypeError, ValueError) as exc:
                 raise InvalidInput(
                     f"the input of step '{task.step_id}' cannot be sent to A2A agent"
