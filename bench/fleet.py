@@ -384,7 +384,8 @@ def main() -> None:
                 floor_ms = None
                 section: dict[str, Any] = {}
                 if not args.no_floor:
-                    fl = floor(urls, steps, total, args.latency_ms, protocol="http" if kind == "http" else "a2a",
+                    protocol = "http" if kind == "http" else "a2a"
+                    fl = floor(urls, steps, total, args.latency_ms, protocol=protocol,
                                runs=max(3, reps) if not args.quick else 1)
                     floor_ms = fl["cpu_ms_per_request"]["median"]
                     section["floor_client_cpu_ms_per_request"] = fl["cpu_ms_per_request"]
