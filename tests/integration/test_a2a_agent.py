@@ -63,6 +63,7 @@ from podium.errors import (  # noqa: E402
     AgentError,
     ConfigError,
     InvalidInput,
+    OutputTooLarge,
     RateLimited,
     Unavailable,
 )
@@ -569,6 +570,124 @@ async def test_a_busy_agent_card_makes_the_agent_degraded_not_unhealthy() -> Non
         assert report.status == level, (status, headers, report)
         assert report.detail is not None
         assert f"HTTP {status}" in report.detail
+
+
+@contextlib.asynccontextmanager
+async def rpc_answering(answer: dict[str, Any], **headers: str) -> AsyncIterator[str]:
+    """A server with a real JSON-RPC card whose every call gets ``answer`` (HTTP 200)."""
+    async def reply(_request: Request) -> JSONResponse:
+        return JSONResponse(answer, headers=headers)
+
+    def make_app(url: str) -> Starlette:
+        return Starlette(routes=[*create_agent_card_routes(agent_card(url)),
+                                 Route("/{path:path}", reply, methods=["POST"])])
+
+    async with serving(make_app) as url:
+        yield url
+
+
+@pytest.mark.parametrize(
+    ("code", "kind", "error_type"),
+    [(-32602, InvalidInput, "invalid_input"), (-32004, InvalidInput, "invalid_input"),
+     (-32603, AgentError, "agent_error"), (-32099, AgentError, "agent_error")],
+)
+async def test_a_json_rpc_error_keeps_its_meaning(
+    code: int, kind: type[AgentError], error_type: str
+) -> None:
+    """The JSON-RPC error codes of A2A map as the SDK maps them (invalid params and
+    unsupported operations are the caller's fault; an internal or unknown error is
+    the agent's), with the server's message kept."""
+    answer = {"jsonrpc": "2.0", "id": 1, "error": {"code": code, "message": "said the agent"}}
+    async with rpc_answering(answer) as url:
+        agent = await A2AAgent.from_url(url, id="rpc")
+        try:
+            with pytest.raises(AgentError) as raised:
+                await agent.invoke(task_for("sum", {"numbers": [1]}))
+        finally:
+            await agent.aclose()
+    assert type(raised.value) is kind
+    assert raised.value.error_type == error_type
+    assert "said the agent" in raised.value.message
+
+
+async def test_an_answer_over_max_response_bytes_is_output_too_large() -> None:
+    """An A2A answer is bounded like an HTTP agent's: past ``max_response_bytes`` the
+    read stops and the attempt fails as output_too_large, never the whole body kept."""
+    big = {"jsonrpc": "2.0", "id": 1, "result": {"message": {
+        "messageId": "m", "role": "ROLE_AGENT", "parts": [{"text": "x" * 200_000}]}}}
+    async with rpc_answering(big) as url:
+        small = await A2AAgent.from_url(url, id="big", max_response_bytes=50_000)
+        roomy = await A2AAgent.from_url(url, id="roomy")
+        try:
+            with pytest.raises(OutputTooLarge) as raised:
+                await small.invoke(task_for("sum", {"numbers": [1]}))
+            assert await roomy.invoke(task_for("sum", {"numbers": [1]})) == "x" * 200_000
+        finally:
+            await small.aclose()
+            await roomy.aclose()
+    assert raised.value.error_type == "output_too_large"
+    assert "max_response_bytes (50000)" in raised.value.message
+
+
+@pytest.mark.parametrize("blocking", [True, False])
+@pytest.mark.parametrize("value", [
+    "text ✓", None, 0, 1.5, True, 2**70, {}, [], {"a": (1, 2)},
+    [1, "a", None, {"b": [2, 3.25]}], {"ms": 20, "n": {"deep": [False, "x"]}},
+])
+def test_the_request_made_directly_is_the_one_the_sdk_would_send(
+    value: Any, blocking: bool
+) -> None:
+    """The JSON-RPC request is made without building the SDK's message first; it must be
+    exactly what protobuf's ``MessageToDict`` makes of that message."""
+    agent = A2AAgent("http://127.0.0.1:1", id="x", capabilities=["sum"], blocking=blocking)
+    task = task_for("sum", value, attempt=3)
+    assert agent._params_for(task) == MessageToDict(agent._request_for(task))
+
+
+@pytest.mark.parametrize("value", [{1: 2}, b"x", {"s": {1, 2}}, float("nan"), [float("inf")]])
+def test_an_input_protobuf_cannot_carry_is_invalid_input(value: Any) -> None:
+    agent = A2AAgent("http://127.0.0.1:1", id="x", capabilities=["sum"])
+    with pytest.raises(InvalidInput, match="it is not JSON"):
+        agent._params_for(task_for("sum", value))
+
+
+PLAIN_ANSWERS = [
+    {"message": {"messageId": "m", "role": "ROLE_AGENT", "parts": [{"data": {"n": 6, "x": 2.5}}]}},
+    {"message": {"messageId": "m", "role": "ROLE_AGENT",
+                 "parts": [{"data": [1, 2**60, None, True, {"deep": [3.0]}]}, {"data": "s"}]}},
+    {"message": {"messageId": "m", "parts": [{"text": "a", "mediaType": "text/plain"},
+                                             {"text": ""}, {"text": "b"}]}},
+    {"message": {"messageId": "m", "parts": [{"text": "t"}, {"data": None}]}},
+    {"message": {"messageId": "m", "parts": []}},
+    {"message": {"messageId": "m", "role": "ROLE_AGENT", "metadata": {"k": 1},
+                 "parts": [{"data": 7, "metadata": {"m": 2}, "filename": "f.json"}]}},
+]
+
+
+@pytest.mark.parametrize("answer", PLAIN_ANSWERS)
+def test_a_plain_message_answer_read_directly_is_what_the_sdk_reads(answer: Any) -> None:
+    """A message answer is read from the JSON without protobuf; it must give the output
+    the SDK's parsed ``SendMessageResponse`` gives (numbers through a double included)."""
+    from podium.agents.a2a import _output_of_parts
+    from podium.agents.a2a_jsonrpc import JsonRpcClient, plain_message_output
+
+    parsed = JsonRpcClient.parse_send_result(answer)
+    assert plain_message_output(answer) == _output_of_parts(parsed.message.parts)
+
+
+@pytest.mark.parametrize("answer", [
+    {"task": {"id": "t", "status": {"state": "TASK_STATE_COMPLETED"}}},
+    {"message": {"parts": [{"raw": "eA==", "mediaType": "application/octet-stream"}]}},
+    {"message": {"parts": [{"url": "https://x.example/f"}]}},
+    {"message": {"parts": "not a list"}},
+    {"message": {"role": "ROLE_ROBOT", "parts": []}},
+    {"message": {"parts": [{"text": 3}]}},
+    {"message": {"parts": [{"text": "a", "data": 1}]}},
+])
+def test_anything_but_a_plain_message_goes_the_sdks_way(answer: Any) -> None:
+    from podium.agents.a2a_jsonrpc import plain_message_output
+
+    assert plain_message_output(answer) is None
 
 
 # --- end to end through the engine ---------------------------------------------------

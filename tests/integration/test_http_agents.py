@@ -565,6 +565,33 @@ def test_an_agent_is_built_without_a_running_loop_and_used_in_several() -> None:
     assert asyncio.run(check()) == "unhealthy"
 
 
+def test_an_agent_used_under_two_loops_without_closing_makes_a_new_pool_quietly() -> None:
+    """Connections of a finished loop are dropped without a ResourceWarning (errors here),
+    and the agent works on the next loop."""
+    port = free_port()
+    agent = HttpAgent(f"http://127.0.0.1:{port}", id="lazy", capabilities=["echo"])
+
+    async def call_once() -> Any:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))  # the same address on each loop
+        server = uvicorn.Server(uvicorn.Config(make_app(lambda t: t.attempt, capability="echo"),
+                                               log_config=None, lifespan="off", ws="none"))
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        try:
+            while not server.started:
+                await asyncio.sleep(0.01)
+            return await agent.invoke(task(attempt=7))
+        finally:
+            server.should_exit = True
+            await serving
+            sock.close()
+
+    assert asyncio.run(call_once()) == 7
+    assert asyncio.run(call_once()) == 7  # no aclose() in between
+    asyncio.run(agent.aclose())
+
+
 @pytest.mark.parametrize("url", ["127.0.0.1:8101", "ftp://host", "http://h:1/?a=1", "http://"])
 def test_a_bad_url_is_a_config_error(url: str) -> None:
     from podium.errors import ConfigError

@@ -16,26 +16,36 @@ the status code, so an agent's own error types survive the trip.
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import email.utils
-import functools
 import math
 import ssl
 import time
 import zlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
+from urllib.parse import urlsplit
 
-import httpx
 import orjson
 
 from podium.agents.base import (
     DEFAULT_MAX_RESPONSE_BYTES,
     AgentBase,
-    HealthLevel,
     HealthReport,
     Task,
+)
+from podium.agents.transport import (
+    AiohttpTransport,
+    ConnectTimeout,
+    MockResponse,
+    MockTransport,
+    NetworkError,
+    Response,
+    ResponseTimeout,
+    Timeouts,
+    Transport,
+    TransportError,
+    default_ssl,
 )
 from podium.errors import (
     AgentError,
@@ -47,8 +57,8 @@ from podium.errors import (
     Unavailable,
 )
 
-__all__ = ["CappedTransport", "HttpAgent", "error_from_response", "parse_retry_after",
-           "read_capped"]
+__all__ = ["HttpAgent", "MockResponse", "MockTransport", "Transport", "error_from_response",
+           "parse_retry_after", "read_capped", "too_large"]
 
 # Connections kept beyond ``max_concurrency`` so a health check never queues
 # behind a full pool of slow invocations.
@@ -70,25 +80,29 @@ _ERROR_CLASSES: Final[dict[str, type[AgentError]]] = {
     "timeout": AttemptTimeout,
 }
 _HEALTH_LEVELS: Final = frozenset({"healthy", "degraded", "unhealthy"})
+# Headers the protocol sets; a configured header of the same name gives way.
+_PROTOCOL_HEADERS: Final = frozenset({"content-type", "accept", "accept-encoding",
+                                      "idempotency-key", "content-length"})
 
 
 class HttpAgent(AgentBase):
     """An ``Agent`` reached over HTTP (the agents file's ``url:`` entries).
 
-    One ``httpx.AsyncClient`` per agent pools connections across attempts.
-    It is created on first use, inside the running loop, because a client
-    belongs to the loop that created it: an agent built at import time or in
-    a config loader must not pin a loop it will never run on.
+    One connection pool per agent (``AiohttpTransport``) serves every attempt
+    and health check; it is made on first use, inside the running loop,
+    because a pool belongs to the loop that made it: an agent built at import
+    time or in a config loader must not pin a loop it will never run on.
 
-    ``timeout_s`` bounds each network phase of a call (the engine's step
-    timeout bounds the whole attempt anyway); ``health_timeout_s`` bounds a
-    health check. ``headers`` are sent on every request — the place for
-    ``Authorization: Bearer ...``, which is why they never appear in logs,
-    errors or ``repr``. ``verify`` is an ``ssl.SSLContext`` for a private CA,
-    or ``False`` to skip TLS verification. ``transport`` replaces the network
-    (``httpx.MockTransport`` in tests, a Unix socket transport...).
-    Environment proxy and CA settings (``HTTPS_PROXY``, ``SSL_CERT_FILE``)
-    apply, as with any HTTP client.
+    ``timeout_s`` bounds each network phase of a call (connecting, then each
+    wait for the answer's next bytes; the engine's step timeout bounds the
+    whole attempt anyway); ``health_timeout_s`` bounds a whole health check.
+    ``headers`` are sent on every request — the place for ``Authorization:
+    Bearer ...``, which is why they never appear in logs, errors or ``repr``.
+    ``verify`` is an ``ssl.SSLContext`` for a private CA, or ``False`` to skip
+    TLS verification. ``transport`` replaces the network (``MockTransport`` in
+    tests, an ``AiohttpTransport`` with a Unix socket connector...). The
+    environment's proxy (``HTTPS_PROXY``, ``NO_PROXY``) and CA settings
+    (``SSL_CERT_FILE``, ``SSL_CERT_DIR``) apply, as with any HTTP client.
     """
 
     # The engine starts active health checks only for remote transports.
@@ -108,7 +122,7 @@ class HttpAgent(AgentBase):
         health_timeout_s: float = 2.0,
         headers: Mapping[str, str] | None = None,
         verify: ssl.SSLContext | bool = True,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: Transport | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         super().__init__(id=id, capabilities=capabilities, max_concurrency=max_concurrency,
@@ -119,13 +133,34 @@ class HttpAgent(AgentBase):
             raise ConfigError(f"agent '{id}': timeout_s must be positive")
         self.timeout_s = timeout_s
         self.health_timeout_s = health_timeout_s
+        self._invoke_url = f"{self._url}/invoke"
+        self._health_url = f"{self._url}/health"
         # Credentials may live here (Authorization: Bearer ...): they are sent,
-        # never logged, never put in an error message or repr.
-        self._headers = dict(headers or {})
-        self._verify = verify
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
-        self._client_loop: asyncio.AbstractEventLoop | None = None
+        # never logged, never put in an error message or repr. Built once: a
+        # request adds only its Idempotency-Key. The protocol's own headers win.
+        user = {k: v for k, v in (headers or {}).items() if k.lower() not in _PROTOCOL_HEADERS}
+        self._invoke_headers = {
+            **user,
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            # Only what read_capped unpacks step by step, under the answer's size limit.
+            "Accept-Encoding": "gzip, deflate",
+        }
+        self._health_headers = {**user, "Accept": "application/json",
+                                "Accept-Encoding": "gzip, deflate"}
+        self._health_timeouts = Timeouts(total_s=health_timeout_s)
+        if transport is None:
+            connect = _DEFAULT_CONNECT_TIMEOUT_S
+            if timeout_s is not None:
+                connect = min(connect, timeout_s)
+            size = (None if max_concurrency is None
+                    else max_concurrency + _HEALTH_HEADROOM)
+            transport = AiohttpTransport(
+                max_connections=size,
+                timeouts=Timeouts(connect_s=connect, read_s=timeout_s),
+                ssl=default_ssl(self._url) if verify is True else verify,
+            )
+        self._transport: Transport = transport
 
     # --- the Agent protocol ---------------------------------------------------
     @property
@@ -146,46 +181,40 @@ class HttpAgent(AgentBase):
             raise InvalidInput(
                 f"the task input cannot be sent as JSON: {exc}", retryable=False, agent_id=self._id
             ) from None
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            # Only what read_capped unpacks step by step, under the answer's size limit.
-            "Accept-Encoding": "gzip, deflate",
-            # The key is the same on every attempt, so the agent (or a proxy
-            # in front of it) can drop a duplicate delivery.
-            "Idempotency-Key": task.idempotency_key,
-        }
-        endpoint = f"{self._url}/invoke"
-        client = self._get_client()
+        headers = self._invoke_headers.copy()
+        # The key is the same on every attempt, so the agent (or a proxy in
+        # front of it) can drop a duplicate delivery.
+        headers["Idempotency-Key"] = task.idempotency_key
         try:
-            async with client.stream("POST", endpoint, content=body, headers=headers) as response:
+            async with self._transport.request("POST", self._invoke_url, headers=headers,
+                                               body=body) as response:
+                status = response.status
                 content = await read_capped(response, self.max_response_bytes, self._id)
-        except httpx.ConnectTimeout:
+        except ConnectTimeout:
             raise Unavailable(
                 f"agent '{self._id}' at {self._url} did not accept a connection in time",
                 agent_id=self._id,
             ) from None
-        except httpx.TimeoutException as exc:
+        except ResponseTimeout as exc:
             raise AttemptTimeout(
-                f"agent '{self._id}' at {self._url} did not answer in time"
-                f" ({_describe(exc)})",
+                f"agent '{self._id}' at {self._url} did not answer in time ({exc})",
                 agent_id=self._id,
             ) from None
-        except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+        except NetworkError as exc:
             # Refused, reset, or closed mid-answer: the service is down or
             # restarting, which is exactly what ``unavailable`` retries cover.
             raise Unavailable(
-                f"cannot reach agent '{self._id}' at {self._url}: {_describe(exc)}",
-                agent_id=self._id,
+                f"cannot reach agent '{self._id}' at {self._url}: {exc}", agent_id=self._id,
             ) from None
-        except httpx.HTTPError as exc:
+        except TransportError as exc:
             raise AgentError(
-                f"HTTP call to agent '{self._id}' at {endpoint} failed: {_describe(exc)}",
+                f"HTTP call to agent '{self._id}' at {self._invoke_url} failed: {exc}",
                 agent_id=self._id,
             ) from None
-        if response.is_success:
-            return self._output_of(response.status_code, content, endpoint)
-        raise error_from_response(response, agent_id=self._id, endpoint=endpoint, content=content)
+        if 200 <= status < 300:
+            return self._output_of(status, content)
+        raise error_from_response(status, response.headers, content, agent_id=self._id,
+                                  endpoint=self._invoke_url)
 
     async def health(self) -> HealthReport:
         """Ask ``GET {url}/health``; anything but a clear answer reads as unhealthy.
@@ -193,34 +222,33 @@ class HttpAgent(AgentBase):
         Never raises for network trouble: the health monitor wants a verdict,
         and "cannot reach it" is one.
         """
-        client = self._get_client()
         try:
-            async with client.stream(
-                "GET", f"{self._url}/health", headers={"Accept": "application/json"},
-                timeout=self.health_timeout_s,
-            ) as response:
+            async with self._transport.request("GET", self._health_url,
+                                               headers=self._health_headers,
+                                               timeouts=self._health_timeouts) as response:
+                status = response.status
                 content = await read_capped(response, _HEALTH_MAX_BYTES, self._id)
         except OutputTooLarge:
             return HealthReport("unhealthy", detail=f"health answer over {_HEALTH_MAX_BYTES} bytes")
-        except httpx.TimeoutException:
+        except (ConnectTimeout, ResponseTimeout):
             return HealthReport(
                 "unhealthy", detail=f"no health answer within {self.health_timeout_s:g}s"
             )
-        except httpx.HTTPError as exc:
-            return HealthReport("unhealthy", detail=f"cannot reach {self._url}: {_describe(exc)}")
+        except (TransportError, AgentError) as exc:
+            why = exc.message if isinstance(exc, AgentError) else str(exc)
+            return HealthReport("unhealthy", detail=f"cannot reach {self._url}: {why}")
         data = _json_or_none(content)
-        status = data.get("status") if isinstance(data, dict) else None
-        if isinstance(status, str) and status in _HEALTH_LEVELS:
+        level = data.get("status") if isinstance(data, dict) else None
+        if isinstance(level, str) and level in _HEALTH_LEVELS:
             assert isinstance(data, dict)
             detail = data.get("detail")
-            level: HealthLevel = status  # type: ignore[assignment]
             return HealthReport(
-                level,
+                level,  # type: ignore[arg-type]  # checked against _HEALTH_LEVELS
                 load=_load(data.get("load")),
                 detail=detail if isinstance(detail, str) else None,
             )
-        if not response.is_success:
-            return HealthReport("unhealthy", detail=f"health answered HTTP {response.status_code}")
+        if not 200 <= status < 300:
+            return HealthReport("unhealthy", detail=f"health answered HTTP {status}")
         return HealthReport(
             "unhealthy",
             detail="health answer is not {\"status\": \"healthy\"|\"degraded\"|\"unhealthy\"}: "
@@ -228,10 +256,8 @@ class HttpAgent(AgentBase):
         )
 
     async def aclose(self) -> None:
-        """Close pooled connections (idempotent; a later call opens a new client)."""
-        client, self._client, self._client_loop = self._client, None, None
-        if client is not None:
-            await client.aclose()
+        """Close pooled connections (idempotent; a later call opens a new pool)."""
+        await self._transport.aclose()
 
     async def __aenter__(self) -> HttpAgent:
         return self
@@ -243,49 +269,18 @@ class HttpAgent(AgentBase):
         return f"HttpAgent({self._id!r}, {self._url!r}, {sorted(self._capabilities)})"
 
     # --- internals ------------------------------------------------------------
-    def _get_client(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        if self._client is not None and self._client_loop is loop:
-            return self._client
-        # First use, or a new loop (a client cannot outlive its loop; the old
-        # loop's connections died with it, so there is nothing to close here).
-        if self._max_concurrency is None:
-            limits = httpx.Limits(
-                max_connections=None, max_keepalive_connections=_DEFAULT_KEEPALIVE
-            )
-        else:
-            size = self._max_concurrency + _HEALTH_HEADROOM
-            limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        connect = _DEFAULT_CONNECT_TIMEOUT_S
-        if self.timeout_s is not None:
-            connect = min(connect, self.timeout_s)
-        # pool=None: waiting for a pooled connection is bounded by the
-        # engine's attempt timeout, not failed early as a fake "timeout".
-        timeout = httpx.Timeout(self.timeout_s, connect=connect, pool=None)
-        self._client = httpx.AsyncClient(
-            headers=self._headers,
-            limits=limits,
-            timeout=timeout,
-            verify=_default_ssl_context() if self._verify is True else self._verify,
-            transport=self._transport,
-            # A redirect is not the protocol: surface it rather than re-POST.
-            follow_redirects=False,
-        )
-        self._client_loop = loop
-        return self._client
-
-    def _output_of(self, status: int, content: bytes, endpoint: str) -> Any:
+    def _output_of(self, status: int, content: bytes) -> Any:
         data = _json_or_none(content)
         if not isinstance(data, dict):
             raise AgentError(
-                f"agent '{self._id}' answered HTTP {status} from {endpoint} but the"
+                f"agent '{self._id}' answered HTTP {status} from {self._invoke_url} but the"
                 f" body is not a JSON object (expected {{\"output\": ...}}): "
                 + _snippet(content),
                 agent_id=self._id,
             )
         if "output" not in data:
             raise AgentError(
-                f"agent '{self._id}' answered HTTP {status} from {endpoint} without"
+                f"agent '{self._id}' answered HTTP {status} from {self._invoke_url} without"
                 f" an \"output\" key (got keys: {', '.join(sorted(map(str, data))) or 'none'})",
                 agent_id=self._id,
             )
@@ -293,18 +288,17 @@ class HttpAgent(AgentBase):
 
 
 def error_from_response(
-    response: httpx.Response, *, agent_id: str | None = None, endpoint: str | None = None,
-    content: bytes | None = None,
+    status: int, headers: Mapping[str, str], content: bytes, *, agent_id: str | None = None,
+    endpoint: str = "the agent",
 ) -> AgentError:
-    """The Podium error for a non-2xx answer (``content``: its body, when it was streamed).
+    """The Podium error for a non-2xx answer (``headers`` looked up by lower-case name).
 
     The status code picks the default type; a protocol error body
     ``{"error": {"type", "message", "retryable"}}`` overrides type, message
     and retryable, so an agent's custom types (``quota_exceeded``...) reach
     ``retry_on`` unchanged.
     """
-    status = response.status_code
-    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    retry_after = parse_retry_after(headers.get("retry-after"))
     if status == 429:
         cls: type[AgentError] = RateLimited
     elif status in (502, 503):
@@ -315,9 +309,7 @@ def error_from_response(
         cls = InvalidInput
     else:
         cls = AgentError
-    where = endpoint or str(response.request.url)
-    if content is None:
-        content = response.content
+    where = endpoint
     message = f"HTTP {status} from {where}"
     text = _snippet(content)
     if text:
@@ -375,12 +367,13 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 
 # --- bounded answers -----------------------------------------------------------
-async def read_capped(response: httpx.Response, limit: int, agent_id: str) -> bytes:
+async def read_capped(response: Response, limit: int, agent_id: str) -> bytes:
     """The whole body, decompressed, refusing more than ``limit`` bytes as it reads.
 
     Decompressed here, in steps of at most what is left of ``limit``: a gzip bomb
     (1 MB that unpacks into 1 GiB) stops at ``limit``, and never more than that is
-    held in memory (httpx's own decoder unpacks a whole 64 KiB read at once: ~64 MB).
+    held in memory (a library's own decoder unpacks a whole read at once: 64 KiB
+    of a bomb is ~64 MB).
     """
     encoding = response.headers.get("content-encoding", "").strip().lower()
     if encoding in ("", "identity"):
@@ -394,17 +387,17 @@ async def read_capped(response: httpx.Response, limit: int, agent_id: str) -> by
                          f" {encoding[:40]!r}", agent_id=agent_id)
     declared = response.headers.get("content-length")
     if unpack is None and declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(agent_id, limit, f"it announced {int(declared)} bytes")
+        raise too_large(agent_id, limit, f"it announced {int(declared)} bytes")
     chunks: list[bytes] = []
     size = 0
     try:
-        async for raw in response.aiter_raw():
+        async for raw in response.iter_raw():
             data = raw
             while data:
                 piece = data if unpack is None else unpack.decompress(data, limit - size + 1)
                 size += len(piece)
                 if size > limit:
-                    raise _too_large(agent_id, limit, f"more than {limit} bytes arrived")
+                    raise too_large(agent_id, limit, f"more than {limit} bytes arrived")
                 chunks.append(piece)
                 data = b"" if unpack is None else unpack.unconsumed_tail
         if unpack is not None:
@@ -415,65 +408,21 @@ async def read_capped(response: httpx.Response, limit: int, agent_id: str) -> by
     return b"".join(chunks)
 
 
-def _too_large(agent_id: str, limit: int, how: str) -> OutputTooLarge:
+def too_large(agent_id: str, limit: int, how: str) -> OutputTooLarge:
     return OutputTooLarge(
         f"agent '{agent_id}' answered more than its max_response_bytes ({limit}): {how}"
         " (fix: make the agent answer less, e.g. a reference to the data, or raise"
         " max_response_bytes in the agents file)", agent_id=agent_id)
 
 
-class _CappedStream(httpx.AsyncByteStream):
-    def __init__(self, inner: httpx.AsyncByteStream, limit: int, agent_id: str) -> None:
-        self._inner, self._limit, self._agent_id = inner, limit, agent_id
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        size = 0
-        async for chunk in self._inner:
-            size += len(chunk)
-            if size > self._limit:
-                raise _too_large(self._agent_id, self._limit, f"more than {self._limit} bytes")
-            yield chunk
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-class CappedTransport(httpx.AsyncBaseTransport):
-    """An httpx transport whose answers may be at most ``limit`` bytes.
-
-    For clients whose reading is not ours (the A2A SDK reads its answers itself):
-    it asks for uncompressed answers, so the bytes it counts are the bytes that
-    will be decoded, and fails the read past ``limit`` with ``OutputTooLarge``.
-    """
-
-    def __init__(self, limit: int, agent_id: str) -> None:
-        self._inner = httpx.AsyncHTTPTransport()
-        self._limit, self._agent_id = limit, agent_id
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        request.headers["Accept-Encoding"] = "identity"
-        response = await self._inner.handle_async_request(request)
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        response.stream = _CappedStream(response.stream, self._limit, self._agent_id)
-        return response
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
 # --- helpers -----------------------------------------------------------------
-@functools.cache
-def _default_ssl_context() -> ssl.SSLContext:
-    """One CA bundle load for every agent: it costs tens of ms per client otherwise."""
-    return httpx.create_ssl_context()
-
-
 def _base_url(url: str, agent_id: str) -> str:
     try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError) as exc:
+        parsed = urlsplit(url)
+        _ = parsed.port  # a port that is not a number raises here
+    except (ValueError, TypeError) as exc:
         raise ConfigError(f"agent '{agent_id}': {url!r} is not a URL: {exc}") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host:
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ConfigError(
             f"agent '{agent_id}': {url!r} is not an http(s) URL"
             " (fix: write e.g. url: http://127.0.0.1:8101)"
@@ -504,8 +453,3 @@ def _load(value: Any) -> float | None:
 def _snippet(content: bytes) -> str:
     text = content.decode("utf-8", errors="replace").strip()
     return text if len(text) <= _SNIPPET else text[:_SNIPPET] + "…"
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
