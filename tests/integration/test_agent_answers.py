@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from podium.engine.run import MAX_ERROR_MESSAGE_CHARS
+from podium.engine.attempt import MAX_ERROR_MESSAGE_CHARS
 from tests.conftest import run_workflow
 from tests.integration.observe_tools import free_port
 

@@ -36,12 +36,16 @@ def registry(*agents: PythonAgent, **cfg: Any) -> tuple[AgentRegistry, FakeClock
 
 
 async def test_capacity_is_respected_and_the_least_loaded_agent_is_chosen() -> None:
-    reg, _clock, _ = registry(agent("a", cap=2), agent("b", cap=4))
+    reg, clock, _ = registry(agent("a", cap=2), agent("b", cap=4))
     leases = [await reg.acquire("work") for _ in range(6)]
     counts = Counter(lease.agent.id for lease in leases)
     assert counts == {"a": 2, "b": 4}
+    waiter = asyncio.ensure_future(reg.acquire("work", timeout_s=0.01))
+    await asyncio.sleep(0)
+    assert not waiter.done()  # the acquire timeout runs on the registry's clock
+    clock.advance(0.02)
     with pytest.raises(Unavailable, match="capacity"):
-        await reg.acquire("work", timeout_s=0.01)
+        await waiter
     for lease in leases:
         lease.release()
 
@@ -269,7 +273,7 @@ async def test_room_that_appears_without_a_release_reaches_every_waiter() -> Non
     assert reg.breaker_of("b").state == "open"
     held = await reg.acquire("work")
     assert held.agent.id == "a"
-    waiters = [asyncio.ensure_future(reg.acquire("work", timeout_s=5)) for _ in range(2)]
+    waiters = [asyncio.ensure_future(reg.acquire("work", timeout_s=60)) for _ in range(2)]
     await asyncio.sleep(0)
     clock.advance(30)  # b may take a trial call now, but nothing tells the waiters
     held.release()

@@ -397,11 +397,9 @@ class AgentRegistry:
                 e.inflight += 1
                 return Lease(self, e, self._capability_for(e, ref, capability))
         loop = asyncio.get_running_loop()
+        clock = self._clock
         limit = timeout_s if timeout_s is not None else self.config.acquire_timeout_s
-        # Two clocks bound the wait: the loop's for slots freed by calls ending, the
-        # registry's (injectable) for agents that said they are busy until a time.
-        deadline = loop.time() + limit
-        busy_deadline = self._clock.monotonic() + limit
+        deadline = clock.monotonic() + limit  # on the registry's (injectable) clock
         woken = False
         while True:
             candidates = self._candidates(ref)
@@ -432,7 +430,7 @@ class AgentRegistry:
                 if refused:
                     parts.append(f"{refused} with an open circuit")
                 raise Unavailable(f"no agent can take '{ref}' now ({', '.join(parts)})")
-            remaining = min(deadline - loop.time(), busy_deadline - self._clock.monotonic())
+            remaining = deadline - clock.monotonic()
             if remaining <= 0:
                 raise NoCapacity(
                     f"every agent for '{ref}' stayed at capacity for {limit:g}s")
@@ -443,13 +441,13 @@ class AgentRegistry:
             # clock until then (or the end of the wait), whichever a release beats.
             nap: asyncio.Task[None] | None = None
             if busy_until != math.inf:
-                nap = loop.create_task(self._clock.sleep(
-                    min(busy_until - self._clock.monotonic(), remaining)))
+                nap = loop.create_task(clock.sleep(min(busy_until - clock.monotonic(),
+                                                       remaining)))
                 nap.add_done_callback(partial(_wake, fut))
             try:
                 # Not asyncio.wait_for: on 3.11 it swallows a cancellation that lands
                 # just as the wake does, so a cancelled step would go on to take the slot.
-                async with asyncio.timeout(remaining):
+                async with clock.timeout(remaining):
                     await fut
             except BaseException as exc:
                 if fut.done() and not fut.cancelled():

@@ -25,9 +25,11 @@ from podium.clock import Clock, SystemClock
 from podium.definition.loader import apply_input_defaults, check_input, workflow_from_dict
 from podium.definition.models import Workflow
 from podium.definition.plan import Plan, compile_plan
+from podium.engine.attempt import Call
+from podium.engine.context import RunContext
 from podium.engine.journal import Journal
 from podium.engine.retry import RetryState
-from podium.engine.run import CANCELLED, FAILED, RunExecution
+from podium.engine.run import CANCELLED, FAILED, RunExecution, calls_of
 from podium.errors import (
     ConfigError,
     DefinitionError,
@@ -54,6 +56,18 @@ def _base36(n: int, width: int) -> str:
         n, r = divmod(n, 36)
         out = _ALPHABET[r] + out
     return out.rjust(width, "0")
+
+
+async def _after(clock: Clock, seconds: float) -> None:
+    """Wait on the clock's timer, not its ``sleep``: a background poll is not a policy
+    wait (a ``FakeClock`` records sleeps and moves on at once; its timers wait for its
+    time to pass)."""
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    timer = clock.call_later(seconds, lambda: None if fut.done() else fut.set_result(None))
+    try:
+        await fut
+    finally:
+        timer.cancel()
 
 
 def new_run_id() -> str:
@@ -144,6 +158,11 @@ class Engine:
         # stores (dumped once per workflow, like the plan, not per run).
         self._plans: dict[int, tuple[Workflow, Plan, dict[str, Any]]] = {}
         self._saved_versions: set[tuple[str, str]] = set()
+        # By plan: each step's call and compensation (made once, shared by its runs).
+        self._calls: dict[int, tuple[Plan, list[tuple[Call, Call | None]]]] = {}
+        active = self._active
+        self._context = RunContext(self.clock, self.registry, self.journal, self.rng,
+                                   self.bus.emit, lambda: len(active))
         self._opened = False
         self._supervisor: asyncio.Task[None] | None = None
 
@@ -269,11 +288,21 @@ class Engine:
         carry: dict[str, RetryState] | None = None,
         rollback: str | None = None,
     ) -> RunHandle:
-        execution = RunExecution(self, plan, record, resumed=resumed, carry=carry)
+        execution = self._execution(plan, record, resumed=resumed, carry=carry)
         if rollback is None:
             execution.begin()
         work = execution.rollback(rollback) if rollback is not None else execution.execute()
         return self._track(execution, work)
+
+    def _execution(self, plan: Plan, record: RunRecord, *, resumed: bool,
+                   carry: dict[str, RetryState] | None = None) -> RunExecution:
+        cached = self._calls.get(id(plan))
+        if cached is None or cached[0] is not plan:
+            if len(self._calls) > 256:
+                self._calls.clear()
+            cached = self._calls[id(plan)] = (plan, calls_of(plan))
+        return RunExecution(self._context, plan, cached[1], record, resumed=resumed,
+                            carry=carry)
 
     def _track(self, execution: RunExecution,
                work: Coroutine[Any, Any, RunRecord]) -> RunHandle:
@@ -329,7 +358,7 @@ class Engine:
     ) -> RunRecord:
         """Take a run nobody executes and end it (cancelled, or failed with ``error``)."""
         run, _wf, plan = await self._take_over(run_id, stale_only=True, counts=False)
-        execution = RunExecution(self, plan, run, resumed=True)
+        execution = self._execution(plan, run, resumed=True)
         return await execution.end_unexecuted(why, message, error, in_flight)
 
     # --- recovery -------------------------------------------------------
@@ -439,7 +468,7 @@ class Engine:
             )
         run, _workflow, plan = await self._take_over(existing.run_id, stale_only=stale_only)
         if run.cancel_requested and run.status in ("running", "pending"):
-            execution = RunExecution(self, plan, run, resumed=True)
+            execution = self._execution(plan, run, resumed=True)
             work = execution.end_unexecuted(CANCELLED, "cancel requested while its process died")
             return self._track(execution, work)
         if run.phase == "compensate" or run.status == "rollback_failed":
@@ -574,7 +603,7 @@ class Engine:
         cfg = self.config
         last_renew = self.clock.monotonic()
         while self._active:
-            await asyncio.sleep(cfg.poll_interval_s)
+            await _after(self.clock, cfg.poll_interval_s)
             ids = list(self._active)
             if not ids:
                 break

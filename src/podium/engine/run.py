@@ -10,48 +10,39 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import traceback
 from collections import deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import orjson
-
-from podium.agents.base import DEFAULT_MAX_RESPONSE_BYTES, Task
-from podium.definition.models import RetryPolicy
 from podium.definition.plan import Plan, PlanNode
-from podium.definition.templates import Compiled, Scope, TemplateLookupError
-from podium.engine.retry import RetryState, next_delay
-from podium.errors import AgentError, OutputTooLarge, PodiumError, Unavailable
+from podium.definition.templates import Scope, TemplateLookupError
+from podium.engine import attempt as attempts
+from podium.engine.attempt import COMPENSATION, STEP, Call
+from podium.engine.context import RunContext
+from podium.engine.retry import RetryState
+from podium.errors import PodiumError
 from podium.events import (
-    CompensationAttemptFailed,
-    CompensationFailed,
-    CompensationRetryScheduled,
-    CompensationStarted,
-    CompensationSucceeded,
     ErrorInfo,
     Event,
     RollbackStarted,
     RunFinished,
     RunStarted,
-    StepAttemptFailed,
-    StepBackPressure,
     StepCancelled,
     StepFailed,
     StepReady,
-    StepRetryScheduled,
     StepSkipped,
-    StepStarted,
-    StepSucceeded,
 )
-from podium.redact import contains_secret, has_secrets, redact, redact_value
-from podium.state import RunRecord, StepRecord, apply_event
+from podium.state import (
+    CompensationStatus,
+    RunRecord,
+    RunStatus,
+    StepRecord,
+    StepStatus,
+    apply_event,
+)
 
-if TYPE_CHECKING:
-    from podium.engine.engine import Engine
-
-__all__ = ["RunExecution"]
+__all__ = ["CANCELLED", "FAILED", "TIMEOUT", "RunExecution", "calls_of"]
 
 log = logging.getLogger("podium.engine")
 
@@ -59,71 +50,36 @@ log = logging.getLogger("podium.engine")
 CANCELLED, TIMEOUT, FAILED = "cancelled", "timeout", "failed"
 
 
-# What an agent may put in a stored error: a type is a short identifier (it names a
-# retry_on rule and a metric label), a message a few kB, a traceback a few dozen kB.
-MAX_ERROR_TYPE_CHARS = 64
-MAX_ERROR_MESSAGE_CHARS = 4096
-MAX_TRACEBACK_CHARS = 32768
-_ERROR_TYPE = re.compile(r"[a-z][a-z0-9_.-]*")
-
-
-def _cut(text: str, limit: int) -> str:
-    """``text`` scrubbed of secrets and at most about ``limit`` characters, saying so if cut.
-
-    Scrubbed before the cut as well as after (a window a little longer than the
-    limit): a secret split by the cut must not leave its first half behind.
-    """
-    if len(text) <= limit:
-        return redact(text)
-    text = redact(text[: limit + 256])[:limit]
-    return f"{text}… [cut: {limit} characters kept]"
-
-
-def error_type_of(name: str) -> str:
-    """An agent's error type if it is a short identifier, else ``agent_error``."""
-    if len(name) <= MAX_ERROR_TYPE_CHARS and _ERROR_TYPE.fullmatch(name):
-        return name
-    return "agent_error"
-
-
-def classify(exc: BaseException, agent_id: str | None, timeout_s: float | None) -> ErrorInfo:
-    """Turn what an attempt raised into a typed error (what ``retry_on`` names).
-
-    Messages and tracebacks are scrubbed of secrets here, once, before they can
-    reach the store, the logs or an alert, and cut to a bounded length: they come
-    from agents, which may send anything.
-    """
-    if isinstance(exc, AgentError):
-        return ErrorInfo(
-            error_type_of(exc.error_type),
-            _cut(exc.message, MAX_ERROR_MESSAGE_CHARS),
-            exc.retryable,
-            agent_id,
-            retry_after_s=exc.retry_after_s,
-        )
-    if isinstance(exc, TimeoutError):
-        limit = f" after {timeout_s:g}s" if timeout_s is not None else ""
-        return ErrorInfo("timeout", f"attempt timed out{limit}", None, agent_id)
-    tb = "".join(traceback.format_exception(exc))
-    if len(tb) > MAX_TRACEBACK_CHARS:  # the end says most: where it was raised, and what
-        tb = f"[cut: the last {MAX_TRACEBACK_CHARS} characters kept] …" + tb[-MAX_TRACEBACK_CHARS:]
-    text = str(exc)
-    message = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return ErrorInfo("agent_error", _cut(message, MAX_ERROR_MESSAGE_CHARS), None, agent_id,
-                     redact(tb))
+def calls_of(plan: Plan) -> list[tuple[Call, Call | None]]:
+    """Each step's call and its compensation's, made once per plan (not per run)."""
+    out = []
+    for node in plan.nodes:
+        step = node.step
+        main = Call(node.id, node.agent, node.input, node.retry, node.timeout_s, node.deadline_s,
+                    node.id, step.acquire_timeout, node.strategy, node.optional, STEP)
+        undo = None
+        comp = node.compensate
+        if comp is not None:
+            undo = Call(node.id, comp.agent, node.compensate_input, node.compensate_retry,
+                        comp.timeout or node.timeout_s, None, f"{node.id}/compensate",
+                        step.acquire_timeout, node.strategy, False, COMPENSATION)
+        out.append((main, undo))
+    return out
 
 
 class RunExecution:
     def __init__(
         self,
-        engine: Engine,
+        ctx: RunContext,
         plan: Plan,
+        calls: list[tuple[Call, Call | None]],
         record: RunRecord,
         *,
         resumed: bool,
         carry: dict[str, RetryState] | None = None,
     ) -> None:
-        self.engine = engine
+        self.ctx = ctx
+        self.calls = calls
         # Retry budgets carried over from before a crash, by step id.
         self.carry = carry or {}
         self.plan = plan
@@ -132,7 +88,7 @@ class RunExecution:
         self.resumed = resumed
         wf = plan.workflow
         self.scope = Scope(record.input, {}, record.run_id, wf.name, wf.version)
-        self._emit_bus = engine.bus.emit
+        self._emit_bus = ctx.publish
         self._recs: list[StepRecord] = []
         for node in plan.nodes:
             rec = record.steps.get(node.id)
@@ -170,7 +126,7 @@ class RunExecution:
         self.emit(
             RunStarted(
                 run_id=self.run_id,
-                ts=self.engine.clock.now(),
+                ts=self.ctx.clock.now(),
                 workflow=wf.name,
                 version=wf.version,
                 resumed=self.resumed,
@@ -183,8 +139,7 @@ class RunExecution:
 
     # --- lifecycle --------------------------------------------------------
     async def execute(self) -> RunRecord:
-        loop = asyncio.get_running_loop()
-        clock = self.engine.clock
+        clock = self.ctx.clock
         wf = self.plan.workflow
         t0 = clock.monotonic()
         if not self._begun:
@@ -206,9 +161,8 @@ class RunExecution:
                     self._remaining[node.index] = sum(1 for d in node.deps if not resolved[d])
         timer = None
         if wf.timeout is not None:
-            timer = loop.call_later(
-                wf.timeout, self.stop, TIMEOUT, f"run exceeded its timeout of {wf.timeout:g}s"
-            )
+            message = f"run exceeded its timeout of {wf.timeout:g}s"
+            timer = clock.call_later(wf.timeout, lambda: self.stop(TIMEOUT, message))
         try:
             await self._flush()  # the run and its start are durable before any step runs
             for node in self.plan.nodes:
@@ -240,7 +194,7 @@ class RunExecution:
         """
         if error is not None:
             self._infra_error = error
-            ts = self.engine.clock.now()
+            ts = self.ctx.clock.now()
             index = {node.id: node.index for node in self.plan.nodes}
             for step_id in in_flight:
                 i = index.get(step_id)
@@ -294,7 +248,7 @@ class RunExecution:
         self.emit(
             RunFinished(
                 run_id=self.run_id,
-                ts=self.engine.clock.now(),
+                ts=self.ctx.clock.now(),
                 workflow=wf.name,
                 status=status,
                 output=output,
@@ -314,7 +268,7 @@ class RunExecution:
         why = {CANCELLED: "run cancelled", TIMEOUT: "run timed out"}.get(reason, "run failed")
         if message:
             why = f"{why}: {message}"
-        ts = self.engine.clock.now()
+        ts = self.ctx.clock.now()
         for i, rec in enumerate(self._recs):
             if not self._resolved[i] and i not in self._tasks:
                 self._resolved[i] = True
@@ -327,7 +281,7 @@ class RunExecution:
     # --- scheduling -------------------------------------------------------
     def _make_ready(self, i: int) -> None:
         self.emit(
-            StepReady(run_id=self.run_id, ts=self.engine.clock.now(), step_id=self.plan.nodes[i].id)
+            StepReady(run_id=self.run_id, ts=self.ctx.clock.now(), step_id=self.plan.nodes[i].id)
         )
         if self._max is not None and len(self._tasks) >= self._max:
             self._queue.append(i)
@@ -365,16 +319,17 @@ class RunExecution:
                 self._make_ready(d)
 
     async def _commit(self) -> None:
-        journal = self.engine.journal
+        journal = self.ctx.journal
         # Alone in the engine (a chain, one run at a time): nothing could share the
         # transaction, so commit now instead of waiting a loop turn for a batch.
-        if len(self._tasks) <= 1 and len(self.engine._active) <= 1 and journal.commit_now():
+        if len(self._tasks) <= 1 and self.ctx.runs_active() <= 1 and journal.commit_now():
             return
         await journal.commit_through(journal.position)
 
     async def _commit_all(self) -> None:
         """Everything this engine appended so far, durable (the run's own events with it)."""
-        await self.engine.journal.commit_through(self.engine.journal.position)
+        journal = self.ctx.journal
+        await journal.commit_through(journal.position)
 
     async def _flush(self) -> None:
         try:
@@ -394,7 +349,7 @@ class RunExecution:
         the last), leaving it more dependents to make ready, with inputs appended
         after that commit: hence asking again after each one.
         """
-        journal = self.engine.journal
+        journal = self.ctx.journal
         need = self._need
         remaining = self._remaining
         durable = journal.durable
@@ -426,7 +381,7 @@ class RunExecution:
                 self.emit(
                     StepCancelled(
                         run_id=self.run_id,
-                        ts=self.engine.clock.now(),
+                        ts=self.ctx.clock.now(),
                         step_id=node.id,
                         attempt=rec.attempts,
                     )
@@ -446,7 +401,7 @@ class RunExecution:
             self.emit(
                 StepFailed(
                     run_id=self.run_id,
-                    ts=self.engine.clock.now(),
+                    ts=self.ctx.clock.now(),
                     step_id=node.id,
                     attempts=rec.attempts,
                     error=err,
@@ -461,7 +416,7 @@ class RunExecution:
             # is not waited for still commits within a loop turn (a checkpoint while
             # other steps run); only the run's last step commits with the run's end.
             if self._stopping is None and node.dependents:
-                gen = self.engine.journal.position  # its success, just appended
+                gen = self.ctx.journal.position  # its success, just appended
                 try:
                     while self._inputs_pending(node, gen):
                         await self._flush()
@@ -470,7 +425,7 @@ class RunExecution:
                     self._check_done()
                     return
             elif node.dependents or self._unresolved > 1:
-                self.engine.journal.soon()
+                self.ctx.journal.soon()
             # The task registered for this step is the one running it (asyncio's
             # current_task() is a Python-level lookup in 3.11, per step).
             self._inline_slot = self._tasks.pop(node.index, None)
@@ -507,7 +462,7 @@ class RunExecution:
             self.stop(FAILED, f"step '{node.id}' failed")
 
     def _skip_downstream(self, failed: PlanNode) -> None:
-        ts = self.engine.clock.now()
+        ts = self.ctx.clock.now()
         todo = list(failed.dependents)
         nodes = self.plan.nodes
         while todo:
@@ -528,271 +483,34 @@ class RunExecution:
             todo.extend(nodes[i].dependents)
 
     # --- attempts ---------------------------------------------------------
+    def others_running(self) -> bool:
+        return len(self._tasks) > 1
+
+    async def commit_for_retry(self) -> bool:
+        try:
+            await self._flush()
+        except PodiumError:
+            return False  # the run is stopping with the store error
+        return True
+
     async def _attempts(self, node: PlanNode, rec: StepRecord) -> bool:
-        state = self.carry.pop(node.id, None) or RetryState()
-        return await self._call(
-            node,
-            compensating=False,
-            agent_ref=node.agent,
-            template=node.input,
-            policies=node.retry,
-            timeout_s=node.timeout_s,
-            deadline_s=node.deadline_s,
-            key=f"{self.run_id}/{node.id}",
-            attempts_so_far=rec.attempts,
-            state=state,
-            wait_until=rec.next_retry_at,
-        )
-
-    async def _call(
-        self,
-        node: PlanNode,
-        *,
-        compensating: bool,
-        agent_ref: str,
-        template: Compiled | None,
-        policies: tuple[RetryPolicy, ...],
-        timeout_s: float | None,
-        deadline_s: float | None,
-        key: str,
-        attempts_so_far: int,
-        state: RetryState,
-        wait_until: float | None = None,
-    ) -> bool:
-        """Attempt one agent call until it succeeds or the retry policy gives up.
-
-        Shared by steps and their compensations; only the events differ.
-        """
-        engine = self.engine
-        clock = engine.clock
-        mono = clock.monotonic
-        emit = self.emit
-        run_id = self.run_id
-        sid = node.id
-        if wait_until is not None and wait_until > clock.now():
-            await clock.sleep(wait_until - clock.now())  # a retry delay pending before a crash
-        deadline = clock.monotonic() + deadline_s if deadline_s is not None else None
-        avoid: str | None = None
-        attempt = attempts_so_far
-        # Back-pressure: once an agent answered "busy", the same attempt goes to another
-        # agent or waits for one, until the step's acquire timeout has passed since.
-        busy_end: float | None = None
-        busy_message = ""
-        acquire_timeout = node.step.acquire_timeout
-        while True:
-            attempt += 1
-            agent_id: str | None = None
-            t0 = mono()
-            try:
-                task_input = template.resolve(self.scope) if template is not None else None
-            except TemplateLookupError as exc:
-                err = ErrorInfo("invalid_input", f"input: {exc}", False)
-            else:
-                wait_s = acquire_timeout
-                if busy_end is not None:
-                    wait_s = max(busy_end - mono(), 0.0)
-                if deadline is not None:
-                    left = max(deadline - mono(), 0.0)
-                    wait_s = left if wait_s is None else min(wait_s, left)
-                try:
-                    lease = await engine.registry.acquire(
-                        agent_ref,
-                        avoid=avoid,
-                        timeout_s=wait_s,
-                        strategy=node.strategy,
-                    )
-                except Unavailable as exc:
-                    err = ErrorInfo(exc.error_type, exc.message)
-                    if busy_end is not None and exc.error_type == "no_capacity":
-                        err = ErrorInfo("no_capacity", busy_message)
-                else:
-                    agent = lease.agent
-                    agent_id = agent.id
-                    started_cls = CompensationStarted if compensating else StepStarted
-                    emit(
-                        started_cls(
-                            run_id=run_id,
-                            ts=clock.now(),
-                            step_id=sid,
-                            attempt=attempt,
-                            agent_id=agent_id,
-                        )
-                    )
-                    if len(self._tasks) > 1:
-                        # Others run too: commit the starts while the agents work,
-                        # not in one big transaction when the first of them finishes
-                        # (it would hold up every completion behind it).
-                        engine.journal.soon()
-                    timeout = timeout_s
-                    if deadline is not None:
-                        left = deadline - clock.monotonic()
-                        timeout = left if timeout is None else min(timeout, left)
-                    task = Task(run_id, sid, attempt, key, lease.capability, task_input)
-                    call_t0 = mono()
-                    # Until we know better the call counts as cancelled, which neither
-                    # the breaker nor the health tracking hold against the agent.
-                    call_error: str | None = "cancelled"
-                    try:
-                        if timeout is None:
-                            output = await agent.invoke(task)
-                        else:
-                            async with asyncio.timeout(max(timeout, 0.0)):
-                                output = await agent.invoke(task)
-                        raw = orjson.dumps(output)
-                        limit = getattr(agent, "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)
-                        if len(raw) > limit:
-                            raise OutputTooLarge(
-                                f"the output of agent '{agent_id}' is {len(raw)} bytes of JSON,"
-                                f" over its max_response_bytes ({limit}) (fix: return less, e.g."
-                                " a reference to the data, or raise max_response_bytes)",
-                                agent_id=agent_id)
-                        if has_secrets() and contains_secret(encoded := raw.decode()):
-                            # A secret Podium read (an agent's token...) echoed back in an
-                            # output: scrubbed before it is stored or shown, like errors.
-                            output = redact_value(output)
-                            raw = orjson.dumps(output)
-                        encoded = raw.decode()
-                    except asyncio.CancelledError:
-                        raise
-                    except orjson.JSONEncodeError as exc:
-                        err = ErrorInfo(
-                            "agent_error", f"output is not JSON: {exc}", False, agent_id
-                        )
-                        call_error = err.type
-                    except AgentError as exc:
-                        if not exc.busy:
-                            err = classify(exc, agent_id, timeout)
-                            call_error = err.type
-                        else:
-                            lease.release_busy(exc.retry_after_s)
-                            window = (acquire_timeout if acquire_timeout is not None
-                                      else engine.registry.config.acquire_timeout_s)
-                            if busy_end is None:
-                                busy_end = mono() + window
-                            busy_message = (
-                                f"every agent for '{agent_ref}' stayed busy or at capacity"
-                                f" for {window:g}s (last answer, from '{agent_id}':"
-                                f" {redact(exc.message)})")
-                            emit(StepBackPressure(
-                                run_id=run_id, ts=clock.now(), step_id=sid, attempt=attempt,
-                                agent_id=agent_id, message=redact(exc.message),
-                                retry_after_s=exc.retry_after_s))
-                            if mono() < busy_end and (deadline is None or mono() < deadline):
-                                attempt -= 1  # not an attempt: the same one goes again
-                                avoid = agent_id
-                                continue
-                            err = ErrorInfo("no_capacity", busy_message, None, agent_id)
-                    except Exception as exc:  # noqa: BLE001 - whatever an agent raises fails the attempt
-                        err = classify(exc, agent_id, timeout)
-                        call_error = err.type
-                    else:
-                        call_error = None
-                        end = mono()
-                        if compensating:
-                            emit(
-                                CompensationSucceeded(
-                                    run_id=run_id,
-                                    ts=clock.now(),
-                                    step_id=sid,
-                                    attempt=attempt,
-                                    agent_id=agent_id,
-                                    duration_s=end - t0,
-                                )
-                            )
-                        else:
-                            emit(
-                                StepSucceeded(
-                                    run_id=run_id,
-                                    ts=clock.now(),
-                                    step_id=sid,
-                                    attempt=attempt,
-                                    agent_id=agent_id,
-                                    output=output,
-                                    duration_s=end - t0,
-                                    output_json=encoded,
-                                )
-                            )
-                        return True
-                    finally:
-                        lease.release(call_error is None, call_error, mono() - call_t0)
-            failed_cls = CompensationAttemptFailed if compensating else StepAttemptFailed
-            self.emit(
-                failed_cls(
-                    run_id=run_id,
-                    ts=clock.now(),
-                    step_id=sid,
-                    attempt=attempt,
-                    agent_id=agent_id,
-                    error=err,
-                    duration_s=clock.monotonic() - t0,
-                )
-            )
-            delay = next_delay(policies, err, state, engine.rng)
-            if delay is not None and deadline is not None and clock.monotonic() + delay >= deadline:
-                delay = None
-                err = ErrorInfo(
-                    err.type,
-                    f"{err.message} (deadline of {deadline_s:g}s"
-                    " leaves no time for another attempt)",
-                    err.retryable,
-                    err.agent_id,
-                    err.traceback,
-                )
-            if delay is None:
-                if compensating:
-                    self.emit(
-                        CompensationFailed(
-                            run_id=run_id, ts=clock.now(), step_id=sid, attempts=attempt, error=err
-                        )
-                    )
-                else:
-                    self.emit(
-                        StepFailed(
-                            run_id=run_id,
-                            ts=clock.now(),
-                            step_id=sid,
-                            attempts=attempt,
-                            error=err,
-                            optional=node.optional,
-                        )
-                    )
-                return False
-            retry_cls = CompensationRetryScheduled if compensating else StepRetryScheduled
-            self.emit(
-                retry_cls(
-                    run_id=run_id,
-                    ts=clock.now(),
-                    step_id=sid,
-                    attempt=attempt + 1,
-                    delay_s=delay,
-                    at=clock.now() + delay,
-                )
-            )
-            # The granted retry and its due time are committed before the wait: a crash
-            # during the wait then resumes it (same attempt count, same due time)
-            # instead of silently starting the step over from attempt 1.
-            if compensating:
-                await self._commit_all()
-            else:
-                try:
-                    await self._flush()
-                except PodiumError:
-                    return False  # the run is stopping with the store error
-            avoid = agent_id
-            busy_end = None  # a new attempt gets a whole acquire timeout of its own
-            await clock.sleep(delay)
+        state = self.carry.pop(node.id, None)
+        return await attempts.call(
+            self.ctx, self.calls[node.index][0], self, attempts_so_far=rec.attempts,
+            state=state or RetryState(), wait_until=rec.next_retry_at)
 
     # --- rollback ---------------------------------------------------------
     async def rollback(self, reason: str) -> RunRecord:
         """Undo succeeded steps in reverse completion order; resumable after a crash."""
-        clock = self.engine.clock
+        clock = self.ctx.clock
         wf = self.plan.workflow
         t0 = clock.monotonic()
         outputs = self.scope.outputs
         assert isinstance(outputs, dict)
         for node in self.plan.nodes:
             rec = self._recs[node.index]
-            outputs[node.id] = rec.output if rec.status in ("succeeded", "compensated") else None
+            outputs[node.id] = rec.output if rec.status in (
+                StepStatus.SUCCEEDED, StepStatus.COMPENSATED) else None
         if self.record.phase != "compensate":
             self.emit(RollbackStarted(run_id=self.run_id, ts=clock.now(), reason=reason))
             await self._commit_all()
@@ -800,7 +518,7 @@ class RunExecution:
             (
                 n
                 for n in self.plan.nodes
-                if n.compensate is not None and self._recs[n.index].status == "succeeded"
+                if n.compensate is not None and self._recs[n.index].status == StepStatus.SUCCEEDED
             ),
             key=lambda n: self._recs[n.index].completed_seq or 0,
             reverse=True,
@@ -810,28 +528,18 @@ class RunExecution:
         error: ErrorInfo | None
         for node in todo:
             rec = self._recs[node.index]
-            comp = node.compensate
-            assert comp is not None
-            ok = await self._call(
-                node,
-                compensating=True,
-                agent_ref=comp.agent,
-                template=node.compensate_input,
-                policies=node.compensate_retry,
-                timeout_s=comp.timeout or node.timeout_s,
-                deadline_s=None,
-                key=f"{self.run_id}/{node.id}/compensate",
+            undo = self.calls[node.index][1]
+            assert undo is not None
+            ok = await attempts.call(
+                self.ctx, undo, self, state=RetryState(),
                 attempts_so_far=rec.compensation_attempts
-                if rec.compensation_status == "running"
-                else 0,
-                state=RetryState(),
-            )
+                if rec.compensation_status == CompensationStatus.RUNNING else 0)
             await self._commit_all()  # each undo is durable before the next starts
             if not ok:
                 failed.append(node.id)
                 first_error = first_error or rec.compensation_error
         if failed:
-            status = "rollback_failed"
+            status = RunStatus.ROLLBACK_FAILED
             error = ErrorInfo(
                 first_error.type if first_error else "agent_error",
                 "could not undo step"
@@ -840,7 +548,7 @@ class RunExecution:
                 + (f": {first_error.message}" if first_error else ""),
             )
         else:
-            status, error = "rolled_back", self.record.error
+            status, error = RunStatus.ROLLED_BACK, self.record.error
         self.emit(
             RunFinished(
                 run_id=self.run_id,
