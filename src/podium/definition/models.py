@@ -9,10 +9,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from podium.definition.alerts import AlertRule
 from podium.definition.durations import Duration, PositiveDuration
+from podium.definition.policy import (
+    AGENT_REF_PATTERN,
+    BUILTIN_ERROR_TYPES,
+    STEP_ID_PATTERN,
+    Model,
+    RetryPolicy,
+    empty_list,
+)
 
 __all__ = [
     "BUILTIN_ERROR_TYPES",
@@ -24,93 +32,11 @@ __all__ = [
     "Workflow",
 ]
 
-BUILTIN_ERROR_TYPES = (
-    "timeout",
-    "unavailable",
-    "rate_limited",
-    "agent_error",
-    "invalid_input",
-    "cancelled",
-    "no_capacity",
-    "worker_lost",
-)
-ERROR_TYPE_PATTERN = r"^[a-z][a-z0-9_.-]*$"
-AGENT_REF_PATTERN = r"^@?[A-Za-z0-9][A-Za-z0-9_.:-]*$"
-STEP_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
-
 Mode = Literal["sequential", "parallel", "dag"]
 OnFailure = Literal["fail_fast", "continue", "compensate"]
-Jitter = Literal["none", "full", "equal", "decorrelated"]
 Strategy = Literal["least_loaded", "round_robin", "latency"]
 
-
-def _empty_list() -> list[Any]:
-    """``default_factory`` for lists: pydantic reads a factory's signature, and for the
-    builtin ``list`` that means tokenizing its text signature (~3 ms at start-up)."""
-    return []
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class RetryPolicy(_Model):
-    """How often and how patiently to retry one step.
-
-    ``retry_on`` absent means every error type except ``invalid_input`` and
-    ``cancelled``. ``max_delay`` caps the delay *after* jitter. ``delays``
-    lists explicit waits instead of the exponential formula (its last entry
-    repeats). Jitter defaults to ``full`` for the formula and ``none`` for an
-    explicit list.
-    """
-
-    max_attempts: int = Field(3, ge=1, le=1000, description="Attempts in all, the first included")
-    initial_delay: Duration = Field(1.0, description="Wait before the second attempt")
-    backoff: float = Field(2.0, ge=1.0, le=100.0, description="Multiplier per attempt")
-    max_delay: Duration = Field(30.0, description="Upper bound of any wait, jitter included")
-    jitter: Jitter | None = Field(None, description="none | full | equal | decorrelated")
-    delays: list[Duration] | None = Field(None, min_length=1, description="Explicit waits")
-    retry_on: list[str] | None = Field(None, description="Error types this policy retries")
-    no_retry_on: list[str] = Field(
-        default_factory=_empty_list, description="Error types never retried")
-
-    @field_validator("retry_on", "no_retry_on")
-    @classmethod
-    def _error_types(cls, value: list[str] | None) -> list[str] | None:
-        import re
-
-        for name in value or ():
-            if not re.match(ERROR_TYPE_PATTERN, name):
-                raise ValueError(
-                    f"{name!r} is not an error type; use one of {', '.join(BUILTIN_ERROR_TYPES)}"
-                    " or an agent's own lowercase type"
-                )
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> RetryPolicy:
-        if self.max_delay < self.initial_delay and self.delays is None:
-            raise ValueError(
-                f"max_delay ({self.max_delay}s) is below initial_delay ({self.initial_delay}s)"
-            )
-        return self
-
-    @property
-    def effective_jitter(self) -> Jitter:
-        if self.jitter is not None:
-            return self.jitter
-        return "none" if self.delays is not None else "full"
-
-    def matches(self, error_type: str) -> bool:
-        """Whether this policy speaks for ``error_type`` at all."""
-        if error_type in self.no_retry_on:
-            return False
-        if self.retry_on is None:
-            return error_type not in ("invalid_input", "cancelled")
-        return error_type in self.retry_on
-
-
-class Compensation(_Model):
+class Compensation(Model):
     """What undoes a step: another agent call run during rollback."""
 
     agent: str = Field(pattern=AGENT_REF_PATTERN)
@@ -119,7 +45,7 @@ class Compensation(_Model):
     timeout: PositiveDuration | None = None
 
 
-class Step(_Model):
+class Step(Model):
     id: str = Field(pattern=STEP_ID_PATTERN, max_length=128)
     agent: str = Field(
         pattern=AGENT_REF_PATTERN,
@@ -127,7 +53,7 @@ class Step(_Model):
     )
     description: str | None = None
     input: Any = Field(None, description="Any JSON value; ${{ path }} templates are resolved")
-    depends_on: list[str] = Field(default_factory=_empty_list)
+    depends_on: list[str] = Field(default_factory=empty_list)
     retry: RetryPolicy | list[RetryPolicy] | None = None
     timeout: PositiveDuration | None = Field(None, description="One attempt (start to close)")
     deadline: PositiveDuration | None = Field(None, description="All attempts together")
@@ -138,12 +64,12 @@ class Step(_Model):
     compensate: Compensation | None = None
 
 
-class Defaults(_Model):
+class Defaults(Model):
     timeout: PositiveDuration | None = None
     retry: RetryPolicy | list[RetryPolicy] | None = None
 
 
-class Recovery(_Model):
+class Recovery(Model):
     """How often a run is taken over after the process running it died.
 
     A step that kills its process every time (out of memory, a crash in a native
@@ -155,7 +81,7 @@ class Recovery(_Model):
     max: int = Field(5, ge=0, le=1000, description="Takeovers before the run fails")
 
 
-class Workflow(_Model):
+class Workflow(Model):
     """A named, versioned set of steps. Semantic checks live in ``validate``."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=128)
@@ -173,7 +99,7 @@ class Workflow(_Model):
     steps: list[Step] = Field(min_length=1)
     output: Any = None
     alerts: list[AlertRule] = Field(
-        default_factory=_empty_list, description="Alert rules for its runs")
+        default_factory=empty_list, description="Alert rules for its runs")
     recovery: Recovery = Field(default_factory=Recovery,
                                description="Takeovers after a crash before the run fails")
 

@@ -128,7 +128,7 @@ def _merged_retry_problems(raw: Mapping[str, Any], steps: list[Any]) -> list[Pro
     """
     from pydantic import ValidationError
 
-    from podium.definition.models import RetryPolicy
+    from podium.definition.policy import RetryPolicy
 
     defaults = raw.get("defaults")
     default = defaults.get("retry") if isinstance(defaults, Mapping) else None
