@@ -43,6 +43,7 @@ from podium.events import (
 )
 from podium.observe.alerts import AlertManager
 from podium.observe.receivers import EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
+from podium.runtime import StoreLedger
 from podium.store import MemoryStore
 from tests.conftest import registry_of
 from tests.integration.observe_tools import free_port, get, require_tool, stop, wait_until
@@ -158,7 +159,7 @@ async def test_webhook_posts_the_alert_as_json_signed_with_the_secret_from_its_e
     with HookServer() as hook:
         manager = AlertManager(alerts_config({
             "name": "hook", "type": "webhook", "url": hook.url + "/podium",
-            "secret_env": SECRET_ENV, "headers": {"X-Team": "data"}}), MemoryStore(),
+            "secret_env": SECRET_ENV, "headers": {"X-Team": "data"}}), StoreLedger(MemoryStore()),
             clock=clock)
         managers.append(manager)
         manager.start()
@@ -396,7 +397,8 @@ async def test_a_stalled_or_dead_webhook_never_delays_a_running_workflow(
     ])
     engine = Engine(EngineConfig(registry=registry_of(ok=ok, flaky=flaky), store=MemoryStore(),
                                  clock=SystemClock()))
-    manager = AlertManager(config, engine.store, clock=engine.clock, emit=engine.bus.emit,
+    manager = AlertManager(config, StoreLedger(engine.store), clock=engine.clock,
+                           emit=engine.bus.emit,
                            tick_s=0.01)
     engine.bus.subscribe(manager)
     manager.start()
@@ -525,8 +527,14 @@ def alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alertmana
 
 
 def am_manager(am: Alertmanager, clock: Clock, rules: list[dict[str, Any]]) -> AlertManager:
-    return AlertManager(alerts_config({"name": "am", "type": "alertmanager", "url": am.url},
-                                      rules=rules), MemoryStore(), clock=clock)
+    manager = AlertManager(alerts_config({"name": "am", "type": "alertmanager", "url": am.url},
+                                         rules=rules), StoreLedger(store := MemoryStore()),
+                           clock=clock)
+    STORES[id(manager)] = store  # the test reads the alert's history back from it
+    return manager
+
+
+STORES: dict[int, MemoryStore] = {}
 
 
 async def test_alertmanager_receives_the_alert_with_its_labels_and_a_resolve_sets_ends_at(
@@ -594,6 +602,5 @@ async def test_a_long_firing_alert_stays_active_in_alertmanager_past_its_resolve
     assert parse_iso(alert["endsAt"]) > dt.datetime.now(tz=dt.UTC)
     assert not [a for a in am.forwarded("agent-streak") if a["status"] == "resolved"]
     assert manager.dispatcher.delivered["am"] >= 6  # re-sent, not re-notified to a person
-    assert manager.store is not None
-    history = await manager.store.alert_history("agent-streak:workflow=etl")
+    history = await STORES[id(manager)].alert_history("agent-streak:workflow=etl")
     assert [h["what"] for h in history] == ["fired", "notified"]

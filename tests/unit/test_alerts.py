@@ -37,6 +37,7 @@ from podium.events import (
 )
 from podium.observe.alerts import AlertManager
 from podium.observe.receivers import Dispatcher, Notification
+from podium.runtime import StoreLedger
 from podium.store import MemoryStore
 from podium.store.base import Store
 
@@ -154,7 +155,7 @@ async def make(tmp_path: Path) -> AsyncIterator[Any]:
         stores.append(st)
         receivers = {n: Recorder(n) for n in ("log", "oncall", "pager")}
         dispatcher = Dispatcher(dict(receivers), clock=clock)
-        h = Harness(AlertManager(_config(rules, **extra), st, clock=clock,
+        h = Harness(AlertManager(_config(rules, **extra), StoreLedger(st), clock=clock,
                                  dispatcher=dispatcher), clock, st, receivers)
         h.manager._emit = h.emitted.append
         h.manager.start()
@@ -647,14 +648,14 @@ async def test_a_later_process_takes_up_a_firing_alert_and_resolves_it() -> None
     clock = FakeClock()
     config = AlertsFile.model_validate(
         {"rules": [{"name": "streak", "kind": "consecutive_failures", "count": 1}]})
-    first = AlertManager(config, store, clock=clock)
+    first = AlertManager(config, StoreLedger(store), clock=clock)
     first(RunStarted(run_id="r1", ts=clock.now(), workflow="etl", version=1))
     first(StepAttemptFailed(run_id="r1", ts=clock.now(), step_id="a", attempt=1, agent_id="x",
                             error=ErrorInfo("agent_error", "boom"), duration_s=0.1))
     await first.flush()
     assert [a.status for a in await store.list_alerts()] == ["firing"]
 
-    second = AlertManager(config, store, clock=clock)
+    second = AlertManager(config, StoreLedger(store), clock=clock)
     await second.tick()
     assert "streak:workflow=etl" in second.active
     clock.advance(60)

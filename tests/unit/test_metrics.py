@@ -22,6 +22,7 @@ from podium.events import ErrorInfo, RunStarted, StepAttemptFailed, StepSucceede
 from podium.observe.alerts import AlertManager
 from podium.observe.metrics import EngineMetrics
 from podium.observe.receivers import Dispatcher, Notification
+from podium.runtime import StoreLedger
 from podium.store import MemoryStore, RunRecord
 from tests.conftest import registry_of
 
@@ -194,7 +195,7 @@ async def test_alerts_firing_gauge_returns_to_zero_when_an_alert_resolves(
             {"after": 0, "severity": "warning", "receivers": ["sink"]},
             {"after": "10m", "severity": "critical", "receivers": ["sink"]}]}},
     })
-    manager = AlertManager(config, MemoryStore(), clock=clock, emit=metrics,
+    manager = AlertManager(config, StoreLedger(MemoryStore()), clock=clock, emit=metrics,
                            dispatcher=Dispatcher({"sink": _Sink()}, clock=clock))
     manager.start()
     try:

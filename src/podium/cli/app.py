@@ -24,6 +24,7 @@ from podium.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    Interrupt,
     dump_json,
     err,
     guarded,
@@ -241,54 +242,35 @@ async def _execute(
     db: str | None,
     as_json: bool,
     source: str | None,
+    interrupt: Interrupt,
     registry: Any = None,
     metrics_port: int | None = None,
     alerts_file: Path | None = None,
 ) -> Any:
-    from podium.agents.config import build_registry
-    from podium.cli.observability import Observability
-    from podium.engine import Engine
-    from podium.store.factory import default_db_url, open_store
+    from podium.runtime import Runtime, RuntimeConfig
     from podium.tuning import tune_gc
 
     tune_gc()  # this process is ours, and running workflows is all it does now
-    agents_source: dict[str, Any] = {}
-    if registry is None:
-        registry, _config, agents_source = build_registry(agents_file)
-    store = open_store(default_db_url(db))
-    engine = Engine(registry=registry, store=store)
     progress = None
     if not as_json:
         from podium.cli.progress import make_progress
+        from podium.clock import SystemClock
 
-        progress = make_progress([s.id for s in workflow.steps], engine.clock)
-        engine.bus.subscribe(progress)
-    async with (
-        engine,
-        Observability(
-            engine, metrics_port=metrics_port, alerts_file=alerts_file, workflows=[workflow]
-        ),
-    ):
+        progress = make_progress([s.id for s in workflow.steps], SystemClock())
+    runtime = Runtime(RuntimeConfig(
+        db=db, agents_file=agents_file, registry=registry, alerts_file=alerts_file,
+        workflows=(workflow,), metrics_port=metrics_port,
+        observers=() if progress is None else (progress,)))
+    async with runtime:
         try:
-            handle = await engine.start(
-                workflow, inputs, agents_source=agents_source, source=source
-            )
-            _INTERRUPT["cancel"] = lambda: handle.cancel("interrupted (Ctrl-C)")
+            handle = await runtime.engine.start(
+                workflow, inputs, agents_source=runtime.agents_source, source=source)
+            interrupt.on(lambda: handle.cancel("interrupted (Ctrl-C)"))
             run = await handle.result()
         finally:
             if progress is not None:
                 progress.close()
-            await registry.aclose()
     return run, (progress.state.failures if progress is not None else [])
-
-
-_INTERRUPT: dict[str, Any] = {}
-
-
-def _interrupt() -> None:
-    cancel = _INTERRUPT.get("cancel")
-    if cancel is not None:
-        cancel()
 
 
 def _finish(run: Any, failures: list[str], as_json: bool, took_s: float | None = None) -> None:
@@ -383,6 +365,7 @@ def run(
         inputs = parse_inputs(input_pairs or [], input_file)
         _keep_schema_strings(input_pairs or [], inputs, workflow.input_schema)
         agents_file = _agents_file(agents, file)
+        interrupt = Interrupt()
         try:
             result, failures = run_async(
                 lambda: _execute(
@@ -392,10 +375,11 @@ def run(
                     db,
                     as_json,
                     str(file),
+                    interrupt,
                     metrics_port=metrics_port,
                     alerts_file=alerts,
                 ),
-                on_interrupt=_interrupt,
+                on_interrupt=interrupt,
                 json_stdout=as_json,
             )
         except DefinitionError as exc:  # a step's agent nobody provides: say on which line
@@ -432,11 +416,11 @@ def demo(
                 f"Podium demo: {workflow.name} ({plural(len(workflow.steps), 'step')},"
                 f" mode {workflow.mode})"
             )
+        interrupt = Interrupt()
         result, failures = run_async(
-            lambda: _execute(
-                workflow, inputs, None, db, as_json, str(demo_pkg.WORKFLOW_PATH), registry=registry
-            ),
-            on_interrupt=_interrupt,
+            lambda: _execute(workflow, inputs, None, db, as_json, str(demo_pkg.WORKFLOW_PATH),
+                             interrupt, registry=registry),
+            on_interrupt=interrupt,
             json_stdout=as_json,
         )
         if not as_json and result.status == "succeeded":

@@ -182,6 +182,22 @@ def guarded(fn: Callable[[], T], *, as_json: bool = False) -> T:
         report(exc)
 
 
+class Interrupt:
+    """What the first Ctrl-C stops: set by a command once it knows (a run's handle)."""
+
+    __slots__ = ("_stop",)
+
+    def __init__(self) -> None:
+        self._stop: Callable[[], None] | None = None
+
+    def on(self, stop: Callable[[], None]) -> None:
+        self._stop = stop
+
+    def __call__(self) -> None:
+        if self._stop is not None:
+            self._stop()
+
+
 def run_async(
     make: Callable[[], Awaitable[T]],
     on_interrupt: Callable[[], None] | None = None,

@@ -6,14 +6,16 @@
 import datetime as dt
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from podium.cli.app import _INTERRUPT, AgentsOpt, DbOpt, JsonOpt, _finish, _interrupt, app
+from podium.cli.app import AgentsOpt, DbOpt, JsonOpt, _finish, app
 from podium.cli.common import (
     EXIT_OK,
+    Interrupt,
     check_limit,
     dump_json,
     fail,
@@ -29,28 +31,27 @@ def _when(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
-async def _engine(
+async def _runtime(
     db: str | None, agents: Path | None = None, source: dict[str, Any] | None = None,
-    *, readonly: bool = False,
+    *, readonly: bool = False, observers: tuple[Any, ...] = (),
 ) -> Any:
-    from podium.agents.config import build_registry
-    from podium.agents.registry import AgentRegistry
-    from podium.engine import Engine
-    from podium.store.factory import default_db_url, open_store
+    """An opened runtime: with no agents to read runs, with a run's own agents (as it
+    stored where they came from; ``--agents`` wins) to drive it.
 
-    registry: AgentRegistry | None = None
-    if agents is not None or source is not None:
-        path = agents
-        if path is None and source and source.get("agents_file"):
-            path = Path(source["agents_file"])
-        registry, _cfg, _src = build_registry(
-            path, entry_points_too=bool((source or {}).get("entry_points", True))
-        )
-    # The store is this process's one store of the file: a second engine here (one per
-    # resumed run, with that run's agents) shares it rather than opening the file again.
-    engine = Engine(registry=registry, store=open_store(default_db_url(db), readonly=readonly))
-    await engine.open()
-    return engine
+    The store is this process's one store of the file: a second runtime here (one per
+    resumed run, with that run's agents) shares it rather than opening the file again.
+    """
+    from podium.agents.registry import AgentRegistry
+    from podium.runtime import Runtime, RuntimeConfig, agents_of_run
+
+    if agents is None and source is None:
+        config = RuntimeConfig(db=db, readonly=readonly, registry=AgentRegistry(),
+                               alerts=False, observers=observers)
+    else:
+        path, entry_points = agents_of_run(source, agents)
+        config = RuntimeConfig(db=db, readonly=readonly, agents_file=path,
+                               entry_points=entry_points, alerts=False, observers=observers)
+    return await Runtime(config).open()
 
 
 @app.command("runs")
@@ -71,7 +72,8 @@ def runs_cmd(
     """List runs, newest first; runs left behind by a dead process show as resumable."""
 
     async def go() -> list[dict[str, Any]]:
-        engine = await _engine(db, readonly=True)
+        rt = await _runtime(db, readonly=True)
+        engine = rt.engine
         try:
             runs = await engine.store.list_runs(status=status, workflow=workflow, limit=limit)
             out = []
@@ -86,7 +88,7 @@ def runs_cmd(
                 })
             return out
         finally:
-            await engine.aclose()
+            await rt.close()
 
     def body() -> None:
         from podium.definition.durations import format_duration
@@ -156,13 +158,13 @@ def status(
     """Show one run: per step status, attempts, agent, duration, error; and its timeline."""
 
     async def go() -> tuple[Any, Any]:
-        engine = await _engine(db, readonly=True)
+        rt = await _runtime(db, readonly=True)
         try:
-            run = await engine.store.get_run(run_id)
-            events = await engine.store.get_events(run.run_id)
+            run = await rt.store.get_run(run_id)
+            events = await rt.store.get_events(run.run_id)
             return run, events
         finally:
-            await engine.aclose()
+            await rt.close()
 
     def body() -> None:
         from podium.definition.durations import format_duration
@@ -225,9 +227,11 @@ def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: b
     from podium.errors import NothingToCompensate, RunHeld
 
     skipped: list[str] = []
+    interrupt = Interrupt()
 
     async def go() -> list[_Driven]:
-        engine = await _engine(db)
+        rt = await _runtime(db)
+        engine = rt.engine
         try:
             if all_stale:
                 ids = [r.run_id for r in await engine.stale_runs()]
@@ -244,12 +248,14 @@ def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: b
                     except NothingToCompensate as exc:
                         results.append(_Driven(run, nothing_to_compensate=exc.message))
                         continue
-                worker = await _engine(db, agents, run.agents_source)
-                try:
-                    if not as_json:
-                        from podium.cli.progress import PlainProgress
+                watch: tuple[Any, ...] = ()
+                if not as_json:
+                    from podium.cli.progress import PlainProgress
 
-                        worker.bus.subscribe(PlainProgress())
+                    watch = (PlainProgress(),)
+                worker_rt = await _runtime(db, agents, run.agents_source, observers=watch)
+                worker = worker_rt.engine
+                try:
                     t0 = worker.clock.monotonic()
                     try:
                         handle = await (
@@ -264,23 +270,23 @@ def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: b
                         skipped.append(f"skipped: {exc.message}")
                         print(skipped[-1], file=sys.stderr if as_json else sys.stdout)
                         continue
-                    _INTERRUPT["cancel"] = lambda h=handle: h.cancel("interrupted (Ctrl-C)")
+                    interrupt.on(partial(handle.cancel, "interrupted (Ctrl-C)"))
                     done = await handle.result()
                     results.append(_Driven(done, took_s=worker.clock.monotonic() - t0))
                     if all_stale and not as_json:
                         print(f"run {rid} {done.status}", flush=True)
                 finally:
-                    await worker.aclose()
+                    await worker_rt.close()
             return results
         finally:
-            await engine.aclose()
+            await rt.close()
 
     def body() -> None:
         from podium.cli.docs import run_doc
         from podium.tuning import tune_gc
 
         tune_gc()  # from here on this process only drives runs
-        results = run_async(go, on_interrupt=_interrupt, json_stdout=as_json)
+        results = run_async(go, on_interrupt=interrupt, json_stdout=as_json)
         if all_stale:
             if as_json:
                 dump_json([run_doc(r.run) for r in results])
@@ -351,17 +357,17 @@ def cancel(
     """Cancel a run, also one executing in another process (it stops within a second)."""
 
     async def go() -> tuple[bool, Any]:
-        engine = await _engine(db)
+        rt = await _runtime(db)
         try:
-            run = await engine.store.get_run(run_id)
-            if run.status in ("running", "pending") and engine.owner_is_dead(run):
+            run = await rt.store.get_run(run_id)
+            if run.status in ("running", "pending") and rt.engine.owner_is_dead(run):
                 # Nobody is executing it: cancel here with its own agents (none are called).
-                await engine.aclose()
-                engine = await _engine(db, None, run.agents_source)
-            ok = await engine.cancel(run.run_id)
-            return ok, await engine.store.get_run(run.run_id)
+                await rt.close()
+                rt = await _runtime(db, None, run.agents_source)
+            ok = await rt.engine.cancel(run.run_id)
+            return ok, await rt.store.get_run(run.run_id)
         finally:
-            await engine.aclose()
+            await rt.close()
 
     def body() -> None:
         ok, run = run_async(go)

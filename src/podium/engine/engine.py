@@ -16,7 +16,7 @@ import random
 import secrets
 import socket
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +38,7 @@ from podium.errors import (
     Problem,
     RunHeld,
 )
-from podium.events import ErrorInfo, EventBus, RunCancelRequested
+from podium.events import ErrorInfo, Event, EventBus, RunCancelRequested
 from podium.state import RunRecord
 from podium.store.base import Store
 from podium.store.memory import MemoryStore
@@ -104,6 +104,9 @@ class EngineConfig:
     )
     lease_s: float = 15.0
     poll_interval_s: float = 0.5
+    # Subscribed to the bus before the registry announces the fleet: metrics, alerts,
+    # progress views hear of every agent and every run from the start.
+    observers: tuple[Callable[[Event], None], ...] = ()
 
 
 class RunHandle:
@@ -152,6 +155,8 @@ class Engine:
         # The journal hears every event first: a position is the event's place in it.
         self.journal = Journal(self.store)
         self.bus.subscribe(self.journal.append)
+        for observer in cfg.observers:
+            self.bus.subscribe(observer)
         self.registry.attach(self.bus.emit, self.clock)
         self._active: dict[str, RunHandle] = {}
         # By workflow object: its plan and the definition snapshot every run of it
@@ -165,6 +170,11 @@ class Engine:
                                    self.bus.emit, lambda: len(active))
         self._opened = False
         self._supervisor: asyncio.Task[None] | None = None
+
+    @property
+    def active_runs(self) -> int:
+        """Runs this engine executes now."""
+        return len(self._active)
 
     # --- lifecycle --------------------------------------------------------
     async def open(self) -> None:

@@ -27,7 +27,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from podium.clock import Clock, SystemClock
 from podium.definition.alerts import AlertRule, AlertsFile, EscalationLevel, EscalationPolicy
@@ -52,7 +52,6 @@ from podium.events import (
 )
 from podium.observe.receivers import Dispatcher, Notification
 from podium.state import AlertRecord
-from podium.store.base import Store
 
 __all__ = ["AlertManager"]
 
@@ -73,11 +72,27 @@ class _Window:
         return (sum(1 for _, ok in self.calls if not ok) / n if n else 0.0), n
 
 
+class AlertLedger(Protocol):
+    """Where alerts are kept between processes (a store, through the runtime)."""
+
+    async def firing(self) -> list[AlertRecord]:
+        """Every alert kept as firing, with any acknowledgement made elsewhere."""
+        ...
+
+    async def run_is_live(self, run_id: str) -> bool:
+        """Whether a run is still pending or running (an SLA alert of it stays)."""
+        ...
+
+    async def record(self, alert: AlertRecord, what: str, detail: str, ts: float) -> None:
+        """Keep the alert as it is now, and ``what`` happened to it."""
+        ...
+
+
 class AlertManager:
     def __init__(
         self,
         config: AlertsFile | None = None,
-        store: Store | None = None,
+        ledger: AlertLedger | None = None,
         *,
         clock: Clock | None = None,
         dispatcher: Dispatcher | None = None,
@@ -86,7 +101,7 @@ class AlertManager:
         owner: str = "podium",
     ) -> None:
         self.config = config or AlertsFile()
-        self.store = store
+        self.ledger = ledger
         self.clock: Clock = clock or SystemClock()
         if dispatcher is None:
             from podium.observe.receivers import LogReceiver, build_receiver
@@ -359,10 +374,10 @@ class AlertManager:
         SLA alert whose run has ended meanwhile is resolved at once.
         """
         self._restored = True
-        if self.store is None:
+        if self.ledger is None:
             return
         try:
-            stored = await self.store.list_alerts(status="firing", limit=10_000)
+            stored = await self.ledger.firing()
         except Exception:
             log.warning("could not read firing alerts from the store", exc_info=True)
             return
@@ -376,13 +391,9 @@ class AlertManager:
                 continue
             self.active[rec.key] = rec
             self._rules_by_key[rec.key] = rule
-            if rec.kind == "sla" and rec.run_id is not None and rec.run_id not in self._runs:
-                try:
-                    run = await self.store.get_run(rec.run_id)
-                except Exception:  # noqa: BLE001 - a vanished run ends its SLA alert too
-                    run = None
-                if run is None or run.status not in ("running", "pending"):
-                    self.resolve(rec.key, now, "the run ended while no one watched")
+            if rec.kind == "sla" and rec.run_id is not None and rec.run_id not in self._runs \
+                    and not await self.ledger.run_is_live(rec.run_id):
+                self.resolve(rec.key, now, "the run ended while no one watched")
 
     async def tick(self) -> None:
         """Evaluate what depends on time passing; escalate; persist; pick up acks."""
@@ -444,10 +455,10 @@ class AlertManager:
 
     async def _sync_acks(self, now: float) -> None:
         """Acks come from other processes (``podium alerts ack``) through the store."""
-        if self.store is None or not self.active:
+        if self.ledger is None or not self.active:
             return
         try:
-            for stored in await self.store.list_alerts(status="firing", limit=10_000):
+            for stored in await self.ledger.firing():
                 rec = self.active.get(stored.key)
                 if rec is not None and rec.acked_at is None and stored.acked_at is not None \
                         and stored.fired_at == rec.fired_at:
@@ -457,11 +468,11 @@ class AlertManager:
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, []
-        if self.store is None:
+        if self.ledger is None:
             return
         for rec, what, detail, ts in pending:
             try:
-                await self.store.save_alert(rec, what, detail, ts=ts)
+                await self.ledger.record(rec, what, detail, ts)
             except Exception:
                 log.warning("could not store alert %s", rec.key, exc_info=True)
 

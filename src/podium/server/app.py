@@ -38,10 +38,11 @@ class ServerConfig:
 
 
 class PodiumServer:
-    """The engine, its metrics and alerts, and the stale-run scanner, as one unit."""
+    """A runtime with metrics and alerts, and the stale-run scanner, as one unit."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        self.runtime: Any = None
         self.engine: Any = None
         self.metrics: Any = None
         self.alerts: Any = None
@@ -50,28 +51,15 @@ class PodiumServer:
         self._next_due: float | None = None  # a run backing off after a takeover
 
     async def start(self) -> None:
-        from podium.agents.config import build_registry, find_agents_file
-        from podium.engine import Engine
-        from podium.observe import find_alerts_file, load_alerts_file
-        from podium.observe.alerts import AlertManager
-        from podium.observe.metrics import EngineMetrics
-        from podium.store.factory import default_db_url, open_store
+        from podium.agents.config import find_agents_file
+        from podium.runtime import Runtime, RuntimeConfig
 
-        agents_path = find_agents_file(self.config.agents_file)
-        registry, _cfg, _src = build_registry(agents_path)
-        engine = self.engine = Engine(registry=registry,
-                                      store=open_store(default_db_url(self.config.db)))
-        self.metrics = EngineMetrics(agents=lambda: engine.registry.agents)
-        engine.bus.subscribe(self.metrics)
-        alerts_path = find_alerts_file(self.config.alerts_file)
-        self.alerts = AlertManager(load_alerts_file(alerts_path) if alerts_path else None,
-                                   engine.store, clock=engine.clock, emit=engine.bus.emit,
-                                   owner=engine.owner)
-        engine.bus.subscribe(self.alerts)
-        registry.attach(engine.bus.emit, engine.clock)
-        await engine.open()
-        registry.start_monitor()
-        self.alerts.start()
+        self.runtime = await Runtime(RuntimeConfig(
+            db=self.config.db, agents_file=find_agents_file(self.config.agents_file),
+            alerts_file=self.config.alerts_file, metrics=True, alerts=True)).open()
+        self.engine, self.metrics = self.runtime.engine, self.runtime.metrics
+        self.alerts = self.runtime.alerts
+        self.engine.registry.start_monitor()
         await self.scan()
         self._scanner = asyncio.get_running_loop().create_task(self._scan_loop(),
                                                                name="podium:stale-run-scanner")
@@ -105,11 +93,8 @@ class PodiumServer:
             self._scanner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._scanner
-        if self.alerts is not None:
-            await self.alerts.aclose()
-        if self.engine is not None:
-            await self.engine.aclose()
-            await self.engine.registry.aclose()
+        if self.runtime is not None:
+            await self.runtime.close()
 
     def health(self) -> dict[str, Any]:
         """The detailed view (``/healthz?verbose``, local clients only)."""
@@ -118,7 +103,7 @@ class PodiumServer:
             "status": "ok",
             "db": self.engine.store.url,
             "owner": self.engine.owner,
-            "active_runs": len(self.engine._active),
+            "active_runs": self.engine.active_runs,
             "resumed_runs": len(self.resumed),
             "agents": {"overall": report["overall"], **report["totals"]},
             "alerts_firing": len(self.alerts.active),

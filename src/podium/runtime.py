@@ -1,0 +1,179 @@
+"""One place that assembles a runtime: store, agents, engine, metrics and alerts.
+
+``podium run``, ``resume``, ``cancel``, ``rollback``, ``podium serve`` and the
+library all build the same thing from one typed, frozen ``RuntimeConfig``:
+the store the URL names, the registry (given, or built from an agents file and
+the entry points), the engine over them, and, when asked for, Prometheus
+metrics and an alert manager. Observers are subscribed before the registry is
+attached, so they hear of every agent without announcing the fleet twice.
+
+The alert manager persists through a small ``AlertLedger``, never the store
+itself (observe only consumes events); ``StoreLedger`` is that ledger over a
+store, made here where both are known.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from podium.agents.registry import AgentRegistry
+from podium.clock import Clock, SystemClock
+from podium.definition.models import Workflow
+from podium.engine import Engine, EngineConfig
+from podium.errors import ConfigError
+from podium.events import Event
+from podium.state import LIVE_RUN_STATUSES, AlertRecord
+from podium.store.base import Store
+from podium.store.factory import default_db_url, open_store
+
+if TYPE_CHECKING:
+    from podium.observe.alerts import AlertManager
+    from podium.observe.metrics import EngineMetrics
+
+__all__ = ["Runtime", "RuntimeConfig", "StoreLedger", "agents_of_run"]
+
+log = logging.getLogger("podium.runtime")
+
+
+def agents_of_run(source: dict[str, Any] | None, agents: Path | None = None
+                  ) -> tuple[Path | None, bool]:
+    """The agents file and entry-point setting a stored run came with (``--agents`` wins)."""
+    path = agents
+    if path is None and source and source.get("agents_file"):
+        path = Path(source["agents_file"])
+    return path, bool((source or {}).get("entry_points", True))
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    db: str | None = None  # --db; else $PODIUM_DB, else the project's .podium/
+    readonly: bool = False  # a reader: no writes, no migration, no file made
+    agents_file: Path | None = None
+    registry: AgentRegistry | None = None  # given whole (the demo); else built
+    entry_points: bool = True
+    alerts_file: Path | None = None
+    workflows: tuple[Workflow, ...] = ()  # their own alert rules are watched
+    metrics: bool = False  # keep Prometheus metrics (serve, --metrics-port)
+    metrics_port: int | None = None  # and serve them on 127.0.0.1:N
+    # True: always an alert manager; None: only when some rule exists (a run with no
+    # rule anywhere could neither fire nor take up an alert).
+    alerts: bool | None = None
+    observers: tuple[Callable[[Event], None], ...] = ()  # progress views and the like
+    clock: Clock = field(default_factory=SystemClock)
+
+
+class StoreLedger:
+    """What the alert manager keeps in the store, through the store's own verbs."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def firing(self) -> list[AlertRecord]:
+        return await self._store.list_alerts(status="firing", limit=10_000)
+
+    async def run_is_live(self, run_id: str) -> bool:
+        try:
+            return (await self._store.get_run(run_id)).status in LIVE_RUN_STATUSES
+        except Exception:  # noqa: BLE001 - a vanished run ends its SLA alert too
+            return False
+
+    async def record(self, alert: AlertRecord, what: str, detail: str, ts: float) -> None:
+        await self._store.save_alert(alert, what, detail, ts=ts)
+
+
+class Runtime:
+    """An engine with everything around it, opened and closed as one."""
+
+    def __init__(self, config: RuntimeConfig) -> None:
+        self.config = config
+        self.agents_source: dict[str, Any] = {}
+        registry = config.registry
+        if registry is None:
+            from podium.agents.config import build_registry
+
+            registry, _file, self.agents_source = build_registry(
+                config.agents_file, entry_points_too=config.entry_points)
+        self.registry = registry
+        self.store: Store = open_store(default_db_url(config.db), readonly=config.readonly)
+        self.metrics: EngineMetrics | None = None
+        self.alerts: AlertManager | None = None
+        self._http: Any = None
+        observers = list(config.observers)
+        if config.metrics or config.metrics_port is not None:
+            from podium.observe.metrics import EngineMetrics
+
+            self.metrics = EngineMetrics(agents=lambda: registry.agents)
+            observers.append(self.metrics)
+        self.alerts = self._alert_manager()
+        if self.alerts is not None:
+            observers.append(self.alerts)
+        self.engine = Engine(EngineConfig(store=self.store, registry=registry,
+                                          clock=config.clock, observers=tuple(observers)))
+
+    def _alert_manager(self) -> AlertManager | None:
+        from podium.observe import find_alerts_file, load_alerts_file
+
+        cfg = self.config
+        path = find_alerts_file(cfg.alerts_file)
+        rules = load_alerts_file(path) if path is not None else None
+        wanted = cfg.alerts if cfg.alerts is not None else (
+            rules is not None or any(wf.alerts or wf.sla is not None for wf in cfg.workflows))
+        if not wanted:
+            return None
+        from podium.observe.alerts import AlertManager
+
+        manager = AlertManager(rules, StoreLedger(self.store), clock=cfg.clock,
+                               emit=lambda e: self.engine.bus.emit(e))
+        for wf in cfg.workflows:
+            manager.watch_workflow(wf)
+        return manager
+
+    async def __aenter__(self) -> Runtime:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> Runtime:
+        await self.engine.open()
+        try:
+            if self.config.metrics_port is not None and self.metrics is not None:
+                self._serve_metrics(self.config.metrics_port)
+            if self.alerts is not None:
+                self.alerts.owner = self.engine.owner
+                self.alerts.start()
+        except BaseException:
+            await self.engine.aclose()
+            raise
+        return self
+
+    def _serve_metrics(self, port: int) -> None:
+        from prometheus_client import start_http_server
+
+        assert self.metrics is not None
+        try:
+            self._http, _thread = start_http_server(port, addr="127.0.0.1",
+                                                    registry=self.metrics.registry)
+        except OSError as exc:
+            raise ConfigError(
+                f"--metrics-port {port}: cannot listen on 127.0.0.1:{port}:"
+                f" {exc.strerror or exc} (fix: choose another port, or stop what is using it)"
+            ) from None
+
+    async def close(self) -> None:
+        try:
+            if self.alerts is not None:
+                await self.alerts.tick()
+                await self.alerts.aclose()
+        finally:
+            if self._http is not None:
+                self._http.shutdown()
+                self._http.server_close()
+            try:
+                await self.engine.aclose()
+            finally:
+                await self.registry.aclose()
