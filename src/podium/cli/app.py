@@ -34,6 +34,7 @@ from podium.cli.common import (
     quiet_stdout,
     run_async,
 )
+from podium.state import RunStatus
 
 # click's UsageError, reached through the one click class typer exports: typer 0.12 uses
 # click itself, newer typers carry their own copy, and either raises its own class.
@@ -217,7 +218,7 @@ def _print_summary(run: Any, failures: list[str], took_s: float | None = None) -
     if took_s is not None:
         took += " (this resume)"
     out = sys.stdout
-    if run.status == "succeeded":
+    if run.status == RunStatus.SUCCEEDED:
         print(f"\nrun {run.run_id} succeeded{took}", file=out)
         # As typed, not escaped (21°C, not 21\u00b0C): this is for people, --json is for tools.
         text = json.dumps(run.output, indent=2, default=str, ensure_ascii=False)
@@ -284,7 +285,7 @@ def _finish(run: Any, failures: list[str], as_json: bool, took_s: float | None =
             _print_summary(run, failures, took_s)
     except BrokenPipeError:  # `podium run ... | head`: the run's outcome still decides
         quiet_stdout()
-    raise typer.Exit(EXIT_OK if run.status == "succeeded" else EXIT_FAILED)
+    raise typer.Exit(EXIT_OK if run.status == RunStatus.SUCCEEDED else EXIT_FAILED)
 
 
 _NOT_TEXT = {"number", "integer", "boolean", "object", "array"}
@@ -423,7 +424,7 @@ def demo(
             on_interrupt=interrupt,
             json_stdout=as_json,
         )
-        if not as_json and result.status == "succeeded":
+        if not as_json and result.status == RunStatus.SUCCEEDED:
             _print_summary(result, failures)
             print(f"\nThe report is at {report_path}")
             raise typer.Exit(EXIT_OK)

@@ -23,24 +23,25 @@ from podium.events import (
     StepStarted,
     StepSucceeded,
 )
+from podium.state import StepStatus
 
 __all__ = ["PlainProgress", "RichProgress", "make_progress"]
 
 _STYLE = {
-    "pending": ("·", "dim"),
-    "running": ("▶", "cyan"),
+    StepStatus.PENDING: ("·", "dim"),
+    StepStatus.RUNNING: ("▶", "cyan"),
     "retrying": ("↻", "yellow"),
-    "succeeded": ("✓", "green"),
-    "failed": ("✗", "red"),
-    "cancelled": ("⊘", "magenta"),
-    "skipped": ("-", "dim"),
-    "compensated": ("↺", "blue"),
+    StepStatus.SUCCEEDED: ("✓", "green"),
+    StepStatus.FAILED: ("✗", "red"),
+    StepStatus.CANCELLED: ("⊘", "magenta"),
+    StepStatus.SKIPPED: ("-", "dim"),
+    StepStatus.COMPENSATED: ("↺", "blue"),
 }
 
 
 @dataclass
 class _Row:
-    status: str = "pending"
+    status: str = StepStatus.PENDING
     attempt: int = 0
     agent: str = ""
     started: float | None = None
@@ -59,10 +60,11 @@ class _State:
             return
         row = self.rows.setdefault(step, _Row())
         if isinstance(e, StepStarted):
-            row.status, row.attempt, row.agent, row.note = "running", e.attempt, e.agent_id, ""
+            row.status, row.attempt = StepStatus.RUNNING, e.attempt
+            row.agent, row.note = e.agent_id, ""
             row.started = row.started or e.ts
         elif isinstance(e, StepSucceeded):
-            row.status, row.finished = "succeeded", e.ts
+            row.status, row.finished = StepStatus.SUCCEEDED, e.ts
         elif isinstance(e, StepAttemptFailed):
             row.note = f"{e.error.type}: {e.error.message}"
             self.failures.append(
@@ -74,11 +76,11 @@ class _State:
             row.status = "retrying"
             row.note += f" (retry in {format_duration(e.delay_s)})"
         elif isinstance(e, StepFailed):
-            row.status, row.finished = "failed", e.ts
+            row.status, row.finished = StepStatus.FAILED, e.ts
         elif isinstance(e, StepSkipped):
-            row.status, row.note = "skipped", e.reason
+            row.status, row.note = StepStatus.SKIPPED, e.reason
         elif isinstance(e, StepCancelled):
-            row.status, row.finished = "cancelled", e.ts
+            row.status, row.finished = StepStatus.CANCELLED, e.ts
 
 
 class PlainProgress:

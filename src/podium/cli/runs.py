@@ -23,6 +23,7 @@ from podium.cli.common import (
     in_workflow_order,
     run_async,
 )
+from podium.state import LIVE_RUN_STATUSES, RunStatus
 
 
 def _when(ts: float | None) -> str:
@@ -78,10 +79,11 @@ def runs_cmd(
             runs = await engine.store.list_runs(status=status, workflow=workflow, limit=limit)
             out = []
             for r in runs:
-                stale = r.status in ("running", "pending") and engine.owner_is_dead(r)
+                stale = r.status in LIVE_RUN_STATUSES and engine.owner_is_dead(r)
                 out.append({
                     "run_id": r.run_id, "workflow": r.workflow, "version": r.version,
-                    "status": r.status, "resumable": stale or r.status in ("failed", "cancelled"),
+                    "status": r.status,
+                    "resumable": stale or r.status in (RunStatus.FAILED, RunStatus.CANCELLED),
                     "stale": stale, "created_at": r.created_at, "started_at": r.started_at,
                     "finished_at": r.finished_at, "duration_s": r.duration_s,
                     "error": None if r.error is None else r.error.public(),
@@ -292,7 +294,7 @@ def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: b
                 dump_json([run_doc(r.run) for r in results])
             elif not results and not skipped:
                 print("no resumable runs")
-            ok = all(r.run.status in ("succeeded", "rolled_back") for r in results)
+            ok = all(r.run.status in (RunStatus.SUCCEEDED, RunStatus.ROLLED_BACK) for r in results)
             raise typer.Exit(EXIT_OK if ok else 1)
         driven = results[0]
         run = driven.run
@@ -307,9 +309,10 @@ def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: b
             elif nothing is not None:
                 print(nothing)
             else:
-                why = run.error.message if run.error and run.status != "rolled_back" else None
+                rolled = run.status == RunStatus.ROLLED_BACK
+                why = run.error.message if run.error and not rolled else None
                 print(f"run {run.run_id} {run.status}" + (f": {why}" if why else ""))
-            ok = nothing is not None or run.status == "rolled_back"
+            ok = nothing is not None or run.status == RunStatus.ROLLED_BACK
             raise typer.Exit(EXIT_OK if ok else 1)
         _finish(run, [], as_json, took_s=driven.took_s)
 
@@ -360,7 +363,7 @@ def cancel(
         rt = await _runtime(db)
         try:
             run = await rt.store.get_run(run_id)
-            if run.status in ("running", "pending") and rt.engine.owner_is_dead(run):
+            if run.status in LIVE_RUN_STATUSES and rt.engine.owner_is_dead(run):
                 # Nobody is executing it: cancel here with its own agents (none are called).
                 await rt.close()
                 rt = await _runtime(db, None, run.agents_source)

@@ -39,7 +39,13 @@ from podium.errors import (
     RunHeld,
 )
 from podium.events import ErrorInfo, Event, EventBus, RunCancelRequested
-from podium.state import RunRecord
+from podium.state import (
+    LIVE_RUN_STATUSES,
+    CompensationStatus,
+    RunRecord,
+    RunStatus,
+    StepStatus,
+)
 from podium.store.base import Store
 from podium.store.memory import MemoryStore
 
@@ -70,6 +76,11 @@ async def _after(clock: Clock, seconds: float) -> None:
         timer.cancel()
 
 
+# A finished run that podium resume redrives (its steps that did not succeed run again).
+_REDRIVEN = frozenset({RunStatus.FAILED, RunStatus.CANCELLED})
+_RUN_AGAIN = frozenset({StepStatus.FAILED, StepStatus.CANCELLED, StepStatus.SKIPPED})
+
+
 def new_run_id() -> str:
     """Short, sortable by creation time, and unique enough to type a prefix of.
 
@@ -87,7 +98,7 @@ def compensable_steps(run: RunRecord) -> list[str]:
         for step in workflow.steps
         if step.compensate is not None
         and (rec := run.steps.get(step.id)) is not None
-        and rec.status == "succeeded"
+        and rec.status == StepStatus.SUCCEEDED
     ]
 
 
@@ -352,7 +363,7 @@ class Engine:
             return True
         await self.open()
         run = await self.store.get_run(run_id)
-        if run.status in ("running", "pending") and self.owner_is_dead(run):
+        if run.status in LIVE_RUN_STATUSES and self.owner_is_dead(run):
             # Nobody is executing it: finish it as cancelled here, calling no agent.
             await self._end_unexecuted(run.run_id, CANCELLED, reason)
             return True
@@ -395,7 +406,7 @@ class Engine:
         """Runs left running or pending by a process that is gone: resumable."""
         await self.open()
         out = []
-        for status in ("running", "pending"):
+        for status in (RunStatus.RUNNING, RunStatus.PENDING):
             for run in await self.store.list_runs(status=status, limit=limit):
                 if self.owner_is_dead(run):
                     out.append(run)
@@ -418,7 +429,7 @@ class Engine:
             raise RunHeld(
                 f"run {run.run_id} is already executing in this engine", run_id=run.run_id
             )
-        stale = run.status in ("running", "pending")
+        stale = run.status in LIVE_RUN_STATUSES
         if stale and not self.owner_is_dead(run):
             raise RunHeld(
                 f"run {run.run_id} is executing in another process ({run.owner}); its lease"
@@ -432,7 +443,7 @@ class Engine:
             recoveries = run.recoveries + 1 if counts and run.owner is not None \
                 else run.recoveries
         else:  # a finished run: redriven (its takeovers start over) or rolled back
-            recoveries = 0 if run.status in ("failed", "cancelled") else run.recoveries
+            recoveries = 0 if run.status in _REDRIVEN else run.recoveries
         now = self.clock.now()
         if not await self.store.claim_run(
             run, self.owner, now + self.config.lease_s, recoveries=recoveries, now=now
@@ -463,44 +474,44 @@ class Engine:
         """
         await self.open()
         existing = await self.store.get_run(run_id)
-        if stale_only and existing.status not in ("running", "pending"):
+        if stale_only and existing.status not in LIVE_RUN_STATUSES:
             raise RunHeld(f"run {existing.run_id} is {existing.status} now (another process"
                           " finished it)", run_id=existing.run_id)
-        if existing.status == "succeeded":
+        if existing.status == RunStatus.SUCCEEDED:
             raise ConfigError(
                 f"run {existing.run_id} already succeeded; there is nothing to resume",
                 run_id=existing.run_id,
             )
-        if existing.status == "rolled_back":
+        if existing.status == RunStatus.ROLLED_BACK:
             raise ConfigError(
                 f"run {existing.run_id} was rolled back; start a new run instead",
                 run_id=existing.run_id,
             )
         run, _workflow, plan = await self._take_over(existing.run_id, stale_only=stale_only)
-        if run.cancel_requested and run.status in ("running", "pending"):
+        if run.cancel_requested and run.status in LIVE_RUN_STATUSES:
             execution = self._execution(plan, run, resumed=True)
             work = execution.end_unexecuted(CANCELLED, "cancel requested while its process died")
             return self._track(execution, work)
-        if run.phase == "compensate" or run.status == "rollback_failed":
+        if run.phase == "compensate" or run.status == RunStatus.ROLLBACK_FAILED:
             for rec in run.steps.values():
-                if rec.compensation_status == "failed":
+                if rec.compensation_status == CompensationStatus.FAILED:
                     rec.compensation_status, rec.compensation_attempts = None, 0
             return self._launch(plan, run, resumed=True, rollback="resumed rollback")
         carry: dict[str, RetryState] = {}
-        redrive = run.status in ("failed", "cancelled")
+        redrive = run.status in _REDRIVEN
         for node in plan.nodes:
             found = run.steps.get(node.id)
-            if found is None or found.status == "succeeded":
+            if found is None or found.status == StepStatus.SUCCEEDED:
                 continue
             rec = found
-            if redrive or rec.status in ("failed", "cancelled", "skipped"):
+            if redrive or rec.status in _RUN_AGAIN:
                 rec.next_retry_at = None  # a redrive starts each step's retry budget afresh
             elif rec.attempts:
                 # Crashed mid-step: the interrupted attempt is not held against the
                 # budget; a retry already granted (a pending wait) is.
                 used = rec.attempts if rec.next_retry_at is not None else rec.attempts - 1
                 carry[node.id] = RetryState(counts=[used] * len(node.retry))
-            rec.status = "pending"
+            rec.status = StepStatus.PENDING
             rec.optional = False
         run.error = None
         run.output = None
@@ -552,14 +563,14 @@ class Engine:
 
         def done(step_id: str) -> bool:
             rec = steps.get(step_id)
-            return rec is not None and rec.status == "succeeded"
+            return rec is not None and rec.status == StepStatus.SUCCEEDED
 
         # A step's start is committed with the batch after it, so the store may show
         # no attempt of the step that was in flight: then it is one whose inputs all
         # succeeded and that has not finished.
-        in_flight = [s.step_id for s in steps.values() if s.status == "running"] or [
+        in_flight = [s.step_id for s in steps.values() if s.status == StepStatus.RUNNING] or [
             node.id for node in plan.nodes
-            if steps.get(node.id) is None or steps[node.id].status == "pending"
+            if steps.get(node.id) is None or steps[node.id].status == StepStatus.PENDING
             if all(done(plan.nodes[d].id) for d in node.deps)
         ]
         names = ", ".join(f"'{s}'" for s in in_flight) or "none"
@@ -588,12 +599,12 @@ class Engine:
         """Run the compensations of a finished run's succeeded steps, newest first."""
         await self.open()
         existing = await self.store.get_run(run_id)
-        if existing.status in ("running", "pending") and not self.owner_is_dead(existing):
+        if existing.status in LIVE_RUN_STATUSES and not self.owner_is_dead(existing):
             raise ConfigError(
                 f"run {existing.run_id} is still executing (fix: `podium cancel` it first)",
                 run_id=existing.run_id,
             )
-        if existing.status == "rolled_back":
+        if existing.status == RunStatus.ROLLED_BACK:
             raise ConfigError(
                 f"run {existing.run_id} is already rolled back", run_id=existing.run_id
             )

@@ -46,8 +46,9 @@ __all__ = ["CANCELLED", "FAILED", "TIMEOUT", "RunExecution", "calls_of"]
 
 log = logging.getLogger("podium.engine")
 
-# Why a run stops before every step resolved.
-CANCELLED, TIMEOUT, FAILED = "cancelled", "timeout", "failed"
+# Why a run stops before every step resolved (CANCELLED and FAILED are also the
+# statuses it ends with; a timed-out run ends failed).
+CANCELLED, TIMEOUT, FAILED = RunStatus.CANCELLED, "timeout", RunStatus.FAILED
 
 
 def calls_of(plan: Plan) -> list[tuple[Call, Call | None]]:
@@ -109,7 +110,7 @@ class RunExecution:
         # Resolved = no longer blocks its dependents (succeeded, or optional and failed);
         # on a resume some steps start resolved.
         self._resolved = [
-            rec.status == "succeeded" or (rec.status == "failed" and rec.optional)
+            rec.status == StepStatus.SUCCEEDED or (rec.status == StepStatus.FAILED and rec.optional)
             for rec in self._recs
         ]
         self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -150,7 +151,7 @@ class RunExecution:
         for node in self.plan.nodes:
             if resolved[node.index]:
                 rec = self._recs[node.index]
-                outputs[node.id] = rec.output if rec.status == "succeeded" else None
+                outputs[node.id] = rec.output if rec.status == StepStatus.SUCCEEDED else None
         if not any(resolved):  # a new run: every dependency is still to come
             self._unresolved = len(self.plan.nodes)
             self._remaining = [len(node.deps) for node in self.plan.nodes]
@@ -217,7 +218,7 @@ class RunExecution:
         if self._infra_error is not None:
             status, error = FAILED, self._infra_error
         elif self._stopping == CANCELLED:
-            status = "cancelled"
+            status = RunStatus.CANCELLED
             error = ErrorInfo("cancelled", self._stop_message or "the run was cancelled")
         elif self._stopping == TIMEOUT:
             status, error = FAILED, ErrorInfo("timeout", self._stop_message or "run timed out")
@@ -233,7 +234,8 @@ class RunExecution:
                 err.traceback,
             )
             if wf.on_failure == "compensate" and any(
-                    node.compensate is not None and self._recs[node.index].status == "succeeded"
+                    node.compensate is not None
+                    and self._recs[node.index].status == StepStatus.SUCCEEDED
                     for node in self.plan.nodes):
                 self.record.error = error  # kept as the reason once rolled back
                 return await self.rollback(f"step '{step_id}' failed")
@@ -242,7 +244,7 @@ class RunExecution:
         else:
             try:
                 output = self.plan.output.resolve(self.scope)
-                status = "succeeded"
+                status = RunStatus.SUCCEEDED
             except TemplateLookupError as exc:
                 status, error = FAILED, ErrorInfo("invalid_input", f"output: {exc}")
         self.emit(
@@ -377,7 +379,7 @@ class RunExecution:
             ok = await self._attempts(node, rec)
         except asyncio.CancelledError:
             self._tasks.pop(node.index, None)
-            if rec.status not in ("succeeded", "failed"):
+            if rec.status not in (StepStatus.SUCCEEDED, StepStatus.FAILED):
                 self.emit(
                     StepCancelled(
                         run_id=self.run_id,

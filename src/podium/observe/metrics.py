@@ -51,6 +51,7 @@ from podium.events import (
     StepStarted,
     StepSucceeded,
 )
+from podium.state import StepStatus
 
 __all__ = ["CONTENT_TYPE", "EngineMetrics"]
 
@@ -211,7 +212,7 @@ class EngineMetrics:
 
     def _step_succeeded(self, e: StepSucceeded) -> None:
         wf = self._wf(e.run_id)
-        self.steps.labels(wf, e.step_id, "succeeded").inc()
+        self.steps.labels(wf, e.step_id, StepStatus.SUCCEEDED).inc()
         self.step_duration.labels(wf).observe(e.duration_s)
         self._call_ended(e.run_id, e.step_id, "success", e.duration_s)
 
@@ -223,21 +224,21 @@ class EngineMetrics:
         self.retries.labels(self._wf(e.run_id), e.step_id).inc()
 
     def _step_failed(self, e: StepFailed) -> None:
-        self.steps.labels(self._wf(e.run_id), e.step_id, "failed").inc()
+        self.steps.labels(self._wf(e.run_id), e.step_id, StepStatus.FAILED).inc()
 
     def _step_skipped(self, e: StepSkipped) -> None:
-        self.steps.labels(self._wf(e.run_id), e.step_id, "skipped").inc()
+        self.steps.labels(self._wf(e.run_id), e.step_id, StepStatus.SKIPPED).inc()
 
     def _step_cancelled(self, e: StepCancelled) -> None:
         self._busy.discard((e.run_id, e.step_id))
-        self.steps.labels(self._wf(e.run_id), e.step_id, "cancelled").inc()
+        self.steps.labels(self._wf(e.run_id), e.step_id, StepStatus.CANCELLED).inc()
         self._call_ended(e.run_id, e.step_id, "cancelled", None)
 
     def _comp_started(self, e: CompensationStarted) -> None:
         self._call_started(e.run_id, e.step_id, e.agent_id)
 
     def _comp_succeeded(self, e: CompensationSucceeded) -> None:
-        self.steps.labels(self._wf(e.run_id), e.step_id, "compensated").inc()
+        self.steps.labels(self._wf(e.run_id), e.step_id, StepStatus.COMPENSATED).inc()
         self._call_ended(e.run_id, e.step_id, "success", e.duration_s)
 
     def _comp_failed(self, e: CompensationAttemptFailed) -> None:
