@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
+import msgspec
+
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
     "Agent",
@@ -26,12 +28,15 @@ DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 HealthLevel = Literal["healthy", "degraded", "unhealthy", "unknown"]
 
 
-@dataclass(frozen=True, slots=True)
-class Task:
+class Task(msgspec.Struct, frozen=True, gc=False):
     """One attempt of one step, as the agent sees it.
 
     ``idempotency_key`` is the same for every attempt of one step of one run
     (and across a resume), so an agent can drop a duplicate delivery.
+
+    A frozen ``msgspec.Struct`` (like events): one is made per attempt, in ~0.06 µs
+    where a frozen dataclass took ~0.6 µs. Not tracked by the garbage collector:
+    a task refers to its input, and nothing refers back to a task.
     """
 
     run_id: str

@@ -230,8 +230,18 @@ class Engine:
             return cached
         if len(self._plans) > 256:
             self._plans.clear()
-        entry = self._plans[id(workflow)] = (workflow, compile_plan(workflow), workflow.to_dict())
+        plan = compile_plan(workflow)
+        self._calls_of(plan)  # made with the plan: a run's start pays for neither
+        entry = self._plans[id(workflow)] = (workflow, plan, workflow.to_dict())
         return entry
+
+    def _calls_of(self, plan: Plan) -> list[tuple[Call, Call | None]]:
+        cached = self._calls.get(id(plan))
+        if cached is None or cached[0] is not plan:
+            if len(self._calls) > 256:
+                self._calls.clear()
+            cached = self._calls[id(plan)] = (plan, calls_of(plan))
+        return cached[1]
 
     def check_agents(self, plan: Plan, source: str | None = None) -> None:
         """Every step's agent must be known before a run starts: fail early, all at once."""
@@ -317,13 +327,8 @@ class Engine:
 
     def _execution(self, plan: Plan, record: RunRecord, *, resumed: bool,
                    carry: dict[str, RetryState] | None = None) -> RunExecution:
-        cached = self._calls.get(id(plan))
-        if cached is None or cached[0] is not plan:
-            if len(self._calls) > 256:
-                self._calls.clear()
-            cached = self._calls[id(plan)] = (plan, calls_of(plan))
-        return RunExecution(self._context, plan, cached[1], record, resumed=resumed,
-                            carry=carry)
+        return RunExecution(self._context, plan, self._calls_of(plan), record,
+                            resumed=resumed, carry=carry)
 
     def _track(self, execution: RunExecution,
                work: Coroutine[Any, Any, RunRecord]) -> RunHandle:

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from typing import cast
 
 import orjson
 
@@ -37,12 +38,10 @@ from podium.state import TERMINAL_RUN_STATUSES, RunRecord
 from podium.store.base import (
     Batch,
     CommitUnknown,
-    EventRow,
     RunRow,
     RunStore,
     StepRow,
     SyncRunStore,
-    encode_event,
 )
 
 __all__ = ["Journal"]
@@ -72,7 +71,9 @@ class _Tracked:
 class Journal:
     def __init__(self, store: RunStore) -> None:
         self.store = store
-        self._sync = store if isinstance(store, SyncRunStore) else None
+        # (Not isinstance(): a runtime-checkable protocol's check costs ~16 µs.)
+        self._sync = cast(SyncRunStore, store) if callable(
+            getattr(store, "write_batch_now", None)) else None
         # Positions: every event appended has one (``position`` is the last); all up to
         # ``durable`` are committed. Events before ``_pending`` were cut into batches.
         self._cut_so_far = 0
@@ -243,11 +244,12 @@ class Journal:
         events, self._pending = self._pending, []
         upto = self._cut_so_far = self._cut_so_far + len(events)
         tracked = self._tracked
-        rows: list[EventRow] = []
-        taken: list[Event] = []
+        seqs: list[int] = []
+        add_seq = seqs.append
         last_seq: dict[str, int] = {}
-        run_level: set[str] = set()
-        last = ""
+        run_level: set[str] | None = None
+        dropped = False
+        last: str | None = None  # (fleet events have run id "")
         t: _Tracked | None = None
         touched: set[str] = set()
         outputs: dict[str, str] = {}
@@ -256,27 +258,30 @@ class Journal:
             rid = e.run_id
             if rid != last:  # a batch is mostly runs of events of one run
                 if t is not None:
-                    last_seq[last] = seq
+                    last_seq[t.record.run_id] = seq
                 last = rid
                 t = tracked.get(rid)
                 if t is None:
+                    dropped = True
                     continue  # not a run this journal writes
                 touched, outputs = t.touched, t.outputs
                 seq = last_seq.get(rid, t.seq)
             elif t is None:
-                continue
+                continue  # dropped already
             seq += 1
+            add_seq(seq)
             step_id = getattr(e, "step_id", None)
             if step_id is None:
+                if run_level is None:
+                    run_level = set()
                 run_level.add(rid)
             else:
                 touched.add(step_id)
                 if type(e) is StepSucceeded:
                     outputs[step_id] = e.output_json
-            rows.append((rid, seq, e.type, e.ts, encode_event(e)))
-            taken.append(e)
         if t is not None:
-            last_seq[last] = seq
+            last_seq[t.record.run_id] = seq
+        taken = [e for e in events if e.run_id in tracked] if dropped else events
         new_runs: list[RunRow] = []
         runs: list[RunRow] = []
         steps: list[StepRow] = []
@@ -285,12 +290,13 @@ class Journal:
         for rid in last_seq:
             t = tracked[rid]
             record = t.record
-            if t.new:
-                new_runs.append(_run_row(record, new=True))
-            elif rid in run_level:
-                runs.append(_run_row(record, new=False))
-            if (t.new or rid in run_level) and record.status in TERMINAL_RUN_STATUSES:
-                finished.append(rid)
+            if t.new or (run_level is not None and rid in run_level):
+                if t.new:
+                    new_runs.append(_run_row(record, new=True))
+                else:
+                    runs.append(_run_row(record, new=False))
+                if record.status in TERMINAL_RUN_STATUSES:
+                    finished.append(rid)
             record_steps = record.steps
             outputs = t.outputs
             for sid in t.touched:
@@ -304,7 +310,7 @@ class Journal:
             t.touched.clear()
             if outputs:
                 outputs.clear()
-        return Batch(new_runs, rows, runs, steps, last_seq, finished, taken), upto
+        return Batch(new_runs, taken, seqs, runs, steps, last_seq, finished), upto
 
     def _uncut(self, batch: Batch, _upto: int) -> None:
         """A batch that did not land: its events are pending again, before any newer.

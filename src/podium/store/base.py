@@ -127,18 +127,25 @@ def encode_event(e: Event) -> str:
 class Batch:
     """One transaction's worth: new runs, then events in order, then the rows they left.
 
-    ``last_seq`` is each run's last event number in the batch (what
-    ``batch_committed`` looks for); ``source`` the events themselves, in order.
+    ``source`` holds the events in order and ``seqs`` each one's number in its
+    run; ``last_seq`` is each run's last number in the batch (what
+    ``batch_committed`` looks for). Events are encoded only when a store asks
+    (``event_rows``): a store that keeps objects never pays for JSON.
     """
 
     new_runs: list[RunRow] = field(default_factory=list)
-    events: list[EventRow] = field(default_factory=list)
+    source: list[Event] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
     runs: list[RunRow] = field(default_factory=list)
     steps: list[StepRow] = field(default_factory=list)
     last_seq: dict[str, int] = field(default_factory=dict)
     # Runs whose row this batch ends (terminal status): stores may forget them after.
     finished: list[str] = field(default_factory=list)
-    source: list[Event] = field(default_factory=list)
+
+    def event_rows(self) -> list[EventRow]:
+        """The events as rows to insert: (run id, seq, type, ts, JSON)."""
+        return [(e.run_id, seq, e.type, e.ts, encode_event(e))
+                for e, seq in zip(self.source, self.seqs, strict=True)]
 
 
 @runtime_checkable

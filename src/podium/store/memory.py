@@ -65,7 +65,8 @@ class MemoryStore:
             if r.run_id in self._runs:
                 raise StoreError(f"run {r.run_id} exists already")
             counts[r.run_id] = 0
-        for rid, seq, *_ in batch.events:
+        for e, seq in zip(batch.source, batch.seqs, strict=True):
+            rid = e.run_id
             n = counts.get(rid)
             if n is None:
                 if rid not in self._events:
@@ -85,8 +86,8 @@ class MemoryStore:
                 phase=r.phase)
             self._events[r.run_id] = []
             self._steps[r.run_id] = {}
-        for (rid, *_), e in zip(batch.events, batch.source, strict=True):
-            self._events[rid].append(e)
+        for e in batch.source:
+            self._events[e.run_id].append(e)
         finished = set(batch.finished)
         for r in batch.runs:
             run = self._runs[r.run_id]

@@ -37,7 +37,7 @@ import orjson
 from podium.errors import ConfigError, RunNotFound, StoreError
 from podium.events import ErrorInfo, Event, StepSucceeded, event_from_dict
 from podium.state import RunRecord, StepRecord
-from podium.store.base import Batch
+from podium.store.base import Batch, encode_event
 from podium.store.queries import queries
 from podium.store.sqlite_alerts import AlertQueries
 from podium.store.sqlite_checkpoint import CHECKPOINT_THREAD_AFTER, Checkpointer
@@ -368,7 +368,9 @@ class SQLiteStore(AlertQueries):
                 r.input_json, r.status, r.output_json, r.error_json, r.created_at,
                 r.started_at, r.finished_at, r.owner, r.lease_expires_at,
                 _dumps(r.agents_source), r.phase))
-        conn.executemany(Q["event_insert"], batch.events)
+        conn.executemany(Q["event_insert"], [  # batch.event_rows(), without its call
+            (e.run_id, seq, e.type, e.ts, encode_event(e))
+            for e, seq in zip(batch.source, batch.seqs, strict=True)])
         finished = batch.finished
         for r in batch.runs:  # mostly one, where executemany costs more than execute
             conn.execute(Q["run_update"], (
