@@ -8,6 +8,7 @@ the CLI can map each branch to an exit code without guessing::
     ├── InputError           a run's input is invalid (exit 2)
     ├── ConfigError          bad settings, unknown agent module... (exit 2)
     │   ├── RunHeld              another live process holds the run (exit 2)
+    │   ├── WorkerNameTaken      a live worker already has this --name (exit 2)
     │   └── NothingToCompensate  a rollback of a run no step of which has an undo
     ├── AgentError           raised by an agent to fail an attempt with a type
     │   ├── InvalidInput         ``invalid_input`` (never retried by default)
@@ -17,6 +18,7 @@ the CLI can map each branch to an exit code without guessing::
     │   ├── AttemptTimeout       ``timeout``
     │   └── OutputTooLarge       ``output_too_large`` (an answer over the agent's limit)
     ├── RunNotFound          no such run in the store (exit 2)
+    ├── RunLost              this process lost a run it executed (taken over)
     └── StoreError           the database is unreachable or not Podium's (exit 3)
 
 This module imports nothing of Podium's, so every layer may use it.
@@ -41,9 +43,11 @@ __all__ = [
     "Problem",
     "RateLimited",
     "RunHeld",
+    "RunLost",
     "RunNotFound",
     "StoreError",
     "Unavailable",
+    "WorkerNameTaken",
 ]
 
 
@@ -114,6 +118,10 @@ class RunHeld(ConfigError):
     """Another live process holds the run: it executes it, or took it over first."""
 
 
+class WorkerNameTaken(ConfigError):
+    """A live worker already runs under this id (``podium worker --name``)."""
+
+
 class NothingToCompensate(ConfigError):
     """A rollback was asked of a run none of whose succeeded steps has a ``compensate``.
 
@@ -123,6 +131,12 @@ class NothingToCompensate(ConfigError):
 
 class RunNotFound(PodiumError):
     """No run with this id in the store."""
+
+
+class RunLost(PodiumError):
+    """Another process took over a run this one was executing (this one's lease lapsed:
+    it was frozen, or cut off from the database): this process stopped executing it
+    and wrote nothing more of it."""
 
 
 class StoreError(PodiumError):

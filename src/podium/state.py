@@ -156,6 +156,8 @@ class RunRecord:
     # by hand, and when the last one was: poison runs stop being taken over.
     recoveries: int = 0
     recovered_at: float | None = None
+    # The queue a worker takes it from (workflow file ``queue:``, ``submit --queue``).
+    queue: str = "default"
     # Steps succeeded so far (a counter, so ordering a success is O(1)).
     completions: int = 0
     steps: dict[str, StepRecord] = field(default_factory=dict)

@@ -80,9 +80,13 @@ class _Wrapper:
                             definition: dict[str, Any]) -> None:
         await self.inner.save_workflow(name, version, definition)
 
-    async def write_batch(self, batch: Batch) -> None:
-        await self.inner.write_batch(batch)
-        self._landed(batch)
+    async def now(self) -> float:
+        return await self.inner.now()
+
+    async def write_batch(self, batch: Batch) -> frozenset[str]:
+        lost = await self.inner.write_batch(batch)
+        self._landed(batch.without(lost))
+        return lost
 
     async def batch_committed(self, batch: Batch) -> bool:
         landed = await self.inner.batch_committed(batch)
@@ -109,15 +113,17 @@ class _Wrapper:
     async def cancel_requests(self, run_ids: Collection[str]) -> set[str]:
         return await self.inner.cancel_requests(run_ids)
 
-    async def claim_run(self, run: RunRecord, owner: str, until: float, *,
-                        recoveries: int, now: float) -> bool:
-        return await self.inner.claim_run(run, owner, until, recoveries=recoveries, now=now)
+    async def claim_run(self, run: RunRecord, owner: str, *, lease_s: float,
+                        recoveries: int, owner_dead: bool = False) -> bool:
+        return await self.inner.claim_run(run, owner, lease_s=lease_s, recoveries=recoveries,
+                                          owner_dead=owner_dead)
 
     async def release_run(self, run_id: str, owner: str, *, force: bool = False) -> None:
         await self.inner.release_run(run_id, owner, force=force)
 
-    async def renew_leases(self, owner: str, run_ids: Collection[str], until: float) -> None:
-        await self.inner.renew_leases(owner, run_ids, until)
+    async def renew_leases(self, owner: str, run_ids: Collection[str],
+                           lease_s: float) -> set[str]:
+        return await self.inner.renew_leases(owner, run_ids, lease_s)
 
     async def save_alert(self, alert: AlertRecord, what: str, detail: str = "",
                          ts: float | None = None) -> None:
@@ -148,11 +154,12 @@ class DelayedStore(_Wrapper):
         self.rng = rng
         self.batches = 0
 
-    async def write_batch(self, batch: Batch) -> None:
+    async def write_batch(self, batch: Batch) -> frozenset[str]:
         await asyncio.sleep(self.rng.uniform(0.001, 0.005))
-        await self.inner.write_batch(batch)
+        lost = await self.inner.write_batch(batch)
         self.batches += 1
-        self._landed(batch)
+        self._landed(batch.without(lost))
+        return lost
 
 
 class CutOffStore(_Wrapper):
@@ -171,17 +178,18 @@ class CutOffStore(_Wrapper):
         self.landed_then_cut, self.lost = landed_then_cut, lost
         self.cut = self.dropped = 0
 
-    async def write_batch(self, batch: Batch) -> None:
+    async def write_batch(self, batch: Batch) -> frozenset[str]:
         await asyncio.sleep(0)
         roll = self.rng.random()
         if roll < self.lost:
             self.dropped += 1
             raise CommitUnknown("connection lost before COMMIT (test)")
-        await self.inner.write_batch(batch)
-        self._landed(batch)
+        lost = await self.inner.write_batch(batch)
+        self._landed(batch.without(lost))
         if roll < self.lost + self.landed_then_cut:
             self.cut += 1
             raise CommitUnknown("connection lost after COMMIT (test)")
+        return lost
 
 
 Wrap = Callable[[Store], _Wrapper]

@@ -135,24 +135,89 @@ async def test_listing_filters_orders_and_limits_and_ids_resolve_by_prefix(store
 
 
 async def test_a_claim_is_a_compare_and_swap_exactly_one_of_two_wins(store: Store) -> None:
-    await store.write_batch(batch([new_run("c1", owner="dead", lease=5.0)], [started("c1")]))
+    now = await store.now()
+    await store.write_batch(batch([new_run("c1", owner="dead", lease=now - 5)], [started("c1")]))
     seen_a, seen_b = await store.get_run("c1"), await store.get_run("c1")
-    won = [await store.claim_run(seen_a, "a", 50.0, recoveries=1, now=20.0),
-           await store.claim_run(seen_b, "b", 50.0, recoveries=1, now=20.0)]
+    won = [await store.claim_run(seen_a, "a", lease_s=50.0, recoveries=1),
+           await store.claim_run(seen_b, "b", lease_s=50.0, recoveries=1)]
     assert won == [True, False]
     stored = await store.get_run("c1")
-    assert (stored.owner, stored.epoch, stored.recoveries, stored.recovered_at,
-            stored.lease_expires_at) == ("a", 1, 1, 20.0, 50.0)
-    assert (seen_a.owner, seen_a.epoch) == ("a", 1)  # the winner's record follows
-    # A renewal changes the lease: a claim made on what was read before it fails.
-    before = await store.get_run("c1")
-    await store.renew_leases("a", ["c1"], 80.0)
-    assert not await store.claim_run(before, "c", 90.0, recoveries=2, now=30.0)
-    assert (await store.get_run("c1")).lease_expires_at == 80.0
+    assert (stored.owner, stored.epoch, stored.recoveries) == ("a", 1, 1)
+    # The lease and the takeover's time are the store's clock's.
+    assert stored.recovered_at is not None
+    assert now <= stored.recovered_at <= now + 5
+    assert stored.lease_expires_at == pytest.approx(stored.recovered_at + 50.0)
+    assert (seen_a.owner, seen_a.epoch, seen_a.lease_expires_at) == (
+        "a", 1, stored.lease_expires_at)  # the winner's record follows
     await store.release_run("c1", "someone-else")
     assert (await store.get_run("c1")).owner == "a"
     await store.release_run("c1", "a")
     assert (await store.get_run("c1")).owner is None
+
+
+async def test_a_claim_takes_only_a_free_run(store: Store) -> None:
+    """Free: no owner, an expired lease (store's clock), or an owner the caller knows
+    is dead; a live lease is never taken, and a cancel request survives the claim."""
+    now = await store.now()
+    await store.write_batch(batch([new_run("l1", owner="alive", lease=now + 60),
+                                   new_run("l2", owner=None, lease=None)],
+                                  [started("l1"), started("l2")]))
+    assert await store.request_cancel("l1")
+    live = await store.get_run("l1")
+    assert not await store.claim_run(live, "b", lease_s=10.0, recoveries=1)
+    assert (await store.get_run("l1")).owner == "alive"
+    assert await store.claim_run(live, "b", lease_s=10.0, recoveries=1, owner_dead=True)
+    assert live.cancel_requested  # kept: a cancel asked while the owner died still holds
+    assert (await store.get_run("l1")).cancel_requested
+    assert await store.claim_run(await store.get_run("l2"), "b", lease_s=10.0, recoveries=0)
+    run = await store.get_run("l2")
+    assert (run.owner, run.epoch, run.recoveries, run.recovered_at) == ("b", 1, 0, None)
+
+
+async def test_renewing_leases_names_the_runs_no_longer_held(store: Store) -> None:
+    now = await store.now()
+    await store.write_batch(batch([new_run("n1", owner="a", lease=now + 1),
+                                   new_run("n2", owner="a", lease=now + 1)],
+                                  [started("n1"), started("n2")]))
+    assert await store.claim_run(await store.get_run("n2"), "b", lease_s=30.0, recoveries=1,
+                                 owner_dead=True)
+    assert await store.renew_leases("a", ["n1", "n2", "gone"], 30.0) == {"n2", "gone"}
+    n1 = await store.get_run("n1")
+    assert n1.lease_expires_at is not None
+    assert n1.lease_expires_at >= now + 29
+    assert await store.renew_leases("a", [], 30.0) == set()
+
+
+@pytest.mark.parametrize("fence", [True, False])
+async def test_a_batch_is_fenced_off_only_the_runs_its_writer_lost(
+        store: Store, fence: bool) -> None:
+    """A writer whose run was taken over writes nothing more of it, and the rest of its
+    batch lands: never a whole batch lost for one run, never a duplicate success."""
+    now = await store.now()
+    await store.write_batch(batch([new_run("f1", owner="a", lease=now + 60),
+                                   new_run("f2", owner="a", lease=now + 60)],
+                                  [started("f1"), started("f2")]))
+    taken = await store.get_run("f1")
+    assert await store.claim_run(taken, "b", lease_s=60.0, recoveries=1, owner_dead=True)
+    ok = StepSucceeded(run_id="f1", ts=3.0, step_id="a", attempt=1, agent_id="x", output=1,
+                       duration_s=0.1, output_json="1")
+    ok2 = StepSucceeded(run_id="f2", ts=3.0, step_id="a", attempt=1, agent_id="x", output=2,
+                        duration_s=0.1, output_json="2")
+    zombie = batch(events=[ok, ok2], seq_from={"f1": 1, "f2": 1},
+                   steps=[step_row("f1", "a", "succeeded", output=1, completed=1),
+                          step_row("f2", "a", "succeeded", output=2, completed=1)])
+    zombie.owner, zombie.epochs, zombie.fence = "a", {"f1": 0, "f2": 0}, True
+    assert await store.write_batch(zombie) == {"f1"}
+    assert await store.last_seq("f1") == 1  # nothing of the zombie's
+    assert (await store.get_run("f1")).steps == {}
+    assert await store.last_seq("f2") == 2
+    assert (await store.get_run("f2")).steps["a"].output == 2
+    # The new owner writes at its epoch.
+    mine = batch(events=[ok], seq_from={"f1": 1},
+                 steps=[step_row("f1", "a", "succeeded", output=1, completed=1)])
+    mine.owner, mine.epochs, mine.fence = "b", {"f1": 1}, fence
+    assert await store.write_batch(mine) == set()
+    assert (await store.get_run("f1")).steps["a"].output == 1
 
 
 async def test_cancel_requests_are_kept_until_the_run_ends(store: Store) -> None:

@@ -78,8 +78,9 @@ def runs_cmd(
         try:
             runs = await engine.store.list_runs(status=status, workflow=workflow, limit=limit)
             out = []
+            now = await engine.store.now()
             for r in runs:
-                stale = r.status in LIVE_RUN_STATUSES and engine.owner_is_dead(r)
+                stale = r.status in LIVE_RUN_STATUSES and engine.owner_is_dead(r, now)
                 out.append({
                     "run_id": r.run_id, "workflow": r.workflow, "version": r.version,
                     "status": r.status,
@@ -363,7 +364,8 @@ def cancel(
         rt = await _runtime(db)
         try:
             run = await rt.store.get_run(run_id)
-            if run.status in LIVE_RUN_STATUSES and rt.engine.owner_is_dead(run):
+            if run.status in LIVE_RUN_STATUSES and rt.engine.owner_is_dead(
+                    run, await rt.store.now()):
                 # Nobody is executing it: cancel here with its own agents (none are called).
                 await rt.close()
                 rt = await _runtime(db, None, run.agents_source)

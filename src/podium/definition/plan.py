@@ -51,6 +51,11 @@ class Plan:
     # registered before a run starts, checked once per ref rather than per step.
     agent_refs: frozenset[str] = frozenset()
 
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """``agent_refs`` in order: what a worker must provide to execute a run."""
+        return tuple(sorted(self.agent_refs))
+
     def __len__(self) -> int:
         return len(self.nodes)
 

@@ -3,7 +3,11 @@
 An ``Engine`` is cheap to make and holds no event loop until it runs
 something. Runs are tasks on the caller's loop; a small supervisor task
 (started only while runs are active) polls the store for cancel requests
-from other processes and renews this owner's leases.
+from other processes and renews this owner's leases. A run the store says
+this owner lost (another process took it over after this one's lease lapsed)
+stops at once and writes nothing more; when the leases cannot be renewed for
+two thirds of their length, the engine stops every run itself (self-fencing),
+before anyone else may take them over.
 """
 
 from __future__ import annotations
@@ -11,10 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import random
-import secrets
-import socket
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +31,7 @@ from podium.definition.plan import Plan, compile_plan
 from podium.engine.attempt import Call
 from podium.engine.context import RunContext
 from podium.engine.journal import Journal
+from podium.engine.owners import new_owner_id, pid_gone
 from podium.engine.retry import RetryState
 from podium.engine.run import CANCELLED, FAILED, RunExecution, calls_of
 from podium.errors import (
@@ -37,6 +41,7 @@ from podium.errors import (
     PodiumError,
     Problem,
     RunHeld,
+    RunLost,
 )
 from podium.events import ErrorInfo, Event, EventBus, RunCancelRequested
 from podium.state import (
@@ -110,10 +115,12 @@ class EngineConfig:
     registry: AgentRegistry | None = None
     clock: Clock = field(default_factory=SystemClock)
     rng: random.Random = field(default_factory=random.Random)
-    owner: str = field(
-        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-    )
+    owner: str = field(default_factory=new_owner_id)
     lease_s: float = 15.0
+    # Leases run on the store's clock (wall time, or the database's), not on the
+    # engine's (a FakeClock's jumps are not time a lease lives through): the engine
+    # counts how long it went without renewing them on this one.
+    lease_clock: Callable[[], float] = time.monotonic
     poll_interval_s: float = 0.5
     # Subscribed to the bus before the registry announces the fleet: metrics, alerts,
     # progress views hear of every agent and every run from the start.
@@ -126,6 +133,7 @@ class RunHandle:
     def __init__(self, execution: RunExecution, task: asyncio.Task[RunRecord]) -> None:
         self._execution = execution
         self._task = task
+        self._lost: str | None = None
 
     @property
     def run_id(self) -> str:
@@ -139,11 +147,23 @@ class RunHandle:
     def cancel(self, reason: str = "cancelled by request") -> None:
         self._execution.stop(CANCELLED, reason)
 
+    def abandon(self, why: str) -> None:
+        """Stop executing the run *without ending it*: another process holds it now (or
+        may soon). Nothing more of it is written; ``result()`` raises ``RunLost``."""
+        if self._lost is None and not self._task.done():
+            self._lost = why
+            self._task.cancel()
+
     def done(self) -> bool:
         return self._task.done()
 
     async def result(self) -> RunRecord:
-        return await asyncio.shield(self._task)
+        try:
+            return await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            if self._lost is not None and self._task.cancelled():
+                raise RunLost(f"run {self.run_id}: {self._lost}", run_id=self.run_id) from None
+            raise
 
 
 class Engine:
@@ -164,7 +184,8 @@ class Engine:
         self.owner = cfg.owner
         self.bus = EventBus()
         # The journal hears every event first: a position is the event's place in it.
-        self.journal = Journal(self.store)
+        self.journal = Journal(self.store, self.owner, cfg.lease_clock)
+        self.journal.on_lost = self._lost
         self.bus.subscribe(self.journal.append)
         for observer in cfg.observers:
             self.bus.subscribe(observer)
@@ -291,6 +312,7 @@ class Engine:
             await self.store.save_workflow(workflow.name, workflow.version, definition)
             self._saved_versions.add(key)
         now = self.clock.now()
+        lease_s = self.config.lease_s
         record = RunRecord(
             run_id=run_id or new_run_id(),
             workflow=workflow.name,
@@ -299,10 +321,11 @@ class Engine:
             input=value,
             created_at=now,
             owner=self.owner,
-            lease_expires_at=now + self.config.lease_s,
+            lease_expires_at=await self.store.now() + lease_s,  # on the store's clock
             agents_source=dict(agents_source or {}),
         )
-        self.journal.track(record, new=True)
+        self._leased()
+        self.journal.track(record, new=True, needs=plan.needs)
         handle = self._launch(plan, record, resumed=False)
         # The run row and its start commit together, before start() returns; at once
         # when no other run could share the transaction.
@@ -368,10 +391,11 @@ class Engine:
             return True
         await self.open()
         run = await self.store.get_run(run_id)
-        if run.status in LIVE_RUN_STATUSES and self.owner_is_dead(run):
+        if run.status in LIVE_RUN_STATUSES and self.owner_is_dead(run, await self.store.now()):
             # Nobody is executing it: finish it as cancelled here, calling no agent.
-            await self._end_unexecuted(run.run_id, CANCELLED, reason)
-            return True
+            with contextlib.suppress(RunHeld):  # else someone took it first: ask them
+                await self._end_unexecuted(run.run_id, CANCELLED, reason)
+                return True
         ok = await self.store.request_cancel(run.run_id)
         if ok:  # for this process's observers; the owner records it in the run's timeline
             self.bus.emit(RunCancelRequested(run_id=run.run_id, ts=self.clock.now(),
@@ -388,32 +412,25 @@ class Engine:
         return await execution.end_unexecuted(why, message, error, in_flight)
 
     # --- recovery -------------------------------------------------------
-    def owner_is_dead(self, run: RunRecord) -> bool:
-        """A run's owner is gone: its pid vanished on this host, or its lease ran out."""
+    def owner_is_dead(self, run: RunRecord, store_now: float) -> bool:
+        """A run's owner is gone: its lease ran out by the store's clock (``store_now``),
+        or its process vanished from this host (see ``owners.pid_gone``)."""
         if run.owner is None:
             return True
         if run.owner == self.owner:
             return run.run_id not in self._active
-        host, _, rest = run.owner.partition(":")
-        pid_text = rest.partition(":")[0]
-        if host == socket.gethostname() and pid_text.isdigit():
-            pid = int(pid_text)
-            if pid != os.getpid():
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    return True
-                except PermissionError:
-                    pass
-        return (run.lease_expires_at or 0) < self.clock.now()
+        if pid_gone(run.owner):
+            return True
+        return (run.lease_expires_at or 0) < store_now
 
     async def stale_runs(self, limit: int = 1000) -> list[RunRecord]:
         """Runs left running or pending by a process that is gone: resumable."""
         await self.open()
         out = []
+        now = await self.store.now()
         for status in (RunStatus.RUNNING, RunStatus.PENDING):
             for run in await self.store.list_runs(status=status, limit=limit):
-                if self.owner_is_dead(run):
+                if self.owner_is_dead(run, now):
                     out.append(run)
         return out
 
@@ -435,7 +452,7 @@ class Engine:
                 f"run {run.run_id} is already executing in this engine", run_id=run.run_id
             )
         stale = run.status in LIVE_RUN_STATUSES
-        if stale and not self.owner_is_dead(run):
+        if stale and not self.owner_is_dead(run, await self.store.now()):
             raise RunHeld(
                 f"run {run.run_id} is executing in another process ({run.owner}); its lease"
                 " runs until it stops renewing it (fix: wait, or `podium cancel` it)",
@@ -449,10 +466,9 @@ class Engine:
                 else run.recoveries
         else:  # a finished run: redriven (its takeovers start over) or rolled back
             recoveries = 0 if run.status in _REDRIVEN else run.recoveries
-        now = self.clock.now()
-        if not await self.store.claim_run(
-            run, self.owner, now + self.config.lease_s, recoveries=recoveries, now=now
-        ):
+        dead = run.owner is not None and run.owner != self.owner and pid_gone(run.owner)
+        if not await self.store.claim_run(run, self.owner, lease_s=self.config.lease_s,
+                                          recoveries=recoveries, owner_dead=dead):
             holder = await self.store.get_run(run.run_id)
             raise RunHeld(
                 f"run {run.run_id} was taken over by another process first ({holder.owner})",
@@ -464,6 +480,7 @@ class Engine:
         plan = self.plan(workflow)
         self.check_agents(plan, f"run {run.run_id}")
         self.journal.track(run, new=False, seq=await self.store.last_seq(run.run_id))
+        self._leased()
         return run, workflow, plan
 
     async def resume(self, run_id: str, *, stale_only: bool = False) -> RunHandle:
@@ -604,7 +621,8 @@ class Engine:
         """Run the compensations of a finished run's succeeded steps, newest first."""
         await self.open()
         existing = await self.store.get_run(run_id)
-        if existing.status in LIVE_RUN_STATUSES and not self.owner_is_dead(existing):
+        if existing.status in LIVE_RUN_STATUSES and not self.owner_is_dead(
+                existing, await self.store.now()):
             raise ConfigError(
                 f"run {existing.run_id} is still executing (fix: `podium cancel` it first)",
                 run_id=existing.run_id,
@@ -625,11 +643,19 @@ class Engine:
             )
 
     async def _supervise(self) -> None:
-        """Poll for cross-process cancel requests and renew leases while runs are active."""
+        """Poll for cross-process cancel requests and renew leases while runs are active.
+
+        A run the store says this owner no longer holds stops at once. Leases not
+        renewed for two thirds of their length (the store unreachable, or this
+        process frozen) stop every run here: past the lease another process may take
+        them over, and two executions of one run must never overlap.
+        """
         cfg = self.config
-        last_renew = self.clock.monotonic()
+        clock, elapsed = self.clock, cfg.lease_clock
+        last_renew = last_ok = elapsed()
+        failing = False
         while self._active:
-            await _after(self.clock, cfg.poll_interval_s)
+            await _after(clock, cfg.poll_interval_s)
             ids = list(self._active)
             if not ids:
                 break
@@ -638,11 +664,54 @@ class Engine:
                     handle = self._active.get(rid)
                     if handle is not None:
                         handle.cancel("cancel requested")
-                if self.clock.monotonic() - last_renew >= cfg.lease_s / 3:
-                    await self.store.renew_leases(self.owner, ids, self.clock.now() + cfg.lease_s)
-                    last_renew = self.clock.monotonic()
+                if elapsed() - last_renew >= cfg.lease_s / 3:
+                    started = elapsed()
+                    if started - last_ok >= cfg.lease_s * 2 / 3:
+                        self._fence_all(started - last_ok)  # frozen: renew nothing late
+                        break
+                    lost = await self.store.renew_leases(self.owner, ids, cfg.lease_s)
+                    last_renew = last_ok = started
+                    self._leased(started)
+                    for rid in lost:
+                        self._lost(rid)
+                    if failing:
+                        log.warning("supervisor: the store answers again; leases renewed")
+                        failing = False
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.warning("supervisor: store poll failed; retrying", exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - logged once per state change
+                if not failing:
+                    log.warning("supervisor: store poll failed, retrying: %s", exc)
+                    failing = True
+                if elapsed() - last_ok >= cfg.lease_s * 2 / 3:
+                    self._fence_all(elapsed() - last_ok)
+                    break
         self._supervisor = None
+
+    def _leased(self, at: float | None = None) -> None:
+        """Every lease this engine holds runs from ``at`` (monotonic) on: until two thirds
+        of it have passed, nobody can have taken a run over, so batches need no fencing
+        (``Journal.leases_good_until``)."""
+        at = self.config.lease_clock() if at is None else at
+        j = self.journal
+        j.leases_good_until = max(j.leases_good_until, at + self.config.lease_s * 2 / 3)
+
+    def _lost(self, run_id: str) -> None:
+        """The store says another process holds ``run_id``: stop executing it here."""
+        self.journal.forget(run_id)
+        handle = self._active.get(run_id)
+        if handle is not None:
+            handle.abandon("another process took it over after this one's lease lapsed;"
+                           " this process stopped executing it and wrote nothing more")
+
+    def _fence_all(self, silent_s: float) -> None:
+        """Self-fencing: leases not renewed for ``silent_s``; stop every run here."""
+        log.error("leases not renewed for %.1fs (the store unreachable, or this process"
+                  " frozen): stopping all %d runs here so that another process can take"
+                  " them over", silent_s, len(self._active))
+        self.journal.leases_good_until = -math.inf
+        for rid, handle in list(self._active.items()):
+            self.journal.forget(rid)
+            handle.abandon(f"its lease was not renewed for {silent_s:.1f}s (the store"
+                           " unreachable, or this process frozen); this process stopped"
+                           " executing it so that another can take it over")

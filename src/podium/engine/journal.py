@@ -20,6 +20,13 @@ and those waiting for it get the error.
 A store that commits locally (``SyncRunStore``) is written on the spot when
 nothing else could share the batch (``commit_now``): a chain's step needs no
 extra loop turn to become durable.
+
+Fencing: each batch names its writer and the epoch at which it holds each run;
+the store drops the part of any run it no longer holds and says so, and the
+journal forgets that run and tells the engine (``on_lost``), which stops its
+execution. Batches cut after the engine's leases may have lapsed (``leases_good_until``
+passed without a renewal) ask the store to check even where it otherwise
+trusts the leases (``Batch.fence``).
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -66,11 +76,21 @@ class _Tracked:
     # and the outputs of those that succeeded among them.
     touched: set[str] = field(default_factory=set)
     outputs: dict[str, str] = field(default_factory=dict)
+    needs: tuple[str, ...] = ()  # a new run's: what executing it takes (RunRow.needs)
 
 
 class Journal:
-    def __init__(self, store: RunStore) -> None:
+    def __init__(self, store: RunStore, owner: str | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.store = store
+        self.owner = owner
+        self._monotonic = monotonic
+        # Until then (monotonic), every lease this engine holds was renewed or taken
+        # recently enough that nobody can have taken a run over: past it, batches are
+        # fenced by the store (``Batch.fence``).
+        self.leases_good_until = -math.inf
+        # Told of each run the store fenced a batch off from (another process holds it).
+        self.on_lost: Callable[[str], None] | None = None
         # (Not isinstance(): a runtime-checkable protocol's check costs ~16 µs.)
         self._sync = cast(SyncRunStore, store) if callable(
             getattr(store, "write_batch_now", None)) else None
@@ -86,10 +106,23 @@ class Journal:
         self._scheduled = False
 
     # --- runs ---------------------------------------------------------------
-    def track(self, run: RunRecord, *, new: bool, seq: int = 0) -> None:
+    def track(self, run: RunRecord, *, new: bool, seq: int = 0,
+              needs: tuple[str, ...] = ()) -> None:
         """Write ``run``'s events from now on: a new run (its row goes in the next batch)
         or one taken over, whose last committed event is ``seq``."""
-        self._tracked[run.run_id] = _Tracked(run, seq, new)
+        self._tracked[run.run_id] = _Tracked(run, seq, new, needs=needs)
+
+    def forget(self, run_id: str) -> None:
+        """Write nothing more of ``run_id`` (its pending events are dropped at the cut)."""
+        self._tracked.pop(run_id, None)
+
+    def _lost(self, lost: frozenset[str]) -> None:
+        for rid in lost:
+            self._tracked.pop(rid, None)
+            log.warning("run %s: another process holds it now; this one stops executing"
+                        " it and writes nothing more of it", rid)
+            if self.on_lost is not None:
+                self.on_lost(rid)
 
     # --- events -------------------------------------------------------------
     def append(self, event: Event) -> None:
@@ -112,11 +145,13 @@ class Journal:
         if self._pending:
             batch, upto = self._cut()
             try:
-                store.write_batch_now(batch)
+                lost = store.write_batch_now(batch)
             except BaseException:
                 self._uncut(batch, upto)
                 raise
             self._committed(batch, upto)
+            if lost:
+                self._lost(lost)
         return True
 
     async def commit_through(self, position: int) -> None:
@@ -179,10 +214,11 @@ class Journal:
 
     async def _write_async(self, batch: Batch, upto: int) -> None:
         error: BaseException | None = None
+        lost: frozenset[str] = frozenset()
         try:
             for attempt in range(_WRITE_TRIES):
                 try:
-                    await self.store.write_batch(batch)
+                    lost = await self.store.write_batch(batch)
                     break
                 except CommitUnknown:
                     if await self._landed(batch):
@@ -198,6 +234,8 @@ class Journal:
                 log.warning("commit failed, will retry: %s", exc)
         else:
             self._committed(batch, upto)
+            if lost:
+                self._lost(lost)
         finally:
             self._writing = None
         self._release(error)
@@ -286,13 +324,16 @@ class Journal:
         runs: list[RunRow] = []
         steps: list[StepRow] = []
         finished: list[str] = []
+        epochs: dict[str, int] = {}
         make = tuple.__new__  # a StepRow from its tuple, without NamedTuple's Python __new__
         for rid in last_seq:
             t = tracked[rid]
             record = t.record
+            if not t.new:
+                epochs[rid] = record.epoch
             if t.new or (run_level is not None and rid in run_level):
                 if t.new:
-                    new_runs.append(_run_row(record, new=True))
+                    new_runs.append(_run_row(record, new=True, needs=t.needs))
                 else:
                     runs.append(_run_row(record, new=False))
                 if record.status in TERMINAL_RUN_STATUSES:
@@ -310,7 +351,8 @@ class Journal:
             t.touched.clear()
             if outputs:
                 outputs.clear()
-        return Batch(new_runs, taken, seqs, runs, steps, last_seq, finished), upto
+        return Batch(new_runs, taken, seqs, runs, steps, last_seq, finished, self.owner,
+                     epochs, self._monotonic() > self.leases_good_until), upto
 
     def _uncut(self, batch: Batch, _upto: int) -> None:
         """A batch that did not land: its events are pending again, before any newer.
@@ -349,7 +391,7 @@ def _error_json(err: ErrorInfo) -> str:
 _NOT_NEW = RunRow("", "", "", None, None, None, "")[7:]  # defaults: columns only a new run sets
 
 
-def _run_row(r: RunRecord, *, new: bool) -> RunRow:
+def _run_row(r: RunRecord, *, new: bool, needs: tuple[str, ...] = ()) -> RunRow:
     output = "null" if r.output is None else orjson.dumps(r.output).decode()
     error = None if r.error is None else _error_json(r.error)
     if not new:
@@ -358,4 +400,4 @@ def _run_row(r: RunRecord, *, new: bool) -> RunRow:
     return tuple.__new__(RunRow, (r.run_id, r.status, output, error, r.started_at,
                                   r.finished_at, r.phase, r.workflow, r.version, r.definition,
                                   orjson.dumps(r.input).decode(), r.created_at, r.owner,
-                                  r.lease_expires_at, r.agents_source))
+                                  r.lease_expires_at, r.agents_source, r.queue, needs))

@@ -17,12 +17,21 @@ turn later (``SyncRunStore``).
 
 Runs carry an ``owner``, a lease and an ``epoch`` so that several processes
 (and, on PostgreSQL, several hosts) can share a database and take over the
-runs of one that died: ``claim_run`` is a compare-and-swap.
+runs of one that died: ``claim_run`` is a compare-and-swap on the epoch, and a
+batch is *fenced*: the runs it writes must still be its owner's at the epoch
+the journal holds, or their part of the batch is dropped (never the whole
+batch) and ``write_batch`` names them, so their executions stop. Leases are
+measured on the store's clock (``now``): the database server's for
+PostgreSQL, so clock skew between hosts moves no lease.
+
+A store that many workers share (PostgreSQL) also offers ``WorkerStore``:
+worker rows whose heartbeat is the lease of every run they hold, and a claim
+of many runs in one statement.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -33,6 +42,7 @@ from podium.events import Event
 from podium.state import AlertRecord, AttemptOutcome, RunRecord
 
 __all__ = [
+    "NO_RUNS",
     "AlertStore",
     "Batch",
     "CommitUnknown",
@@ -42,8 +52,12 @@ __all__ = [
     "StepRow",
     "Store",
     "SyncRunStore",
+    "WorkerInfo",
+    "WorkerStore",
     "encode_event",
 ]
+
+NO_RUNS: frozenset[str] = frozenset()  # what write_batch returns when no run was lost
 
 
 class CommitUnknown(StoreError):
@@ -94,6 +108,10 @@ class RunRow(NamedTuple):
     owner: str | None = None
     lease_expires_at: float | None = None
     agents_source: Any = None
+    queue: str = "default"
+    # What executing it needs: capability names, and agent ids as "@id" (a worker
+    # claims only runs whose needs its registry meets).
+    needs: tuple[str, ...] = ()
 
 
 # An event as stored: run id, number in its run, type, time, and its other fields as
@@ -131,6 +149,12 @@ class Batch:
     run; ``last_seq`` is each run's last number in the batch (what
     ``batch_committed`` looks for). Events are encoded only when a store asks
     (``event_rows``): a store that keeps objects never pays for JSON.
+
+    Fencing: ``epochs`` holds, for each run of the batch that is not new, the epoch
+    its writer claimed it at, and ``owner`` the writer. ``fence`` says the writer's
+    lease may have lapsed (it could not renew it in time): a store that checks
+    ownership only when asked (SQLite, one host, where leases are renewed on time or
+    the writer fences itself) checks then; PostgreSQL checks every batch.
     """
 
     new_runs: list[RunRow] = field(default_factory=list)
@@ -141,6 +165,21 @@ class Batch:
     last_seq: dict[str, int] = field(default_factory=dict)
     # Runs whose row this batch ends (terminal status): stores may forget them after.
     finished: list[str] = field(default_factory=list)
+    owner: str | None = None
+    epochs: dict[str, int] = field(default_factory=dict)
+    fence: bool = False
+
+    def without(self, lost: Collection[str]) -> Batch:
+        """The batch minus everything of the runs in ``lost`` (fenced off)."""
+        keep = [i for i, e in enumerate(self.source) if e.run_id not in lost]
+        return Batch(
+            [r for r in self.new_runs if r.run_id not in lost],
+            [self.source[i] for i in keep], [self.seqs[i] for i in keep],
+            [r for r in self.runs if r.run_id not in lost],
+            [s for s in self.steps if s.run_id not in lost],
+            {k: v for k, v in self.last_seq.items() if k not in lost},
+            [r for r in self.finished if r not in lost], self.owner,
+            {k: v for k, v in self.epochs.items() if k not in lost}, self.fence)
 
     def event_rows(self) -> list[EventRow]:
         """The events as rows to insert: (run id, seq, type, ts, JSON)."""
@@ -162,9 +201,20 @@ class RunStore(Protocol):
         """Keep a definition by name and version (idempotent for the same content)."""
         ...
 
-    async def write_batch(self, batch: Batch) -> None:
+    async def now(self) -> float:
+        """The store's clock (epoch seconds), on which every lease is measured: the
+        database server's for PostgreSQL; the host's wall clock for a local file."""
+        ...
+
+    async def write_batch(self, batch: Batch) -> frozenset[str]:
         """Commit the batch in one transaction or raise (``CommitUnknown`` when the
-        outcome could not be known); nothing of a failed batch stays written."""
+        outcome could not be known); nothing of a failed batch stays written.
+
+        Returns the runs the batch was fenced off from (``NO_RUNS`` mostly): runs of
+        ``batch.epochs`` that are no longer ``batch.owner``'s at that epoch, found
+        under a lock on their rows (always on PostgreSQL; with ``batch.fence`` at
+        least). Nothing of theirs was written; the rest of the batch was.
+        """
         ...
 
     async def batch_committed(self, batch: Batch) -> bool:
@@ -199,14 +249,17 @@ class RunStore(Protocol):
         """Which of these runs someone asked to cancel."""
         ...
 
-    async def claim_run(self, run: RunRecord, owner: str, until: float, *,
-                        recoveries: int, now: float) -> bool:
-        """Take the run for ``owner`` if nobody claimed nor renewed it since ``run`` was read.
+    async def claim_run(self, run: RunRecord, owner: str, *, lease_s: float,
+                        recoveries: int, owner_dead: bool = False) -> bool:
+        """Take the run for ``owner``: a compare-and-swap on the epoch ``run`` was read at.
 
-        A compare-and-swap on the run's epoch, owner and lease as ``run`` holds them:
-        of two processes that both found its owner dead, exactly one wins. On success
-        the epoch goes up by one, ``recoveries`` is stored (with ``now`` as the time of
-        the takeover when it grew) and ``run`` is updated to match.
+        It wins only if nobody claimed the run since, and the run is free: no owner,
+        ``owner`` itself, an owner the caller knows is dead (``owner_dead``: its
+        process is gone from this host), or a lease expired by the store's clock.
+        Of two processes that both found the owner dead, exactly one wins. On
+        success the epoch goes up by one, the lease runs ``lease_s`` from the store's
+        now, ``recoveries`` is stored (with the store's now as ``recovered_at`` when
+        it grew), ``cancel_requested`` is kept, and ``run`` is updated to match.
         """
         ...
 
@@ -214,12 +267,17 @@ class RunStore(Protocol):
         """Give up ownership of a run (``force``: whoever holds it)."""
         ...
 
-    async def renew_leases(self, owner: str, run_ids: Collection[str], until: float) -> None: ...
+    async def renew_leases(self, owner: str, run_ids: Collection[str],
+                           lease_s: float) -> set[str]:
+        """Extend ``owner``'s leases of these runs to ``lease_s`` from the store's now;
+        return those of them it no longer holds (taken over, released, gone): their
+        executions must stop."""
+        ...
 
 
 @runtime_checkable
 class SyncRunStore(RunStore, Protocol):
-    def write_batch_now(self, batch: Batch) -> None:
+    def write_batch_now(self, batch: Batch) -> frozenset[str]:
         """``write_batch`` without a loop turn: a local commit of tens of microseconds."""
         ...
 
@@ -252,3 +310,88 @@ class AlertStore(Protocol):
 @runtime_checkable
 class Store(RunStore, AlertStore, Protocol):
     """Both: what ``open_store`` gives (one database holds runs and alerts)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A process that executes runs of a shared database (``podium worker``, and any
+    engine owning runs there). Times are the store's clock."""
+
+    id: str
+    host: str
+    pid: int
+    lease_s: float
+    concurrency: int = 1
+    queues: tuple[str, ...] = ("default",)
+    capabilities: tuple[str, ...] = ()
+    # Liveness by pid is a same-host fast path only when both match this process's.
+    boot_id: str | None = None
+    pid_ns: str | None = None
+    # Filled in by the store when read:
+    started: float = 0.0
+    heartbeat: float = 0.0
+    stopping: bool = False
+    runs_held: int = 0
+
+
+@runtime_checkable
+class WorkerStore(Protocol):
+    """What many workers on one database need beyond ``RunStore`` (PostgreSQL).
+
+    A worker's heartbeat row is the lease of every run it holds: ``renew_leases``
+    with the worker's id as owner renews it with one small write.
+    """
+
+    async def register_worker(self, info: WorkerInfo) -> None:
+        """Add the worker's row, its heartbeat now. Raises ``WorkerNameTaken`` when a
+        live worker has this id; the row of a dead one with this id is taken over."""
+        ...
+
+    async def set_stopping(self, worker_id: str) -> None:
+        """Graceful shutdown under way: shown by ``list_workers``."""
+        ...
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        """Hand back every run the worker still holds and delete its row."""
+        ...
+
+    async def list_workers(self) -> list[WorkerInfo]: ...
+
+    async def claim_runs(self, worker_id: str, *, queues: Sequence[str],
+                         capabilities: Collection[str], limit: int) -> list[RunRecord]:
+        """Claim up to ``limit`` runs in one statement, oldest first, none that another
+        claimer holds locked (``FOR UPDATE SKIP LOCKED``): pending runs nobody owns,
+        and live runs whose owner's lease expired by the store's clock once their
+        poison backoff has passed (1 s, 2 s, 4 s... after the last takeover, at most
+        60 s); only runs of ``queues`` whose needs are all in ``capabilities``.
+
+        Each claim bumps the epoch; a takeover from an owner also counts a recovery
+        (``recovered_at`` the store's now). Returns the runs as claimed, with their
+        steps, ``cancel_requested`` kept.
+        """
+        ...
+
+    async def release_runs(self, worker_id: str, run_ids: Collection[str]) -> None:
+        """Hand runs back (owner cleared) for another worker to claim at once."""
+        ...
+
+    async def missing_capabilities(self, older_than_s: float) -> dict[str, list[str]]:
+        """Pending runs older than ``older_than_s`` that no live worker can execute:
+        run id -> the needs no live worker provides."""
+        ...
+
+    async def announce(self) -> None:
+        """Tell the workers there are runs to claim (coalesced: many calls within a few
+        milliseconds send one notification; never inside a step's commit)."""
+        ...
+
+    async def listen(self, on_notice: Callable[[str, str], None]) -> None:
+        """From now until ``close``: ``on_notice("runs", "")`` when runs may be
+        claimable, ``on_notice("cancel", run_id)`` when a cancel is asked; reconnects
+        by itself. Does nothing with notifications off (polling is the safety net)."""
+        ...
+
+    async def lead(self, role: str) -> bool:
+        """Whether this process holds ``role`` (one holder per database, e.g. the alert
+        evaluator): taken if free, kept while this process lives and is connected."""
+        ...

@@ -9,7 +9,8 @@ JSON text they arrived in (decoded only when a run is read back).
 from __future__ import annotations
 
 import copy
-from collections.abc import Collection, Sequence
+import time
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import orjson
@@ -23,7 +24,7 @@ from podium.state import (
     RunRecord,
     StepRecord,
 )
-from podium.store.base import Batch, StepRow
+from podium.store.base import NO_RUNS, Batch, StepRow
 
 __all__ = ["MemoryStore"]
 
@@ -35,7 +36,9 @@ def _error(text: str | None) -> ErrorInfo | None:
 class MemoryStore:
     url = "memory://"
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        # The store's clock, on which leases are measured (``RunStore.now``).
+        self._clock = clock
         self._runs: dict[str, RunRecord] = {}
         self._events: dict[str, list[Event]] = {}
         self._workflows: dict[tuple[str, str], dict[str, Any]] = {}
@@ -55,11 +58,28 @@ class MemoryStore:
     ) -> None:
         self._workflows[(name, str(version))] = copy.deepcopy(definition)
 
-    async def write_batch(self, batch: Batch) -> None:
-        self.write_batch_now(batch)
+    async def now(self) -> float:
+        return self._clock()
 
-    def write_batch_now(self, batch: Batch) -> None:
-        """All of the batch or nothing: checked whole before anything is changed."""
+    async def write_batch(self, batch: Batch) -> frozenset[str]:
+        return self.write_batch_now(batch)
+
+    def write_batch_now(self, batch: Batch) -> frozenset[str]:
+        """All of the batch or nothing: checked whole before anything is changed.
+
+        Ownership is checked on every batch (dictionary lookups: nothing to save)."""
+        lost = NO_RUNS
+        if batch.owner is not None and batch.epochs:
+            runs = self._runs
+            lost = frozenset(
+                rid for rid, epoch in batch.epochs.items()
+                if (r := runs.get(rid)) is not None and (r.owner, r.epoch) != (batch.owner, epoch))
+            if lost:
+                batch = batch.without(lost)
+        self._apply(batch)
+        return lost
+
+    def _apply(self, batch: Batch) -> None:
         counts: dict[str, int] = {}
         for r in batch.new_runs:
             if r.run_id in self._runs:
@@ -83,7 +103,7 @@ class MemoryStore:
                 created_at=r.created_at,
                 started_at=r.started_at, finished_at=r.finished_at, owner=r.owner,
                 lease_expires_at=r.lease_expires_at, agents_source=dict(r.agents_source or {}),
-                phase=r.phase)
+                phase=r.phase, queue=r.queue)
             self._events[r.run_id] = []
             self._steps[r.run_id] = {}
         for e in batch.source:
@@ -162,18 +182,21 @@ class MemoryStore:
     async def cancel_requests(self, run_ids: Collection[str]) -> set[str]:
         return {r for r in run_ids if r in self._runs and self._runs[r].cancel_requested}
 
-    async def claim_run(self, run: RunRecord, owner: str, until: float, *,
-                        recoveries: int, now: float) -> bool:
+    async def claim_run(self, run: RunRecord, owner: str, *, lease_s: float,
+                        recoveries: int, owner_dead: bool = False) -> bool:
         stored = self._find(run.run_id)
-        if (stored.epoch, stored.owner, stored.lease_expires_at) != (
-                run.epoch, run.owner, run.lease_expires_at):
+        now = self._clock()
+        free = (stored.owner is None or stored.owner == owner or owner_dead
+                or stored.lease_expires_at is None or stored.lease_expires_at < now)
+        if stored.epoch != run.epoch or not free:
             return False
         if recoveries > stored.recoveries:
             stored.recovered_at = run.recovered_at = now
         stored.epoch = run.epoch = run.epoch + 1
         stored.owner = run.owner = owner
-        stored.lease_expires_at = run.lease_expires_at = until
+        stored.lease_expires_at = run.lease_expires_at = now + lease_s
         stored.recoveries = run.recoveries = recoveries
+        run.cancel_requested = stored.cancel_requested
         return True
 
     async def release_run(self, run_id: str, owner: str, *, force: bool = False) -> None:
@@ -181,11 +204,17 @@ class MemoryStore:
         if run is not None and (force or run.owner == owner):
             run.owner = None
 
-    async def renew_leases(self, owner: str, run_ids: Collection[str], until: float) -> None:
+    async def renew_leases(self, owner: str, run_ids: Collection[str],
+                           lease_s: float) -> set[str]:
+        until = self._clock() + lease_s
+        lost = set()
         for r in run_ids:
             run = self._runs.get(r)
             if run is not None and run.owner == owner:
                 run.lease_expires_at = until
+            else:
+                lost.add(r)
+        return lost
 
     async def save_alert(
         self, alert: AlertRecord, what: str, detail: str = "", ts: float | None = None

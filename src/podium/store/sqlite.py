@@ -37,7 +37,7 @@ import orjson
 from podium.errors import ConfigError, RunNotFound, StoreError
 from podium.events import ErrorInfo, Event, StepSucceeded, event_from_dict
 from podium.state import RunRecord, StepRecord
-from podium.store.base import Batch, encode_event
+from podium.store.base import NO_RUNS, Batch, encode_event
 from podium.store.queries import queries
 from podium.store.sqlite_alerts import AlertQueries
 from podium.store.sqlite_checkpoint import CHECKPOINT_THREAD_AFTER, Checkpointer
@@ -347,18 +347,43 @@ class SQLiteStore(AlertQueries):
         self._definitions[id(definition)] = (definition, text)
         return text
 
-    async def write_batch(self, batch: Batch) -> None:
-        self.write_batch_now(batch)
+    async def now(self) -> float:
+        return time.time()
 
-    def write_batch_now(self, batch: Batch) -> None:
-        """One transaction; this store's own bookkeeping moves only once it committed."""
-        wrote = self._write(self._batch, batch)
+    async def write_batch(self, batch: Batch) -> frozenset[str]:
+        return self.write_batch_now(batch)
+
+    def write_batch_now(self, batch: Batch) -> frozenset[str]:
+        """One transaction; this store's own bookkeeping moves only once it committed.
+
+        Ownership is checked when the batch asks (``Batch.fence``: its writer's leases
+        may have lapsed). Otherwise its leases were renewed in time, and on one host
+        nobody takes over a run before its lease ends (or its process is gone): a
+        check on every batch would cost a query per step for nothing.
+        """
+        lost = NO_RUNS
+        if batch.fence and batch.owner is not None and batch.epochs:
+            wrote, lost = self._write(self._fenced_batch, batch)
+            if lost:
+                batch = batch.without(lost)
+        else:
+            wrote = self._write(self._batch, batch)
         for r in batch.new_runs:
             self._written.setdefault(r.run_id, {})
         for run_id, step_id, state in wrote:
             self._written[run_id][step_id] = state
         for run_id in batch.finished:
             self._written.pop(run_id, None)
+        for run_id in lost:
+            self._written.pop(run_id, None)
+        return lost
+
+    def _fenced_batch(self, conn: sqlite3.Connection, batch: Batch
+                      ) -> tuple[list[tuple[str, str, tuple[str, int]]], frozenset[str]]:
+        held = {r[0] for r in conn.execute(
+            Q["runs_fence"], (_dumps(list(batch.epochs.items())), batch.owner))}
+        lost = frozenset(batch.epochs.keys() - held)
+        return self._batch(conn, batch.without(lost) if lost else batch), lost
 
     def _batch(self, conn: sqlite3.Connection, batch: Batch
                ) -> list[tuple[str, str, tuple[str, int]]]:
@@ -367,7 +392,7 @@ class SQLiteStore(AlertQueries):
                 r.run_id, r.workflow, _dumps(r.version), self._definition_json(r.definition),
                 r.input_json, r.status, r.output_json, r.error_json, r.created_at,
                 r.started_at, r.finished_at, r.owner, r.lease_expires_at,
-                _dumps(r.agents_source), r.phase))
+                _dumps(r.agents_source), r.phase, r.queue, _dumps(list(r.needs))))
         conn.executemany(Q["event_insert"], [  # batch.event_rows(), without its call
             (e.run_id, seq, e.type, e.ts, encode_event(e))
             for e, seq in zip(batch.source, batch.seqs, strict=True)])
@@ -476,6 +501,7 @@ class SQLiteStore(AlertQueries):
             epoch=row[16],
             recoveries=row[17],
             recovered_at=row[18],
+            queue=row[19],
         )
 
     async def get_run(self, run_id: str) -> RunRecord:
@@ -545,16 +571,17 @@ class SQLiteStore(AlertQueries):
                                  (_dumps(list(run_ids)),)).fetchall()
         return {r[0] for r in rows}
 
-    async def claim_run(self, run: RunRecord, owner: str, until: float, *,
-                        recoveries: int, now: float) -> bool:
-        recovered_at = now if recoveries > run.recoveries else run.recovered_at
-        args = (owner, until, recoveries, recovered_at, run.run_id, run.epoch, run.owner,
-                run.lease_expires_at)
-        if not self._write(lambda conn: conn.execute(Q["run_claim"], args).rowcount):
+    async def claim_run(self, run: RunRecord, owner: str, *, lease_s: float,
+                        recoveries: int, owner_dead: bool = False) -> bool:
+        args = (owner, time.time(), lease_s, recoveries, owner_dead, run.run_id, run.epoch)
+        rows = self._write(lambda conn: conn.execute(Q["run_claim"], args).fetchall())
+        if not rows:
             return False
+        row = rows[0]
         run.epoch += 1
-        run.owner, run.lease_expires_at = owner, until
-        run.recoveries, run.recovered_at = recoveries, recovered_at
+        run.owner, run.recoveries = owner, recoveries
+        run.lease_expires_at, run.recovered_at, run.cancel_requested = (
+            row[0], row[1], bool(row[2]))
         return True
 
     async def release_run(self, run_id: str, owner: str, *, force: bool = False) -> None:
@@ -564,7 +591,10 @@ class SQLiteStore(AlertQueries):
         else:
             self._write(lambda conn: conn.execute(Q["run_release"], (run_id, owner)))
 
-    async def renew_leases(self, owner: str, run_ids: Collection[str], until: float) -> None:
-        if run_ids:
-            ids = _dumps(list(run_ids))
-            self._write(lambda conn: conn.execute(Q["leases_renew"], (until, owner, ids)))
+    async def renew_leases(self, owner: str, run_ids: Collection[str],
+                           lease_s: float) -> set[str]:
+        if not run_ids:
+            return set()
+        args = (time.time() + lease_s, owner, _dumps(list(run_ids)))
+        held = self._write(lambda conn: conn.execute(Q["leases_renew"], args).fetchall())
+        return set(run_ids) - {r[0] for r in held}

@@ -170,7 +170,7 @@ class Opened:
 RUN_COLUMNS = (
     "run_id", "workflow", "version", "definition", "input", "status", "output", "error",
     "created_at", "started_at", "finished_at", "owner", "lease_expires_at", "cancel_requested",
-    "agents_source", "phase", "epoch", "recoveries", "recovered_at",
+    "agents_source", "phase", "epoch", "recoveries", "recovered_at", "queue",
 )
 STEP_COLUMNS = (
     "step_id", "status", "attempts", "agent_id", "output", "error", "started_at", "finished_at",

@@ -7,8 +7,8 @@
 -- name: run_insert
 INSERT INTO runs (run_id, workflow, version, definition, input, status, output, error,
                   created_at, started_at, finished_at, owner, lease_expires_at,
-                  cancel_requested, agents_source, phase)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?);
+                  cancel_requested, agents_source, phase, queue, capabilities)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?);
 
 -- name: run_update
 -- A run's row as its events left it; a run that ended forgets its cancel request.
@@ -93,11 +93,16 @@ SELECT run_id FROM runs
 WHERE cancel_requested = 1 AND run_id IN (SELECT value FROM json_each(?));
 
 -- name: run_claim
--- A compare-and-swap: only if nobody claimed nor renewed the run since it was read
--- (IS compares NULLs too: an unowned run, a run without a lease).
-UPDATE runs SET owner = ?, lease_expires_at = ?, epoch = epoch + 1, recoveries = ?,
-                recovered_at = ?
-WHERE run_id = ? AND epoch = ? AND owner IS ? AND lease_expires_at IS ?;
+-- A compare-and-swap on the epoch the run was read at, of a free run: no owner, the
+-- claimer itself, an owner known dead (?5: its pid is gone), or an expired lease.
+-- cancel_requested is kept: a run cancelled while its owner was dead ends cancelled.
+UPDATE runs SET owner = ?1, lease_expires_at = ?2 + ?3, epoch = epoch + 1,
+                recoveries = ?4,
+                recovered_at = CASE WHEN ?4 > recoveries THEN ?2 ELSE recovered_at END
+WHERE run_id = ?6 AND epoch = ?7
+  AND (owner IS NULL OR owner = ?1 OR ?5 OR lease_expires_at IS NULL
+       OR lease_expires_at < ?2)
+RETURNING lease_expires_at, recovered_at, cancel_requested;
 
 -- name: run_release
 UPDATE runs SET owner = NULL WHERE run_id = ? AND owner = ?;
@@ -106,8 +111,17 @@ UPDATE runs SET owner = NULL WHERE run_id = ? AND owner = ?;
 UPDATE runs SET owner = NULL WHERE run_id = ?;
 
 -- name: leases_renew
+-- The runs renewed come back: those asked for and missing were lost.
 UPDATE runs SET lease_expires_at = ?
-WHERE owner = ? AND run_id IN (SELECT value FROM json_each(?));
+WHERE owner = ? AND run_id IN (SELECT value FROM json_each(?))
+RETURNING run_id;
+
+-- name: runs_fence
+-- Which of the batch's runs (JSON [[run_id, epoch], ...]) are still the writer's at
+-- those epochs; read inside the batch's write transaction, so nobody claims between.
+SELECT r.run_id FROM runs r
+JOIN json_each(?1) j ON r.run_id = json_extract(j.value, '$[0]')
+WHERE r.owner = ?2 AND r.epoch = json_extract(j.value, '$[1]');
 
 -- name: alert_upsert
 -- An ack made by another process (podium alerts ack) of the same firing is kept.
