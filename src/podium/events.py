@@ -43,6 +43,7 @@ __all__ = [
     "RunCancelRequested",
     "RunFinished",
     "RunStarted",
+    "RunSubmitted",
     "StepAttemptFailed",
     "StepBackPressure",
     "StepCancelled",
@@ -114,6 +115,15 @@ class RunStarted(Event, frozen=True, kw_only=True, gc=False):
     workflow: str
     version: int | str
     resumed: bool = False
+
+
+class RunSubmitted(Event, frozen=True, kw_only=True, gc=False):
+    """Stored without executing (``podium submit``): a worker starts it."""
+
+    type: ClassVar[str] = "run_submitted"
+    workflow: str
+    version: int | str
+    queue: str = "default"
 
 
 class RunCancelRequested(Event, frozen=True, kw_only=True, gc=False):
@@ -318,7 +328,7 @@ class AlertEscalated(Event, frozen=True, kw_only=True, gc=False):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
-        RunStarted, RunCancelRequested, RunFinished, StepReady, StepStarted,
+        RunSubmitted, RunStarted, RunCancelRequested, RunFinished, StepReady, StepStarted,
         StepSucceeded, StepAttemptFailed, StepBackPressure, StepRetryScheduled, StepFailed,
         StepSkipped, StepCancelled, RollbackStarted, CompensationStarted,
         CompensationAttemptFailed, CompensationRetryScheduled, CompensationSucceeded,

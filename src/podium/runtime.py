@@ -15,6 +15,7 @@ store, made here where both are known.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from podium.agents.registry import AgentRegistry
 from podium.clock import Clock, SystemClock
 from podium.definition.models import Workflow
 from podium.engine import Engine, EngineConfig
-from podium.errors import ConfigError
+from podium.errors import ConfigError, PodiumError
 from podium.events import Event
 from podium.state import LIVE_RUN_STATUSES, AlertRecord
 from podium.store.base import Store
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from podium.observe.alerts import AlertManager
     from podium.observe.metrics import EngineMetrics
 
-__all__ = ["Runtime", "RuntimeConfig", "StoreLedger", "agents_of_run"]
+__all__ = ["Runtime", "RuntimeConfig", "StoreLedger", "agents_of_run", "lease_of"]
 
 log = logging.getLogger("podium.runtime")
 
@@ -64,6 +65,32 @@ class RuntimeConfig:
     alerts: bool | None = None
     observers: tuple[Callable[[Event], None], ...] = ()  # progress views and the like
     clock: Clock = field(default_factory=SystemClock)
+    owner: str | None = None  # the engine's owner id (a worker's --name); else made up
+    lease_s: float | None = None  # None: $PODIUM_LEASE (a duration, at least 1s), else 15s
+    poll_interval_s: float = 0.5  # cancel requests from other processes, at most this late
+
+
+def lease_of(config: RuntimeConfig) -> float:
+    """The lease runs are held for: the config's, else ``$PODIUM_LEASE``, else 15 s.
+
+    Shorter: a dead process's runs are taken over sooner, at the cost of a renewal
+    every third of it; longer: a process may be frozen longer without losing them.
+    """
+    if config.lease_s is not None:
+        return config.lease_s
+    raw = os.environ.get("PODIUM_LEASE")
+    if not raw:
+        return 15.0
+    from podium.definition.durations import parse_duration
+
+    try:
+        seconds = parse_duration(raw)
+    except (PodiumError, ValueError, TypeError) as exc:
+        raise ConfigError(f"PODIUM_LEASE={raw!r}: not a duration ({exc}) (fix: e.g."
+                          " PODIUM_LEASE=15s)") from None
+    if seconds < 1.0:
+        raise ConfigError(f"PODIUM_LEASE={raw!r}: at least 1s (fix: e.g. PODIUM_LEASE=15s)")
+    return seconds
 
 
 class StoreLedger:
@@ -111,8 +138,12 @@ class Runtime:
         self.alerts = self._alert_manager()
         if self.alerts is not None:
             observers.append(self.alerts)
-        self.engine = Engine(EngineConfig(store=self.store, registry=registry,
-                                          clock=config.clock, observers=tuple(observers)))
+        engine_config = EngineConfig(store=self.store, registry=registry, clock=config.clock,
+                                     observers=tuple(observers), lease_s=lease_of(config),
+                                     poll_interval_s=config.poll_interval_s)
+        if config.owner is not None:
+            engine_config.owner = config.owner
+        self.engine = Engine(engine_config)
 
     def _alert_manager(self) -> AlertManager | None:
         from podium.observe import find_alerts_file, load_alerts_file

@@ -43,7 +43,8 @@ UsageError: type[Exception] = next(
 )
 
 # The commands defined elsewhere, in the order they are listed in ``podium --help``.
-COMMAND_MODULES = ("podium.cli.fleet", "podium.cli.observe_cmd", "podium.cli.runs")
+COMMAND_MODULES = ("podium.cli.fleet", "podium.cli.observe_cmd", "podium.cli.runs",
+                   "podium.cli.workers_cmd")
 
 
 class _PlainArgument(TyperArgument):

@@ -203,8 +203,10 @@ def run_async(
     on_interrupt: Callable[[], None] | None = None,
     *,
     json_stdout: bool = False,
+    on_second: Callable[[], None] | None = None,
 ) -> T:
-    """Run a coroutine; SIGINT/SIGTERM call ``on_interrupt`` once (graceful), then abort.
+    """Run a coroutine; SIGINT/SIGTERM call ``on_interrupt`` once (graceful), then abort
+    (or call ``on_second`` first, when given: a worker's hurried hand-back).
 
     With ``json_stdout`` whatever runs meanwhile (an agent's ``print``) writes to
     stderr, so that stdout stays the one JSON document ``--json`` promises.
@@ -220,6 +222,9 @@ def run_async(
             if hits["n"] == 1 and on_interrupt is not None:
                 on_interrupt()  # first: the message below may find nobody to read it
                 err("stopping (press Ctrl-C again to abort)")
+            elif hits["n"] == 2 and on_second is not None:
+                on_second()
+                err("stopping now: attempts in flight are cut short (again to abort)")
             elif task is not None:
                 task.cancel()
 

@@ -178,6 +178,7 @@ def status(
             from podium.cli.docs import event_doc, run_doc
 
             doc = run_doc(run, verbose=verbose)
+            doc["owner"], doc["recoveries"], doc["queue"] = run.owner, run.recoveries, run.queue
             doc["timeline"] = [event_doc(e, verbose=verbose) for e in events]
             dump_json(doc)
             return

@@ -102,6 +102,8 @@ class Workflow(Model):
         default_factory=empty_list, description="Alert rules for its runs")
     recovery: Recovery = Field(default_factory=Recovery,
                                description="Takeovers after a crash before the run fails")
+    queue: str = Field("default", pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=64,
+                       description="The queue its submitted runs wait in (podium worker --queue)")
 
     @model_validator(mode="after")
     def _semantics(self) -> Workflow:

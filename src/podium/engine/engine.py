@@ -34,6 +34,7 @@ from podium.engine.journal import Journal
 from podium.engine.owners import new_owner_id, pid_gone
 from podium.engine.retry import RetryState
 from podium.engine.run import CANCELLED, FAILED, RunExecution, calls_of
+from podium.engine.supervisor import supervise
 from podium.errors import (
     ConfigError,
     DefinitionError,
@@ -43,7 +44,7 @@ from podium.errors import (
     RunHeld,
     RunLost,
 )
-from podium.events import ErrorInfo, Event, EventBus, RunCancelRequested
+from podium.events import ErrorInfo, Event, EventBus, RunCancelRequested, RunSubmitted
 from podium.state import (
     LIVE_RUN_STATUSES,
     CompensationStatus,
@@ -51,7 +52,7 @@ from podium.state import (
     RunStatus,
     StepStatus,
 )
-from podium.store.base import Store
+from podium.store.base import Store, WorkerStore
 from podium.store.memory import MemoryStore
 
 __all__ = ["Engine", "EngineConfig", "RunHandle", "compensable_steps", "new_run_id"]
@@ -67,18 +68,6 @@ def _base36(n: int, width: int) -> str:
         n, r = divmod(n, 36)
         out = _ALPHABET[r] + out
     return out.rjust(width, "0")
-
-
-async def _after(clock: Clock, seconds: float) -> None:
-    """Wait on the clock's timer, not its ``sleep``: a background poll is not a policy
-    wait (a ``FakeClock`` records sleeps and moves on at once; its timers wait for its
-    time to pass)."""
-    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    timer = clock.call_later(seconds, lambda: None if fut.done() else fut.set_result(None))
-    try:
-        await fut
-    finally:
-        timer.cancel()
 
 
 # A finished run that podium resume redrives (its steps that did not succeed run again).
@@ -147,11 +136,16 @@ class RunHandle:
     def cancel(self, reason: str = "cancelled by request") -> None:
         self._execution.stop(CANCELLED, reason)
 
+    def pause(self) -> asyncio.Event:
+        """Start no more of its steps; set once none is in flight (see ``hand_off``)."""
+        return self._execution.pause()
+
     def abandon(self, why: str) -> None:
         """Stop executing the run *without ending it*: another process holds it now (or
         may soon). Nothing more of it is written; ``result()`` raises ``RunLost``."""
         if self._lost is None and not self._task.done():
             self._lost = why
+            self._execution.abandon()
             self._task.cancel()
 
     def done(self) -> bool:
@@ -185,7 +179,7 @@ class Engine:
         self.bus = EventBus()
         # The journal hears every event first: a position is the event's place in it.
         self.journal = Journal(self.store, self.owner, cfg.lease_clock)
-        self.journal.on_lost = self._lost
+        self.journal.on_lost = self.run_lost
         self.bus.subscribe(self.journal.append)
         for observer in cfg.observers:
             self.bus.subscribe(observer)
@@ -202,6 +196,8 @@ class Engine:
                                    self.bus.emit, lambda: len(active))
         self._opened = False
         self._supervisor: asyncio.Task[None] | None = None
+        # A worker's engine renews its leases (heartbeat) even with no run in flight.
+        self.keep_leases = False
 
     @property
     def active_runs(self) -> int:
@@ -324,7 +320,7 @@ class Engine:
             lease_expires_at=await self.store.now() + lease_s,  # on the store's clock
             agents_source=dict(agents_source or {}),
         )
-        self._leased()
+        self.leases_renewed()
         self.journal.track(record, new=True, needs=plan.needs)
         handle = self._launch(plan, record, resumed=False)
         # The run row and its start commit together, before start() returns; at once
@@ -382,6 +378,87 @@ class Engine:
         except asyncio.CancelledError:
             handle.cancel("the caller was cancelled")
             raise
+
+    async def submit(
+        self,
+        workflow: Workflow,
+        input: Any = None,
+        *,
+        queue: str | None = None,
+        run_id: str | None = None,
+        agents_source: Mapping[str, Any] | None = None,
+    ) -> RunRecord:
+        """Store a run ``pending``, validated as ``start`` does, and execute nothing: a
+        worker claims it (or ``podium resume`` runs it). Its agents need not be known
+        here; only workers providing all of them claim it."""
+        await self.open()
+        _wf, plan, definition = self._compiled(workflow)
+        value = apply_input_defaults(workflow, {} if input is None else input)
+        check_input(workflow, value)
+        key = (workflow.name, str(workflow.version))
+        if key not in self._saved_versions:
+            await self.store.save_workflow(workflow.name, workflow.version, definition)
+            self._saved_versions.add(key)
+        record = RunRecord(
+            run_id=run_id or new_run_id(),
+            workflow=workflow.name,
+            version=workflow.version,
+            definition=definition,
+            input=value,
+            created_at=self.clock.now(),
+            agents_source=dict(agents_source or {}),
+            queue=queue or workflow.queue,
+        )
+        journal = self.journal
+        journal.track(record, new=True, needs=plan.needs)
+        self.bus.emit(RunSubmitted(run_id=record.run_id, ts=record.created_at,
+                                   workflow=workflow.name, version=workflow.version,
+                                   queue=record.queue))
+        try:
+            await journal.commit_through(journal.position)
+        finally:
+            journal.forget(record.run_id)  # its events are a worker's to write now
+        if isinstance(self.store, WorkerStore):
+            await self.store.announce()
+        return record
+
+    async def hand_off(self, grace_s: float, hurry: asyncio.Event | None = None) -> list[str]:
+        """Stop executing every run without ending it, for other processes to continue.
+
+        No step starts any more; the attempts in flight may finish for up to
+        ``grace_s`` (or until ``hurry`` is set: a second signal), and what they did
+        is committed. Then every run still here stops where it is, with nothing
+        more written: its attempts cut short run again elsewhere with the same
+        idempotency key. Returns the ids of those runs, for the caller to release.
+        """
+        handles = dict(self._active)
+        idle = [h.pause() for h in handles.values()]
+        race: list[asyncio.Future[Any]] = []
+        if idle:
+            race.append(asyncio.ensure_future(asyncio.gather(*(e.wait() for e in idle))))
+            if hurry is not None:
+                race.append(asyncio.ensure_future(hurry.wait()))
+            try:
+                await asyncio.wait(race, timeout=grace_s, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for f in race:
+                    f.cancel()
+        journal = self.journal
+        try:
+            await journal.commit_through(journal.position)
+        except PodiumError as exc:  # what did not commit runs again elsewhere
+            log.warning("hand-off: the last commit failed: %s", exc.message)
+        left = []
+        for rid, handle in handles.items():
+            if handle.done():
+                continue  # ended within the grace
+            journal.forget(rid)
+            handle.abandon("handed back: this process is shutting down")
+            left.append(rid)
+        for handle in handles.values():
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await handle.result()
+        return left
 
     async def cancel(self, run_id: str, reason: str = "cancelled by request") -> bool:
         """Cancel a run here, or ask its owner through the store."""
@@ -480,7 +557,7 @@ class Engine:
         plan = self.plan(workflow)
         self.check_agents(plan, f"run {run.run_id}")
         self.journal.track(run, new=False, seq=await self.store.last_seq(run.run_id))
-        self._leased()
+        self.leases_renewed()
         return run, workflow, plan
 
     async def resume(self, run_id: str, *, stale_only: bool = False) -> RunHandle:
@@ -510,6 +587,30 @@ class Engine:
                 run_id=existing.run_id,
             )
         run, _workflow, plan = await self._take_over(existing.run_id, stale_only=stale_only)
+        return self._continue(run, plan)
+
+    async def adopt(self, run: RunRecord) -> RunHandle:
+        """Execute a run this engine's owner claimed already (``WorkerStore.claim_runs``).
+
+        As ``resume`` goes on after its claim; a run taken over more often than its
+        workflow's ``recovery.max`` ends ``failed`` (``worker_lost``) instead.
+        """
+        workflow = workflow_from_dict(run.definition,
+                                      source=f"run {run.run_id} (stored definition)")
+        plan = self.plan(workflow)
+        self.journal.track(run, new=False, seq=await self.store.last_seq(run.run_id))
+        self.leases_renewed()
+        if run.recoveries > workflow.recovery.max:
+            message, in_flight = self._lost_message(run, plan)
+            log.warning("run %s: %s", run.run_id, message)
+            execution = self._execution(plan, run, resumed=True)
+            work = execution.end_unexecuted(FAILED, message,
+                                            ErrorInfo("worker_lost", message, False), in_flight)
+            return self._track(execution, work)
+        return self._continue(run, plan)
+
+    def _continue(self, run: RunRecord, plan: Plan) -> RunHandle:
+        """Launch a run this engine holds now, from where its store left it."""
         if run.cancel_requested and run.status in LIVE_RUN_STATUSES:
             execution = self._execution(plan, run, resumed=True)
             work = execution.end_unexecuted(CANCELLED, "cancel requested while its process died")
@@ -537,7 +638,8 @@ class Engine:
             rec.optional = False
         run.error = None
         run.output = None
-        return self._launch(plan, run, resumed=True, carry=carry)
+        # A submitted run that no process started yet starts now, for the first time.
+        return self._launch(plan, run, resumed=run.started_at is not None, carry=carry)
 
     async def recover_stale(self) -> tuple[list[str], float | None]:
         """Take over every run a dead process left, as a long-running engine does.
@@ -551,7 +653,7 @@ class Engine:
         """
         taken = []
         due: float | None = None
-        now = self.clock.now()
+        now = await self.store.now()  # recovered_at is the store's time
         for run in await self.stale_runs():
             try:
                 limit = workflow_from_dict(run.definition).recovery.max
@@ -581,6 +683,14 @@ class Engine:
     async def _end_lost(self, listed: RunRecord) -> None:
         run = await self.store.get_run(listed.run_id)  # with its steps
         plan = self.plan(workflow_from_dict(run.definition))
+        message, in_flight = self._lost_message(run, plan)
+        log.warning("run %s: %s", run.run_id, message)
+        await self._end_unexecuted(run.run_id, FAILED, message,
+                                   ErrorInfo("worker_lost", message, False), in_flight)
+
+    @staticmethod
+    def _lost_message(run: RunRecord, plan: Plan) -> tuple[str, list[str]]:
+        """Why a poison run is given up, and the steps that were in flight."""
         steps = run.steps
 
         def done(step_id: str) -> bool:
@@ -601,9 +711,7 @@ class Engine:
             f" {names}); it is not taken over again (fix: find why that step kills its"
             " process, then `podium resume` the run)"
         )
-        log.warning("run %s: %s", run.run_id, message)
-        await self._end_unexecuted(run.run_id, FAILED, message,
-                                   ErrorInfo("worker_lost", message, False), in_flight)
+        return message, in_flight
 
     def check_compensable(self, run: RunRecord) -> None:
         """Raise ``NothingToCompensate`` when a rollback of ``run`` would undo nothing.
@@ -639,56 +747,26 @@ class Engine:
     def _ensure_supervisor(self) -> None:
         if self._supervisor is None or self._supervisor.done():
             self._supervisor = asyncio.get_running_loop().create_task(
-                self._supervise(), name="podium:supervisor"
+                supervise(self, self.store, self.config), name="podium:supervisor"
             )
 
-    async def _supervise(self) -> None:
-        """Poll for cross-process cancel requests and renew leases while runs are active.
+    def active_ids(self) -> list[str]:
+        return list(self._active)
 
-        A run the store says this owner no longer holds stops at once. Leases not
-        renewed for two thirds of their length (the store unreachable, or this
-        process frozen) stop every run here: past the lease another process may take
-        them over, and two executions of one run must never overlap.
-        """
-        cfg = self.config
-        clock, elapsed = self.clock, cfg.lease_clock
-        last_renew = last_ok = elapsed()
-        failing = False
-        while self._active:
-            await _after(clock, cfg.poll_interval_s)
-            ids = list(self._active)
-            if not ids:
-                break
-            try:
-                for rid in await self.store.cancel_requests(ids):
-                    handle = self._active.get(rid)
-                    if handle is not None:
-                        handle.cancel("cancel requested")
-                if elapsed() - last_renew >= cfg.lease_s / 3:
-                    started = elapsed()
-                    if started - last_ok >= cfg.lease_s * 2 / 3:
-                        self._fence_all(started - last_ok)  # frozen: renew nothing late
-                        break
-                    lost = await self.store.renew_leases(self.owner, ids, cfg.lease_s)
-                    last_renew = last_ok = started
-                    self._leased(started)
-                    for rid in lost:
-                        self._lost(rid)
-                    if failing:
-                        log.warning("supervisor: the store answers again; leases renewed")
-                        failing = False
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - logged once per state change
-                if not failing:
-                    log.warning("supervisor: store poll failed, retrying: %s", exc)
-                    failing = True
-                if elapsed() - last_ok >= cfg.lease_s * 2 / 3:
-                    self._fence_all(elapsed() - last_ok)
-                    break
-        self._supervisor = None
+    def cancel_requested(self, run_id: str, reason: str = "cancel requested") -> None:
+        """Another process asked to cancel a run executing here (seen in the store, or
+        notified): recorded in the run's timeline, then the run stops."""
+        handle = self._active.get(run_id)
+        if handle is None or handle.done() or handle.record.cancel_requested:
+            return
+        self.bus.emit(RunCancelRequested(run_id=run_id, ts=self.clock.now(), reason=reason))
+        handle.cancel(reason)
 
-    def _leased(self, at: float | None = None) -> None:
+    def ensure_supervisor(self) -> None:
+        """Start renewing leases now (a worker's heartbeat), runs or not."""
+        self._ensure_supervisor()
+
+    def leases_renewed(self, at: float | None = None) -> None:
         """Every lease this engine holds runs from ``at`` (monotonic) on: until two thirds
         of it have passed, nobody can have taken a run over, so batches need no fencing
         (``Journal.leases_good_until``)."""
@@ -696,7 +774,7 @@ class Engine:
         j = self.journal
         j.leases_good_until = max(j.leases_good_until, at + self.config.lease_s * 2 / 3)
 
-    def _lost(self, run_id: str) -> None:
+    def run_lost(self, run_id: str) -> None:
         """The store says another process holds ``run_id``: stop executing it here."""
         self.journal.forget(run_id)
         handle = self._active.get(run_id)
@@ -704,7 +782,7 @@ class Engine:
             handle.abandon("another process took it over after this one's lease lapsed;"
                            " this process stopped executing it and wrote nothing more")
 
-    def _fence_all(self, silent_s: float) -> None:
+    def fence_all(self, silent_s: float) -> None:
         """Self-fencing: leases not renewed for ``silent_s``; stop every run here."""
         log.error("leases not renewed for %.1fs (the store unreachable, or this process"
                   " frozen): stopping all %d runs here so that another process can take"

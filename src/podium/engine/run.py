@@ -118,6 +118,10 @@ class RunExecution:
         # While a finishing step makes others ready, its task may carry on with one.
         self._inline_slot: asyncio.Task[Any] | None = None
         self._continue_with: PlanNode | None = None
+        # Handing the run back (a worker shutting down): no step starts; ``_idle`` is
+        # set once none is in flight.
+        self._paused = False
+        self._idle: asyncio.Event | None = None
 
     # --- events -----------------------------------------------------------
     def begin(self) -> None:
@@ -280,12 +284,31 @@ class RunExecution:
             task.cancel()
         self._done.set_result(None)
 
+    def pause(self) -> asyncio.Event:
+        """Start no more steps (a worker hands the run back); the event is set once no
+        step is in flight. Ready steps stay ready, for whoever executes the run next."""
+        self._paused = True
+        if self._idle is None:
+            self._idle = asyncio.Event()
+        if not self._tasks:
+            self._idle.set()
+        return self._idle
+
+    def abandon(self) -> None:
+        """Stop at once, writing nothing more (another process holds the run now): no
+        step starts from here on, even in this very turn, and those in flight are
+        cancelled."""
+        self.pause()
+        self._queue.clear()
+        for task in self._tasks.values():
+            task.cancel()
+
     # --- scheduling -------------------------------------------------------
     def _make_ready(self, i: int) -> None:
         self.emit(
             StepReady(run_id=self.run_id, ts=self.ctx.clock.now(), step_id=self.plan.nodes[i].id)
         )
-        if self._max is not None and len(self._tasks) >= self._max:
+        if self._paused or (self._max is not None and len(self._tasks) >= self._max):
             self._queue.append(i)
         else:
             self._start(i)
@@ -304,10 +327,14 @@ class RunExecution:
         )
 
     def _pump(self) -> None:
+        if self._paused:
+            return
         while self._queue and (self._max is None or len(self._tasks) < self._max):
             self._start(self._queue.popleft())
 
     def _check_done(self) -> None:
+        if not self._tasks and self._idle is not None:
+            self._idle.set()
         if self._unresolved == 0 and not self._tasks and not self._done.done():
             self._done.set_result(None)
 

@@ -79,7 +79,8 @@ class PodiumServer:
         while True:
             wait = self.config.scan_interval_s
             if self._next_due is not None:  # look again when a backing-off run is due
-                wait = min(wait, max(0.05, self._next_due - self.engine.clock.now()))
+                now = await self.engine.store.now()  # due is on the store's clock
+                wait = min(wait, max(0.05, self._next_due - now))
             await asyncio.sleep(wait)
             try:
                 await self.scan()
