@@ -95,14 +95,15 @@ class Sandbox:
                               env=self.env(), capture_output=True, text=True, timeout=timeout,
                               check=False)
 
-    def spawn(self, *args: str, agents: bool = False) -> subprocess.Popen[bytes]:
+    def spawn(self, *args: str, agents: bool = False,
+              db: str | None = None) -> subprocess.Popen[bytes]:
         """Start a command in the background; its stdout and stderr go to files."""
         n = len(self.procs)
         out = (self.root / f"stdout-{n}.txt").open("wb")
         err = (self.root / f"stderr-{n}.txt").open("wb")
         self._files += [out, err]
-        proc = subprocess.Popen(self.argv(*args, agents=agents), cwd=self.root, env=self.env(),
-                                stdout=out, stderr=err)
+        proc = subprocess.Popen(self.argv(*args, agents=agents, db=db), cwd=self.root,
+                                env=self.env(), stdout=out, stderr=err)
         self.procs.append(proc)
         return proc
 

@@ -1,0 +1,218 @@
+"""Many ``podium worker`` processes on one PostgreSQL database: nothing lost, nothing twice.
+
+Real workers (the CLI in subprocesses) share a throwaway PostgreSQL cluster
+and the durability tests' logging agents (every call appends a line to one
+file before doing anything). What is checked is what the database holds and
+what the agents were asked:
+
+- three workers and fifty submitted runs, one worker ``kill -9``-ed mid-way:
+  every run succeeds, every step has exactly one committed success, a step
+  runs again only if it was in flight on the killed worker, and those runs
+  continue on another worker within the lease plus a second;
+- SIGTERM hands runs back: they continue on another worker well before the
+  lease would have let anyone take them;
+- a worker frozen past its lease (SIGSTOP) and woken (SIGCONT) commits nothing
+  for the runs others took over;
+- ``podium cancel`` of a run executing on a worker ends it within a second,
+  with the request in its timeline;
+- two ``podium resume`` of one stale run: exactly one executes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from podium.agents.registry import AgentRegistry
+from podium.definition.loader import load_workflow
+from podium.runtime import Runtime, RuntimeConfig
+from tests.integration.podium_proc import Sandbox, chain, wait_for
+
+pytestmark = pytest.mark.postgres
+
+LEASE_S = 2.0
+
+
+def _sql(url: str, query: str, *args: Any) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(query, args).fetchall()
+
+
+def _submit(url: str, wf: Path, n: int) -> list[str]:
+    workflow = load_workflow(wf)
+
+    async def go() -> list[str]:
+        async with Runtime(RuntimeConfig(db=url, registry=AgentRegistry(), alerts=False)) as rt:
+            return [(await rt.engine.submit(workflow, {"i": i})).run_id for i in range(n)]
+
+    return asyncio.run(go())
+
+
+def _worker(sb: Sandbox, url: str, name: str, *extra: str) -> subprocess.Popen[bytes]:
+    return sb.spawn("worker", "--name", name, "--lease", f"{LEASE_S:g}s", *extra,
+                    agents=True, db=url)
+
+
+def _statuses(url: str) -> Counter[str]:
+    return Counter(s for (s,) in _sql(url, "SELECT status FROM runs"))
+
+
+def _events(url: str, run_id: str) -> list[tuple[int, str, dict[str, Any], float]]:
+    rows = _sql(url, "SELECT seq, type, data, ts FROM events WHERE run_id = %s ORDER BY seq",
+                run_id)
+    return [(seq, kind, json.loads(data), ts) for seq, kind, data, ts in rows]
+
+
+def _one_success_per_step(url: str, run_id: str, steps: int) -> None:
+    events = _events(url, run_id)
+    assert [e[0] for e in events] == list(range(1, len(events) + 1)), "gaps in the log"
+    successes = Counter(e[2]["step_id"] for e in events if e[1] == "step_succeeded")
+    assert successes == Counter({f"s{i:02d}": 1 for i in range(steps)}), run_id
+
+
+@pytest.mark.timeout(300)
+def test_three_workers_one_killed_lose_nothing_and_run_no_success_twice(
+        sandbox: Sandbox, pg_url: str) -> None:
+    sb, url, steps = sandbox, pg_url, 3
+    wf = sb.workflow("fleet", chain(steps, (100, 300), name="fleet"))
+    runs = _submit(url, wf, 50)
+    workers = [_worker(sb, url, f"w{i}", "--concurrency", "6") for i in range(3)]
+    assert wait_for(lambda: _statuses(url)["succeeded"] >= 10, 90), sb.stderr_of(workers[0])
+    held = {r for (r,) in _sql(url, "SELECT run_id FROM runs WHERE owner = 'w0'"
+                                    " AND status IN ('pending', 'running')")}
+    calls_at_kill = len(sb.executions())
+    killed_at = time.time()
+    sb.kill(workers[0])
+    assert wait_for(lambda: _statuses(url)["succeeded"] == 50, 180), (
+        _statuses(url), sb.stderr_of(workers[1]))
+    for r in runs:
+        _one_success_per_step(url, r, steps)
+    calls = Counter((x.run_id, x.step_id) for x in sb.executions())
+    twice = {k for k, n in calls.items() if n > 1}
+    assert all(n <= 2 for n in calls.values()), calls.most_common(3)
+    assert {r for r, _ in twice} <= held, "a step ran twice in a run the kill did not touch"
+    # Every step called twice was in flight at the kill: its first call came before it.
+    first_calls = sb.executions()[:calls_at_kill]
+    assert twice <= {(x.run_id, x.step_id) for x in first_calls}
+    # The killed worker's runs went on elsewhere within the lease plus a second (the
+    # heartbeat may be up to a third of a lease old at the kill: measured from it).
+    for r in held:
+        later = [ts for _, kind, _, ts in _events(url, r)
+                 if kind == "step_started" and ts > killed_at]
+        assert later, f"run {r} held by the killed worker never went on"
+        assert min(later) - killed_at <= LEASE_S + 1.0 + 0.5, (r, min(later) - killed_at)
+    for w in workers[1:]:
+        w.send_signal(signal.SIGTERM)
+        assert w.wait(30) == 0, sb.stderr_of(w)
+
+
+@pytest.mark.timeout(180)
+def test_sigterm_hands_runs_back_to_another_worker_before_the_lease(
+        sandbox: Sandbox, pg_url: str) -> None:
+    sb, url = sandbox, pg_url
+    wf = sb.workflow("slow", chain(4, (700, 700), name="slow"))
+    runs = _submit(url, wf, 4)
+    first = sb.spawn("worker", "--name", "first", "--lease", "60s", "--grace", "5s",
+                     agents=True, db=url)
+    assert wait_for(lambda: len(_sql(url, "SELECT 1 FROM runs WHERE owner = 'first'")) == 4,
+                    30), sb.stderr_of(first)
+    second = sb.spawn("worker", "--name", "second", "--lease", "60s", agents=True, db=url)
+    assert wait_for(lambda: _sql(url, "SELECT 1 FROM workers WHERE id = 'second'") != [], 30)
+    first.send_signal(signal.SIGTERM)
+    stopped_at = time.time()
+    assert first.wait(30) == 0, sb.stderr_of(first)
+    assert "handed back" in sb.stderr_of(first)
+    # Well before the 60 s lease: handed back, not taken over.
+    assert wait_for(lambda: _statuses(url)["succeeded"] == 4, 40), sb.stderr_of(second)
+    assert time.time() - stopped_at < 30
+    for r in runs:
+        _one_success_per_step(url, r, 4)
+        assert _sql(url, "SELECT recoveries FROM runs WHERE run_id = %s", r) == [(0,)]
+    calls = Counter((x.run_id, x.step_id) for x in sb.executions())
+    assert max(calls.values()) == 1, "an attempt that finished in the grace ran again"
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(30) == 0
+
+
+@pytest.mark.timeout(180)
+def test_a_frozen_worker_commits_nothing_for_the_runs_taken_from_it(
+        sandbox: Sandbox, pg_url: str) -> None:
+    sb, url = sandbox, pg_url
+    wf = sb.workflow("zz", {"name": "zz", "mode": "sequential", "steps": [
+        {"id": "s00", "agent": "record", "input": {"sleep_ms": [0, 0]}},
+        {"id": "s01", "agent": "record", "input": {"sleep_ms": [3000, 3000]}},
+        {"id": "s02", "agent": "record", "input": {"sleep_ms": [0, 0]}}]})
+    runs = _submit(url, wf, 3)
+    zombie = _worker(sb, url, "zombie")
+    assert wait_for(lambda: sum(x.step_id == "s01" for x in sb.executions()) == 3, 30), \
+        sb.stderr_of(zombie)
+    os.kill(zombie.pid, signal.SIGSTOP)
+    try:
+        taker = _worker(sb, url, "taker")
+        assert wait_for(lambda: sum(x.step_id == "s01" for x in sb.executions()) == 6, 30), \
+            sb.stderr_of(taker)
+    finally:
+        os.kill(zombie.pid, signal.SIGCONT)
+    assert wait_for(lambda: _statuses(url)["succeeded"] == 3, 60), sb.stderr_of(taker)
+    time.sleep(1.0)  # the zombie's late commits, if any, would land now
+    for r in runs:
+        _one_success_per_step(url, r, 3)
+        owner = _sql(url, "SELECT owner FROM runs WHERE run_id = %s", r)
+        assert owner == [("taker",)]
+    calls = Counter(x.step_id for x in sb.executions())
+    assert calls == Counter({"s00": 3, "s01": 6, "s02": 3}), "the zombie went on executing"
+    for w in (zombie, taker):
+        w.send_signal(signal.SIGTERM)
+        assert w.wait(30) == 0, sb.stderr_of(w)
+
+
+@pytest.mark.timeout(120)
+def test_cancel_reaches_the_worker_executing_the_run_within_a_second(
+        sandbox: Sandbox, pg_url: str) -> None:
+    sb, url = sandbox, pg_url
+    wf = sb.workflow("long", chain(3, (20000, 20000), name="long"))
+    (run,) = _submit(url, wf, 1)
+    w = _worker(sb, url, "runner")
+    assert wait_for(lambda: len(sb.executions()) == 1, 30), sb.stderr_of(w)
+    asked = time.time()
+    out = sb.podium("cancel", run, db=url)
+    assert out.returncode == 0, out.stderr
+    assert wait_for(lambda: _sql(url, "SELECT status FROM runs WHERE run_id = %s", run)
+                    == [("cancelled",)], 10), sb.stderr_of(w)
+    ended = [ts for _, kind, _, ts in _events(url, run) if kind == "run_finished"]
+    assert ended[0] - asked < 1.0
+    assert "run_cancel_requested" in {kind for _, kind, _, _ in _events(url, run)}
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(30) == 0
+
+
+@pytest.mark.timeout(120)
+def test_two_resumes_of_one_stale_run_on_postgresql_execute_it_once(
+        sandbox: Sandbox, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PODIUM_LEASE", "2s")
+    sb, url = sandbox, pg_url
+    wf = sb.workflow("race", chain(6, (100, 200), name="race"))
+    proc = sb.spawn("run", str(wf), agents=True, db=url)
+    assert wait_for(lambda: len(sb.executions()) >= 2, 30), sb.stderr_of(proc)
+    sb.kill(proc)
+    ((run,),) = _sql(url, "SELECT run_id FROM runs")
+    before = len(sb.executions())
+    time.sleep(LEASE_S + 0.2)
+    a = sb.spawn("resume", run, "--json", agents=True, db=url)
+    b = sb.spawn("resume", run, "--json", agents=True, db=url)
+    codes = sorted([a.wait(60), b.wait(60)])
+    assert codes == [0, 2], (sb.stderr_of(a), sb.stderr_of(b))
+    _one_success_per_step(url, run, 6)
+    after = Counter(x.step_id for x in sb.executions()[before:])
+    assert all(n == 1 for n in after.values()), after
