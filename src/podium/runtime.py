@@ -60,6 +60,7 @@ class RuntimeConfig:
     workflows: tuple[Workflow, ...] = ()  # their own alert rules are watched
     metrics: bool = False  # keep Prometheus metrics (serve, --metrics-port)
     metrics_port: int | None = None  # and serve them on 127.0.0.1:N
+    metrics_labels: tuple[tuple[str, str], ...] = ()  # on every sample (a worker's id)
     # True: always an alert manager; None: only when some rule exists (a run with no
     # rule anywhere could neither fire nor take up an alert).
     alerts: bool | None = None
@@ -133,7 +134,8 @@ class Runtime:
         if config.metrics or config.metrics_port is not None:
             from podium.observe.metrics import EngineMetrics
 
-            self.metrics = EngineMetrics(agents=lambda: registry.agents)
+            self.metrics = EngineMetrics(agents=lambda: registry.agents,
+                                         labels=dict(config.metrics_labels))
             observers.append(self.metrics)
         self.alerts = self._alert_manager()
         if self.alerts is not None:
@@ -188,7 +190,7 @@ class Runtime:
         assert self.metrics is not None
         try:
             self._http, _thread = start_http_server(port, addr="127.0.0.1",
-                                                    registry=self.metrics.registry)
+                                                    registry=self.metrics.exposed)
         except OSError as exc:
             raise ConfigError(
                 f"--metrics-port {port}: cannot listen on 127.0.0.1:{port}:"

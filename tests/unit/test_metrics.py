@@ -295,3 +295,22 @@ async def test_series_stay_few_and_labels_take_only_known_error_types() -> None:
     assert len(series) < 200, len(series)
     assert 'outcome="other"' in text
     assert "x" * 60 not in text
+
+
+def test_a_workers_own_label_is_on_every_served_sample_and_created_ones_are_not() -> None:
+    """Workers' metrics add up in Prometheus without colliding: each sample carries the
+    worker's id (``podium worker --metrics-port``), and none is a ``_created`` series."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics = EngineMetrics(labels={"worker": "w-1"})
+    metrics(RunStarted(run_id="r", ts=1.0, workflow="wf", version=1))
+    metrics(StepSucceeded(run_id="r", ts=2.0, step_id="s", attempt=1, agent_id="a",
+                          output=None, duration_s=0.5))
+    samples = [s for fam in text_string_to_metric_families(metrics.exposition().decode())
+               for s in fam.samples]
+    assert samples
+    assert all(s.labels.get("worker") == "w-1" for s in samples)
+    assert not any(s.name.endswith("_created") for s in samples)
+    plain = EngineMetrics()
+    assert all("worker" not in s.labels for fam in text_string_to_metric_families(
+        plain.exposition().decode()) for s in fam.samples)

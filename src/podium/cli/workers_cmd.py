@@ -177,9 +177,10 @@ async def _work(url: str, agents_file: Path | None, queues: tuple[str, ...], con
 
     tune_gc()
     logging.getLogger("podium.worker").setLevel(logging.INFO)
-    config = RuntimeConfig(db=url, agents_file=agents_file, owner=new_owner_id(name),
-                           lease_s=lease_s, poll_interval_s=1.0, metrics_port=metrics_port,
-                           alerts=False)
+    owner = new_owner_id(name)
+    config = RuntimeConfig(db=url, agents_file=agents_file, owner=owner, lease_s=lease_s,
+                           poll_interval_s=1.0, metrics_port=metrics_port,
+                           metrics_labels=(("worker", owner),), alerts=False)
     async with Runtime(config) as rt:
         store = rt.store
         if not isinstance(store, WorkerStore):

@@ -14,7 +14,7 @@ series are not exported. A 31-step workflow once made 674 series, now ~120.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -87,25 +87,36 @@ class _AgentCpu(Collector):
         yield family
 
 
-class _WithoutCreated:
-    """The registry's metrics without their ``_created`` samples (one more series per
-    counter and histogram child, which nobody here reads). prometheus-client can only
-    switch them off for the whole process, which is not a library's call to make."""
+class _Exposed:
+    """The registry's metrics as served: without their ``_created`` samples (one more
+    series per counter and histogram child, which nobody here reads; prometheus-client
+    can only switch them off for the whole process, which is not a library's call to
+    make), and with this process's own labels on every sample (a worker's id, so
+    that the metrics of many workers add up without colliding)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, labels: Mapping[str, str]) -> None:
         self._registry = registry
+        self._labels = dict(labels)
 
     def collect(self) -> Iterable[Metric]:
+        extra = self._labels
         for family in self._registry.collect():
-            family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            samples = [s for s in family.samples if not s.name.endswith("_created")]
+            if extra:
+                samples = [s._replace(labels={**s.labels, **extra}) for s in samples]
+            family.samples = samples
             yield family
 
 
 class EngineMetrics:
     """An event subscriber that keeps Prometheus metrics for one engine."""
 
-    def __init__(self, agents: Callable[[], Iterable[Any]] | None = None) -> None:
+    def __init__(self, agents: Callable[[], Iterable[Any]] | None = None,
+                 labels: Mapping[str, str] | None = None) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
+        # What is served (``exposition``, ``--metrics-port``): see ``_Exposed``.
+        self.exposed = CollectorRegistry(auto_describe=False)
+        self.exposed.register(_Exposed(r, labels or {}))
         self.runs = Counter("podium_runs", "Runs finished, by workflow and final status",
                             ["workflow", "status"], registry=r)
         self.run_duration = Histogram("podium_run_duration_seconds", "Run duration",
@@ -167,7 +178,7 @@ class EngineMetrics:
             handler(event)
 
     def exposition(self) -> bytes:
-        return generate_latest(_WithoutCreated(self.registry))
+        return generate_latest(self.exposed)
 
     # --- runs and steps ---------------------------------------------------
     def _wf(self, run_id: str) -> str:
