@@ -79,6 +79,13 @@ def runs_cmd(
             runs = await engine.store.list_runs(status=status, workflow=workflow, limit=limit)
             out = []
             now = await engine.store.now()
+            missing: dict[str, list[str]] = {}
+            from podium.store.base import WorkerStore
+
+            if isinstance(engine.store, WorkerStore) and any(
+                    r.status == RunStatus.PENDING for r in runs):
+                # Shared by workers: a run no live worker can execute says what it lacks.
+                missing = await engine.store.missing_capabilities(60.0)
             for r in runs:
                 stale = r.status in LIVE_RUN_STATUSES and engine.owner_is_dead(r, now)
                 out.append({
@@ -89,6 +96,8 @@ def runs_cmd(
                     "finished_at": r.finished_at, "duration_s": r.duration_s,
                     "error": None if r.error is None else r.error.public(),
                 })
+                if r.run_id in missing:
+                    out[-1]["waiting_for"] = missing[r.run_id]
             return out
         finally:
             await rt.close()
@@ -114,6 +123,8 @@ def runs_cmd(
         print(f"{'RUN':<16} {'WORKFLOW':<22} {'VER':<5} {'STATUS':<22} {'CREATED':<19} DURATION")
         for r in rows:
             st = r["status"] + (" (resumable)" if r["stale"] else "")
+            if r.get("waiting_for"):
+                st = f"{r['status']} (no worker has {', '.join(r['waiting_for'])})"
             dur = "-" if r["duration_s"] is None else format_duration(r["duration_s"])
             print(f"{r['run_id']:<16} {r['workflow'][:22]:<22} {r['version']!s:<5} {st:<22} "
                   f"{_when(r['created_at']):<19} {dur}")
