@@ -762,9 +762,12 @@ class Engine:
         self.bus.emit(RunCancelRequested(run_id=run_id, ts=self.clock.now(), reason=reason))
         handle.cancel(reason)
 
-    def ensure_supervisor(self) -> None:
-        """Start renewing leases now (a worker's heartbeat), runs or not."""
+    def ensure_supervisor(self) -> bool:
+        """Renew leases from now on (a worker's heartbeat), runs or not; True if the
+        supervisor had stopped (it stops itself when the leases lapsed: fencing)."""
+        stopped = self._supervisor is None or self._supervisor.done()
         self._ensure_supervisor()
+        return stopped
 
     def leases_renewed(self, at: float | None = None) -> None:
         """Every lease this engine holds runs from ``at`` (monotonic) on: until two thirds

@@ -126,6 +126,11 @@ class Worker:
             self._wake.clear()
             claimed_all = False
             try:
+                if engine.ensure_supervisor():
+                    # Its leases lapsed (frozen, or cut off) and it stopped its runs: a
+                    # fresh heartbeat first, or the runs claimed next would look
+                    # abandoned to other workers at once.
+                    await store_renew(engine)
                 free = cfg.concurrency - engine.active_runs
                 if free > 0:
                     runs = await store.claim_runs(self.id, queues=cfg.queues,
@@ -139,7 +144,6 @@ class Worker:
                 if failing:
                     log.warning("worker %s: the database answers again; claiming", self.id)
                     failing, backoff = False, 0.0
-                    engine.ensure_supervisor()
             except PodiumError as exc:
                 if not failing:
                     log.warning("worker %s: cannot claim runs (will retry): %s", self.id,
@@ -209,6 +213,15 @@ class Worker:
         finally:
             engine.keep_leases = False
         return handed
+
+
+async def store_renew(engine: Engine) -> None:
+    """Renew the engine's leases (its heartbeat) now, and say so to its journal."""
+    lost = await engine.store.renew_leases(engine.owner, engine.active_ids(),
+                                           engine.config.lease_s)
+    engine.leases_renewed()
+    for rid in lost:
+        engine.run_lost(rid)
 
 
 async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
