@@ -64,6 +64,15 @@ def _worker(sb: Sandbox, url: str, name: str, *extra: str) -> subprocess.Popen[b
                     agents=True, db=url)
 
 
+def _registered(url: str, worker_id: str) -> bool:
+    import psycopg
+
+    try:
+        return _sql(url, "SELECT 1 FROM workers WHERE id = %s", worker_id) != []
+    except psycopg.errors.UndefinedTable:  # the worker has not made the schema yet
+        return False
+
+
 def _statuses(url: str) -> Counter[str]:
     return Counter(s for (s,) in _sql(url, "SELECT status FROM runs"))
 
@@ -128,7 +137,7 @@ def test_sigterm_hands_runs_back_to_another_worker_before_the_lease(
     assert wait_for(lambda: len(_sql(url, "SELECT 1 FROM runs WHERE owner = 'first'")) == 4,
                     30), sb.stderr_of(first)
     second = sb.spawn("worker", "--name", "second", "--lease", "60s", agents=True, db=url)
-    assert wait_for(lambda: _sql(url, "SELECT 1 FROM workers WHERE id = 'second'") != [], 30)
+    assert wait_for(lambda: _registered(url, "second"), 30), sb.stderr_of(second)
     first.send_signal(signal.SIGTERM)
     stopped_at = time.time()
     assert first.wait(30) == 0, sb.stderr_of(first)
@@ -216,3 +225,54 @@ def test_two_resumes_of_one_stale_run_on_postgresql_execute_it_once(
     _one_success_per_step(url, run, 6)
     after = Counter(x.step_id for x in sb.executions()[before:])
     assert all(n == 1 for n in after.values()), after
+
+
+@pytest.mark.timeout(240)
+def test_a_run_that_kills_every_worker_ends_worker_lost_after_its_recovery_max(
+        sandbox: Sandbox, pg_url: str) -> None:
+    """A poison run: each worker that claims it dies; the takeovers are counted (with a
+    growing wait between them) and after ``recovery.max`` the next claimer ends it
+    ``failed`` with ``worker_lost``, calling no agent."""
+    sb, url, most = sandbox, pg_url, 2
+    wf = sb.workflow("poison", {
+        "name": "poison", "mode": "sequential", "recovery": {"max": most},
+        "steps": [{"id": "first", "agent": "record", "input": {"sleep_ms": [0, 0]}},
+                  {"id": "boom", "agent": "suicide"}]})
+    (run,) = _submit(url, wf, 1)
+    workers: list[subprocess.Popen[bytes]] = []
+    # A supervisor (systemd, a container runtime) restarts each worker that dies.
+    while _sql(url, "SELECT status FROM runs WHERE run_id = %s", run) != [("failed",)]:
+        assert len(workers) <= most + 2, "taken over more often than its limit"
+        w = _worker(sb, url, f"w{len(workers)}", "--lease", "1s")
+        workers.append(w)
+        wait_for(lambda w=w: w.poll() is not None or _sql(
+            url, "SELECT status FROM runs WHERE run_id = %s", run) == [("failed",)], 60, 0.02)
+    assert [w.returncode for w in workers[:most + 1]] == [-9] * (most + 1)
+    ((recoveries, error),) = _sql(url, "SELECT recoveries, error FROM runs WHERE run_id = %s",
+                                  run)
+    assert recoveries == most + 1
+    assert json.loads(error)["type"] == "worker_lost"
+    assert "'boom'" in json.loads(error)["message"]
+    assert Counter(x.step_id for x in sb.executions()) == Counter({"first": 1,
+                                                                  "boom": most + 1})
+    for w in workers:
+        if w.poll() is None:
+            w.send_signal(signal.SIGTERM)
+            assert w.wait(30) == 0
+
+
+@pytest.mark.timeout(120)
+def test_workers_without_notifications_find_runs_by_polling(
+        sandbox: Sandbox, pg_url: str) -> None:
+    """``?notify=off`` (behind PgBouncer in transaction mode): polling alone suffices."""
+    sb, url = sandbox, pg_url
+    quiet = url + ("&" if "?" in url else "?") + "notify=off"
+    wf = sb.workflow("polled", chain(2, (0, 10), name="polled"))
+    w = _worker(sb, quiet, "poller")
+    assert wait_for(lambda: _registered(url, "poller"), 30), sb.stderr_of(w)
+    runs = _submit(quiet, wf, 5)
+    assert wait_for(lambda: _statuses(url)["succeeded"] == 5, 30), sb.stderr_of(w)
+    for r in runs:
+        _one_success_per_step(url, r, 2)
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(30) == 0
