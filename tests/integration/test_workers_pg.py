@@ -276,3 +276,58 @@ def test_workers_without_notifications_find_runs_by_polling(
         _one_success_per_step(url, r, 2)
     w.send_signal(signal.SIGTERM)
     assert w.wait(30) == 0
+
+
+@pytest.mark.timeout(240)
+def test_three_workers_share_three_busy_agents_without_failing_or_opening_a_breaker(
+        sandbox: Sandbox, pg_url: str, tmp_path: Path) -> None:
+    """An agent's capacity is its own: three workers each allowed 8 calls per agent send
+    it three times what it takes; its 429s are back-pressure (another agent, or a wait),
+    never a failed attempt nor an open circuit."""
+    import yaml
+
+    from tests.integration.observe_tools import free_port
+    from tests.integration.test_back_pressure import _metric_lines, _serve, _up
+
+    sb, url = sandbox, pg_url
+    ports = [free_port() for _ in range(3)]
+    agents = [_serve(tmp_path, f"a{i}", p) for i, p in enumerate(ports)]
+    try:
+        assert wait_for(lambda: all(_up(p) for p in ports), 30), "the agents did not come up"
+        agents_file = sb.root / "fleet.yaml"
+        agents_file.write_text(yaml.safe_dump({
+            "health": {"interval": "1s"},
+            "agents": [{"id": f"a{i}", "capabilities": ["work"], "url": f"http://127.0.0.1:{p}",
+                        "max_concurrency": 8} for i, p in enumerate(ports)]}))
+        wf = sb.workflow("shared", {"name": "shared", "mode": "parallel",
+                                    "steps": [{"id": f"s{i}", "agent": "work"}
+                                              for i in range(6)]})
+        metrics = [free_port() for _ in range(3)]
+        workers = [sb.spawn("worker", "--name", f"w{i}", "--agents", str(agents_file),
+                            "--concurrency", "8", "--metrics-port", str(m), db=url)
+                   for i, m in enumerate(metrics)]
+        assert wait_for(lambda: all(_registered(url, f"w{i}") for i in range(3)), 30)
+        runs = _submit(url, wf, 60)  # all three workers take runs from the start
+        circuits: set[str] = set()
+        busy = 0.0
+        while _statuses(url)["succeeded"] < 60:
+            assert all(w.poll() is None for w in workers), sb.stderr_of(workers[0])
+            for m in metrics:
+                for line in _metric_lines(m):
+                    if line.startswith("podium_agent_circuit{") and line.endswith(" 1.0"):
+                        circuits.add(line.split('podium_agent_circuit="')[1].split('"')[0])
+                    if 'outcome="busy"' in line and line.startswith("podium_agent_calls_total"):
+                        busy = max(busy, float(line.rsplit(" ", 1)[1]))
+            time.sleep(0.05)
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+            assert w.wait(30) == 0, sb.stderr_of(w)
+    finally:
+        for p in agents:
+            p.kill()
+            p.wait()
+    for r in runs:
+        attempts = _sql(url, "SELECT attempts, status FROM steps WHERE run_id = %s", r)
+        assert attempts == [(1, "succeeded")] * 6, (r, attempts)
+    assert circuits == {"closed"}, f"a breaker left the closed state: {circuits}"
+    assert busy > 0, "the agents never pushed back: the test did not test anything"
