@@ -331,3 +331,24 @@ def test_three_workers_share_three_busy_agents_without_failing_or_opening_a_brea
         assert attempts == [(1, "succeeded")] * 6, (r, attempts)
     assert circuits == {"closed"}, f"a breaker left the closed state: {circuits}"
     assert busy > 0, "the agents never pushed back: the test did not test anything"
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_frozen_past_its_lease_with_nobody_to_take_over_finishes_its_runs(
+        sandbox: Sandbox, pg_url: str) -> None:
+    """It stops its runs on waking (it cannot know whether others took them), hands
+    back those still its own, and claims them again: nothing stays stuck."""
+    sb, url = sandbox, pg_url
+    wf = sb.workflow("alone", chain(3, (400, 400), name="alone"))
+    runs = _submit(url, wf, 3)
+    w = _worker(sb, url, "alone")
+    assert wait_for(lambda: len(sb.executions()) >= 3, 30), sb.stderr_of(w)
+    os.kill(w.pid, signal.SIGSTOP)
+    time.sleep(LEASE_S + 1.0)
+    os.kill(w.pid, signal.SIGCONT)
+    assert wait_for(lambda: _statuses(url)["succeeded"] == 3, 60), sb.stderr_of(w)
+    assert "handed back" in sb.stderr_of(w)
+    for r in runs:
+        _one_success_per_step(url, r, 3)
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(30) == 0

@@ -19,7 +19,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,6 +198,9 @@ class Engine:
         self._supervisor: asyncio.Task[None] | None = None
         # A worker's engine renews its leases (heartbeat) even with no run in flight.
         self.keep_leases = False
+        # Runs stopped by self-fencing, still this owner's in the store: a worker hands
+        # them back once it can reach the store again (``take_fenced``).
+        self._fenced: set[str] = set()
 
     @property
     def active_runs(self) -> int:
@@ -762,6 +765,14 @@ class Engine:
         self.bus.emit(RunCancelRequested(run_id=run_id, ts=self.clock.now(), reason=reason))
         handle.cancel(reason)
 
+    def fenced_runs(self) -> list[str]:
+        """The runs self-fencing stopped that are still held in the store (until
+        ``handed_back`` says they are not)."""
+        return sorted(self._fenced)
+
+    def handed_back(self, run_ids: Collection[str]) -> None:
+        self._fenced.difference_update(run_ids)
+
     def ensure_supervisor(self) -> bool:
         """Renew leases from now on (a worker's heartbeat), runs or not; True if the
         supervisor had stopped (it stops itself when the leases lapsed: fencing)."""
@@ -792,6 +803,7 @@ class Engine:
                   " them over", silent_s, len(self._active))
         self.journal.leases_good_until = -math.inf
         for rid, handle in list(self._active.items()):
+            self._fenced.add(rid)
             self.journal.forget(rid)
             handle.abandon(f"its lease was not renewed for {silent_s:.1f}s (the store"
                            " unreachable, or this process frozen); this process stopped"

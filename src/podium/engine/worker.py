@@ -126,10 +126,17 @@ class Worker:
             self._wake.clear()
             claimed_all = False
             try:
-                if engine.ensure_supervisor():
-                    # Its leases lapsed (frozen, or cut off) and it stopped its runs: a
-                    # fresh heartbeat first, or the runs claimed next would look
-                    # abandoned to other workers at once.
+                if engine.ensure_supervisor() or engine.fenced_runs():
+                    # Its leases lapsed (frozen, or cut off) and it stopped its runs:
+                    # hand back those still its own (nobody else would take them while
+                    # its heartbeat lives), then a fresh heartbeat, or the runs claimed
+                    # next would look abandoned to other workers at once.
+                    fenced = engine.fenced_runs()
+                    if fenced:
+                        await store.release_runs(self.id, fenced)
+                        engine.handed_back(fenced)
+                        log.warning("worker %s: handed back %d runs it had stopped",
+                                    self.id, len(fenced))
                     await store_renew(engine)
                 free = cfg.concurrency - engine.active_runs
                 if free > 0:
