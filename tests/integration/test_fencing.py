@@ -112,14 +112,20 @@ def _three() -> Workflow:
                     steps=[Step(id=s, agent="gate") for s in ("a", "b", "c")])
 
 
+async def _in_b(engine: Engine, gate: Gate) -> Any:
+    """Start the three-step run; return its handle once step b's attempt is in flight."""
+    gate.of("a").set()
+    handle = await engine.start(_three())
+    await asyncio.wait_for(gate.came("b").wait(), 10)
+    return handle
+
+
 async def test_a_hand_off_lets_the_attempt_finish_commits_it_and_starts_nothing_more(
         tmp_path: Path) -> None:
     gate = Gate()
-    gate.of("a").set()
     engine = _engine(tmp_path / "h.db", gate)
     async with engine:
-        handle = await engine.start(_three())
-        await asyncio.wait_for(gate.came("b").wait(), 10)
+        handle = await _in_b(engine, gate)
         off = asyncio.create_task(engine.hand_off(grace_s=30))
         await asyncio.sleep(0.05)
         assert not off.done()  # waiting for b's attempt
@@ -144,11 +150,9 @@ async def test_a_hand_off_lets_the_attempt_finish_commits_it_and_starts_nothing_
 async def test_a_second_signal_cuts_the_hand_off_short_and_writes_nothing_of_the_cut(
         tmp_path: Path) -> None:
     gate = Gate()
-    gate.of("a").set()
     engine = _engine(tmp_path / "h.db", gate)
     async with engine:
-        handle = await engine.start(_three())
-        await asyncio.wait_for(gate.came("b").wait(), 10)
+        handle = await _in_b(engine, gate)
         hurry = asyncio.Event()
         off = asyncio.create_task(engine.hand_off(grace_s=600, hurry=hurry))
         await asyncio.sleep(0.05)
@@ -165,11 +169,9 @@ async def test_a_writer_told_it_lost_the_run_stops_it_and_writes_nothing_more(
         tmp_path: Path) -> None:
     """The store's fence, seen from the engine: another process claimed the run."""
     gate = Gate()
-    gate.of("a").set()
     engine = _engine(tmp_path / "f.db", gate)
     async with engine:
-        handle = await engine.start(_three())
-        await asyncio.wait_for(gate.came("b").wait(), 10)
+        handle = await _in_b(engine, gate)
         seen = await engine.store.get_run(handle.run_id)
         assert await engine.store.claim_run(seen, "someone-else", lease_s=60, recoveries=1,
                                             owner_dead=True)

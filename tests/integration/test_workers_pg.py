@@ -83,6 +83,15 @@ def _events(url: str, run_id: str) -> list[tuple[int, str, dict[str, Any], float
     return [(seq, kind, json.loads(data), ts) for seq, kind, data, ts in rows]
 
 
+def _stop(sb: Sandbox, *workers: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to those still running: each hands its runs back and exits 0."""
+    alive = [w for w in workers if w.poll() is None]
+    for w in alive:
+        w.send_signal(signal.SIGTERM)
+    for w in alive:
+        assert w.wait(30) == 0, sb.stderr_of(w)
+
+
 def _one_success_per_step(url: str, run_id: str, steps: int) -> None:
     events = _events(url, run_id)
     assert [e[0] for e in events] == list(range(1, len(events) + 1)), "gaps in the log"
@@ -121,9 +130,7 @@ def test_three_workers_one_killed_lose_nothing_and_run_no_success_twice(
                  if kind == "step_started" and ts > killed_at]
         assert later, f"run {r} held by the killed worker never went on"
         assert min(later) - killed_at <= LEASE_S + 1.0 + 0.5, (r, min(later) - killed_at)
-    for w in workers[1:]:
-        w.send_signal(signal.SIGTERM)
-        assert w.wait(30) == 0, sb.stderr_of(w)
+    _stop(sb, *workers[1:])
 
 
 @pytest.mark.timeout(180)
@@ -150,8 +157,7 @@ def test_sigterm_hands_runs_back_to_another_worker_before_the_lease(
         assert _sql(url, "SELECT recoveries FROM runs WHERE run_id = %s", r) == [(0,)]
     calls = Counter((x.run_id, x.step_id) for x in sb.executions())
     assert max(calls.values()) == 1, "an attempt that finished in the grace ran again"
-    second.send_signal(signal.SIGTERM)
-    assert second.wait(30) == 0
+    _stop(sb, second)
 
 
 @pytest.mark.timeout(180)
@@ -181,9 +187,7 @@ def test_a_frozen_worker_commits_nothing_for_the_runs_taken_from_it(
         assert owner != [("zombie",)]
     calls = Counter(x.step_id for x in sb.executions())
     assert calls == Counter({"s00": 3, "s01": 6, "s02": 3}), "the zombie went on executing"
-    for w in (zombie, taker):
-        w.send_signal(signal.SIGTERM)
-        assert w.wait(30) == 0, sb.stderr_of(w)
+    _stop(sb, zombie, taker)
 
 
 @pytest.mark.timeout(120)
@@ -202,8 +206,7 @@ def test_cancel_reaches_the_worker_executing_the_run_within_a_second(
     ended = [ts for _, kind, _, ts in _events(url, run) if kind == "run_finished"]
     assert ended[0] - asked < 1.0
     assert "run_cancel_requested" in {kind for _, kind, _, _ in _events(url, run)}
-    w.send_signal(signal.SIGTERM)
-    assert w.wait(30) == 0
+    _stop(sb, w)
 
 
 @pytest.mark.timeout(120)
@@ -255,10 +258,7 @@ def test_a_run_that_kills_every_worker_ends_worker_lost_after_its_recovery_max(
     assert "'boom'" in json.loads(error)["message"]
     assert Counter(x.step_id for x in sb.executions()) == Counter({"first": 1,
                                                                   "boom": most + 1})
-    for w in workers:
-        if w.poll() is None:
-            w.send_signal(signal.SIGTERM)
-            assert w.wait(30) == 0
+    _stop(sb, *workers)
 
 
 @pytest.mark.timeout(120)
@@ -274,8 +274,7 @@ def test_workers_without_notifications_find_runs_by_polling(
     assert wait_for(lambda: _statuses(url)["succeeded"] == 5, 30), sb.stderr_of(w)
     for r in runs:
         _one_success_per_step(url, r, 2)
-    w.send_signal(signal.SIGTERM)
-    assert w.wait(30) == 0
+    _stop(sb, w)
 
 
 @pytest.mark.timeout(240)
@@ -319,9 +318,7 @@ def test_three_workers_share_three_busy_agents_without_failing_or_opening_a_brea
                     if 'outcome="busy"' in line and line.startswith("podium_agent_calls_total"):
                         busy = max(busy, float(line.rsplit(" ", 1)[1]))
             time.sleep(0.05)
-        for w in workers:
-            w.send_signal(signal.SIGTERM)
-            assert w.wait(30) == 0, sb.stderr_of(w)
+        _stop(sb, *workers)
     finally:
         for p in agents:
             p.kill()
@@ -350,5 +347,4 @@ def test_a_worker_frozen_past_its_lease_with_nobody_to_take_over_finishes_its_ru
     assert "handed back" in sb.stderr_of(w)
     for r in runs:
         _one_success_per_step(url, r, 3)
-    w.send_signal(signal.SIGTERM)
-    assert w.wait(30) == 0
+    _stop(sb, w)

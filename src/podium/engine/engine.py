@@ -301,15 +301,7 @@ class Engine:
         source: str | None = None,
     ) -> RunHandle:
         """Validate, persist and start a run; return at once with its handle."""
-        await self.open()
-        _wf, plan, definition = self._compiled(workflow)
-        value = apply_input_defaults(workflow, {} if input is None else input)
-        check_input(workflow, value)
-        self.check_agents(plan, source)
-        key = (workflow.name, str(workflow.version))
-        if key not in self._saved_versions:
-            await self.store.save_workflow(workflow.name, workflow.version, definition)
-            self._saved_versions.add(key)
+        plan, definition, value = await self._prepare(workflow, input, source, agents=True)
         now = self.clock.now()
         lease_s = self.config.lease_s
         record = RunRecord(
@@ -331,6 +323,22 @@ class Engine:
         if len(self._active) > 1 or not self.journal.commit_now():
             await self.journal.commit_through(self.journal.position)
         return handle
+
+    async def _prepare(self, workflow: Workflow, input: Any, source: str | None, *,
+                       agents: bool) -> tuple[Plan, dict[str, Any], Any]:
+        """A new run's plan, definition snapshot and input (defaults applied, checked);
+        its agents checked too when this process executes it; the workflow stored."""
+        await self.open()
+        _wf, plan, definition = self._compiled(workflow)
+        value = apply_input_defaults(workflow, {} if input is None else input)
+        check_input(workflow, value)
+        if agents:
+            self.check_agents(plan, source)
+        key = (workflow.name, str(workflow.version))
+        if key not in self._saved_versions:
+            await self.store.save_workflow(workflow.name, workflow.version, definition)
+            self._saved_versions.add(key)
+        return plan, definition, value
 
     def _launch(
         self,
@@ -394,14 +402,7 @@ class Engine:
         """Store a run ``pending``, validated as ``start`` does, and execute nothing: a
         worker claims it (or ``podium resume`` runs it). Its agents need not be known
         here; only workers providing all of them claim it."""
-        await self.open()
-        _wf, plan, definition = self._compiled(workflow)
-        value = apply_input_defaults(workflow, {} if input is None else input)
-        check_input(workflow, value)
-        key = (workflow.name, str(workflow.version))
-        if key not in self._saved_versions:
-            await self.store.save_workflow(workflow.name, workflow.version, definition)
-            self._saved_versions.add(key)
+        plan, definition, value = await self._prepare(workflow, input, None, agents=False)
         record = RunRecord(
             run_id=run_id or new_run_id(),
             workflow=workflow.name,
