@@ -301,20 +301,10 @@ class Engine:
         source: str | None = None,
     ) -> RunHandle:
         """Validate, persist and start a run; return at once with its handle."""
-        plan, definition, value = await self._prepare(workflow, input, source, agents=True)
-        now = self.clock.now()
-        lease_s = self.config.lease_s
-        record = RunRecord(
-            run_id=run_id or new_run_id(),
-            workflow=workflow.name,
-            version=workflow.version,
-            definition=definition,
-            input=value,
-            created_at=now,
-            owner=self.owner,
-            lease_expires_at=await self.store.now() + lease_s,  # on the store's clock
-            agents_source=dict(agents_source or {}),
-        )
+        plan, record = await self._prepare(workflow, input, run_id, agents_source, source,
+                                           agents=True)
+        record.owner = self.owner
+        record.lease_expires_at = await self.store.now() + self.config.lease_s  # its clock
         self.leases_renewed()
         self.journal.track(record, new=True, needs=plan.needs)
         handle = self._launch(plan, record, resumed=False)
@@ -324,10 +314,11 @@ class Engine:
             await self.journal.commit_through(self.journal.position)
         return handle
 
-    async def _prepare(self, workflow: Workflow, input: Any, source: str | None, *,
-                       agents: bool) -> tuple[Plan, dict[str, Any], Any]:
-        """A new run's plan, definition snapshot and input (defaults applied, checked);
-        its agents checked too when this process executes it; the workflow stored."""
+    async def _prepare(self, workflow: Workflow, input: Any, run_id: str | None,
+                       agents_source: Mapping[str, Any] | None, source: str | None, *,
+                       agents: bool) -> tuple[Plan, RunRecord]:
+        """A new run's plan and record, its input with defaults applied and checked; its
+        agents checked too when this process executes it; the workflow stored."""
         await self.open()
         _wf, plan, definition = self._compiled(workflow)
         value = apply_input_defaults(workflow, {} if input is None else input)
@@ -338,7 +329,10 @@ class Engine:
         if key not in self._saved_versions:
             await self.store.save_workflow(workflow.name, workflow.version, definition)
             self._saved_versions.add(key)
-        return plan, definition, value
+        return plan, RunRecord(
+            run_id=run_id or new_run_id(), workflow=workflow.name, version=workflow.version,
+            definition=definition, input=value, created_at=self.clock.now(),
+            agents_source=dict(agents_source or {}), queue=workflow.queue)
 
     def _launch(
         self,
@@ -402,17 +396,9 @@ class Engine:
         """Store a run ``pending``, validated as ``start`` does, and execute nothing: a
         worker claims it (or ``podium resume`` runs it). Its agents need not be known
         here; only workers providing all of them claim it."""
-        plan, definition, value = await self._prepare(workflow, input, None, agents=False)
-        record = RunRecord(
-            run_id=run_id or new_run_id(),
-            workflow=workflow.name,
-            version=workflow.version,
-            definition=definition,
-            input=value,
-            created_at=self.clock.now(),
-            agents_source=dict(agents_source or {}),
-            queue=queue or workflow.queue,
-        )
+        plan, record = await self._prepare(workflow, input, run_id, agents_source, None,
+                                           agents=False)
+        record.queue = queue or workflow.queue
         journal = self.journal
         journal.track(record, new=True, needs=plan.needs)
         self.bus.emit(RunSubmitted(run_id=record.run_id, ts=record.created_at,
