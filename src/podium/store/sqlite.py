@@ -35,10 +35,11 @@ from urllib.parse import parse_qs, unquote, urlparse
 import orjson
 
 from podium.errors import ConfigError, RunNotFound, StoreError
-from podium.events import ErrorInfo, Event, StepSucceeded, event_from_dict
-from podium.state import RunRecord, StepRecord
+from podium.events import Event, StepSucceeded, event_from_dict
+from podium.state import RunRecord
 from podium.store.base import NO_RUNS, Batch, encode_event
 from podium.store.queries import queries
+from podium.store.rows import dumps, run_from_row, step_from_row
 from podium.store.sqlite_alerts import AlertQueries
 from podium.store.sqlite_checkpoint import CHECKPOINT_THREAD_AFTER, Checkpointer
 from podium.store.sqlite_db import (
@@ -60,22 +61,6 @@ _STRICT_WAL_BYTES = 1 << 20
 Q = queries("sqlite")
 _NOTHING: frozenset[str] = frozenset()
 _NO_ROWS: dict[str, tuple[str, int]] = {}  # read, never written
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else orjson.loads(text)
-
-
-def _error(text: str | None) -> ErrorInfo | None:
-    return None if text is None else ErrorInfo.from_dict(orjson.loads(text))
-
-
-def _error_text(err: ErrorInfo | None) -> str | None:
-    return None if err is None else _dumps(err.to_dict())
 
 
 def _bad_db(url: str, why: str, fix: str) -> ConfigError:
@@ -331,7 +316,7 @@ class SQLiteStore(AlertQueries):
     ) -> None:
         def do(conn: sqlite3.Connection) -> None:
             conn.execute(Q["workflow_save"],
-                         (name, _dumps(version), _dumps(definition), time.time()))
+                         (name, dumps(version), dumps(definition), time.time()))
 
         self._write(do)
 
@@ -341,7 +326,7 @@ class SQLiteStore(AlertQueries):
         hit = self._definitions.get(id(definition))
         if hit is not None and hit[0] is definition:
             return hit[1]
-        text = _dumps(definition)
+        text = dumps(definition)
         if len(self._definitions) >= 64:
             self._definitions.clear()
         self._definitions[id(definition)] = (definition, text)
@@ -381,7 +366,7 @@ class SQLiteStore(AlertQueries):
     def _fenced_batch(self, conn: sqlite3.Connection, batch: Batch
                       ) -> tuple[list[tuple[str, str, tuple[str, int]]], frozenset[str]]:
         held = {r[0] for r in conn.execute(
-            Q["runs_fence"], (_dumps(list(batch.epochs.items())), batch.owner))}
+            Q["runs_fence"], (dumps(list(batch.epochs.items())), batch.owner))}
         lost = frozenset(batch.epochs.keys() - held)
         return self._batch(conn, batch.without(lost) if lost else batch), lost
 
@@ -389,10 +374,10 @@ class SQLiteStore(AlertQueries):
                ) -> list[tuple[str, str, tuple[str, int]]]:
         for r in batch.new_runs:
             conn.execute(Q["run_insert"], (
-                r.run_id, r.workflow, _dumps(r.version), self._definition_json(r.definition),
+                r.run_id, r.workflow, dumps(r.version), self._definition_json(r.definition),
                 r.input_json, r.status, r.output_json, r.error_json, r.created_at,
                 r.started_at, r.finished_at, r.owner, r.lease_expires_at,
-                _dumps(r.agents_source), r.phase, r.queue, _dumps(list(r.needs))))
+                dumps(r.agents_source), r.phase, r.queue, dumps(list(r.needs))))
         conn.executemany(Q["event_insert"], [  # batch.event_rows(), without its call
             (e.run_id, seq, e.type, e.ts, encode_event(e))
             for e, seq in zip(batch.source, batch.seqs, strict=True)])
@@ -479,56 +464,16 @@ class SQLiteStore(AlertQueries):
             f"no run '{run_id}' in {self.path} (fix: see `podium runs`)", run_id=run_id
         )
 
-    @staticmethod
-    def _run_from_row(row: Sequence[Any]) -> RunRecord:
-        return RunRecord(
-            run_id=row[0],
-            workflow=row[1],
-            version=_loads(row[2]),
-            definition=_loads(row[3]),
-            input=_loads(row[4]),
-            status=row[5],
-            output=_loads(row[6]),
-            error=_error(row[7]),
-            created_at=row[8],
-            started_at=row[9],
-            finished_at=row[10],
-            owner=row[11],
-            lease_expires_at=row[12],
-            cancel_requested=bool(row[13]),
-            agents_source=_loads(row[14]) or {},
-            phase=row[15],
-            epoch=row[16],
-            recoveries=row[17],
-            recovered_at=row[18],
-            queue=row[19],
-        )
-
     async def get_run(self, run_id: str) -> RunRecord:
         try:
             rid = self._resolve_id(run_id)
             conn = self.conn
             row = conn.execute(Q["run_get"].format(run_columns=self._run_columns),
                                (rid,)).fetchone()
-            run = self._run_from_row(row)
+            run = run_from_row(row)
             for s in conn.execute(Q["steps_of_run"].format(step_columns=self._step_columns),
                                   (rid,)):
-                run.steps[s[0]] = StepRecord(
-                    step_id=s[0],
-                    status=s[1],
-                    attempts=s[2],
-                    agent_id=s[3],
-                    output=_loads(s[4]),
-                    error=_error(s[5]),
-                    started_at=s[6],
-                    finished_at=s[7],
-                    next_retry_at=s[8],
-                    optional=bool(s[9]),
-                    completed_seq=s[10],
-                    compensation_status=s[11],
-                    compensation_attempts=s[12],
-                    compensation_error=_error(s[13]),
-                )
+                run.steps[s[0]] = step_from_row(s)
             run.completions = max((s.completed_seq or 0 for s in run.steps.values()), default=0)
             return run
         except sqlite3.Error as exc:
@@ -542,7 +487,7 @@ class SQLiteStore(AlertQueries):
                                      (status, workflow, limit)).fetchall()
         except sqlite3.Error as exc:
             raise store_error(exc, self.path) from None
-        return [self._run_from_row(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     async def get_events(self, run_id: str) -> Sequence[Event]:
         rid = self._resolve_id(run_id)
@@ -568,7 +513,7 @@ class SQLiteStore(AlertQueries):
         if not run_ids:
             return set()
         rows = self.conn.execute(Q["cancel_requested_among"],
-                                 (_dumps(list(run_ids)),)).fetchall()
+                                 (dumps(list(run_ids)),)).fetchall()
         return {r[0] for r in rows}
 
     async def claim_run(self, run: RunRecord, owner: str, *, lease_s: float,
@@ -595,6 +540,6 @@ class SQLiteStore(AlertQueries):
                            lease_s: float) -> set[str]:
         if not run_ids:
             return set()
-        args = (time.time() + lease_s, owner, _dumps(list(run_ids)))
+        args = (time.time() + lease_s, owner, dumps(list(run_ids)))
         held = self._write(lambda conn: conn.execute(Q["leases_renew"], args).fetchall())
         return set(run_ids) - {r[0] for r in held}

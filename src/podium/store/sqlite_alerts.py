@@ -7,25 +7,16 @@ A mixin of ``SQLiteStore``: it uses the store's connection and its short
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
-
-import orjson
 
 from podium.state import AlertRecord, AttemptOutcome
 from podium.store.queries import queries
+from podium.store.rows import alert_from_row, dumps
 
 __all__ = ["AlertQueries"]
 
 Q = queries("sqlite")
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else orjson.loads(text)
 
 
 class AlertQueries:
@@ -43,7 +34,7 @@ class AlertQueries:
     ) -> None:
         a = alert
         now = ts if ts is not None else (a.last_notified_at or a.resolved_at or a.fired_at)
-        row = (a.key, a.rule, a.kind, a.severity, a.status, a.summary, _dumps(a.labels),
+        row = (a.key, a.rule, a.kind, a.severity, a.status, a.summary, dumps(a.labels),
                a.run_id, a.workflow, a.fired_at, a.resolved_at, a.acked_at, a.acked_by, a.level,
                a.last_notified_at, now)
 
@@ -53,35 +44,15 @@ class AlertQueries:
 
         self._write(do)
 
-    @staticmethod
-    def _alert(row: Sequence[Any]) -> AlertRecord:
-        return AlertRecord(
-            key=row[0],
-            rule=row[1],
-            kind=row[2],
-            severity=row[3],
-            status=row[4],
-            summary=row[5],
-            labels=_loads(row[6]) or {},
-            run_id=row[7],
-            workflow=row[8],
-            fired_at=row[9],
-            resolved_at=row[10],
-            acked_at=row[11],
-            acked_by=row[12],
-            level=row[13],
-            last_notified_at=row[14],
-        )
-
     async def list_alerts(
         self, *, status: str | None = None, limit: int = 100
     ) -> list[AlertRecord]:
         rows = self.conn.execute(Q["alerts_list"], (status, limit)).fetchall()
-        return [self._alert(r) for r in rows]
+        return [alert_from_row(r) for r in rows]
 
     async def get_alert(self, key: str) -> AlertRecord | None:
         row = self.conn.execute(Q["alert_get"], (key,)).fetchone()
-        return self._alert(row) if row else None
+        return alert_from_row(row) if row else None
 
     async def ack_alert(self, key: str, by: str, now: float) -> bool:
         def do(conn: sqlite3.Connection) -> int:

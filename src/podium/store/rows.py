@@ -1,0 +1,101 @@
+"""Rows as every SQL store reads them back: the same columns in the same order.
+
+SQLite and PostgreSQL keep the same tables with the same columns (their schemas are
+compared version by version), and JSON as the text the store wrote; so a row read
+back becomes a record in one way, here, whichever database it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from podium.events import ErrorInfo
+from podium.state import AlertRecord, RunRecord, StepRecord
+
+__all__ = ["alert_from_row", "dumps", "error_of", "loads", "run_from_row", "step_from_row"]
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else orjson.loads(text)
+
+
+def error_of(text: str | None) -> ErrorInfo | None:
+    return None if text is None else ErrorInfo.from_dict(orjson.loads(text))
+
+
+def run_from_row(row: Sequence[Any]) -> RunRecord:
+    """A run without its steps from: run_id, workflow, version, definition, input,
+    status, output, error, created_at, started_at, finished_at, owner,
+    lease_expires_at, cancel_requested, agents_source, phase, epoch, recoveries,
+    recovered_at, queue."""
+    return RunRecord(
+        run_id=row[0],
+        workflow=row[1],
+        version=loads(row[2]),
+        definition=loads(row[3]),
+        input=loads(row[4]),
+        status=row[5],
+        output=loads(row[6]),
+        error=error_of(row[7]),
+        created_at=row[8],
+        started_at=row[9],
+        finished_at=row[10],
+        owner=row[11],
+        lease_expires_at=row[12],
+        cancel_requested=bool(row[13]),
+        agents_source=loads(row[14]) or {},
+        phase=row[15],
+        epoch=row[16],
+        recoveries=row[17],
+        recovered_at=row[18],
+        queue=row[19],
+    )
+
+
+def step_from_row(s: Sequence[Any]) -> StepRecord:
+    """A step from: step_id, status, attempts, agent_id, output, error, started_at,
+    finished_at, next_retry_at, optional, completed_seq, compensation_status,
+    compensation_attempts, compensation_error."""
+    return StepRecord(
+        step_id=s[0],
+        status=s[1],
+        attempts=s[2],
+        agent_id=s[3],
+        output=loads(s[4]),
+        error=error_of(s[5]),
+        started_at=s[6],
+        finished_at=s[7],
+        next_retry_at=s[8],
+        optional=bool(s[9]),
+        completed_seq=s[10],
+        compensation_status=s[11],
+        compensation_attempts=s[12],
+        compensation_error=error_of(s[13]),
+    )
+
+
+def alert_from_row(row: Sequence[Any]) -> AlertRecord:
+    return AlertRecord(
+        key=row[0],
+        rule=row[1],
+        kind=row[2],
+        severity=row[3],
+        status=row[4],
+        summary=row[5],
+        labels=loads(row[6]) or {},
+        run_id=row[7],
+        workflow=row[8],
+        fired_at=row[9],
+        resolved_at=row[10],
+        acked_at=row[11],
+        acked_by=row[12],
+        level=row[13],
+        last_notified_at=row[14],
+    )
