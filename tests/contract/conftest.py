@@ -1,7 +1,8 @@
 """Every store backend, behind one fixture, and two fault wrappers around any of them.
 
-``store`` is an open store of each backend in turn (the in-memory reference and a
-real SQLite file; PostgreSQL joins with its store). The contract tests use only
+``store`` is an open store of each backend in turn: the in-memory reference, a
+real SQLite file and a real PostgreSQL database (a fresh one per test, on the
+session's throwaway cluster; ``backend`` is then that database's URL). The contract tests use only
 the ``RunStore`` and ``AlertStore`` protocols, so what one backend passes, every
 backend must.
 
@@ -28,7 +29,7 @@ from podium.store.base import Batch, CommitUnknown, Store
 from podium.store.memory import MemoryStore
 from podium.store.sqlite import SQLiteStore
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 def make_store(kind: str, tmp_path: Path) -> Store:
@@ -36,11 +37,17 @@ def make_store(kind: str, tmp_path: Path) -> Store:
         return MemoryStore()
     if kind == "sqlite":
         return SQLiteStore(tmp_path / "contract.db")
+    if kind.startswith("postgresql://"):
+        from podium.store.postgres import PostgresStore
+
+        return PostgresStore.from_url(kind)
     raise AssertionError(kind)
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgres":
+        return str(request.getfixturevalue("pg_url"))
     return str(request.param)
 
 

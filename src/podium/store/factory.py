@@ -1,4 +1,4 @@
-"""Pick a store from a URL: ``memory://``, ``sqlite:///path`` (default), later ``postgresql://``."""
+"""Pick a store from a URL: ``memory://``, ``sqlite:///path`` (default), ``postgresql://``."""
 
 from __future__ import annotations
 
@@ -49,6 +49,10 @@ def open_store(url: str, *, readonly: bool = False) -> Store:
         from podium.store.sqlite import SQLiteStore
 
         return SQLiteStore.from_url(url, readonly=readonly)
+    if url.startswith(("postgresql://", "postgres://")):
+        from podium.store.postgres import PostgresStore
+
+        return PostgresStore.from_url(url, readonly=readonly)
     if "://" not in url and (url.endswith((".db", ".sqlite", ".sqlite3")) or Path(url).suffix):
         from podium.store.sqlite import SQLiteStore, checked_db_path
 
@@ -56,6 +60,6 @@ def open_store(url: str, *, readonly: bool = False) -> Store:
     from podium.redact import mask_url
 
     raise ConfigError(
-        f"unsupported database URL {mask_url(url)!r} (fix: use sqlite:///path/to/podium.db or"
-        " memory://)"
+        f"unsupported database URL {mask_url(url)!r} (fix: use sqlite:///path/to/podium.db,"
+        " postgresql://user@host/db or memory://)"
     )

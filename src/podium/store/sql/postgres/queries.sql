@@ -1,0 +1,270 @@
+-- Every statement the PostgreSQL store runs, by name (store/queries.py reads this file).
+-- Parameters are psycopg's (%s, %(name)s): never user data in the text. Times are
+-- epoch seconds; "now" is always the database's (statement_timestamp), so clock skew
+-- between hosts moves no lease. Lists of ids travel as arrays (= ANY(%s)).
+
+-- name: now
+SELECT extract(epoch FROM statement_timestamp())::float8;
+
+-- name: run_insert
+INSERT INTO runs (run_id, workflow, version, definition, input, status, output, error,
+                  created_at, started_at, finished_at, owner, lease_expires_at,
+                  cancel_requested, agents_source, phase, queue, capabilities)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, false, %s, %s, %s, %s);
+
+-- name: run_update
+-- A run's row as its events left it; a run that ended forgets its cancel request.
+UPDATE runs SET status = %s, output = %s, error = %s, started_at = %s, finished_at = %s,
+                phase = %s, cancel_requested = CASE WHEN %s THEN false ELSE cancel_requested END
+WHERE run_id = %s;
+
+-- name: event_insert
+INSERT INTO events (run_id, seq, type, ts, data) VALUES (%s, %s, %s, %s, %s);
+
+-- name: step_upsert
+-- An output already stored is kept when the batch has none for it (only a success
+-- carries its output; a compensation must not erase it).
+INSERT INTO steps (run_id, step_id, status, attempts, agent_id, output, error, started_at,
+                   finished_at, next_retry_at, optional, completed_seq, compensation_status,
+                   compensation_attempts, compensation_error)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (run_id, step_id) DO UPDATE SET
+    status = excluded.status, attempts = excluded.attempts, agent_id = excluded.agent_id,
+    output = COALESCE(excluded.output, steps.output), error = excluded.error,
+    started_at = excluded.started_at, finished_at = excluded.finished_at,
+    next_retry_at = excluded.next_retry_at, optional = excluded.optional,
+    completed_seq = excluded.completed_seq, compensation_status = excluded.compensation_status,
+    compensation_attempts = excluded.compensation_attempts,
+    compensation_error = excluded.compensation_error;
+
+-- name: runs_fence
+-- Which of the batch's runs are still the writer's at the epochs it claimed them at,
+-- locked until the batch commits: a claim (an UPDATE of the row) waits for it, so
+-- nobody takes a run between this check and the writes it allows.
+SELECT r.run_id FROM runs r
+JOIN unnest(%s::text[], %s::bigint[]) AS b(run_id, epoch)
+  ON r.run_id = b.run_id AND r.epoch = b.epoch
+WHERE r.owner = %s
+FOR NO KEY UPDATE OF r;
+
+-- name: last_seq
+SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = %s;
+
+-- name: event_exists
+SELECT 1 FROM events WHERE run_id = %s AND seq = %s;
+
+-- name: workflow_save
+INSERT INTO workflows (name, version, definition, created_at)
+VALUES (%s, %s, %s, extract(epoch FROM statement_timestamp()))
+ON CONFLICT (name, version) DO UPDATE SET definition = excluded.definition;
+
+-- name: run_exists
+SELECT 1 FROM runs WHERE run_id = %s;
+
+-- name: run_ids_with_prefix
+-- A prefix of a run id: the ids in [prefix, prefix + U+FFFF), at most two (ambiguous).
+-- Keys collate "C" (byte order), so this is a range scan of the primary key.
+SELECT run_id FROM runs WHERE run_id >= %s AND run_id < %s ORDER BY run_id LIMIT 2;
+
+-- name: run_get
+SELECT run_id, workflow, version, definition, input, status, output, error, created_at,
+       started_at, finished_at, owner, lease_expires_at, cancel_requested, agents_source,
+       phase, epoch, recoveries, recovered_at, queue
+FROM runs WHERE run_id = ANY(%s);
+
+-- name: steps_of_runs
+SELECT run_id, step_id, status, attempts, agent_id, output, error, started_at, finished_at,
+       next_retry_at, optional, completed_seq, compensation_status, compensation_attempts,
+       compensation_error
+FROM steps WHERE run_id = ANY(%s);
+
+-- name: runs_list
+-- Newest first; a NULL filter matches everything.
+SELECT run_id, workflow, version, definition, input, status, output, error, created_at,
+       started_at, finished_at, owner, lease_expires_at, cancel_requested, agents_source,
+       phase, epoch, recoveries, recovered_at, queue
+FROM runs
+WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
+ORDER BY created_at DESC LIMIT %(limit)s;
+
+-- name: events_of_run
+SELECT type, ts, data FROM events WHERE run_id = %s ORDER BY seq;
+
+-- name: cancel_request
+UPDATE runs SET cancel_requested = true
+WHERE run_id = %s AND status NOT IN ('succeeded', 'failed', 'cancelled', 'rolled_back',
+                                     'rollback_failed')
+RETURNING run_id;
+
+-- name: cancel_requested_among
+SELECT run_id FROM runs WHERE cancel_requested AND run_id = ANY(%s);
+
+-- name: run_claim
+-- A compare-and-swap on the epoch the run was read at, of a free run: no owner, the
+-- claimer itself, an owner known dead (its pid is gone from the caller's host), or a
+-- lease expired by the database's clock. cancel_requested is kept.
+UPDATE runs SET owner = %(owner)s,
+                lease_expires_at = extract(epoch FROM statement_timestamp()) + %(lease)s,
+                epoch = epoch + 1, recoveries = %(recoveries)s,
+                recovered_at = CASE WHEN %(recoveries)s > recoveries
+                                    THEN extract(epoch FROM statement_timestamp())
+                                    ELSE recovered_at END
+WHERE run_id = %(run_id)s AND epoch = %(epoch)s
+  AND (owner IS NULL OR owner = %(owner)s OR %(dead)s OR lease_expires_at IS NULL
+       OR lease_expires_at < extract(epoch FROM statement_timestamp()))
+RETURNING lease_expires_at, recovered_at, cancel_requested;
+
+-- name: run_release
+UPDATE runs SET owner = NULL WHERE run_id = %s AND owner = %s;
+
+-- name: run_release_forced
+UPDATE runs SET owner = NULL WHERE run_id = %s;
+
+-- name: leases_renew
+-- The runs renewed come back: those asked for and missing were lost.
+UPDATE runs SET lease_expires_at = extract(epoch FROM statement_timestamp()) + %s
+WHERE owner = %s AND run_id = ANY(%s)
+RETURNING run_id;
+
+-- name: heartbeat
+-- A worker's row (if the owner is one): its heartbeat, for `podium workers`.
+UPDATE workers SET heartbeat = extract(epoch FROM statement_timestamp()), lease_s = %s
+WHERE id = %s;
+
+-- name: worker_register
+-- A new worker, or the row of a dead one with this id taken over (its heartbeat older
+-- than its lease); a live one with this id answers nothing (WorkerNameTaken).
+INSERT INTO workers AS w (id, host, pid, boot_id, pid_ns, started, heartbeat, lease_s,
+                          concurrency, queues, capabilities, stopping)
+VALUES (%s, %s, %s, %s, %s, extract(epoch FROM statement_timestamp()),
+        extract(epoch FROM statement_timestamp()), %s, %s, %s, %s, false)
+ON CONFLICT (id) DO UPDATE SET
+    host = excluded.host, pid = excluded.pid, boot_id = excluded.boot_id,
+    pid_ns = excluded.pid_ns, started = excluded.started, heartbeat = excluded.heartbeat,
+    lease_s = excluded.lease_s, concurrency = excluded.concurrency, queues = excluded.queues,
+    capabilities = excluded.capabilities, stopping = false
+WHERE w.heartbeat + w.lease_s < extract(epoch FROM statement_timestamp())
+RETURNING id;
+
+-- name: runs_of_dead_namesake
+-- Runs a dead worker of the same id still holds: counted as taken over (poison runs
+-- stay bounded) and freed, so the new worker of that id does not sit on them unknowing.
+UPDATE runs SET owner = NULL, lease_expires_at = NULL, epoch = epoch + 1,
+                recoveries = recoveries + 1,
+                recovered_at = extract(epoch FROM statement_timestamp())
+WHERE owner = %s AND status IN ('pending', 'running');
+
+-- name: worker_stopping
+UPDATE workers SET stopping = true WHERE id = %s;
+
+-- name: worker_release_all
+UPDATE runs SET owner = NULL, lease_expires_at = NULL
+WHERE owner = %s AND status IN ('pending', 'running')
+RETURNING run_id;
+
+-- name: worker_delete
+DELETE FROM workers WHERE id = %s;
+
+-- name: workers_list
+SELECT w.id, w.host, w.pid, w.lease_s, w.concurrency, w.queues, w.capabilities, w.boot_id,
+       w.pid_ns, w.started, w.heartbeat, w.stopping,
+       (SELECT count(*) FROM runs r
+        WHERE r.owner = w.id AND r.status IN ('pending', 'running'))
+FROM workers w ORDER BY w.started, w.id;
+
+-- name: runs_claim
+-- Up to %(limit)s runs in one statement, oldest first, none another claimer holds
+-- locked: pending runs nobody owns, and live runs whose owner's lease expired by the
+-- database's clock once their poison backoff passed (1 s, 2 s, 4 s... after each
+-- takeover, at most 60 s); only of the worker's queues, only with needs (capability
+-- names, '@agent' ids) all among what its registry provides.
+WITH picked AS (
+    SELECT r.run_id, r.owner IS NOT NULL AS taken FROM runs r
+    WHERE r.status IN ('pending', 'running') AND r.queue = ANY(%(queues)s)
+      AND r.capabilities <@ %(capabilities)s::text[]
+      AND (r.owner IS NULL
+           OR COALESCE(r.lease_expires_at, 0)
+              + CASE WHEN r.recoveries = 0 THEN 0
+                     ELSE least(power(2, r.recoveries - 1), 60) END
+              < extract(epoch FROM statement_timestamp()))
+    ORDER BY r.created_at LIMIT %(limit)s
+    FOR UPDATE OF r SKIP LOCKED)
+UPDATE runs SET owner = %(me)s, epoch = runs.epoch + 1,
+                lease_expires_at = extract(epoch FROM statement_timestamp()) + %(lease)s,
+                recoveries = runs.recoveries + picked.taken::int,
+                recovered_at = CASE WHEN picked.taken
+                                    THEN extract(epoch FROM statement_timestamp())
+                                    ELSE runs.recovered_at END
+FROM picked WHERE runs.run_id = picked.run_id
+RETURNING runs.run_id;
+
+-- name: runs_release
+UPDATE runs SET owner = NULL, lease_expires_at = NULL
+WHERE owner = %s AND run_id = ANY(%s) AND status IN ('pending', 'running')
+RETURNING run_id;
+
+-- name: runs_unclaimable
+-- Pending runs nobody holds, older than %s seconds: what they need.
+SELECT run_id, capabilities FROM runs
+WHERE status = 'pending' AND owner IS NULL
+  AND created_at < extract(epoch FROM statement_timestamp()) - %s
+ORDER BY created_at LIMIT 100;
+
+-- name: live_capabilities
+SELECT capabilities FROM workers
+WHERE heartbeat + lease_s >= extract(epoch FROM statement_timestamp()) AND NOT stopping;
+
+-- name: notify
+SELECT pg_notify(%s, %s);
+
+-- name: alert_upsert
+-- An ack made by another process (podium alerts ack) of the same firing is kept.
+INSERT INTO alerts (key, rule, kind, severity, status, summary, labels, run_id, workflow,
+                    fired_at, resolved_at, acked_at, acked_by, level, last_notified_at,
+                    updated_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (key) DO UPDATE SET
+    rule = excluded.rule, kind = excluded.kind, severity = excluded.severity,
+    status = excluded.status, summary = excluded.summary, labels = excluded.labels,
+    run_id = excluded.run_id, workflow = excluded.workflow, fired_at = excluded.fired_at,
+    resolved_at = excluded.resolved_at,
+    acked_at = COALESCE(excluded.acked_at,
+                        CASE WHEN excluded.fired_at = alerts.fired_at THEN alerts.acked_at END),
+    acked_by = COALESCE(excluded.acked_by,
+                        CASE WHEN excluded.fired_at = alerts.fired_at THEN alerts.acked_by END),
+    level = excluded.level, last_notified_at = excluded.last_notified_at,
+    updated_at = excluded.updated_at;
+
+-- name: alert_history_add
+INSERT INTO alert_history (key, ts, what, detail) VALUES (%s, %s, %s, %s);
+
+-- name: alerts_list
+SELECT key, rule, kind, severity, status, summary, labels, run_id, workflow, fired_at,
+       resolved_at, acked_at, acked_by, level, last_notified_at
+FROM alerts WHERE (%(status)s::text IS NULL OR status = %(status)s)
+ORDER BY fired_at DESC LIMIT %(limit)s;
+
+-- name: alert_get
+SELECT key, rule, kind, severity, status, summary, labels, run_id, workflow, fired_at,
+       resolved_at, acked_at, acked_by, level, last_notified_at
+FROM alerts WHERE key = %s;
+
+-- name: alert_ack
+UPDATE alerts SET acked_at = %s, acked_by = %s, updated_at = %s
+WHERE key = %s AND status = 'firing' AND acked_at IS NULL
+RETURNING key;
+
+-- name: alert_history_of
+SELECT ts, what, detail FROM alert_history WHERE key = %s ORDER BY id;
+
+-- name: attempt_outcomes
+-- Every attempt that ended since %s: successes and failed attempts, oldest first.
+SELECT e.ts, e.run_id, r.workflow, e.type,
+       e.data::json ->> 'step_id', e.data::json ->> 'agent_id',
+       (e.data::json ->> 'attempt')::int, e.data::json -> 'error' ->> 'type',
+       e.data::json -> 'error' ->> 'message'
+FROM runs r JOIN events e ON e.run_id = r.run_id
+WHERE (r.finished_at IS NULL OR r.finished_at >= %(since)s) AND e.ts >= %(since)s
+  AND e.type IN ('step_succeeded', 'step_attempt_failed')
+ORDER BY e.ts;
