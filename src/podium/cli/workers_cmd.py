@@ -235,3 +235,45 @@ def workers(db: DbOpt = None, as_json: JsonOpt = False) -> None:
             print("(no workers)", file=out)
 
     guarded(body, as_json=as_json)
+
+
+db_app = typer.Typer(help="The database itself: migrate it before a roll-out.",
+                     no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """Bring the database's schema up to this Podium's (what every writer does on open).
+
+    For operators who migrate before rolling out new workers, as a role allowed to
+    create tables; a database made by a newer Podium is refused (exit 3).
+    """
+
+    async def go() -> tuple[str, int, list[int]]:
+        from podium.redact import mask_url
+        from podium.store.factory import default_db_url, open_store
+
+        url = default_db_url(db)
+        store = open_store(url)
+        await store.open()
+        await store.close()
+        if url.startswith(("postgresql://", "postgres://")):
+            from podium.store.postgres import SCHEMA_VERSION as PG_VERSION
+            from podium.store.postgres import PostgresStore
+
+            assert isinstance(store, PostgresStore)
+            return store.url, PG_VERSION, list(store.applied)
+        from podium.store.sqlite_db import SCHEMA_VERSION
+
+        return mask_url(url), SCHEMA_VERSION, []
+
+    def body() -> None:
+        url, version, applied = run_async(go, json_stdout=as_json)
+        if as_json:
+            dump_json({"db": url, "schema_version": version})
+            return
+        done = f" (applied {', '.join(map(str, applied))})" if applied else ""
+        print(f"{url}: schema {version}{done}", file=sys.stdout)
+
+    guarded(body, as_json=as_json)

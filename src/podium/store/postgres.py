@@ -209,6 +209,11 @@ class PostgresStore:
                     await self._check_version(conn)
                 else:
                     self.applied = await self._migrate(conn)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise StoreError(
+                f"{self._error(exc, 'cannot create the schema')} (fix: run `podium db upgrade"
+                " --db URL` once as a role that may create tables, e.g. the database's"
+                " owner)") from None
         except psycopg.Error as exc:
             raise self._error(exc, "cannot prepare the schema") from None
         pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
@@ -253,7 +258,10 @@ class PostgresStore:
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
                 sql.Identifier(self.schema)))
-            current = await self._version(conn) or 0
+            found = await self._version(conn)
+            if found is None:
+                await self._refuse_foreign(conn)
+            current = found or 0
             if current > SCHEMA_VERSION:
                 raise StoreError(
                     f"PostgreSQL {self.url} was made by a newer Podium (schema {current};"
@@ -269,6 +277,18 @@ class PostgresStore:
         if applied:
             log.info("PostgreSQL %s: schema migrated to %d", self.url, applied[-1])
         return applied
+
+    async def _refuse_foreign(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """A schema that holds tables but no Podium ones is somebody else's: untouched."""
+        cur = await conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s"
+            " ORDER BY table_name LIMIT 3", (self.schema,))
+        names = [r[0] for r in await cur.fetchall()]
+        if names:
+            raise StoreError(
+                f"PostgreSQL {self.url}: schema {self.schema!r} holds tables that are not"
+                f" Podium's ({', '.join(names)}...); nothing was changed (fix: give Podium a"
+                " schema of its own, e.g. ?schema=podium, or another database)")
 
     async def close(self) -> None:
         if self._pool is None:
