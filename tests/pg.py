@@ -217,6 +217,19 @@ class PgCluster:
             self.log.unlink(missing_ok=True)
         raise RuntimeError(f"no free port for PostgreSQL after {_PORT_TRIES} tries")
 
+    def crash_and_restart(self, down_s: float = 2.0) -> None:
+        """Stop the server as a crash would (``-m immediate``: no shutdown checkpoint,
+        clients cut), stay down ``down_s``, start it again on the same port (it replays
+        its log: what was committed is there)."""
+        subprocess.run(self._stop_command(), capture_output=True, timeout=60, check=True,
+                       cwd=self.folder)
+        time.sleep(down_s)
+        cmd = _owner_cmd([str(self.bindir / "pg_ctl"), "start", "-w", "-t",
+                          str(START_TIMEOUT_S), "-D", str(self.data), "-l", str(self.log),
+                          "-o", f"-p {self.port}"])
+        subprocess.run(cmd, capture_output=True, timeout=START_TIMEOUT_S + 30, check=True,
+                       cwd=self.folder)
+
     def _stop_command(self) -> list[str]:
         return _owner_cmd([str(self.bindir / "pg_ctl"), "stop", "-m", "immediate", "-w",
                            "-D", str(self.data)])

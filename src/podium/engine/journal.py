@@ -58,11 +58,15 @@ __all__ = ["Journal"]
 
 log = logging.getLogger("podium.engine")
 
-# Reading back a cut-off batch may itself meet a dropped connection: a few tries; and a
-# batch known not to have landed is written again, a few times, before waiters hear.
-_PROBE_TRIES = 5
+# A batch cut off (its outcome unknown: a network store lost its connection) is read
+# back, and written again if it never landed, with a growing wait, for as long as the
+# store stays away and a run of the batch is still this journal's: a database restart
+# is waited out, not turned into failed runs. A process that cannot reach its store
+# for two thirds of its lease stops its runs (the supervisor's self-fencing), and then
+# nobody waits for the batch any more. _RETRY_FOR_S is only the backstop.
 _PROBE_WAIT_S = 0.05
-_WRITE_TRIES = 5
+_RETRY_MAX_WAIT_S = 1.0
+_RETRY_FOR_S = 300.0
 
 
 @dataclass(slots=True)
@@ -100,6 +104,10 @@ class Journal:
         self.durable = 0
         self._pending: list[Event] = []
         self._tracked: dict[str, _Tracked] = {}
+        # The last batch cut: its runs' tracking, in the order of its last_seq, so that
+        # its commit touches only runs still tracked as they were then.
+        self._cut_seqs: dict[str, int] = {}
+        self._cut_runs: list[_Tracked] = []
         # The batch on the wire (an async store's), and who waits for what.
         self._writing: asyncio.Task[None] | None = None
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -113,12 +121,27 @@ class Journal:
         self._tracked[run.run_id] = _Tracked(run, seq, new, needs=needs)
 
     def forget(self, run_id: str) -> None:
-        """Write nothing more of ``run_id`` (its pending events are dropped at the cut)."""
-        self._tracked.pop(run_id, None)
+        """Write nothing more of ``run_id``: its pending events go now, so that none of
+        them is taken for the run's if this journal tracks it anew (claimed again)."""
+        if self._tracked.pop(run_id, None) is None:
+            return
+        pending = self._pending
+        kept = [e for e in pending if e.run_id != run_id]
+        if len(kept) != len(pending):
+            # Counted as cut, so the position of every event still pending stays
+            # where it was or grows: nobody waiting for one is released early.
+            self._cut_so_far += len(pending) - len(kept)
+            self._pending = kept
 
     def _lost(self, lost: frozenset[str]) -> None:
+        """The store fenced these runs off the batch just committed: stop them, unless
+        this journal forgot a run meanwhile (and perhaps tracks it anew, claimed again:
+        that execution holds the run at a newer epoch and must go on)."""
+        cut = dict(zip(self._cut_seqs, self._cut_runs, strict=True))
         for rid in lost:
-            self._tracked.pop(rid, None)
+            if self._tracked.get(rid) is not cut.get(rid):
+                continue
+            del self._tracked[rid]
             log.warning("run %s: another process holds it now; this one stops executing"
                         " it and writes nothing more of it", rid)
             if self.on_lost is not None:
@@ -194,6 +217,9 @@ class Journal:
         if self._writing is not None:
             return  # its end pumps again
         if not self._pending:
+            # Nothing forming, nothing on the wire: every position so far is committed
+            # or was dropped (a forgotten run's events), and nobody need wait for it.
+            self.durable = self._cut_so_far
             self._release(None)
             return
         if self._sync is not None:
@@ -216,17 +242,21 @@ class Journal:
         error: BaseException | None = None
         lost: frozenset[str] = frozenset()
         try:
-            for attempt in range(_WRITE_TRIES):
+            deadline = self._monotonic() + _RETRY_FOR_S
+            wait = _PROBE_WAIT_S
+            while True:
                 try:
                     lost = await self.store.write_batch(batch)
                     break
-                except CommitUnknown:
-                    if await self._landed(batch):
+                except CommitUnknown as exc:
+                    if await self._landed(batch, deadline):
                         break
-                    if attempt == _WRITE_TRIES - 1:
+                    if not self._keep_trying(deadline):
                         raise
                     # Known not to have landed: the same batch again, after a breath.
-                    await asyncio.sleep(_PROBE_WAIT_S * (attempt + 1))
+                    log.warning("commit cut off and not landed; writing it again: %s", exc)
+                    await asyncio.sleep(wait)
+                    wait = min(wait * 2, _RETRY_MAX_WAIT_S)
         except BaseException as exc:  # noqa: BLE001 - handed to the waiters below
             self._uncut(batch, upto)
             error = exc
@@ -242,16 +272,26 @@ class Journal:
         if isinstance(error, asyncio.CancelledError):
             raise error
 
-    async def _landed(self, batch: Batch) -> bool:
+    def _keep_trying(self, deadline: float) -> bool:
+        """Whether a cut-off batch is still worth writing: a run of it is still this
+        journal's (not stopped by self-fencing meanwhile), and the backstop is not up."""
+        if self._monotonic() > deadline:
+            return False
+        tracked = self._tracked
+        return any(tracked.get(rid) is t
+                   for rid, t in zip(self._cut_seqs, self._cut_runs, strict=True))
+
+    async def _landed(self, batch: Batch, deadline: float) -> bool:
         """Whether a cut-off batch committed, asked of the store until it can tell."""
-        for attempt in range(_PROBE_TRIES):
+        wait = _PROBE_WAIT_S
+        while True:
             try:
                 return await self.store.batch_committed(batch)
             except PodiumError:
-                if attempt == _PROBE_TRIES - 1:
+                if not self._keep_trying(deadline):
                     raise
-                await asyncio.sleep(_PROBE_WAIT_S * (attempt + 1))
-        return False
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, _RETRY_MAX_WAIT_S)
 
     def _release(self, error: BaseException | None) -> None:
         """Wake every waiter whose position is durable now; fail the others if ``error``."""
@@ -326,8 +366,10 @@ class Journal:
         finished: list[str] = []
         epochs: dict[str, int] = {}
         make = tuple.__new__  # a StepRow from its tuple, without NamedTuple's Python __new__
+        cut_runs: list[_Tracked] = []
         for rid in last_seq:
             t = tracked[rid]
+            cut_runs.append(t)
             record = t.record
             if not t.new:
                 epochs[rid] = record.epoch
@@ -351,6 +393,7 @@ class Journal:
             t.touched.clear()
             if outputs:
                 outputs.clear()
+        self._cut_seqs, self._cut_runs = last_seq, cut_runs
         return Batch(new_runs, taken, seqs, runs, steps, last_seq, finished, self.owner,
                      epochs, self._monotonic() > self.leases_good_until), upto
 
@@ -359,21 +402,30 @@ class Journal:
 
         (Events of runs this journal does not write were dropped at the cut; the
         positions they had stay counted, as positions only ever grow.)"""
-        self._pending[:0] = batch.source
-        self._cut_so_far -= len(batch.source)  # so ``position`` stays where it was
-        for e in batch.source:
+        tracked = self._tracked
+        current = {rid for rid, t in zip(self._cut_seqs, self._cut_runs, strict=True)
+                   if tracked.get(rid) is t}
+        # Events of runs forgotten while the batch was on the wire are dropped (if the
+        # run is tracked anew, they belong to an execution that was stopped).
+        source = batch.source
+        if len(current) != len(self._cut_seqs):
+            source = [e for e in source if e.run_id in current]
+        self._pending[:0] = source
+        self._cut_so_far -= len(source)  # so ``position`` stays where it was (or grows)
+        for e in source:
             rid = e.run_id
             step_id = getattr(e, "step_id", None)
             if step_id is not None:
-                t = self._tracked[rid]
+                t = tracked[rid]
                 t.touched.add(step_id)
                 if type(e) is StepSucceeded:
                     t.outputs[step_id] = e.output_json
 
     def _committed(self, batch: Batch, upto: int) -> None:
         tracked = self._tracked
-        for rid, seq in batch.last_seq.items():
-            t = tracked[rid]
+        for (rid, seq), t in zip(batch.last_seq.items(), self._cut_runs, strict=True):
+            if tracked.get(rid) is not t:
+                continue  # forgotten while the batch was on the wire (or tracked anew)
             t.seq = seq
             t.new = False
         for rid in batch.finished:

@@ -46,6 +46,10 @@ __all__ = ["CANCELLED", "FAILED", "TIMEOUT", "RunExecution", "calls_of"]
 
 log = logging.getLogger("podium.engine")
 
+
+def _drop(_event: Event) -> None:
+    """Where an abandoned execution's events go: nowhere."""
+
 # Why a run stops before every step resolved (CANCELLED and FAILED are also the
 # statuses it ends with; a timed-out run ends failed).
 CANCELLED, TIMEOUT, FAILED = RunStatus.CANCELLED, "timeout", RunStatus.FAILED
@@ -300,6 +304,9 @@ class RunExecution:
         cancelled."""
         self.pause()
         self._queue.clear()
+        # Nothing it does from now on reaches the journal (nor anyone else): the run is
+        # another execution's, perhaps this very engine's after a new claim.
+        self._emit_bus = _drop
         for task in self._tasks.values():
             task.cancel()
 
