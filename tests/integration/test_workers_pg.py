@@ -393,3 +393,30 @@ def test_a_postgresql_crash_under_two_workers_loses_nothing_and_reruns_no_succes
         else:
             assert not any("stopping all" in sb.stderr_of(w) for w in workers)
         _stop(sb, *workers)
+
+
+@pytest.mark.timeout(120)
+def test_podium_serve_on_postgresql_takes_over_a_dead_run_and_leaves_submitted_ones(
+        sandbox: Sandbox, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``podium serve`` finds a dead owner's runs with the workers' claim; runs queued by
+    ``podium submit`` are for ``podium worker`` and stay pending."""
+    from tests.integration.observe_tools import free_port
+
+    monkeypatch.setenv("PODIUM_LEASE", "2s")
+    sb, url = sandbox, pg_url
+    wf = sb.workflow("left", chain(5, (100, 200), name="left"))
+    proc = sb.spawn("run", str(wf), agents=True, db=url)
+    assert wait_for(lambda: len(sb.executions()) >= 2, 30), sb.stderr_of(proc)
+    sb.kill(proc)
+    ((left,),) = _sql(url, "SELECT run_id FROM runs")
+    (queued,) = _submit(url, sb.workflow("queued", chain(1, (0, 0), name="queued")), 1)
+    server = sb.spawn("serve", "--port", str(free_port()), agents=True, db=url)
+    assert wait_for(lambda: _sql(url, "SELECT status FROM runs WHERE run_id = %s", left)
+                    == [("succeeded",)], 60), sb.stderr_of(server)
+    _one_success_per_step(url, left, 5)
+    assert _sql(url, "SELECT recoveries FROM runs WHERE run_id = %s", left) == [(1,)]
+    assert _sql(url, "SELECT status, owner FROM runs WHERE run_id = %s", queued) == [
+        ("pending", None)]
+    server.send_signal(signal.SIGTERM)  # uvicorn shuts down, then re-raises the signal
+    assert server.wait(30) in (0, -signal.SIGTERM), sb.stderr_of(server)
+    assert "stopped; 0 runs handed back" in sb.stderr_of(server)

@@ -51,6 +51,8 @@ class WorkerConfig:
     poll_s: float = 5.0
     # After this long pending, a run no live worker can execute is named in the log.
     missing_after_s: float = 60.0
+    # Only runs a dead owner left, never submitted ones (``podium serve``).
+    takeovers_only: bool = False
 
 
 def _boot_id() -> str | None:
@@ -141,11 +143,12 @@ class Worker:
                 free = cfg.concurrency - engine.active_runs
                 if free > 0:
                     runs = await store.claim_runs(self.id, queues=cfg.queues,
-                                                  capabilities=self.capabilities, limit=free)
+                                                  capabilities=self.capabilities, limit=free,
+                                                  takeovers_only=cfg.takeovers_only)
                     for run in runs:
                         await self._start(run)
                     claimed_all = len(runs) == free  # there may be more waiting
-                if loop.time() >= next_missing:
+                if loop.time() >= next_missing and not cfg.takeovers_only:
                     next_missing = loop.time() + cfg.missing_after_s / 2
                     self._say_missing(await store.missing_capabilities(cfg.missing_after_s))
                 if failing:

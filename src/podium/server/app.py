@@ -2,7 +2,10 @@
 
 On start it takes over runs that a dead process left behind (and keeps
 looking for more as leases expire), exposes the engine's own Prometheus
-registry, and evaluates alerts. Binds 127.0.0.1 unless told otherwise, with
+registry, and evaluates alerts. On PostgreSQL it finds them with the workers'
+own claim (``FOR UPDATE SKIP LOCKED``, only runs an owner left, never a
+submitted one: those are for ``podium worker``), so no two processes take
+one run and no scan reads every live run. Binds 127.0.0.1 unless told otherwise, with
 the ``Host`` check, origin check and connection deadlines of ``podium.httpd``.
 
 ``/healthz`` answers liveness only (``{"status": "ok"}``): it is open, so it
@@ -46,7 +49,8 @@ class PodiumServer:
         self.engine: Any = None
         self.metrics: Any = None
         self.alerts: Any = None
-        self._scanner: asyncio.Task[None] | None = None
+        self._scanner: asyncio.Task[Any] | None = None
+        self._stop_worker: asyncio.Event | None = None
         self.resumed: list[str] = []
         self._next_due: float | None = None  # a run backing off after a takeover
 
@@ -60,6 +64,18 @@ class PodiumServer:
         self.engine, self.metrics = self.runtime.engine, self.runtime.metrics
         self.alerts = self.runtime.alerts
         self.engine.registry.start_monitor()
+        from podium.store.base import WorkerStore
+
+        store = self.runtime.store
+        if isinstance(store, WorkerStore):
+            from podium.engine.worker import Worker, WorkerConfig
+
+            worker = Worker(self.engine, store, WorkerConfig(
+                takeovers_only=True, poll_s=self.config.scan_interval_s))
+            self._stop_worker = asyncio.Event()
+            self._scanner = asyncio.get_running_loop().create_task(
+                worker.run(self._stop_worker), name="podium:takeovers")
+            return
         await self.scan()
         self._scanner = asyncio.get_running_loop().create_task(self._scan_loop(),
                                                                name="podium:stale-run-scanner")
@@ -90,6 +106,11 @@ class PodiumServer:
                 log.exception("stale-run scan failed")
 
     async def stop(self) -> None:
+        if self._stop_worker is not None and self._scanner is not None:
+            self._stop_worker.set()  # hands its runs back to the workers
+            with contextlib.suppress(Exception):
+                await self._scanner
+            self._scanner = None
         if self._scanner is not None:
             self._scanner.cancel()
             with contextlib.suppress(asyncio.CancelledError):

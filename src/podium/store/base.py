@@ -358,12 +358,14 @@ class WorkerStore(Protocol):
     async def list_workers(self) -> list[WorkerInfo]: ...
 
     async def claim_runs(self, worker_id: str, *, queues: Sequence[str],
-                         capabilities: Collection[str], limit: int) -> list[RunRecord]:
+                         capabilities: Collection[str], limit: int,
+                         takeovers_only: bool = False) -> list[RunRecord]:
         """Claim up to ``limit`` runs in one statement, oldest first, none that another
-        claimer holds locked (``FOR UPDATE SKIP LOCKED``): pending runs nobody owns,
-        and live runs whose owner's lease expired by the store's clock once their
-        poison backoff has passed (1 s, 2 s, 4 s... after the last takeover, at most
-        60 s); only runs of ``queues`` whose needs are all in ``capabilities``.
+        claimer holds locked (``FOR UPDATE SKIP LOCKED``): pending runs nobody owns
+        (not with ``takeovers_only``), and live runs whose owner's lease expired by the
+        store's clock once their poison backoff has passed (1 s, 2 s, 4 s... after the
+        last takeover, at most 60 s); only runs of ``queues`` whose needs are all in
+        ``capabilities``.
 
         Each claim bumps the epoch; a takeover from an owner also counts a recovery
         (``recovered_at`` the store's now). Returns the runs as claimed, with their

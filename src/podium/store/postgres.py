@@ -625,7 +625,8 @@ class PostgresStore:
                 for r in rows]
 
     async def claim_runs(self, worker_id: str, *, queues: Sequence[str],
-                         capabilities: Collection[str], limit: int) -> list[RunRecord]:
+                         capabilities: Collection[str], limit: int,
+                         takeovers_only: bool = False) -> list[RunRecord]:
         self._writable()
         if limit <= 0:
             return []
@@ -636,7 +637,7 @@ class PostgresStore:
                     cur = await conn.execute(Q["runs_claim"], {
                         "me": worker_id, "queues": list(queues),
                         "capabilities": sorted(capabilities), "limit": limit,
-                        "lease": lease})
+                        "lease": lease, "takeovers_only": takeovers_only})
                     ids = [r[0] for r in await cur.fetchall()]
                 if not ids:
                     return []

@@ -178,11 +178,13 @@ FROM workers w ORDER BY w.started, w.id;
 -- locked: pending runs nobody owns, and live runs whose owner's lease expired by the
 -- database's clock once their poison backoff passed (1 s, 2 s, 4 s... after each
 -- takeover, at most 60 s); only of the worker's queues, only with needs (capability
--- names, '@agent' ids) all among what its registry provides.
+-- names, '@agent' ids) all among what its registry provides. takeovers_only: only
+-- runs an owner left (podium serve on PostgreSQL, which executes nothing submitted).
 WITH picked AS (
     SELECT r.run_id, r.owner IS NOT NULL AS taken FROM runs r
     WHERE r.status IN ('pending', 'running') AND r.queue = ANY(%(queues)s)
       AND r.capabilities <@ %(capabilities)s::text[]
+      AND (r.owner IS NOT NULL OR NOT %(takeovers_only)s)
       AND (r.owner IS NULL
            OR COALESCE(r.lease_expires_at, 0)
               + CASE WHEN r.recoveries = 0 THEN 0
