@@ -420,3 +420,31 @@ def test_podium_serve_on_postgresql_takes_over_a_dead_run_and_leaves_submitted_o
     server.send_signal(signal.SIGTERM)  # uvicorn shuts down, then re-raises the signal
     assert server.wait(30) in (0, -signal.SIGTERM), sb.stderr_of(server)
     assert "stopped; 0 runs handed back" in sb.stderr_of(server)
+
+
+@pytest.mark.timeout(120)
+def test_max_runs_holds_across_workers_and_slots_are_given_back(
+        sandbox: Sandbox, pg_url: str) -> None:
+    """``max_runs: 2`` with two workers of four slots each: never more than two runs of
+    the workflow execute at once (slots under a unique index, taken in the claim), the
+    other workflow's runs are not held up behind them, and every slot is given back."""
+    sb, url = sandbox, pg_url
+    limited = sb.workflow("limited", chain(2, (300, 300), name="limited") | {"max_runs": 2})
+    free = sb.workflow("free", chain(1, (0, 0), name="free"))
+    runs = _submit(url, limited, 6)
+    others = _submit(url, free, 3)
+    workers = [_worker(sb, url, f"w{i}", "--concurrency", "4") for i in range(2)]
+    assert wait_for(lambda: _statuses(url)["succeeded"] == 9, 60), sb.stderr_of(workers[0])
+    spans = []
+    for r in runs:
+        _one_success_per_step(url, r, 2)
+        ts = [t for _, kind, _, t in _events(url, r) if kind in ("run_started", "run_finished")]
+        spans.append((min(ts), max(ts)))
+    at_once = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert at_once == 2, spans
+    first_limited_end = min(e for _, e in spans)
+    for r in others:  # queued after the limited ones, yet not stuck behind them
+        (started,) = [t for _, kind, _, t in _events(url, r) if kind == "run_started"]
+        assert started < first_limited_end
+    assert _sql(url, "SELECT count(*) FROM run_slots") == [(0,)]
+    _stop(sb, *workers)

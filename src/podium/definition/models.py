@@ -104,6 +104,9 @@ class Workflow(Model):
                                description="Takeovers after a crash before the run fails")
     queue: str = Field("default", pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=64,
                        description="The queue its submitted runs wait in (podium worker --queue)")
+    max_runs: int | None = Field(
+        None, ge=1, le=100_000,
+        description="Runs of it executing at once across every worker (PostgreSQL's claims)")
 
     @model_validator(mode="after")
     def _semantics(self) -> Workflow:

@@ -92,6 +92,12 @@ def migrations() -> list[tuple[int, str]]:
 SCHEMA_VERSION = migrations()[-1][0]
 
 
+def _max_runs(definition: Any) -> int | None:
+    """A workflow's ``max_runs``, read from the run's definition snapshot."""
+    most = definition.get("max_runs") if isinstance(definition, dict) else None
+    return most if isinstance(most, int) and not isinstance(most, bool) else None
+
+
 def _bad_url(url: str, why: str, fix: str) -> ConfigError:
     return ConfigError(f"database {mask_url(url)!r} (--db or $PODIUM_DB): {why} (fix: {fix})")
 
@@ -377,7 +383,8 @@ class PostgresStore:
                     (r.run_id, r.workflow, dumps(r.version), self._definition_json(r.definition),
                      r.input_json, r.status, r.output_json, r.error_json, r.created_at,
                      r.started_at, r.finished_at, r.owner, r.lease_expires_at,
-                     dumps(r.agents_source), r.phase, r.queue, list(r.needs))
+                     dumps(r.agents_source), r.phase, r.queue, list(r.needs),
+                     _max_runs(r.definition))
                     for r in batch.new_runs])
             if batch.source:
                 await cur.executemany(Q["event_insert"], batch.event_rows())
@@ -388,6 +395,8 @@ class PostgresStore:
                      r.phase, r.run_id in finished, r.run_id) for r in batch.runs])
             if batch.steps:
                 await cur.executemany(Q["step_upsert"], batch.steps)
+            if batch.finished:
+                await cur.execute(Q["slots_free"], (batch.finished,))
 
     async def batch_committed(self, batch: Batch) -> bool:
         try:
@@ -592,7 +601,7 @@ class PostgresStore:
                         " another --name, or stop that one first)")
                 # A dead worker of this name may still hold runs: they are taken over.
                 cur = await conn.execute(Q["runs_of_dead_namesake"], (info.id,))
-                freed = cur.rowcount
+                freed = len(await cur.fetchall())
         except psycopg.Error as exc:
             raise self._error(exc, "worker registration") from None
         self._leases[info.id] = info.lease_s
@@ -634,13 +643,22 @@ class PostgresStore:
         try:
             async with self.pool.connection() as conn:
                 async with conn.transaction():
+                    cur = await conn.execute(Q["runs_claimable"], {
+                        "queues": list(queues), "capabilities": sorted(capabilities),
+                        "limit": limit, "takeovers_only": takeovers_only})
+                    ids = []
+                    for run_id, _taken, workflow, most in await cur.fetchall():
+                        if most is not None:  # a slot of its workflow's max_runs, or wait
+                            got = await conn.execute(Q["slot_take"], {
+                                "run": run_id, "workflow": workflow, "max": most})
+                            if await got.fetchone() is None:
+                                continue
+                        ids.append(run_id)
+                    if not ids:
+                        return []
                     cur = await conn.execute(Q["runs_claim"], {
-                        "me": worker_id, "queues": list(queues),
-                        "capabilities": sorted(capabilities), "limit": limit,
-                        "lease": lease, "takeovers_only": takeovers_only})
+                        "me": worker_id, "ids": ids, "lease": lease})
                     ids = [r[0] for r in await cur.fetchall()]
-                if not ids:
-                    return []
                 runs = await self._runs(conn, ids)
         except psycopg.Error as exc:
             raise self._error(exc, "claim") from None

@@ -9,8 +9,8 @@ SELECT extract(epoch FROM statement_timestamp())::float8;
 -- name: run_insert
 INSERT INTO runs (run_id, workflow, version, definition, input, status, output, error,
                   created_at, started_at, finished_at, owner, lease_expires_at,
-                  cancel_requested, agents_source, phase, queue, capabilities)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, false, %s, %s, %s, %s);
+                  cancel_requested, agents_source, phase, queue, capabilities, max_runs)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, false, %s, %s, %s, %s, %s);
 
 -- name: run_update
 -- A run's row as its events left it; a run that ended forgets its cancel request.
@@ -116,10 +116,13 @@ WHERE run_id = %(run_id)s AND epoch = %(epoch)s
 RETURNING lease_expires_at, recovered_at, cancel_requested;
 
 -- name: run_release
-UPDATE runs SET owner = NULL WHERE run_id = %s AND owner = %s;
+WITH released AS (UPDATE runs SET owner = NULL WHERE run_id = %s AND owner = %s
+                  RETURNING run_id)
+DELETE FROM run_slots WHERE run_id IN (SELECT run_id FROM released);
 
 -- name: run_release_forced
-UPDATE runs SET owner = NULL WHERE run_id = %s;
+WITH released AS (UPDATE runs SET owner = NULL WHERE run_id = %s RETURNING run_id)
+DELETE FROM run_slots WHERE run_id IN (SELECT run_id FROM released);
 
 -- name: leases_renew
 -- The runs renewed come back: those asked for and missing were lost.
@@ -150,18 +153,25 @@ RETURNING id;
 -- name: runs_of_dead_namesake
 -- Runs a dead worker of the same id still holds: counted as taken over (poison runs
 -- stay bounded) and freed, so the new worker of that id does not sit on them unknowing.
-UPDATE runs SET owner = NULL, lease_expires_at = NULL, epoch = epoch + 1,
-                recoveries = recoveries + 1,
-                recovered_at = extract(epoch FROM statement_timestamp())
-WHERE owner = %s AND status IN ('pending', 'running');
+WITH released AS (
+    UPDATE runs SET owner = NULL, lease_expires_at = NULL, epoch = epoch + 1,
+                    recoveries = recoveries + 1,
+                    recovered_at = extract(epoch FROM statement_timestamp())
+    WHERE owner = %s AND status IN ('pending', 'running')
+    RETURNING run_id),
+freed AS (DELETE FROM run_slots WHERE run_id IN (SELECT run_id FROM released))
+SELECT run_id FROM released;
 
 -- name: worker_stopping
 UPDATE workers SET stopping = true WHERE id = %s;
 
 -- name: worker_release_all
-UPDATE runs SET owner = NULL, lease_expires_at = NULL
-WHERE owner = %s AND status IN ('pending', 'running')
-RETURNING run_id;
+WITH released AS (
+    UPDATE runs SET owner = NULL, lease_expires_at = NULL
+    WHERE owner = %s AND status IN ('pending', 'running')
+    RETURNING run_id),
+freed AS (DELETE FROM run_slots WHERE run_id IN (SELECT run_id FROM released))
+SELECT run_id FROM released;
 
 -- name: worker_delete
 DELETE FROM workers WHERE id = %s;
@@ -173,38 +183,66 @@ SELECT w.id, w.host, w.pid, w.lease_s, w.concurrency, w.queues, w.capabilities, 
         WHERE r.owner = w.id AND r.status IN ('pending', 'running'))
 FROM workers w ORDER BY w.started, w.id;
 
+-- name: runs_claimable
+-- Up to %(limit)s runs, oldest first, locked for this claim and skipped by any other:
+-- pending runs nobody owns (not with takeovers_only: podium serve), and live runs whose
+-- owner's lease expired by the database's clock once their poison backoff passed (1 s,
+-- 2 s, 4 s... after each takeover, at most 60 s); only of the worker's queues, only
+-- with needs (capability names, '@agent' ids) all among what its registry provides,
+-- and none of a workflow whose max_runs slots are all taken (a run taken over keeps
+-- its slot).
+SELECT r.run_id, r.owner IS NOT NULL, r.workflow, r.max_runs FROM runs r
+WHERE r.status IN ('pending', 'running') AND r.queue = ANY(%(queues)s)
+  AND r.capabilities <@ %(capabilities)s::text[]
+  AND (r.owner IS NOT NULL OR NOT %(takeovers_only)s)
+  AND (r.owner IS NULL
+       OR COALESCE(r.lease_expires_at, 0)
+          + CASE WHEN r.recoveries = 0 THEN 0
+                 ELSE least(power(2, r.recoveries - 1), 60) END
+          < extract(epoch FROM statement_timestamp()))
+  AND (r.max_runs IS NULL
+       OR EXISTS (SELECT 1 FROM run_slots s WHERE s.run_id = r.run_id)
+       OR (SELECT count(*) FROM run_slots s WHERE s.workflow = r.workflow) < r.max_runs)
+ORDER BY r.created_at LIMIT %(limit)s
+FOR UPDATE OF r SKIP LOCKED;
+
+-- name: slot_take
+-- One of the workflow's slots 0..max_runs-1 for the run, enforced by the unique index
+-- (counting would race): the first free number is inserted, every later row conflicts
+-- on run_id; a run that holds one already keeps it; no row back: the workflow is at
+-- its limit.
+WITH held AS (SELECT slot FROM run_slots WHERE run_id = %(run)s),
+     taken AS (
+       INSERT INTO run_slots
+       SELECT %(workflow)s, s, %(run)s, extract(epoch FROM statement_timestamp())
+       FROM generate_series(0, %(max)s - 1) s
+       WHERE NOT EXISTS (SELECT 1 FROM held)
+       ORDER BY s ON CONFLICT DO NOTHING RETURNING slot)
+SELECT slot FROM held UNION ALL SELECT slot FROM taken;
+
 -- name: runs_claim
--- Up to %(limit)s runs in one statement, oldest first, none another claimer holds
--- locked: pending runs nobody owns, and live runs whose owner's lease expired by the
--- database's clock once their poison backoff passed (1 s, 2 s, 4 s... after each
--- takeover, at most 60 s); only of the worker's queues, only with needs (capability
--- names, '@agent' ids) all among what its registry provides. takeovers_only: only
--- runs an owner left (podium serve on PostgreSQL, which executes nothing submitted).
-WITH picked AS (
-    SELECT r.run_id, r.owner IS NOT NULL AS taken FROM runs r
-    WHERE r.status IN ('pending', 'running') AND r.queue = ANY(%(queues)s)
-      AND r.capabilities <@ %(capabilities)s::text[]
-      AND (r.owner IS NOT NULL OR NOT %(takeovers_only)s)
-      AND (r.owner IS NULL
-           OR COALESCE(r.lease_expires_at, 0)
-              + CASE WHEN r.recoveries = 0 THEN 0
-                     ELSE least(power(2, r.recoveries - 1), 60) END
-              < extract(epoch FROM statement_timestamp()))
-    ORDER BY r.created_at LIMIT %(limit)s
-    FOR UPDATE OF r SKIP LOCKED)
-UPDATE runs SET owner = %(me)s, epoch = runs.epoch + 1,
+-- The runs picked above, now this worker's: the epoch goes up (fencing whatever the
+-- former owner still sends), a takeover counts toward the run's recoveries.
+UPDATE runs SET owner = %(me)s, epoch = epoch + 1,
                 lease_expires_at = extract(epoch FROM statement_timestamp()) + %(lease)s,
-                recoveries = runs.recoveries + picked.taken::int,
-                recovered_at = CASE WHEN picked.taken
+                recoveries = recoveries + (owner IS NOT NULL)::int,
+                recovered_at = CASE WHEN owner IS NOT NULL
                                     THEN extract(epoch FROM statement_timestamp())
-                                    ELSE runs.recovered_at END
-FROM picked WHERE runs.run_id = picked.run_id
-RETURNING runs.run_id;
+                                    ELSE recovered_at END
+WHERE run_id = ANY(%(ids)s)
+RETURNING run_id;
+
+-- name: slots_free
+-- Runs that ended or were handed back give their slot up.
+DELETE FROM run_slots WHERE run_id = ANY(%s);
 
 -- name: runs_release
-UPDATE runs SET owner = NULL, lease_expires_at = NULL
-WHERE owner = %s AND run_id = ANY(%s) AND status IN ('pending', 'running')
-RETURNING run_id;
+WITH released AS (
+    UPDATE runs SET owner = NULL, lease_expires_at = NULL
+    WHERE owner = %s AND run_id = ANY(%s) AND status IN ('pending', 'running')
+    RETURNING run_id),
+freed AS (DELETE FROM run_slots WHERE run_id IN (SELECT run_id FROM released))
+SELECT run_id FROM released;
 
 -- name: runs_unclaimable
 -- Pending runs nobody holds, older than %s seconds: what they need.
