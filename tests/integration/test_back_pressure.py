@@ -34,7 +34,7 @@ def _serve(tmp: Path, name: str, port: int) -> subprocess.Popen[bytes]:
     control = tmp / name
     control.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PODIUM_")}
-    env.update(FLEET_NAME=name, FLEET_CONTROL=str(control), FLEET_DELAY_MS="60")
+    env.update(FLEET_NAME=name, FLEET_CONTROL=str(control), FLEET_DELAY_MS="250")
     return subprocess.Popen(
         [sys.executable, "-m", "podium", "agent", "serve", "fleet_workers:work",
          "--capability", "work", "--port", str(port), "--max-concurrency", "8",
@@ -75,7 +75,7 @@ def test_two_engines_share_three_busy_agents_without_failing_or_opening_a_breake
                         "max_concurrency": 8} for i, p in enumerate(ports)]}))
         (tmp_path / "wf.yaml").write_text(yaml.safe_dump({
             "name": "shared", "mode": "parallel",
-            "steps": [{"id": f"s{i:02d}", "agent": "work"} for i in range(60)]}))
+            "steps": [{"id": f"s{i:03d}", "agent": "work"} for i in range(120)]}))
         metrics = [free_port(), free_port()]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PODIUM_")}
         for n, mport in enumerate(metrics):

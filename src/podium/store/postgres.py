@@ -529,12 +529,15 @@ class PostgresStore:
         """The runs' leases and, if ``owner`` is a worker, its heartbeat: one transaction."""
         self._writable()
         try:
-            async with self.pool.connection() as conn, conn.transaction():
-                await conn.execute(Q["heartbeat"], (lease_s, owner))
-                if not run_ids:
+            async with self.pool.connection() as conn:
+                if not run_ids:  # an idle worker: one statement, no BEGIN and COMMIT
+                    await conn.execute(Q["heartbeat"], (lease_s, owner))
                     return set()
-                cur = await conn.execute(Q["leases_renew"], (lease_s, owner, list(run_ids)))
-                held = {r[0] for r in await cur.fetchall()}
+                async with conn.transaction():
+                    await conn.execute(Q["heartbeat"], (lease_s, owner))
+                    cur = await conn.execute(Q["leases_renew"],
+                                             (lease_s, owner, list(run_ids)))
+                    held = {r[0] for r in await cur.fetchall()}
         except psycopg.Error as exc:
             raise self._error(exc, "lease renewal") from None
         return set(run_ids) - held
@@ -640,12 +643,17 @@ class PostgresStore:
         if limit <= 0:
             return []
         lease = self._leases.get(worker_id, 15.0)
+        wanted = {"queues": list(queues), "capabilities": sorted(capabilities),
+                  "limit": limit, "takeovers_only": takeovers_only}
         try:
             async with self.pool.connection() as conn:
+                # A look first, on its own (no BEGIN and COMMIT): an idle worker's poll
+                # is one statement; the claim proper only when there is something.
+                cur = await conn.execute(Q["runs_claimable"], wanted)
+                if not await cur.fetchall():
+                    return []
                 async with conn.transaction():
-                    cur = await conn.execute(Q["runs_claimable"], {
-                        "queues": list(queues), "capabilities": sorted(capabilities),
-                        "limit": limit, "takeovers_only": takeovers_only})
+                    cur = await conn.execute(Q["runs_claimable"], wanted)
                     ids = []
                     for run_id, _taken, workflow, most in await cur.fetchall():
                         if most is not None:  # a slot of its workflow's max_runs, or wait
