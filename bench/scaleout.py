@@ -401,11 +401,14 @@ def idle(b: Bench, window: float) -> dict[str, Any]:
                              " WHERE datname = %s", name)
         return int(n)
 
-    def statements() -> int:
+    def logged() -> list[str]:
         text = b.cluster.log.read_text(errors="replace")
-        return sum(1 for line in text.splitlines()
-                   if f" {name} " in line and ("LOG:  statement:" in line
-                                              or "LOG:  execute" in line))
+        return [line.split("LOG:  ", 1)[1] for line in text.splitlines()
+                if f" {name} " in line and ("LOG:  statement:" in line
+                                           or "LOG:  execute" in line)]
+
+    def statements() -> int:
+        return len(logged())
 
     with b.workers(url, 1, concurrency=16) as (w,):
         if not wait_for(lambda: registered(url, ["w0"]), 60):
@@ -416,7 +419,10 @@ def idle(b: Bench, window: float) -> dict[str, Any]:
         time.sleep(1.1)  # PostgreSQL 15 flushes a backend's stats at most once a second
         cpu1, s1, x1 = proc_cpu_s(w.pid), statements(), xacts()
         elapsed = time.monotonic() - t0
+    # What it sent, by kind: the first 60 characters of each statement.
+    kinds = Counter(" ".join(x.split())[:60] for x in logged()[s0:s1])
     return {"rate": (s1 - s0) / elapsed, "xacts_per_s": (x1 - x0) / elapsed,
+            "statements": dict(kinds.most_common(8)),
             "worker_cpu_pct": 100 * (cpu1 - cpu0) / elapsed, "window_s": elapsed}
 
 
@@ -441,6 +447,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 "machine_busy_cpu_s", "window_s"):
         if key in runs[0]:
             out[key] = round(statistics.median(r[key] for r in runs), 3)
+    if "statements" in runs[0]:
+        out["statements_first_rep"] = runs[0]["statements"]
     if "gaps" in runs[0]:
         out["gaps_s"] = [round(g, 3) for r in runs for g in r["gaps"]]
     return out
