@@ -349,11 +349,11 @@ def takeover(b: Bench, runs: int) -> dict[str, Any]:
     url = b.fresh_db("takeover")
     wf = b.workflow(chain("takeover", "nap", STEPS, 1000))
     asyncio.run(submit_many(url, wf, 0))  # the schema
+    # The victim alone first, so that it surely holds runs; then the survivor.
     victim = b.worker(url, "victim", concurrency=32, lease=TAKEOVER_LEASE_S)
-    survivor = b.worker(url, "survivor", concurrency=64, lease=TAKEOVER_LEASE_S)
     try:
-        if not wait_for(lambda: registered(url, ["victim", "survivor"]), 60):
-            raise PodiumBug(f"workers did not register:\n{b.stderr_of(victim)}")
+        if not wait_for(lambda: registered(url, ["victim"]), 60):
+            raise PodiumBug(f"the victim did not register:\n{b.stderr_of(victim)}")
         ids = asyncio.run(submit_many(url, wf, runs))
 
         def held() -> list[str]:
@@ -362,6 +362,9 @@ def takeover(b: Bench, runs: int) -> dict[str, Any]:
 
         if not wait_for(lambda: len(held()) >= 1, 30):
             raise PodiumBug(f"the victim took no runs:\n{b.stderr_of(victim)}")
+        survivor = b.worker(url, "survivor", concurrency=64, lease=TAKEOVER_LEASE_S)
+        if not wait_for(lambda: registered(url, ["survivor"]), 60):
+            raise PodiumBug(f"the survivor did not register:\n{b.stderr_of(survivor)}")
         time.sleep(0.5)  # mid-step
         mine = held()
         killed_at = time.time()

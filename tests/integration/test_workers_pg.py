@@ -111,10 +111,13 @@ def test_three_workers_one_killed_lose_nothing_and_run_no_success_twice(
     runs = _submit(url, wf, 50)
     workers = [_worker(sb, url, f"w{i}", "--concurrency", "6") for i in range(3)]
     assert wait_for(lambda: _statuses(url)["succeeded"] >= 10, 90), sb.stderr_of(workers[0])
+    # Frozen first, so that nothing it calls or commits falls between what is read here
+    # and its death (its agents run in its own process).
+    os.kill(workers[0].pid, signal.SIGSTOP)
+    killed_at = time.time()
     held = {r for (r,) in _sql(url, "SELECT run_id FROM runs WHERE owner = 'w0'"
                                     " AND status IN ('pending', 'running')")}
     calls_at_kill = len(sb.executions())
-    killed_at = time.time()
     sb.kill(workers[0])
     assert wait_for(lambda: _statuses(url)["succeeded"] == 50, 180), (
         _statuses(url), sb.stderr_of(workers[1]))
