@@ -45,12 +45,18 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import orjson
 
 from podium.errors import ConfigError, RunNotFound, StoreError, WorkerNameTaken
-from podium.events import Event, StepSucceeded, event_from_dict
+from podium.events import Event
 from podium.redact import mask_url, redact, register_secret
 from podium.state import AlertRecord, AttemptOutcome, RunRecord
 from podium.store.base import NO_RUNS, Batch, CommitUnknown, WorkerInfo
 from podium.store.queries import queries
-from podium.store.rows import alert_from_row, dumps, run_from_row, step_from_row
+from podium.store.rows import (
+    alert_from_row,
+    dumps,
+    events_from_rows,
+    run_from_row,
+    step_from_row,
+)
 
 try:
     import psycopg
@@ -467,19 +473,7 @@ class PostgresStore:
                 rows = await cur.fetchall()
         except psycopg.Error as exc:
             raise self._error(exc) from None
-        out = []
-        for kind, ts, data in rows:
-            d = orjson.loads(data)
-            d["type"] = kind
-            d.setdefault("run_id", rid)
-            d.setdefault("ts", ts)
-            if kind == StepSucceeded.type:
-                d.setdefault("output", None)
-            try:
-                out.append(event_from_dict(d))
-            except (KeyError, TypeError):
-                continue  # an event type from a newer Podium: skip, don't fail the read
-        return out
+        return events_from_rows(rid, rows)
 
     async def request_cancel(self, run_id: str) -> bool:
         """Mark the run, and tell its worker at once (the notification goes out with the

@@ -7,15 +7,16 @@ back becomes a record in one way, here, whichever database it came from.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
 
-from podium.events import ErrorInfo
+from podium.events import ErrorInfo, Event, StepSucceeded, event_from_dict
 from podium.state import AlertRecord, RunRecord, StepRecord
 
-__all__ = ["alert_from_row", "dumps", "error_of", "loads", "run_from_row", "step_from_row"]
+__all__ = ["alert_from_row", "dumps", "error_of", "events_from_rows", "loads", "run_from_row",
+           "step_from_row"]
 
 
 def dumps(value: Any) -> str:
@@ -99,3 +100,21 @@ def alert_from_row(row: Sequence[Any]) -> AlertRecord:
         level=row[13],
         last_notified_at=row[14],
     )
+
+
+def events_from_rows(run_id: str, rows: Iterable[Sequence[Any]]) -> list[Event]:
+    """A run's events from (type, ts, data) rows in order; a type this Podium does not
+    know (written by a newer one) is skipped, not an error."""
+    out = []
+    for kind, ts, data in rows:
+        d = orjson.loads(data)
+        d["type"] = kind
+        d.setdefault("run_id", run_id)
+        d.setdefault("ts", ts)
+        if kind == StepSucceeded.type:
+            d.setdefault("output", None)
+        try:
+            out.append(event_from_dict(d))
+        except (KeyError, TypeError):
+            continue
+    return out

@@ -32,14 +32,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
-import orjson
-
 from podium.errors import ConfigError, RunNotFound, StoreError
-from podium.events import Event, StepSucceeded, event_from_dict
+from podium.events import Event
 from podium.state import RunRecord
 from podium.store.base import NO_RUNS, Batch, encode_event
 from podium.store.queries import queries
-from podium.store.rows import dumps, run_from_row, step_from_row
+from podium.store.rows import dumps, events_from_rows, run_from_row, step_from_row
 from podium.store.sqlite_alerts import AlertQueries
 from podium.store.sqlite_checkpoint import CHECKPOINT_THREAD_AFTER, Checkpointer
 from podium.store.sqlite_db import (
@@ -491,19 +489,7 @@ class SQLiteStore(AlertQueries):
 
     async def get_events(self, run_id: str) -> Sequence[Event]:
         rid = self._resolve_id(run_id)
-        out = []
-        for kind, ts, data in self.conn.execute(Q["events_of_run"], (rid,)):
-            d = orjson.loads(data)
-            d["type"] = kind
-            d.setdefault("run_id", rid)
-            d.setdefault("ts", ts)
-            if kind == StepSucceeded.type:
-                d.setdefault("output", None)
-            try:
-                out.append(event_from_dict(d))
-            except (KeyError, TypeError):
-                continue  # an event type from a newer Podium: skip, don't fail the read
-        return out
+        return events_from_rows(rid, self.conn.execute(Q["events_of_run"], (rid,)))
 
     async def request_cancel(self, run_id: str) -> bool:
         rid = self._resolve_id(run_id)
