@@ -51,6 +51,7 @@ from podium.state import AlertRecord, AttemptOutcome, RunRecord
 from podium.store.base import NO_RUNS, Batch, CommitUnknown, WorkerInfo
 from podium.store.queries import queries
 from podium.store.rows import (
+    DefinitionJson,
     alert_from_row,
     dumps,
     events_from_rows,
@@ -123,7 +124,7 @@ class PostgresStore:
         self.applied: list[int] = []  # schema versions this open applied
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
         self._users = 0
-        self._definitions: dict[int, tuple[Any, str]] = {}
+        self._definition_json = DefinitionJson()
         self._leases: dict[str, float] = {}  # worker id -> its lease, for its claims
         self._announcing: asyncio.Task[None] | None = None
         self._announce_again = False
@@ -344,16 +345,6 @@ class PostgresStore:
         self._writable()
         await self._fetch(Q["workflow_save"], (name, dumps(version), dumps(definition)))
 
-    def _definition_json(self, definition: Any) -> str:
-        """Every run of a workflow shares one snapshot object: encoded once."""
-        hit = self._definitions.get(id(definition))
-        if hit is not None and hit[0] is definition:
-            return hit[1]
-        text = dumps(definition)
-        if len(self._definitions) >= 64:
-            self._definitions.clear()
-        self._definitions[id(definition)] = (definition, text)
-        return text
 
     async def now(self) -> float:
         return float((await self._fetch(Q["now"]))[0][0])

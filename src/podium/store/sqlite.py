@@ -37,7 +37,13 @@ from podium.events import Event
 from podium.state import RunRecord
 from podium.store.base import NO_RUNS, Batch, encode_event
 from podium.store.queries import queries
-from podium.store.rows import dumps, events_from_rows, run_from_row, step_from_row
+from podium.store.rows import (
+    DefinitionJson,
+    dumps,
+    events_from_rows,
+    run_from_row,
+    step_from_row,
+)
 from podium.store.sqlite_alerts import AlertQueries
 from podium.store.sqlite_checkpoint import CHECKPOINT_THREAD_AFTER, Checkpointer
 from podium.store.sqlite_db import (
@@ -124,7 +130,7 @@ class SQLiteStore(AlertQueries):
         # runs it inserted itself (their step rows are all its own), and per such run
         # each step row's (status, attempt) as last committed.
         self._written: dict[str, dict[str, tuple[str, int]]] = {}
-        self._definitions: dict[int, tuple[Any, str]] = {}
+        self._definition_json = DefinitionJson()
 
     @classmethod
     def from_url(cls, url: str, *, readonly: bool = False) -> SQLiteStore:
@@ -318,17 +324,6 @@ class SQLiteStore(AlertQueries):
 
         self._write(do)
 
-    def _definition_json(self, definition: Any) -> str:
-        """The engine gives every run of a workflow the same snapshot object: encode
-        it once, not once per run (a 1,000-step definition is ~0.3 ms of JSON)."""
-        hit = self._definitions.get(id(definition))
-        if hit is not None and hit[0] is definition:
-            return hit[1]
-        text = dumps(definition)
-        if len(self._definitions) >= 64:
-            self._definitions.clear()
-        self._definitions[id(definition)] = (definition, text)
-        return text
 
     async def now(self) -> float:
         return time.time()
