@@ -1,9 +1,10 @@
 -- Podium schema 5, PostgreSQL: many workers on one database (issue 14, items 3-9).
 --
--- A PROPOSAL for the PostgreSQL store; nothing reads it yet. Versions share one number
--- line across dialects, so landing it means a ../005_*.sql for SQLite as well: the
--- shared columns below (queue, capabilities, max_runs), and no workers table or slots
--- (podium worker refuses SQLite). All times are database time, in epoch seconds:
+-- Versions share one number line across dialects: SQLite's 005 has the shared columns
+-- below (queue, capabilities, max_runs), and no workers table or slots (podium worker
+-- refuses SQLite). The statements that use these are in queries.sql (runs_claimable,
+-- slot_take, runs_claim, runs_fence...); the sketches below are how they began. All
+-- times are database time, in epoch seconds:
 -- extract(epoch FROM statement_timestamp()) (now() is frozen at the start of a
 -- transaction), never a worker's own clock, so clock skew between hosts moves no lease.
 
