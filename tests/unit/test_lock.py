@@ -41,3 +41,14 @@ def test_every_requirement_of_the_dev_install_is_pinned_within_its_bounds() -> N
         assert name in pins, f"{req.name} is not in requirements-lock.txt (fix: refresh it)"
         assert req.specifier.contains(pins[name], prereleases=True), (
             f"requirements-lock.txt pins {req.name}=={pins[name]}, outside {req.specifier}")
+
+
+def test_the_lock_pins_only_versions_never_a_path_of_one_machine() -> None:
+    """pip-compile writes the project itself as ``podium @ file:///its/path``: CI's clone
+    lives elsewhere, and pip then refuses the editable install as a conflict."""
+    for line in (ROOT / "requirements-lock.txt").read_text().splitlines():
+        if line.strip() and not line.startswith((" ", "#")):
+            why = (f"requirements-lock.txt: {line!r} is not name==version (fix: drop it, see"
+                   " the README's refresh command)")
+            assert "==" in line, why
+            assert " @ " not in line, why
