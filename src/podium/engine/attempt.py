@@ -211,6 +211,10 @@ async def attempt(ctx: RunContext, c: Call, caller: Caller, number: int,
     agent = lease.agent
     agent_id = agent.id
     run_id = caller.run_id
+    if not ctx.journal.leases_hold():
+        # Its run was stopped (self-fencing): no call, no event; the step's task ends.
+        lease.release(False, "cancelled", None)
+        raise asyncio.CancelledError
     caller.emit(c.words.started(run_id=run_id, ts=clock.now(), step_id=c.step_id,
                                 attempt=number, agent_id=agent_id))
     if caller.others_running():

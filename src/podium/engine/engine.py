@@ -180,6 +180,8 @@ class Engine:
         # The journal hears every event first: a position is the event's place in it.
         self.journal = Journal(self.store, self.owner, cfg.lease_clock)
         self.journal.on_lost = self.run_lost
+        self.journal.on_lapse = self._leases_lapsed
+        self._renewed_at = -math.inf  # lease clock of the last renewal (or claim)
         self.bus.subscribe(self.journal.append)
         for observer in cfg.observers:
             self.bus.subscribe(observer)
@@ -772,8 +774,15 @@ class Engine:
         of it have passed, nobody can have taken a run over, so batches need no fencing
         (``Journal.leases_good_until``)."""
         at = self.config.lease_clock() if at is None else at
+        self._renewed_at = max(self._renewed_at, at)
         j = self.journal
         j.leases_good_until = max(j.leases_good_until, at + self.config.lease_s * 2 / 3)
+
+    def _leases_lapsed(self) -> None:
+        """An agent was about to be called with the leases past two thirds of their
+        length: stop every run here now, as the supervisor would at its next look."""
+        if any(not h.done() for h in self._active.values()):
+            self.fence_all(self.config.lease_clock() - self._renewed_at)
 
     def run_lost(self, run_id: str) -> None:
         """The store says another process holds ``run_id``: stop executing it here."""

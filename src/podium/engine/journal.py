@@ -95,6 +95,8 @@ class Journal:
         self.leases_good_until = -math.inf
         # Told of each run the store fenced a batch off from (another process holds it).
         self.on_lost: Callable[[str], None] | None = None
+        # Told when an agent is about to be called past ``leases_good_until``.
+        self.on_lapse: Callable[[], None] | None = None
         # (Not isinstance(): a runtime-checkable protocol's check costs ~16 µs.)
         self._sync = cast(SyncRunStore, store) if callable(
             getattr(store, "write_batch_now", None)) else None
@@ -132,6 +134,19 @@ class Journal:
             # where it was or grows: nobody waiting for one is released early.
             self._cut_so_far += len(pending) - len(kept)
             self._pending = kept
+
+    def leases_hold(self) -> bool:
+        """Whether this engine may still act for its runs: its leases were renewed less
+        than two thirds of a lease ago. Asked before every agent call: a process that
+        wakes from a freeze (or regains its store) must not call an agent for a run
+        another process may have taken over and finished meanwhile, and the
+        supervisor's next look may come after the woken loop has started steps.
+        When they may have lapsed, ``on_lapse`` stops every run here first."""
+        if self._monotonic() <= self.leases_good_until:
+            return True
+        if self.on_lapse is not None:
+            self.on_lapse()
+        return False
 
     def _lost(self, lost: frozenset[str]) -> None:
         """The store fenced these runs off the batch just committed: stop them, unless
