@@ -32,9 +32,11 @@ Checked on each part's own database and ledger, and counted:
   worker took over while it was frozen;
 - the log: gapless seqs, one ``run_finished`` and last, no ``step_started`` of a step
   after its success;
-- takeover delay: from a kill (or SIGSTOP) to the first event of each run the worker
-  held, written by the next owner (target: lease + 1 s, plus the claim's poison
-  backoff of 1, 2, 4... s when the run had been taken over before);
+- takeover delay: from a kill (or SIGSTOP) to when another worker owned each run the
+  worker held (the owners of live runs are polled every 0.1 s: a claim writes no
+  event, and a claimer killed at once writes none), target lease + 1 s plus the
+  claim's poison backoff of 1, 2, 4... s when the run had been taken over before; and
+  to the run's next ``step_started`` (later when its next owner was killed too);
 - workers that did not exit 0 within 30 s of SIGTERM at the end of a part.
 
 Prints a table on stderr and one JSON document on stdout; exits 1 when anything was
@@ -250,6 +252,33 @@ class Submitter(threading.Thread):
                 self.run_ids.append((await rt.engine.submit(workflow, {"i": i})).run_id)
 
 
+class OwnerWatch(threading.Thread):
+    """Polls who owns each live run every 0.1 s: when a run changed hands (a claim
+    writes no event, and a claimer killed at once leaves none)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.changes: dict[str, list[tuple[float, str]]] = defaultdict(list)
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        last: dict[str, str] = {}
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
+            while not self.done.wait(0.1):
+                rows = conn.execute("SELECT run_id, owner FROM runs WHERE owner IS NOT NULL"
+                                    " AND status IN ('pending', 'running')").fetchall()
+                now = time.time()
+                for run_id, owner in rows:
+                    if last.get(run_id) != owner:
+                        last[run_id] = owner
+                        self.changes[run_id].append((now, owner))
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(10)
+
+
 def wait_registered(url: str, names: list[str], timeout: float = 60.0) -> None:
     """Until every worker named has its row (the first one makes the schema)."""
     end = time.monotonic() + timeout
@@ -278,8 +307,8 @@ def wait_all_ended(url: str, n: int, timeout: float) -> bool:
 # --- the checks ---------------------------------------------------------------------
 
 
-def check(url: str, run_ids: list[str], ledger: Path,
-          disruptions: list[Disruption]) -> dict[str, Any]:
+def check(url: str, run_ids: list[str], ledger: Path, disruptions: list[Disruption],
+          owners: dict[str, list[tuple[float, str]]]) -> dict[str, Any]:
     """Everything the database and the ledger say about one part; see the module doc."""
     calls = read_ledger(ledger)
     by_step: dict[tuple[str, str], list[Call]] = defaultdict(list)
@@ -316,6 +345,7 @@ def check(url: str, run_ids: list[str], ledger: Path,
     extra_successes = 0
     after_success: list[str] = []
     unexplained: list[str] = []
+    flagged: set[str] = set()  # calls counted as duplicates, each once
     log_bad: list[str] = []
     success_ts: dict[tuple[str, str], float] = {}
     for r in run_ids:
@@ -353,61 +383,71 @@ def check(url: str, run_ids: list[str], ledger: Path,
                 if c.call == committed_call.get(key):
                     continue
                 if key in success_ts and c.start > success_ts[key]:
+                    flagged.add(c.call)
                     after_success.append(
                         f"run {r} step {sid}: call {c.call} by {c.worker} at {c.start:.3f}"
                         f" after the committed success at {success_ts[key]:.3f}")
                 elif not any(t >= c.start for t in hit.get(c.worker, [])):
+                    flagged.add(c.call)
                     unexplained.append(
                         f"run {r} step {sid}: call {c.call} by {c.worker} at {c.start:.3f}"
                         " not committed, and that worker was never disrupted after it")
 
-    # Zombies: after a frozen worker's run was taken over, nothing of it.
+    # Zombies: after a frozen worker's run was taken over, nothing of it. Taken over:
+    # the first call of the run after the SIGSTOP is another worker's (at T). Then no
+    # step may be committed with the zombie's result from a success made after T, and
+    # the zombie may call nothing for the run after T, unless the run was claimed again
+    # since (a resumed run_started after T: it may have come back to it legitimately).
     zombie_calls: list[str] = []
     zombie_commits: list[str] = []
+    taken_over = 0
     for d in disruptions:
         if d.kind != "stop":
             continue
         for r in d.held:
-            evs = events.get(r, [])
-            taken = [e for e in evs if e[1] == "run_started" and e[3].get("resumed")
-                     and e[2] > d.at]
-            if not taken:
+            after = sorted((c for c in calls.values() if c.run_id == r and c.start > d.at),
+                           key=lambda c: c.start)
+            if not after or after[0].worker == d.worker:
                 continue  # nobody took it: the zombie kept (or handed back) its own run
-            taken_seq, taken_ts = taken[0][0], taken[0][2]
-            for seq, kind, _ts, data in evs:
-                step = str(data.get("step_id"))
-                if (kind == "step_succeeded" and seq > taken_seq
-                        and committed_by.get((r, step)) == d.worker):
-                    zombie_commits.append(f"run {r}: {step} committed by the"
-                                          f" zombie {d.worker} after the takeover")
-            woke = d.until or taken_ts
-            for c in calls.values():
-                if c.run_id == r and c.worker == d.worker and c.start > max(woke, taken_ts):
+            taken_over += 1
+            t = after[0].start
+            for (run_id, step), ts in success_ts.items():
+                if run_id == r and ts > t and committed_by.get((r, step)) == d.worker:
+                    zombie_commits.append(f"run {r}: {step} committed by the zombie"
+                                          f" {d.worker} (success at {ts:.3f}) after the"
+                                          f" takeover at {t:.3f}")
+            claims = [e[2] for e in events.get(r, []) if e[1] == "run_started"
+                      and e[3].get("resumed") and e[2] > t]
+            for c in after:
+                if c.worker == d.worker and not any(ts < c.start for ts in claims):
                     zombie_calls.append(f"run {r}: {c.step_id} called by the zombie"
-                                        f" {d.worker} at {c.start:.3f}, after the takeover")
+                                        f" {d.worker} at {c.start:.3f}, after the takeover"
+                                        f" at {t:.3f}")
+                    flagged.add(c.call)
 
-    # Takeover delays: from the disruption to the first event of each held run after it.
+    # Takeover delays: from the disruption to when another worker owned each held run
+    # (seen by OwnerWatch, 0.1 s apart; a claim writes no event), and to the run's first
+    # step_started after it (later when its next owner was killed in between).
     delays: list[dict[str, Any]] = []
     for d in disruptions:
         for r, rec in d.held.items():
-            later = [e for e in events.get(r, []) if e[2] > d.at]
-            started = [e[2] for e in later if e[1] == "step_started"]
-            first = min(e[2] for e in later) if later else None
-            target = LEASE_S + 1.0 + backoff(rec)
+            taken = [t for t, who in owners.get(r, []) if t > d.at and who != d.worker]
+            started = [e[2] for e in events.get(r, []) if e[2] > d.at
+                       and e[1] == "step_started"]
             delays.append({"kind": d.kind, "worker": d.worker, "run": r, "recoveries": rec,
-                           "first_event_s": None if first is None else round(first - d.at, 3),
+                           "owned_s": round(taken[0] - d.at, 3) if taken else None,
                            "step_started_s": round(min(started) - d.at, 3) if started
-                           else None, "target_s": target})
-    first_takeovers = [x["first_event_s"] for x in delays
-                       if x["recoveries"] == 0 and x["first_event_s"] is not None]
-    all_first = [x["first_event_s"] for x in delays if x["first_event_s"] is not None]
+                           else None, "target_s": LEASE_S + 1.0 + backoff(rec)})
+    # A zombie that kept its runs (nobody took them while it was frozen) is no takeover.
+    moved = [x for x in delays if x["owned_s"] is not None]
+    first_takeovers = [x["owned_s"] for x in moved if x["recoveries"] == 0]
+    all_owned = [x["owned_s"] for x in moved]
     step_delays = [x["step_started_s"] for x in delays if x["step_started_s"] is not None]
-    over = [x for x in delays if x["first_event_s"] is None
-            or x["first_event_s"] > x["target_s"]]
+    over = [x for x in delays if (x["owned_s"] is None and x["kind"] == "kill")
+            or (x["owned_s"] is not None and x["owned_s"] > x["target_s"])]
 
     calls_per_step = Counter(len(v) for v in by_step.values())
-    duplicates = (extra_successes + len(after_success) + len(unexplained)
-                  + len(zombie_calls) + len(zombie_commits))
+    duplicates = extra_successes + len(flagged) + len(zombie_commits)
     lost = len(not_succeeded) + missing_steps
     problems += (steps_wrong[:10] + after_success[:10] + unexplained[:10] + zombie_calls[:10]
                  + zombie_commits[:10] + log_bad[:10])
@@ -418,14 +458,18 @@ def check(url: str, run_ids: list[str], ledger: Path,
         "calls_after_committed_success": len(after_success),
         "unexplained_reruns": len(unexplained), "zombie_calls_after_takeover":
         len(zombie_calls), "zombie_commits_after_takeover": len(zombie_commits),
-        "log_inconsistencies": len(log_bad),
+        "log_inconsistencies": len(log_bad), "runs_taken_over": taken_over,
         "held_runs_at_disruptions": len(delays),
-        "takeover_max_s": max(all_first, default=None),
-        "takeover_p50_s": statistics.median(all_first) if all_first else None,
+        "takeover_max_s": max(all_owned, default=None),
+        "takeover_p50_s": statistics.median(all_owned) if all_owned else None,
         "first_takeover_max_s": max(first_takeovers, default=None),
         "step_started_max_s": max(step_delays, default=None),
         "takeovers_over_target": len(over),
-        "worst_takeovers": sorted(delays, key=lambda x: -(x["first_event_s"] or 1e9))[:5],
+        "worst_takeovers": sorted(delays, key=lambda x: -(x["owned_s"] or 1e9))[:5],
+        "worst_to_step_started": sorted(delays,
+                                        key=lambda x: -(x["step_started_s"] or 1e9))[:3],
+        "disruptions": [[d.kind, d.worker, round(d.at, 3), len(d.held)]
+                        for d in disruptions],
         "max_recoveries": max((n for (n,) in sql(url, "SELECT recoveries FROM runs")),
                               default=0),
         "duplicates": duplicates, "lost": lost, "problems": problems,
@@ -449,6 +493,8 @@ def part_kills(cluster: PgCluster, work: Path, rng: random.Random, runs: int, ki
     # that every kill lands on a busy fleet.
     submitter = Submitter(url, wf, runs, every=kills * 1.0 / runs)
     submitter.start()
+    watch = OwnerWatch(url)
+    watch.start()
     ended = False
     try:
         for _ in range(kills):
@@ -460,8 +506,9 @@ def part_kills(cluster: PgCluster, work: Path, rng: random.Random, runs: int, ki
         ended = wait_all_ended(url, runs, timeout)
     finally:
         term = fleet.stop_all()
+        watch.stop()
     time.sleep(0.5)
-    out = check(url, submitter.run_ids, fleet.ledger, disruptions)
+    out = check(url, submitter.run_ids, fleet.ledger, disruptions, watch.changes)
     if submitter.error is not None or len(submitter.run_ids) < runs:
         out["problems"].insert(0, f"submitted {len(submitter.run_ids)} of {runs}:"
                                   f" {submitter.error!r}")
@@ -490,6 +537,8 @@ def part_zombies(cluster: PgCluster, work: Path, rng: random.Random, rounds: int
     wait_registered(url, [fleet.spawn() for _ in range(3)])
     submitter = Submitter(url, wf, runs, every=rounds * round_s / runs)
     submitter.start()
+    watch = OwnerWatch(url)
+    watch.start()
     skipped = 0
     ended = False
     try:
@@ -520,15 +569,13 @@ def part_zombies(cluster: PgCluster, work: Path, rng: random.Random, rounds: int
         time.sleep(1.0)  # a zombie's late commits, if any, would land now
     finally:
         term = fleet.stop_all()
-    out = check(url, submitter.run_ids, fleet.ledger, disruptions)
+        watch.stop()
+    out = check(url, submitter.run_ids, fleet.ledger, disruptions, watch.changes)
     if submitter.error is not None or len(submitter.run_ids) < runs:
         out["problems"].insert(0, f"submitted {len(submitter.run_ids)} of {runs}:"
                                   f" {submitter.error!r}")
         out["lost"] += runs - len(submitter.run_ids)
-    taken = sum(1 for d in disruptions for r in d.held
-                if sql(url, "SELECT 1 FROM events WHERE run_id = %s AND type = 'run_started'"
-                            " AND ts > %s AND data::json ->> 'resumed' = 'true'", r, d.at))
-    out.update(rounds=len(disruptions), rounds_skipped=skipped, runs_taken_over=taken,
+    out.update(rounds=len(disruptions), rounds_skipped=skipped,
                frozen_s=frozen_s, all_ended=ended, sigterm_failures=term,
                elapsed_s=round(time.monotonic() - t0, 1), folder=str(folder))
     if not ended:
@@ -553,7 +600,7 @@ ROWS = [
     ("rounds", "SIGSTOP rounds done"),
     ("runs_taken_over", "runs taken from a zombie"),
     ("held_runs_at_disruptions", "runs held by the disrupted workers"),
-    ("takeover_p50_s", "takeover delay p50 (s)"),
+    ("takeover_p50_s", "takeover delay p50 (s; to a new owner)"),
     ("takeover_max_s", "takeover delay max (s)"),
     ("first_takeover_max_s", "  of first takeovers, max (s; target <= lease + 1 s)"),
     ("step_started_max_s", "to the next step_started, max (s)"),
