@@ -480,25 +480,25 @@ def check(url: str, run_ids: list[str], ledger: Path, disruptions: list[Disrupti
 
 
 def part_kills(cluster: PgCluster, work: Path, rng: random.Random, runs: int, kills: int,
-               timeout: float) -> dict[str, Any]:
+               timeout: float, every: tuple[float, float] = (0.5, 1.5),
+               concurrency: int = 4) -> dict[str, Any]:
     folder = work / "kills"
     folder.mkdir()
     url = cluster.url(cluster.create_database("soak_kills"))
-    fleet = Fleet(url, folder, folder / "ledger.txt", concurrency=4)
+    fleet = Fleet(url, folder, folder / "ledger.txt", concurrency=concurrency)
     wf = workflow_file(folder)
     t0 = time.monotonic()
     disruptions: list[Disruption] = []
     wait_registered(url, [fleet.spawn() for _ in range(3)])
-    # Runs arrive over the whole kill schedule (a kill every second on average), so
-    # that every kill lands on a busy fleet.
-    submitter = Submitter(url, wf, runs, every=kills * 1.0 / runs)
+    # Runs arrive over the whole kill schedule, so that every kill lands on a busy fleet.
+    submitter = Submitter(url, wf, runs, every=kills * sum(every) / 2 / runs)
     submitter.start()
     watch = OwnerWatch(url)
     watch.start()
     ended = False
     try:
         for _ in range(kills):
-            time.sleep(rng.uniform(0.5, 1.5))
+            time.sleep(rng.uniform(*every))
             victim = rng.choice(sorted(fleet.live))
             disruptions.append(fleet.kill(victim))
             fleet.spawn()  # a supervisor restarts it, under a new name
@@ -640,6 +640,10 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=None, help="part A runs (default 300)")
     parser.add_argument("--kills", type=int, default=None, help="part A kills (default 100)")
     parser.add_argument("--rounds", type=int, default=None, help="part B rounds (default 20)")
+    parser.add_argument("--kill-every", default="0.5,1.5",
+                        help="part A: seconds between kills, LO,HI (default 0.5,1.5)")
+    parser.add_argument("--concurrency", type=int, default=4,
+                        help="part A: each worker's --concurrency (default 4)")
     parser.add_argument("--parts", default="kills,zombies", help="kills, zombies or both")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds to wait for runs to end after the disruptions")
@@ -663,8 +667,9 @@ def main() -> int:
     parts: dict[str, dict[str, Any]] = {}
     try:
         if "kills" in which:
+            lo, hi = (float(x) for x in args.kill_every.split(","))
             parts["kills"] = part_kills(cluster, work, random.Random(seed), runs, kills,
-                                        timeout)
+                                        timeout, (lo, hi), args.concurrency)
         if "zombies" in which:
             parts["zombies"] = part_zombies(cluster, work, random.Random(seed + 1), rounds,
                                             timeout)
