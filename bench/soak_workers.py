@@ -461,7 +461,7 @@ def check(url: str, run_ids: list[str], ledger: Path, disruptions: list[Disrupti
         "log_inconsistencies": len(log_bad), "runs_taken_over": taken_over,
         "held_runs_at_disruptions": len(delays),
         "takeover_max_s": max(all_owned, default=None),
-        "takeover_p50_s": statistics.median(all_owned) if all_owned else None,
+        "takeover_p50_s": round(statistics.median(all_owned), 3) if all_owned else None,
         "first_takeover_max_s": max(first_takeovers, default=None),
         "step_started_max_s": max(step_delays, default=None),
         "takeovers_over_target": len(over),
