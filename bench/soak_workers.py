@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -505,6 +506,10 @@ def part_kills(cluster: PgCluster, work: Path, rng: random.Random, runs: int, ki
         submitter.join(timeout)
         ended = wait_all_ended(url, runs, timeout)
     finally:
+        # A worker SIGTERM-ed while still importing dies of it (-15) holding nothing:
+        # wait until each is registered, so that what is judged is its shutdown.
+        with contextlib.suppress(RuntimeError, psycopg.Error):
+            wait_registered(url, list(fleet.live), 30)
         term = fleet.stop_all()
         watch.stop()
     time.sleep(0.5)
@@ -568,6 +573,10 @@ def part_zombies(cluster: PgCluster, work: Path, rng: random.Random, rounds: int
         ended = wait_all_ended(url, runs, timeout)
         time.sleep(1.0)  # a zombie's late commits, if any, would land now
     finally:
+        # A worker SIGTERM-ed while still importing dies of it (-15) holding nothing:
+        # wait until each is registered, so that what is judged is its shutdown.
+        with contextlib.suppress(RuntimeError, psycopg.Error):
+            wait_registered(url, list(fleet.live), 30)
         term = fleet.stop_all()
         watch.stop()
     out = check(url, submitter.run_ids, fleet.ledger, disruptions, watch.changes)
