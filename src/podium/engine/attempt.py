@@ -211,10 +211,6 @@ async def attempt(ctx: RunContext, c: Call, caller: Caller, number: int,
     agent = lease.agent
     agent_id = agent.id
     run_id = caller.run_id
-    if not ctx.journal.leases_hold():
-        # Its run was stopped (self-fencing): no call, no event; the step's task ends.
-        lease.release(False, "cancelled", None)
-        raise asyncio.CancelledError
     caller.emit(c.words.started(run_id=run_id, ts=clock.now(), step_id=c.step_id,
                                 attempt=number, agent_id=agent_id))
     if caller.others_running():
@@ -232,6 +228,11 @@ async def attempt(ctx: RunContext, c: Call, caller: Caller, number: int,
     # nor the health tracking hold against the agent.
     call_error: str | None = "cancelled"
     try:
+        if not ctx.journal.leases_hold():
+            # The leases may have lapsed (this process was frozen, or cut off): its runs
+            # were just stopped (self-fencing); no call. Checked as late as can be, so
+            # that a freeze between the check and the call is a matter of microseconds.
+            raise asyncio.CancelledError
         if timeout is None:
             output = await agent.invoke(task)
         else:

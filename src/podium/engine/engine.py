@@ -794,9 +794,13 @@ class Engine:
 
     def fence_all(self, silent_s: float) -> None:
         """Self-fencing: leases not renewed for ``silent_s``; stop every run here."""
-        log.error("leases not renewed for %.1fs (the store unreachable, or this process"
-                  " frozen): stopping all %d runs here so that another process can take"
-                  " them over", silent_s, len(self._active))
+        if self._active:
+            log.error("leases not renewed for %.1fs (the store unreachable, or this process"
+                      " frozen): stopping all %d runs here so that another process can take"
+                      " them over", silent_s, len(self._active))
+        else:
+            log.warning("leases not renewed for %.1fs (the store unreachable, or this"
+                        " process frozen); no runs here to stop", silent_s)
         self.journal.leases_good_until = -math.inf
         for rid, handle in list(self._active.items()):
             self._fenced.add(rid)

@@ -84,6 +84,7 @@ _IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _POOL_MAX = 100
 _ANNOUNCE_AFTER_S = 0.005  # notifications of submits this close together are one
 _LISTEN_BACKOFF_MAX_S = 5.0
+_IDLE_IN_TRANSACTION_MS = 5000
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -182,7 +183,12 @@ class PostgresStore:
 
     # --- connections --------------------------------------------------------
     def _connect_kwargs(self) -> dict[str, Any]:
-        options = f"-c search_path={self.schema}"
+        # A process frozen (or cut off) inside one of our few-millisecond transactions
+        # would hold its row locks for as long as its connection lives, and a claim
+        # skips locked runs: the server ends such a session after a few idle seconds,
+        # so its runs can be taken over (its batch, cut off, is read back as usual).
+        options = (f"-c search_path={self.schema}"
+                   f" -c idle_in_transaction_session_timeout={_IDLE_IN_TRANSACTION_MS}")
         if not self.synchronous_commit:
             options += " -c synchronous_commit=off"
         # A peer that vanished (a cut cable, a frozen host) is noticed in seconds, not in
@@ -350,50 +356,63 @@ class PostgresStore:
         return float((await self._fetch(Q["now"]))[0][0])
 
     async def write_batch(self, batch: Batch) -> frozenset[str]:
-        """One transaction: the fence (a row lock on each run that is not new), then every
-        write in one pipeline, then COMMIT. A connection lost on the way is an unknown
-        outcome (``CommitUnknown``): the journal reads back whether it landed."""
+        """The batch in one statement (``batch_write``): fenced, written, committed in
+        one round trip. A connection lost on the way is an unknown outcome
+        (``CommitUnknown``): the journal reads back whether it landed."""
         self._writable()
-        lost = NO_RUNS
+        new = {r.run_id for r in batch.new_runs}
+        existing = list(batch.epochs) if batch.owner is not None else sorted(
+            ({r.run_id for r in batch.runs} | {s.run_id for s in batch.steps}
+             | {e.run_id for e in batch.source}) - new)
         try:
-            async with self.pool.connection() as conn, conn.transaction():
-                if batch.owner is not None and batch.epochs:
-                    ids = list(batch.epochs)
-                    cur = await conn.execute(Q["runs_fence"], (
-                        ids, [batch.epochs[i] for i in ids], batch.owner))
-                    held = {r[0] for r in await cur.fetchall()}
-                    if len(held) != len(ids):
-                        lost = frozenset(set(ids) - held)
-                        batch = batch.without(lost)
-                await self._write(conn, batch)
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(Q["batch_write"], self._batch_params(batch, existing))
+                held = {r[0] for r in await cur.fetchall()}
         except psycopg.OperationalError as exc:
             raise CommitUnknown(str(self._error(exc, "commit cut off"))) from None
         except psycopg.Error as exc:
             raise self._error(exc, "commit") from None
-        return lost
+        if batch.owner is None or len(held) == len(existing):
+            return NO_RUNS
+        return frozenset(existing) - held
 
-    async def _write(self, conn: psycopg.AsyncConnection[Any], batch: Batch) -> None:
-        async with conn.pipeline():
-            cur = conn.cursor()
-            if batch.new_runs:
-                await cur.executemany(Q["run_insert"], [
-                    (r.run_id, r.workflow, dumps(r.version), self._definition_json(r.definition),
-                     r.input_json, r.status, r.output_json, r.error_json, r.created_at,
-                     r.started_at, r.finished_at, r.owner, r.lease_expires_at,
-                     dumps(r.agents_source), r.phase, r.queue, list(r.needs),
-                     _max_runs(r.definition))
-                    for r in batch.new_runs])
-            if batch.source:
-                await cur.executemany(Q["event_insert"], batch.event_rows())
-            if batch.runs:
-                finished = set(batch.finished)
-                await cur.executemany(Q["run_update"], [
-                    (r.status, r.output_json, r.error_json, r.started_at, r.finished_at,
-                     r.phase, r.run_id in finished, r.run_id) for r in batch.runs])
-            if batch.steps:
-                await cur.executemany(Q["step_upsert"], batch.steps)
-            if batch.finished:
-                await cur.execute(Q["slots_free"], (batch.finished,))
+    def _batch_params(self, batch: Batch, existing: list[str]) -> dict[str, Any]:
+        """The batch as columns (one array per column: ``unnest`` makes them rows)."""
+        fenced = batch.owner is not None
+        p: dict[str, Any] = {
+            "owner": batch.owner, "fence_ids": existing if fenced else [],
+            "fence_epochs": [batch.epochs[i] for i in existing] if fenced else [],
+            "free_ids": [] if fenced else existing, "ended": list(batch.finished)}
+        n = batch.new_runs
+        p.update(
+            n_id=[r.run_id for r in n], n_workflow=[r.workflow for r in n],
+            n_version=[dumps(r.version) for r in n],
+            n_definition=[self._definition_json(r.definition) for r in n],
+            n_input=[r.input_json for r in n], n_status=[r.status for r in n],
+            n_output=[r.output_json for r in n], n_error=[r.error_json for r in n],
+            n_created=[r.created_at for r in n], n_started=[r.started_at for r in n],
+            n_finished=[r.finished_at for r in n], n_owner=[r.owner for r in n],
+            n_lease=[r.lease_expires_at for r in n],
+            n_agents=[dumps(r.agents_source) for r in n], n_phase=[r.phase for r in n],
+            n_queue=[r.queue for r in n], n_needs=[dumps(list(r.needs)) for r in n],
+            n_max=[_max_runs(r.definition) for r in n])
+        rows = batch.event_rows()
+        p.update(e_run=[e[0] for e in rows], e_seq=[e[1] for e in rows],
+                 e_type=[e[2] for e in rows], e_ts=[e[3] for e in rows],
+                 e_data=[e[4] for e in rows])
+        ended = set(batch.finished)
+        u = batch.runs
+        p.update(u_id=[r.run_id for r in u], u_status=[r.status for r in u],
+                 u_output=[r.output_json for r in u], u_error=[r.error_json for r in u],
+                 u_started=[r.started_at for r in u], u_finished=[r.finished_at for r in u],
+                 u_phase=[r.phase for r in u], u_ended=[r.run_id in ended for r in u])
+        columns = ("s_run", "s_step", "s_status", "s_attempts", "s_agent", "s_output",
+                   "s_error", "s_started", "s_finished", "s_retry", "s_optional",
+                   "s_completed", "s_cstatus", "s_cattempts", "s_cerror")
+        steps = batch.steps
+        for i, name in enumerate(columns):
+            p[name] = [s[i] for s in steps]
+        return p
 
     async def batch_committed(self, batch: Batch) -> bool:
         try:

@@ -6,46 +6,87 @@
 -- name: now
 SELECT extract(epoch FROM statement_timestamp())::float8;
 
--- name: run_insert
-INSERT INTO runs (run_id, workflow, version, definition, input, status, output, error,
-                  created_at, started_at, finished_at, owner, lease_expires_at,
-                  cancel_requested, agents_source, phase, queue, capabilities, max_runs)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, false, %s, %s, %s, %s, %s);
-
--- name: run_update
--- A run's row as its events left it; a run that ended forgets its cancel request.
-UPDATE runs SET status = %s, output = %s, error = %s, started_at = %s, finished_at = %s,
-                phase = %s, cancel_requested = CASE WHEN %s THEN false ELSE cancel_requested END
-WHERE run_id = %s;
-
--- name: event_insert
-INSERT INTO events (run_id, seq, type, ts, data) VALUES (%s, %s, %s, %s, %s);
-
--- name: step_upsert
--- An output already stored is kept when the batch has none for it (only a success
--- carries its output; a compensation must not erase it).
-INSERT INTO steps (run_id, step_id, status, attempts, agent_id, output, error, started_at,
-                   finished_at, next_retry_at, optional, completed_seq, compensation_status,
-                   compensation_attempts, compensation_error)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (run_id, step_id) DO UPDATE SET
-    status = excluded.status, attempts = excluded.attempts, agent_id = excluded.agent_id,
-    output = COALESCE(excluded.output, steps.output), error = excluded.error,
-    started_at = excluded.started_at, finished_at = excluded.finished_at,
-    next_retry_at = excluded.next_retry_at, optional = excluded.optional,
-    completed_seq = excluded.completed_seq, compensation_status = excluded.compensation_status,
-    compensation_attempts = excluded.compensation_attempts,
-    compensation_error = excluded.compensation_error;
-
--- name: runs_fence
--- Which of the batch's runs are still the writer's at the epochs it claimed them at,
--- locked until the batch commits: a claim (an UPDATE of the row) waits for it, so
--- nobody takes a run between this check and the writes it allows.
-SELECT r.run_id FROM runs r
-JOIN unnest(%s::text[], %s::bigint[]) AS b(run_id, epoch)
-  ON r.run_id = b.run_id AND r.epoch = b.epoch
-WHERE r.owner = %s
-FOR NO KEY UPDATE OF r;
+-- name: batch_write
+-- A whole batch in one statement (so one implicit transaction, one round trip): the
+-- fence, then every write, only for the runs that passed it. The server runs it from
+-- first to last byte without waiting for the client: a writer frozen or cut off can
+-- never sit on a row lock (a claim skips locked runs; a multi-statement transaction
+-- would hold them for as long as its connection lives).
+-- fenced: the batch's existing runs still the writer's at the epochs it claimed them
+-- at, locked until the end; free: existing runs written without a fence (a batch
+-- with no owner); new runs need none. Every sub-statement sees the same snapshot, so
+-- a new run's row and its steps and events go in side by side.
+WITH fenced AS (
+    SELECT r.run_id FROM runs r
+    JOIN unnest(%(fence_ids)s::text[], %(fence_epochs)s::bigint[]) AS b(run_id, epoch)
+      ON r.run_id = b.run_id AND r.epoch = b.epoch
+    WHERE r.owner = %(owner)s
+    FOR NO KEY UPDATE OF r),
+held AS (SELECT run_id FROM fenced UNION ALL SELECT unnest(%(free_ids)s::text[])),
+fresh AS (
+    INSERT INTO runs (run_id, workflow, version, definition, input, status, output, error,
+                      created_at, started_at, finished_at, owner, lease_expires_at,
+                      cancel_requested, agents_source, phase, queue, capabilities, max_runs)
+    SELECT n.run_id, n.workflow, n.version, n.definition, n.input, n.status, n.output,
+           n.error, n.created_at, n.started_at, n.finished_at, n.owner,
+           n.lease_expires_at, false, n.agents_source, n.phase, n.queue,
+           ARRAY(SELECT json_array_elements_text(n.needs::json)), n.max_runs
+    FROM unnest(%(n_id)s::text[], %(n_workflow)s::text[], %(n_version)s::text[],
+                %(n_definition)s::text[], %(n_input)s::text[], %(n_status)s::text[],
+                %(n_output)s::text[], %(n_error)s::text[], %(n_created)s::float8[],
+                %(n_started)s::float8[], %(n_finished)s::float8[], %(n_owner)s::text[],
+                %(n_lease)s::float8[], %(n_agents)s::text[], %(n_phase)s::text[],
+                %(n_queue)s::text[], %(n_needs)s::text[], %(n_max)s::int[])
+         AS n(run_id, workflow, version, definition, input, status, output, error,
+              created_at, started_at, finished_at, owner, lease_expires_at, agents_source,
+              phase, queue, needs, max_runs)
+    RETURNING run_id),
+ok AS (SELECT run_id FROM held UNION ALL SELECT run_id FROM fresh),
+ev AS (
+    INSERT INTO events (run_id, seq, type, ts, data)
+    SELECT e.run_id, e.seq, e.type, e.ts, e.data
+    FROM unnest(%(e_run)s::text[], %(e_seq)s::bigint[], %(e_type)s::text[],
+                %(e_ts)s::float8[], %(e_data)s::text[]) AS e(run_id, seq, type, ts, data)
+    WHERE e.run_id IN (SELECT run_id FROM ok)),
+upd AS (
+    UPDATE runs r SET status = u.status, output = u.output, error = u.error,
+                      started_at = u.started_at, finished_at = u.finished_at,
+                      phase = u.phase,
+                      cancel_requested = CASE WHEN u.ended THEN false
+                                              ELSE r.cancel_requested END
+    FROM unnest(%(u_id)s::text[], %(u_status)s::text[], %(u_output)s::text[],
+                %(u_error)s::text[], %(u_started)s::float8[], %(u_finished)s::float8[],
+                %(u_phase)s::text[], %(u_ended)s::bool[])
+         AS u(run_id, status, output, error, started_at, finished_at, phase, ended)
+    WHERE r.run_id = u.run_id AND u.run_id IN (SELECT run_id FROM held)),
+st AS (
+    INSERT INTO steps (run_id, step_id, status, attempts, agent_id, output, error,
+                       started_at, finished_at, next_retry_at, optional, completed_seq,
+                       compensation_status, compensation_attempts, compensation_error)
+    SELECT s.* FROM unnest(%(s_run)s::text[], %(s_step)s::text[], %(s_status)s::text[],
+                           %(s_attempts)s::int[], %(s_agent)s::text[], %(s_output)s::text[],
+                           %(s_error)s::text[], %(s_started)s::float8[],
+                           %(s_finished)s::float8[], %(s_retry)s::float8[],
+                           %(s_optional)s::bool[], %(s_completed)s::bigint[],
+                           %(s_cstatus)s::text[], %(s_cattempts)s::int[],
+                           %(s_cerror)s::text[])
+         AS s(run_id, step_id, status, attempts, agent_id, output, error, started_at,
+              finished_at, next_retry_at, optional, completed_seq, compensation_status,
+              compensation_attempts, compensation_error)
+    WHERE s.run_id IN (SELECT run_id FROM ok)
+    ON CONFLICT (run_id, step_id) DO UPDATE SET
+        status = excluded.status, attempts = excluded.attempts,
+        agent_id = excluded.agent_id, output = COALESCE(excluded.output, steps.output),
+        error = excluded.error, started_at = excluded.started_at,
+        finished_at = excluded.finished_at, next_retry_at = excluded.next_retry_at,
+        optional = excluded.optional, completed_seq = excluded.completed_seq,
+        compensation_status = excluded.compensation_status,
+        compensation_attempts = excluded.compensation_attempts,
+        compensation_error = excluded.compensation_error),
+slots AS (
+    DELETE FROM run_slots WHERE run_id = ANY(%(ended)s::text[])
+      AND run_id IN (SELECT run_id FROM ok))
+SELECT run_id FROM fenced;
 
 -- name: last_seq
 SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = %s;
@@ -231,10 +272,6 @@ UPDATE runs SET owner = %(me)s, epoch = epoch + 1,
                                     ELSE recovered_at END
 WHERE run_id = ANY(%(ids)s)
 RETURNING run_id;
-
--- name: slots_free
--- Runs that ended or were handed back give their slot up.
-DELETE FROM run_slots WHERE run_id = ANY(%s);
 
 -- name: runs_release
 WITH released AS (
