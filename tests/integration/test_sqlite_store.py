@@ -127,6 +127,32 @@ def test_the_cli_reads_a_schema_1_database_and_a_writing_command_upgrades_it(
     assert schema_version(sandbox.db) == SCHEMA_VERSION
 
 
+def test_a_new_file_gets_the_schema_the_migrations_make_step_by_step(tmp_path: Path) -> None:
+    """A new file is made in one go, not by every migration (fewer schema re-parses):
+    the schema must be exactly the one a database upgraded through each step has."""
+    def schema(path: Path, upto: int | None) -> list[Any]:
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            if upto is None:
+                migrate(conn)
+            else:  # one short of the last, then the last: the step-by-step path
+                migrate(conn, upto=upto)
+                migrate(conn)
+            rows = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master"
+                                " ORDER BY type, name").fetchall()
+            tables = [r[1] for r in rows if r[0] == "table"]
+            return [rows, conn.execute("SELECT * FROM podium_meta").fetchall(),
+                    *(conn.execute(f"PRAGMA table_xinfo({t})").fetchall() for t in tables),
+                    *(conn.execute(f"PRAGMA index_list({t})").fetchall() for t in tables)]
+        finally:
+            conn.close()
+
+    fresh = schema(tmp_path / "fresh.db", None)
+    assert fresh == schema(tmp_path / "stepwise.db", SCHEMA_VERSION - 1)
+    assert fresh == schema(tmp_path / "from-1.db", 1)
+    assert fresh[1] == [("schema_version", str(SCHEMA_VERSION))]
+
+
 async def test_a_migration_that_fails_leaves_the_old_schema(tmp_path: Path) -> None:
     db = tmp_path / "clash.db"
     make_schema_1_db(db)

@@ -214,6 +214,7 @@ class Engine:
         if not self._opened:
             await self.store.open()
             self._opened = True
+            self.journal.on_lost = self.run_lost  # (again, if closed before: see aclose)
             if any(getattr(a, "transport", "python") != "python" for a in self.registry.agents):
                 # Remote agents get active health checks; in-process ones cannot be down.
                 self.registry.start_monitor()
@@ -233,6 +234,10 @@ class Engine:
         if self._opened:
             await self.store.close()
             self._opened = False
+            # The journal's one link back to the engine: unlinked, a closed engine is
+            # freed by reference counting (its plans, its last run's records), not
+            # left in a cycle for the garbage collector.
+            self.journal.on_lost = None
 
     async def __aenter__(self) -> Engine:
         await self.open()

@@ -106,10 +106,9 @@ class Journal:
         self.durable = 0
         self._pending: list[Event] = []
         self._tracked: dict[str, _Tracked] = {}
-        # The last batch cut: its runs' tracking, in the order of its last_seq, so that
-        # its commit touches only runs still tracked as they were then.
-        self._cut_seqs: dict[str, int] = {}
-        self._cut_runs: list[_Tracked] = []
+        # The batch cut last, until it committed: its runs' tracking as it was then, so
+        # that its commit touches only runs still tracked so (not forgotten meanwhile).
+        self._cut_runs: dict[str, _Tracked] = {}
         # The batch on the wire (an async store's), and who waits for what.
         self._writing: asyncio.Task[None] | None = None
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -152,7 +151,7 @@ class Journal:
         """The store fenced these runs off the batch just committed: stop them, unless
         this journal forgot a run meanwhile (and perhaps tracks it anew, claimed again:
         that execution holds the run at a newer epoch and must go on)."""
-        cut = dict(zip(self._cut_seqs, self._cut_runs, strict=True))
+        cut = self._cut_runs
         for rid in lost:
             if self._tracked.get(rid) is not cut.get(rid):
                 continue
@@ -187,9 +186,7 @@ class Journal:
             except BaseException:
                 self._uncut(batch, upto)
                 raise
-            self._committed(batch, upto)
-            if lost:
-                self._lost(lost)
+            self._committed(batch, upto, lost)
         return True
 
     async def commit_through(self, position: int) -> None:
@@ -278,9 +275,7 @@ class Journal:
             if not self._waiters:
                 log.warning("commit failed, will retry: %s", exc)
         else:
-            self._committed(batch, upto)
-            if lost:
-                self._lost(lost)
+            self._committed(batch, upto, lost)
         finally:
             self._writing = None
         self._release(error)
@@ -293,8 +288,7 @@ class Journal:
         if self._monotonic() > deadline:
             return False
         tracked = self._tracked
-        return any(tracked.get(rid) is t
-                   for rid, t in zip(self._cut_seqs, self._cut_runs, strict=True))
+        return any(tracked.get(rid) is t for rid, t in self._cut_runs.items())
 
     async def _landed(self, batch: Batch, deadline: float) -> bool:
         """Whether a cut-off batch committed, asked of the store until it can tell."""
@@ -381,10 +375,9 @@ class Journal:
         finished: list[str] = []
         epochs: dict[str, int] = {}
         make = tuple.__new__  # a StepRow from its tuple, without NamedTuple's Python __new__
-        cut_runs: list[_Tracked] = []
+        cut_runs: dict[str, _Tracked] = {}
         for rid in last_seq:
-            t = tracked[rid]
-            cut_runs.append(t)
+            t = cut_runs[rid] = tracked[rid]
             record = t.record
             if not t.new:
                 epochs[rid] = record.epoch
@@ -408,7 +401,7 @@ class Journal:
             t.touched.clear()
             if outputs:
                 outputs.clear()
-        self._cut_seqs, self._cut_runs = last_seq, cut_runs
+        self._cut_runs = cut_runs
         return Batch(new_runs, taken, seqs, runs, steps, last_seq, finished, self.owner,
                      epochs, self._monotonic() > self.leases_good_until), upto
 
@@ -418,12 +411,12 @@ class Journal:
         (Events of runs this journal does not write were dropped at the cut; the
         positions they had stay counted, as positions only ever grow.)"""
         tracked = self._tracked
-        current = {rid for rid, t in zip(self._cut_seqs, self._cut_runs, strict=True)
-                   if tracked.get(rid) is t}
+        cut = self._cut_runs
+        current = {rid for rid, t in cut.items() if tracked.get(rid) is t}
         # Events of runs forgotten while the batch was on the wire are dropped (if the
         # run is tracked anew, they belong to an execution that was stopped).
         source = batch.source
-        if len(current) != len(self._cut_seqs):
+        if len(current) != len(cut):
             source = [e for e in source if e.run_id in current]
         self._pending[:0] = source
         self._cut_so_far -= len(source)  # so ``position`` stays where it was (or grows)
@@ -436,12 +429,14 @@ class Journal:
                 if type(e) is StepSucceeded:
                     t.outputs[step_id] = e.output_json
 
-    def _committed(self, batch: Batch, upto: int) -> None:
+    def _committed(self, batch: Batch, upto: int, lost: frozenset[str]) -> None:
+        """The batch landed (but for the runs in ``lost``, fenced off): move on."""
         tracked = self._tracked
-        for (rid, seq), t in zip(batch.last_seq.items(), self._cut_runs, strict=True):
+        last_seq = batch.last_seq
+        for rid, t in self._cut_runs.items():
             if tracked.get(rid) is not t:
                 continue  # forgotten while the batch was on the wire (or tracked anew)
-            t.seq = seq
+            t.seq = last_seq[rid]
             t.new = False
         for rid in batch.finished:
             done = tracked.get(rid)
@@ -449,6 +444,10 @@ class Journal:
                     not self._pending or not any(e.run_id == rid for e in self._pending)):
                 del tracked[rid]  # ended: nothing more of it to write
         self.durable = upto
+        if lost:
+            self._lost(lost)
+        # Done with: holding on to it would keep the records of runs ended since alive.
+        self._cut_runs = {}
 
 
 def _error_json(err: ErrorInfo) -> str:

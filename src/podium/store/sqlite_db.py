@@ -313,7 +313,13 @@ def _open_readonly(path: Path, *, immutable: bool) -> Opened:
 
 
 def migrate(conn: sqlite3.Connection, upto: int | None = None) -> None:
-    """Bring the schema up to date in one transaction (all steps or none)."""
+    """Bring the schema up to date in one transaction (all steps or none).
+
+    A database without Podium's tables yet (a new file) gets the schema as the
+    migrations leave it in one go (``_fresh_schema``): the same tables, indexes
+    and schema text, without the dozen ``ALTER TABLE`` steps, each of which
+    makes SQLite parse the whole schema again.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
         has_meta = conn.execute(
@@ -329,19 +335,53 @@ def migrate(conn: sqlite3.Connection, upto: int | None = None) -> None:
                 f"database schema version {current} is newer than this Podium supports"
                 f" ({SCHEMA_VERSION}) (fix: upgrade podium)"
             )
-        for version, script in migrations():
-            if version <= current or (upto is not None and version > upto):
-                continue
-            body = "\n".join(ln for ln in script.splitlines() if not ln.strip().startswith("--"))
-            for statement in body.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(
-                "INSERT INTO podium_meta (key, value) VALUES ('schema_version', ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(version),),
-            )
+        if not has_meta and (upto is None or upto >= SCHEMA_VERSION):
+            for statement in _fresh_schema():
+                conn.execute(statement)
+            _set_version(conn, SCHEMA_VERSION)
+        else:
+            _migrate_steps(conn, current, upto)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _migrate_steps(conn: sqlite3.Connection, current: int, upto: int | None) -> None:
+    """Every migration after ``current`` (up to ``upto``), one statement at a time."""
+    for version, script in migrations():
+        if version <= current or (upto is not None and version > upto):
+            continue
+        body = "\n".join(ln for ln in script.splitlines() if not ln.strip().startswith("--"))
+        for statement in body.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        _set_version(conn, version)
+
+
+def _set_version(conn: sqlite3.Connection, version: int) -> None:
+    conn.execute(
+        "INSERT INTO podium_meta (key, value) VALUES ('schema_version', ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (str(version),),
+    )
+
+
+@cache
+def _fresh_schema() -> tuple[str, ...]:
+    """The schema's statements as the migrations leave it, in the order they made them.
+
+    Read back from an in-memory database migrated step by step, once per process:
+    SQLite keeps each table's ``CREATE`` text with the columns added since, so
+    running these statements on an empty file makes the very same schema.
+    """
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        _migrate_steps(conn, 0, None)
+        conn.execute("COMMIT")
+        return tuple(r[0] for r in conn.execute(
+            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL"
+            " AND name NOT LIKE 'sqlite^_%' ESCAPE '^' ORDER BY rowid"))  # SQLite's own
+    finally:
+        conn.close()
