@@ -294,3 +294,27 @@ async def test_a_json_output_reads_back_byte_for_byte(pg_url: str) -> None:
         assert list((await store.get_run("r")).output) == ["z", "a"]
     finally:
         await store.close()
+
+
+async def test_a_batch_partly_fenced_off_reads_back_as_landed(pg_url: str) -> None:
+    """A cut-off commit whose batch lost one run to a takeover: the rest landed, so it
+    must not be written again (its events would clash); the lost run's part never will."""
+    from podium.events import RunCancelRequested
+
+    store = await _store(pg_url)
+    try:
+        await store.write_batch(Batch(new_runs=[_pending("r1", created=1.0),
+                                                _pending("r2", created=2.0)]))
+        await store.register_worker(_worker("w"))
+        await store.claim_runs("w", queues=["default"], capabilities=(), limit=2)
+        _sql(pg_url, "UPDATE runs SET owner = 'x', epoch = epoch + 1 WHERE run_id = 'r2'")
+        events = [RunCancelRequested(run_id=r, ts=1.0) for r in ("r1", "r2")]
+        written = Batch(source=events, seqs=[1, 1], last_seq={"r1": 1, "r2": 1}, owner="w",
+                        epochs={"r1": 1, "r2": 1})
+        assert await store.write_batch(written) == {"r2"}
+        assert await store.batch_committed(written)
+        later = Batch(source=[RunCancelRequested(run_id="r1", ts=2.0)], seqs=[2],
+                      last_seq={"r1": 2}, owner="w", epochs={"r1": 1})
+        assert not await store.batch_committed(later)  # still w's, and not written
+    finally:
+        await store.close()

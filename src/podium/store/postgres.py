@@ -415,12 +415,22 @@ class PostgresStore:
         return p
 
     async def batch_committed(self, batch: Batch) -> bool:
+        """Whether the batch landed: each run's last event of it is stored, or the run
+        is no longer the writer's at the batch's epoch (fenced off: nothing of it would
+        be written again, and writing the rest once more would clash on events that
+        did land)."""
         try:
             async with self.pool.connection() as conn:
                 for rid, seq in batch.last_seq.items():
                     cur = await conn.execute(Q["event_exists"], (rid, seq))
-                    if await cur.fetchone() is None:
+                    if await cur.fetchone() is not None:
+                        continue
+                    epoch = batch.epochs.get(rid)
+                    if batch.owner is None or epoch is None:
                         return False
+                    cur = await conn.execute(Q["run_held"], (rid, batch.owner, epoch))
+                    if await cur.fetchone() is not None:
+                        return False  # still the writer's, and not written: it never was
                 return True
         except psycopg.Error as exc:
             raise self._error(exc) from None

@@ -91,6 +91,9 @@ SELECT run_id FROM fenced;
 -- name: last_seq
 SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = %s;
 
+-- name: run_held
+SELECT 1 FROM runs WHERE run_id = %s AND owner = %s AND epoch = %s;
+
 -- name: event_exists
 SELECT 1 FROM events WHERE run_id = %s AND seq = %s;
 
