@@ -58,6 +58,7 @@ from podium.store.rows import (
     run_from_row,
     step_from_row,
 )
+from podium.store.urls import bad_db
 
 try:
     import psycopg
@@ -106,10 +107,6 @@ def _max_runs(definition: Any) -> int | None:
     return most if isinstance(most, int) and not isinstance(most, bool) else None
 
 
-def _bad_url(url: str, why: str, fix: str) -> ConfigError:
-    return ConfigError(f"database {mask_url(url)!r} (--db or $PODIUM_DB): {why} (fix: {fix})")
-
-
 class PostgresStore:
     def __init__(self, conninfo: str, *, url: str, schema: str = "public", pool_max: int = 8,
                  synchronous_commit: bool = True, notify: bool = True,
@@ -139,7 +136,7 @@ class PostgresStore:
             parts = urlsplit(url)
             params = parse_qsl(parts.query, keep_blank_values=True)
         except ValueError as exc:
-            raise _bad_url(url, f"not a URL ({exc})", "postgresql://user@host:5432/db") from None
+            raise bad_db(url, f"not a URL ({exc})", "postgresql://user@host:5432/db") from None
         if parts.password:
             register_secret(parts.password)
         register_secret(os.environ.get("PGPASSWORD"))
@@ -148,30 +145,30 @@ class PostgresStore:
         for key, value in params:
             if key in _OURS:
                 if key in ours:
-                    raise _bad_url(url, f"option {key} is given twice", f"give {key} once")
+                    raise bad_db(url, f"option {key} is given twice", f"give {key} once")
                 ours[key] = value
             elif key in _LIBPQ:
                 passed.append((key, value))
             else:
-                raise _bad_url(url, f"unknown option {key}",
+                raise bad_db(url, f"unknown option {key}",
                                "use schema=, pool_max=, synchronous_commit=on|off, "
                                "notify=on|off, or a libpq option such as sslmode=")
         schema = ours.get("schema", "public")
         if not _IDENT.fullmatch(schema):
-            raise _bad_url(url, f"schema={schema!r} is not a plain lower-case name",
+            raise bad_db(url, f"schema={schema!r} is not a plain lower-case name",
                            "e.g. schema=podium")
         try:
             pool_max = int(ours.get("pool_max", "8"))
         except ValueError:
             pool_max = 0
         if not 1 <= pool_max <= _POOL_MAX:
-            raise _bad_url(url, f"pool_max={ours.get('pool_max')!r} is not 1 to {_POOL_MAX}",
+            raise bad_db(url, f"pool_max={ours.get('pool_max')!r} is not 1 to {_POOL_MAX}",
                            "e.g. pool_max=8")
         flags = {}
         for key in ("synchronous_commit", "notify"):
             value = ours.get(key, "on")
             if value not in ("on", "off"):
-                raise _bad_url(url, f"{key}={value!r} is not on or off", f"{key}=on or off")
+                raise bad_db(url, f"{key}={value!r} is not on or off", f"{key}=on or off")
             flags[key] = value == "on"
         if not any(k == "connect_timeout" for k, _ in passed):
             passed.append(("connect_timeout", "10"))

@@ -55,6 +55,7 @@ from podium.store.sqlite_db import (
     release_file,
     store_error,
 )
+from podium.store.urls import bad_db
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "checked_db_path", "migrations"]
 
@@ -65,11 +66,6 @@ _STRICT_WAL_BYTES = 1 << 20
 Q = queries("sqlite")
 _NOTHING: frozenset[str] = frozenset()
 _NO_ROWS: dict[str, tuple[str, int]] = {}  # read, never written
-
-
-def _bad_db(url: str, why: str, fix: str) -> ConfigError:
-    shown = url if len(url) <= 100 else f"{url[:50]}…{url[-40:]} ({len(url):,} characters)"
-    return ConfigError(f"database {shown!r} (--db or $PODIUM_DB): {why} (fix: {fix})")
 
 
 # Linux's PATH_MAX and NAME_MAX: SQLite cannot open more, and says so less clearly.
@@ -84,24 +80,24 @@ def checked_db_path(path: str, url: str) -> Path:
     are a mistyped ``--db`` (exit 2), not a database that went bad (exit 3).
     """
     if "\0" in path:
-        raise _bad_db(url, "the path has a NUL byte", "check the path")
+        raise bad_db(url, "the path has a NUL byte", "check the path")
     encoded = os.fsencode(path)
     if len(encoded) > _MAX_PATH_BYTES or any(
         len(part) > _MAX_NAME_BYTES for part in encoded.split(b"/")
     ):
-        raise _bad_db(url, f"the path is too long ({len(encoded):,} bytes)",
+        raise bad_db(url, f"the path is too long ({len(encoded):,} bytes)",
                       "use a shorter path")
     try:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):
         return Path(path)  # made on open, with its folder
     except OSError as exc:
-        raise _bad_db(url, f"cannot use the path: {exc.strerror or exc}",
+        raise bad_db(url, f"cannot use the path: {exc.strerror or exc}",
                       "check the path") from None
     if stat.S_ISDIR(mode):
-        raise _bad_db(url, "it is a directory", "name a file in it, e.g. DIR/podium.db")
+        raise bad_db(url, "it is a directory", "name a file in it, e.g. DIR/podium.db")
     if not stat.S_ISREG(mode):
-        raise _bad_db(url, "it is not a regular file (a FIFO, a device or a socket)",
+        raise bad_db(url, "it is not a regular file (a FIFO, a device or a socket)",
                       "name a database file")
     return Path(path)
 
@@ -147,10 +143,10 @@ class SQLiteStore(AlertQueries):
         unknown = sorted(set(params) - {"durability"})
         durability = params.get("durability", ["normal"])
         if unknown:
-            raise _bad_db(url, f"unknown option {', '.join(unknown)}",
+            raise bad_db(url, f"unknown option {', '.join(unknown)}",
                           "the only option is durability=normal or durability=strict")
         if len(durability) != 1 or durability[0] not in ("normal", "strict"):
-            raise _bad_db(url, f"durability={'&'.join(durability)!r} is not known",
+            raise bad_db(url, f"durability={'&'.join(durability)!r} is not known",
                           "use durability=normal or durability=strict")
         return cls.shared(checked_db_path(path, url), durability=durability[0],
                           readonly=readonly)
