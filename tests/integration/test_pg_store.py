@@ -75,6 +75,17 @@ def test_a_bad_url_option_exits_2_naming_it(tmp_path: Path, query: str, words: s
     assert "Traceback" not in out.stderr
 
 
+def test_an_overlong_url_exits_2_in_a_short_message(tmp_path: Path) -> None:
+    import os
+
+    env = dict(os.environ, PODIUM_DB="postgresql://u@127.0.0.1:1/" + "x" * 100_000)
+    out = subprocess.run([sys.executable, "-m", "podium", "runs"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 2, out.stderr
+    assert "too long" in out.stderr
+    assert len(out.stderr) < 1000
+
+
 def test_an_unreachable_server_exits_3_with_its_address_and_no_password(tmp_path: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

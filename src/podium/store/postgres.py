@@ -86,6 +86,7 @@ _POOL_MAX = 100
 _ANNOUNCE_AFTER_S = 0.005  # notifications of submits this close together are one
 _LISTEN_BACKOFF_MAX_S = 5.0
 _IDLE_IN_TRANSACTION_MS = 5000
+_MAX_URL_CHARS = 4096  # libpq's own limits are far above any real connection string
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -132,6 +133,9 @@ class PostgresStore:
 
     @classmethod
     def from_url(cls, url: str, *, readonly: bool = False) -> PostgresStore:
+        if len(url) > _MAX_URL_CHARS:
+            raise bad_db(url, f"the URL is too long (over {_MAX_URL_CHARS:,} characters)",
+                         "check --db or $PODIUM_DB")
         try:
             parts = urlsplit(url)
             params = parse_qsl(parts.query, keep_blank_values=True)
