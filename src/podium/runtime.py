@@ -7,6 +7,9 @@ the entry points), the engine over them, and, when asked for, Prometheus
 metrics and an alert manager. Observers are subscribed before the registry is
 attached, so they hear of every agent without announcing the fleet twice.
 
+On a database many processes share (PostgreSQL), the rules are evaluated by one
+of them at a time, on every process's committed events (``alert_leader``).
+
 The alert manager persists through a small ``AlertLedger``, never the store
 itself (observe only consumes events); ``StoreLedger`` is that ledger over a
 store, made here where both are known.
@@ -28,10 +31,11 @@ from podium.engine import Engine, EngineConfig
 from podium.errors import ConfigError, PodiumError
 from podium.events import Event
 from podium.state import LIVE_RUN_STATUSES, AlertRecord
-from podium.store.base import Store
+from podium.store.base import Store, WorkerStore
 from podium.store.factory import default_db_url, open_store
 
 if TYPE_CHECKING:
+    from podium.alert_leader import AlertLeader
     from podium.observe.alerts import AlertManager
     from podium.observe.metrics import EngineMetrics
 
@@ -138,8 +142,17 @@ class Runtime:
                                          labels=dict(config.metrics_labels))
             observers.append(self.metrics)
         self.alerts = self._alert_manager()
+        self.alert_leader: AlertLeader | None = None
         if self.alerts is not None:
-            observers.append(self.alerts)
+            if isinstance(self.store, WorkerStore):
+                # A shared database: one process evaluates the rules for all of them.
+                from podium.alert_leader import AlertLeader
+
+                self.alert_leader = AlertLeader(self.store, self.store, self.alerts,
+                                                holder="")
+                observers.append(self.alert_leader.local)
+            else:
+                observers.append(self.alerts)
         engine_config = EngineConfig(store=self.store, registry=registry, clock=config.clock,
                                      observers=tuple(observers), lease_s=lease_of(config),
                                      poll_interval_s=config.poll_interval_s)
@@ -178,7 +191,12 @@ class Runtime:
                 self._serve_metrics(self.config.metrics_port)
             if self.alerts is not None:
                 self.alerts.owner = self.engine.owner
-                self.alerts.start()
+                if self.alert_leader is not None:
+                    self.alert_leader.holder = self.engine.owner
+                    self.alerts.start(ticking=False)
+                    self.alert_leader.start()
+                else:
+                    self.alerts.start()
         except BaseException:
             await self.engine.aclose()
             raise
@@ -199,8 +217,11 @@ class Runtime:
 
     async def close(self) -> None:
         try:
-            if self.alerts is not None:
+            if self.alert_leader is not None:
+                await self.alert_leader.aclose()
+            elif self.alerts is not None:
                 await self.alerts.tick()
+            if self.alerts is not None:
                 await self.alerts.aclose()
         finally:
             if self._http is not None:

@@ -126,6 +126,12 @@ def worker(
         int | None, typer.Option("--metrics-port", metavar="PORT",
                                  help="Serve /metrics on 127.0.0.1:PORT.")
     ] = None,
+    alerts: Annotated[
+        Path | None, typer.Option(
+            "--alerts", metavar="FILE",
+            help="Alerts file (default $PODIUM_ALERTS, ./podium-alerts.yaml); one worker"
+                 " at a time evaluates the rules for the whole fleet.")
+    ] = None,
 ) -> None:
     """Execute runs from a PostgreSQL database until SIGTERM/Ctrl-C, then hand them back."""
 
@@ -153,7 +159,7 @@ def worker(
             check_port(metrics_port, "--metrics-port")
         agents_file = _agents_file(agents, None)
         run_async(lambda: _work(url, agents_file, chosen, concurrency, lease_s, grace_s, name,
-                                metrics_port, stop, hurry),
+                                metrics_port, alerts, stop, hurry),
                   on_interrupt=lambda: stop.set(), on_second=lambda: hurry.set())
         raise typer.Exit(EXIT_OK)
 
@@ -165,7 +171,7 @@ def worker(
 
 async def _work(url: str, agents_file: Path | None, queues: tuple[str, ...], concurrency: int,
                 lease_s: float, grace_s: float, name: str | None, metrics_port: int | None,
-                stop: Any, hurry: Any) -> None:
+                alerts_file: Path | None, stop: Any, hurry: Any) -> None:
     import logging
 
     from podium.engine.owners import new_owner_id
@@ -177,10 +183,12 @@ async def _work(url: str, agents_file: Path | None, queues: tuple[str, ...], con
 
     tune_gc()
     logging.getLogger("podium.worker").setLevel(logging.INFO)
+    logging.getLogger("podium.alerts").setLevel(logging.INFO)  # who leads, and changes
     owner = new_owner_id(name)
     config = RuntimeConfig(db=url, agents_file=agents_file, owner=owner, lease_s=lease_s,
                            poll_interval_s=1.0, metrics_port=metrics_port,
-                           metrics_labels=(("worker", owner),), alerts=False)
+                           metrics_labels=(("worker", owner),), alerts=True,
+                           alerts_file=alerts_file)
     async with Runtime(config) as rt:
         store = rt.store
         if not isinstance(store, WorkerStore):
@@ -220,7 +228,7 @@ def workers(db: DbOpt = None, as_json: JsonOpt = False) -> None:
                 "heartbeat_age_s": round(max(now - w.heartbeat, 0.0), 3),
                 "lease_s": w.lease_s, "alive": now - w.heartbeat <= w.lease_s,
                 "stopping": w.stopping, "concurrency": w.concurrency, "queues": list(w.queues),
-                "runs_held": w.runs_held}, ("started",)))
+                "runs_held": w.runs_held, "leads": list(w.roles)}, ("started",)))
         if as_json:
             dump_json({"workers": docs})
             return
@@ -229,6 +237,8 @@ def workers(db: DbOpt = None, as_json: JsonOpt = False) -> None:
               file=out)
         for d in docs:
             state = "stopping" if d["stopping"] else ("alive" if d["alive"] else "expired")
+            if d["leads"]:
+                state += f" (leads {', '.join(d['leads'])})"
             print(f"{d['id']:<36} {d['host']:<20} {d['pid']:>7} {d['heartbeat_age_s']:>9.1f}s"
                   f" {d['runs_held']:>5}  {state}", file=out)
         if not docs:

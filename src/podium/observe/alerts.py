@@ -250,7 +250,8 @@ class AlertManager:
 
     def _on(self, e: Event) -> None:
         if isinstance(e, RunStarted):
-            self._runs[e.run_id] = (e.workflow, e.ts)
+            if not (e.resumed and e.run_id in self._runs):  # an SLA runs from the start
+                self._runs[e.run_id] = (e.workflow, e.ts)
         elif isinstance(e, RunFinished):
             started = self._runs.pop(e.run_id, None)
             fired = {a.rule for a in self.active.values()
@@ -366,6 +367,37 @@ class AlertManager:
                             and a.labels.get("capability") == cap]:
                     self.resolve(key, now, f"capability {cap} has a usable agent again")
 
+    # --- taking over ---------------------------------------------------------
+    def track_run(self, run_id: str, workflow: str, started: float) -> None:
+        """A run already going when this manager began to watch (a new fleet leader):
+        its SLA counts from when it started."""
+        self._runs.setdefault(run_id, (workflow, started))
+
+    def track_step(self, run_id: str, step_id: str, started: float) -> None:
+        """A step already running when this manager began to watch."""
+        self._steps.setdefault((run_id, step_id), started)
+
+    def watches(self, workflow: str) -> bool:
+        """Whether the rules of ``workflow`` itself are known here."""
+        return workflow in self._workflow_rules
+
+    def wants_steps(self) -> bool:
+        """Whether any rule watches single steps (then running steps are worth tracking)."""
+        return any(r.step is not None for r in self._rules("sla"))
+
+    def reset(self) -> None:
+        """Forget everything evaluated (another process evaluates the rules now), but
+        not what this process knows of its agents' health, which it keeps probing."""
+        self.active.clear()
+        self._rules_by_key.clear()
+        self._pending.clear()
+        self._runs.clear()
+        self._steps.clear()
+        self._windows.clear()
+        self._streaks.clear()
+        self._refreshed.clear()
+        self._restored = False
+
     # --- time -------------------------------------------------------------
     async def restore(self) -> None:
         """Take up alerts a previous process left firing, so they can still resolve.
@@ -477,9 +509,11 @@ class AlertManager:
                 log.warning("could not store alert %s", rec.key, exc_info=True)
 
     # --- lifecycle --------------------------------------------------------
-    def start(self) -> None:
+    def start(self, *, ticking: bool = True) -> None:
+        """Start delivering notifications, and with ``ticking`` evaluating time every
+        ``tick_s`` (without it, whoever feeds the events calls ``tick``)."""
         self.dispatcher.start()
-        if self._task is None or self._task.done():
+        if ticking and (self._task is None or self._task.done()):
             self._task = asyncio.get_running_loop().create_task(self._loop(),
                                                                 name="podium:alerts")
 

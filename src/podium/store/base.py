@@ -47,6 +47,7 @@ __all__ = [
     "Batch",
     "CommitUnknown",
     "EventRow",
+    "FeedPosition",
     "RunRow",
     "RunStore",
     "StepRow",
@@ -332,6 +333,18 @@ class WorkerInfo:
     heartbeat: float = 0.0
     stopping: bool = False
     runs_held: int = 0
+    roles: tuple[str, ...] = ()  # the roles it leads (``lead``): "alerts"
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPosition:
+    """A place in the feed of every committed event of a shared database, in commit
+    order (``WorkerStore.feed``). Opaque to its readers, but kept across processes:
+    a new leader carries on from where the last one got to."""
+
+    tx: int = 0
+    run_id: str = ""
+    seq: int = 0
 
 
 @runtime_checkable
@@ -396,4 +409,24 @@ class WorkerStore(Protocol):
     async def lead(self, role: str) -> bool:
         """Whether this process holds ``role`` (one holder per database, e.g. the alert
         evaluator): taken if free, kept while this process lives and is connected."""
+        ...
+
+    async def feed(self, role: str, after: FeedPosition, *, holder: str,
+                   limit: int = 1000) -> tuple[list[Event], FeedPosition]:
+        """Up to ``limit`` committed events after ``after``, in commit order, with the
+        position after the last of them; in the same statement, ``after`` is saved as
+        ``role``'s position, read by ``holder``. Only for the holder of ``role``
+        (``lead``): a process that lost it (its connection dropped, or was closed by the
+        server) gets ``StoreError`` and must lead again before reading on.
+        An event is in the feed once its transaction has ended, never before an
+        earlier position's: a reader that moves on misses nothing. ``limit=0`` only
+        saves the position."""
+        ...
+
+    async def feed_head(self) -> FeedPosition:
+        """The position after the last event committed so far."""
+        ...
+
+    async def feed_position(self, role: str) -> tuple[FeedPosition, float] | None:
+        """Where ``role``'s last holder got to, and how many seconds ago it saved it."""
         ...

@@ -48,7 +48,7 @@ from podium.errors import ConfigError, RunNotFound, StoreError, WorkerNameTaken
 from podium.events import Event
 from podium.redact import mask_url, redact, register_secret
 from podium.state import AlertRecord, AttemptOutcome, RunRecord
-from podium.store.base import NO_RUNS, Batch, CommitUnknown, WorkerInfo
+from podium.store.base import NO_RUNS, Batch, CommitUnknown, FeedPosition, WorkerInfo
 from podium.store.queries import queries
 from podium.store.rows import (
     DefinitionJson,
@@ -86,6 +86,9 @@ _POOL_MAX = 100
 _ANNOUNCE_AFTER_S = 0.005  # notifications of submits this close together are one
 _LISTEN_BACKOFF_MAX_S = 5.0
 _IDLE_IN_TRANSACTION_MS = 5000
+# A leader's connection (``lead``) idle this long is ended by the server, and its role
+# freed: a frozen leader is replaced within it (a live one reads every few seconds).
+_LEAD_IDLE_S = 20.0
 _MAX_URL_CHARS = 4096  # libpq's own limits are far above any real connection string
 
 
@@ -130,6 +133,7 @@ class PostgresStore:
         self._listener: asyncio.Task[None] | None = None
         self._lead_conn: psycopg.AsyncConnection[Any] | None = None
         self._roles: set[str] = set()
+        self._lead_lock = asyncio.Lock()
 
     @classmethod
     def from_url(cls, url: str, *, readonly: bool = False) -> PostgresStore:
@@ -648,7 +652,8 @@ class PostgresStore:
         return [WorkerInfo(id=r[0], host=r[1], pid=r[2], lease_s=r[3], concurrency=r[4],
                            queues=tuple(orjson.loads(r[5])),
                            capabilities=tuple(orjson.loads(r[6])), boot_id=r[7], pid_ns=r[8],
-                           started=r[9], heartbeat=r[10], stopping=r[11], runs_held=int(r[12]))
+                           started=r[9], heartbeat=r[10], stopping=r[11], runs_held=int(r[12]),
+                           roles=tuple(r[13] or ()))
                 for r in rows]
 
     async def claim_runs(self, worker_id: str, *, queues: Sequence[str],
@@ -783,25 +788,83 @@ class PostgresStore:
             await asyncio.sleep(backoff)
 
     async def lead(self, role: str) -> bool:
-        """A session advisory lock on a connection of its own: held while it lives."""
-        try:
-            if self._lead_conn is None or self._lead_conn.closed:
-                self._roles.clear()
-                self._lead_conn = await self._connect()
-            if role in self._roles:
-                await self._lead_conn.execute("SELECT 1")  # still connected, so still held
+        """A session advisory lock on a connection of its own: held while it lives.
+
+        The server ends that session after ``_LEAD_IDLE_S`` without a statement, so a
+        holder frozen (SIGSTOP, a paused VM) or cut off loses the role to another
+        process instead of keeping it for as long as its socket stays open: a holder
+        uses it (``lead`` or ``feed``) every few seconds.
+        """
+        async with self._lead_lock:
+            try:
+                if self._lead_conn is None or self._lead_conn.closed:
+                    self._roles.clear()
+                    self._lead_conn = await self._lead_connect()
+                if role in self._roles:
+                    await self._lead_conn.execute("SELECT 1")  # still connected: still held
+                    return True
+                cur = await self._lead_conn.execute(
+                    "SELECT pg_try_advisory_lock(hashtext(%s))",
+                    (f"podium:{self.schema}:{role}",))
+                row = await cur.fetchone()
+            except psycopg.Error as exc:
+                await self._lead_lost()
+                raise self._error(exc, "lead") from None
+            if row and row[0]:
+                self._roles.add(role)
                 return True
-            cur = await self._lead_conn.execute(
-                "SELECT pg_try_advisory_lock(hashtext(%s))", (f"podium:{self.schema}:{role}",))
-            row = await cur.fetchone()
-        except psycopg.Error as exc:
-            self._roles.clear()
-            if self._lead_conn is not None:
-                with contextlib.suppress(Exception):
-                    await self._lead_conn.close()
-                self._lead_conn = None
-            raise self._error(exc, "lead") from None
-        if row and row[0]:
-            self._roles.add(role)
-            return True
-        return False
+            return False
+
+    async def _lead_connect(self) -> psycopg.AsyncConnection[Any]:
+        conn = await self._connect()
+        try:
+            await conn.execute(f"SET idle_session_timeout = {int(_LEAD_IDLE_S * 1000)}")
+        except psycopg.errors.UndefinedObject:  # PostgreSQL before 14: held while connected
+            log.debug("PostgreSQL %s: no idle_session_timeout; a frozen leader keeps its"
+                      " role until its connection drops", self.url)
+        return conn
+
+    async def _lead_lost(self) -> None:
+        self._roles.clear()
+        if self._lead_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._lead_conn.close()
+            self._lead_conn = None
+
+    async def feed(self, role: str, after: FeedPosition, *, holder: str,
+                   limit: int = 1000) -> tuple[list[Event], FeedPosition]:
+        """Read on the role's own connection: if the read succeeds, the role was held
+        while it ran (a session lock lives exactly as long as its session)."""
+        async with self._lead_lock:
+            conn = self._lead_conn
+            if conn is None or conn.closed or role not in self._roles:
+                raise StoreError(f"PostgreSQL {self.url}: role {role!r} is not held here"
+                                 " (fix: lead it first)")
+            try:
+                cur = await conn.execute(Q["feed_read"], {
+                    "name": role, "tx": after.tx, "run_id": after.run_id, "seq": after.seq,
+                    "holder": holder, "limit": limit})
+                rows = await cur.fetchall()
+            except psycopg.Error as exc:
+                await self._lead_lost()
+                raise self._error(exc, "feed") from None
+        if not rows:
+            return [], after
+        events: list[Event] = []
+        for row in rows:
+            events += events_from_rows(row[1], (row[3:],))
+        last = rows[-1]
+        return events, FeedPosition(int(last[0]), last[1], int(last[2]))
+
+    async def feed_head(self) -> FeedPosition:
+        rows = await self._fetch(Q["feed_head"])
+        if not rows:
+            return FeedPosition()
+        return FeedPosition(int(rows[0][0]), rows[0][1], int(rows[0][2]))
+
+    async def feed_position(self, role: str) -> tuple[FeedPosition, float] | None:
+        rows = await self._fetch(Q["feed_position"], (role,))
+        if not rows:
+            return None
+        tx, run_id, seq, _holder, age = rows[0]
+        return FeedPosition(int(tx), run_id, int(seq)), float(age)

@@ -224,7 +224,13 @@ DELETE FROM workers WHERE id = %s;
 SELECT w.id, w.host, w.pid, w.lease_s, w.concurrency, w.queues, w.capabilities, w.boot_id,
        w.pid_ns, w.started, w.heartbeat, w.stopping,
        (SELECT count(*) FROM runs r
-        WHERE r.owner = w.id AND r.status IN ('pending', 'running'))
+        WHERE r.owner = w.id AND r.status IN ('pending', 'running')),
+       -- the roles it leads: a feed position it saved lately (a leader reads every
+       -- few seconds)
+       ARRAY(SELECT f.name FROM feed_positions f
+             WHERE f.holder = w.id
+               AND f.saved > extract(epoch FROM statement_timestamp()) - 30
+             ORDER BY f.name)
 FROM workers w ORDER BY w.started, w.id;
 
 -- name: runs_claimable
@@ -348,3 +354,32 @@ FROM runs r JOIN events e ON e.run_id = r.run_id
 WHERE (r.finished_at IS NULL OR r.finished_at >= %(since)s) AND e.ts >= %(since)s
   AND e.type IN ('step_succeeded', 'step_attempt_failed')
 ORDER BY e.ts;
+
+-- name: feed_read
+-- The alert leader's one statement per round, on the connection that holds its role:
+-- save the position everything before was evaluated up to, then read what follows it
+-- (events of ended transactions only: see 006_event_feed.sql). The save doubles as the
+-- leader's sign of life for `podium workers`.
+WITH saved AS (
+    INSERT INTO feed_positions (name, tx, run_id, seq, holder, saved)
+    VALUES (%(name)s, %(tx)s, %(run_id)s, %(seq)s, %(holder)s,
+            extract(epoch FROM statement_timestamp()))
+    ON CONFLICT (name) DO UPDATE SET tx = EXCLUDED.tx, run_id = EXCLUDED.run_id,
+        seq = EXCLUDED.seq, holder = EXCLUDED.holder, saved = EXCLUDED.saved)
+SELECT tx, run_id, seq, type, ts, data FROM events
+WHERE (tx, run_id, seq) > (%(tx)s, %(run_id)s, %(seq)s)
+  AND tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+ORDER BY tx, run_id, seq
+LIMIT %(limit)s;
+
+-- name: feed_head
+-- The last position of the feed now: a reader starting here sees only what follows.
+SELECT tx, run_id, seq FROM events
+WHERE tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+ORDER BY tx DESC, run_id DESC, seq DESC LIMIT 1;
+
+-- name: feed_position
+-- Where a reader got to, and how many seconds ago (database time).
+SELECT tx, run_id, seq, holder,
+       extract(epoch FROM statement_timestamp()) - saved
+FROM feed_positions WHERE name = %s;
