@@ -209,6 +209,10 @@ class StepSkipped(Event, frozen=True, kw_only=True, gc=False):
     type: ClassVar[str] = "step_skipped"
     step_id: str
     reason: str
+    # The workflow's own logic skipped it (its ``when:`` was false, or its trigger rule
+    # over inputs so decided): a resume keeps it skipped, never takes the other branch.
+    decided: bool = False
+    condition: str | None = None  # the expression that was false
 
 
 class StepCancelled(Event, frozen=True, kw_only=True, gc=False):

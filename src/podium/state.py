@@ -47,7 +47,13 @@ __all__ = [
     "StepRecord",
     "StepStatus",
     "apply_event",
+    "decided_skip",
 ]
+
+# The error types a step skipped by the workflow's own logic carries: a false ``when:``,
+# and a trigger rule whose inputs were so skipped.
+CONDITION_FALSE, UPSTREAM_SKIPPED = "condition_false", "upstream_skipped"
+DECIDED_SKIPS = frozenset({CONDITION_FALSE, UPSTREAM_SKIPPED})
 
 
 class RunStatus(StrEnum):
@@ -319,6 +325,16 @@ def _skipped(run: RunRecord, e: Event) -> None:
     rec = _step(run, e.step_id)
     rec.status = StepStatus.SKIPPED
     rec.finished_at = e.ts
+    if e.decided:  # why, kept with the step: what a resume reads to keep the branch
+        rec.error = ErrorInfo(CONDITION_FALSE if e.condition is not None else UPSTREAM_SKIPPED,
+                              e.reason, False)
+
+
+def decided_skip(rec: StepRecord) -> bool:
+    """Skipped by the workflow's own logic (a false ``when:``, or a trigger rule over
+    inputs so skipped): settled for good, a resume does not reconsider it."""
+    return rec.status == StepStatus.SKIPPED and rec.error is not None and \
+        rec.error.type in DECIDED_SKIPS
 
 
 def _cancelled(run: RunRecord, e: Event) -> None:

@@ -242,7 +242,7 @@ def examples_registry() -> Iterator[AgentRegistry]:
     sys.modules.pop("agents", None)
 
 
-@pytest.mark.parametrize("name", ["sequential", "parallel", "dag", "flaky", "failing"])
+@pytest.mark.parametrize("name", ["sequential", "parallel", "dag", "flaky", "failing", "router"])
 def test_every_example_validates_and_its_agents_are_registered(
     name: str, examples_registry: AgentRegistry
 ) -> None:
@@ -269,6 +269,30 @@ async def test_sequential_example_chains_steps_and_passes_earlier_results(
     assert run.output["headline"] == f"Podium in five minutes ({words} words)"
     assert run.output["summary"].startswith("Podium runs workflows of agents. Each step")
     assert "podium" in run.output["keywords"]
+
+
+async def test_router_example_takes_one_branch_or_the_other(
+    examples_registry: AgentRegistry,
+) -> None:
+    """A known customer goes straight to a quote; with screen=true, through the screen
+    first; the receipt joins whichever branch ran, and the other is skipped, saying why."""
+    run, _ = await run_workflow(examples_registry, EXAMPLES / "router.yaml", {})
+    assert run.status == "succeeded", run.error
+    assert {k: s.status for k, s in run.steps.items()} == {
+        "load": "succeeded", "screen": "skipped", "quote_screened": "skipped",
+        "quote_trusted": "succeeded", "receipt": "succeeded"}
+    assert run.steps["screen"].error is not None
+    assert run.steps["screen"].error.type == "condition_false"
+    assert run.output["quote"]["screened"] is None
+    assert run.output["quote"]["trusted"]["total"] == 158.65
+
+    run, _ = await run_workflow(examples_registry, EXAMPLES / "router.yaml", {"screen": True})
+    assert run.status == "succeeded", run.error
+    assert {k: s.status for k, s in run.steps.items()} == {
+        "load": "succeeded", "screen": "succeeded", "quote_screened": "succeeded",
+        "quote_trusted": "skipped", "receipt": "succeeded"}
+    assert run.output["screened"] == {"score": 0.05, "model": "rules-v2"}
+    assert run.output["receipt"]["published"] == "A-1001 = 128.98"
 
 
 async def test_sequential_example_refuses_a_run_without_its_url(

@@ -35,6 +35,7 @@ __all__ = [
 Mode = Literal["sequential", "parallel", "dag"]
 OnFailure = Literal["fail_fast", "continue", "compensate"]
 Strategy = Literal["least_loaded", "round_robin", "latency"]
+Trigger = Literal["all_success", "one_success", "all_done"]
 
 class Compensation(Model):
     """What undoes a step: another agent call run during rollback."""
@@ -62,6 +63,28 @@ class Step(Model):
     strategy: Strategy | None = Field(None, description="How to pick among agents")
     optional: bool = Field(False, description="A failure does not fail the run")
     compensate: Compensation | None = None
+    when: str | None = Field(
+        None, max_length=4096,
+        description="A CEL expression over input and steps.ID.output: false skips the step")
+    trigger: Trigger = Field(
+        "all_success",
+        description="When it runs after its dependencies: all_success (a skipped or failed"
+                    " one skips it), one_success (any_of), all_done (whatever they did)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _any_of(cls, data: Any) -> Any:
+        """``depends_on: {any_of: [a, b]}`` is ``depends_on: [a, b]`` with
+        ``trigger: one_success``: a join after branches of which one ran."""
+        if not isinstance(data, dict) or not isinstance(data.get("depends_on"), dict):
+            return data
+        spec = data["depends_on"]
+        if set(spec) != {"any_of"} or not isinstance(spec["any_of"], list):
+            raise ValueError("depends_on is a list of step ids, or {any_of: [ids]}")
+        if data.get("trigger", "one_success") != "one_success":
+            raise ValueError(f"depends_on: {{any_of: ...}} means trigger: one_success, not"
+                             f" {data['trigger']!r}")
+        return {**data, "depends_on": spec["any_of"], "trigger": "one_success"}
 
 
 class Defaults(Model):

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from podium.definition.conditions import Condition, ConditionError, compile_condition
 from podium.definition.models import Compensation, RetryPolicy, Step, Workflow
 from podium.definition.templates import Compiled, compile_template
 from podium.errors import DefinitionError, Problem
@@ -38,6 +39,8 @@ class PlanNode:
     compensate: Compensation | None = None
     compensate_input: Compiled | None = None
     compensate_retry: tuple[RetryPolicy, ...] = ()
+    when: Condition | None = None
+    trigger: str = "all_success"
 
 
 @dataclass(slots=True)
@@ -124,6 +127,8 @@ def compile_plan(workflow: Workflow) -> Plan:
             optional=s.optional,
             strategy=s.strategy or workflow.strategy,
             compensate=comp,
+            when=_condition(s),
+            trigger=s.trigger,
         )
         if comp is not None:
             node.compensate_input = compile_template(
@@ -153,24 +158,41 @@ def compile_plan(workflow: Workflow) -> Plan:
     )
 
 
+def _condition(step: Step) -> Condition | None:
+    try:
+        return compile_condition(step.when)
+    except ConditionError as exc:  # validation catches it first: a stored definition
+        raise DefinitionError([Problem(f"when: {exc}", step=step.id, field="when")]) from None
+
+
 def mermaid(plan: Plan) -> str:
     """A Mermaid flowchart of the plan as it executes (modes drawn by their shape)."""
     wf = plan.workflow
     lines = ["flowchart TD", f"    %% {wf.name} v{wf.version} ({wf.mode})", "    start((input))"]
     for n in plan.nodes:
         label = f"{n.id}<br/><small>{n.agent}</small>"
+        if n.when is not None:
+            label += f"<br/><small>when {_text(n.when.source)}</small>"
         shape = f'{_mid(n)}["{label}"]' if not n.optional else f'{_mid(n)}(["{label}"])'
         lines.append(f"    {shape}")
     for n in plan.nodes:
         if not n.deps:
             lines.append(f"    start --> {_mid(n)}")
+        arrow = {"one_success": "-. any of .->", "all_done": "-. done .->"}.get(n.trigger, "-->")
         for d in n.deps:
-            lines.append(f"    {_mid(plan.nodes[d])} --> {_mid(n)}")
+            lines.append(f"    {_mid(plan.nodes[d])} {arrow} {_mid(n)}")
     lines.append("    done((output))")
     for n in plan.nodes:
         if not n.dependents:
             lines.append(f"    {_mid(n)} --> done")
     return "\n".join(lines) + "\n"
+
+
+def _text(text: str) -> str:
+    """Text inside a quoted Mermaid label: its own quotes and brackets as entities."""
+    for raw, entity in (("&", "#amp;"), ('"', "#quot;"), ("<", "#lt;"), (">", "#gt;")):
+        text = text.replace(raw, entity)
+    return text
 
 
 def _mid(node: PlanNode) -> str:

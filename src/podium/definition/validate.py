@@ -165,6 +165,37 @@ def _merged_retry_problems(raw: Mapping[str, Any], steps: list[Any]) -> list[Pro
     return problems
 
 
+def _dep_list(step: Mapping[str, Any]) -> list[Any]:
+    """A step's dependencies, written as a list or as ``{any_of: [...]}``."""
+    d = step.get("depends_on") or []
+    if isinstance(d, Mapping):
+        d = d.get("any_of") or []
+    return d if isinstance(d, list) else []
+
+
+def _check_condition(text: Any, *, allowed: Callable[[str], bool], known: set[str],
+                     step: str, loc: tuple[str | int, ...], why: str) -> list[Problem]:
+    """A ``when:`` that does not compile, names what does not exist, or reads a step
+    that has not run by then: found here, not at run time."""
+    from podium.definition.conditions import condition_problems
+
+    wrong, cond = condition_problems(text)
+    if cond is None:
+        return [Problem(f"when: {wrong}", step=step, field="when",
+                        hint="a CEL expression, e.g. steps.classify.output.kind == 'invoice'",
+                        loc=loc)]
+    out = []
+    for ref in cond.steps:
+        if ref not in known:
+            out.append(Problem(f"when: unknown step '{ref}'", step=step, field="when",
+                               hint=_suggest(ref, sorted(known)) or
+                               f"steps are: {', '.join(sorted(known))}", loc=loc))
+        elif not allowed(ref):
+            out.append(Problem(f"when: reads step '{ref}', which has not run by then",
+                               step=step, field="when", hint=why.format(ref=ref), loc=loc))
+    return out
+
+
 def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
     mode = raw.get("mode", "dag")
@@ -191,8 +222,8 @@ def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
             continue
         seen.add(sid)
         ids.append(sid)
-        d = s.get("depends_on") or []
-        deps[sid] = [x for x in d if isinstance(x, str)] if isinstance(d, list) else []
+        d = _dep_list(s)
+        deps[sid] = [x for x in d if isinstance(x, str)]
 
     for i, s in enumerate(steps):
         if not isinstance(s, Mapping) or not isinstance(s.get("id"), str):
@@ -209,9 +240,9 @@ def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
                 )
             )
             continue
-        own = s.get("depends_on") or []
+        own = _dep_list(s)
         # Each step's own list: a duplicate id must not repeat the first step's problems.
-        own_deps = [x for x in own if isinstance(x, str)] if isinstance(own, list) else []
+        own_deps = [x for x in own if isinstance(x, str)]
         for j, target in enumerate(own_deps):
             if target == sid:
                 problems.append(
@@ -286,6 +317,9 @@ def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
             s.get("input"), allowed=reads, known=known, step=sid, field="input",
             loc=("steps", i, "input"), why=why,
         )
+        if s.get("when") is not None:
+            problems += _check_condition(s["when"], allowed=reads, known=known, step=sid,
+                                         loc=("steps", i, "when"), why=why)
         comp = s.get("compensate")
         if isinstance(comp, Mapping):
             problems += _check_templates(

@@ -51,6 +51,7 @@ from podium.state import (
     RunRecord,
     RunStatus,
     StepStatus,
+    decided_skip,
 )
 from podium.store.base import Store, WorkerStore
 from podium.store.memory import MemoryStore
@@ -621,8 +622,8 @@ class Engine:
         redrive = run.status in _REDRIVEN
         for node in plan.nodes:
             found = run.steps.get(node.id)
-            if found is None or found.status == StepStatus.SUCCEEDED:
-                continue
+            if found is None or found.status == StepStatus.SUCCEEDED or decided_skip(found):
+                continue  # a branch not taken stays not taken
             rec = found
             if redrive or rec.status in _RUN_AGAIN:
                 rec.next_retry_at = None  # a redrive starts each step's retry budget afresh

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+from podium.definition.conditions import ConditionError
 from podium.definition.plan import Plan, PlanNode
 from podium.definition.templates import Scope, TemplateLookupError
 from podium.engine import attempt as attempts
@@ -40,6 +41,7 @@ from podium.state import (
     StepRecord,
     StepStatus,
     apply_event,
+    decided_skip,
 )
 
 __all__ = ["CANCELLED", "FAILED", "TIMEOUT", "RunExecution", "calls_of"]
@@ -115,8 +117,16 @@ class RunExecution:
         # on a resume some steps start resolved.
         self._resolved = [
             rec.status == StepStatus.SUCCEEDED or (rec.status == StepStatus.FAILED and rec.optional)
+            or decided_skip(rec)
             for rec in self._recs
         ]
+        # Steps that decide for themselves when ready (a ``when:``, a trigger rule);
+        # every step decides once a step was skipped or failed without failing the run.
+        self._gated = [node.when is not None or node.trigger != "all_success"
+                       for node in plan.nodes]
+        self._skips = any(rec.status == StepStatus.SKIPPED for rec in self._recs)
+        self._arrivals: deque[int] = deque()
+        self._arriving = False
         self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._begun = False
         # While a finishing step makes others ready, its task may carry on with one.
@@ -176,7 +186,7 @@ class RunExecution:
             await self._flush()  # the run and its start are durable before any step runs
             for node in self.plan.nodes:
                 if not resolved[node.index] and self._remaining[node.index] == 0:
-                    self._make_ready(node.index)
+                    self._arrive(node.index)
             self._check_done()
             try:
                 await self._done
@@ -352,7 +362,78 @@ class RunExecution:
         for d in node.dependents:
             remaining[d] -= 1
             if remaining[d] == 0 and self._stopping is None:
-                self._make_ready(d)
+                if self._skips or self._gated[d]:
+                    self._arrive(d)
+                else:
+                    self._make_ready(d)
+
+    def _arrive(self, i: int) -> None:
+        """Every dependency of ``i`` resolved: decide whether it runs. Decisions that skip
+        make more arrive; they are taken in a loop here, not by recursion, so a skip
+        down a chain of 10,000 steps is as deep as one."""
+        self._arrivals.append(i)
+        if self._arriving:
+            return
+        self._arriving = True
+        try:
+            while self._arrivals:
+                self._decide(self._arrivals.popleft())
+        finally:
+            self._arriving = False
+
+    def _decide(self, i: int) -> None:
+        if self._stopping is not None or self._resolved[i]:
+            return
+        node = self.plan.nodes[i]
+        blocked = self._blocked(node)
+        if blocked is not None:
+            self._skip(node, *blocked)
+            return
+        if node.when is not None:
+            outputs = self.scope.outputs
+            assert isinstance(outputs, dict)
+            try:
+                go = node.when.evaluate(self.record.input, outputs)
+            except ConditionError as exc:
+                self.emit(StepFailed(run_id=self.run_id, ts=self.ctx.clock.now(),
+                                     step_id=node.id, attempts=0,
+                                     error=ErrorInfo("condition_error", f"when: {exc}", False),
+                                     optional=node.optional))
+                self._on_failed(node, self._recs[i])
+                return
+            if not go:
+                self._skip(node, f"when was false: {node.when.source}", True,
+                           node.when.source)
+                return
+        self._make_ready(i)
+
+    def _blocked(self, node: PlanNode) -> tuple[str, bool] | None:
+        """Why the trigger rule skips ``node`` (and whether for good), or None."""
+        if node.trigger == "all_done" or not node.deps:
+            return None
+        recs = self._recs
+        if node.trigger == "one_success":
+            if any(recs[d].status == StepStatus.SUCCEEDED for d in node.deps):
+                return None
+            names = ", ".join(f"'{self.plan.nodes[d].id}'" for d in node.deps)
+            return (f"none of its inputs succeeded ({names})",
+                    all(decided_skip(recs[d]) for d in node.deps))
+        for d in node.deps:
+            rec = recs[d]
+            if rec.status == StepStatus.SKIPPED:
+                return f"upstream step '{rec.step_id}' was skipped", decided_skip(rec)
+            if rec.status == StepStatus.FAILED and not rec.optional:
+                return f"upstream step '{rec.step_id}' failed", False
+        return None
+
+    def _skip(self, node: PlanNode, why: str, decided: bool,
+              condition: str | None = None) -> None:
+        self._skips = True
+        self.emit(StepSkipped(run_id=self.run_id, ts=self.ctx.clock.now(), step_id=node.id,
+                              reason=why, decided=decided, condition=condition))
+        self.scope.outputs[node.id] = None  # type: ignore[index]
+        self.ctx.journal.soon()  # seen by `podium status` while the other branch runs
+        self._resolve(node)
 
     async def _commit(self) -> None:
         journal = self.ctx.journal
@@ -490,33 +571,16 @@ class RunExecution:
         assert rec.error is not None
         if self._first_failure is None:
             self._first_failure = (node.id, rec.error)
-        self._resolved[node.index] = True
-        self._unresolved -= 1
         if self.plan.workflow.on_failure == "continue":
-            self._skip_downstream(node)
+            # Its dependents decide by their trigger rule: skipped by default, run by
+            # all_done, run by one_success if another input succeeded.
+            self._skips = True
+            self.scope.outputs[node.id] = None  # type: ignore[index]
+            self._resolve(node)
         else:
-            self.stop(FAILED, f"step '{node.id}' failed")
-
-    def _skip_downstream(self, failed: PlanNode) -> None:
-        ts = self.ctx.clock.now()
-        todo = list(failed.dependents)
-        nodes = self.plan.nodes
-        while todo:
-            i = todo.pop()
-            rec = self._recs[i]
-            if self._resolved[i]:
-                continue
-            self.emit(
-                StepSkipped(
-                    run_id=self.run_id,
-                    ts=ts,
-                    step_id=rec.step_id,
-                    reason=f"upstream step '{failed.id}' failed",
-                )
-            )
-            self._resolved[i] = True
+            self._resolved[node.index] = True
             self._unresolved -= 1
-            todo.extend(nodes[i].dependents)
+            self.stop(FAILED, f"step '{node.id}' failed")
 
     # --- attempts ---------------------------------------------------------
     def others_running(self) -> bool:
