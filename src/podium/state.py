@@ -28,6 +28,7 @@ from podium.events import (
     StepAttemptFailed,
     StepCancelled,
     StepFailed,
+    StepMapStarted,
     StepReady,
     StepRetryScheduled,
     StepSkipped,
@@ -285,6 +286,16 @@ def _started(run: RunRecord, e: Event) -> None:
     rec.finished_at = None
 
 
+def _map_started(run: RunRecord, e: Event) -> None:
+    assert isinstance(e, StepMapStarted)
+    rec = _step(run, e.step_id)
+    rec.status = _RUNNING
+    rec.next_retry_at = None
+    if rec.started_at is None:
+        rec.started_at = e.ts
+    rec.finished_at = None
+
+
 def _succeeded(run: RunRecord, e: Event) -> None:
     assert isinstance(e, StepSucceeded)
     rec = _step(run, e.step_id)
@@ -391,6 +402,7 @@ APPLY: dict[str, Callable[[RunRecord, Event], None]] = {
     RunCancelRequested.type: _cancel_requested,
     StepReady.type: _ready,
     StepStarted.type: _started,
+    StepMapStarted.type: _map_started,
     StepSucceeded.type: _succeeded,
     StepAttemptFailed.type: _attempt_failed,
     StepRetryScheduled.type: _retry,

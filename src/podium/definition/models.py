@@ -29,6 +29,7 @@ __all__ = [
     "Recovery",
     "RetryPolicy",
     "Step",
+    "Tolerate",
     "Workflow",
 ]
 
@@ -44,6 +45,30 @@ class Compensation(Model):
     input: Any = None
     retry: RetryPolicy | list[RetryPolicy] | None = None
     timeout: PositiveDuration | None = None
+
+
+class Tolerate(Model):
+    """How many items of a for_each step may fail (after their retries) without failing
+    the step: a count, or a percentage of the items."""
+
+    count: int | None = Field(None, ge=0, description="Items that may fail")
+    percent: float | None = Field(None, ge=0, le=100, description="Share of the items, 0-100")
+
+    @model_validator(mode="after")
+    def _one(self) -> Tolerate:
+        if (self.count is None) == (self.percent is None):
+            raise ValueError("tolerate takes one of count or percent")
+        return self
+
+    def allows(self, items: int) -> int:
+        """How many failed items of ``items`` leave the step succeeded."""
+        if self.count is not None:
+            return self.count
+        assert self.percent is not None
+        return int(items * self.percent / 100 + 1e-9)
+
+
+MAX_ITEMS = 100_000  # items of one for_each step (each is a step's row and events)
 
 
 class Step(Model):
@@ -66,6 +91,14 @@ class Step(Model):
     when: str | None = Field(
         None, max_length=4096,
         description="A CEL expression over input and steps.ID.output: false skips the step")
+    for_each: str | None = Field(
+        None, max_length=1024,
+        description="${{ path }} to a list: the step runs once per item (${{ item }},"
+                    " ${{ item_index }}), its output the results in order")
+    max_concurrency: int | None = Field(
+        None, ge=1, le=10_000, description="Items of a for_each step in flight at once")
+    tolerate: Tolerate | None = Field(
+        None, description="Failed items a for_each step survives: {count: N} or {percent: P}")
     trigger: Trigger = Field(
         "all_success",
         description="When it runs after its dependencies: all_success (a skipped or failed"

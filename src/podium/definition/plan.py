@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from podium.definition.conditions import Condition, ConditionError, compile_condition
-from podium.definition.models import Compensation, RetryPolicy, Step, Workflow
+from podium.definition.models import Compensation, RetryPolicy, Step, Tolerate, Workflow
 from podium.definition.templates import Compiled, compile_template
 from podium.errors import DefinitionError, Problem
 
@@ -41,6 +41,9 @@ class PlanNode:
     compensate_retry: tuple[RetryPolicy, ...] = ()
     when: Condition | None = None
     trigger: str = "all_success"
+    for_each: Compiled | None = None  # the list a map step runs once per item of
+    item_concurrency: int | None = None
+    tolerate: Tolerate | None = None
 
 
 @dataclass(slots=True)
@@ -129,6 +132,9 @@ def compile_plan(workflow: Workflow) -> Plan:
             compensate=comp,
             when=_condition(s),
             trigger=s.trigger,
+            for_each=None if s.for_each is None else compile_template(s.for_each),
+            item_concurrency=s.max_concurrency,
+            tolerate=s.tolerate,
         )
         if comp is not None:
             node.compensate_input = compile_template(
@@ -171,6 +177,8 @@ def mermaid(plan: Plan) -> str:
     lines = ["flowchart TD", f"    %% {wf.name} v{wf.version} ({wf.mode})", "    start((input))"]
     for n in plan.nodes:
         label = f"{n.id}<br/><small>{n.agent}</small>"
+        if n.step.for_each is not None:
+            label += f"<br/><small>for each {_text(n.step.for_each)}</small>"
         if n.when is not None:
             label += f"<br/><small>when {_text(n.when.source)}</small>"
         shape = f'{_mid(n)}["{label}"]' if not n.optional else f'{_mid(n)}(["{label}"])'

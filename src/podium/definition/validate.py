@@ -8,11 +8,14 @@ the same pass: every problem at once, not one per try.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from podium.definition.templates import template_errors
 from podium.errors import Problem
+
+_WHOLE = re.compile(r"\$\{\{[^{}]*\}\}")
 
 __all__ = ["semantic_problems"]
 
@@ -88,12 +91,19 @@ def _check_templates(
     field: str,
     loc: tuple[str | int, ...],
     why: str,
+    items: bool = False,
 ) -> list[Problem]:
     refs, errors = template_errors(value)
     problems = [
         Problem(str(e), step=step, field=field, hint=e.hint, loc=loc) for e in errors
     ]
     for ref in refs:
+        if ref.root in ("item", "item_index") and not items:
+            problems.append(Problem(
+                f"'${{{{ {ref.text} }}}}' is only known in the input of a for_each step",
+                step=step, field=field,
+                hint="add for_each: ${{ steps.ID.output.LIST }} to the step, or read"
+                     " input or steps.ID.output", loc=loc))
         if ref.step is None:
             continue
         if ref.step not in known:
@@ -194,6 +204,25 @@ def _check_condition(text: Any, *, allowed: Callable[[str], bool], known: set[st
             out.append(Problem(f"when: reads step '{ref}', which has not run by then",
                                step=step, field="when", hint=why.format(ref=ref), loc=loc))
     return out
+
+
+def _check_map(s: Mapping[str, Any], *, allowed: Callable[[str], bool], known: set[str],
+               step: str, index: int, why: str) -> list[Problem]:
+    """``for_each`` is one ``${{ path }}`` to data that exists before the step runs;
+    ``max_concurrency`` and ``tolerate`` mean something only with it."""
+    loc: tuple[str | int, ...] = ("steps", index, "for_each")
+    spec = s.get("for_each")
+    if spec is None:
+        return [Problem(f"{key} is only for a for_each step", step=step, field=key,
+                        hint=f"add for_each: ${{{{ steps.ID.output.LIST }}}}, or remove {key}",
+                        loc=("steps", index, key))
+                for key in ("max_concurrency", "tolerate") if s.get(key) is not None]
+    if not isinstance(spec, str) or not _WHOLE.fullmatch(spec.strip()):
+        return [Problem("for_each must be one ${{ path }} to a list", step=step,
+                        field="for_each", hint="e.g. for_each: ${{ steps.split.output.documents"
+                        " }}, or ${{ input.items }}", loc=loc)]
+    return _check_templates(spec, allowed=allowed, known=known, step=step, field="for_each",
+                            loc=loc, why=why)
 
 
 def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
@@ -313,10 +342,12 @@ def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
         def undoes(ref: str, sid: str = sid) -> bool:
             return ref == sid or upstream(sid, ref)
 
+        mapped = s.get("for_each") is not None
         problems += _check_templates(
             s.get("input"), allowed=reads, known=known, step=sid, field="input",
-            loc=("steps", i, "input"), why=why,
+            loc=("steps", i, "input"), why=why, items=mapped,
         )
+        problems += _check_map(s, allowed=reads, known=known, step=sid, index=i, why=why)
         if s.get("when") is not None:
             problems += _check_condition(s["when"], allowed=reads, known=known, step=sid,
                                          loc=("steps", i, "when"), why=why)

@@ -634,6 +634,10 @@ class Engine:
                 carry[node.id] = RetryState(counts=[used] * len(node.retry))
             rec.status = StepStatus.PENDING
             rec.optional = False
+        if redrive:  # items of for_each steps that did not succeed run again too
+            for sid, rec in run.steps.items():
+                if sid not in plan.by_id and rec.status in _RUN_AGAIN:
+                    rec.status, rec.attempts, rec.next_retry_at = StepStatus.PENDING, 0, None
         run.error = None
         run.output = None
         # A submitted run that no process started yet starts now, for the first time.

@@ -15,7 +15,10 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from podium.definition.conditions import ConditionError
+from podium.definition.models import MAX_ITEMS
 from podium.definition.plan import Plan, PlanNode
 from podium.definition.templates import Scope, TemplateLookupError
 from podium.engine import attempt as attempts
@@ -31,8 +34,10 @@ from podium.events import (
     RunStarted,
     StepCancelled,
     StepFailed,
+    StepMapStarted,
     StepReady,
     StepSkipped,
+    StepSucceeded,
 )
 from podium.state import (
     CompensationStatus,
@@ -45,6 +50,10 @@ from podium.state import (
 )
 
 __all__ = ["CANCELLED", "FAILED", "TIMEOUT", "RunExecution", "calls_of"]
+
+# Items of a for_each step in flight at once when it does not say (its agents' own
+# max_concurrency still holds each one to its capacity).
+_MAP_WIDTH = 256
 
 log = logging.getLogger("podium.engine")
 
@@ -72,6 +81,27 @@ def calls_of(plan: Plan) -> list[tuple[Call, Call | None]]:
                         step.acquire_timeout, node.strategy, False, COMPENSATION)
         out.append((main, undo))
     return out
+
+
+class _Item:
+    """What one item of a for_each step offers ``attempt.call``: the run's, with the item
+    in its scope."""
+
+    __slots__ = ("_run", "run_id", "scope")
+
+    def __init__(self, run: RunExecution, scope: Scope) -> None:
+        self._run = run
+        self.run_id = run.run_id
+        self.scope = scope
+
+    def emit(self, event: Event) -> None:
+        self._run.emit(event)
+
+    def others_running(self) -> bool:
+        return True
+
+    async def commit_for_retry(self) -> bool:
+        return await self._run.commit_for_retry()
 
 
 class RunExecution:
@@ -594,10 +624,116 @@ class RunExecution:
         return True
 
     async def _attempts(self, node: PlanNode, rec: StepRecord) -> bool:
+        if node.for_each is not None:
+            return await self._map(node)
         state = self.carry.pop(node.id, None)
         return await attempts.call(
             self.ctx, self.calls[node.index][0], self, attempts_so_far=rec.attempts,
             state=state or RetryState(), wait_until=rec.next_retry_at)
+
+    # --- for_each -----------------------------------------------------------
+    async def _map(self, node: PlanNode) -> bool:
+        """Run ``node`` once per item of its list, ``item_concurrency`` at a time.
+
+        Each item is a step of its own (``ID[i]``: its events, retries, row and
+        idempotency key), committed on its own like any step, so a resume runs only
+        the items that did not succeed (nor fail for good) before. Items are pulled
+        by a few workers from one iterator, not one task each: 10,000 items cost
+        what 10,000 steps do. The step succeeds with the results in input order
+        (``null`` for a tolerated failure); once more items failed than ``tolerate``
+        allows, no new item starts and the step fails, naming the failed items.
+        """
+        clock = self.ctx.clock
+        t0 = clock.monotonic()
+        assert node.for_each is not None
+        try:
+            items = node.for_each.resolve(self.scope)
+        except TemplateLookupError as exc:
+            return self._map_failed(node, ErrorInfo("invalid_input", f"for_each: {exc}", False))
+        if not isinstance(items, list):
+            kind = "null" if items is None else type(items).__name__
+            return self._map_failed(node, ErrorInfo(
+                "invalid_input", f"for_each gave {kind}, not a list (fix: point for_each at a"
+                " list, e.g. ${{ steps.split.output.documents }})", False))
+        n = len(items)
+        if n > MAX_ITEMS:
+            return self._map_failed(node, ErrorInfo(
+                "invalid_input", f"for_each gave {n:,} items, over {MAX_ITEMS:,} (fix: split"
+                " the list over several steps or sub-workflows)", False))
+        self.emit(StepMapStarted(run_id=self.run_id, ts=clock.now(), step_id=node.id, items=n))
+        steps = self.record.steps
+        results: list[Any] = [None] * n
+        failed: list[int] = []
+        todo: list[tuple[int, int, float | None]] = []
+        for i in range(n):
+            rec = steps.get(f"{node.id}[{i}]")
+            if rec is None:
+                todo.append((i, 0, None))
+            elif rec.status == StepStatus.SUCCEEDED:
+                results[i] = rec.output
+            elif rec.status == StepStatus.FAILED:
+                failed.append(i)  # failed for good before a crash (a redrive resets it)
+            else:  # cut short by a crash: the interrupted attempt is not held against it
+                used = rec.attempts if rec.next_retry_at is not None else max(rec.attempts - 1, 0)
+                todo.append((i, used, rec.next_retry_at))
+        allowed = node.tolerate.allows(n) if node.tolerate is not None else 0
+        main = self.calls[node.index][0]
+        base = self.scope
+        pending = iter(todo)
+
+        async def work() -> None:
+            for i, used, wait_until in pending:
+                if len(failed) > allowed:
+                    return
+                key = f"{node.id}[{i}]"
+                c = Call(key, main.agent_ref, main.template, main.policies, main.timeout_s,
+                         main.deadline_s, key, main.acquire_timeout_s, main.strategy, False,
+                         main.words)
+                scope = Scope(base.input, base.outputs, base.run_id, base.workflow_name,
+                              base.workflow_version, items[i], i)
+                state = RetryState(counts=[used] * len(main.policies)) if used else RetryState()
+                try:
+                    ok = await attempts.call(self.ctx, c, _Item(self, scope),
+                                             attempts_so_far=used, state=state,
+                                             wait_until=wait_until)
+                except asyncio.CancelledError:
+                    rec = steps.get(key)
+                    if rec is not None and rec.status not in (StepStatus.SUCCEEDED,
+                                                              StepStatus.FAILED):
+                        self.emit(StepCancelled(run_id=self.run_id, ts=clock.now(),
+                                                step_id=key, attempt=rec.attempts))
+                    raise
+                if ok:
+                    results[i] = steps[key].output
+                    self.ctx.journal.soon()  # each item's result durable within a turn
+                else:
+                    failed.append(i)
+
+        width = min(node.item_concurrency or _MAP_WIDTH, len(todo))
+        if width:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(width):
+                    group.create_task(work())
+        if len(failed) > allowed:
+            failed.sort()
+            first = steps[f"{node.id}[{failed[0]}]"].error
+            shown = ", ".join(str(i) for i in failed[:20]) + (" ..." if len(failed) > 20 else "")
+            limit = "none may" if node.tolerate is None else f"tolerate allows {allowed}"
+            return self._map_failed(node, ErrorInfo(
+                "items_failed",
+                f"{len(failed)} of {n} items failed ({limit}): items {shown};"
+                f" item {failed[0]}: {first.message if first else 'failed'}",
+                False, first.agent_id if first else None))
+        raw = orjson.dumps(results).decode()
+        self.emit(StepSucceeded(run_id=self.run_id, ts=clock.now(), step_id=node.id,
+                                attempt=1, agent_id=node.agent, output=results,
+                                duration_s=clock.monotonic() - t0, output_json=raw))
+        return True
+
+    def _map_failed(self, node: PlanNode, error: ErrorInfo) -> bool:
+        self.emit(StepFailed(run_id=self.run_id, ts=self.ctx.clock.now(), step_id=node.id,
+                             attempts=1, error=error, optional=node.optional))
+        return False
 
     # --- rollback ---------------------------------------------------------
     async def rollback(self, reason: str) -> RunRecord:
