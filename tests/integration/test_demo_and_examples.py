@@ -242,7 +242,8 @@ def examples_registry() -> Iterator[AgentRegistry]:
     sys.modules.pop("agents", None)
 
 
-@pytest.mark.parametrize("name", ["sequential", "parallel", "dag", "flaky", "failing", "router"])
+@pytest.mark.parametrize("name", ["sequential", "parallel", "dag", "flaky", "failing", "router",
+                                  "map"])
 def test_every_example_validates_and_its_agents_are_registered(
     name: str, examples_registry: AgentRegistry
 ) -> None:
@@ -293,6 +294,25 @@ async def test_router_example_takes_one_branch_or_the_other(
         "quote_trusted": "skipped", "receipt": "succeeded"}
     assert run.output["screened"] == {"score": 0.05, "model": "rules-v2"}
     assert run.output["receipt"]["published"] == "A-1001 = 128.98"
+
+
+async def test_map_example_fetches_cleans_and_summarises_every_page(
+    examples_registry: AgentRegistry,
+) -> None:
+    """Three maps in a row, each over the one before; results in input order, and a
+    page that does not exist fails its fetch item, so the fetch step (no tolerate)."""
+    run, _ = await run_workflow(examples_registry, EXAMPLES / "map.yaml", {})
+    assert run.status == "succeeded", run.error
+    assert [o["summary"] for o in run.output] == [
+        "Podium in five minutes Podium runs workflows of agents.",
+        "Retry transient errors, not bad input."]
+    assert run.steps["fetch[1]"].output["url"] == "https://example.com/retries"
+    urls = ["https://example.com/retries", "https://example.com/nope"]
+    run, _ = await run_workflow(examples_registry, EXAMPLES / "map.yaml", {"urls": urls})
+    assert run.status == "failed"
+    assert run.steps["fetch"].error is not None
+    assert "1 of 2 items failed (none may): items 1; item 1: 404" in run.steps["fetch"].error.message
+    assert run.steps["fetch[0]"].status == "succeeded"
 
 
 async def test_sequential_example_refuses_a_run_without_its_url(
