@@ -311,7 +311,8 @@ async def test_map_example_fetches_cleans_and_summarises_every_page(
     run, _ = await run_workflow(examples_registry, EXAMPLES / "map.yaml", {"urls": urls})
     assert run.status == "failed"
     assert run.steps["fetch"].error is not None
-    assert "1 of 2 items failed (none may): items 1; item 1: 404" in run.steps["fetch"].error.message
+    message = run.steps["fetch"].error.message
+    assert "1 of 2 items failed (none may): items 1; item 1: 404" in message
     assert run.steps["fetch[0]"].status == "succeeded"
 
 
