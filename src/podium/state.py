@@ -170,6 +170,11 @@ class RunRecord:
     steps: dict[str, StepRecord] = field(default_factory=dict)
 
     @property
+    def parent(self) -> str | None:
+        """The run whose ``workflow:`` step this child run is (``PARENT.STEP``), if any."""
+        return self.run_id.rsplit(".", 1)[0] if "." in self.run_id else None
+
+    @property
     def duration_s(self) -> float | None:
         if self.started_at is None:
             return None
@@ -182,6 +187,7 @@ class RunRecord:
             err = self.error.to_dict() if verbose else self.error.public()
         return {
             "run_id": self.run_id,
+            "parent": self.parent,
             "workflow": self.workflow,
             "version": self.version,
             "status": self.status,

@@ -27,6 +27,7 @@ from podium.agents.config import build_registry
 from podium.definition.plan import compile_plan
 from podium.events import (
     Event,
+    RunStarted,
     StepAttemptFailed,
     StepRetryScheduled,
     StepStarted,
@@ -243,7 +244,7 @@ def examples_registry() -> Iterator[AgentRegistry]:
 
 
 @pytest.mark.parametrize("name", ["sequential", "parallel", "dag", "flaky", "failing", "router",
-                                  "map"])
+                                  "map", "summarise-page", "subflow"])
 def test_every_example_validates_and_its_agents_are_registered(
     name: str, examples_registry: AgentRegistry
 ) -> None:
@@ -314,6 +315,21 @@ async def test_map_example_fetches_cleans_and_summarises_every_page(
     message = run.steps["fetch"].error.message
     assert "1 of 2 items failed (none may): items 1; item 1: 404" in message
     assert run.steps["fetch[0]"].status == "succeeded"
+
+
+async def test_subflow_example_runs_one_child_run_per_page(
+    examples_registry: AgentRegistry,
+) -> None:
+    """summarise-page.yaml, found beside subflow.yaml, runs once per URL as a child run
+    (RUN.pages[i]); the parent's step gets each child's output, in order."""
+    run, events = await run_workflow(examples_registry, EXAMPLES / "subflow.yaml", {})
+    assert run.status == "succeeded", run.error
+    assert [p["summary"] for p in run.output["pages"]] == [
+        "Podium runs workflows of agents.", "Retry transient errors, not bad input."]
+    started = [e.run_id for e in events if isinstance(e, RunStarted)]
+    assert started == [run.run_id, f"{run.run_id}.pages[0]", f"{run.run_id}.pages[1]"]
+    assert load_workflow(EXAMPLES / "subflow.yaml").workflows["summarise-page"].mode == \
+        "sequential"
 
 
 async def test_sequential_example_refuses_a_run_without_its_url(

@@ -61,7 +61,7 @@ class _State:
 
     def on(self, e: Event) -> None:
         step = getattr(e, "step_id", None)
-        if step is None:
+        if step is None or "." in e.run_id:  # a child run: its step row says how it goes
             return
         if "[" in step:  # an item of a for_each step: counted on its step's row
             self._item(step[:step.index("[")], e)
@@ -119,6 +119,9 @@ class PlainProgress:
     def __call__(self, e: Event) -> None:
         self.state.on(e)
         line = self._line(e)
+        child = e.run_id.partition(".")[2]
+        if line and child and not isinstance(e, RunStarted):
+            line = f"  {child} › {line}"  # a child run's step, under its parent's
         if line and self.out is not None:
             try:
                 print(line, file=self.out, flush=True)

@@ -37,6 +37,8 @@ Mode = Literal["sequential", "parallel", "dag"]
 OnFailure = Literal["fail_fast", "continue", "compensate"]
 Strategy = Literal["least_loaded", "round_robin", "latency"]
 Trigger = Literal["all_success", "one_success", "all_done"]
+WORKFLOW_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+MAX_DEPTH = 8  # sub-workflows within sub-workflows
 
 class Compensation(Model):
     """What undoes a step: another agent call run during rollback."""
@@ -73,10 +75,15 @@ MAX_ITEMS = 100_000  # items of one for_each step (each is a step's row and even
 
 class Step(Model):
     id: str = Field(pattern=STEP_ID_PATTERN, max_length=128)
-    agent: str = Field(
+    agent: str | None = Field(
+        None,
         pattern=AGENT_REF_PATTERN,
         description="A capability, or an agent id written as @agent-id",
     )
+    workflow: str | None = Field(
+        None, pattern=WORKFLOW_NAME_PATTERN, max_length=128,
+        description="A sub-workflow by name, run as a child run (instead of an agent): NAME.yaml"
+                    " beside this file, or one defined under workflows:")
     description: str | None = None
     input: Any = Field(None, description="Any JSON value; ${{ path }} templates are resolved")
     depends_on: list[str] = Field(default_factory=empty_list)
@@ -140,7 +147,7 @@ class Recovery(Model):
 class Workflow(Model):
     """A named, versioned set of steps. Semantic checks live in ``validate``."""
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=128)
+    name: str = Field(pattern=WORKFLOW_NAME_PATTERN, max_length=128)
     version: int | str = 1
     description: str | None = None
     mode: Mode = "dag"
@@ -163,6 +170,10 @@ class Workflow(Model):
     max_runs: int | None = Field(
         None, ge=1, le=100_000,
         description="Runs of it executing at once across every worker (PostgreSQL's claims)")
+    workflows: dict[str, Workflow] = Field(
+        default_factory=dict,
+        description="The sub-workflows its steps call, by name (the loader adds NAME.yaml files"
+                    " found beside this one); kept in every run's definition")
 
     @model_validator(mode="after")
     def _semantics(self) -> Workflow:

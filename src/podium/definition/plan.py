@@ -42,6 +42,7 @@ class PlanNode:
     when: Condition | None = None
     trigger: str = "all_success"
     for_each: Compiled | None = None  # the list a map step runs once per item of
+    sub: Plan | None = None  # the plan of the sub-workflow it runs (``workflow:``)
     item_concurrency: int | None = None
     tolerate: Tolerate | None = None
 
@@ -121,7 +122,7 @@ def compile_plan(workflow: Workflow) -> Plan:
             index=i,
             id=s.id,
             step=s,
-            agent=s.agent,
+            agent=s.agent or "",
             deps=deps,
             input=compile_template(raw_input),
             retry=effective_retry(s.retry, defaults.retry, s.id),
@@ -135,6 +136,7 @@ def compile_plan(workflow: Workflow) -> Plan:
             for_each=None if s.for_each is None else compile_template(s.for_each),
             item_concurrency=s.max_concurrency,
             tolerate=s.tolerate,
+            sub=None if s.workflow is None else compile_plan(workflow.workflows[s.workflow]),
         )
         if comp is not None:
             node.compensate_input = compile_template(
@@ -159,8 +161,10 @@ def compile_plan(workflow: Workflow) -> Plan:
         by_id={n.id: n for n in nodes},
         roots=[n.index for n in nodes if not n.deps],
         output=output,
-        agent_refs=frozenset(n.agent for n in nodes)
-        | {n.compensate.agent for n in nodes if n.compensate is not None},
+        agent_refs=frozenset(n.agent for n in nodes if n.sub is None)
+        | {n.compensate.agent for n in nodes if n.compensate is not None}
+        # A sub-workflow runs in the process that runs its caller: its agents too.
+        | {ref for n in nodes if n.sub is not None for ref in n.sub.agent_refs},
     )
 
 
@@ -176,12 +180,13 @@ def mermaid(plan: Plan) -> str:
     wf = plan.workflow
     lines = ["flowchart TD", f"    %% {wf.name} v{wf.version} ({wf.mode})", "    start((input))"]
     for n in plan.nodes:
-        label = f"{n.id}<br/><small>{n.agent}</small>"
+        label = f"{n.id}<br/><small>{n.agent or 'workflow ' + (n.step.workflow or '')}</small>"
         if n.step.for_each is not None:
             label += f"<br/><small>for each {_text(n.step.for_each)}</small>"
         if n.when is not None:
             label += f"<br/><small>when {_text(n.when.source)}</small>"
-        shape = f'{_mid(n)}["{label}"]' if not n.optional else f'{_mid(n)}(["{label}"])'
+        shape = (f'{_mid(n)}[["{label}"]]' if n.sub is not None
+                 else f'{_mid(n)}(["{label}"])' if n.optional else f'{_mid(n)}["{label}"]')
         lines.append(f"    {shape}")
     for n in plan.nodes:
         if not n.deps:

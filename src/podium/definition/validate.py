@@ -225,6 +225,78 @@ def _check_map(s: Mapping[str, Any], *, allowed: Callable[[str], bool], known: s
                             loc=loc, why=why)
 
 
+# A step that runs a sub-workflow has no agent call of its own to shape: the child's
+# steps have their own retries, timeouts and compensations.
+_AGENT_ONLY = ("retry", "timeout", "deadline", "acquire_timeout", "strategy", "compensate")
+
+
+def _check_calls(raw: Mapping[str, Any], steps: list[Any]) -> list[Problem]:
+    """Sub-workflows named by steps exist, are not called with agent-call settings, and
+    do not call back into a workflow that is calling them."""
+    problems: list[Problem] = []
+    defined = raw.get("workflows") if isinstance(raw.get("workflows"), Mapping) else {}
+    assert isinstance(defined, Mapping)
+    for i, s in enumerate(steps):
+        if not isinstance(s, Mapping):
+            continue
+        sid = s.get("id")
+        step = sid if isinstance(sid, str) else f"#{i + 1}"
+        if s.get("agent") is None and s.get("workflow") is None:
+            problems.append(Problem(
+                "missing required key 'agent'", step=step, field="agent",
+                hint="add 'agent' (a capability, or @agent-id), or 'workflow' (a"
+                     " sub-workflow by name)", loc=("steps", i)))
+            continue
+        if s.get("agent") is not None and s.get("workflow") is not None:
+            problems.append(Problem(
+                "a step calls an agent or runs a workflow, not both", step=step,
+                field="workflow", hint="keep one of 'agent' and 'workflow'",
+                loc=("steps", i, "workflow")))
+            continue
+        if not isinstance(s.get("workflow"), str):
+            continue
+        name = s["workflow"]
+        if name not in defined:
+            problems.append(Problem(
+                f"unknown sub-workflow '{name}'", step=step, field="workflow",
+                hint=f"put {name}.yaml beside this file, or define it under workflows:"
+                     + (f" (defined: {', '.join(sorted(defined))})" if defined else ""),
+                loc=("steps", i, "workflow")))
+        for key in _AGENT_ONLY:
+            if s.get(key) is not None:
+                problems.append(Problem(
+                    f"{key} is for an agent's call; a step that runs workflow '{name}' has none",
+                    step=step, field=key, hint=f"set {key} on the steps of '{name}'",
+                    loc=("steps", i, key)))
+    cycle = _call_cycle(raw, (str(raw.get("name", "")),))
+    if cycle:
+        problems.append(Problem(
+            "a workflow calls itself: " + " -> ".join(cycle), field="workflow",
+            hint="sub-workflows must not call the workflows that call them", loc=("steps",)))
+    return problems
+
+
+def _call_cycle(raw: Mapping[str, Any], stack: tuple[str, ...]) -> tuple[str, ...] | None:
+    defined = raw.get("workflows") if isinstance(raw.get("workflows"), Mapping) else {}
+    assert isinstance(defined, Mapping)
+    steps = raw.get("steps") if isinstance(raw.get("steps"), list) else []
+    assert isinstance(steps, list)
+    for s in steps:
+        name = s.get("workflow") if isinstance(s, Mapping) else None
+        if not isinstance(name, str):
+            continue
+        if name in stack:
+            return (*stack, name)
+        child = defined.get(name)
+        if isinstance(child, Mapping):
+            # A child's own callees, else the ones its caller defines alongside it.
+            merged = {**defined, **(child.get("workflows") or {})}
+            found = _call_cycle({**child, "workflows": merged}, (*stack, name))
+            if found:
+                return found
+    return None
+
+
 def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
     mode = raw.get("mode", "dag")
@@ -358,6 +430,7 @@ def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
                 field="compensate.input", loc=("steps", i, "compensate", "input"), why=why,
             )
     problems += _merged_retry_problems(raw, steps)
+    problems += _check_calls(raw, steps)
     problems += _check_templates(
         raw.get("output"), allowed=None, known=known, step=None, field="output",
         loc=("output",), why=why,

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from podium.definition.conditions import ConditionError
-from podium.definition.models import MAX_ITEMS
+from podium.definition.models import MAX_DEPTH, MAX_ITEMS
 from podium.definition.plan import Plan, PlanNode
 from podium.definition.templates import Scope, TemplateLookupError
 from podium.engine import attempt as attempts
@@ -27,6 +27,9 @@ from podium.engine.context import RunContext
 from podium.engine.retry import RetryState
 from podium.errors import PodiumError
 from podium.events import (
+    CompensationFailed,
+    CompensationStarted,
+    CompensationSucceeded,
     ErrorInfo,
     Event,
     RollbackStarted,
@@ -37,6 +40,7 @@ from podium.events import (
     StepMapStarted,
     StepReady,
     StepSkipped,
+    StepStarted,
     StepSucceeded,
 )
 from podium.state import (
@@ -114,8 +118,12 @@ class RunExecution:
         *,
         resumed: bool,
         carry: dict[str, RetryState] | None = None,
+        redrive: bool = False,
     ) -> None:
         self.ctx = ctx
+        # A failed or cancelled run driven again: its failed child runs are redriven too
+        # (a run resumed after a crash takes a child's end as it is).
+        self.redrive = redrive
         self.calls = calls
         # Retry budgets carried over from before a crash, by step id.
         self.carry = carry or {}
@@ -282,7 +290,7 @@ class RunExecution:
                 err.traceback,
             )
             if wf.on_failure == "compensate" and any(
-                    node.compensate is not None
+                    (node.compensate is not None or node.sub is not None)
                     and self._recs[node.index].status == StepStatus.SUCCEEDED
                     for node in self.plan.nodes):
                 self.record.error = error  # kept as the reason once rolled back
@@ -626,6 +634,8 @@ class RunExecution:
     async def _attempts(self, node: PlanNode, rec: StepRecord) -> bool:
         if node.for_each is not None:
             return await self._map(node)
+        if node.sub is not None:
+            return await self._child(node, node.id, self.scope)
         state = self.carry.pop(node.id, None)
         return await attempts.call(
             self.ctx, self.calls[node.index][0], self, attempts_so_far=rec.attempts,
@@ -693,9 +703,12 @@ class RunExecution:
                               base.workflow_version, items[i], i)
                 state = RetryState(counts=[used] * len(main.policies)) if used else RetryState()
                 try:
-                    ok = await attempts.call(self.ctx, c, _Item(self, scope),
-                                             attempts_so_far=used, state=state,
-                                             wait_until=wait_until)
+                    if node.sub is not None:
+                        ok = await self._child(node, key, scope, optional=False)
+                    else:
+                        ok = await attempts.call(self.ctx, c, _Item(self, scope),
+                                                 attempts_so_far=used, state=state,
+                                                 wait_until=wait_until)
                 except asyncio.CancelledError:
                     rec = steps.get(key)
                     if rec is not None and rec.status not in (StepStatus.SUCCEEDED,
@@ -730,6 +743,100 @@ class RunExecution:
                                 duration_s=clock.monotonic() - t0, output_json=raw))
         return True
 
+    # --- sub-workflows --------------------------------------------------------
+    async def _child(self, node: PlanNode, key: str, scope: Scope, *,
+                     optional: bool | None = None) -> bool:
+        """Run ``node``'s sub-workflow as a child run, its output the step's output.
+
+        The child's id is this run's and the step's (``RUN.STEP``, ``RUN.STEP[i]`` for an
+        item): made, never drawn, so a resume finds the child it started instead of
+        starting a second one. A run that stops (cancelled, failed, timed out) stops its
+        children; one handed to another process leaves them to it.
+        """
+        clock = self.ctx.clock
+        children = self.ctx.children
+        assert node.sub is not None
+        assert children is not None
+        name = node.sub.workflow.name
+        optional = node.optional if optional is None else optional
+        t0 = clock.monotonic()
+        child_id = f"{self.run_id}.{key}"
+        self.emit(StepStarted(run_id=self.run_id, ts=clock.now(), step_id=key, attempt=1,
+                              agent_id=f"workflow:{name}"))
+        self.ctx.journal.soon()
+        error: ErrorInfo | None = None
+        try:
+            value = node.input.resolve(scope) if node.input is not None else None
+        except TemplateLookupError as exc:
+            error = ErrorInfo("invalid_input", f"input: {exc}", False)
+        if error is None and child_id.count(".") > MAX_DEPTH:
+            error = ErrorInfo("invalid_input", f"sub-workflows nested more than {MAX_DEPTH}"
+                              " deep", False)
+        if error is None:
+            try:
+                child = await children.run(child_id, node.sub.workflow, value,
+                                           self.record.agents_source, self.redrive)
+            except asyncio.CancelledError:
+                if self._stopping is not None and not self._paused:
+                    children.cancel(child_id, f"its parent run {self.run_id} stopped")
+                raise
+            except PodiumError as exc:
+                error = ErrorInfo("sub_workflow_error", f"workflow '{name}' (run {child_id}):"
+                                  f" {exc.message}", False)
+            else:
+                if child.status == RunStatus.SUCCEEDED:
+                    self.emit(StepSucceeded(
+                        run_id=self.run_id, ts=clock.now(), step_id=key, attempt=1,
+                        agent_id=f"workflow:{name}", output=child.output,
+                        duration_s=clock.monotonic() - t0,
+                        output_json=orjson.dumps(child.output).decode()))
+                    return True
+                why = child.error.message if child.error is not None else child.status
+                error = ErrorInfo(child.error.type if child.error else "sub_workflow_failed",
+                                  f"workflow '{name}' (run {child_id}) {child.status}: {why}",
+                                  False)
+        self.emit(StepFailed(run_id=self.run_id, ts=clock.now(), step_id=key, attempts=1,
+                             error=error, optional=optional))
+        return False
+
+    async def _undo_child(self, node: PlanNode) -> bool:
+        """A rollback of a step that ran a sub-workflow: the child runs are rolled back
+        (the items' newest first), each as one compensation of the step."""
+        clock = self.ctx.clock
+        children = self.ctx.children
+        assert node.sub is not None
+        assert children is not None
+        agent = f"workflow:{node.sub.workflow.name}"
+        keys = [node.id]
+        if node.for_each is not None:
+            items = [(sid, r) for sid, r in self.record.steps.items()
+                     if sid.startswith(node.id + "[") and r.status == StepStatus.SUCCEEDED]
+            keys = [sid for sid, r in sorted(items, key=lambda x: x[1].completed_seq or 0,
+                                               reverse=True)]
+        t0 = clock.monotonic()
+        self.emit(CompensationStarted(run_id=self.run_id, ts=clock.now(), step_id=node.id,
+                                      attempt=1, agent_id=agent))
+        await self._commit_all()
+        for key in keys:
+            child_id = f"{self.run_id}.{key}"
+            try:
+                child = await children.rollback(child_id)
+            except PodiumError as exc:
+                error = ErrorInfo("rollback_failed", f"run {child_id}: {exc.message}", False)
+            else:
+                if child is None or child.status == RunStatus.ROLLED_BACK:
+                    continue
+                why = child.error.message if child.error is not None else child.status
+                error = ErrorInfo("rollback_failed", f"run {child_id} {child.status}: {why}",
+                                  False)
+            self.emit(CompensationFailed(run_id=self.run_id, ts=clock.now(), step_id=node.id,
+                                         attempts=1, error=error))
+            return False
+        self.emit(CompensationSucceeded(run_id=self.run_id, ts=clock.now(), step_id=node.id,
+                                        attempt=1, agent_id=agent,
+                                        duration_s=clock.monotonic() - t0))
+        return True
+
     def _map_failed(self, node: PlanNode, error: ErrorInfo) -> bool:
         self.emit(StepFailed(run_id=self.run_id, ts=self.ctx.clock.now(), step_id=node.id,
                              attempts=1, error=error, optional=node.optional))
@@ -754,7 +861,8 @@ class RunExecution:
             (
                 n
                 for n in self.plan.nodes
-                if n.compensate is not None and self._recs[n.index].status == StepStatus.SUCCEEDED
+                if (n.compensate is not None or n.sub is not None)
+                and self._recs[n.index].status == StepStatus.SUCCEEDED
             ),
             key=lambda n: self._recs[n.index].completed_seq or 0,
             reverse=True,
@@ -764,6 +872,12 @@ class RunExecution:
         error: ErrorInfo | None
         for node in todo:
             rec = self._recs[node.index]
+            if node.sub is not None:  # its children, rolled back before what came before
+                if not await self._undo_child(node):
+                    failed.append(node.id)
+                    first_error = first_error or rec.compensation_error
+                await self._commit_all()
+                continue
             undo = self.calls[node.index][1]
             assert undo is not None
             ok = await attempts.call(

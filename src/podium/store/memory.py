@@ -133,7 +133,8 @@ class MemoryStore:
         run = self._runs.get(run_id)
         if run is not None:
             return run
-        matches = [r for k, r in self._runs.items() if k.startswith(run_id)]
+        matches = [r for k, r in self._runs.items() if k.startswith(run_id)
+                   and ("." not in k or "." in run_id)]  # child runs: only when asked
         if len(matches) == 1:
             return matches[0]
         raise RunNotFound(

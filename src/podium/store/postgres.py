@@ -447,7 +447,7 @@ class PostgresStore:
         cur = await conn.execute(Q["run_exists"], (run_id,))
         if await cur.fetchone():
             return run_id
-        cur = await conn.execute(Q["run_ids_with_prefix"], (run_id, run_id + "\uffff"))
+        cur = await conn.execute(Q["run_ids_with_prefix"], (run_id, run_id + "\uffff", run_id))
         rows = await cur.fetchall()
         if len(rows) == 1:
             return str(rows[0][0])

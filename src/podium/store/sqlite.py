@@ -442,7 +442,8 @@ class SQLiteStore(AlertQueries):
         conn = self.conn
         if conn.execute(Q["run_exists"], (run_id,)).fetchone():
             return run_id
-        rows = conn.execute(Q["run_ids_with_prefix"], (run_id, run_id + "\uffff")).fetchall()
+        rows = conn.execute(Q["run_ids_with_prefix"],
+                            (run_id, run_id + "\uffff", run_id)).fetchall()
         if len(rows) == 1:
             return str(rows[0][0])
         if rows:

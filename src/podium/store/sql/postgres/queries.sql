@@ -107,8 +107,11 @@ SELECT 1 FROM runs WHERE run_id = %s;
 
 -- name: run_ids_with_prefix
 -- A prefix of a run id: the ids in [prefix, prefix + U+FFFF), at most two (ambiguous).
--- Keys collate "C" (byte order), so this is a range scan of the primary key.
-SELECT run_id FROM runs WHERE run_id >= %s AND run_id < %s ORDER BY run_id LIMIT 2;
+-- Keys collate "C" (byte order), so this is a range scan of the primary key. Child
+-- runs (PARENT.STEP) only for a prefix that reaches into one.
+SELECT run_id FROM runs WHERE run_id >= %s AND run_id < %s
+  AND (position('.' in run_id) = 0 OR position('.' in %s) > 0)
+ORDER BY run_id LIMIT 2;
 
 -- name: run_get
 SELECT run_id, workflow, version, definition, input, status, output, error, created_at,

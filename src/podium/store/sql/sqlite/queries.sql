@@ -65,8 +65,10 @@ ON CONFLICT (name, version) DO UPDATE SET definition = excluded.definition;
 SELECT 1 FROM runs WHERE run_id = ?;
 
 -- name: run_ids_with_prefix
--- A prefix of a run id: the ids in [prefix, prefix + U+FFFF), at most two (ambiguous).
-SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ? LIMIT 2;
+-- A prefix of a run id: the ids in [prefix, prefix + U+FFFF), at most two (ambiguous);
+-- child runs (PARENT.STEP) only for a prefix that reaches into one.
+SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ?
+  AND (instr(run_id, '.') = 0 OR instr(?, '.') > 0) LIMIT 2;
 
 -- name: run_get
 SELECT {run_columns} FROM runs WHERE run_id = ?;
