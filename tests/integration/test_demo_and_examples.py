@@ -8,6 +8,7 @@ and the order of events that shows what the mode promises.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import fnmatch
 import sys
@@ -244,7 +245,7 @@ def examples_registry() -> Iterator[AgentRegistry]:
 
 
 @pytest.mark.parametrize("name", ["sequential", "parallel", "dag", "flaky", "failing", "router",
-                                  "map", "summarise-page", "subflow"])
+                                  "map", "summarise-page", "subflow", "nightly"])
 def test_every_example_validates_and_its_agents_are_registered(
     name: str, examples_registry: AgentRegistry
 ) -> None:
@@ -330,6 +331,41 @@ async def test_subflow_example_runs_one_child_run_per_page(
     assert started == [run.run_id, f"{run.run_id}.pages[0]", f"{run.run_id}.pages[1]"]
     assert load_workflow(EXAMPLES / "subflow.yaml").workflows["summarise-page"].mode == \
         "sequential"
+
+
+async def test_nightly_example_fires_from_its_schedule(
+    examples_registry: AgentRegistry,
+) -> None:
+    """The nightly example on a cron schedule: when its slot comes (on the store's clock),
+    the scheduler starts its run, with the input the schedule keeps, once."""
+    from podium.scheduler import Scheduler, next_slot, slot_run_id
+    from podium.store.base import ScheduleRecord
+    from podium.store.memory import MemoryStore
+
+    now = [1_800_000_000.0]
+    store = MemoryStore(clock=lambda: now[0])
+    workflow = load_workflow(EXAMPLES / "nightly.yaml")
+    schedule = ScheduleRecord(id="nightly", workflow=workflow.name,
+                              definition=workflow.to_dict(), input={"pair": "EUR/USD"},
+                              cron="0 2 * * *", tz="Europe/Lisbon", created_at=now[0])
+    schedule.next_at = next_slot(schedule, now[0])
+    async with Engine(registry=examples_registry, store=store) as engine:
+        await store.add_schedule(schedule)
+        scheduler = Scheduler(engine, store, lead=None, start_runs=True)
+        await scheduler.round()
+        assert scheduler.fired == []
+        now[0] = schedule.next_at + 1
+        await scheduler.round()
+        await scheduler.round()
+        assert scheduler.fired == [slot_run_id("nightly", schedule.next_at)]
+        run = await engine.store.get_run(scheduler.fired[0])
+        for _ in range(100):
+            if run.status == "succeeded":
+                break
+            await asyncio.sleep(0.01)
+            run = await engine.store.get_run(scheduler.fired[0])
+        assert run.status == "succeeded", run.error
+        assert run.output == {"published": "EUR/USD = 1.08", "channel": "#fx-rates"}
 
 
 async def test_sequential_example_refuses_a_run_without_its_url(
