@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections import deque
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -52,9 +53,10 @@ ROLE = "schedules"
 # A slot reached within this many seconds is on time; later, it was missed while no
 # firer ran, and fires only among the latest ``catch_up`` such slots.
 GRACE_S = 60.0
-# Slots looked at per schedule in one round (a long downtime is worked through over
-# several rounds, each recording what it looked at).
+# Missed slots recorded one by one after a downtime (the latest ones; older ones are
+# counted in the log), and slots walked per schedule in one round.
 MAX_SLOTS = 1000
+MAX_WALK = 200_000
 
 
 def zone(name: str, flag: str = "--tz") -> ZoneInfo:
@@ -144,38 +146,66 @@ class Scheduler:
         return self.interval_s
 
     async def _due(self, s: ScheduleRecord, now: float) -> None:
-        slots = [s.next_at]
-        while len(slots) < MAX_SLOTS:
-            following = next_slot(s, slots[-1])
-            if following > now:
-                break
-            slots.append(following)
-        late = [x for x in slots if now - x > GRACE_S]
-        catch = set(late[len(late) - s.catch_up:]) if s.catch_up > 0 else set()
-        for i, slot in enumerate(slots):
-            after = slots[i + 1] if i + 1 < len(slots) else next_slot(s, slot)
-            if slot in late and slot not in catch:
-                await self.store.record_slot(s.id, SlotRecord(slot, "missed", None, now), after)
+        """Every slot from ``s.next_at`` to ``now``: the latest ``catch_up`` late ones and
+        the ones on time fire (overlap permitting), the older late ones are missed.
+
+        Slots are walked, not kept: after a long downtime only the last few matter, and
+        only the latest ``MAX_SLOTS`` missed ones are recorded one by one (the count of
+        the others is logged). An interval schedule jumps over the gap at once.
+        """
+        keep = s.catch_up + int(GRACE_S) + 2  # enough for the catch-up and the on-time
+        tail: deque[float] = deque(maxlen=keep)
+        dropped: deque[float] = deque(maxlen=MAX_SLOTS)
+        skipped = 0
+        slot = s.next_at
+        if s.every_s is not None and now - slot > (keep + MAX_SLOTS) * s.every_s:
+            gap = math.floor((now - slot) / s.every_s) - (keep + MAX_SLOTS)
+            skipped, slot = gap, slot + gap * s.every_s
+        walked = 0
+        while slot <= now:
+            if len(tail) == keep:
+                dropped.append(tail[0])
+            tail.append(slot)
+            slot = next_slot(s, slot)
+            walked += 1
+            if walked >= MAX_WALK:
+                break  # the rest in the next rounds, from where this one recorded
+        complete = slot > now
+        late = [x for x in tail if now - x > GRACE_S]
+        fire = set(late[len(late) - s.catch_up:]) if s.catch_up > 0 and complete else set()
+        missed = list(dropped) + [x for x in late if x not in fire]
+        if not complete:  # a walk cut short: only what is surely missed is recorded
+            missed = list(dropped)
+        older = skipped + walked - len(tail) - len(dropped)
+        if older > 0:
+            log.warning("schedule %s: %d slots missed while nothing fired (not each"
+                        " recorded)", s.id, older)
+        order = sorted(missed) + ([x for x in tail if x not in missed] if complete else [])
+        for i, at in enumerate(order):
+            after = order[i + 1] if i + 1 < len(order) else (slot if complete
+                                                                else next_slot(s, at))
+            if at in missed:
+                await self.store.record_slot(s.id, SlotRecord(at, "missed", None, now), after)
                 continue
             if s.overlap != "allow" and await self._going(s):
                 if s.overlap == "queue":
                     return  # this slot fires once the last run has ended
-                await self.store.record_slot(s.id, SlotRecord(slot, "skipped", None, now),
-                                             after)
+                await self.store.record_slot(s.id, SlotRecord(at, "skipped", None, now), after)
                 continue
-            run_id = await self._fire(s, slot)
-            if await self.store.record_slot(s.id, SlotRecord(slot, "fired", run_id,
+            run_id = await self._fire(s, at)
+            s.last_run_id = run_id
+            if await self.store.record_slot(s.id, SlotRecord(at, "fired", run_id,
                                                              await self.store.now()), after):
-                log.info("schedule %s: slot %s fired run %s", s.id, _when(slot), run_id)
+                log.info("schedule %s: slot %s fired run %s", s.id, _when(at), run_id)
 
     async def _going(self, s: ScheduleRecord) -> bool:
-        for slot in await self.store.schedule_slots(s.id, limit=10):
-            if slot.run_id is not None:
-                try:
-                    return (await self.store.get_run(slot.run_id)).status in LIVE_RUN_STATUSES
-                except RunNotFound:
-                    return False
-        return False
+        """Whether the run of the schedule's last fired slot is still going."""
+        if s.last_run_id is None:
+            return False
+        try:
+            return (await self.store.get_run(s.last_run_id)).status in LIVE_RUN_STATUSES
+        except RunNotFound:
+            return False
 
     async def _fire(self, s: ScheduleRecord, slot: float) -> str:
         run_id = slot_run_id(s.id, slot)

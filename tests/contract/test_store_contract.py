@@ -357,6 +357,8 @@ async def test_schedules_add_list_pause_delete_and_each_slot_once(store: Store) 
     assert (await store.get_schedule("nightly")).next_at == 300.0
     assert await store.record_slot("nightly", SlotRecord(300.0, "skipped", None, 301.0),
                                    next_at=400.0)
+    # The run of the last fired slot is kept, whatever slots came after it.
+    assert (await store.get_schedule("nightly")).last_run_id == "nightly-200"
     assert await store.schedule_slots("nightly") == [
         SlotRecord(300.0, "skipped", None, 301.0), first]
     # A late record of an older slot never moves the schedule back.

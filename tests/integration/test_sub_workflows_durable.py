@@ -56,3 +56,28 @@ def test_a_resumed_parent_resumes_its_child_and_never_starts_a_second(
     assert child["status"] == "succeeded"
     steps = sb.steps(parent)
     assert steps["call"]["output"] == json.loads(child["output"])
+
+
+def test_cancelling_a_dead_parent_cancels_its_child(sandbox: Sandbox) -> None:
+    """The parent's process died while its child ran: `podium cancel PARENT` ends the
+    parent, and its child too (nobody executes it either), so no later resume runs it."""
+    sb = sandbox
+    sb.workflow("child", {"name": "child", "mode": "sequential", "steps": [
+        {"id": "c1", "agent": "record"},
+        {"id": "c2", "agent": "hang-once", "input": {"hang_s": 60}},
+    ]})
+    wf = sb.workflow("parent", {"name": "parent", "mode": "sequential", "steps": [
+        {"id": "call", "workflow": "child"}]})
+    proc = sb.spawn("run", str(wf), agents=True)
+    assert wait_for(lambda: any(x.step_id == "c2" for x in sb.executions()), 30)
+    sb.kill(proc)
+    (parent,) = [r for r in sb.run_ids() if "." not in r]
+    out = sb.podium("cancel", parent)
+    assert out.returncode == 0, out.stderr
+    assert sb.run_row(parent)["status"] == "cancelled"
+    assert sb.run_row(f"{parent}.call")["status"] == "cancelled"
+    calls = len(sb.executions())
+    again = sb.podium("resume", "--all", agents=True)
+    assert again.returncode == 0, again.stderr
+    assert sb.run_row(f"{parent}.call")["status"] == "cancelled"
+    assert len(sb.executions()) == calls  # nothing ran after the cancel

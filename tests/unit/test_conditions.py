@@ -207,3 +207,11 @@ def test_a_condition_hands_over_only_the_steps_it_reads() -> None:
     assert dyn.evaluate({"which": "c"}, {"c": 1}) is True
     with pytest.raises(ConditionError, match="not a boolean"):
         Condition("1 + 1").evaluate({}, {})
+
+
+def test_cel_macros_bind_their_own_names() -> None:
+    cond = Condition('steps.x.output.items.exists(i, i.kind == "x") && input.ns.all(n, n > 0)')
+    assert cond.evaluate({"ns": [1, 2]}, {"x": {"items": [{"kind": "y"}, {"kind": "x"}]}})
+    assert not cond.evaluate({"ns": [1, 0]}, {"x": {"items": [{"kind": "x"}]}})
+    with pytest.raises(ConditionError, match="unknown name 'i'"):
+        Condition("i > 1")

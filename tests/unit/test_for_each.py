@@ -211,3 +211,34 @@ def test_validation_names_the_field(step: dict[str, Any], message: str) -> None:
 def test_the_graph_shows_the_map() -> None:
     text = mermaid(compile_plan(workflow_from_dict(_wf())))
     assert "for each ${{ steps.split.output.documents }}" in text
+
+
+async def test_a_map_that_fails_half_way_undoes_its_succeeded_items_newest_first() -> None:
+    charged: list[int] = []
+    refunded: list[Any] = []
+
+    def charge(task: Any) -> Any:
+        if task.input == 3:
+            raise RuntimeError("card declined")
+        charged.append(task.input)
+        return {"charge": task.input * 10}
+
+    def refund(task: Any) -> Any:
+        refunded.append(task.input)
+        return {"refunded": True}
+
+    wf = {"name": "pay", "on_failure": "compensate", "steps": [
+        {"id": "pay", "agent": "charge", "for_each": "${{ input }}", "max_concurrency": 1,
+         "input": "${{ item }}", "retry": {"max_attempts": 1},
+         "compensate": {"agent": "refund", "input": {
+             "item": "${{ item }}", "at": "${{ item_index }}",
+             "charge": "${{ steps.pay.output.charge }}"}}}]}
+    run = await run_workflow(wf, [0, 1, 2, 3, 4], charge=charge, refund=refund)
+    assert run.status == "rolled_back", run.error
+    assert charged == [0, 1, 2]
+    # Each succeeded item undone, newest first, with its own item and output.
+    assert refunded == [{"item": 2, "at": 2, "charge": 20}, {"item": 1, "at": 1, "charge": 10},
+                        {"item": 0, "at": 0, "charge": 0}]
+    assert [run.steps[f"pay[{i}]"].status for i in range(3)] == ["compensated"] * 3
+    assert run.error is not None
+    assert "step 'pay' failed: 1 of 5 items failed" in run.error.message

@@ -66,7 +66,7 @@ class Fixture:
 
     async def slots(self) -> list[tuple[float, str, str | None]]:
         return sorted((s.slot - T0, s.status, s.run_id)
-                      for s in await self.store.schedule_slots("job", limit=100))
+                      for s in await self.store.schedule_slots("job", limit=5000))
 
 
 @pytest.fixture
@@ -179,3 +179,41 @@ def test_bad_cron_and_time_zone_name_the_flag(expr: str, tz: str, message: str) 
         check_cron(expr, tz)
     assert message in info.value.message
     assert "fix:" in info.value.message
+
+
+async def test_skip_keeps_skipping_however_many_slots_the_run_outlasts(fx: Fixture) -> None:
+    fx.hold.clear()
+    await fx.store.add_schedule(_schedule(overlap="skip"))
+    for k in range(1, 15):
+        await fx.at(60 * k + 1)
+    statuses = [s[1] for s in await fx.slots()]
+    assert statuses == ["fired"] + ["skipped"] * 13
+    assert len(fx.calls) == 1
+    fx.hold.set()
+
+
+async def test_a_long_downtime_fires_only_the_latest_catch_up_slots(fx: Fixture) -> None:
+    await fx.store.add_schedule(_schedule(catch_up=1, overlap="allow"))
+    for extra in (0.5, 1.0, 1.5, 2.0):
+        await fx.at(60 * 2500 + extra)
+    got = await fx.slots()
+    fired = [t for t, status, _ in got if status == "fired"]
+    assert fired == [60.0 * 2500 - 60, 60.0 * 2500]  # the latest late one, the on-time one
+    missed = [t for t, status, _ in got if status == "missed"]
+    # The latest missed ones, each (over a thousand); the older ones only counted.
+    assert 1000 <= len(missed) < 1100
+    assert missed == [60.0 * k for k in range(2499 - len(missed), 2499)]
+    assert (await fx.store.get_schedule("job")).next_at == T0 + 60 * 2501
+    assert len(fx.calls) == 2
+
+
+async def test_a_cron_schedule_after_a_long_downtime(fx: Fixture) -> None:
+    s = ScheduleRecord(id="job", workflow="job", definition=WF, input={"k": 1},
+                       cron="* * * * *", created_at=T0, overlap="allow", catch_up=2)
+    s.next_at = next_slot(s, T0)
+    await fx.store.add_schedule(s)
+    for extra in (5.0, 6.0, 7.0):
+        await fx.at(86_400 + extra)  # a day of minutes
+    fired = [t for t, status, _ in await fx.slots() if status == "fired"]
+    assert len(fired) == 3  # two late, one on time
+    assert len(fx.calls) == 3

@@ -209,3 +209,45 @@ async def test_a_prefix_of_the_parents_id_is_the_parent_not_ambiguous(
         child = await engine.store.get_run(f"{run.run_id}.ca")  # a prefix into the child
         assert child.run_id == f"{run.run_id}.call"
         assert child.parent == run.run_id
+
+
+async def test_a_child_lost_to_another_owner_is_waited_for_not_failed() -> None:
+    """The store says another process holds the child now: the parent's step waits for
+    the child's end (here, taking it over again once its holder looks dead)."""
+    gate = asyncio.Event()
+    runs: list[str] = []
+
+    async def wait(task: Any) -> Any:
+        runs.append(task.run_id)
+        await gate.wait()
+        return {"done": True}
+
+    child = {"name": "child", "steps": [{"id": "w", "agent": "wait"}]}
+    wf = {"name": "parent", "workflows": {"child": child},
+          "steps": [{"id": "call", "workflow": "child"}]}
+    registry = registry_of(wait=wait)
+    async with Engine(EngineConfig(registry=registry, store=MemoryStore())) as engine:
+        handle = await engine.start(workflow_from_dict(wf), {})
+        for _ in range(200):
+            if runs:
+                break
+            await asyncio.sleep(0.01)
+        engine.run_lost(f"{handle.run_id}.call")
+        gate.set()
+        run = await asyncio.wait_for(handle.result(), 10)
+        assert run.status == "succeeded", run.error
+        assert run.output == {"call": {"w": {"done": True}}}
+
+
+async def test_a_map_of_children_rolled_back_newest_first() -> None:
+    wf = {"name": "fan", "on_failure": "compensate", "workflows": {"child": CHILD}, "steps": [
+        {"id": "each", "workflow": "child", "for_each": "${{ input.ns }}", "max_concurrency": 1,
+         "input": {"n": "${{ item }}"}},
+        {"id": "last", "agent": "boom", "depends_on": ["each"], "retry": {"max_attempts": 1}}]}
+    async with _engine() as engine:
+        run = await engine.run(workflow_from_dict(wf), {"ns": [1, 2]})
+        assert run.status == "rolled_back", run.error
+        for i in range(2):
+            child = await engine.store.get_run(f"{run.run_id}.each[{i}]")
+            assert child.status == "rolled_back"
+    assert [c for c in CALLS if c.startswith("undo")] == ["undo d", "undo d"]

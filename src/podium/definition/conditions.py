@@ -30,6 +30,8 @@ NAMES = ("input", "steps")
 _STEP_REF = re.compile(
     r"""\bsteps\s*(?:\.\s*([A-Za-z_][A-Za-z0-9_]*)|\[\s*(["'])([^"'\]]+)\2\s*\])""")
 _DYNAMIC = re.compile(r"\bsteps\s*\[\s*[^\"'\s]")
+# CEL's macros bind a name of their own: list.exists(x, x > 1), map(x, ...), ...
+_MACRO = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
 _WRAPPED = re.compile(r"^\s*\$\{\{(.*)\}\}\s*$", re.DOTALL)
 MAX_CHARS = 4096
 
@@ -59,7 +61,8 @@ class Condition:
             self._program = cel.compile(self.source)
         except ValueError as exc:
             raise ConditionError(_first_lines(str(exc))) from None
-        unknown = sorted(set(self._program.variables()) - set(NAMES))
+        bound = {m.group(1) for m in _MACRO.finditer(self.source)}  # exists(i, ...)
+        unknown = sorted(set(self._program.variables()) - set(NAMES) - bound)
         if unknown:
             raise ConditionError(f"unknown name{'s' if len(unknown) > 1 else ''}"
                                  f" {', '.join(repr(u) for u in unknown)} (an expression"

@@ -229,10 +229,11 @@ def _embed_calls(data: dict[str, Any], folder: Path, source: str,
     defined = data.get("workflows")
     if defined is not None and not isinstance(defined, dict):
         return  # the model's own check says what is wrong with it
+    defined = defined or {}
     me = str(data.get("name", ""))
     for i, step in enumerate(steps):
         name = step.get("workflow") if isinstance(step, dict) else None
-        if not isinstance(name, str) or (defined and name in defined):
+        if not isinstance(name, str) or name in defined:
             continue
         problem = None
         if name in (*calling, me):
@@ -254,8 +255,8 @@ def _embed_calls(data: dict[str, Any], folder: Path, source: str,
             raise DefinitionError([Problem(
                 f"{found.name} defines workflow '{child.name}', not '{name}'", file=str(found),
                 hint=f"name it '{name}', or call '{child.name}'")])
-        data.setdefault("workflows", {})[name] = child.to_dict()
-        defined = data["workflows"]
+        defined[name] = child.to_dict()
+        data["workflows"] = defined
 
 
 def apply_input_defaults(workflow: Workflow, value: Any) -> Any:

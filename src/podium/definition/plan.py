@@ -96,7 +96,8 @@ def effective_retry(
     return _as_tuple(step_retry)
 
 
-def compile_plan(workflow: Workflow) -> Plan:
+def compile_plan(workflow: Workflow, _subs: dict[int, Plan] | None = None) -> Plan:
+    subs = {} if _subs is None else _subs  # one plan per sub-workflow, however often called
     steps = workflow.steps
     index = {s.id: i for i, s in enumerate(steps)}
     nodes: list[PlanNode] = []
@@ -136,7 +137,7 @@ def compile_plan(workflow: Workflow) -> Plan:
             for_each=None if s.for_each is None else compile_template(s.for_each),
             item_concurrency=s.max_concurrency,
             tolerate=s.tolerate,
-            sub=None if s.workflow is None else compile_plan(workflow.workflows[s.workflow]),
+            sub=None if s.workflow is None else _sub_plan(workflow.workflows[s.workflow], subs),
         )
         if comp is not None:
             node.compensate_input = compile_template(
@@ -166,6 +167,13 @@ def compile_plan(workflow: Workflow) -> Plan:
         # A sub-workflow runs in the process that runs its caller: its agents too.
         | {ref for n in nodes if n.sub is not None for ref in n.sub.agent_refs},
     )
+
+
+def _sub_plan(child: Workflow, subs: dict[int, Plan]) -> Plan:
+    found = subs.get(id(child))
+    if found is None:
+        found = subs[id(child)] = compile_plan(child, subs)
+    return found
 
 
 def _condition(step: Step) -> Condition | None:

@@ -290,7 +290,8 @@ def _call_cycle(raw: Mapping[str, Any], stack: tuple[str, ...]) -> tuple[str, ..
         child = defined.get(name)
         if isinstance(child, Mapping):
             # A child's own callees, else the ones its caller defines alongside it.
-            merged = {**defined, **(child.get("workflows") or {})}
+            own = child.get("workflows")
+            merged = {**defined, **(own if isinstance(own, Mapping) else {})}
             found = _call_cycle({**child, "workflows": merged}, (*stack, name))
             if found:
                 return found
@@ -428,6 +429,7 @@ def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
             problems += _check_templates(
                 comp.get("input"), allowed=undoes, known=known, step=sid,
                 field="compensate.input", loc=("steps", i, "compensate", "input"), why=why,
+                items=mapped,  # a map's items are undone one by one
             )
     problems += _merged_retry_problems(raw, steps)
     problems += _check_calls(raw, steps)

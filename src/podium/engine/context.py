@@ -38,6 +38,11 @@ class Children(Protocol):
         """Ask the child run to stop (its parent stopped)."""
         ...
 
+    async def stop(self, child_id: str, reason: str) -> None:
+        """As ``cancel``, waiting until the request is stored (a parent ended by a
+        process that exits right after); nothing if there is no such child."""
+        ...
+
     async def rollback(self, child_id: str) -> RunRecord | None:
         """Roll the child run back; None if it had nothing to undo (or never ran)."""
         ...

@@ -112,15 +112,25 @@ class _Children:
                     handle = await engine.resume(child_id)
                 except RunHeld:  # another process executes it: wait for its end
                     return await self._elsewhere(child_id)
-        return await handle.result()
+        try:
+            return await handle.result()
+        except RunLost:  # another process took it over: it ends there
+            return await self._elsewhere(child_id)
 
     async def _elsewhere(self, child_id: str) -> RunRecord:
-        store = self._engine.store
+        """Wait for a child another process executes; take it over if that one dies."""
+        engine = self._engine
+        store = engine.store
         while True:
             run = await store.get_run(child_id)
             if run.status not in LIVE_RUN_STATUSES:
                 return run
-            await self._engine.clock.sleep(0.5)
+            if engine.owner_is_dead(run, await store.now()):
+                try:
+                    return await (await engine.resume(child_id, stale_only=True)).result()
+                except (RunHeld, RunLost):
+                    pass  # taken by yet another process: wait for that one
+            await engine.clock.sleep(0.5)
 
     def cancel(self, child_id: str, reason: str) -> None:
         engine = self._engine
@@ -129,6 +139,19 @@ class _Children:
             return
         task = asyncio.get_running_loop().create_task(engine.store.request_cancel(child_id))
         task.add_done_callback(_quiet)
+
+    async def stop(self, child_id: str, reason: str) -> None:
+        engine = self._engine
+        if engine.handle_of(child_id) is not None:
+            engine.cancel_requested(child_id, reason)
+            return
+        try:
+            run = await engine.store.get_run(child_id)
+        except RunNotFound:
+            return  # never started
+        if run.status in LIVE_RUN_STATUSES:
+            # Ended here if nobody executes it (its own children with it), else asked.
+            await engine.cancel(child_id, reason)
 
     async def rollback(self, child_id: str) -> RunRecord | None:
         engine = self._engine
@@ -157,13 +180,18 @@ def compensable_steps(run: RunRecord) -> list[str]:
     """The steps a rollback of ``run`` would undo: succeeded ones with a ``compensate``,
     and those that ran a sub-workflow (its run is rolled back)."""
     workflow = workflow_from_dict(run.definition, source=f"run {run.run_id} (stored definition)")
-    return [
-        step.id
-        for step in workflow.steps
-        if (step.compensate is not None or step.workflow is not None)
-        and (rec := run.steps.get(step.id)) is not None
-        and rec.status == StepStatus.SUCCEEDED
-    ]
+    out = []
+    for step in workflow.steps:
+        if step.compensate is None and step.workflow is None:
+            continue
+        if step.for_each is not None:  # its succeeded items, whatever became of the step
+            prefix = step.id + "["
+            if any(k.startswith(prefix) and r.status == StepStatus.SUCCEEDED
+                   for k, r in run.steps.items()):
+                out.append(step.id)
+        elif (rec := run.steps.get(step.id)) is not None and rec.status == StepStatus.SUCCEEDED:
+            out.append(step.id)
+    return out
 
 
 @dataclass

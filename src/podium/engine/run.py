@@ -55,6 +55,7 @@ from podium.state import (
 
 __all__ = ["CANCELLED", "FAILED", "TIMEOUT", "RunExecution", "calls_of"]
 
+_ITEM_DONE = frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED})
 # Items of a for_each step in flight at once when it does not say (its agents' own
 # max_concurrency still holds each one to its capacity).
 _MAP_WIDTH = 256
@@ -260,8 +261,26 @@ class RunExecution:
                 self._resolved[i] = True
                 self.emit(StepFailed(run_id=self.run_id, ts=ts, step_id=step_id,
                                      attempts=self._recs[i].attempts, error=error))
+        await self._stop_children(f"its parent run {self.run_id} ended {why}: {message}")
         self.stop(why, message)
         return await self._finish(0.0)
+
+    async def _stop_children(self, reason: str) -> None:
+        """The child runs this run may have left going (its process died), asked to
+        cancel: they end when their own owner sees it, or at their next takeover."""
+        children = self.ctx.children
+        if children is None:
+            return
+        steps = self.record.steps
+        for node in self.plan.nodes:
+            if node.sub is None:
+                continue
+            keys = [k for k in steps if k.startswith(node.id + "[")] \
+                if node.for_each is not None else [node.id]
+            for key in keys:
+                rec = steps.get(key)
+                if rec is None or rec.status != StepStatus.SUCCEEDED:
+                    await children.stop(f"{self.run_id}.{key}", reason)
 
     async def _drain(self) -> None:
         while self._tasks:
@@ -281,18 +300,15 @@ class RunExecution:
         elif self._first_failure is not None:
             step_id, err = self._first_failure
             attempts = self.record.steps[step_id].attempts
+            tries = f" after {attempts} attempt{'s' if attempts != 1 else ''}" if attempts else ""
             error = ErrorInfo(
                 err.type,
-                f"step '{step_id}' failed after {attempts} attempt"
-                f"{'s' if attempts != 1 else ''}: {err.message}",
+                f"step '{step_id}' failed{tries}: {err.message}",
                 err.retryable,
                 err.agent_id,
                 err.traceback,
             )
-            if wf.on_failure == "compensate" and any(
-                    (node.compensate is not None or node.sub is not None)
-                    and self._recs[node.index].status == StepStatus.SUCCEEDED
-                    for node in self.plan.nodes):
+            if wf.on_failure == "compensate" and self._undoable():
                 self.record.error = error  # kept as the reason once rolled back
                 return await self.rollback(f"step '{step_id}' failed")
             # Nothing to undo: the run failed, and "rolled_back" would claim an undo.
@@ -693,8 +709,8 @@ class RunExecution:
 
         async def work() -> None:
             for i, used, wait_until in pending:
-                if len(failed) > allowed:
-                    return
+                if len(failed) > allowed or self._paused:
+                    return  # handed back: the items not started are the next owner's
                 key = f"{node.id}[{i}]"
                 c = Call(key, main.agent_ref, main.template, main.policies, main.timeout_s,
                          main.deadline_s, key, main.acquire_timeout_s, main.strategy, False,
@@ -727,6 +743,12 @@ class RunExecution:
             async with asyncio.TaskGroup() as group:
                 for _ in range(width):
                     group.create_task(work())
+        if self._paused and any(steps.get(f"{node.id}[{i}]") is None
+                                or steps[f"{node.id}[{i}]"].status not in _ITEM_DONE
+                                for i, _used, _wait in todo):
+            # Handed back with items not started: nothing more is decided here; the
+            # hand-off abandons the run, and its next owner runs the rest.
+            await asyncio.Event().wait()
         if len(failed) > allowed:
             failed.sort()
             first = steps[f"{node.id}[{failed[0]}]"].error
@@ -799,43 +821,84 @@ class RunExecution:
                              error=error, optional=optional))
         return False
 
-    async def _undo_child(self, node: PlanNode) -> bool:
-        """A rollback of a step that ran a sub-workflow: the child runs are rolled back
-        (the items' newest first), each as one compensation of the step."""
+    def _undoable(self) -> list[tuple[int, PlanNode, str]]:
+        """What a rollback undoes, newest first: succeeded steps with a ``compensate`` or
+        a sub-workflow, and the succeeded items of such for_each steps (whether or not
+        the step as a whole succeeded: a map that failed half-way undoes its half)."""
+        steps = self.record.steps
+        out: list[tuple[int, PlanNode, str]] = []
+        for node in self.plan.nodes:
+            if node.compensate is None and node.sub is None:
+                continue
+            if node.for_each is None:
+                rec = self._recs[node.index]
+                if rec.status == StepStatus.SUCCEEDED:
+                    out.append((rec.completed_seq or 0, node, node.id))
+                continue
+            prefix = node.id + "["
+            out += [(r.completed_seq or 0, node, key) for key, r in steps.items()
+                    if key.startswith(prefix) and r.status == StepStatus.SUCCEEDED]
+        out.sort(key=lambda entry: entry[0], reverse=True)
+        return out
+
+    async def _undo_item(self, node: PlanNode, key: str, rec: StepRecord) -> bool:
+        """One item's compensation: the step's ``compensate``, with the item in scope and
+        ``steps.ID.output`` reading that item's own output."""
+        comp = node.compensate
+        assert comp is not None
+        index = int(key[len(node.id) + 1:-1])
+        base = self.scope
+        outputs = dict(base.outputs)
+        outputs[node.id] = rec.output
+        scope = Scope(base.input, outputs, base.run_id, base.workflow_name,
+                      base.workflow_version, self._item_value(node, index), index)
+        undo = Call(key, comp.agent, node.compensate_input, node.compensate_retry,
+                    comp.timeout or node.timeout_s, None, f"{key}/compensate",
+                    node.step.acquire_timeout, node.strategy, False, COMPENSATION)
+        return await attempts.call(
+            self.ctx, undo, _Item(self, scope), state=RetryState(),
+            attempts_so_far=rec.compensation_attempts
+            if rec.compensation_status == CompensationStatus.RUNNING else 0)
+
+    def _item_value(self, node: PlanNode, index: int) -> Any:
+        """The item a for_each step ran with at ``index`` (its list read again: it comes
+        from committed data, so it is the same list)."""
+        assert node.for_each is not None
+        try:
+            items = node.for_each.resolve(self.scope)
+        except TemplateLookupError:
+            return None
+        return items[index] if isinstance(items, list) and index < len(items) else None
+
+    async def _undo_child(self, node: PlanNode, key: str) -> bool:
+        """A rollback of a step (or item) that ran a sub-workflow: its child run is rolled
+        back, as the step's compensation."""
         clock = self.ctx.clock
         children = self.ctx.children
         assert node.sub is not None
         assert children is not None
         agent = f"workflow:{node.sub.workflow.name}"
-        keys = [node.id]
-        if node.for_each is not None:
-            items = [(sid, r) for sid, r in self.record.steps.items()
-                     if sid.startswith(node.id + "[") and r.status == StepStatus.SUCCEEDED]
-            keys = [sid for sid, r in sorted(items, key=lambda x: x[1].completed_seq or 0,
-                                               reverse=True)]
         t0 = clock.monotonic()
-        self.emit(CompensationStarted(run_id=self.run_id, ts=clock.now(), step_id=node.id,
+        self.emit(CompensationStarted(run_id=self.run_id, ts=clock.now(), step_id=key,
                                       attempt=1, agent_id=agent))
         await self._commit_all()
-        for key in keys:
-            child_id = f"{self.run_id}.{key}"
-            try:
-                child = await children.rollback(child_id)
-            except PodiumError as exc:
-                error = ErrorInfo("rollback_failed", f"run {child_id}: {exc.message}", False)
-            else:
-                if child is None or child.status == RunStatus.ROLLED_BACK:
-                    continue
-                why = child.error.message if child.error is not None else child.status
-                error = ErrorInfo("rollback_failed", f"run {child_id} {child.status}: {why}",
-                                  False)
-            self.emit(CompensationFailed(run_id=self.run_id, ts=clock.now(), step_id=node.id,
-                                         attempts=1, error=error))
-            return False
-        self.emit(CompensationSucceeded(run_id=self.run_id, ts=clock.now(), step_id=node.id,
-                                        attempt=1, agent_id=agent,
-                                        duration_s=clock.monotonic() - t0))
-        return True
+        child_id = f"{self.run_id}.{key}"
+        try:
+            child = await children.rollback(child_id)
+        except PodiumError as exc:
+            error = ErrorInfo("rollback_failed", f"run {child_id}: {exc.message}", False)
+        else:
+            if child is None or child.status == RunStatus.ROLLED_BACK:
+                self.emit(CompensationSucceeded(run_id=self.run_id, ts=clock.now(),
+                                                step_id=key, attempt=1, agent_id=agent,
+                                                duration_s=clock.monotonic() - t0))
+                return True
+            why = child.error.message if child.error is not None else child.status
+            error = ErrorInfo("rollback_failed", f"run {child_id} {child.status}: {why}",
+                              False)
+        self.emit(CompensationFailed(run_id=self.run_id, ts=clock.now(), step_id=key,
+                                     attempts=1, error=error))
+        return False
 
     def _map_failed(self, node: PlanNode, error: ErrorInfo) -> bool:
         self.emit(StepFailed(run_id=self.run_id, ts=self.ctx.clock.now(), step_id=node.id,
@@ -857,36 +920,25 @@ class RunExecution:
         if self.record.phase != "compensate":
             self.emit(RollbackStarted(run_id=self.run_id, ts=clock.now(), reason=reason))
             await self._commit_all()
-        todo = sorted(
-            (
-                n
-                for n in self.plan.nodes
-                if (n.compensate is not None or n.sub is not None)
-                and self._recs[n.index].status == StepStatus.SUCCEEDED
-            ),
-            key=lambda n: self._recs[n.index].completed_seq or 0,
-            reverse=True,
-        )
         failed: list[str] = []
         first_error: ErrorInfo | None = None
         error: ErrorInfo | None
-        for node in todo:
-            rec = self._recs[node.index]
+        for _seq, node, key in self._undoable():
+            rec = self.record.steps[key]
             if node.sub is not None:  # its children, rolled back before what came before
-                if not await self._undo_child(node):
-                    failed.append(node.id)
-                    first_error = first_error or rec.compensation_error
-                await self._commit_all()
-                continue
-            undo = self.calls[node.index][1]
-            assert undo is not None
-            ok = await attempts.call(
-                self.ctx, undo, self, state=RetryState(),
-                attempts_so_far=rec.compensation_attempts
-                if rec.compensation_status == CompensationStatus.RUNNING else 0)
+                ok = await self._undo_child(node, key)
+            elif key == node.id:
+                undo = self.calls[node.index][1]
+                assert undo is not None
+                ok = await attempts.call(
+                    self.ctx, undo, self, state=RetryState(),
+                    attempts_so_far=rec.compensation_attempts
+                    if rec.compensation_status == CompensationStatus.RUNNING else 0)
+            else:
+                ok = await self._undo_item(node, key, rec)
             await self._commit_all()  # each undo is durable before the next starts
             if not ok:
-                failed.append(node.id)
+                failed.append(key)
                 first_error = first_error or rec.compensation_error
         if failed:
             status = RunStatus.ROLLBACK_FAILED

@@ -329,6 +329,7 @@ class ScheduleRecord:
     next_at: float = 0.0  # the next slot, epoch seconds (the store's clock)
     agents_source: dict[str, Any] = field(default_factory=dict)
     queue: str = "default"
+    last_run_id: str | None = None  # the run of the last slot fired (overlap looks at it)
 
 
 @dataclass(frozen=True, slots=True)

@@ -323,8 +323,9 @@ class MemoryStore:
             return False
         slots[slot.slot] = slot
         found = self._schedules.get(schedule_id)
-        if found is not None and found.next_at < next_at:
-            found.next_at = next_at
+        if found is not None:
+            found.next_at = max(found.next_at, next_at)
+            found.last_run_id = slot.run_id or found.last_run_id
         return True
 
     async def schedule_slots(self, schedule_id: str, limit: int = 20) -> list[SlotRecord]:

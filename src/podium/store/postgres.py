@@ -638,7 +638,8 @@ class PostgresStore:
                                                          slot.run_id, slot.at))
                 if not cur.rowcount:
                     return False
-                await conn.execute(Q["schedule_move"], (next_at, schedule_id, next_at))
+                await conn.execute(Q["schedule_move"], (next_at, next_at, slot.run_id,
+                                                        schedule_id))
                 return True
         except psycopg.Error as exc:
             raise self._error(exc) from None

@@ -165,4 +165,4 @@ def schedule_from_row(r: Sequence[Any]) -> ScheduleRecord:
     return ScheduleRecord(id=r[0], workflow=r[1], definition=loads(r[2]), input=loads(r[3]),
                           cron=r[4], every_s=r[5], tz=r[6], overlap=r[7], catch_up=int(r[8]),
                           paused=bool(r[9]), created_at=r[10], next_at=r[11],
-                          agents_source=loads(r[12]) or {}, queue=r[13])
+                          agents_source=loads(r[12]) or {}, queue=r[13], last_run_id=r[14])

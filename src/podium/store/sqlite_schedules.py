@@ -73,7 +73,7 @@ class ScheduleQueries:
             added = conn.execute(Q["slot_add"], (schedule_id, slot.slot, slot.status,
                                                  slot.run_id, slot.at)).rowcount
             if added:
-                conn.execute(Q["schedule_move"], (next_at, schedule_id, next_at))
+                conn.execute(Q["schedule_move"], (next_at, next_at, slot.run_id, schedule_id))
             return added
 
         return bool(self._write(do))

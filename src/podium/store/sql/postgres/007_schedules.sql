@@ -14,7 +14,8 @@ CREATE TABLE schedules (
     created_at    double precision NOT NULL,
     next_at       double precision NOT NULL,
     agents_source text NOT NULL DEFAULT '{}',
-    queue         text NOT NULL DEFAULT 'default'
+    queue         text NOT NULL DEFAULT 'default',
+    last_run_id   text
 );
 CREATE TABLE schedule_slots (
     schedule_id text COLLATE "C" NOT NULL,

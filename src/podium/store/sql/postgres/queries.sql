@@ -394,12 +394,12 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s);
 
 -- name: schedules_list
 SELECT id, workflow, definition, input, cron, every_s, tz, overlap, catch_up, paused,
-       created_at, next_at, agents_source, queue
+       created_at, next_at, agents_source, queue, last_run_id
 FROM schedules ORDER BY id;
 
 -- name: schedule_get
 SELECT id, workflow, definition, input, cron, every_s, tz, overlap, catch_up, paused,
-       created_at, next_at, agents_source, queue
+       created_at, next_at, agents_source, queue, last_run_id
 FROM schedules WHERE id = %s;
 
 -- name: schedule_pause
@@ -417,7 +417,10 @@ INSERT INTO schedule_slots (schedule_id, slot, status, run_id, at) VALUES (%s, %
 ON CONFLICT (schedule_id, slot) DO NOTHING;
 
 -- name: schedule_move
-UPDATE schedules SET next_at = %s WHERE id = %s AND next_at < %s;
+-- Never back (a late record of an older slot); the run of a fired slot is kept.
+UPDATE schedules SET next_at = CASE WHEN next_at < %s THEN %s ELSE next_at END,
+                     last_run_id = COALESCE(%s, last_run_id)
+WHERE id = %s;
 
 -- name: slots_of
 SELECT slot, status, run_id, at FROM schedule_slots WHERE schedule_id = %s

@@ -20,7 +20,8 @@ CREATE TABLE schedules (
     created_at    REAL NOT NULL,
     next_at       REAL NOT NULL,                -- the next slot, epoch seconds
     agents_source TEXT NOT NULL DEFAULT '{}',
-    queue         TEXT NOT NULL DEFAULT 'default'
+    queue         TEXT NOT NULL DEFAULT 'default',
+    last_run_id   TEXT                          -- the run of the last slot fired
 );
 CREATE TABLE schedule_slots (
     schedule_id TEXT NOT NULL,

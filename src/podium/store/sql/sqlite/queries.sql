@@ -181,12 +181,12 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: schedules_list
 SELECT id, workflow, definition, input, cron, every_s, tz, overlap, catch_up, paused,
-       created_at, next_at, agents_source, queue
+       created_at, next_at, agents_source, queue, last_run_id
 FROM schedules ORDER BY id;
 
 -- name: schedule_get
 SELECT id, workflow, definition, input, cron, every_s, tz, overlap, catch_up, paused,
-       created_at, next_at, agents_source, queue
+       created_at, next_at, agents_source, queue, last_run_id
 FROM schedules WHERE id = ?;
 
 -- name: schedule_pause
@@ -204,7 +204,10 @@ INSERT INTO schedule_slots (schedule_id, slot, status, run_id, at) VALUES (?, ?,
 ON CONFLICT (schedule_id, slot) DO NOTHING;
 
 -- name: schedule_move
-UPDATE schedules SET next_at = ? WHERE id = ? AND next_at < ?;
+-- Never back (a late record of an older slot); the run of a fired slot is kept.
+UPDATE schedules SET next_at = CASE WHEN next_at < ? THEN ? ELSE next_at END,
+                     last_run_id = COALESCE(?, last_run_id)
+WHERE id = ?;
 
 -- name: slots_of
 SELECT slot, status, run_id, at FROM schedule_slots WHERE schedule_id = ?
