@@ -251,3 +251,17 @@ async def test_a_map_of_children_rolled_back_newest_first() -> None:
             child = await engine.store.get_run(f"{run.run_id}.each[{i}]")
             assert child.status == "rolled_back"
     assert [c for c in CALLS if c.startswith("undo")] == ["undo d", "undo d"]
+
+
+def test_odd_workflows_values_are_problems_not_crashes(tmp_path: Path) -> None:
+    _write(tmp_path, "child", CHILD)
+    doc = parent()
+    doc["workflows"] = None  # left empty in the file: the one beside it is used
+    wf = load_workflow(_write(tmp_path, "parent", doc))
+    assert list(wf.workflows) == ["child"]
+    nested = parent()
+    nested["workflows"] = {"child": {**CHILD, "workflows": [1]}}
+    with pytest.raises(DefinitionError) as info:
+        workflow_from_dict(nested)
+    assert any("workflows" in (p.field or "") or "workflows" in p.message
+               for p in info.value.problems), [p.message for p in info.value.problems]
