@@ -398,7 +398,7 @@ class SQLiteStore(AlertQueries):
                 if plain and status == "succeeded" and output is not None:
                     if prior is None:
                         ins_succeeded.append((rid, sid, attempts, agent_id, output, started,
-                                              finished_at, optional, completed))
+                                              finished_at, int(optional), completed))
                         continue
                     if prior == ("running", attempts):
                         # That row has this attempt's agent and start already.
@@ -406,7 +406,7 @@ class SQLiteStore(AlertQueries):
                         continue
                 elif (plain and status == "running" and prior is None and finished_at is None
                       and completed is None):
-                    ins_running.append((rid, sid, attempts, agent_id, started, optional))
+                    ins_running.append((rid, sid, attempts, agent_id, started, int(optional)))
                     continue
             upsert.append(s)  # a StepRow is the upsert's parameters, in order
         if upsert:
