@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 from podium.errors import ConfigError, RunNotFound, StoreError
 from podium.events import Event
 from podium.state import RunRecord
-from podium.store.base import NO_RUNS, Batch, encode_event
+from podium.store.base import NO_RUNS, Batch, event_rows
 from podium.store.queries import queries
 from podium.store.rows import (
     DefinitionJson,
@@ -370,23 +370,17 @@ class SQLiteStore(AlertQueries):
                 r.input_json, r.status, r.output_json, r.error_json, r.created_at,
                 r.started_at, r.finished_at, r.owner, r.lease_expires_at,
                 dumps(r.agents_source), r.phase, r.queue, dumps(list(r.needs))))
-        source, seqs = batch.source, batch.seqs
-        if len(source) != len(seqs):  # (zip's strict=True costs more: a keyword call)
-            raise ValueError("a batch has as many event numbers as events")
-        conn.executemany(Q["event_insert"], [  # batch.event_rows(), without its call
-            (e.run_id, seq, e.type, e.ts, encode_event(e))
-            for e, seq in zip(source, seqs)])  # noqa: B905 - lengths checked above
+        conn.executemany(Q["event_insert"], event_rows(batch.source, batch.seqs))
         finished = batch.finished
         for r in batch.runs:  # mostly one, where executemany costs more than execute
             conn.execute(Q["run_update"], (
                 r.status, r.output_json, r.error_json, r.started_at, r.finished_at,
                 r.phase, r.run_id in finished, r.run_id))
-        if batch.steps:
-            self._steps(conn, batch)
-
-    def _steps(self, conn: sqlite3.Connection, batch: Batch) -> None:
-        """Write the batch's step rows: of a run this store inserted, a hot transition
-        writes only the columns it sets (its row is known, see ``_written``)."""
+        steps = batch.steps
+        if not steps:
+            return
+        # Of a run this store inserted, a hot transition writes only the columns it sets
+        # (its row is known, see ``_written``).
         written = self._written
         fresh = {r.run_id for r in batch.new_runs} if batch.new_runs else _NOTHING
         # Lists made on first use: a batch mostly has one kind of row (a chain's step).
@@ -394,7 +388,7 @@ class SQLiteStore(AlertQueries):
         ins_running: list[tuple[Any, ...]] | None = None
         ins_succeeded: list[tuple[Any, ...]] | None = None
         upd_succeeded: list[tuple[Any, ...]] | None = None
-        for s in batch.steps:
+        for s in steps:
             (rid, sid, status, attempts, agent_id, output, error, started, finished_at,
              next_retry, optional, completed, comp_status, comp_attempts, _comp_error) = s
             mine = written.get(rid)
