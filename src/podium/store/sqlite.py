@@ -341,7 +341,26 @@ class SQLiteStore(AlertQueries):
             if lost:
                 batch = batch.without(lost)
         else:
-            self._write(self._batch, batch)
+            # _write(self._batch, batch), inlined: this runs once per step of a chain.
+            conn = self._conn
+            if conn is None or self.readonly:
+                self._write(self._batch, batch)  # (which says what is wrong)
+            else:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        self._batch(conn, batch)
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    raise store_error(exc, self.path) from None
+                ck = self._checkpointer
+                if ck is not None and not ck.failed and not ck.restart_due:
+                    ck.poke()  # _after_commit()'s usual case, without its call
+                elif self._checkpoint_thread:
+                    self._after_commit()
         written = self._written
         for r in batch.new_runs:
             written.setdefault(r.run_id, {})
