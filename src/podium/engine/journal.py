@@ -65,6 +65,7 @@ log = logging.getLogger("podium.engine")
 # for two thirds of its lease stops its runs (the supervisor's self-fencing), and then
 # nobody waits for the batch any more. _RETRY_FOR_S is only the backstop.
 _PROBE_WAIT_S = 0.05
+_NO_CUT: dict[str, _Tracked] = {}  # (never written to: replaced by the next cut)
 _RETRY_MAX_WAIT_S = 1.0
 _RETRY_FOR_S = 300.0
 
@@ -76,10 +77,10 @@ class _Tracked:
     record: RunRecord
     seq: int
     new: bool  # its row is inserted by the next batch
-    # Step ids touched by events not committed yet (rows to snapshot at the next cut),
-    # and the outputs of those that succeeded among them.
-    touched: set[str] = field(default_factory=set)
-    outputs: dict[str, str] = field(default_factory=dict)
+    # While a batch is cut: the step ids its events touch (rows to snapshot), each with
+    # the output JSON of its success in the batch (None: the row keeps the stored one).
+    # Empty between cuts: a batch that did not land is cut again from its events.
+    touched: dict[str, str | None] = field(default_factory=dict)
     needs: tuple[str, ...] = ()  # a new run's: what executing it takes (RunRow.needs)
 
 
@@ -327,19 +328,97 @@ class Journal:
         The engine moves its records with ``apply_event`` before it appends each
         event, so a record as it stands now is every pending event applied: the
         snapshot matches the events, and no event is applied twice.
+
+        One pass over the events (touched steps, their outputs; numbers), then one
+        over the batch's runs (rows). This runs for every step of a chain, so a batch
+        of one run (a chain, a run alone in its engine) numbers its events in one go.
         """
         events, self._pending = self._pending, []
         upto = self._cut_so_far = self._cut_so_far + len(events)
         tracked = self._tracked
+        run_level: set[str] | None = None
+        # A batch of one run's events only, if it is one: numbered on from its last.
+        numbered = False
+        rid = events[0].run_id
+        t = tracked.get(rid)
+        if t is not None:
+            touched = t.touched
+            for e in events:
+                if e.run_id != rid:
+                    break
+                step_id = getattr(e, "step_id", None)
+                if step_id is None:
+                    run_level = {rid}
+                elif type(e) is StepSucceeded:
+                    touched[step_id] = e.output_json
+                elif step_id not in touched:
+                    touched[step_id] = None
+            else:
+                first = t.seq + 1
+                seqs = list(range(first, first + len(events)))
+                last_seq = {rid: seqs[-1]}
+                cut_runs = {rid: t}
+                numbered = True
+        if not numbered:
+            # Runs interleaved, or events of runs this journal does not write.
+            seqs, last_seq, cut_runs, run_level, events = self._number(events)
+        new_runs: list[RunRow] = []
+        runs: list[RunRow] = []
+        steps: list[StepRow] = []
+        add_step = steps.append
+        finished: list[str] = []
+        epochs: dict[str, int] = {}
+        make = tuple.__new__  # a StepRow from its tuple, without NamedTuple's Python __new__
+        for rid, t in cut_runs.items():
+            record = t.record
+            if t.new:
+                new_runs.append(_run_row(record, new=True, needs=t.needs))
+                if record.status in TERMINAL_RUN_STATUSES:
+                    finished.append(rid)
+            else:
+                epochs[rid] = record.epoch
+                if run_level is not None and rid in run_level:
+                    runs.append(_run_row(record, new=False))
+                    if record.status in TERMINAL_RUN_STATUSES:
+                        finished.append(rid)
+            touched = t.touched
+            if touched:
+                t.touched = {}
+                record_steps = record.steps
+                for sid, output in touched.items():
+                    st = record_steps[sid]
+                    err, cerr = st.error, st.compensation_error
+                    add_step(make(StepRow, (
+                        rid, sid, st.status, st.attempts, st.agent_id, output,
+                        None if err is None else _error_json(err), st.started_at,
+                        st.finished_at, st.next_retry_at, st.optional, st.completed_seq,
+                        st.compensation_status, st.compensation_attempts,
+                        None if cerr is None else _error_json(cerr))))
+        self._cut_runs = cut_runs
+        # Not Batch(...): its generated __init__ tests each of 7 defaults per call.
+        batch = _new_batch(Batch)
+        batch.new_runs, batch.source, batch.seqs, batch.runs, batch.steps = (
+            new_runs, events, seqs, runs, steps)
+        batch.last_seq, batch.finished, batch.owner, batch.epochs = (
+            last_seq, finished, self.owner, epochs)
+        batch.fence = self._monotonic() > self.leases_good_until
+        return batch, upto
+
+    def _number(self, events: list[Event]) -> tuple[
+            list[int], dict[str, int], dict[str, _Tracked], set[str] | None, list[Event]]:
+        """Number the events of a batch of several runs, and note the steps they touch:
+        (numbers, each run's last, the runs in order of first event, the runs with
+        run-level events, the events kept: none of a run this journal does not write)."""
+        tracked = self._tracked
         seqs: list[int] = []
         add_seq = seqs.append
         last_seq: dict[str, int] = {}
+        cut_runs: dict[str, _Tracked] = {}
         run_level: set[str] | None = None
         dropped = False
         last: str | None = None  # (fleet events have run id "")
         t: _Tracked | None = None
-        touched: set[str] = set()
-        outputs: dict[str, str] = {}
+        touched: dict[str, str | None] = {}
         seq = 0
         for e in events:
             rid = e.run_id
@@ -351,8 +430,9 @@ class Journal:
                 if t is None:
                     dropped = True
                     continue  # not a run this journal writes
-                touched, outputs = t.touched, t.outputs
                 seq = last_seq.get(rid, t.seq)
+                cut_runs[rid] = t
+                touched = t.touched
             elif t is None:
                 continue  # dropped already
             seq += 1
@@ -362,51 +442,18 @@ class Journal:
                 if run_level is None:
                     run_level = set()
                 run_level.add(rid)
-            else:
-                touched.add(step_id)
-                if type(e) is StepSucceeded:
-                    outputs[step_id] = e.output_json
+            elif type(e) is StepSucceeded:
+                touched[step_id] = e.output_json
+            elif step_id not in touched:
+                touched[step_id] = None
         if t is not None:
             last_seq[t.record.run_id] = seq
         taken = [e for e in events if e.run_id in tracked] if dropped else events
-        new_runs: list[RunRow] = []
-        runs: list[RunRow] = []
-        steps: list[StepRow] = []
-        finished: list[str] = []
-        epochs: dict[str, int] = {}
-        make = tuple.__new__  # a StepRow from its tuple, without NamedTuple's Python __new__
-        cut_runs: dict[str, _Tracked] = {}
-        for rid in last_seq:
-            t = cut_runs[rid] = tracked[rid]
-            record = t.record
-            if not t.new:
-                epochs[rid] = record.epoch
-            if t.new or (run_level is not None and rid in run_level):
-                if t.new:
-                    new_runs.append(_run_row(record, new=True, needs=t.needs))
-                else:
-                    runs.append(_run_row(record, new=False))
-                if record.status in TERMINAL_RUN_STATUSES:
-                    finished.append(rid)
-            record_steps = record.steps
-            outputs = t.outputs
-            for sid in t.touched:
-                st = record_steps[sid]
-                err, cerr = st.error, st.compensation_error
-                steps.append(make(StepRow, (
-                    rid, sid, st.status, st.attempts, st.agent_id, outputs.get(sid),
-                    None if err is None else _error_json(err), st.started_at, st.finished_at,
-                    st.next_retry_at, st.optional, st.completed_seq, st.compensation_status,
-                    st.compensation_attempts, None if cerr is None else _error_json(cerr))))
-            t.touched.clear()
-            if outputs:
-                outputs.clear()
-        self._cut_runs = cut_runs
-        return Batch(new_runs, taken, seqs, runs, steps, last_seq, finished, self.owner,
-                     epochs, self._monotonic() > self.leases_good_until), upto
+        return seqs, last_seq, cut_runs, run_level, taken
 
     def _uncut(self, batch: Batch, _upto: int) -> None:
-        """A batch that did not land: its events are pending again, before any newer.
+        """A batch that did not land: its events are pending again, before any newer
+        (the next cut finds the steps they touched in them again).
 
         (Events of runs this journal does not write were dropped at the cut; the
         positions they had stay counted, as positions only ever grow.)"""
@@ -420,14 +467,6 @@ class Journal:
             source = [e for e in source if e.run_id in current]
         self._pending[:0] = source
         self._cut_so_far -= len(source)  # so ``position`` stays where it was (or grows)
-        for e in source:
-            rid = e.run_id
-            step_id = getattr(e, "step_id", None)
-            if step_id is not None:
-                t = tracked[rid]
-                t.touched.add(step_id)
-                if type(e) is StepSucceeded:
-                    t.outputs[step_id] = e.output_json
 
     def _committed(self, batch: Batch, upto: int, lost: frozenset[str]) -> None:
         """The batch landed (but for the runs in ``lost``, fenced off): move on."""
@@ -447,13 +486,14 @@ class Journal:
         if lost:
             self._lost(lost)
         # Done with: holding on to it would keep the records of runs ended since alive.
-        self._cut_runs = {}
+        self._cut_runs = _NO_CUT
 
 
 def _error_json(err: ErrorInfo) -> str:
     return orjson.dumps(err.to_dict()).decode()
 
 
+_new_batch = object.__new__  # (a Batch whose fields are set one by one, see _cut)
 _NOT_NEW = RunRow("", "", "", None, None, None, "")[7:]  # defaults: columns only a new run sets
 
 

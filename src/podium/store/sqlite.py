@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 from podium.errors import ConfigError, RunNotFound, StoreError
 from podium.events import Event
 from podium.state import RunRecord
-from podium.store.base import NO_RUNS, Batch, encode_event
+from podium.store.base import NO_RUNS, Batch, event_rows
 from podium.store.queries import queries
 from podium.store.rows import (
     DefinitionJson,
@@ -338,90 +338,127 @@ class SQLiteStore(AlertQueries, ScheduleQueries):
         """
         lost = NO_RUNS
         if batch.fence and batch.owner is not None and batch.epochs:
-            wrote, lost = self._write(self._fenced_batch, batch)
+            lost = self._write(self._fenced_batch, batch)
             if lost:
                 batch = batch.without(lost)
         else:
-            wrote = self._write(self._batch, batch)
+            # _write(self._batch, batch), inlined: this runs once per step of a chain.
+            conn = self._conn
+            if conn is None or self.readonly:
+                self._write(self._batch, batch)  # (which says what is wrong)
+            else:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        self._batch(conn, batch)
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    raise store_error(exc, self.path) from None
+                ck = self._checkpointer
+                if ck is not None and not ck.failed and not ck.restart_due:
+                    ck.poke()  # _after_commit()'s usual case, without its call
+                elif self._checkpoint_thread:
+                    self._after_commit()
+        written = self._written
         for r in batch.new_runs:
-            self._written.setdefault(r.run_id, {})
-        for run_id, step_id, state in wrote:
-            self._written[run_id][step_id] = state
+            written.setdefault(r.run_id, {})
+        # The step rows as committed, of the runs whose rows are all this store's.
+        for s in batch.steps:
+            mine = written.get(s[0])
+            if mine is not None:
+                mine[s[1]] = (s[2], s[3])
         for run_id in batch.finished:
-            self._written.pop(run_id, None)
+            written.pop(run_id, None)
         for run_id in lost:
-            self._written.pop(run_id, None)
+            written.pop(run_id, None)
         return lost
 
-    def _fenced_batch(self, conn: sqlite3.Connection, batch: Batch
-                      ) -> tuple[list[tuple[str, str, tuple[str, int]]], frozenset[str]]:
+    def _fenced_batch(self, conn: sqlite3.Connection, batch: Batch) -> frozenset[str]:
         held = {r[0] for r in conn.execute(
             Q["runs_fence"], (dumps(list(batch.epochs.items())), batch.owner))}
         lost = frozenset(batch.epochs.keys() - held)
-        return self._batch(conn, batch.without(lost) if lost else batch), lost
+        self._batch(conn, batch.without(lost) if lost else batch)
+        return lost
 
-    def _batch(self, conn: sqlite3.Connection, batch: Batch
-               ) -> list[tuple[str, str, tuple[str, int]]]:
+    def _batch(self, conn: sqlite3.Connection, batch: Batch) -> None:
         for r in batch.new_runs:
             conn.execute(Q["run_insert"], (
                 r.run_id, r.workflow, dumps(r.version), self._definition_json(r.definition),
                 r.input_json, r.status, r.output_json, r.error_json, r.created_at,
                 r.started_at, r.finished_at, r.owner, r.lease_expires_at,
                 dumps(r.agents_source), r.phase, r.queue, dumps(list(r.needs))))
-        conn.executemany(Q["event_insert"], [  # batch.event_rows(), without its call
-            (e.run_id, seq, e.type, e.ts, encode_event(e))
-            for e, seq in zip(batch.source, batch.seqs, strict=True)])
+        conn.executemany(Q["event_insert"], event_rows(batch.source, batch.seqs))
         finished = batch.finished
         for r in batch.runs:  # mostly one, where executemany costs more than execute
             conn.execute(Q["run_update"], (
                 r.status, r.output_json, r.error_json, r.started_at, r.finished_at,
                 r.phase, r.run_id in finished, r.run_id))
+        steps = batch.steps
+        if not steps:
+            return
+        # Of a run this store inserted, a hot transition writes only the columns it sets
+        # (its row is known, see ``_written``).
         written = self._written
         fresh = {r.run_id for r in batch.new_runs} if batch.new_runs else _NOTHING
-        upsert: list[tuple[Any, ...]] = []
-        ins_running: list[tuple[Any, ...]] = []
-        ins_succeeded: list[tuple[Any, ...]] = []
-        upd_succeeded: list[tuple[Any, ...]] = []
-        wrote: list[tuple[str, str, tuple[str, int]]] = []
-        for s in batch.steps:
+        # Lists made on first use: a batch mostly has one kind of row (a chain's step).
+        upsert: list[tuple[Any, ...]] | None = None
+        ins_running: list[tuple[Any, ...]] | None = None
+        ins_succeeded: list[tuple[Any, ...]] | None = None
+        upd_succeeded: list[tuple[Any, ...]] | None = None
+        for s in steps:
             (rid, sid, status, attempts, agent_id, output, error, started, finished_at,
              next_retry, optional, completed, comp_status, comp_attempts, _comp_error) = s
             mine = written.get(rid)
             if mine is None and rid in fresh:
                 mine = _NO_ROWS  # inserted by this very batch: no step row yet
-            if mine is not None:
+            if mine is not None and error is None and next_retry is None and (
+                    comp_status is None and comp_attempts == 0):
                 # A run this store inserted: its rows are all its own, so a hot
                 # transition writes only the columns it sets.
                 prior = mine.get(sid)
-                wrote.append((rid, sid, (status, attempts)))
-                plain = (error is None and next_retry is None and comp_status is None
-                         and comp_attempts == 0)
-                if plain and status == "succeeded" and output is not None:
+                if status == "succeeded" and output is not None:
                     if prior is None:
-                        ins_succeeded.append((rid, sid, attempts, agent_id, output, started,
-                                              finished_at, optional, completed))
+                        row = (rid, sid, attempts, agent_id, output, started, finished_at,
+                               int(optional), completed)
+                        if ins_succeeded is None:
+                            ins_succeeded = [row]
+                        else:
+                            ins_succeeded.append(row)
                         continue
                     if prior == ("running", attempts):
                         # That row has this attempt's agent and start already.
-                        upd_succeeded.append((output, finished_at, completed, rid, sid))
+                        done = (output, finished_at, completed, rid, sid)
+                        if upd_succeeded is None:
+                            upd_succeeded = [done]
+                        else:
+                            upd_succeeded.append(done)
                         continue
-                elif (plain and status == "running" and prior is None and finished_at is None
+                elif (status == "running" and prior is None and finished_at is None
                       and completed is None):
-                    ins_running.append((rid, sid, attempts, agent_id, started, optional))
+                    started_row = (rid, sid, attempts, agent_id, started, int(optional))
+                    if ins_running is None:
+                        ins_running = [started_row]
+                    else:
+                        ins_running.append(started_row)
                     continue
-            upsert.append(s)  # a StepRow is the upsert's parameters, in order
-        if upsert:
+            if upsert is None:  # a StepRow is the upsert's parameters, in order
+                upsert = [s]
+            else:
+                upsert.append(s)
+        if upsert is not None:
             conn.executemany(Q["step_upsert"], upsert)
-        if ins_running:
+        if ins_running is not None:
             conn.executemany(Q["step_insert_running"], ins_running)
-        if ins_succeeded:
+        if ins_succeeded is not None:
             conn.executemany(Q["step_insert_succeeded"], ins_succeeded)
-        if upd_succeeded:
+        if upd_succeeded is not None:
             cur = conn.executemany(Q["step_update_succeeded"], upd_succeeded)
             if cur.rowcount != len(upd_succeeded):
                 raise sqlite3.IntegrityError(
                     "a step row this process wrote is gone (another writer deleted it?)")
-        return wrote
 
     async def batch_committed(self, batch: Batch) -> bool:
         """A local commit is never cut off, but the question has an exact answer here too:
