@@ -259,3 +259,21 @@ async def test_the_scheduler_wakes_a_timer_when_it_is_due_and_continues_the_run(
             await asyncio.sleep(0.01)
         assert (await store.get_run(run.run_id)).status == "succeeded"
         assert await store.wakes_due(clock.now() + 10) == []
+
+
+async def test_a_parent_waits_for_its_waiting_child_and_goes_on_when_it_ends() -> None:
+    wf = {"name": "parent", "workflows": {"order": APPROVAL}, "mode": "sequential",
+          "steps": [{"id": "call", "workflow": "order"}, {"id": "after", "agent": "ship"}]}
+    async with _engine() as engine:
+        run = await engine.run(workflow_from_dict(wf), {})
+        assert run.status == "waiting"
+        assert run.steps["call"].status == "waiting"
+        child_id = f"{run.run_id}.call"
+        assert (await engine.store.get_run(child_id)).status == "waiting"
+        await engine.signal(child_id, "approve:ok", {"approved": True})
+        child = await (await engine.resume(child_id)).result()
+        assert child.status == "succeeded"
+        assert (await engine.store.get_run(run.run_id)).status == "pending"  # woken
+        done = await (await engine.resume(run.run_id)).result()
+        assert done.status == "succeeded", done.error
+    assert [c[0] for c in CALLS] == ["prep", "ship", "ship"]

@@ -307,7 +307,11 @@ def waiting_lines(run: Any) -> list[str]:
     out = []
     for node in plan.nodes:
         rec = run.steps.get(node.id)
-        if node.wait is None or rec is None or rec.status != "waiting":
+        if rec is None or rec.status != "waiting":
+            continue
+        if node.wait is None:  # a sub-workflow whose child run waits
+            out.append(f"{node.id}: its child run {run.run_id}.{node.id} waits (see"
+                       " `podium runs --status waiting`)")
             continue
         until = ""
         if rec.next_retry_at is not None:

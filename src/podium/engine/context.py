@@ -55,6 +55,10 @@ class Waits(Protocol):
         """(sent, its data): a signal delivered to the run, by name."""
         ...
 
+    async def child_ended(self, parent_id: str) -> None:
+        """A child run ended: its parent, if it waits for it, may go on."""
+        ...
+
     async def suspended(self, run_id: str, wake_at: float | None,
                         signals: list[str]) -> None:
         """The run committed ``waiting``: let it go (no process holds it), keep its

@@ -179,6 +179,10 @@ class _Waits:
         found = await self._engine.store.get_signal(run_id, name)
         return (False, None) if found is None else (True, found.data)
 
+    async def child_ended(self, parent_id: str) -> None:
+        with contextlib.suppress(PodiumError):  # a parent that is no more waits for nothing
+            await self._engine.store.wake_run(parent_id)
+
     async def suspended(self, run_id: str, wake_at: float | None,
                         signals: list[str]) -> None:
         engine = self._engine
@@ -192,7 +196,20 @@ class _Waits:
         for name in signals:
             if await store.get_signal(run_id, name) is not None:
                 await store.wake_run(run_id)
-                break
+                return
+        # A child run it waits for that ended meanwhile (its end saw this run running).
+        with contextlib.suppress(RunNotFound):
+            run = await store.get_run(run_id)
+            children = [f"{run_id}.{sid}" for sid, rec in run.steps.items()
+                        if rec.status == StepStatus.WAITING]
+            for child_id in children:
+                try:
+                    child = await store.get_run(child_id)
+                except RunNotFound:
+                    continue
+                if child.status in TERMINAL_RUN_STATUSES:
+                    await store.wake_run(run_id)
+                    return
 
 
 def _quiet(task: asyncio.Task[Any]) -> None:

@@ -361,6 +361,8 @@ class RunExecution:
             )
         )
         await self._commit()
+        if self.record.parent is not None and self.ctx.waits is not None:
+            await self.ctx.waits.child_ended(self.record.parent)
         return self.record
 
     def stop(self, reason: str, message: str | None = None) -> None:
@@ -794,7 +796,7 @@ class RunExecution:
         return self.record
 
     # --- for_each -----------------------------------------------------------
-    async def _map(self, node: PlanNode) -> bool:
+    async def _map(self, node: PlanNode) -> bool | None:
         """Run ``node`` once per item of its list, ``item_concurrency`` at a time.
 
         Each item is a step of its own (``ID[i]``: its events, retries, row and
@@ -826,6 +828,7 @@ class RunExecution:
         steps = self.record.steps
         results: list[Any] = [None] * n
         failed: list[int] = []
+        waiting: list[int] = []
         todo: list[tuple[int, int, float | None]] = []
         for i in range(n):
             rec = steps.get(f"{node.id}[{i}]")
@@ -868,7 +871,9 @@ class RunExecution:
                         self.emit(StepCancelled(run_id=self.run_id, ts=clock.now(),
                                                 step_id=key, attempt=rec.attempts))
                     raise
-                if ok:
+                if ok is None:
+                    waiting.append(i)  # its child run waits: so does the map
+                elif ok:
                     results[i] = steps[key].output
                     self.ctx.journal.soon()  # each item's result durable within a turn
                 else:
@@ -885,6 +890,8 @@ class RunExecution:
             # Handed back with items not started: nothing more is decided here; the
             # hand-off abandons the run, and its next owner runs the rest.
             await asyncio.Event().wait()
+        if waiting and len(failed) <= allowed:
+            return None  # items whose child runs wait: the map goes on when they end
         if len(failed) > allowed:
             failed.sort()
             first = steps[f"{node.id}[{failed[0]}]"].error
@@ -903,7 +910,7 @@ class RunExecution:
 
     # --- sub-workflows --------------------------------------------------------
     async def _child(self, node: PlanNode, key: str, scope: Scope, *,
-                     optional: bool | None = None) -> bool:
+                     optional: bool | None = None) -> bool | None:
         """Run ``node``'s sub-workflow as a child run, its output the step's output.
 
         The child's id is this run's and the step's (``RUN.STEP``, ``RUN.STEP[i]`` for an
@@ -942,6 +949,11 @@ class RunExecution:
                 error = ErrorInfo("sub_workflow_error", f"workflow '{name}' (run {child_id}):"
                                   f" {exc.message}", False)
             else:
+                if child.status == RunStatus.WAITING:
+                    # The child waits (an approval...): so does this step; the child's end
+                    # wakes this run (``Waits.child_ended``).
+                    self.emit(StepWaiting(run_id=self.run_id, ts=clock.now(), step_id=key))
+                    return None
                 if child.status == RunStatus.SUCCEEDED:
                     self.emit(StepSucceeded(
                         run_id=self.run_id, ts=clock.now(), step_id=key, attempt=1,
