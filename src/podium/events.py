@@ -44,6 +44,7 @@ __all__ = [
     "RunFinished",
     "RunStarted",
     "RunSubmitted",
+    "RunWaiting",
     "StepAttemptFailed",
     "StepBackPressure",
     "StepCancelled",
@@ -54,6 +55,7 @@ __all__ = [
     "StepSkipped",
     "StepStarted",
     "StepSucceeded",
+    "StepWaiting",
     "event_from_dict",
 ]
 
@@ -160,6 +162,25 @@ class StepMapStarted(Event, frozen=True, kw_only=True, gc=False):
     type: ClassVar[str] = "step_map_started"
     step_id: str
     items: int
+
+
+class StepWaiting(Event, frozen=True, kw_only=True, gc=False):
+    """A step waits: for ``signal`` (an approval is the signal ``approve:STEP``), until
+    ``until`` (a durable timer, or the signal's timeout), or both."""
+
+    type: ClassVar[str] = "step_waiting"
+    step_id: str
+    until: float | None = None
+    signal: str | None = None
+
+
+class RunWaiting(Event, frozen=True, kw_only=True, gc=False):
+    """Nothing more runs until a signal comes or a timer is due: no process holds the
+    run (``podium approve``/``signal`` wakes it, or the timer at ``wake_at``)."""
+
+    type: ClassVar[str] = "run_waiting"
+    steps: tuple[str, ...]
+    wake_at: float | None = None
 
 
 class StepSucceeded(Event, frozen=True, kw_only=True, gc=False):
@@ -343,8 +364,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
         RunSubmitted, RunStarted, RunCancelRequested, RunFinished, StepReady, StepStarted,
-        StepMapStarted, StepSucceeded, StepAttemptFailed, StepBackPressure, StepRetryScheduled,
-        StepFailed, StepSkipped, StepCancelled, RollbackStarted, CompensationStarted,
+        StepMapStarted, StepWaiting, RunWaiting, StepSucceeded, StepAttemptFailed,
+        StepBackPressure, StepRetryScheduled, StepFailed, StepSkipped, StepCancelled,
+        RollbackStarted, CompensationStarted,
         CompensationAttemptFailed, CompensationRetryScheduled, CompensationSucceeded,
         CompensationFailed, AgentRegistered, AgentUnregistered, AgentHealthChanged,
         CircuitStateChanged, AlertFired, AlertResolved, AlertEscalated,

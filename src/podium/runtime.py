@@ -30,7 +30,7 @@ from podium.definition.models import Workflow
 from podium.engine import Engine, EngineConfig
 from podium.errors import ConfigError, PodiumError
 from podium.events import Event
-from podium.state import LIVE_RUN_STATUSES, AlertRecord
+from podium.state import LIVE_RUN_STATUSES, AlertRecord, RunStatus, StepStatus
 from podium.store.base import Store, WorkerStore
 from podium.store.factory import default_db_url, open_store
 
@@ -117,6 +117,14 @@ class StoreLedger:
 
     async def record(self, alert: AlertRecord, what: str, detail: str, ts: float) -> None:
         await self._store.save_alert(alert, what, detail, ts=ts)
+
+    async def waiting(self) -> list[tuple[str, str, str, float]]:
+        out = []
+        for listed in await self._store.list_runs(status=RunStatus.WAITING, limit=1000):
+            run = await self._store.get_run(listed.run_id)
+            out += [(run.run_id, run.workflow, sid, rec.started_at or run.created_at)
+                    for sid, rec in run.steps.items() if rec.status == StepStatus.WAITING]
+        return out
 
 
 class Runtime:

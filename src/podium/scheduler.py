@@ -1,4 +1,5 @@
-"""Schedules fired: every slot at most once, by one process at a time.
+"""Schedules fired (every slot at most once) and waiting runs woken when their timer is
+due, by one process at a time.
 
 ``podium schedule add`` stores a workflow's definition, its input and when it
 fires (five cron fields in a time zone, or ``--every``). A firer looks at the
@@ -39,7 +40,7 @@ from cronsim import CronSim, CronSimError
 
 from podium.definition.loader import workflow_from_dict
 from podium.errors import ConfigError, PodiumError, RunNotFound, StoreError
-from podium.state import LIVE_RUN_STATUSES
+from podium.state import LIVE_RUN_STATUSES, RunStatus
 from podium.store.base import ScheduleRecord, SlotRecord, Store, WorkerStore
 
 if TYPE_CHECKING:
@@ -139,6 +140,7 @@ class Scheduler:
                         await self._due(schedule, now)
                     except PodiumError as exc:
                         self._troubled(f"schedule {schedule.id}: {exc.message}")
+            await self._wake(now)
         except StoreError as exc:
             self._troubled(f"cannot read the schedules: {exc.message}")
             return self.retry_s
@@ -197,6 +199,23 @@ class Scheduler:
             if await self.store.record_slot(s.id, SlotRecord(at, "fired", run_id,
                                                              await self.store.now()), after):
                 log.info("schedule %s: slot %s fired run %s", s.id, _when(at), run_id)
+
+    async def _wake(self, now: float) -> None:
+        """Waiting runs whose timer is due become pending again: continued here (the
+        embedded database), or by a worker (PostgreSQL: told by a notification). Here,
+        so are the pending runs nobody holds: woken by a signal (`podium approve`), or
+        submitted (`podium submit`)."""
+        for run_id in await self.store.wakes_due(now):
+            if await self.store.wake_run(run_id):
+                log.info("run %s: its timer is due; it goes on", run_id)
+        if not self.start_runs:
+            return
+        for run in await self.store.list_runs(status=RunStatus.PENDING, limit=100):
+            if run.owner is None and self.engine.handle_of(run.run_id) is None:
+                try:
+                    await self.engine.resume(run.run_id, stale_only=True)
+                except PodiumError as exc:  # another process took it first, say
+                    log.info("run %s: not continued here: %s", run.run_id, exc.message)
 
     async def _going(self, s: ScheduleRecord) -> bool:
         """Whether the run of the schedule's last fired slot is still going."""

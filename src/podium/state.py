@@ -25,6 +25,7 @@ from podium.events import (
     RunCancelRequested,
     RunFinished,
     RunStarted,
+    RunWaiting,
     StepAttemptFailed,
     StepCancelled,
     StepFailed,
@@ -34,6 +35,7 @@ from podium.events import (
     StepSkipped,
     StepStarted,
     StepSucceeded,
+    StepWaiting,
 )
 
 __all__ = [
@@ -67,6 +69,7 @@ class RunStatus(StrEnum):
     CANCELLED = "cancelled"
     ROLLED_BACK = "rolled_back"
     ROLLBACK_FAILED = "rollback_failed"
+    WAITING = "waiting"  # for a signal, an approval or a timer; no process holds it
 
 
 class StepStatus(StrEnum):
@@ -77,6 +80,7 @@ class StepStatus(StrEnum):
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
     COMPENSATED = "compensated"
+    WAITING = "waiting"
 
 
 class CompensationStatus(StrEnum):
@@ -86,7 +90,8 @@ class CompensationStatus(StrEnum):
 
 
 RUN_STATUSES = tuple(RunStatus)
-TERMINAL_RUN_STATUSES = frozenset(RUN_STATUSES[2:])
+TERMINAL_RUN_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED,
+                                   RunStatus.ROLLED_BACK, RunStatus.ROLLBACK_FAILED})
 # A run some process should be executing (or take over when that process is gone).
 LIVE_RUN_STATUSES = frozenset({RunStatus.PENDING, RunStatus.RUNNING})
 STEP_STATUSES = tuple(StepStatus)
@@ -302,6 +307,20 @@ def _map_started(run: RunRecord, e: Event) -> None:
     rec.finished_at = None
 
 
+def _step_waiting(run: RunRecord, e: Event) -> None:
+    assert isinstance(e, StepWaiting)
+    rec = _step(run, e.step_id)
+    rec.status = StepStatus.WAITING
+    rec.next_retry_at = e.until  # when it wakes (a timer, or its signal's timeout)
+    if rec.started_at is None:
+        rec.started_at = e.ts
+    rec.finished_at = None
+
+
+def _run_waiting(run: RunRecord, e: Event) -> None:
+    run.status = RunStatus.WAITING
+
+
 def _succeeded(run: RunRecord, e: Event) -> None:
     assert isinstance(e, StepSucceeded)
     rec = _step(run, e.step_id)
@@ -409,6 +428,8 @@ APPLY: dict[str, Callable[[RunRecord, Event], None]] = {
     StepReady.type: _ready,
     StepStarted.type: _started,
     StepMapStarted.type: _map_started,
+    StepWaiting.type: _step_waiting,
+    RunWaiting.type: _run_waiting,
     StepSucceeded.type: _succeeded,
     StepAttemptFailed.type: _attempt_failed,
     StepRetryScheduled.type: _retry,

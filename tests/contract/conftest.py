@@ -25,7 +25,14 @@ import pytest
 
 from podium.events import Event
 from podium.state import AlertRecord, AttemptOutcome, RunRecord
-from podium.store.base import Batch, CommitUnknown, ScheduleRecord, SlotRecord, Store
+from podium.store.base import (
+    Batch,
+    CommitUnknown,
+    ScheduleRecord,
+    Signal,
+    SlotRecord,
+    Store,
+)
 from podium.store.memory import MemoryStore
 from podium.store.sqlite import SQLiteStore
 
@@ -173,6 +180,21 @@ class _Wrapper:
 
     async def schedule_slots(self, schedule_id: str, limit: int = 20) -> list[SlotRecord]:
         return await self.inner.schedule_slots(schedule_id, limit)
+
+    async def send_signal(self, run_id: str, name: str, data: Any, at: float) -> bool:
+        return await self.inner.send_signal(run_id, name, data, at)
+
+    async def get_signal(self, run_id: str, name: str) -> Signal | None:
+        return await self.inner.get_signal(run_id, name)
+
+    async def set_wake(self, run_id: str, wake_at: float | None) -> None:
+        await self.inner.set_wake(run_id, wake_at)
+
+    async def wake_run(self, run_id: str) -> bool:
+        return await self.inner.wake_run(run_id)
+
+    async def wakes_due(self, now: float, limit: int = 100) -> list[str]:
+        return await self.inner.wakes_due(now, limit)
 
 
 class DelayedStore(_Wrapper):

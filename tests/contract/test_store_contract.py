@@ -370,3 +370,29 @@ async def test_schedules_add_list_pause_delete_and_each_slot_once(store: Store) 
     assert not await store.delete_schedule("nightly")
     assert await store.schedule_slots("nightly") == []
     assert [s.id for s in await store.list_schedules()] == ["every"]
+
+
+async def test_signals_once_wakes_due_and_a_waiting_run_woken_once(store: Store) -> None:
+    await store.write_batch(batch(new=[new_run("w1", status="waiting"),
+                                       new_run("r1", status="running")]))
+    assert await store.send_signal("w1", "approve:pay", {"approved": True}, 5.0)
+    assert not await store.send_signal("w1", "approve:pay", {"approved": False}, 6.0)
+    got = await store.get_signal("w1", "approve:pay")
+    assert got is not None
+    assert (got.data, got.at) == ({"approved": True}, 5.0)
+    assert await store.get_signal("w1", "other") is None
+
+    await store.set_wake("w1", 100.0)
+    await store.set_wake("r1", 50.0)
+    assert await store.wakes_due(40.0) == []
+    assert await store.wakes_due(120.0) == ["r1", "w1"]
+    await store.set_wake("r1", None)
+    assert await store.wakes_due(120.0) == ["w1"]
+
+    assert not await store.wake_run("r1")  # not waiting: untouched
+    assert (await store.get_run("r1")).status == "running"
+    assert await store.wake_run("w1")
+    woken = await store.get_run("w1")
+    assert (woken.status, woken.owner, woken.lease_expires_at) == ("pending", None, None)
+    assert await store.wakes_due(120.0) == []
+    assert not await store.wake_run("w1")  # once

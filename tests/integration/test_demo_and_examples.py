@@ -245,7 +245,7 @@ def examples_registry() -> Iterator[AgentRegistry]:
 
 
 @pytest.mark.parametrize("name", ["sequential", "parallel", "dag", "flaky", "failing", "router",
-                                  "map", "summarise-page", "subflow", "nightly"])
+                                  "map", "summarise-page", "subflow", "nightly", "approval"])
 def test_every_example_validates_and_its_agents_are_registered(
     name: str, examples_registry: AgentRegistry
 ) -> None:
@@ -366,6 +366,29 @@ async def test_nightly_example_fires_from_its_schedule(
             run = await engine.store.get_run(scheduler.fired[0])
         assert run.status == "succeeded", run.error
         assert run.output == {"published": "EUR/USD = 1.08", "channel": "#fx-rates"}
+
+
+async def test_approval_example_waits_then_publishes_what_was_approved(
+    examples_registry: AgentRegistry,
+) -> None:
+    """The run waits at the approval (nobody holds it), an approval is sent, and the
+    resumed run publishes the quote; a rejection fails the step instead."""
+    async with Engine(registry=examples_registry) as engine:
+        run = await engine.run(load_workflow(EXAMPLES / "approval.yaml"), {})
+        assert run.status == "waiting"
+        assert run.steps["approve"].status == "waiting"
+        await engine.signal(run.run_id, "approve:approve",
+                            {"approved": True, "by": "ann", "data": {"note": "ok"}})
+        done = await (await engine.resume(run.run_id)).result()
+        assert done.status == "succeeded", done.error
+        assert done.output == {"published": "A-1001 = 158.65", "channel": "#fx-rates"}
+        run = await engine.run(load_workflow(EXAMPLES / "approval.yaml"), {})
+        await engine.signal(run.run_id, "approve:approve",
+                            {"approved": False, "by": "bob", "reason": "too dear"})
+        done = await (await engine.resume(run.run_id)).result()
+        assert done.status == "failed"
+        assert done.steps["approve"].error is not None
+        assert done.steps["approve"].error.message == "rejected by bob: too dear"
 
 
 async def test_sequential_example_refuses_a_run_without_its_url(

@@ -161,7 +161,7 @@ def test_an_unknown_sub_workflow_and_agent_call_keys_are_refused() -> None:
     messages = [p.message for p in info.value.problems]
     assert "unknown sub-workflow 'child'" in messages
     assert any("retry is for an agent's call" in m for m in messages)
-    with pytest.raises(DefinitionError, match="not both"):
+    with pytest.raises(DefinitionError, match="agent and workflow are two"):
         workflow_from_dict(parent(agent="add"))
 
 

@@ -44,7 +44,7 @@ UsageError: type[Exception] = next(
 
 # The commands defined elsewhere, in the order they are listed in ``podium --help``.
 COMMAND_MODULES = ("podium.cli.fleet", "podium.cli.observe_cmd", "podium.cli.runs",
-                   "podium.cli.workers_cmd", "podium.cli.schedule_cmd")
+                   "podium.cli.workers_cmd", "podium.cli.schedule_cmd", "podium.cli.wait_cmd")
 
 
 class _PlainArgument(TyperArgument):
@@ -219,6 +219,12 @@ def _print_summary(run: Any, failures: list[str], took_s: float | None = None) -
     if took_s is not None:
         took += " (this resume)"
     out = sys.stdout
+    if run.status == RunStatus.WAITING:
+        print(f"\nrun {run.run_id} is waiting; no process holds it", file=out)
+        for line in waiting_lines(run):
+            print(f"  {line}", file=out)
+        out.flush()
+        return
     if run.status == RunStatus.SUCCEEDED:
         print(f"\nrun {run.run_id} succeeded{took}", file=out)
         # As typed, not escaped (21°C, not 21\u00b0C): this is for people, --json is for tools.
@@ -286,7 +292,42 @@ def _finish(run: Any, failures: list[str], as_json: bool, took_s: float | None =
             _print_summary(run, failures, took_s)
     except BrokenPipeError:  # `podium run ... | head`: the run's outcome still decides
         quiet_stdout()
-    raise typer.Exit(EXIT_OK if run.status == RunStatus.SUCCEEDED else EXIT_FAILED)
+    raise typer.Exit(EXIT_OK if run.status in (RunStatus.SUCCEEDED, RunStatus.WAITING)
+                     else EXIT_FAILED)
+
+
+def waiting_lines(run: Any) -> list[str]:
+    """What a waiting run waits for, and the command that continues it."""
+    from datetime import UTC, datetime
+
+    from podium.definition.loader import workflow_from_dict
+    from podium.definition.plan import compile_plan
+
+    plan = compile_plan(workflow_from_dict(run.definition))
+    out = []
+    for node in plan.nodes:
+        rec = run.steps.get(node.id)
+        if rec is None or rec.status != "waiting":
+            continue
+        if node.wait is None:  # a sub-workflow whose child run waits
+            out.append(f"{node.id}: its child run {run.run_id}.{node.id} waits (see"
+                       " `podium runs --status waiting`)")
+            continue
+        until = ""
+        if rec.next_retry_at is not None:
+            at = datetime.fromtimestamp(rec.next_retry_at, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+            until = f" until {at}"
+        if node.wait.kind == "approval":
+            out.append(f"{node.id}: an approval{until and ' (' + until.strip() + ')'}:"
+                       f" podium approve {run.run_id} {node.id} [--reject --reason TEXT]")
+        elif node.wait.kind == "signal":
+            out.append(f"{node.id}: signal '{node.wait.signal}'"
+                       f"{until and ' (' + until.strip() + ')'}:"
+                       f" podium signal {run.run_id} {node.wait.signal} --data JSON")
+        else:
+            out.append(f"{node.id}: a timer{until}: `podium serve` (or a worker) goes on"
+                       f" then, or `podium resume {run.run_id}` after it")
+    return out
 
 
 _NOT_TEXT = {"number", "integer", "boolean", "object", "array"}

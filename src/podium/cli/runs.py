@@ -97,6 +97,10 @@ def runs_cmd(
                     "finished_at": r.finished_at, "duration_s": r.duration_s,
                     "error": None if r.error is None else r.error.public(),
                 })
+                if r.status == RunStatus.WAITING:  # what it waits for, and how to go on
+                    from podium.cli.app import waiting_lines
+
+                    out[-1]["waits_for"] = waiting_lines(await engine.store.get_run(r.run_id))
                 if r.run_id in missing:
                     out[-1]["waiting_for"] = missing[r.run_id]
             return out
@@ -128,6 +132,8 @@ def runs_cmd(
             st = r["status"] + (" (resumable)" if r["stale"] else "")
             if r.get("waiting_for"):
                 st = f"{r['status']} (no worker has {', '.join(r['waiting_for'])})"
+            if r.get("waits_for"):
+                st = f"waiting: {'; '.join(r['waits_for'])}"
             dur = "-" if r["duration_s"] is None else format_duration(r["duration_s"])
             print(f"{r['run_id']:<{w}} {r['workflow'][:22]:<22} {r['version']!s:<5} {st:<22} "
                   f"{_when(r['created_at']):<19} {dur}")

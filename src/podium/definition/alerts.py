@@ -16,7 +16,7 @@ from podium.definition.durations import Duration, PositiveDuration
 __all__ = ["AlertKind", "AlertRule", "AlertsFile", "EscalationLevel", "EscalationPolicy",
            "ReceiverSpec"]
 
-AlertKind = Literal["sla", "error_rate", "consecutive_failures", "agent_unhealthy",
+AlertKind = Literal["sla", "waiting", "error_rate", "consecutive_failures", "agent_unhealthy",
                     "no_healthy_agents"]
 
 
@@ -36,7 +36,8 @@ class AlertRule(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=128)
     kind: AlertKind
     after: Duration | None = Field(
-        None, description="sla: the limit; agent_unhealthy / no_healthy_agents: for how long")
+        None, description="sla: the limit; waiting: how long a step may wait (an approval...);"
+                          " agent_unhealthy / no_healthy_agents: for how long")
     workflow: str | None = Field(None, description="Only runs of this workflow (global rules)")
     step: str | None = Field(None, description="sla of one step; error rate of one step")
     agent: str | None = Field(None, description="Only this agent")
@@ -55,6 +56,9 @@ class AlertRule(_Model):
     def _needs(self) -> AlertRule:
         if self.kind == "sla" and self.after is None:
             raise ValueError("an sla rule needs 'after' (the time limit, e.g. 10m)")
+        if self.kind == "waiting" and self.after is None:
+            raise ValueError("a waiting rule needs 'after' (how long a step may wait, e.g."
+                             " 4h)")
         if self.kind == "error_rate" and self.threshold is None:
             raise ValueError("an error_rate rule needs 'threshold' (e.g. 0.2 for 20%)")
         return self

@@ -73,6 +73,30 @@ class Tolerate(Model):
 MAX_ITEMS = 100_000  # items of one for_each step (each is a step's row and events)
 
 
+class ContinueWith(Model):
+    """On a wait's timeout: go on, with this as the step's output."""
+
+    continue_with: Any = None
+
+
+class WaitFor(Model):
+    """Wait for a signal (``podium signal RUN NAME --data JSON``); its data is the
+    step's output. Past ``timeout``: ``fail`` (the default), or go on with a value."""
+
+    signal: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=128)
+    timeout: PositiveDuration | None = None
+    on_timeout: Literal["fail"] | ContinueWith = "fail"
+
+
+class Approval(Model):
+    """Wait for a person: ``podium approve RUN STEP [-i k=v]`` (output ``{approved: true,
+    by, data}``) or ``--reject --reason`` (the step fails, ``rejected``)."""
+
+    prompt: str | None = Field(None, max_length=4096, description="What to approve")
+    timeout: PositiveDuration | None = None
+    on_timeout: Literal["fail"] | ContinueWith = "fail"
+
+
 class Step(Model):
     id: str = Field(pattern=STEP_ID_PATTERN, max_length=128)
     agent: str | None = Field(
@@ -98,6 +122,12 @@ class Step(Model):
     when: str | None = Field(
         None, max_length=4096,
         description="A CEL expression over input and steps.ID.output: false skips the step")
+    wait_for: WaitFor | None = Field(None, description="Wait for a signal (no agent)")
+    approval: Approval | None = Field(None, description="Wait for a person's approval")
+    sleep: PositiveDuration | None = Field(None, description="A durable timer (no agent)")
+    wait_until: str | None = Field(
+        None, max_length=1024,
+        description="A durable timer to a time: epoch seconds or RFC 3339, or ${{ path }}")
     for_each: str | None = Field(
         None, max_length=1024,
         description="${{ path }} to a list: the step runs once per item (${{ item }},"

@@ -19,7 +19,37 @@ from podium.definition.models import Compensation, RetryPolicy, Step, Tolerate, 
 from podium.definition.templates import Compiled, compile_template
 from podium.errors import DefinitionError, Problem
 
-__all__ = ["Plan", "PlanNode", "compile_plan", "effective_retry"]
+__all__ = ["Plan", "PlanNode", "WaitSpec", "approval_signal", "compile_plan", "effective_retry"]
+
+
+@dataclass(frozen=True, slots=True)
+class WaitSpec:
+    """What a step that waits waits for: a signal (an approval is ``approve:STEP``),
+    with its timeout; or a durable timer (``sleep`` seconds, or ``until`` a time)."""
+
+    kind: str  # approval | signal | sleep | until
+    signal: str | None = None
+    timeout_s: float | None = None
+    on_timeout: Any = "fail"  # "fail", or ContinueWith
+    sleep_s: float | None = None
+    until: Compiled | None = None
+
+
+def approval_signal(step_id: str) -> str:
+    return f"approve:{step_id}"
+
+
+def _wait_of(s: Step) -> WaitSpec | None:
+    if s.approval is not None:
+        return WaitSpec("approval", approval_signal(s.id), s.approval.timeout,
+                        s.approval.on_timeout)
+    if s.wait_for is not None:
+        return WaitSpec("signal", s.wait_for.signal, s.wait_for.timeout, s.wait_for.on_timeout)
+    if s.sleep is not None:
+        return WaitSpec("sleep", sleep_s=s.sleep)
+    if s.wait_until is not None:
+        return WaitSpec("until", until=compile_template(s.wait_until))
+    return None
 
 
 @dataclass(slots=True)
@@ -43,6 +73,7 @@ class PlanNode:
     trigger: str = "all_success"
     for_each: Compiled | None = None  # the list a map step runs once per item of
     sub: Plan | None = None  # the plan of the sub-workflow it runs (``workflow:``)
+    wait: WaitSpec | None = None  # what it waits for (approval, wait_for, sleep, wait_until)
     item_concurrency: int | None = None
     tolerate: Tolerate | None = None
 
@@ -138,6 +169,7 @@ def compile_plan(workflow: Workflow, _subs: dict[int, Plan] | None = None) -> Pl
             item_concurrency=s.max_concurrency,
             tolerate=s.tolerate,
             sub=None if s.workflow is None else _sub_plan(workflow.workflows[s.workflow], subs),
+            wait=_wait_of(s),
         )
         if comp is not None:
             node.compensate_input = compile_template(
@@ -162,7 +194,7 @@ def compile_plan(workflow: Workflow, _subs: dict[int, Plan] | None = None) -> Pl
         by_id={n.id: n for n in nodes},
         roots=[n.index for n in nodes if not n.deps],
         output=output,
-        agent_refs=frozenset(n.agent for n in nodes if n.sub is None)
+        agent_refs=frozenset(n.agent for n in nodes if n.sub is None and n.wait is None)
         | {n.compensate.agent for n in nodes if n.compensate is not None}
         # A sub-workflow runs in the process that runs its caller: its agents too.
         | {ref for n in nodes if n.sub is not None for ref in n.sub.agent_refs},
@@ -188,7 +220,9 @@ def mermaid(plan: Plan) -> str:
     wf = plan.workflow
     lines = ["flowchart TD", f"    %% {wf.name} v{wf.version} ({wf.mode})", "    start((input))"]
     for n in plan.nodes:
-        label = f"{n.id}<br/><small>{n.agent or 'workflow ' + (n.step.workflow or '')}</small>"
+        what = n.agent or (f"workflow {n.step.workflow}" if n.sub is not None else
+                           _waits_for(n.wait))
+        label = f"{n.id}<br/><small>{_text(what)}</small>"
         if n.step.for_each is not None:
             label += f"<br/><small>for each {_text(n.step.for_each)}</small>"
         if n.when is not None:
@@ -207,6 +241,15 @@ def mermaid(plan: Plan) -> str:
         if not n.dependents:
             lines.append(f"    {_mid(n)} --> done")
     return "\n".join(lines) + "\n"
+
+
+def _waits_for(wait: WaitSpec | None) -> str:
+    if wait is None:
+        return ""
+    if wait.kind in ("approval", "signal"):
+        return f"waits for {wait.kind} {wait.signal}" if wait.kind == "signal" \
+            else "waits for approval"
+    return "sleeps" if wait.kind == "sleep" else "waits until"
 
 
 def _text(text: str) -> str:

@@ -8,6 +8,7 @@ the same pass: every problem at once, not one per try.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -230,7 +231,13 @@ def _check_map(s: Mapping[str, Any], *, allowed: Callable[[str], bool], known: s
 _AGENT_ONLY = ("retry", "timeout", "deadline", "acquire_timeout", "strategy", "compensate")
 
 
-def _check_calls(raw: Mapping[str, Any], steps: list[Any]) -> list[Problem]:
+_WAITS = ("approval", "wait_for", "sleep", "wait_until")
+_KINDS = ("agent", "workflow", *_WAITS)
+
+
+def _check_calls(raw: Mapping[str, Any], steps: list[Any], *,
+                 allowed: Callable[[str, str], bool], known: set[str],
+                 why: str) -> list[Problem]:
     """Sub-workflows named by steps exist, are not called with agent-call settings, and
     do not call back into a workflow that is calling them."""
     problems: list[Problem] = []
@@ -241,17 +248,31 @@ def _check_calls(raw: Mapping[str, Any], steps: list[Any]) -> list[Problem]:
             continue
         sid = s.get("id")
         step = sid if isinstance(sid, str) else f"#{i + 1}"
-        if s.get("agent") is None and s.get("workflow") is None:
+        kinds = [k for k in _KINDS if s.get(k) is not None]
+        if not kinds:
             problems.append(Problem(
                 "missing required key 'agent'", step=step, field="agent",
                 hint="add 'agent' (a capability, or @agent-id), or 'workflow' (a"
-                     " sub-workflow by name)", loc=("steps", i)))
+                     " sub-workflow by name), or a wait: approval, wait_for, sleep,"
+                     " wait_until", loc=("steps", i)))
             continue
-        if s.get("agent") is not None and s.get("workflow") is not None:
+        if len(kinds) > 1:
             problems.append(Problem(
-                "a step calls an agent or runs a workflow, not both", step=step,
-                field="workflow", hint="keep one of 'agent' and 'workflow'",
-                loc=("steps", i, "workflow")))
+                f"a step does one thing: {' and '.join(kinds)} are two", step=step,
+                field=kinds[1], hint=f"keep one of {', '.join(kinds)}",
+                loc=("steps", i, kinds[1])))
+            continue
+        if kinds[0] in _WAITS:
+            for key in (*_AGENT_ONLY, "for_each"):
+                if s.get(key) is not None:
+                    problems.append(Problem(
+                        f"{key} is not for a step that waits ({kinds[0]})", step=step,
+                        field=key, hint=f"remove {key}", loc=("steps", i, key)))
+            if isinstance(s.get("wait_until"), str) and "${{" in s["wait_until"]:
+                problems += _check_templates(
+                    s["wait_until"], allowed=functools.partial(allowed, step),
+                    known=known, step=step, field="wait_until",
+                    loc=("steps", i, "wait_until"), why=why)
             continue
         if not isinstance(s.get("workflow"), str):
             continue
@@ -432,7 +453,7 @@ def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
                 items=mapped,  # a map's items are undone one by one
             )
     problems += _merged_retry_problems(raw, steps)
-    problems += _check_calls(raw, steps)
+    problems += _check_calls(raw, steps, allowed=upstream, known=known, why=why)
     problems += _check_templates(
         raw.get("output"), allowed=None, known=known, step=None, field="output",
         loc=("output",), why=why,

@@ -21,7 +21,7 @@ from podium.engine.journal import Journal
 from podium.events import Event
 from podium.state import RunRecord
 
-__all__ = ["Children", "RunContext"]
+__all__ = ["Children", "RunContext", "Waits"]
 
 
 class Children(Protocol):
@@ -48,6 +48,24 @@ class Children(Protocol):
         ...
 
 
+class Waits(Protocol):
+    """What a run whose steps wait (approvals, signals, durable timers) needs."""
+
+    async def signal(self, run_id: str, name: str) -> tuple[bool, Any]:
+        """(sent, its data): a signal delivered to the run, by name."""
+        ...
+
+    async def child_ended(self, parent_id: str) -> None:
+        """A child run ended: its parent, if it waits for it, may go on."""
+        ...
+
+    async def suspended(self, run_id: str, wake_at: float | None,
+                        signals: list[str]) -> None:
+        """The run committed ``waiting``: let it go (no process holds it), keep its
+        timer, and wake it at once if one of ``signals`` came meanwhile."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class RunContext:
     clock: Clock
@@ -57,3 +75,4 @@ class RunContext:
     publish: Callable[[Event], None]
     runs_active: Callable[[], int]
     children: Children | None = None
+    waits: Waits | None = None

@@ -48,6 +48,7 @@ from podium.errors import (
 from podium.events import ErrorInfo, Event, EventBus, RunCancelRequested, RunSubmitted
 from podium.state import (
     LIVE_RUN_STATUSES,
+    TERMINAL_RUN_STATUSES,
     CompensationStatus,
     RunRecord,
     RunStatus,
@@ -166,6 +167,49 @@ class _Children:
         except NothingToCompensate:
             return None
         return await handle.result()
+
+
+class _Waits:
+    """Signals and suspension for the runs of an engine whose steps wait."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def signal(self, run_id: str, name: str) -> tuple[bool, Any]:
+        found = await self._engine.store.get_signal(run_id, name)
+        return (False, None) if found is None else (True, found.data)
+
+    async def child_ended(self, parent_id: str) -> None:
+        with contextlib.suppress(PodiumError):  # a parent that is no more waits for nothing
+            await self._engine.store.wake_run(parent_id)
+
+    async def suspended(self, run_id: str, wake_at: float | None,
+                        signals: list[str]) -> None:
+        engine = self._engine
+        store = engine.store
+        engine.journal.forget(run_id)  # nothing more of it is written here
+        await store.release_run(run_id, engine.owner)
+        await store.set_wake(run_id, wake_at)
+        # A signal sent while the run was still going (the sender saw it running, so
+        # did not wake it): woken here, after `waiting` is stored, so one of the two
+        # always sees the other.
+        for name in signals:
+            if await store.get_signal(run_id, name) is not None:
+                await store.wake_run(run_id)
+                return
+        # A child run it waits for that ended meanwhile (its end saw this run running).
+        with contextlib.suppress(RunNotFound):
+            run = await store.get_run(run_id)
+            children = [f"{run_id}.{sid}" for sid, rec in run.steps.items()
+                        if rec.status == StepStatus.WAITING]
+            for child_id in children:
+                try:
+                    child = await store.get_run(child_id)
+                except RunNotFound:
+                    continue
+                if child.status in TERMINAL_RUN_STATUSES:
+                    await store.wake_run(run_id)
+                    return
 
 
 def _quiet(task: asyncio.Task[Any]) -> None:
@@ -293,7 +337,8 @@ class Engine:
         self._calls: dict[int, tuple[Plan, list[tuple[Call, Call | None]]]] = {}
         active = self._active
         self._context = RunContext(self.clock, self.registry, self.journal, self.rng,
-                                   self.bus.emit, lambda: len(active), _Children(self))
+                                   self.bus.emit, lambda: len(active), _Children(self),
+                                   _Waits(self))
         self._opened = False
         self._supervisor: asyncio.Task[None] | None = None
         # A worker's engine renews its leases (heartbeat) even with no run in flight.
@@ -566,7 +611,9 @@ class Engine:
             return True
         await self.open()
         run = await self.store.get_run(run_id)
-        if run.status in LIVE_RUN_STATUSES and self.owner_is_dead(run, await self.store.now()):
+        if run.status == RunStatus.WAITING or (
+                run.status in LIVE_RUN_STATUSES
+                and self.owner_is_dead(run, await self.store.now())):
             # Nobody is executing it: finish it as cancelled here, calling no agent.
             with contextlib.suppress(RunHeld):  # else someone took it first: ask them
                 await self._end_unexecuted(run.run_id, CANCELLED, reason)
@@ -576,6 +623,35 @@ class Engine:
             self.bus.emit(RunCancelRequested(run_id=run.run_id, ts=self.clock.now(),
                                              reason=reason))
         return ok
+
+    async def signal(self, run_id: str, name: str, data: Any = None) -> tuple[RunRecord, bool]:
+        """Deliver ``name`` to a run that waits for it (once), and wake the run if it is
+        waiting: ``(run, woken)``. ``ConfigError`` names what is wrong: no step of the run
+        waits for that signal, the step is done, the signal was sent already."""
+        await self.open()
+        run = await self.store.get_run(run_id)
+        plan = self.plan(workflow_from_dict(run.definition,
+                                            source=f"run {run.run_id} (stored definition)"))
+        nodes = [n for n in plan.nodes if n.wait is not None and n.wait.signal == name]
+        if not nodes:
+            waits = sorted({n.wait.signal for n in plan.nodes
+                            if n.wait is not None and n.wait.signal is not None})
+            known = ", ".join(waits) or "none, it waits for no signal"
+            raise ConfigError(f"run {run.run_id} has no step that waits for signal '{name}'"
+                              f" (fix: one of: {known})", run_id=run.run_id)
+        if run.status in TERMINAL_RUN_STATUSES:
+            raise ConfigError(f"run {run.run_id} is {run.status}: it waits for nothing any"
+                              " more", run_id=run.run_id)
+        step = run.steps.get(nodes[0].id)
+        if step is not None and step.status in (StepStatus.SUCCEEDED, StepStatus.FAILED,
+                                                StepStatus.SKIPPED, StepStatus.CANCELLED):
+            raise ConfigError(f"step '{nodes[0].id}' of run {run.run_id} is {step.status}"
+                              " already", run_id=run.run_id)
+        if not await self.store.send_signal(run.run_id, name, data, self.clock.now()):
+            raise ConfigError(f"signal '{name}' was sent to run {run.run_id} already (a"
+                              " signal counts once)", run_id=run.run_id)
+        woken = await self.store.wake_run(run.run_id)
+        return run, woken
 
     async def _end_unexecuted(
         self, run_id: str, why: str, message: str, error: ErrorInfo | None = None,
@@ -626,7 +702,8 @@ class Engine:
             raise RunHeld(
                 f"run {run.run_id} is already executing in this engine", run_id=run.run_id
             )
-        stale = run.status in LIVE_RUN_STATUSES
+        # A waiting run is held by no process: anyone may take it (to continue or end it).
+        stale = run.status in LIVE_RUN_STATUSES or run.status == RunStatus.WAITING
         if stale and not self.owner_is_dead(run, await self.store.now()):
             raise RunHeld(
                 f"run {run.run_id} is executing in another process ({run.owner}); its lease"

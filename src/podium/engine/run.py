@@ -13,13 +13,14 @@ import logging
 import traceback
 from collections import deque
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from podium.definition.conditions import ConditionError
 from podium.definition.models import MAX_DEPTH, MAX_ITEMS
-from podium.definition.plan import Plan, PlanNode
+from podium.definition.plan import Plan, PlanNode, WaitSpec
 from podium.definition.templates import Scope, TemplateLookupError
 from podium.engine import attempt as attempts
 from podium.engine.attempt import COMPENSATION, STEP, Call
@@ -35,6 +36,7 @@ from podium.events import (
     RollbackStarted,
     RunFinished,
     RunStarted,
+    RunWaiting,
     StepCancelled,
     StepFailed,
     StepMapStarted,
@@ -42,6 +44,7 @@ from podium.events import (
     StepSkipped,
     StepStarted,
     StepSucceeded,
+    StepWaiting,
 )
 from podium.state import (
     CompensationStatus,
@@ -56,6 +59,9 @@ from podium.state import (
 __all__ = ["CANCELLED", "FAILED", "TIMEOUT", "RunExecution", "calls_of"]
 
 _ITEM_DONE = frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED})
+# A timer due within this many seconds is slept in the process that reached it; a
+# longer one suspends the run (no process holds it) until it is due.
+_HOLD_S = 30.0
 # Items of a for_each step in flight at once when it does not say (its agents' own
 # max_concurrency still holds each one to its capacity).
 _MAP_WIDTH = 256
@@ -86,6 +92,24 @@ def calls_of(plan: Plan) -> list[tuple[Call, Call | None]]:
                         step.acquire_timeout, node.strategy, False, COMPENSATION)
         out.append((main, undo))
     return out
+
+
+def _epoch(value: Any) -> float:
+    """A ``wait_until`` time: epoch seconds, or an RFC 3339 string with its offset."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a time")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{value!r} is not a time (fix: epoch seconds, or RFC 3339"
+                             " such as 2026-12-24T18:00:00Z)") from None
+        if when.tzinfo is None:
+            raise ValueError(f"{value!r} has no time zone (fix: end it with Z or +01:00)")
+        return when.timestamp()
+    raise ValueError(f"{value!r} is not a time (fix: epoch seconds or RFC 3339)")
 
 
 class _Item:
@@ -166,6 +190,10 @@ class RunExecution:
         self._skips = any(rec.status == StepStatus.SKIPPED for rec in self._recs)
         self._arrivals: deque[int] = deque()
         self._arriving = False
+        # Steps that wait (a signal, an approval, a timer): with nothing else to run,
+        # the run suspends (``RunWaiting``) instead of holding a process.
+        self._waiting: set[int] = set()
+        self._suspending = False
         self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._begun = False
         # While a finishing step makes others ready, its task may carry on with one.
@@ -287,6 +315,8 @@ class RunExecution:
             await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
 
     async def _finish(self, duration_s: float) -> RunRecord:
+        if self._suspending and self._stopping is None and self._infra_error is None:
+            return await self._suspend()
         wf = self.plan.workflow
         output: Any = None
         error: ErrorInfo | None = None
@@ -331,6 +361,8 @@ class RunExecution:
             )
         )
         await self._commit()
+        if self.record.parent is not None and self.ctx.waits is not None:
+            await self.ctx.waits.child_ended(self.record.parent)
         return self.record
 
     def stop(self, reason: str, message: str | None = None) -> None:
@@ -407,6 +439,11 @@ class RunExecution:
         if not self._tasks and self._idle is not None:
             self._idle.set()
         if self._unresolved == 0 and not self._tasks and not self._done.done():
+            self._done.set_result(None)
+        elif self._waiting and not self._tasks and not self._queue and not self._paused \
+                and self._stopping is None and not self._done.done():
+            # Only waits are left (what is unresolved besides depends on them).
+            self._suspending = True
             self._done.set_result(None)
 
     def _resolve(self, node: PlanNode) -> None:
@@ -579,6 +616,12 @@ class RunExecution:
                 )
             )
             ok = False
+        if ok is None:  # it waits: neither resolved nor failed
+            self._tasks.pop(node.index, None)
+            self._waiting.add(node.index)
+            self._pump()
+            self._check_done()
+            return
         if ok:
             # The durability rule: committed before dependents start. Only the step
             # that makes a dependent ready waits for that, and it waits until every
@@ -647,7 +690,9 @@ class RunExecution:
             return False  # the run is stopping with the store error
         return True
 
-    async def _attempts(self, node: PlanNode, rec: StepRecord) -> bool:
+    async def _attempts(self, node: PlanNode, rec: StepRecord) -> bool | None:
+        if node.wait is not None:
+            return await self._wait(node, rec)
         if node.for_each is not None:
             return await self._map(node)
         if node.sub is not None:
@@ -657,8 +702,101 @@ class RunExecution:
             self.ctx, self.calls[node.index][0], self, attempts_so_far=rec.attempts,
             state=state or RetryState(), wait_until=rec.next_retry_at)
 
+    # --- waits --------------------------------------------------------------
+    async def _wait(self, node: PlanNode, rec: StepRecord) -> bool | None:
+        """A step that waits: done if its signal came or its timer is due (a short
+        timer is slept here); else None, and the run suspends once nothing else runs.
+
+        Its wake-up time is committed with its ``StepWaiting`` the first time, so a
+        resume (or another process) waits for the same moment.
+        """
+        wait = node.wait
+        waits = self.ctx.waits
+        assert wait is not None
+        assert waits is not None
+        clock = self.ctx.clock
+        until = rec.next_retry_at  # kept from before a crash: the same moment
+        if until is None:
+            try:
+                until = self._wake_time(wait, clock.now())
+            except (TemplateLookupError, ValueError) as exc:
+                return self._wait_failed(node, ErrorInfo(
+                    "invalid_input", f"wait_until: {exc}", False))
+            self.emit(StepWaiting(run_id=self.run_id, ts=clock.now(), step_id=node.id,
+                                  until=until, signal=wait.signal))
+            self.ctx.journal.soon()
+        if wait.signal is not None:
+            sent, data = await waits.signal(self.run_id, wait.signal)
+            if sent:
+                return self._signalled(node, wait.kind, data)
+        if until is not None:
+            left = until - clock.now()
+            if left > _HOLD_S:
+                return None
+            if left > 0:
+                if wait.signal is not None:
+                    return None  # a signal's timeout: the process need not sit through it
+                await clock.sleep(left)
+            return self._timed_out(node) if wait.signal is not None else self._woke(node)
+        return None
+
+    def _wake_time(self, wait: WaitSpec, now: float) -> float | None:
+        if wait.kind == "sleep":
+            assert wait.sleep_s is not None
+            return now + wait.sleep_s
+        if wait.kind == "until":
+            assert wait.until is not None
+            return _epoch(wait.until.resolve(self.scope))
+        return None if wait.timeout_s is None else now + wait.timeout_s
+
+    def _wait_failed(self, node: PlanNode, error: ErrorInfo) -> bool:
+        self.emit(StepFailed(run_id=self.run_id, ts=self.ctx.clock.now(), step_id=node.id,
+                             attempts=0, error=error, optional=node.optional))
+        return False
+
+    def _done_waiting(self, node: PlanNode, output: Any) -> bool:
+        self.emit(StepSucceeded(run_id=self.run_id, ts=self.ctx.clock.now(), step_id=node.id,
+                                attempt=1, agent_id="wait", output=output, duration_s=0.0,
+                                output_json=orjson.dumps(output).decode()))
+        return True
+
+    def _signalled(self, node: PlanNode, kind: str, data: Any) -> bool:
+        if kind == "approval" and isinstance(data, dict) and data.get("approved") is False:
+            by = f" by {data['by']}" if data.get("by") else ""
+            reason = f": {data['reason']}" if data.get("reason") else ""
+            return self._wait_failed(node, ErrorInfo("rejected", f"rejected{by}{reason}",
+                                                     False))
+        return self._done_waiting(node, data)
+
+    def _woke(self, node: PlanNode) -> bool:
+        return self._done_waiting(node, None)
+
+    def _timed_out(self, node: PlanNode) -> bool:
+        wait = node.wait
+        assert wait is not None
+        if wait.on_timeout == "fail":
+            what = "approval" if wait.kind == "approval" else f"signal '{wait.signal}'"
+            return self._wait_failed(node, ErrorInfo(
+                "timeout", f"no {what} within {wait.timeout_s:g}s", False))
+        return self._done_waiting(node, wait.on_timeout.continue_with)
+
+    async def _suspend(self) -> RunRecord:
+        """Nothing runs until a signal or a timer: commit ``waiting`` and let the run go."""
+        waits = self.ctx.waits
+        assert waits is not None
+        nodes = [self.plan.nodes[i] for i in sorted(self._waiting)]
+        dues = [self._recs[n.index].next_retry_at for n in nodes]
+        wake = min((d for d in dues if d is not None), default=None)
+        self.emit(RunWaiting(run_id=self.run_id, ts=self.ctx.clock.now(),
+                             steps=tuple(n.id for n in nodes), wake_at=wake))
+        await self._commit_all()
+        await waits.suspended(self.run_id, wake,
+                              [n.wait.signal for n in nodes
+                               if n.wait is not None and n.wait.signal is not None])
+        return self.record
+
     # --- for_each -----------------------------------------------------------
-    async def _map(self, node: PlanNode) -> bool:
+    async def _map(self, node: PlanNode) -> bool | None:
         """Run ``node`` once per item of its list, ``item_concurrency`` at a time.
 
         Each item is a step of its own (``ID[i]``: its events, retries, row and
@@ -690,6 +828,7 @@ class RunExecution:
         steps = self.record.steps
         results: list[Any] = [None] * n
         failed: list[int] = []
+        waiting: list[int] = []
         todo: list[tuple[int, int, float | None]] = []
         for i in range(n):
             rec = steps.get(f"{node.id}[{i}]")
@@ -732,7 +871,9 @@ class RunExecution:
                         self.emit(StepCancelled(run_id=self.run_id, ts=clock.now(),
                                                 step_id=key, attempt=rec.attempts))
                     raise
-                if ok:
+                if ok is None:
+                    waiting.append(i)  # its child run waits: so does the map
+                elif ok:
                     results[i] = steps[key].output
                     self.ctx.journal.soon()  # each item's result durable within a turn
                 else:
@@ -749,6 +890,8 @@ class RunExecution:
             # Handed back with items not started: nothing more is decided here; the
             # hand-off abandons the run, and its next owner runs the rest.
             await asyncio.Event().wait()
+        if waiting and len(failed) <= allowed:
+            return None  # items whose child runs wait: the map goes on when they end
         if len(failed) > allowed:
             failed.sort()
             first = steps[f"{node.id}[{failed[0]}]"].error
@@ -767,7 +910,7 @@ class RunExecution:
 
     # --- sub-workflows --------------------------------------------------------
     async def _child(self, node: PlanNode, key: str, scope: Scope, *,
-                     optional: bool | None = None) -> bool:
+                     optional: bool | None = None) -> bool | None:
         """Run ``node``'s sub-workflow as a child run, its output the step's output.
 
         The child's id is this run's and the step's (``RUN.STEP``, ``RUN.STEP[i]`` for an
@@ -806,6 +949,11 @@ class RunExecution:
                 error = ErrorInfo("sub_workflow_error", f"workflow '{name}' (run {child_id}):"
                                   f" {exc.message}", False)
             else:
+                if child.status == RunStatus.WAITING:
+                    # The child waits (an approval...): so does this step; the child's end
+                    # wakes this run (``Waits.child_ended``).
+                    self.emit(StepWaiting(run_id=self.run_id, ts=clock.now(), step_id=key))
+                    return None
                 if child.status == RunStatus.SUCCEEDED:
                     self.emit(StepSucceeded(
                         run_id=self.run_id, ts=clock.now(), step_id=key, attempt=1,

@@ -16,6 +16,8 @@ Rule kinds:
 - ``consecutive_failures``: ``count`` failed attempts in a row, per scope.
 - ``agent_unhealthy``: an agent unhealthy for at least ``after``.
 - ``no_healthy_agents``: every agent of a capability unhealthy for ``after``.
+- ``waiting``: a step waiting (an approval, a signal, a timer) for more than ``after``,
+  in any process's run; resolves when it waits no more.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from podium.events import (
     StepSkipped,
     StepStarted,
     StepSucceeded,
+    StepWaiting,
 )
 from podium.observe.receivers import Dispatcher, Notification
 from podium.state import AlertRecord
@@ -56,6 +59,9 @@ from podium.state import AlertRecord
 __all__ = ["AlertManager"]
 
 log = logging.getLogger("podium.alerts")
+
+# How often the steps that wait are read back from the store (when a rule watches them).
+_WAITS_EVERY_S = 30.0
 
 
 @dataclass
@@ -85,6 +91,11 @@ class AlertLedger(Protocol):
 
     async def record(self, alert: AlertRecord, what: str, detail: str, ts: float) -> None:
         """Keep the alert as it is now, and ``what`` happened to it."""
+        ...
+
+    async def waiting(self) -> list[tuple[str, str, str, float]]:
+        """(run, workflow, step, since) of every step that waits now, in any process's
+        run (an approval waits long after the process that reached it exited)."""
         ...
 
 
@@ -120,6 +131,9 @@ class AlertManager:
         self._pending: list[tuple[AlertRecord, str, str, float]] = []
         self._runs: dict[str, tuple[str, float]] = {}
         self._steps: dict[tuple[str, str], float] = {}
+        # Steps that wait (approvals, signals, timers): (run, step) -> (workflow, since).
+        self._waits: dict[tuple[str, str], tuple[str, float]] = {}
+        self._waits_read_at: float | None = None
         self._windows: dict[str, _Window] = {}
         self._streaks: dict[str, int] = {}
         self._health: dict[str, tuple[str, float]] = {}
@@ -269,10 +283,18 @@ class AlertManager:
                             self.resolve(rec.key, e.ts, f"run {e.status}")
             for k in [k for k in self._steps if k[0] == e.run_id]:
                 del self._steps[k]
+            for k in [k for k in self._waits if k[0] == e.run_id]:
+                del self._waits[k]
+                self._stop_waiting(k[0], k[1], e.ts)
         elif isinstance(e, StepStarted):
             self._steps.setdefault((e.run_id, e.step_id), e.ts)
+        elif isinstance(e, StepWaiting):
+            workflow = self._runs.get(e.run_id, ("unknown", 0.0))[0]
+            self._waits.setdefault((e.run_id, e.step_id), (workflow, e.ts))
         elif isinstance(e, StepSucceeded | StepFailed | StepSkipped | StepCancelled):
             self._steps.pop((e.run_id, e.step_id), None)
+            if self._waits.pop((e.run_id, e.step_id), None) is not None:
+                self._stop_waiting(e.run_id, e.step_id, e.ts)
             for key in [k for k, a in self.active.items() if a.kind == "sla"
                         and a.run_id == e.run_id and a.labels.get("step") == e.step_id]:
                 self.resolve(key, e.ts, f"step {e.step_id} ended")
@@ -369,6 +391,31 @@ class AlertManager:
                             and a.labels.get("capability") == cap]:
                     self.resolve(key, now, f"capability {cap} has a usable agent again")
 
+    def _stop_waiting(self, run_id: str, step_id: str, now: float) -> None:
+        for key in [k for k, a in self.active.items() if a.kind == "waiting"
+                    and a.run_id == run_id and a.labels.get("step") == step_id]:
+            self.resolve(key, now, f"step {step_id} waits no more")
+
+    async def _read_waits(self, now: float) -> None:
+        """What waits, from the store, every ``_WAITS_EVERY_S`` when a rule asks: the
+        steps of runs other processes suspended, and the end of their waits."""
+        if self.ledger is None or not self._rules("waiting"):
+            return
+        if self._waits_read_at is not None and now - self._waits_read_at < _WAITS_EVERY_S:
+            return
+        self._waits_read_at = now
+        try:
+            found = await self.ledger.waiting()
+        except Exception:
+            log.warning("could not read the waiting steps from the store", exc_info=True)
+            return
+        current = {(run, step): (wf, since) for run, wf, step, since in found}
+        for key in [k for k in self._waits if k not in current and k[0] not in self._runs]:
+            del self._waits[key]
+            self._stop_waiting(key[0], key[1], now)
+        for key, value in current.items():
+            self._waits.setdefault(key, value)
+
     # --- taking over ---------------------------------------------------------
     def track_run(self, run_id: str, workflow: str, started: float) -> None:
         """A run already going when this manager began to watch (a new fleet leader):
@@ -391,6 +438,8 @@ class AlertManager:
         """Forget everything evaluated (another process evaluates the rules now), but
         not what this process knows of its agents' health, which it keeps probing."""
         self.active.clear()
+        self._waits.clear()
+        self._waits_read_at = None
         self._rules_by_key.clear()
         self._pending.clear()
         self._runs.clear()
@@ -443,6 +492,16 @@ class AlertManager:
             for rule in self._rules("sla", workflow):
                 if rule.step == step_id and rule.after is not None and now - started > rule.after:
                     self._fire_sla(rule, run_id, workflow, now - started, now, step=step_id)
+        await self._read_waits(now)
+        for (run_id, step_id), (workflow, since) in list(self._waits.items()):
+            for rule in self._rules("waiting", workflow):
+                if rule.step in (None, step_id) and rule.after is not None \
+                        and now - since > rule.after:
+                    self.fire(rule, f"{run_id}/{step_id}",
+                              f"step '{step_id}' of run {run_id} ({workflow}) has been waiting"
+                              f" for {format_duration(now - since)}, over"
+                              f" {format_duration(rule.after)}", now, run_id=run_id,
+                              workflow=workflow, labels={"workflow": workflow, "step": step_id})
         for rule in self._rules("agent_unhealthy"):
             for agent_id, (level, since) in self._health.items():
                 if level == "unhealthy" and (rule.agent in (None, agent_id)) and \

@@ -52,10 +52,12 @@ __all__ = [
     "RunStore",
     "ScheduleRecord",
     "ScheduleStore",
+    "Signal",
     "SlotRecord",
     "StepRow",
     "Store",
     "SyncRunStore",
+    "WaitStore",
     "WorkerInfo",
     "WorkerStore",
     "encode_event",
@@ -396,10 +398,40 @@ class ScheduleStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A signal delivered to a run (``podium signal``, ``podium approve``)."""
+
+    name: str
+    data: Any
+    at: float
+
+
+class WaitStore(Protocol):
+    async def send_signal(self, run_id: str, name: str, data: Any, at: float) -> bool:
+        """Keep the signal for the run; False (nothing changed) if it was sent before."""
+        ...
+
+    async def get_signal(self, run_id: str, name: str) -> Signal | None: ...
+
+    async def set_wake(self, run_id: str, wake_at: float | None) -> None:
+        """When a waiting run's timer is due (None: it has none)."""
+        ...
+
+    async def wake_run(self, run_id: str) -> bool:
+        """A waiting run made pending again, owned by nobody, its timer cleared; False if
+        it was not waiting."""
+        ...
+
+    async def wakes_due(self, now: float, limit: int = 100) -> list[str]:
+        """Waiting runs whose timer is due at ``now`` (the store's clock)."""
+        ...
+
+
 @runtime_checkable
-class Store(RunStore, AlertStore, ScheduleStore, Protocol):
-    """All three: what ``open_store`` gives (one database holds runs, alerts and
-    schedules)."""
+class Store(RunStore, AlertStore, ScheduleStore, WaitStore, Protocol):
+    """All four: what ``open_store`` gives (one database holds runs, alerts, schedules
+    and the signals of waiting runs)."""
 
 
 @dataclass(frozen=True, slots=True)

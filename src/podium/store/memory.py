@@ -22,9 +22,10 @@ from podium.state import (
     AlertRecord,
     AttemptOutcome,
     RunRecord,
+    RunStatus,
     StepRecord,
 )
-from podium.store.base import NO_RUNS, Batch, ScheduleRecord, SlotRecord, StepRow
+from podium.store.base import NO_RUNS, Batch, ScheduleRecord, Signal, SlotRecord, StepRow
 
 __all__ = ["MemoryStore"]
 
@@ -47,6 +48,8 @@ class MemoryStore:
         # Step rows as the last batch left them, outputs as JSON text (run -> step -> row).
         self._steps: dict[str, dict[str, StepRow]] = {}
         self._schedules: dict[str, ScheduleRecord] = {}
+        self._signals: dict[tuple[str, str], Signal] = {}
+        self._wakes: dict[str, float] = {}
         self._slots: dict[str, dict[float, SlotRecord]] = {}
 
     async def open(self) -> None:
@@ -331,3 +334,33 @@ class MemoryStore:
     async def schedule_slots(self, schedule_id: str, limit: int = 20) -> list[SlotRecord]:
         slots = self._slots.get(schedule_id, {})
         return [slots[k] for k in sorted(slots, reverse=True)[:limit]]
+
+    # --- waits --------------------------------------------------------------
+    async def send_signal(self, run_id: str, name: str, data: Any, at: float) -> bool:
+        if (run_id, name) in self._signals:
+            return False
+        self._signals[(run_id, name)] = Signal(name, copy.deepcopy(data), at)
+        return True
+
+    async def get_signal(self, run_id: str, name: str) -> Signal | None:
+        found = self._signals.get((run_id, name))
+        return None if found is None else Signal(found.name, copy.deepcopy(found.data),
+                                                 found.at)
+
+    async def set_wake(self, run_id: str, wake_at: float | None) -> None:
+        if wake_at is None:
+            self._wakes.pop(run_id, None)
+        else:
+            self._wakes[run_id] = wake_at
+
+    async def wake_run(self, run_id: str) -> bool:
+        run = self._runs.get(run_id)
+        if run is None or run.status != RunStatus.WAITING:
+            return False
+        run.status, run.owner, run.lease_expires_at = RunStatus.PENDING, None, None
+        self._wakes.pop(run_id, None)
+        return True
+
+    async def wakes_due(self, now: float, limit: int = 100) -> list[str]:
+        return [r for r, at in sorted(self._wakes.items(), key=lambda x: x[1])
+                if at <= now][:limit]

@@ -54,6 +54,7 @@ from podium.store.base import (
     CommitUnknown,
     FeedPosition,
     ScheduleRecord,
+    Signal,
     SlotRecord,
     WorkerInfo,
 )
@@ -647,6 +648,44 @@ class PostgresStore:
     async def schedule_slots(self, schedule_id: str, limit: int = 20) -> list[SlotRecord]:
         rows = await self._fetch(Q["slots_of"], (schedule_id, limit))
         return [SlotRecord(r[0], r[1], r[2], r[3]) for r in rows]
+
+    # --- waits ----------------------------------------------------------------
+    async def send_signal(self, run_id: str, name: str, data: Any, at: float) -> bool:
+        self._writable()
+        try:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(Q["signal_add"], (run_id, name, dumps(data), at))
+                return cur.rowcount > 0
+        except psycopg.Error as exc:
+            raise self._error(exc) from None
+
+    async def get_signal(self, run_id: str, name: str) -> Signal | None:
+        rows = await self._fetch(Q["signal_get"], (run_id, name))
+        return None if not rows else Signal(name, orjson.loads(rows[0][0]), rows[0][1])
+
+    async def set_wake(self, run_id: str, wake_at: float | None) -> None:
+        self._writable()
+        if wake_at is None:
+            await self._fetch(Q["wake_clear"], (run_id,))
+        else:
+            await self._fetch(Q["wake_set"], (run_id, wake_at))
+
+    async def wake_run(self, run_id: str) -> bool:
+        self._writable()
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(Q["run_wake"], (run_id,))
+                woken = cur.rowcount > 0
+                if woken:
+                    await conn.execute(Q["wake_clear"], (run_id,))
+        except psycopg.Error as exc:
+            raise self._error(exc) from None
+        if woken:
+            await self.announce()  # a pending run for the workers, as a submit is
+        return woken
+
+    async def wakes_due(self, now: float, limit: int = 100) -> list[str]:
+        return [r[0] for r in await self._fetch(Q["wakes_due"], (now, limit))]
 
     async def list_alerts(self, *, status: str | None = None,
                           limit: int = 100) -> list[AlertRecord]:

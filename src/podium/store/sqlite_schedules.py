@@ -11,9 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 from podium.errors import ConfigError
-from podium.store.base import ScheduleRecord, SlotRecord
+from podium.store.base import ScheduleRecord, Signal, SlotRecord
 from podium.store.queries import queries
-from podium.store.rows import schedule_from_row, schedule_row
+from podium.store.rows import dumps, loads, schedule_from_row, schedule_row
 
 __all__ = ["ScheduleQueries"]
 
@@ -82,3 +82,30 @@ class ScheduleQueries:
         rows = self.conn.execute(Q["slots_of"], (schedule_id, limit)).fetchall()
         return [SlotRecord(r[0], r[1], r[2], r[3]) for r in rows]
 
+    # --- waits (kept here with the schedules: what fires and wakes) -------------
+    async def send_signal(self, run_id: str, name: str, data: Any, at: float) -> bool:
+        text = dumps(data)
+        return bool(self._write(
+            lambda conn: conn.execute(Q["signal_add"], (run_id, name, text, at)).rowcount))
+
+    async def get_signal(self, run_id: str, name: str) -> Signal | None:
+        row = self.conn.execute(Q["signal_get"], (run_id, name)).fetchone()
+        return None if row is None else Signal(name, loads(row[0]), row[1])
+
+    async def set_wake(self, run_id: str, wake_at: float | None) -> None:
+        if wake_at is None:
+            self._write(lambda conn: conn.execute(Q["wake_clear"], (run_id,)))
+        else:
+            self._write(lambda conn: conn.execute(Q["wake_set"], (run_id, wake_at)))
+
+    async def wake_run(self, run_id: str) -> bool:
+        def do(conn: sqlite3.Connection) -> int:
+            woken = conn.execute(Q["run_wake"], (run_id,)).rowcount
+            if woken:
+                conn.execute(Q["wake_clear"], (run_id,))
+            return woken
+
+        return bool(self._write(do))
+
+    async def wakes_due(self, now: float, limit: int = 100) -> list[str]:
+        return [r[0] for r in self.conn.execute(Q["wakes_due"], (now, limit))]

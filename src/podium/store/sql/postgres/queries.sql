@@ -425,3 +425,26 @@ WHERE id = %s;
 -- name: slots_of
 SELECT slot, status, run_id, at FROM schedule_slots WHERE schedule_id = %s
 ORDER BY slot DESC LIMIT %s;
+
+-- name: signal_add
+INSERT INTO signals (run_id, name, data, at) VALUES (%s, %s, %s, %s)
+ON CONFLICT (run_id, name) DO NOTHING;
+
+-- name: signal_get
+SELECT data, at FROM signals WHERE run_id = %s AND name = %s;
+
+-- name: wake_set
+INSERT INTO run_wakes (run_id, wake_at) VALUES (%s, %s)
+ON CONFLICT (run_id) DO UPDATE SET wake_at = EXCLUDED.wake_at;
+
+-- name: wake_clear
+DELETE FROM run_wakes WHERE run_id = %s;
+
+-- name: run_wake
+-- A waiting run made pending again, owned by nobody: any worker may claim it (and is
+-- told so by a notification, as for a submitted run).
+UPDATE runs SET status = 'pending', owner = NULL, lease_expires_at = NULL
+WHERE run_id = %s AND status = 'waiting';
+
+-- name: wakes_due
+SELECT run_id FROM run_wakes WHERE wake_at <= %s ORDER BY wake_at LIMIT %s;

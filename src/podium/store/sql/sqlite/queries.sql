@@ -212,3 +212,25 @@ WHERE id = ?;
 -- name: slots_of
 SELECT slot, status, run_id, at FROM schedule_slots WHERE schedule_id = ?
 ORDER BY slot DESC LIMIT ?;
+
+-- name: signal_add
+INSERT INTO signals (run_id, name, data, at) VALUES (?, ?, ?, ?)
+ON CONFLICT (run_id, name) DO NOTHING;
+
+-- name: signal_get
+SELECT data, at FROM signals WHERE run_id = ? AND name = ?;
+
+-- name: wake_set
+INSERT INTO run_wakes (run_id, wake_at) VALUES (?, ?)
+ON CONFLICT (run_id) DO UPDATE SET wake_at = excluded.wake_at;
+
+-- name: wake_clear
+DELETE FROM run_wakes WHERE run_id = ?;
+
+-- name: run_wake
+-- A waiting run made pending again, owned by nobody: any process may continue it.
+UPDATE runs SET status = 'pending', owner = NULL, lease_expires_at = NULL
+WHERE run_id = ? AND status = 'waiting';
+
+-- name: wakes_due
+SELECT run_id FROM run_wakes WHERE wake_at <= ? ORDER BY wake_at LIMIT ?;
