@@ -544,7 +544,7 @@ def validate(
     """
 
     def body() -> None:
-        from podium.cli.common import problem_doc
+        from podium.cli.common import Failure, problem_doc
         from podium.cli.workflow_ref import is_python_ref, load_workflow_ref
         from podium.errors import DefinitionError
 
@@ -592,6 +592,13 @@ def validate(
                     if not as_json:
                         print(f"{f}: ok ({wf.name} v{wf.version},"
                               f" {plural(len(wf.steps), 'step')}, {wf.mode})")
+                except Failure as exc:  # a Python reference that names no workflow
+                    bad += 1
+                    results[str(f)] = {"valid": False, "problems": [
+                        {"file": str(f), "line": None, "step": None, "field": None,
+                         "message": exc.message, "hint": None}]}
+                    if not as_json:
+                        err(f"error: {exc.message}")
                 except DefinitionError as exc:
                     bad += 1
                     results[str(f)] = {

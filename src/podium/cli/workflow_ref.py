@@ -96,7 +96,7 @@ def load_workflow_ref(ref: str | Path) -> LoadedWorkflow:
                 listed = f" (workflows in it: {', '.join(found)})" if found else (
                     " (it defines no workflow)")
                 raise Failure(f"{text}: module '{module.__name__}' has no attribute"
-                              f" '{attr}'{listed} ({_FIX})") from None
+                              f" '{part}'{listed} ({_FIX})") from None
     file = getattr(module, "__file__", None)
     path = Path(file) if file else None
     if isinstance(obj, Flow):
@@ -133,8 +133,8 @@ def _import(text: str, target: str) -> ModuleType:
                 # script does not, and users expect the same of both.
                 sys.path.insert(0, cwd)
             return importlib.import_module(target)
-        except DefinitionError:
-            raise  # a Flow or @define that is invalid: every problem, with its line
+        except (DefinitionError, Failure):
+            raise  # an invalid Flow or @define (every problem, with its line), or ours
         except ModuleNotFoundError as exc:
             if exc.name is not None and (target == exc.name or target.startswith(exc.name + ".")):
                 raise Failure(f"{text}: no module named '{exc.name}' in the current folder"

@@ -53,9 +53,9 @@ T = TypeVar("T")
 # Keys a template can write after a dot; others are written as ['key'].
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
 _UNSET: Any = object()
-# Fields of a step whose references are not "data it needs first": its own
-# compensation reads its own output, and the rest hold no data.
-_NOT_DATA = frozenset(("id", "agent", "description", "depends_on", "compensate"))
+# Fields of a step that hold no data to read. (A compensation's references count:
+# validation wants what it reads upstream too, except the step's own output.)
+_NOT_DATA = frozenset(("id", "agent", "description", "depends_on"))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -282,6 +282,10 @@ class Flow:
     def input(self) -> Any:
         """The run's input: ``flow.input["source"]`` is ``${{ input.source }}``."""
         return Ref("input")
+
+    def output_of(self, step_id: str) -> Any:
+        """A step's output by id, for a step without a handle yet (its own ``compensate``)."""
+        return Ref(f"steps.{step_id}.output")
 
     @property
     def run_id(self) -> Ref:
