@@ -239,6 +239,11 @@ def test_workflow_wide_problems_point_at_the_flow() -> None:
                                         (None, "name", line_of("flow-line"))]
 
 
+def test_steps_are_not_a_flow_keyword() -> None:
+    with pytest.raises(DefinitionError, match="added one by one"):
+        Flow("s", steps=[{"id": "a", "agent": "x"}])
+
+
 def test_a_dependency_cycle_is_reported() -> None:
     wf = Flow("cycle")
     wf.step("a", "x", input="${{ steps.b.output }}")

@@ -45,7 +45,7 @@ class LoadedWorkflow:
         """Problems found after loading (an unknown capability), with their file and line."""
         if self.flow is not None:
             return self.flow.locate(problems)
-        if self.path is not None:
+        if self.path is not None and self.path.suffix != ".py":  # @define: no lines known
             from podium.cli.app import with_lines
 
             return list(with_lines(problems, self.path))

@@ -262,6 +262,10 @@ class Flow:
         if description is not None:
             self._head["description"] = description
         self._head["mode"] = mode
+        if "steps" in fields:
+            raise DefinitionError([self._problem(
+                "steps are added one by one (fix: handle = flow.step('id', 'capability', ...))",
+                "steps", self._origin)])
         self._head.update(fields)
         self._steps: list[_Declared] = []
         self._output: Any = _UNSET
