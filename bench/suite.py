@@ -87,6 +87,24 @@ def fan(width: int, agent: str = "noop") -> Workflow:
         Step(id="join", agent="noop", depends_on=[b.id for b in branches])])
 
 
+def mapped(n: int, agent: str = "noop") -> Workflow:
+    """fan(n)'s shape as one for_each step over a list of n items (the run's input)."""
+    return Workflow(name=f"map-{n}", steps=[
+        Step(id="start", agent="noop"),
+        Step(id="each", agent=agent, depends_on=["start"], for_each="${{ input.items }}",
+             input={"i": "${{ item }}"}),
+        Step(id="join", agent="noop", depends_on=["each"])])
+
+
+def gated(width: int) -> Workflow:
+    """fan(width) with a condition (true) on every branch: the cost of a when."""
+    branches = [Step(id=f"b{i}", agent="noop", depends_on=["start"], when="input.x == 1")
+                for i in range(width)]
+    return Workflow(name=f"gated-{width}", steps=[
+        Step(id="start", agent="noop"), *branches,
+        Step(id="join", agent="noop", depends_on=[b.id for b in branches])])
+
+
 def make_store(kind: str, folder: Path) -> Store:
     if kind == "memory":
         return MemoryStore()
@@ -98,7 +116,8 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def timed_run(workflow: Workflow, kind: str, folder: Path, *, warm: bool = True) -> float:
+async def timed_run(workflow: Workflow, kind: str, folder: Path, *, warm: bool = True,
+                    value: Any = None) -> float:
     engine = Engine(EngineConfig(registry=registry(), store=make_store(kind, folder)))
     async with engine:
         if warm:
@@ -106,7 +125,7 @@ async def timed_run(workflow: Workflow, kind: str, folder: Path, *, warm: bool =
         engine.plan(workflow)  # plan compilation is not part of a step's cost
         gc.collect()
         t0 = time.perf_counter()
-        run = await engine.run(workflow, {"x": 1})
+        run = await engine.run(workflow, {"x": 1} if value is None else value)
         elapsed = time.perf_counter() - t0
     assert run.status == "succeeded", (run.status, run.error)
     return elapsed
@@ -208,7 +227,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Podium benchmark suite")
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition")
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--only", default="", help="comma list: w1,w2,w3,w4,scale,latency,startup")
+    parser.add_argument("--only", default="", help="comma list: w1,w2,w3,w4,scale,patterns,latency,startup")
     parser.add_argument("--json", dest="json_path", default=None, help="also write JSON here")
     parser.add_argument("--default-gc", action="store_true",
                         help="keep CPython's collector settings instead of the CLI's")
@@ -264,6 +283,31 @@ def main() -> None:
             r = repeat(1, lambda n=n: concurrent_runs(n, "sqlite", folder))
             cases[f"scale {n} concurrent runs x 3 steps"] = {
                 "runs_per_s": round(r[0]), "peak_rss_mb": round(peak_rss_mb())}
+        if want("patterns"):
+            # A for_each of n items against the same shape written out as n steps, and
+            # a fan-out whose every branch has a (true) `when`: per-item and per-when cost.
+            for n in ((1000,) if quick else (1000, 10_000)):
+                items = {"x": 1, "items": list(range(n))}
+                fan_t, map_t = [], []
+                for _ in range(1 if n >= 10_000 else reps):  # alternated: same minutes
+                    fan_t += repeat(1, lambda n=n: timed_run(fan(n), "sqlite", folder))
+                    map_t += repeat(1, lambda n=n, v=items: timed_run(mapped(n), "sqlite",
+                                                                     folder, value=v))
+                f_us = statistics.median(fan_t) / (n + 2) * 1e6
+                m_us = statistics.median(map_t) / (n + 2) * 1e6
+                cases[f"patterns fan-out {n} steps vs for_each {n} items"] = {
+                    "fan_us_per_step": round(f_us, 1), "map_us_per_item": round(m_us, 1),
+                    "ratio": round(m_us / f_us, 2)}
+            w = 200 if quick else 1000
+            plain_t, when_t = [], []
+            for _ in range(reps):
+                plain_t += repeat(1, lambda w=w: timed_run(fan(w), "sqlite", folder))
+                when_t += repeat(1, lambda w=w: timed_run(gated(w), "sqlite", folder))
+            p_us = statistics.median(plain_t) / (w + 2) * 1e6
+            g_us = statistics.median(when_t) / (w + 2) * 1e6
+            cases[f"patterns when on {w} branches"] = {
+                "plain_us_per_step": round(p_us, 1), "when_us_per_step": round(g_us, 1),
+                "when_cost_us": round(g_us - p_us, 1)}
         if want("latency"):
             lat = [asyncio.run(latency(50 if quick else 500, folder)) for _ in range(reps)]
             cases["latency committed -> dependent started"] = {

@@ -48,6 +48,7 @@ __all__ = [
     "StepBackPressure",
     "StepCancelled",
     "StepFailed",
+    "StepMapStarted",
     "StepReady",
     "StepRetryScheduled",
     "StepSkipped",
@@ -152,6 +153,15 @@ class StepStarted(Event, frozen=True, kw_only=True, gc=False):
     agent_id: str
 
 
+class StepMapStarted(Event, frozen=True, kw_only=True, gc=False):
+    """A for_each step began (or went on with) its items: ``items`` in all. Each item
+    then speaks as a step of its own, ``ID[i]``."""
+
+    type: ClassVar[str] = "step_map_started"
+    step_id: str
+    items: int
+
+
 class StepSucceeded(Event, frozen=True, kw_only=True, gc=False):
     type: ClassVar[str] = "step_succeeded"
     step_id: str
@@ -209,6 +219,10 @@ class StepSkipped(Event, frozen=True, kw_only=True, gc=False):
     type: ClassVar[str] = "step_skipped"
     step_id: str
     reason: str
+    # The workflow's own logic skipped it (its ``when:`` was false, or its trigger rule
+    # over inputs so decided): a resume keeps it skipped, never takes the other branch.
+    decided: bool = False
+    condition: str | None = None  # the expression that was false
 
 
 class StepCancelled(Event, frozen=True, kw_only=True, gc=False):
@@ -329,8 +343,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
         RunSubmitted, RunStarted, RunCancelRequested, RunFinished, StepReady, StepStarted,
-        StepSucceeded, StepAttemptFailed, StepBackPressure, StepRetryScheduled, StepFailed,
-        StepSkipped, StepCancelled, RollbackStarted, CompensationStarted,
+        StepMapStarted, StepSucceeded, StepAttemptFailed, StepBackPressure, StepRetryScheduled,
+        StepFailed, StepSkipped, StepCancelled, RollbackStarted, CompensationStarted,
         CompensationAttemptFailed, CompensationRetryScheduled, CompensationSucceeded,
         CompensationFailed, AgentRegistered, AgentUnregistered, AgentHealthChanged,
         CircuitStateChanged, AlertFired, AlertResolved, AlertEscalated,

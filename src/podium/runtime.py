@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from podium.alert_leader import AlertLeader
     from podium.observe.alerts import AlertManager
     from podium.observe.metrics import EngineMetrics
+    from podium.scheduler import Scheduler
 
 __all__ = ["Runtime", "RuntimeConfig", "StoreLedger", "agents_of_run", "lease_of"]
 
@@ -73,6 +74,7 @@ class RuntimeConfig:
     owner: str | None = None  # the engine's owner id (a worker's --name); else made up
     lease_s: float | None = None  # None: $PODIUM_LEASE (a duration, at least 1s), else 15s
     poll_interval_s: float = 0.5  # cancel requests from other processes, at most this late
+    schedules: bool = False  # fire due schedules (podium serve, podium worker)
 
 
 def lease_of(config: RuntimeConfig) -> float:
@@ -159,6 +161,15 @@ class Runtime:
         if config.owner is not None:
             engine_config.owner = config.owner
         self.engine = Engine(engine_config)
+        self.scheduler: Scheduler | None = None
+        if config.schedules and not config.readonly:
+            from podium.scheduler import Scheduler
+
+            shared = self.store if isinstance(self.store, WorkerStore) else None
+            # On a shared database one process fires (the others would race for the
+            # same slots) and the workers execute; alone, this process does both.
+            self.scheduler = Scheduler(self.engine, self.store, lead=shared,
+                                       start_runs=shared is None)
 
     def _alert_manager(self) -> AlertManager | None:
         from podium.observe import find_alerts_file, load_alerts_file
@@ -197,6 +208,8 @@ class Runtime:
                     self.alert_leader.start()
                 else:
                     self.alerts.start()
+            if self.scheduler is not None:
+                self.scheduler.start()
         except BaseException:
             await self.engine.aclose()
             raise
@@ -217,6 +230,8 @@ class Runtime:
 
     async def close(self) -> None:
         try:
+            if self.scheduler is not None:
+                await self.scheduler.aclose()
             if self.alert_leader is not None:
                 await self.alert_leader.aclose()
             elif self.alerts is not None:

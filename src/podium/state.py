@@ -28,6 +28,7 @@ from podium.events import (
     StepAttemptFailed,
     StepCancelled,
     StepFailed,
+    StepMapStarted,
     StepReady,
     StepRetryScheduled,
     StepSkipped,
@@ -47,7 +48,13 @@ __all__ = [
     "StepRecord",
     "StepStatus",
     "apply_event",
+    "decided_skip",
 ]
+
+# The error types a step skipped by the workflow's own logic carries: a false ``when:``,
+# and a trigger rule whose inputs were so skipped.
+CONDITION_FALSE, UPSTREAM_SKIPPED = "condition_false", "upstream_skipped"
+DECIDED_SKIPS = frozenset({CONDITION_FALSE, UPSTREAM_SKIPPED})
 
 
 class RunStatus(StrEnum):
@@ -163,6 +170,11 @@ class RunRecord:
     steps: dict[str, StepRecord] = field(default_factory=dict)
 
     @property
+    def parent(self) -> str | None:
+        """The run whose ``workflow:`` step this child run is (``PARENT.STEP``), if any."""
+        return self.run_id.rsplit(".", 1)[0] if "." in self.run_id else None
+
+    @property
     def duration_s(self) -> float | None:
         if self.started_at is None:
             return None
@@ -175,6 +187,7 @@ class RunRecord:
             err = self.error.to_dict() if verbose else self.error.public()
         return {
             "run_id": self.run_id,
+            "parent": self.parent,
             "workflow": self.workflow,
             "version": self.version,
             "status": self.status,
@@ -279,6 +292,16 @@ def _started(run: RunRecord, e: Event) -> None:
     rec.finished_at = None
 
 
+def _map_started(run: RunRecord, e: Event) -> None:
+    assert isinstance(e, StepMapStarted)
+    rec = _step(run, e.step_id)
+    rec.status = _RUNNING
+    rec.next_retry_at = None
+    if rec.started_at is None:
+        rec.started_at = e.ts
+    rec.finished_at = None
+
+
 def _succeeded(run: RunRecord, e: Event) -> None:
     assert isinstance(e, StepSucceeded)
     rec = _step(run, e.step_id)
@@ -319,6 +342,16 @@ def _skipped(run: RunRecord, e: Event) -> None:
     rec = _step(run, e.step_id)
     rec.status = StepStatus.SKIPPED
     rec.finished_at = e.ts
+    if e.decided:  # why, kept with the step: what a resume reads to keep the branch
+        rec.error = ErrorInfo(CONDITION_FALSE if e.condition is not None else UPSTREAM_SKIPPED,
+                              e.reason, False)
+
+
+def decided_skip(rec: StepRecord) -> bool:
+    """Skipped by the workflow's own logic (a false ``when:``, or a trigger rule over
+    inputs so skipped): settled for good, a resume does not reconsider it."""
+    return rec.status == StepStatus.SKIPPED and rec.error is not None and \
+        rec.error.type in DECIDED_SKIPS
 
 
 def _cancelled(run: RunRecord, e: Event) -> None:
@@ -375,6 +408,7 @@ APPLY: dict[str, Callable[[RunRecord, Event], None]] = {
     RunCancelRequested.type: _cancel_requested,
     StepReady.type: _ready,
     StepStarted.type: _started,
+    StepMapStarted.type: _map_started,
     StepSucceeded.type: _succeeded,
     StepAttemptFailed.type: _attempt_failed,
     StepRetryScheduled.type: _retry,

@@ -25,7 +25,7 @@ import pytest
 
 from podium.events import Event
 from podium.state import AlertRecord, AttemptOutcome, RunRecord
-from podium.store.base import Batch, CommitUnknown, Store
+from podium.store.base import Batch, CommitUnknown, ScheduleRecord, SlotRecord, Store
 from podium.store.memory import MemoryStore
 from podium.store.sqlite import SQLiteStore
 
@@ -151,6 +151,28 @@ class _Wrapper:
 
     async def attempt_outcomes(self, since: float) -> list[AttemptOutcome]:
         return await self.inner.attempt_outcomes(since)
+
+    async def add_schedule(self, schedule: ScheduleRecord) -> None:
+        await self.inner.add_schedule(schedule)
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        return await self.inner.list_schedules()
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord:
+        return await self.inner.get_schedule(schedule_id)
+
+    async def set_schedule_paused(self, schedule_id: str, paused: bool,
+                                  next_at: float | None = None) -> bool:
+        return await self.inner.set_schedule_paused(schedule_id, paused, next_at)
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        return await self.inner.delete_schedule(schedule_id)
+
+    async def record_slot(self, schedule_id: str, slot: SlotRecord, next_at: float) -> bool:
+        return await self.inner.record_slot(schedule_id, slot, next_at)
+
+    async def schedule_slots(self, schedule_id: str, limit: int = 20) -> list[SlotRecord]:
+        return await self.inner.schedule_slots(schedule_id, limit)
 
 
 class DelayedStore(_Wrapper):

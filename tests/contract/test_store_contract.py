@@ -322,3 +322,49 @@ async def test_reads_meanwhile_see_only_whole_batches(store: Store) -> None:
 
     seen, _ = await asyncio.gather(reader(), writer())
     assert all(n % 2 == 1 for n in seen), seen  # 1 + 2k: whole batches only
+
+
+async def test_schedules_add_list_pause_delete_and_each_slot_once(store: Store) -> None:
+    from podium.errors import ConfigError
+    from podium.store.base import ScheduleRecord, SlotRecord
+
+    nightly = ScheduleRecord(id="nightly", workflow="w", definition={"name": "w"},
+                             input={"k": 1}, cron="0 2 * * *", tz="Europe/Paris",
+                             overlap="queue", catch_up=3, created_at=1.0, next_at=100.0,
+                             agents_source={"agents_file": "a.yaml"}, queue="q")
+    await store.add_schedule(nightly)
+    with pytest.raises(ConfigError, match="exists already"):
+        await store.add_schedule(nightly)
+    await store.add_schedule(ScheduleRecord(id="every", workflow="w", definition={},
+                                            input=None, every_s=60.0, next_at=50.0))
+    assert [s.id for s in await store.list_schedules()] == ["every", "nightly"]
+    assert await store.get_schedule("nightly") == nightly
+    with pytest.raises(ConfigError, match=r"no schedule 'nope'.*every, nightly"):
+        await store.get_schedule("nope")
+
+    assert await store.set_schedule_paused("nightly", True)
+    assert (await store.get_schedule("nightly")).paused
+    assert await store.set_schedule_paused("nightly", False, next_at=200.0)
+    got = await store.get_schedule("nightly")
+    assert (got.paused, got.next_at) == (False, 200.0)
+    assert not await store.set_schedule_paused("nope", True)
+
+    # A slot is recorded once, and moves the schedule on; a second firer gets False.
+    first = SlotRecord(200.0, "fired", "nightly-200", 201.0)
+    assert await store.record_slot("nightly", first, next_at=300.0)
+    assert not await store.record_slot("nightly", SlotRecord(200.0, "fired", "x", 202.0),
+                                       next_at=300.0)
+    assert (await store.get_schedule("nightly")).next_at == 300.0
+    assert await store.record_slot("nightly", SlotRecord(300.0, "skipped", None, 301.0),
+                                   next_at=400.0)
+    assert await store.schedule_slots("nightly") == [
+        SlotRecord(300.0, "skipped", None, 301.0), first]
+    # A late record of an older slot never moves the schedule back.
+    assert await store.record_slot("nightly", SlotRecord(150.0, "missed", None, 302.0),
+                                   next_at=200.0)
+    assert (await store.get_schedule("nightly")).next_at == 400.0
+
+    assert await store.delete_schedule("nightly")
+    assert not await store.delete_schedule("nightly")
+    assert await store.schedule_slots("nightly") == []
+    assert [s.id for s in await store.list_schedules()] == ["every"]

@@ -8,6 +8,7 @@ and the order of events that shows what the mode promises.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import fnmatch
 import sys
@@ -27,6 +28,7 @@ from podium.agents.config import build_registry
 from podium.definition.plan import compile_plan
 from podium.events import (
     Event,
+    RunStarted,
     StepAttemptFailed,
     StepRetryScheduled,
     StepStarted,
@@ -242,7 +244,8 @@ def examples_registry() -> Iterator[AgentRegistry]:
     sys.modules.pop("agents", None)
 
 
-@pytest.mark.parametrize("name", ["sequential", "parallel", "dag", "flaky", "failing"])
+@pytest.mark.parametrize("name", ["sequential", "parallel", "dag", "flaky", "failing", "router",
+                                  "map", "summarise-page", "subflow", "nightly"])
 def test_every_example_validates_and_its_agents_are_registered(
     name: str, examples_registry: AgentRegistry
 ) -> None:
@@ -269,6 +272,100 @@ async def test_sequential_example_chains_steps_and_passes_earlier_results(
     assert run.output["headline"] == f"Podium in five minutes ({words} words)"
     assert run.output["summary"].startswith("Podium runs workflows of agents. Each step")
     assert "podium" in run.output["keywords"]
+
+
+async def test_router_example_takes_one_branch_or_the_other(
+    examples_registry: AgentRegistry,
+) -> None:
+    """A known customer goes straight to a quote; with screen=true, through the screen
+    first; the receipt joins whichever branch ran, and the other is skipped, saying why."""
+    run, _ = await run_workflow(examples_registry, EXAMPLES / "router.yaml", {})
+    assert run.status == "succeeded", run.error
+    assert {k: s.status for k, s in run.steps.items()} == {
+        "load": "succeeded", "screen": "skipped", "quote_screened": "skipped",
+        "quote_trusted": "succeeded", "receipt": "succeeded"}
+    assert run.steps["screen"].error is not None
+    assert run.steps["screen"].error.type == "condition_false"
+    assert run.output["quote"]["screened"] is None
+    assert run.output["quote"]["trusted"]["total"] == 158.65
+
+    run, _ = await run_workflow(examples_registry, EXAMPLES / "router.yaml", {"screen": True})
+    assert run.status == "succeeded", run.error
+    assert {k: s.status for k, s in run.steps.items()} == {
+        "load": "succeeded", "screen": "succeeded", "quote_screened": "succeeded",
+        "quote_trusted": "skipped", "receipt": "succeeded"}
+    assert run.output["screened"] == {"score": 0.05, "model": "rules-v2"}
+    assert run.output["receipt"]["published"] == "A-1001 = 128.98"
+
+
+async def test_map_example_fetches_cleans_and_summarises_every_page(
+    examples_registry: AgentRegistry,
+) -> None:
+    """Three maps in a row, each over the one before; results in input order, and a
+    page that does not exist fails its fetch item, so the fetch step (no tolerate)."""
+    run, _ = await run_workflow(examples_registry, EXAMPLES / "map.yaml", {})
+    assert run.status == "succeeded", run.error
+    assert [o["summary"] for o in run.output] == [
+        "Podium in five minutes Podium runs workflows of agents.",
+        "Retry transient errors, not bad input."]
+    assert run.steps["fetch[1]"].output["url"] == "https://example.com/retries"
+    urls = ["https://example.com/retries", "https://example.com/nope"]
+    run, _ = await run_workflow(examples_registry, EXAMPLES / "map.yaml", {"urls": urls})
+    assert run.status == "failed"
+    assert run.steps["fetch"].error is not None
+    message = run.steps["fetch"].error.message
+    assert "1 of 2 items failed (none may): items 1; item 1: 404" in message
+    assert run.steps["fetch[0]"].status == "succeeded"
+
+
+async def test_subflow_example_runs_one_child_run_per_page(
+    examples_registry: AgentRegistry,
+) -> None:
+    """summarise-page.yaml, found beside subflow.yaml, runs once per URL as a child run
+    (RUN.pages[i]); the parent's step gets each child's output, in order."""
+    run, events = await run_workflow(examples_registry, EXAMPLES / "subflow.yaml", {})
+    assert run.status == "succeeded", run.error
+    assert [p["summary"] for p in run.output["pages"]] == [
+        "Podium runs workflows of agents.", "Retry transient errors, not bad input."]
+    started = [e.run_id for e in events if isinstance(e, RunStarted)]
+    assert started == [run.run_id, f"{run.run_id}.pages[0]", f"{run.run_id}.pages[1]"]
+    assert load_workflow(EXAMPLES / "subflow.yaml").workflows["summarise-page"].mode == \
+        "sequential"
+
+
+async def test_nightly_example_fires_from_its_schedule(
+    examples_registry: AgentRegistry,
+) -> None:
+    """The nightly example on a cron schedule: when its slot comes (on the store's clock),
+    the scheduler starts its run, with the input the schedule keeps, once."""
+    from podium.scheduler import Scheduler, next_slot, slot_run_id
+    from podium.store.base import ScheduleRecord
+    from podium.store.memory import MemoryStore
+
+    now = [1_800_000_000.0]
+    store = MemoryStore(clock=lambda: now[0])
+    workflow = load_workflow(EXAMPLES / "nightly.yaml")
+    schedule = ScheduleRecord(id="nightly", workflow=workflow.name,
+                              definition=workflow.to_dict(), input={"pair": "EUR/USD"},
+                              cron="0 2 * * *", tz="Europe/Lisbon", created_at=now[0])
+    schedule.next_at = next_slot(schedule, now[0])
+    async with Engine(registry=examples_registry, store=store) as engine:
+        await store.add_schedule(schedule)
+        scheduler = Scheduler(engine, store, lead=None, start_runs=True)
+        await scheduler.round()
+        assert scheduler.fired == []
+        now[0] = schedule.next_at + 1
+        await scheduler.round()
+        await scheduler.round()
+        assert scheduler.fired == [slot_run_id("nightly", schedule.next_at)]
+        run = await engine.store.get_run(scheduler.fired[0])
+        for _ in range(100):
+            if run.status == "succeeded":
+                break
+            await asyncio.sleep(0.01)
+            run = await engine.store.get_run(scheduler.fired[0])
+        assert run.status == "succeeded", run.error
+        assert run.output == {"published": "EUR/USD = 1.08", "channel": "#fx-rates"}
 
 
 async def test_sequential_example_refuses_a_run_without_its_url(

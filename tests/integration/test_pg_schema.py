@@ -26,7 +26,7 @@ from podium.store.sqlite_db import migrate as sqlite_migrate
 LOCK_KEY = int.from_bytes(b"podium", "big")
 
 # SQLite INTEGER columns that are flags: boolean on PostgreSQL.
-FLAGS = {("runs", "cancel_requested"), ("steps", "optional")}
+FLAGS = {("runs", "cancel_requested"), ("steps", "optional"), ("schedules", "paused")}
 FAMILY = {"TEXT": {"text"}, "REAL": {"double precision"}, "INTEGER": {"integer", "bigint"}}
 
 

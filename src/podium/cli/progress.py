@@ -18,6 +18,7 @@ from podium.events import (
     StepAttemptFailed,
     StepCancelled,
     StepFailed,
+    StepMapStarted,
     StepRetryScheduled,
     StepSkipped,
     StepStarted,
@@ -47,6 +48,10 @@ class _Row:
     started: float | None = None
     finished: float | None = None
     note: str = ""
+    # A for_each step: its items, how many succeeded and failed so far.
+    total: int = 0
+    done: int = 0
+    failed: int = 0
 
 
 @dataclass
@@ -56,10 +61,17 @@ class _State:
 
     def on(self, e: Event) -> None:
         step = getattr(e, "step_id", None)
-        if step is None:
+        if step is None or "." in e.run_id:  # a child run: its step row says how it goes
+            return
+        if "[" in step:  # an item of a for_each step: counted on its step's row
+            self._item(step[:step.index("[")], e)
             return
         row = self.rows.setdefault(step, _Row())
-        if isinstance(e, StepStarted):
+        if isinstance(e, StepMapStarted):
+            row.status, row.total, row.agent = StepStatus.RUNNING, e.items, "(items)"
+            row.started = row.started or e.ts
+            row.note = f"0/{e.items} items"
+        elif isinstance(e, StepStarted):
             row.status, row.attempt = StepStatus.RUNNING, e.attempt
             row.agent, row.note = e.agent_id, ""
             row.started = row.started or e.ts
@@ -82,6 +94,20 @@ class _State:
         elif isinstance(e, StepCancelled):
             row.status, row.finished = StepStatus.CANCELLED, e.ts
 
+    def _item(self, parent: str, e: Event) -> None:
+        row = self.rows.setdefault(parent, _Row())
+        if isinstance(e, StepSucceeded):
+            row.done += 1
+        elif isinstance(e, StepFailed):
+            row.failed += 1
+        elif isinstance(e, StepAttemptFailed):
+            self.failures.append(f"{getattr(e, 'step_id', parent)} attempt {e.attempt}:"
+                                 f" {e.error.type}: {e.error.message}")
+        else:
+            return
+        row.note = f"{row.done}/{row.total} items" + (f", {row.failed} failed"
+                                                       if row.failed else "")
+
 
 class PlainProgress:
     """One line per state change."""
@@ -93,6 +119,9 @@ class PlainProgress:
     def __call__(self, e: Event) -> None:
         self.state.on(e)
         line = self._line(e)
+        child = e.run_id.partition(".")[2]
+        if line and child and not isinstance(e, RunStarted):
+            line = f"  {child} › {line}"  # a child run's step, under its parent's
         if line and self.out is not None:
             try:
                 print(line, file=self.out, flush=True)
@@ -103,6 +132,10 @@ class PlainProgress:
         if isinstance(e, RunStarted):
             verb = "resumed" if e.resumed else "started"
             return f"run {e.run_id} {verb}: {e.workflow} v{e.version}"
+        if isinstance(e, StepMapStarted):
+            return f"▶ {e.step_id}: {plural(e.items, 'item')}"
+        if isinstance(e, StepStarted | StepSucceeded | StepCancelled) and "[" in e.step_id:
+            return None  # items speak only of failures (the step's line sums them up)
         if isinstance(e, StepStarted):
             return f"▶ {e.step_id} attempt {e.attempt} on {e.agent_id}"
         if isinstance(e, StepSucceeded):

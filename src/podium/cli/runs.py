@@ -89,7 +89,8 @@ def runs_cmd(
             for r in runs:
                 stale = r.status in LIVE_RUN_STATUSES and engine.owner_is_dead(r, now)
                 out.append({
-                    "run_id": r.run_id, "workflow": r.workflow, "version": r.version,
+                    "run_id": r.run_id, "parent": r.parent, "workflow": r.workflow,
+                    "version": r.version,
                     "status": r.status,
                     "resumable": stale or r.status in (RunStatus.FAILED, RunStatus.CANCELLED),
                     "stale": stale, "created_at": r.created_at, "started_at": r.started_at,
@@ -120,13 +121,15 @@ def runs_cmd(
         if not rows:
             print("no runs")
             return
-        print(f"{'RUN':<16} {'WORKFLOW':<22} {'VER':<5} {'STATUS':<22} {'CREATED':<19} DURATION")
+        w = max(16, *(len(r["run_id"]) for r in rows))  # child runs: PARENT.STEP[i]
+        print(f"{'RUN':<{w}} {'WORKFLOW':<22} {'VER':<5} {'STATUS':<22} {'CREATED':<19}"
+              " DURATION")
         for r in rows:
             st = r["status"] + (" (resumable)" if r["stale"] else "")
             if r.get("waiting_for"):
                 st = f"{r['status']} (no worker has {', '.join(r['waiting_for'])})"
             dur = "-" if r["duration_s"] is None else format_duration(r["duration_s"])
-            print(f"{r['run_id']:<16} {r['workflow'][:22]:<22} {r['version']!s:<5} {st:<22} "
+            print(f"{r['run_id']:<{w}} {r['workflow'][:22]:<22} {r['version']!s:<5} {st:<22} "
                   f"{_when(r['created_at']):<19} {dur}")
 
     guarded(body, as_json=as_json)

@@ -192,11 +192,12 @@ async def _work(url: str, agents_file: Path | None, queues: tuple[str, ...], con
     tune_gc()
     logging.getLogger("podium.worker").setLevel(logging.INFO)
     logging.getLogger("podium.alerts").setLevel(logging.INFO)  # who leads, and changes
+    logging.getLogger("podium.schedules").setLevel(logging.INFO)  # the slots it fires
     owner = new_owner_id(name)
     config = RuntimeConfig(db=url, agents_file=agents_file, owner=owner, lease_s=lease_s,
                            poll_interval_s=1.0, metrics_port=metrics_port,
                            metrics_labels=(("worker", owner),), alerts=True,
-                           alerts_file=alerts_file)
+                           alerts_file=alerts_file, schedules=True)
     async with Runtime(config) as rt:
         store = rt.store
         if not isinstance(store, WorkerStore):

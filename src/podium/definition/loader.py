@@ -15,7 +15,14 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from podium.definition.documents import line_of, parse_document, read_text
-from podium.definition.models import Compensation, Defaults, RetryPolicy, Step, Workflow
+from podium.definition.models import (
+    MAX_DEPTH,
+    Compensation,
+    Defaults,
+    RetryPolicy,
+    Step,
+    Workflow,
+)
 from podium.errors import DefinitionError, InputError, Problem
 
 __all__ = [
@@ -199,11 +206,56 @@ def workflow_from_dict(
     return workflow
 
 
-def load_workflow(path: str | Path) -> Workflow:
-    """Read a workflow file; ``DefinitionError`` lists every problem in it."""
+def load_workflow(path: str | Path, *, _calling: tuple[str, ...] = ()) -> Workflow:
+    """Read a workflow file; ``DefinitionError`` lists every problem in it.
+
+    A step's ``workflow: NAME`` that the file does not define under ``workflows:`` is
+    read from ``NAME.yaml`` (``.yml``, ``.json``) beside it, checked on its own (its
+    problems name its own file) and kept in this definition, so a run, and every
+    resume of it, uses the sub-workflows it started with.
+    """
     source = str(path)
     data, lines = parse_document(read_text(path, what="workflow file"), source)
+    if isinstance(data, dict):
+        _embed_calls(data, Path(path).parent, source, lines, _calling)
     return workflow_from_dict(data, source=source, lines=lines)
+
+
+def _embed_calls(data: dict[str, Any], folder: Path, source: str,
+                 lines: Mapping[tuple[str | int, ...], int], calling: tuple[str, ...]) -> None:
+    steps = data.get("steps")
+    if not isinstance(steps, list):
+        return
+    defined = data.get("workflows")
+    if defined is not None and not isinstance(defined, dict):
+        return  # the model's own check says what is wrong with it
+    me = str(data.get("name", ""))
+    for i, step in enumerate(steps):
+        name = step.get("workflow") if isinstance(step, dict) else None
+        if not isinstance(name, str) or (defined and name in defined):
+            continue
+        problem = None
+        if name in (*calling, me):
+            chain = " -> ".join((*calling, me, name))
+            problem = f"a workflow calls itself: {chain}"
+        elif len(calling) + 1 >= MAX_DEPTH:
+            problem = f"sub-workflows nested more than {MAX_DEPTH} deep"
+        if problem is not None:
+            raise DefinitionError([Problem(
+                problem, file=source, line=line_of(lines, ("steps", i, "workflow")),
+                step=str(step.get("id")), field="workflow",
+                hint="sub-workflows must not call the workflows that call them")])
+        found = next((folder / f"{name}{ext}" for ext in (".yaml", ".yml", ".json")
+                      if (folder / f"{name}{ext}").is_file()), None)
+        if found is None:
+            continue  # the model's check reports the unknown name, with the fix
+        child = load_workflow(found, _calling=(*calling, me))
+        if child.name != name:
+            raise DefinitionError([Problem(
+                f"{found.name} defines workflow '{child.name}', not '{name}'", file=str(found),
+                hint=f"name it '{name}', or call '{child.name}'")])
+        data.setdefault("workflows", {})[name] = child.to_dict()
+        defined = data["workflows"]
 
 
 def apply_input_defaults(workflow: Workflow, value: Any) -> Any:

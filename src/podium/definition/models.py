@@ -29,12 +29,16 @@ __all__ = [
     "Recovery",
     "RetryPolicy",
     "Step",
+    "Tolerate",
     "Workflow",
 ]
 
 Mode = Literal["sequential", "parallel", "dag"]
 OnFailure = Literal["fail_fast", "continue", "compensate"]
 Strategy = Literal["least_loaded", "round_robin", "latency"]
+Trigger = Literal["all_success", "one_success", "all_done"]
+WORKFLOW_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+MAX_DEPTH = 8  # sub-workflows within sub-workflows
 
 class Compensation(Model):
     """What undoes a step: another agent call run during rollback."""
@@ -45,12 +49,41 @@ class Compensation(Model):
     timeout: PositiveDuration | None = None
 
 
+class Tolerate(Model):
+    """How many items of a for_each step may fail (after their retries) without failing
+    the step: a count, or a percentage of the items."""
+
+    count: int | None = Field(None, ge=0, description="Items that may fail")
+    percent: float | None = Field(None, ge=0, le=100, description="Share of the items, 0-100")
+
+    @model_validator(mode="after")
+    def _one(self) -> Tolerate:
+        if (self.count is None) == (self.percent is None):
+            raise ValueError("tolerate takes one of count or percent")
+        return self
+
+    def allows(self, items: int) -> int:
+        """How many failed items of ``items`` leave the step succeeded."""
+        if self.count is not None:
+            return self.count
+        assert self.percent is not None
+        return int(items * self.percent / 100 + 1e-9)
+
+
+MAX_ITEMS = 100_000  # items of one for_each step (each is a step's row and events)
+
+
 class Step(Model):
     id: str = Field(pattern=STEP_ID_PATTERN, max_length=128)
-    agent: str = Field(
+    agent: str | None = Field(
+        None,
         pattern=AGENT_REF_PATTERN,
         description="A capability, or an agent id written as @agent-id",
     )
+    workflow: str | None = Field(
+        None, pattern=WORKFLOW_NAME_PATTERN, max_length=128,
+        description="A sub-workflow by name, run as a child run (instead of an agent): NAME.yaml"
+                    " beside this file, or one defined under workflows:")
     description: str | None = None
     input: Any = Field(None, description="Any JSON value; ${{ path }} templates are resolved")
     depends_on: list[str] = Field(default_factory=empty_list)
@@ -62,6 +95,36 @@ class Step(Model):
     strategy: Strategy | None = Field(None, description="How to pick among agents")
     optional: bool = Field(False, description="A failure does not fail the run")
     compensate: Compensation | None = None
+    when: str | None = Field(
+        None, max_length=4096,
+        description="A CEL expression over input and steps.ID.output: false skips the step")
+    for_each: str | None = Field(
+        None, max_length=1024,
+        description="${{ path }} to a list: the step runs once per item (${{ item }},"
+                    " ${{ item_index }}), its output the results in order")
+    max_concurrency: int | None = Field(
+        None, ge=1, le=10_000, description="Items of a for_each step in flight at once")
+    tolerate: Tolerate | None = Field(
+        None, description="Failed items a for_each step survives: {count: N} or {percent: P}")
+    trigger: Trigger = Field(
+        "all_success",
+        description="When it runs after its dependencies: all_success (a skipped or failed"
+                    " one skips it), one_success (any_of), all_done (whatever they did)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _any_of(cls, data: Any) -> Any:
+        """``depends_on: {any_of: [a, b]}`` is ``depends_on: [a, b]`` with
+        ``trigger: one_success``: a join after branches of which one ran."""
+        if not isinstance(data, dict) or not isinstance(data.get("depends_on"), dict):
+            return data
+        spec = data["depends_on"]
+        if set(spec) != {"any_of"} or not isinstance(spec["any_of"], list):
+            raise ValueError("depends_on is a list of step ids, or {any_of: [ids]}")
+        if data.get("trigger", "one_success") != "one_success":
+            raise ValueError(f"depends_on: {{any_of: ...}} means trigger: one_success, not"
+                             f" {data['trigger']!r}")
+        return {**data, "depends_on": spec["any_of"], "trigger": "one_success"}
 
 
 class Defaults(Model):
@@ -84,7 +147,7 @@ class Recovery(Model):
 class Workflow(Model):
     """A named, versioned set of steps. Semantic checks live in ``validate``."""
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=128)
+    name: str = Field(pattern=WORKFLOW_NAME_PATTERN, max_length=128)
     version: int | str = 1
     description: str | None = None
     mode: Mode = "dag"
@@ -107,6 +170,10 @@ class Workflow(Model):
     max_runs: int | None = Field(
         None, ge=1, le=100_000,
         description="Runs of it executing at once across every worker (PostgreSQL's claims)")
+    workflows: dict[str, Workflow] = Field(
+        default_factory=dict,
+        description="The sub-workflows its steps call, by name (the loader adds NAME.yaml files"
+                    " found beside this one); kept in every run's definition")
 
     @model_validator(mode="after")
     def _semantics(self) -> Workflow:

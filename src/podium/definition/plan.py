@@ -14,7 +14,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from podium.definition.models import Compensation, RetryPolicy, Step, Workflow
+from podium.definition.conditions import Condition, ConditionError, compile_condition
+from podium.definition.models import Compensation, RetryPolicy, Step, Tolerate, Workflow
 from podium.definition.templates import Compiled, compile_template
 from podium.errors import DefinitionError, Problem
 
@@ -38,6 +39,12 @@ class PlanNode:
     compensate: Compensation | None = None
     compensate_input: Compiled | None = None
     compensate_retry: tuple[RetryPolicy, ...] = ()
+    when: Condition | None = None
+    trigger: str = "all_success"
+    for_each: Compiled | None = None  # the list a map step runs once per item of
+    sub: Plan | None = None  # the plan of the sub-workflow it runs (``workflow:``)
+    item_concurrency: int | None = None
+    tolerate: Tolerate | None = None
 
 
 @dataclass(slots=True)
@@ -115,7 +122,7 @@ def compile_plan(workflow: Workflow) -> Plan:
             index=i,
             id=s.id,
             step=s,
-            agent=s.agent,
+            agent=s.agent or "",
             deps=deps,
             input=compile_template(raw_input),
             retry=effective_retry(s.retry, defaults.retry, s.id),
@@ -124,6 +131,12 @@ def compile_plan(workflow: Workflow) -> Plan:
             optional=s.optional,
             strategy=s.strategy or workflow.strategy,
             compensate=comp,
+            when=_condition(s),
+            trigger=s.trigger,
+            for_each=None if s.for_each is None else compile_template(s.for_each),
+            item_concurrency=s.max_concurrency,
+            tolerate=s.tolerate,
+            sub=None if s.workflow is None else compile_plan(workflow.workflows[s.workflow]),
         )
         if comp is not None:
             node.compensate_input = compile_template(
@@ -148,9 +161,18 @@ def compile_plan(workflow: Workflow) -> Plan:
         by_id={n.id: n for n in nodes},
         roots=[n.index for n in nodes if not n.deps],
         output=output,
-        agent_refs=frozenset(n.agent for n in nodes)
-        | {n.compensate.agent for n in nodes if n.compensate is not None},
+        agent_refs=frozenset(n.agent for n in nodes if n.sub is None)
+        | {n.compensate.agent for n in nodes if n.compensate is not None}
+        # A sub-workflow runs in the process that runs its caller: its agents too.
+        | {ref for n in nodes if n.sub is not None for ref in n.sub.agent_refs},
     )
+
+
+def _condition(step: Step) -> Condition | None:
+    try:
+        return compile_condition(step.when)
+    except ConditionError as exc:  # validation catches it first: a stored definition
+        raise DefinitionError([Problem(f"when: {exc}", step=step.id, field="when")]) from None
 
 
 def mermaid(plan: Plan) -> str:
@@ -158,19 +180,32 @@ def mermaid(plan: Plan) -> str:
     wf = plan.workflow
     lines = ["flowchart TD", f"    %% {wf.name} v{wf.version} ({wf.mode})", "    start((input))"]
     for n in plan.nodes:
-        label = f"{n.id}<br/><small>{n.agent}</small>"
-        shape = f'{_mid(n)}["{label}"]' if not n.optional else f'{_mid(n)}(["{label}"])'
+        label = f"{n.id}<br/><small>{n.agent or 'workflow ' + (n.step.workflow or '')}</small>"
+        if n.step.for_each is not None:
+            label += f"<br/><small>for each {_text(n.step.for_each)}</small>"
+        if n.when is not None:
+            label += f"<br/><small>when {_text(n.when.source)}</small>"
+        shape = (f'{_mid(n)}[["{label}"]]' if n.sub is not None
+                 else f'{_mid(n)}(["{label}"])' if n.optional else f'{_mid(n)}["{label}"]')
         lines.append(f"    {shape}")
     for n in plan.nodes:
         if not n.deps:
             lines.append(f"    start --> {_mid(n)}")
+        arrow = {"one_success": "-. any of .->", "all_done": "-. done .->"}.get(n.trigger, "-->")
         for d in n.deps:
-            lines.append(f"    {_mid(plan.nodes[d])} --> {_mid(n)}")
+            lines.append(f"    {_mid(plan.nodes[d])} {arrow} {_mid(n)}")
     lines.append("    done((output))")
     for n in plan.nodes:
         if not n.dependents:
             lines.append(f"    {_mid(n)} --> done")
     return "\n".join(lines) + "\n"
+
+
+def _text(text: str) -> str:
+    """Text inside a quoted Mermaid label: its own quotes and brackets as entities."""
+    for raw, entity in (("&", "#amp;"), ('"', "#quot;"), ("<", "#lt;"), (">", "#gt;")):
+        text = text.replace(raw, entity)
+    return text
 
 
 def _mid(node: PlanNode) -> str:

@@ -29,7 +29,8 @@ _SEGMENT = re.compile(r"""\.?([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]|\[['"]([^'"]+)[
 # A step id may start with a digit (``steps.2.output``), which the generic
 # segments would read as a list index; the step position is parsed on its own.
 _STEP = re.compile(r"steps\.([A-Za-z0-9][A-Za-z0-9_-]*)")
-_SUPPORTED = "input.<key>..., steps.<id>.output..., run.id, workflow.name, workflow.version"
+_SUPPORTED = ("input.<key>..., steps.<id>.output..., run.id, workflow.name, workflow.version,"
+              " and in a for_each step item... and item_index")
 
 
 class TemplateError(ValueError):
@@ -48,7 +49,7 @@ class TemplateLookupError(LookupError):
 class Ref:
     """One parsed path: its root, the step it names (if any) and the keys after."""
 
-    root: str  # input | steps | run | workflow
+    root: str  # input | steps | run | workflow | item | item_index
     step: str | None
     path: tuple[str | int, ...]
     text: str
@@ -63,6 +64,9 @@ class Scope:
     run_id: str
     workflow_name: str
     workflow_version: int | str
+    # In one item of a for_each step: the item, and its position in the list.
+    item: Any = None
+    item_index: int | None = None
 
 
 def parse_path(expr: str) -> Ref:
@@ -103,6 +107,10 @@ def parse_path(expr: str) -> Ref:
         return Ref("steps", segments[1], tuple(segments[3:]), text)
     if root == "run" and segments[1:] == ["id"]:
         return Ref("run", None, ("id",), text)
+    if root == "item":
+        return Ref("item", None, tuple(segments[1:]), text)
+    if root == "item_index" and len(segments) == 1:
+        return Ref("item_index", None, (), text)
     if root == "workflow" and len(segments) == 2 and segments[1] in ("name", "version"):
         return Ref("workflow", None, (segments[1],), text)
     raise TemplateError(
@@ -139,6 +147,10 @@ def _resolve_ref(ref: Ref, scope: Scope) -> Any:
         return _lookup(scope.outputs.get(ref.step), ref.path, ref)
     if ref.root == "run":
         return scope.run_id
+    if ref.root == "item":
+        return _lookup(scope.item, ref.path, ref)
+    if ref.root == "item_index":
+        return scope.item_index
     return scope.workflow_name if ref.path == ("name",) else scope.workflow_version
 
 

@@ -8,11 +8,14 @@ the same pass: every problem at once, not one per try.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from podium.definition.templates import template_errors
 from podium.errors import Problem
+
+_WHOLE = re.compile(r"\$\{\{[^{}]*\}\}")
 
 __all__ = ["semantic_problems"]
 
@@ -88,12 +91,19 @@ def _check_templates(
     field: str,
     loc: tuple[str | int, ...],
     why: str,
+    items: bool = False,
 ) -> list[Problem]:
     refs, errors = template_errors(value)
     problems = [
         Problem(str(e), step=step, field=field, hint=e.hint, loc=loc) for e in errors
     ]
     for ref in refs:
+        if ref.root in ("item", "item_index") and not items:
+            problems.append(Problem(
+                f"'${{{{ {ref.text} }}}}' is only known in the input of a for_each step",
+                step=step, field=field,
+                hint="add for_each: ${{ steps.ID.output.LIST }} to the step, or read"
+                     " input or steps.ID.output", loc=loc))
         if ref.step is None:
             continue
         if ref.step not in known:
@@ -165,6 +175,128 @@ def _merged_retry_problems(raw: Mapping[str, Any], steps: list[Any]) -> list[Pro
     return problems
 
 
+def _dep_list(step: Mapping[str, Any]) -> list[Any]:
+    """A step's dependencies, written as a list or as ``{any_of: [...]}``."""
+    d = step.get("depends_on") or []
+    if isinstance(d, Mapping):
+        d = d.get("any_of") or []
+    return d if isinstance(d, list) else []
+
+
+def _check_condition(text: Any, *, allowed: Callable[[str], bool], known: set[str],
+                     step: str, loc: tuple[str | int, ...], why: str) -> list[Problem]:
+    """A ``when:`` that does not compile, names what does not exist, or reads a step
+    that has not run by then: found here, not at run time."""
+    from podium.definition.conditions import condition_problems
+
+    wrong, cond = condition_problems(text)
+    if cond is None:
+        return [Problem(f"when: {wrong}", step=step, field="when",
+                        hint="a CEL expression, e.g. steps.classify.output.kind == 'invoice'",
+                        loc=loc)]
+    out = []
+    for ref in cond.steps:
+        if ref not in known:
+            out.append(Problem(f"when: unknown step '{ref}'", step=step, field="when",
+                               hint=_suggest(ref, sorted(known)) or
+                               f"steps are: {', '.join(sorted(known))}", loc=loc))
+        elif not allowed(ref):
+            out.append(Problem(f"when: reads step '{ref}', which has not run by then",
+                               step=step, field="when", hint=why.format(ref=ref), loc=loc))
+    return out
+
+
+def _check_map(s: Mapping[str, Any], *, allowed: Callable[[str], bool], known: set[str],
+               step: str, index: int, why: str) -> list[Problem]:
+    """``for_each`` is one ``${{ path }}`` to data that exists before the step runs;
+    ``max_concurrency`` and ``tolerate`` mean something only with it."""
+    loc: tuple[str | int, ...] = ("steps", index, "for_each")
+    spec = s.get("for_each")
+    if spec is None:
+        return [Problem(f"{key} is only for a for_each step", step=step, field=key,
+                        hint=f"add for_each: ${{{{ steps.ID.output.LIST }}}}, or remove {key}",
+                        loc=("steps", index, key))
+                for key in ("max_concurrency", "tolerate") if s.get(key) is not None]
+    if not isinstance(spec, str) or not _WHOLE.fullmatch(spec.strip()):
+        return [Problem("for_each must be one ${{ path }} to a list", step=step,
+                        field="for_each", hint="e.g. for_each: ${{ steps.split.output.documents"
+                        " }}, or ${{ input.items }}", loc=loc)]
+    return _check_templates(spec, allowed=allowed, known=known, step=step, field="for_each",
+                            loc=loc, why=why)
+
+
+# A step that runs a sub-workflow has no agent call of its own to shape: the child's
+# steps have their own retries, timeouts and compensations.
+_AGENT_ONLY = ("retry", "timeout", "deadline", "acquire_timeout", "strategy", "compensate")
+
+
+def _check_calls(raw: Mapping[str, Any], steps: list[Any]) -> list[Problem]:
+    """Sub-workflows named by steps exist, are not called with agent-call settings, and
+    do not call back into a workflow that is calling them."""
+    problems: list[Problem] = []
+    defined = raw.get("workflows") if isinstance(raw.get("workflows"), Mapping) else {}
+    assert isinstance(defined, Mapping)
+    for i, s in enumerate(steps):
+        if not isinstance(s, Mapping):
+            continue
+        sid = s.get("id")
+        step = sid if isinstance(sid, str) else f"#{i + 1}"
+        if s.get("agent") is None and s.get("workflow") is None:
+            problems.append(Problem(
+                "missing required key 'agent'", step=step, field="agent",
+                hint="add 'agent' (a capability, or @agent-id), or 'workflow' (a"
+                     " sub-workflow by name)", loc=("steps", i)))
+            continue
+        if s.get("agent") is not None and s.get("workflow") is not None:
+            problems.append(Problem(
+                "a step calls an agent or runs a workflow, not both", step=step,
+                field="workflow", hint="keep one of 'agent' and 'workflow'",
+                loc=("steps", i, "workflow")))
+            continue
+        if not isinstance(s.get("workflow"), str):
+            continue
+        name = s["workflow"]
+        if name not in defined:
+            problems.append(Problem(
+                f"unknown sub-workflow '{name}'", step=step, field="workflow",
+                hint=f"put {name}.yaml beside this file, or define it under workflows:"
+                     + (f" (defined: {', '.join(sorted(defined))})" if defined else ""),
+                loc=("steps", i, "workflow")))
+        for key in _AGENT_ONLY:
+            if s.get(key) is not None:
+                problems.append(Problem(
+                    f"{key} is for an agent's call; a step that runs workflow '{name}' has none",
+                    step=step, field=key, hint=f"set {key} on the steps of '{name}'",
+                    loc=("steps", i, key)))
+    cycle = _call_cycle(raw, (str(raw.get("name", "")),))
+    if cycle:
+        problems.append(Problem(
+            "a workflow calls itself: " + " -> ".join(cycle), field="workflow",
+            hint="sub-workflows must not call the workflows that call them", loc=("steps",)))
+    return problems
+
+
+def _call_cycle(raw: Mapping[str, Any], stack: tuple[str, ...]) -> tuple[str, ...] | None:
+    defined = raw.get("workflows") if isinstance(raw.get("workflows"), Mapping) else {}
+    assert isinstance(defined, Mapping)
+    steps = raw.get("steps") if isinstance(raw.get("steps"), list) else []
+    assert isinstance(steps, list)
+    for s in steps:
+        name = s.get("workflow") if isinstance(s, Mapping) else None
+        if not isinstance(name, str):
+            continue
+        if name in stack:
+            return (*stack, name)
+        child = defined.get(name)
+        if isinstance(child, Mapping):
+            # A child's own callees, else the ones its caller defines alongside it.
+            merged = {**defined, **(child.get("workflows") or {})}
+            found = _call_cycle({**child, "workflows": merged}, (*stack, name))
+            if found:
+                return found
+    return None
+
+
 def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
     mode = raw.get("mode", "dag")
@@ -191,8 +323,8 @@ def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
             continue
         seen.add(sid)
         ids.append(sid)
-        d = s.get("depends_on") or []
-        deps[sid] = [x for x in d if isinstance(x, str)] if isinstance(d, list) else []
+        d = _dep_list(s)
+        deps[sid] = [x for x in d if isinstance(x, str)]
 
     for i, s in enumerate(steps):
         if not isinstance(s, Mapping) or not isinstance(s.get("id"), str):
@@ -209,9 +341,9 @@ def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
                 )
             )
             continue
-        own = s.get("depends_on") or []
+        own = _dep_list(s)
         # Each step's own list: a duplicate id must not repeat the first step's problems.
-        own_deps = [x for x in own if isinstance(x, str)] if isinstance(own, list) else []
+        own_deps = [x for x in own if isinstance(x, str)]
         for j, target in enumerate(own_deps):
             if target == sid:
                 problems.append(
@@ -282,10 +414,15 @@ def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
         def undoes(ref: str, sid: str = sid) -> bool:
             return ref == sid or upstream(sid, ref)
 
+        mapped = s.get("for_each") is not None
         problems += _check_templates(
             s.get("input"), allowed=reads, known=known, step=sid, field="input",
-            loc=("steps", i, "input"), why=why,
+            loc=("steps", i, "input"), why=why, items=mapped,
         )
+        problems += _check_map(s, allowed=reads, known=known, step=sid, index=i, why=why)
+        if s.get("when") is not None:
+            problems += _check_condition(s["when"], allowed=reads, known=known, step=sid,
+                                         loc=("steps", i, "when"), why=why)
         comp = s.get("compensate")
         if isinstance(comp, Mapping):
             problems += _check_templates(
@@ -293,6 +430,7 @@ def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
                 field="compensate.input", loc=("steps", i, "compensate", "input"), why=why,
             )
     problems += _merged_retry_problems(raw, steps)
+    problems += _check_calls(raw, steps)
     problems += _check_templates(
         raw.get("output"), allowed=None, known=known, step=None, field="output",
         loc=("output",), why=why,

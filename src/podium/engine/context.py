@@ -12,13 +12,35 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from podium.agents.registry import AgentRegistry
 from podium.clock import Clock
+from podium.definition.models import Workflow
 from podium.engine.journal import Journal
 from podium.events import Event
+from podium.state import RunRecord
 
-__all__ = ["RunContext"]
+__all__ = ["Children", "RunContext"]
+
+
+class Children(Protocol):
+    """The child runs of a run's ``workflow:`` steps, executed by the same engine."""
+
+    async def run(self, child_id: str, workflow: Workflow, value: Any,
+                  agents_source: dict[str, Any], redrive: bool) -> RunRecord:
+        """The child run ``child_id`` to its end: started if new, waited for if going,
+        resumed if its process died (redriven too if failed, with ``redrive``), read
+        back if it ended before."""
+        ...
+
+    def cancel(self, child_id: str, reason: str) -> None:
+        """Ask the child run to stop (its parent stopped)."""
+        ...
+
+    async def rollback(self, child_id: str) -> RunRecord | None:
+        """Roll the child run back; None if it had nothing to undo (or never ran)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,3 +51,4 @@ class RunContext:
     rng: random.Random
     publish: Callable[[Event], None]
     runs_active: Callable[[], int]
+    children: Children | None = None

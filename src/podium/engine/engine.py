@@ -43,6 +43,7 @@ from podium.errors import (
     Problem,
     RunHeld,
     RunLost,
+    RunNotFound,
 )
 from podium.events import ErrorInfo, Event, EventBus, RunCancelRequested, RunSubmitted
 from podium.state import (
@@ -51,6 +52,7 @@ from podium.state import (
     RunRecord,
     RunStatus,
     StepStatus,
+    decided_skip,
 )
 from podium.store.base import Store, WorkerStore
 from podium.store.memory import MemoryStore
@@ -84,13 +86,81 @@ def new_run_id() -> str:
         int.from_bytes(os.urandom(4)) % 36**6, 6)
 
 
+class _Children:
+    """A run's child runs (``workflow:`` steps), executed by the engine of their parent."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def run(self, child_id: str, workflow: Workflow, value: Any,
+                  agents_source: dict[str, Any], redrive: bool) -> RunRecord:
+        engine = self._engine
+        handle = engine.handle_of(child_id)
+        if handle is None:
+            try:
+                existing: RunRecord | None = await engine.store.get_run(child_id)
+            except RunNotFound:
+                existing = None
+            if existing is None:
+                handle = await engine.start(workflow, value, run_id=child_id,
+                                            agents_source=agents_source)
+            elif existing.status == RunStatus.SUCCEEDED or existing.status in _UNDONE or (
+                    existing.status in _REDRIVEN and not redrive):
+                return existing  # ended before this parent's crash: its end stands
+            else:
+                try:
+                    handle = await engine.resume(child_id)
+                except RunHeld:  # another process executes it: wait for its end
+                    return await self._elsewhere(child_id)
+        return await handle.result()
+
+    async def _elsewhere(self, child_id: str) -> RunRecord:
+        store = self._engine.store
+        while True:
+            run = await store.get_run(child_id)
+            if run.status not in LIVE_RUN_STATUSES:
+                return run
+            await self._engine.clock.sleep(0.5)
+
+    def cancel(self, child_id: str, reason: str) -> None:
+        engine = self._engine
+        if engine.handle_of(child_id) is not None:
+            engine.cancel_requested(child_id, reason)
+            return
+        task = asyncio.get_running_loop().create_task(engine.store.request_cancel(child_id))
+        task.add_done_callback(_quiet)
+
+    async def rollback(self, child_id: str) -> RunRecord | None:
+        engine = self._engine
+        try:
+            existing = await engine.store.get_run(child_id)
+        except RunNotFound:
+            return None  # never started
+        if existing.status == RunStatus.ROLLED_BACK:
+            return existing  # a rollback of the parent resumed after its crash
+        try:
+            handle = await engine.rollback(child_id)
+        except NothingToCompensate:
+            return None
+        return await handle.result()
+
+
+def _quiet(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("could not ask a child run to cancel: %s", task.exception())
+
+
+_UNDONE = frozenset({RunStatus.ROLLED_BACK, RunStatus.ROLLBACK_FAILED})
+
+
 def compensable_steps(run: RunRecord) -> list[str]:
-    """The steps a rollback of ``run`` would undo: succeeded ones with a ``compensate``."""
+    """The steps a rollback of ``run`` would undo: succeeded ones with a ``compensate``,
+    and those that ran a sub-workflow (its run is rolled back)."""
     workflow = workflow_from_dict(run.definition, source=f"run {run.run_id} (stored definition)")
     return [
         step.id
         for step in workflow.steps
-        if step.compensate is not None
+        if (step.compensate is not None or step.workflow is not None)
         and (rec := run.steps.get(step.id)) is not None
         and rec.status == StepStatus.SUCCEEDED
     ]
@@ -195,7 +265,7 @@ class Engine:
         self._calls: dict[int, tuple[Plan, list[tuple[Call, Call | None]]]] = {}
         active = self._active
         self._context = RunContext(self.clock, self.registry, self.journal, self.rng,
-                                   self.bus.emit, lambda: len(active))
+                                   self.bus.emit, lambda: len(active), _Children(self))
         self._opened = False
         self._supervisor: asyncio.Task[None] | None = None
         # A worker's engine renews its leases (heartbeat) even with no run in flight.
@@ -349,17 +419,20 @@ class Engine:
         resumed: bool,
         carry: dict[str, RetryState] | None = None,
         rollback: str | None = None,
+        redrive: bool = False,
     ) -> RunHandle:
-        execution = self._execution(plan, record, resumed=resumed, carry=carry)
+        execution = self._execution(plan, record, resumed=resumed, carry=carry,
+                                    redrive=redrive)
         if rollback is None:
             execution.begin()
         work = execution.rollback(rollback) if rollback is not None else execution.execute()
         return self._track(execution, work)
 
     def _execution(self, plan: Plan, record: RunRecord, *, resumed: bool,
-                   carry: dict[str, RetryState] | None = None) -> RunExecution:
+                   carry: dict[str, RetryState] | None = None,
+                   redrive: bool = False) -> RunExecution:
         return RunExecution(self._context, plan, self._calls_of(plan), record,
-                            resumed=resumed, carry=carry)
+                            resumed=resumed, carry=carry, redrive=redrive)
 
     def _track(self, execution: RunExecution,
                work: Coroutine[Any, Any, RunRecord]) -> RunHandle:
@@ -621,8 +694,8 @@ class Engine:
         redrive = run.status in _REDRIVEN
         for node in plan.nodes:
             found = run.steps.get(node.id)
-            if found is None or found.status == StepStatus.SUCCEEDED:
-                continue
+            if found is None or found.status == StepStatus.SUCCEEDED or decided_skip(found):
+                continue  # a branch not taken stays not taken
             rec = found
             if redrive or rec.status in _RUN_AGAIN:
                 rec.next_retry_at = None  # a redrive starts each step's retry budget afresh
@@ -633,10 +706,15 @@ class Engine:
                 carry[node.id] = RetryState(counts=[used] * len(node.retry))
             rec.status = StepStatus.PENDING
             rec.optional = False
+        if redrive:  # items of for_each steps that did not succeed run again too
+            for sid, rec in run.steps.items():
+                if sid not in plan.by_id and rec.status in _RUN_AGAIN:
+                    rec.status, rec.attempts, rec.next_retry_at = StepStatus.PENDING, 0, None
         run.error = None
         run.output = None
         # A submitted run that no process started yet starts now, for the first time.
-        return self._launch(plan, run, resumed=run.started_at is not None, carry=carry)
+        return self._launch(plan, run, resumed=run.started_at is not None, carry=carry,
+                            redrive=redrive)
 
     async def recover_stale(self) -> tuple[list[str], float | None]:
         """Take over every run a dead process left, as a long-running engine does.
@@ -749,6 +827,11 @@ class Engine:
 
     def active_ids(self) -> list[str]:
         return list(self._active)
+
+    def handle_of(self, run_id: str) -> RunHandle | None:
+        """The run if it is executing here."""
+        handle = self._active.get(run_id)
+        return None if handle is None or handle.done() else handle
 
     def cancel_requested(self, run_id: str, reason: str = "cancel requested") -> None:
         """Another process asked to cancel a run executing here (seen in the store, or

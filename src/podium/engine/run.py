@@ -15,6 +15,10 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
+from podium.definition.conditions import ConditionError
+from podium.definition.models import MAX_DEPTH, MAX_ITEMS
 from podium.definition.plan import Plan, PlanNode
 from podium.definition.templates import Scope, TemplateLookupError
 from podium.engine import attempt as attempts
@@ -23,6 +27,9 @@ from podium.engine.context import RunContext
 from podium.engine.retry import RetryState
 from podium.errors import PodiumError
 from podium.events import (
+    CompensationFailed,
+    CompensationStarted,
+    CompensationSucceeded,
     ErrorInfo,
     Event,
     RollbackStarted,
@@ -30,8 +37,11 @@ from podium.events import (
     RunStarted,
     StepCancelled,
     StepFailed,
+    StepMapStarted,
     StepReady,
     StepSkipped,
+    StepStarted,
+    StepSucceeded,
 )
 from podium.state import (
     CompensationStatus,
@@ -40,9 +50,14 @@ from podium.state import (
     StepRecord,
     StepStatus,
     apply_event,
+    decided_skip,
 )
 
 __all__ = ["CANCELLED", "FAILED", "TIMEOUT", "RunExecution", "calls_of"]
+
+# Items of a for_each step in flight at once when it does not say (its agents' own
+# max_concurrency still holds each one to its capacity).
+_MAP_WIDTH = 256
 
 log = logging.getLogger("podium.engine")
 
@@ -72,6 +87,27 @@ def calls_of(plan: Plan) -> list[tuple[Call, Call | None]]:
     return out
 
 
+class _Item:
+    """What one item of a for_each step offers ``attempt.call``: the run's, with the item
+    in its scope."""
+
+    __slots__ = ("_run", "run_id", "scope")
+
+    def __init__(self, run: RunExecution, scope: Scope) -> None:
+        self._run = run
+        self.run_id = run.run_id
+        self.scope = scope
+
+    def emit(self, event: Event) -> None:
+        self._run.emit(event)
+
+    def others_running(self) -> bool:
+        return True
+
+    async def commit_for_retry(self) -> bool:
+        return await self._run.commit_for_retry()
+
+
 class RunExecution:
     def __init__(
         self,
@@ -82,8 +118,12 @@ class RunExecution:
         *,
         resumed: bool,
         carry: dict[str, RetryState] | None = None,
+        redrive: bool = False,
     ) -> None:
         self.ctx = ctx
+        # A failed or cancelled run driven again: its failed child runs are redriven too
+        # (a run resumed after a crash takes a child's end as it is).
+        self.redrive = redrive
         self.calls = calls
         # Retry budgets carried over from before a crash, by step id.
         self.carry = carry or {}
@@ -115,8 +155,16 @@ class RunExecution:
         # on a resume some steps start resolved.
         self._resolved = [
             rec.status == StepStatus.SUCCEEDED or (rec.status == StepStatus.FAILED and rec.optional)
+            or decided_skip(rec)
             for rec in self._recs
         ]
+        # Steps that decide for themselves when ready (a ``when:``, a trigger rule);
+        # every step decides once a step was skipped or failed without failing the run.
+        self._gated = [node.when is not None or node.trigger != "all_success"
+                       for node in plan.nodes]
+        self._skips = any(rec.status == StepStatus.SKIPPED for rec in self._recs)
+        self._arrivals: deque[int] = deque()
+        self._arriving = False
         self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._begun = False
         # While a finishing step makes others ready, its task may carry on with one.
@@ -176,7 +224,7 @@ class RunExecution:
             await self._flush()  # the run and its start are durable before any step runs
             for node in self.plan.nodes:
                 if not resolved[node.index] and self._remaining[node.index] == 0:
-                    self._make_ready(node.index)
+                    self._arrive(node.index)
             self._check_done()
             try:
                 await self._done
@@ -242,7 +290,7 @@ class RunExecution:
                 err.traceback,
             )
             if wf.on_failure == "compensate" and any(
-                    node.compensate is not None
+                    (node.compensate is not None or node.sub is not None)
                     and self._recs[node.index].status == StepStatus.SUCCEEDED
                     for node in self.plan.nodes):
                 self.record.error = error  # kept as the reason once rolled back
@@ -352,7 +400,78 @@ class RunExecution:
         for d in node.dependents:
             remaining[d] -= 1
             if remaining[d] == 0 and self._stopping is None:
-                self._make_ready(d)
+                if self._skips or self._gated[d]:
+                    self._arrive(d)
+                else:
+                    self._make_ready(d)
+
+    def _arrive(self, i: int) -> None:
+        """Every dependency of ``i`` resolved: decide whether it runs. Decisions that skip
+        make more arrive; they are taken in a loop here, not by recursion, so a skip
+        down a chain of 10,000 steps is as deep as one."""
+        self._arrivals.append(i)
+        if self._arriving:
+            return
+        self._arriving = True
+        try:
+            while self._arrivals:
+                self._decide(self._arrivals.popleft())
+        finally:
+            self._arriving = False
+
+    def _decide(self, i: int) -> None:
+        if self._stopping is not None or self._resolved[i]:
+            return
+        node = self.plan.nodes[i]
+        blocked = self._blocked(node)
+        if blocked is not None:
+            self._skip(node, *blocked)
+            return
+        if node.when is not None:
+            outputs = self.scope.outputs
+            assert isinstance(outputs, dict)
+            try:
+                go = node.when.evaluate(self.record.input, outputs)
+            except ConditionError as exc:
+                self.emit(StepFailed(run_id=self.run_id, ts=self.ctx.clock.now(),
+                                     step_id=node.id, attempts=0,
+                                     error=ErrorInfo("condition_error", f"when: {exc}", False),
+                                     optional=node.optional))
+                self._on_failed(node, self._recs[i])
+                return
+            if not go:
+                self._skip(node, f"when was false: {node.when.source}", True,
+                           node.when.source)
+                return
+        self._make_ready(i)
+
+    def _blocked(self, node: PlanNode) -> tuple[str, bool] | None:
+        """Why the trigger rule skips ``node`` (and whether for good), or None."""
+        if node.trigger == "all_done" or not node.deps:
+            return None
+        recs = self._recs
+        if node.trigger == "one_success":
+            if any(recs[d].status == StepStatus.SUCCEEDED for d in node.deps):
+                return None
+            names = ", ".join(f"'{self.plan.nodes[d].id}'" for d in node.deps)
+            return (f"none of its inputs succeeded ({names})",
+                    all(decided_skip(recs[d]) for d in node.deps))
+        for d in node.deps:
+            rec = recs[d]
+            if rec.status == StepStatus.SKIPPED:
+                return f"upstream step '{rec.step_id}' was skipped", decided_skip(rec)
+            if rec.status == StepStatus.FAILED and not rec.optional:
+                return f"upstream step '{rec.step_id}' failed", False
+        return None
+
+    def _skip(self, node: PlanNode, why: str, decided: bool,
+              condition: str | None = None) -> None:
+        self._skips = True
+        self.emit(StepSkipped(run_id=self.run_id, ts=self.ctx.clock.now(), step_id=node.id,
+                              reason=why, decided=decided, condition=condition))
+        self.scope.outputs[node.id] = None  # type: ignore[index]
+        self.ctx.journal.soon()  # seen by `podium status` while the other branch runs
+        self._resolve(node)
 
     async def _commit(self) -> None:
         journal = self.ctx.journal
@@ -490,33 +609,16 @@ class RunExecution:
         assert rec.error is not None
         if self._first_failure is None:
             self._first_failure = (node.id, rec.error)
-        self._resolved[node.index] = True
-        self._unresolved -= 1
         if self.plan.workflow.on_failure == "continue":
-            self._skip_downstream(node)
+            # Its dependents decide by their trigger rule: skipped by default, run by
+            # all_done, run by one_success if another input succeeded.
+            self._skips = True
+            self.scope.outputs[node.id] = None  # type: ignore[index]
+            self._resolve(node)
         else:
-            self.stop(FAILED, f"step '{node.id}' failed")
-
-    def _skip_downstream(self, failed: PlanNode) -> None:
-        ts = self.ctx.clock.now()
-        todo = list(failed.dependents)
-        nodes = self.plan.nodes
-        while todo:
-            i = todo.pop()
-            rec = self._recs[i]
-            if self._resolved[i]:
-                continue
-            self.emit(
-                StepSkipped(
-                    run_id=self.run_id,
-                    ts=ts,
-                    step_id=rec.step_id,
-                    reason=f"upstream step '{failed.id}' failed",
-                )
-            )
-            self._resolved[i] = True
+            self._resolved[node.index] = True
             self._unresolved -= 1
-            todo.extend(nodes[i].dependents)
+            self.stop(FAILED, f"step '{node.id}' failed")
 
     # --- attempts ---------------------------------------------------------
     def others_running(self) -> bool:
@@ -530,10 +632,215 @@ class RunExecution:
         return True
 
     async def _attempts(self, node: PlanNode, rec: StepRecord) -> bool:
+        if node.for_each is not None:
+            return await self._map(node)
+        if node.sub is not None:
+            return await self._child(node, node.id, self.scope)
         state = self.carry.pop(node.id, None)
         return await attempts.call(
             self.ctx, self.calls[node.index][0], self, attempts_so_far=rec.attempts,
             state=state or RetryState(), wait_until=rec.next_retry_at)
+
+    # --- for_each -----------------------------------------------------------
+    async def _map(self, node: PlanNode) -> bool:
+        """Run ``node`` once per item of its list, ``item_concurrency`` at a time.
+
+        Each item is a step of its own (``ID[i]``: its events, retries, row and
+        idempotency key), committed on its own like any step, so a resume runs only
+        the items that did not succeed (nor fail for good) before. Items are pulled
+        by a few workers from one iterator, not one task each: 10,000 items cost
+        what 10,000 steps do. The step succeeds with the results in input order
+        (``null`` for a tolerated failure); once more items failed than ``tolerate``
+        allows, no new item starts and the step fails, naming the failed items.
+        """
+        clock = self.ctx.clock
+        t0 = clock.monotonic()
+        assert node.for_each is not None
+        try:
+            items = node.for_each.resolve(self.scope)
+        except TemplateLookupError as exc:
+            return self._map_failed(node, ErrorInfo("invalid_input", f"for_each: {exc}", False))
+        if not isinstance(items, list):
+            kind = "null" if items is None else type(items).__name__
+            return self._map_failed(node, ErrorInfo(
+                "invalid_input", f"for_each gave {kind}, not a list (fix: point for_each at a"
+                " list, e.g. ${{ steps.split.output.documents }})", False))
+        n = len(items)
+        if n > MAX_ITEMS:
+            return self._map_failed(node, ErrorInfo(
+                "invalid_input", f"for_each gave {n:,} items, over {MAX_ITEMS:,} (fix: split"
+                " the list over several steps or sub-workflows)", False))
+        self.emit(StepMapStarted(run_id=self.run_id, ts=clock.now(), step_id=node.id, items=n))
+        steps = self.record.steps
+        results: list[Any] = [None] * n
+        failed: list[int] = []
+        todo: list[tuple[int, int, float | None]] = []
+        for i in range(n):
+            rec = steps.get(f"{node.id}[{i}]")
+            if rec is None:
+                todo.append((i, 0, None))
+            elif rec.status == StepStatus.SUCCEEDED:
+                results[i] = rec.output
+            elif rec.status == StepStatus.FAILED:
+                failed.append(i)  # failed for good before a crash (a redrive resets it)
+            else:  # cut short by a crash: the interrupted attempt is not held against it
+                used = rec.attempts if rec.next_retry_at is not None else max(rec.attempts - 1, 0)
+                todo.append((i, used, rec.next_retry_at))
+        allowed = node.tolerate.allows(n) if node.tolerate is not None else 0
+        main = self.calls[node.index][0]
+        base = self.scope
+        pending = iter(todo)
+
+        async def work() -> None:
+            for i, used, wait_until in pending:
+                if len(failed) > allowed:
+                    return
+                key = f"{node.id}[{i}]"
+                c = Call(key, main.agent_ref, main.template, main.policies, main.timeout_s,
+                         main.deadline_s, key, main.acquire_timeout_s, main.strategy, False,
+                         main.words)
+                scope = Scope(base.input, base.outputs, base.run_id, base.workflow_name,
+                              base.workflow_version, items[i], i)
+                state = RetryState(counts=[used] * len(main.policies)) if used else RetryState()
+                try:
+                    if node.sub is not None:
+                        ok = await self._child(node, key, scope, optional=False)
+                    else:
+                        ok = await attempts.call(self.ctx, c, _Item(self, scope),
+                                                 attempts_so_far=used, state=state,
+                                                 wait_until=wait_until)
+                except asyncio.CancelledError:
+                    rec = steps.get(key)
+                    if rec is not None and rec.status not in (StepStatus.SUCCEEDED,
+                                                              StepStatus.FAILED):
+                        self.emit(StepCancelled(run_id=self.run_id, ts=clock.now(),
+                                                step_id=key, attempt=rec.attempts))
+                    raise
+                if ok:
+                    results[i] = steps[key].output
+                    self.ctx.journal.soon()  # each item's result durable within a turn
+                else:
+                    failed.append(i)
+
+        width = min(node.item_concurrency or _MAP_WIDTH, len(todo))
+        if width:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(width):
+                    group.create_task(work())
+        if len(failed) > allowed:
+            failed.sort()
+            first = steps[f"{node.id}[{failed[0]}]"].error
+            shown = ", ".join(str(i) for i in failed[:20]) + (" ..." if len(failed) > 20 else "")
+            limit = "none may" if node.tolerate is None else f"tolerate allows {allowed}"
+            return self._map_failed(node, ErrorInfo(
+                "items_failed",
+                f"{len(failed)} of {n} items failed ({limit}): items {shown};"
+                f" item {failed[0]}: {first.message if first else 'failed'}",
+                False, first.agent_id if first else None))
+        raw = orjson.dumps(results).decode()
+        self.emit(StepSucceeded(run_id=self.run_id, ts=clock.now(), step_id=node.id,
+                                attempt=1, agent_id=node.agent, output=results,
+                                duration_s=clock.monotonic() - t0, output_json=raw))
+        return True
+
+    # --- sub-workflows --------------------------------------------------------
+    async def _child(self, node: PlanNode, key: str, scope: Scope, *,
+                     optional: bool | None = None) -> bool:
+        """Run ``node``'s sub-workflow as a child run, its output the step's output.
+
+        The child's id is this run's and the step's (``RUN.STEP``, ``RUN.STEP[i]`` for an
+        item): made, never drawn, so a resume finds the child it started instead of
+        starting a second one. A run that stops (cancelled, failed, timed out) stops its
+        children; one handed to another process leaves them to it.
+        """
+        clock = self.ctx.clock
+        children = self.ctx.children
+        assert node.sub is not None
+        assert children is not None
+        name = node.sub.workflow.name
+        optional = node.optional if optional is None else optional
+        t0 = clock.monotonic()
+        child_id = f"{self.run_id}.{key}"
+        self.emit(StepStarted(run_id=self.run_id, ts=clock.now(), step_id=key, attempt=1,
+                              agent_id=f"workflow:{name}"))
+        self.ctx.journal.soon()
+        error: ErrorInfo | None = None
+        try:
+            value = node.input.resolve(scope) if node.input is not None else None
+        except TemplateLookupError as exc:
+            error = ErrorInfo("invalid_input", f"input: {exc}", False)
+        if error is None and child_id.count(".") > MAX_DEPTH:
+            error = ErrorInfo("invalid_input", f"sub-workflows nested more than {MAX_DEPTH}"
+                              " deep", False)
+        if error is None:
+            try:
+                child = await children.run(child_id, node.sub.workflow, value,
+                                           self.record.agents_source, self.redrive)
+            except asyncio.CancelledError:
+                if self._stopping is not None and not self._paused:
+                    children.cancel(child_id, f"its parent run {self.run_id} stopped")
+                raise
+            except PodiumError as exc:
+                error = ErrorInfo("sub_workflow_error", f"workflow '{name}' (run {child_id}):"
+                                  f" {exc.message}", False)
+            else:
+                if child.status == RunStatus.SUCCEEDED:
+                    self.emit(StepSucceeded(
+                        run_id=self.run_id, ts=clock.now(), step_id=key, attempt=1,
+                        agent_id=f"workflow:{name}", output=child.output,
+                        duration_s=clock.monotonic() - t0,
+                        output_json=orjson.dumps(child.output).decode()))
+                    return True
+                why = child.error.message if child.error is not None else child.status
+                error = ErrorInfo(child.error.type if child.error else "sub_workflow_failed",
+                                  f"workflow '{name}' (run {child_id}) {child.status}: {why}",
+                                  False)
+        self.emit(StepFailed(run_id=self.run_id, ts=clock.now(), step_id=key, attempts=1,
+                             error=error, optional=optional))
+        return False
+
+    async def _undo_child(self, node: PlanNode) -> bool:
+        """A rollback of a step that ran a sub-workflow: the child runs are rolled back
+        (the items' newest first), each as one compensation of the step."""
+        clock = self.ctx.clock
+        children = self.ctx.children
+        assert node.sub is not None
+        assert children is not None
+        agent = f"workflow:{node.sub.workflow.name}"
+        keys = [node.id]
+        if node.for_each is not None:
+            items = [(sid, r) for sid, r in self.record.steps.items()
+                     if sid.startswith(node.id + "[") and r.status == StepStatus.SUCCEEDED]
+            keys = [sid for sid, r in sorted(items, key=lambda x: x[1].completed_seq or 0,
+                                               reverse=True)]
+        t0 = clock.monotonic()
+        self.emit(CompensationStarted(run_id=self.run_id, ts=clock.now(), step_id=node.id,
+                                      attempt=1, agent_id=agent))
+        await self._commit_all()
+        for key in keys:
+            child_id = f"{self.run_id}.{key}"
+            try:
+                child = await children.rollback(child_id)
+            except PodiumError as exc:
+                error = ErrorInfo("rollback_failed", f"run {child_id}: {exc.message}", False)
+            else:
+                if child is None or child.status == RunStatus.ROLLED_BACK:
+                    continue
+                why = child.error.message if child.error is not None else child.status
+                error = ErrorInfo("rollback_failed", f"run {child_id} {child.status}: {why}",
+                                  False)
+            self.emit(CompensationFailed(run_id=self.run_id, ts=clock.now(), step_id=node.id,
+                                         attempts=1, error=error))
+            return False
+        self.emit(CompensationSucceeded(run_id=self.run_id, ts=clock.now(), step_id=node.id,
+                                        attempt=1, agent_id=agent,
+                                        duration_s=clock.monotonic() - t0))
+        return True
+
+    def _map_failed(self, node: PlanNode, error: ErrorInfo) -> bool:
+        self.emit(StepFailed(run_id=self.run_id, ts=self.ctx.clock.now(), step_id=node.id,
+                             attempts=1, error=error, optional=node.optional))
+        return False
 
     # --- rollback ---------------------------------------------------------
     async def rollback(self, reason: str) -> RunRecord:
@@ -554,7 +861,8 @@ class RunExecution:
             (
                 n
                 for n in self.plan.nodes
-                if n.compensate is not None and self._recs[n.index].status == StepStatus.SUCCEEDED
+                if (n.compensate is not None or n.sub is not None)
+                and self._recs[n.index].status == StepStatus.SUCCEEDED
             ),
             key=lambda n: self._recs[n.index].completed_seq or 0,
             reverse=True,
@@ -564,6 +872,12 @@ class RunExecution:
         error: ErrorInfo | None
         for node in todo:
             rec = self._recs[node.index]
+            if node.sub is not None:  # its children, rolled back before what came before
+                if not await self._undo_child(node):
+                    failed.append(node.id)
+                    first_error = first_error or rec.compensation_error
+                await self._commit_all()
+                continue
             undo = self.calls[node.index][1]
             assert undo is not None
             ok = await attempts.call(

@@ -311,6 +311,8 @@ class AlertManager:
     def _outcome(self, run_id: str, step_id: str, agent_id: str | None, ok: bool,
                  ts: float) -> None:
         workflow = self._runs.get(run_id, ("unknown", 0.0))[0]
+        if "[" in step_id:  # an item of a for_each step counts as its step
+            step_id = step_id[:step_id.index("[")]
         for rule in self._rules("error_rate", workflow):
             subject = self._subjects(rule, workflow, step_id, agent_id)
             if subject is None:

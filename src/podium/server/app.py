@@ -60,7 +60,8 @@ class PodiumServer:
 
         self.runtime = await Runtime(RuntimeConfig(
             db=self.config.db, agents_file=find_agents_file(self.config.agents_file),
-            alerts_file=self.config.alerts_file, metrics=True, alerts=True)).open()
+            alerts_file=self.config.alerts_file, metrics=True, alerts=True,
+            schedules=True)).open()
         self.engine, self.metrics = self.runtime.engine, self.runtime.metrics
         self.alerts = self.runtime.alerts
         self.engine.registry.start_monitor()

@@ -50,6 +50,9 @@ __all__ = [
     "FeedPosition",
     "RunRow",
     "RunStore",
+    "ScheduleRecord",
+    "ScheduleStore",
+    "SlotRecord",
     "StepRow",
     "Store",
     "SyncRunStore",
@@ -308,9 +311,68 @@ class AlertStore(Protocol):
         ...
 
 
+@dataclass(slots=True)
+class ScheduleRecord:
+    """A schedule (``podium schedule add``): a workflow, its input, when it fires."""
+
+    id: str
+    workflow: str
+    definition: dict[str, Any]
+    input: Any
+    cron: str | None = None  # five cron fields, in ``tz``; or every_s
+    every_s: float | None = None
+    tz: str = "UTC"
+    overlap: str = "skip"  # skip | queue | allow: a slot while the last run still goes
+    catch_up: int = 1  # missed slots (downtime) fired late; the rest recorded missed
+    paused: bool = False
+    created_at: float = 0.0
+    next_at: float = 0.0  # the next slot, epoch seconds (the store's clock)
+    agents_source: dict[str, Any] = field(default_factory=dict)
+    queue: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class SlotRecord:
+    """What became of one slot of a schedule."""
+
+    slot: float
+    status: str  # fired | skipped | missed
+    run_id: str | None
+    at: float
+
+
+class ScheduleStore(Protocol):
+    async def add_schedule(self, schedule: ScheduleRecord) -> None:
+        """Keep a new schedule; ``ConfigError`` if its id is taken."""
+        ...
+
+    async def list_schedules(self) -> list[ScheduleRecord]: ...
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord:
+        """``ConfigError`` naming the known ones if there is none by that id."""
+        ...
+
+    async def set_schedule_paused(self, schedule_id: str, paused: bool,
+                                  next_at: float | None = None) -> bool:
+        """Pause or resume (from ``next_at``, when given); False if there is none."""
+        ...
+
+    async def delete_schedule(self, schedule_id: str) -> bool: ...
+
+    async def record_slot(self, schedule_id: str, slot: SlotRecord, next_at: float) -> bool:
+        """Record what became of ``slot`` and move the schedule on to ``next_at``, in one
+        transaction; False (and nothing changed) if that slot was recorded already."""
+        ...
+
+    async def schedule_slots(self, schedule_id: str, limit: int = 20) -> list[SlotRecord]:
+        """The latest slots, newest first."""
+        ...
+
+
 @runtime_checkable
-class Store(RunStore, AlertStore, Protocol):
-    """Both: what ``open_store`` gives (one database holds runs and alerts)."""
+class Store(RunStore, AlertStore, ScheduleStore, Protocol):
+    """All three: what ``open_store`` gives (one database holds runs, alerts and
+    schedules)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from podium.errors import RunNotFound, StoreError
+from podium.errors import ConfigError, RunNotFound, StoreError
 from podium.events import ErrorInfo, Event, StepAttemptFailed, StepSucceeded
 from podium.state import (
     TERMINAL_RUN_STATUSES,
@@ -24,7 +24,7 @@ from podium.state import (
     RunRecord,
     StepRecord,
 )
-from podium.store.base import NO_RUNS, Batch, StepRow
+from podium.store.base import NO_RUNS, Batch, ScheduleRecord, SlotRecord, StepRow
 
 __all__ = ["MemoryStore"]
 
@@ -46,6 +46,8 @@ class MemoryStore:
         self._alert_history: list[dict[str, Any]] = []
         # Step rows as the last batch left them, outputs as JSON text (run -> step -> row).
         self._steps: dict[str, dict[str, StepRow]] = {}
+        self._schedules: dict[str, ScheduleRecord] = {}
+        self._slots: dict[str, dict[float, SlotRecord]] = {}
 
     async def open(self) -> None:
         return None
@@ -133,7 +135,8 @@ class MemoryStore:
         run = self._runs.get(run_id)
         if run is not None:
             return run
-        matches = [r for k, r in self._runs.items() if k.startswith(run_id)]
+        matches = [r for k, r in self._runs.items() if k.startswith(run_id)
+                   and ("." not in k or "." in run_id)]  # child runs: only when asked
         if len(matches) == 1:
             return matches[0]
         raise RunNotFound(
@@ -281,3 +284,49 @@ class MemoryStore:
                     )
         out.sort(key=lambda o: o.ts)
         return out
+
+    # --- schedules ----------------------------------------------------------
+    async def add_schedule(self, schedule: ScheduleRecord) -> None:
+        if schedule.id in self._schedules:
+            raise ConfigError(f"a schedule '{schedule.id}' exists already (fix: --name another,"
+                              " or `podium schedule delete` it)")
+        self._schedules[schedule.id] = copy.deepcopy(schedule)
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        return [copy.deepcopy(s) for _, s in sorted(self._schedules.items())]
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord:
+        found = self._schedules.get(schedule_id)
+        if found is None:
+            raise ConfigError(f"no schedule '{schedule_id}' (fix: one of: "
+                              f"{', '.join(sorted(self._schedules)) or 'none yet'}; see"
+                              " `podium schedule list`)")
+        return copy.deepcopy(found)
+
+    async def set_schedule_paused(self, schedule_id: str, paused: bool,
+                                  next_at: float | None = None) -> bool:
+        found = self._schedules.get(schedule_id)
+        if found is None:
+            return False
+        found.paused = paused
+        if next_at is not None:
+            found.next_at = next_at
+        return True
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        self._slots.pop(schedule_id, None)
+        return self._schedules.pop(schedule_id, None) is not None
+
+    async def record_slot(self, schedule_id: str, slot: SlotRecord, next_at: float) -> bool:
+        slots = self._slots.setdefault(schedule_id, {})
+        if slot.slot in slots:
+            return False
+        slots[slot.slot] = slot
+        found = self._schedules.get(schedule_id)
+        if found is not None and found.next_at < next_at:
+            found.next_at = next_at
+        return True
+
+    async def schedule_slots(self, schedule_id: str, limit: int = 20) -> list[SlotRecord]:
+        slots = self._slots.get(schedule_id, {})
+        return [slots[k] for k in sorted(slots, reverse=True)[:limit]]

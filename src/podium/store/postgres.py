@@ -48,7 +48,15 @@ from podium.errors import ConfigError, RunNotFound, StoreError, WorkerNameTaken
 from podium.events import Event
 from podium.redact import mask_url, redact, register_secret
 from podium.state import AlertRecord, AttemptOutcome, RunRecord
-from podium.store.base import NO_RUNS, Batch, CommitUnknown, FeedPosition, WorkerInfo
+from podium.store.base import (
+    NO_RUNS,
+    Batch,
+    CommitUnknown,
+    FeedPosition,
+    ScheduleRecord,
+    SlotRecord,
+    WorkerInfo,
+)
 from podium.store.queries import queries
 from podium.store.rows import (
     DefinitionJson,
@@ -56,6 +64,8 @@ from podium.store.rows import (
     dumps,
     events_from_rows,
     run_from_row,
+    schedule_from_row,
+    schedule_row,
     step_from_row,
 )
 from podium.store.urls import bad_db
@@ -447,7 +457,7 @@ class PostgresStore:
         cur = await conn.execute(Q["run_exists"], (run_id,))
         if await cur.fetchone():
             return run_id
-        cur = await conn.execute(Q["run_ids_with_prefix"], (run_id, run_id + "\uffff"))
+        cur = await conn.execute(Q["run_ids_with_prefix"], (run_id, run_id + "\uffff", run_id))
         rows = await cur.fetchall()
         if len(rows) == 1:
             return str(rows[0][0])
@@ -576,6 +586,66 @@ class PostgresStore:
                 await conn.execute(Q["alert_history_add"], (a.key, now, what, detail))
         except psycopg.Error as exc:
             raise self._error(exc) from None
+
+    # --- schedules ----------------------------------------------------------
+    async def add_schedule(self, schedule: ScheduleRecord) -> None:
+        self._writable()
+        try:
+            async with self.pool.connection() as conn:
+                await conn.execute(Q["schedule_add"], schedule_row(schedule))
+        except psycopg.errors.UniqueViolation:
+            raise ConfigError(f"a schedule '{schedule.id}' exists already (fix: --name"
+                              " another, or `podium schedule delete` it)") from None
+        except psycopg.Error as exc:
+            raise self._error(exc) from None
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        return [schedule_from_row(r) for r in await self._fetch(Q["schedules_list"])]
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRecord:
+        rows = await self._fetch(Q["schedule_get"], (schedule_id,))
+        if not rows:
+            known = [r[0] for r in await self._fetch("SELECT id FROM schedules ORDER BY id")]
+            raise ConfigError(f"no schedule '{schedule_id}' (fix: one of: "
+                              f"{', '.join(known) or 'none yet'}; see `podium schedule list`)")
+        return schedule_from_row(rows[0])
+
+    async def set_schedule_paused(self, schedule_id: str, paused: bool,
+                                  next_at: float | None = None) -> bool:
+        self._writable()
+        try:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(Q["schedule_pause"], (paused, next_at, schedule_id))
+                return cur.rowcount > 0
+        except psycopg.Error as exc:
+            raise self._error(exc) from None
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        self._writable()
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                await conn.execute(Q["schedule_slots_delete"], (schedule_id,))
+                cur = await conn.execute(Q["schedule_delete"], (schedule_id,))
+                return cur.rowcount > 0
+        except psycopg.Error as exc:
+            raise self._error(exc) from None
+
+    async def record_slot(self, schedule_id: str, slot: SlotRecord, next_at: float) -> bool:
+        self._writable()
+        try:
+            async with self.pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(Q["slot_add"], (schedule_id, slot.slot, slot.status,
+                                                         slot.run_id, slot.at))
+                if not cur.rowcount:
+                    return False
+                await conn.execute(Q["schedule_move"], (next_at, schedule_id, next_at))
+                return True
+        except psycopg.Error as exc:
+            raise self._error(exc) from None
+
+    async def schedule_slots(self, schedule_id: str, limit: int = 20) -> list[SlotRecord]:
+        rows = await self._fetch(Q["slots_of"], (schedule_id, limit))
+        return [SlotRecord(r[0], r[1], r[2], r[3]) for r in rows]
 
     async def list_alerts(self, *, status: str | None = None,
                           limit: int = 100) -> list[AlertRecord]:

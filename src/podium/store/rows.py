@@ -14,6 +14,7 @@ import orjson
 
 from podium.events import ErrorInfo, Event, StepSucceeded, event_from_dict
 from podium.state import AlertRecord, RunRecord, StepRecord
+from podium.store.base import ScheduleRecord
 
 __all__ = [
     "DefinitionJson",
@@ -23,6 +24,8 @@ __all__ = [
     "events_from_rows",
     "loads",
     "run_from_row",
+    "schedule_from_row",
+    "schedule_row",
     "step_from_row",
 ]
 
@@ -149,3 +152,17 @@ class DefinitionJson:
             self._seen.clear()
         self._seen[id(definition)] = (definition, text)  # kept alive: its id stays its own
         return text
+
+
+def schedule_row(s: ScheduleRecord) -> tuple[Any, ...]:
+    """A schedule as the columns of its row, in the table's order."""
+    return (s.id, s.workflow, dumps(s.definition), dumps(s.input), s.cron, s.every_s, s.tz,
+            s.overlap, s.catch_up, s.paused, s.created_at, s.next_at, dumps(s.agents_source),
+            s.queue)
+
+
+def schedule_from_row(r: Sequence[Any]) -> ScheduleRecord:
+    return ScheduleRecord(id=r[0], workflow=r[1], definition=loads(r[2]), input=loads(r[3]),
+                          cron=r[4], every_s=r[5], tz=r[6], overlap=r[7], catch_up=int(r[8]),
+                          paused=bool(r[9]), created_at=r[10], next_at=r[11],
+                          agents_source=loads(r[12]) or {}, queue=r[13])

@@ -55,6 +55,7 @@ from podium.store.sqlite_db import (
     release_file,
     store_error,
 )
+from podium.store.sqlite_schedules import ScheduleQueries
 from podium.store.urls import bad_db
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "checked_db_path", "migrations"]
@@ -102,7 +103,7 @@ def checked_db_path(path: str, url: str) -> Path:
     return Path(path)
 
 
-class SQLiteStore(AlertQueries):
+class SQLiteStore(AlertQueries, ScheduleQueries):
     def __init__(self, path: Path | str, *, durability: str = "normal",
                  readonly: bool = False) -> None:
         if durability not in ("normal", "strict"):
@@ -442,7 +443,8 @@ class SQLiteStore(AlertQueries):
         conn = self.conn
         if conn.execute(Q["run_exists"], (run_id,)).fetchone():
             return run_id
-        rows = conn.execute(Q["run_ids_with_prefix"], (run_id, run_id + "\uffff")).fetchall()
+        rows = conn.execute(Q["run_ids_with_prefix"],
+                            (run_id, run_id + "\uffff", run_id)).fetchall()
         if len(rows) == 1:
             return str(rows[0][0])
         if rows:

@@ -107,8 +107,11 @@ SELECT 1 FROM runs WHERE run_id = %s;
 
 -- name: run_ids_with_prefix
 -- A prefix of a run id: the ids in [prefix, prefix + U+FFFF), at most two (ambiguous).
--- Keys collate "C" (byte order), so this is a range scan of the primary key.
-SELECT run_id FROM runs WHERE run_id >= %s AND run_id < %s ORDER BY run_id LIMIT 2;
+-- Keys collate "C" (byte order), so this is a range scan of the primary key. Child
+-- runs (PARENT.STEP) only for a prefix that reaches into one.
+SELECT run_id FROM runs WHERE run_id >= %s AND run_id < %s
+  AND (position('.' in run_id) = 0 OR position('.' in %s) > 0)
+ORDER BY run_id LIMIT 2;
 
 -- name: run_get
 SELECT run_id, workflow, version, definition, input, status, output, error, created_at,
@@ -383,3 +386,39 @@ ORDER BY tx DESC, run_id DESC, seq DESC LIMIT 1;
 SELECT tx, run_id, seq, holder,
        extract(epoch FROM statement_timestamp()) - saved
 FROM feed_positions WHERE name = %s;
+
+-- name: schedule_add
+INSERT INTO schedules (id, workflow, definition, input, cron, every_s, tz, overlap, catch_up,
+                       paused, created_at, next_at, agents_source, queue)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s);
+
+-- name: schedules_list
+SELECT id, workflow, definition, input, cron, every_s, tz, overlap, catch_up, paused,
+       created_at, next_at, agents_source, queue
+FROM schedules ORDER BY id;
+
+-- name: schedule_get
+SELECT id, workflow, definition, input, cron, every_s, tz, overlap, catch_up, paused,
+       created_at, next_at, agents_source, queue
+FROM schedules WHERE id = %s;
+
+-- name: schedule_pause
+UPDATE schedules SET paused = %s, next_at = COALESCE(%s, next_at) WHERE id = %s;
+
+-- name: schedule_delete
+DELETE FROM schedules WHERE id = %s;
+
+-- name: schedule_slots_delete
+DELETE FROM schedule_slots WHERE schedule_id = %s;
+
+-- name: slot_add
+-- The slot's key makes it once: a second firer of the same slot inserts nothing.
+INSERT INTO schedule_slots (schedule_id, slot, status, run_id, at) VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (schedule_id, slot) DO NOTHING;
+
+-- name: schedule_move
+UPDATE schedules SET next_at = %s WHERE id = %s AND next_at < %s;
+
+-- name: slots_of
+SELECT slot, status, run_id, at FROM schedule_slots WHERE schedule_id = %s
+ORDER BY slot DESC LIMIT %s;

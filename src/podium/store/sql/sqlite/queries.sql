@@ -65,8 +65,10 @@ ON CONFLICT (name, version) DO UPDATE SET definition = excluded.definition;
 SELECT 1 FROM runs WHERE run_id = ?;
 
 -- name: run_ids_with_prefix
--- A prefix of a run id: the ids in [prefix, prefix + U+FFFF), at most two (ambiguous).
-SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ? LIMIT 2;
+-- A prefix of a run id: the ids in [prefix, prefix + U+FFFF), at most two (ambiguous);
+-- child runs (PARENT.STEP) only for a prefix that reaches into one.
+SELECT run_id FROM runs WHERE run_id >= ? AND run_id < ?
+  AND (instr(run_id, '.') = 0 OR instr(?, '.') > 0) LIMIT 2;
 
 -- name: run_get
 SELECT {run_columns} FROM runs WHERE run_id = ?;
@@ -171,3 +173,39 @@ FROM runs r JOIN events e ON e.run_id = r.run_id
 WHERE (r.finished_at IS NULL OR r.finished_at >= ?1) AND e.ts >= ?1
   AND e.type IN ('step_succeeded', 'step_attempt_failed')
 ORDER BY e.ts;
+
+-- name: schedule_add
+INSERT INTO schedules (id, workflow, definition, input, cron, every_s, tz, overlap, catch_up,
+                       paused, created_at, next_at, agents_source, queue)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: schedules_list
+SELECT id, workflow, definition, input, cron, every_s, tz, overlap, catch_up, paused,
+       created_at, next_at, agents_source, queue
+FROM schedules ORDER BY id;
+
+-- name: schedule_get
+SELECT id, workflow, definition, input, cron, every_s, tz, overlap, catch_up, paused,
+       created_at, next_at, agents_source, queue
+FROM schedules WHERE id = ?;
+
+-- name: schedule_pause
+UPDATE schedules SET paused = ?, next_at = COALESCE(?, next_at) WHERE id = ?;
+
+-- name: schedule_delete
+DELETE FROM schedules WHERE id = ?;
+
+-- name: schedule_slots_delete
+DELETE FROM schedule_slots WHERE schedule_id = ?;
+
+-- name: slot_add
+-- The slot's key makes it once: a second firer of the same slot inserts nothing.
+INSERT INTO schedule_slots (schedule_id, slot, status, run_id, at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (schedule_id, slot) DO NOTHING;
+
+-- name: schedule_move
+UPDATE schedules SET next_at = ? WHERE id = ? AND next_at < ?;
+
+-- name: slots_of
+SELECT slot, status, run_id, at FROM schedule_slots WHERE schedule_id = ?
+ORDER BY slot DESC LIMIT ?;

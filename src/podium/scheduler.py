@@ -1,0 +1,233 @@
+"""Schedules fired: every slot at most once, by one process at a time.
+
+``podium schedule add`` stores a workflow's definition, its input and when it
+fires (five cron fields in a time zone, or ``--every``). A firer looks at the
+schedules whose next slot has come, on the store's clock, and for each slot:
+
+- records it ``missed`` when it is late (its firer was down) beyond the
+  ``catch_up`` latest late slots, which fire late instead;
+- with ``overlap: skip``, records it ``skipped`` while the schedule's last run is
+  still going; with ``queue``, waits for that run to end; with ``allow``, fires;
+- fires it: a run whose id is made from the schedule and the slot
+  (``ID-EPOCH``), started here (``podium serve`` on SQLite) or submitted for the
+  workers (PostgreSQL), then records the slot with that run and moves the
+  schedule to its next slot, in one transaction.
+
+A slot's row has a unique key, and its run an id of its own making: a firer
+that dies between starting the run and recording the slot finds the run at its
+next look and records it, never starting a second. On a database many processes
+share, only the holder of the ``schedules`` role fires (an advisory lock; a new
+holder takes over within ``retry_s`` of the last one's death).
+
+Slots come from ``cronsim`` (cron fields in a time zone, with daylight-saving
+changes as cron has them: a slot in the skipped hour fires when the hour comes
+back, once), never from arithmetic on local times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+
+from podium.definition.loader import workflow_from_dict
+from podium.errors import ConfigError, PodiumError, RunNotFound, StoreError
+from podium.state import LIVE_RUN_STATUSES
+from podium.store.base import ScheduleRecord, SlotRecord, Store, WorkerStore
+
+if TYPE_CHECKING:
+    from podium.engine import Engine
+
+__all__ = ["ROLE", "Scheduler", "check_cron", "next_slot", "slot_run_id", "zone"]
+
+log = logging.getLogger("podium.schedules")
+
+ROLE = "schedules"
+# A slot reached within this many seconds is on time; later, it was missed while no
+# firer ran, and fires only among the latest ``catch_up`` such slots.
+GRACE_S = 60.0
+# Slots looked at per schedule in one round (a long downtime is worked through over
+# several rounds, each recording what it looked at).
+MAX_SLOTS = 1000
+
+
+def zone(name: str, flag: str = "--tz") -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{flag} {name!r}: no such time zone (fix: an IANA name, e.g."
+                          " Europe/Paris or UTC)") from None
+
+
+def check_cron(expr: str, tz: str, flag: str = "--cron") -> None:
+    """A cron expression that cannot be read, or that never fires, is refused."""
+    where = zone(tz)
+    if len(expr) > 256:
+        raise ConfigError(f"{flag}: over 256 characters (fix: five fields, e.g. '0 2 * * *')")
+    try:
+        it = CronSim(expr, datetime.now(where))
+        next(it)
+    except CronSimError as exc:
+        raise ConfigError(f"{flag} {expr!r}: {exc} (fix: five fields, minute hour"
+                          " day-of-month month day-of-week, e.g. '0 2 * * *')") from None
+    except StopIteration:
+        raise ConfigError(f"{flag} {expr!r} never fires (fix: check its day and month)") \
+            from None
+
+
+def next_slot(schedule: ScheduleRecord, after: float) -> float:
+    """The first slot of ``schedule`` strictly after ``after`` (epoch seconds)."""
+    if schedule.every_s is not None:
+        k = math.floor((after - schedule.created_at) / schedule.every_s) + 1
+        return schedule.created_at + max(k, 1) * schedule.every_s
+    assert schedule.cron is not None
+    where = zone(schedule.tz)
+    start = datetime.fromtimestamp(after, UTC).astimezone(where)
+    for slot in CronSim(schedule.cron, start):
+        at = slot.timestamp()
+        if at > after:
+            return at
+    raise ConfigError(f"schedule {schedule.id}: its cron never fires again")
+
+
+def slot_run_id(schedule_id: str, slot: float) -> str:
+    """The id of the run of one slot: made, not drawn, so it is started once."""
+    return f"{schedule_id}-{round(slot)}"
+
+
+class Scheduler:
+    """Fires due schedules; with ``lead``, only while holding the ``schedules`` role.
+
+    ``start_runs``: execute a slot's run in this process (``podium serve`` on
+    SQLite); else submit it for the workers (PostgreSQL).
+    """
+
+    def __init__(self, engine: Engine, store: Store, *, lead: WorkerStore | None,
+                 start_runs: bool, interval_s: float = 1.0, retry_s: float = 5.0) -> None:
+        self.engine = engine
+        self.store = store
+        self.lead = lead
+        self.start_runs = start_runs
+        self.interval_s = interval_s
+        self.retry_s = retry_s
+        self.fired: list[str] = []  # run ids started or submitted here
+        self._task: asyncio.Task[None] | None = None
+        self._trouble: str | None = None
+
+    async def round(self) -> float:
+        """Fire what is due; the seconds to wait until the next look."""
+        if self.lead is not None:
+            try:
+                if not await self.lead.lead(ROLE):
+                    return self.retry_s
+            except StoreError as exc:
+                self._troubled(f"cannot lead the schedules: {exc.message}")
+                return self.retry_s
+        try:
+            now = await self.store.now()
+            for schedule in await self.store.list_schedules():
+                if not schedule.paused and schedule.next_at <= now:
+                    try:
+                        await self._due(schedule, now)
+                    except PodiumError as exc:
+                        self._troubled(f"schedule {schedule.id}: {exc.message}")
+        except StoreError as exc:
+            self._troubled(f"cannot read the schedules: {exc.message}")
+            return self.retry_s
+        self._trouble = None
+        return self.interval_s
+
+    async def _due(self, s: ScheduleRecord, now: float) -> None:
+        slots = [s.next_at]
+        while len(slots) < MAX_SLOTS:
+            following = next_slot(s, slots[-1])
+            if following > now:
+                break
+            slots.append(following)
+        late = [x for x in slots if now - x > GRACE_S]
+        catch = set(late[len(late) - s.catch_up:]) if s.catch_up > 0 else set()
+        for i, slot in enumerate(slots):
+            after = slots[i + 1] if i + 1 < len(slots) else next_slot(s, slot)
+            if slot in late and slot not in catch:
+                await self.store.record_slot(s.id, SlotRecord(slot, "missed", None, now), after)
+                continue
+            if s.overlap != "allow" and await self._going(s):
+                if s.overlap == "queue":
+                    return  # this slot fires once the last run has ended
+                await self.store.record_slot(s.id, SlotRecord(slot, "skipped", None, now),
+                                             after)
+                continue
+            run_id = await self._fire(s, slot)
+            if await self.store.record_slot(s.id, SlotRecord(slot, "fired", run_id,
+                                                             await self.store.now()), after):
+                log.info("schedule %s: slot %s fired run %s", s.id, _when(slot), run_id)
+
+    async def _going(self, s: ScheduleRecord) -> bool:
+        for slot in await self.store.schedule_slots(s.id, limit=10):
+            if slot.run_id is not None:
+                try:
+                    return (await self.store.get_run(slot.run_id)).status in LIVE_RUN_STATUSES
+                except RunNotFound:
+                    return False
+        return False
+
+    async def _fire(self, s: ScheduleRecord, slot: float) -> str:
+        run_id = slot_run_id(s.id, slot)
+        with contextlib.suppress(RunNotFound):
+            await self.store.get_run(run_id)
+            return run_id  # started before a crash: recorded now, never started twice
+        workflow = workflow_from_dict(s.definition, source=f"schedule {s.id}")
+        if self.start_runs:
+            await self.engine.start(workflow, s.input, run_id=run_id,
+                                    agents_source=s.agents_source)
+        else:
+            await self.engine.submit(workflow, s.input, run_id=run_id, queue=s.queue,
+                                     agents_source=s.agents_source)
+        self.fired.append(run_id)
+        return run_id
+
+    def _troubled(self, what: str) -> None:
+        if what != self._trouble:
+            self._trouble = what
+            log.warning("%s", what)
+
+    # --- lifecycle ------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._loop(),
+                                                                name="podium:schedules")
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                wait = await self.round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("firing schedules failed")
+                wait = self.retry_s
+            await asyncio.sleep(wait)
+
+    async def aclose(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def describe(s: ScheduleRecord) -> dict[str, Any]:
+    """A schedule as ``podium schedule list --json`` shows it."""
+    return {"id": s.id, "workflow": s.workflow, "cron": s.cron, "every_s": s.every_s,
+            "tz": s.tz, "overlap": s.overlap, "catch_up": s.catch_up, "paused": s.paused,
+            "next_at": s.next_at, "input": s.input, "queue": s.queue}
