@@ -380,3 +380,88 @@ def test_export_loads_back_as_the_same_model(fmt: str) -> None:
     assert again == model
     assert again.to_dict() == model.to_dict()
     assert wf.to_yaml() == export_text(model)
+
+
+# --- map, when, sub-workflows, any_of (fields added to Step by others) -------
+
+
+async def test_map_runs_once_per_item_with_the_item_typed_from_over() -> None:
+    wf = Flow("mapped")
+    split = wf.step("split", "split", input=wf.input.text)
+    lengths = wf.map("length", "length", over=split.output["words"], max_concurrency=2,
+                     input=lambda word: {"word": word, "at": wf.item_index})
+    wf.output = lengths.output
+    step = wf.build().step("length")
+    assert step.for_each == "${{ steps.split.output.words }}"
+    assert step.input == {"word": "${{ item }}", "at": "${{ item_index }}"}
+    assert step.depends_on == ["split"]
+
+    async def split_words(task: Any) -> Any:
+        return {"words": task.input.split()}
+
+    async def length(task: Any) -> Any:
+        return [task.input["at"], len(task.input["word"])]
+
+    run = await run_workflow(wf.build(), {"text": "a bb ccc"}, split=split_words,
+                             length=length)
+    assert run.status == "succeeded", run.error
+    assert run.output == [[0, 1], [1, 2], [2, 3]]
+
+
+def test_map_over_must_be_a_reference() -> None:
+    with pytest.raises(DefinitionError, match="over= must be a reference") as exc:
+        Flow("m").map("m", "x", over=[1, 2])  # map-over
+    assert problems_of(exc) == [("m", "for_each", line_of("map-over"))]
+
+
+async def test_when_takes_references_as_cel_paths_and_depends_on_what_it_reads() -> None:
+    wf = Flow("routed")
+    kind = wf.step("classify-doc", "classify")
+    invoice = wf.step("invoice", "handle", when=f"{kind.output.kind} == 'invoice'")
+    other = wf.step("other", "handle", when=f"{kind.output['kind']} != 'invoice'")
+    flag = wf.step("flagged", "handle", when=wf.input.flag)
+    done = wf.step("done", "handle", depends_on={"any_of": [invoice.id, other.id]})
+    model = wf.build()
+    assert model.step(invoice.id).when == 'steps["classify-doc"].output.kind == \'invoice\''
+    assert model.step(other.id).depends_on == ["classify-doc"]
+    assert model.step(flag.id).when == "input.flag"
+    assert model.step(done.id).depends_on == ["invoice", "other"]
+    assert model.step(done.id).trigger == "one_success"
+
+    async def classify(task: Any) -> Any:
+        return {"kind": "invoice"}
+
+    async def handle(task: Any) -> Any:
+        return task.step_id
+
+    run = await run_workflow(model, {"flag": False}, classify=classify, handle=handle)
+    assert run.status == "succeeded", run.error
+    assert {sid: s.status for sid, s in run.steps.items()} == {
+        "classify-doc": "succeeded", "invoice": "succeeded", "other": "skipped",
+        "flagged": "skipped", "done": "succeeded"}
+
+
+def test_a_when_that_is_not_cel_is_reported_on_its_line() -> None:
+    wf = Flow("bad-when")
+    wf.step("a", "x", when="this is not ) cel")  # bad-when
+    with pytest.raises(DefinitionError) as exc:
+        wf.build()
+    assert problems_of(exc) == [("a", "when", line_of("bad-when"))]
+
+
+async def test_a_flow_called_as_a_sub_workflow_is_kept_under_workflows() -> None:
+    child = Flow("child")
+    child.output = child.step("double", "double", input=child.input.n).output
+    wf = Flow("parent")
+    call = wf.step("call", workflow=child, input={"n": wf.input.n})
+    wf.output = call.output
+    model = wf.build()
+    assert model.step("call").workflow == "child"
+    assert model.workflows["child"] == child.build()
+
+    async def double(task: Any) -> Any:
+        return task.input * 2
+
+    run = await run_workflow(model, {"n": 21}, double=double)
+    assert run.status == "succeeded", run.error
+    assert run.output == 42

@@ -43,12 +43,13 @@ from typing import Any, Generic, Literal, TypeVar, cast, overload
 
 from podium.definition.loader import workflow_from_dict
 from podium.definition.models import Mode, Workflow
-from podium.definition.templates import template_errors
+from podium.definition.templates import TemplateError, parse_path, template_errors
 from podium.errors import DefinitionError, Problem
 
 __all__ = ["Flow", "Origin", "Ref", "StepHandle", "define", "export_text"]
 
 T = TypeVar("T")
+Item = TypeVar("Item")  # an item of the list a map step runs over
 
 # Keys a template can write after a dot; others are written as ['key'].
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*\Z")
@@ -162,6 +163,11 @@ class Ref:
                         " workflow is defined (fix: pass the whole list to one step)")
 
 
+# What a map step's input may be besides a function of the item (for the type
+# checker: with ``object`` in the union a lambda's parameter would not be typed).
+_Data = Mapping[str, Any] | list[Any] | tuple[Any, ...] | str | int | float | bool | Ref | None
+
+
 class StepHandle(Generic[T]):
     """What ``Flow.step`` returns: the step's id, and its output to read from."""
 
@@ -205,6 +211,50 @@ def _data(value: Any) -> Any:
         return value
     raise _NotData(f"a {type(value).__name__} is not JSON data (fix: use dicts, lists, text,"
                    " numbers, booleans, None, or references)")
+
+
+_CEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_TEMPLATE = re.compile(r"\$\{\{(.*?)\}\}", re.DOTALL)
+
+
+def _cel(text: str) -> str:
+    """A ``when`` with each ``${{ path }}`` written as CEL reads it (``steps["a-b"].output``).
+
+    So ``when=c.output.ok`` and ``when=f"{c.output.n} > 3"`` are expressions; a
+    path CEL cannot read (``item``, ``run.id``) is left for validation to report.
+    """
+
+    def spell(m: re.Match[str]) -> str:
+        try:
+            ref = parse_path(m.group(1))
+        except TemplateError:
+            return m.group(0)
+        if ref.root == "steps" and ref.step is not None:
+            head = (f"steps.{ref.step}" if _CEL_NAME.match(ref.step)
+                    else f"steps[{json.dumps(ref.step)}]") + ".output"
+        elif ref.root == "input":
+            head = "input"
+        else:
+            return m.group(0)
+        for key in ref.path:
+            head += (f".{key}" if isinstance(key, str) and _CEL_NAME.match(key)
+                     else f"[{json.dumps(key)}]")
+        return head
+
+    return _TEMPLATE.sub(spell, text)
+
+
+def _condition_steps(value: Any) -> list[str]:
+    """The steps a ``when`` reads (none if it does not compile: validation says why)."""
+    if not isinstance(value, str):
+        return []
+    from podium.definition.conditions import ConditionError, compile_condition
+
+    try:
+        cond = compile_condition(value)
+    except ConditionError:
+        return []
+    return list(cond.steps) if cond is not None else []
 
 
 def _agent_text(agent: Any) -> str:
@@ -266,6 +316,11 @@ class Flow:
             raise DefinitionError([self._problem(
                 "steps are added one by one (fix: handle = flow.step('id', 'capability', ...))",
                 "steps", self._origin)])
+        subs = fields.get("workflows")
+        if isinstance(subs, Mapping):  # Flow or Workflow objects: kept as their data
+            fields["workflows"] = {k: (v.build() if isinstance(v, Flow) else v).to_dict()
+                                   if isinstance(v, Flow | Workflow) else v
+                                   for k, v in subs.items()}
         self._head.update(fields)
         self._steps: list[_Declared] = []
         self._output: Any = _UNSET
@@ -315,7 +370,7 @@ class Flow:
     # between "async" and "sync" and give up with ``Any``.
     @overload
     def step(
-        self, id: str, agent: str | Callable[..., Any], *, input: Any = ...,
+        self, id: str, agent: str | Callable[..., Any] | None = ..., *, input: Any = ...,
         after: Iterable[StepHandle[Any] | str] = ..., returns: type[T], **fields: Any,
     ) -> StepHandle[T]: ...
 
@@ -333,36 +388,121 @@ class Flow:
 
     @overload
     def step(
-        self, id: str, agent: str, *, input: Any = ...,
+        self, id: str, agent: str | None = ..., *, input: Any = ...,
         after: Iterable[StepHandle[Any] | str] = ..., returns: None = ..., **fields: Any,
     ) -> StepHandle[Any]: ...
 
     def step(
         self,
         id: str,
-        agent: str | Callable[..., Any],
+        agent: str | Callable[..., Any] | None = None,
         *,
         input: Any = _UNSET,
         after: Iterable[StepHandle[Any] | str] = (),
         returns: type[Any] | None = None,
         **fields: Any,
     ) -> StepHandle[Any]:
-        """Add a step; ``fields`` are any other ``Step`` fields (``retry``, ``timeout``...).
+        """Add a step; ``fields`` are any other ``Step`` fields (``retry``, ``when``...).
 
         ``returns`` only types the handle's output; it is not part of the definition.
+        ``workflow=`` may be a ``Flow`` or a ``Workflow``: it is called by name and
+        its definition kept under this workflow's ``workflows:``, as a file would.
+        ``when=`` is a CEL expression; a reference in it (``when=c.output.ok``, or
+        ``f"{c.output.n} > 3"``) stands for its path (``steps.c.output.n > 3``).
+        """
+        return self._add(id, agent, input, after, fields, _caller())
+
+    # The same overloads as ``step``, with the output a list (one result per item).
+    @overload
+    def map(
+        self, id: str, agent: str | Callable[..., Any] | None = ..., *, over: Iterable[Item],
+        input: Callable[[Item], object] | _Data = ...,
+        after: Iterable[StepHandle[Any] | str] = ...,
+        returns: type[T], **fields: Any,
+    ) -> StepHandle[list[T]]: ...
+
+    @overload
+    def map(
+        self, id: str, agent: Callable[..., Awaitable[T]], *, over: Iterable[Item],
+        input: Callable[[Item], object] | _Data = ...,
+        after: Iterable[StepHandle[Any] | str] = ...,
+        returns: None = ..., **fields: Any,
+    ) -> StepHandle[list[T]]: ...
+
+    @overload
+    def map(
+        self, id: str, agent: Callable[..., T], *, over: Iterable[Item],
+        input: Callable[[Item], object] | _Data = ...,
+        after: Iterable[StepHandle[Any] | str] = ...,
+        returns: None = ..., **fields: Any,
+    ) -> StepHandle[list[T]]: ...
+
+    @overload
+    def map(
+        self, id: str, agent: str | None = ..., *, over: Iterable[Item],
+        input: Callable[[Item], object] | _Data = ...,
+        after: Iterable[StepHandle[Any] | str] = ...,
+        returns: None = ..., **fields: Any,
+    ) -> StepHandle[list[Any]]: ...
+
+    def map(
+        self,
+        id: str,
+        agent: str | Callable[..., Any] | None = None,
+        *,
+        over: Iterable[Any],
+        input: Any = _UNSET,
+        after: Iterable[StepHandle[Any] | str] = (),
+        returns: type[Any] | None = None,
+        **fields: Any,
+    ) -> StepHandle[list[Any]]:
+        """Add a step run once per item of ``over`` (``for_each``); its output is the list
+        of results, in order.
+
+        ``over`` is a reference to a list (``split.output["documents"]``). ``input``
+        may be a function of the item, called once here with a reference to it:
+        ``input=lambda doc: {"text": doc["body"]}`` gives ``${{ item.body }}``, typed
+        as an element of ``over``. ``flow.item_index`` is the item's position.
         """
         origin = _caller()
+        if not isinstance(over, Ref | str):
+            raise DefinitionError([self._problem(
+                f"over= must be a reference to a list, not a {type(over).__name__}"
+                " (fix: over=step.output['items'], or over=flow.input['items'])",
+                "for_each", origin, id)])
+        if callable(input):
+            input = input(Ref("item"))
+        return self._add(id, agent, input, after, {"for_each": str(over), **fields}, origin)
+
+    @property
+    def item(self) -> Any:
+        """In a ``map`` step's data: the item (``${{ item }}``)."""
+        return Ref("item")
+
+    @property
+    def item_index(self) -> Ref:
+        """In a ``map`` step's data: the item's position (``${{ item_index }}``)."""
+        return Ref("item_index")
+
+    def _add(self, id: str, agent: Any, input: Any, after: Any, fields: dict[str, Any],
+             origin: Origin) -> StepHandle[Any]:
         problems: list[Problem] = []
         data: dict[str, Any] = {"id": id}
-        try:
-            data["agent"] = _agent_text(agent)
-        except _NotData as exc:
-            problems.append(self._problem(str(exc), "agent", origin, id))
+        if agent is not None:
+            try:
+                data["agent"] = _agent_text(agent)
+            except _NotData as exc:
+                problems.append(self._problem(str(exc), "agent", origin, id))
         if input is not _UNSET:
             fields = {"input": input, **fields}
         for key, value in fields.items():
             try:
-                data[key] = _data(value)
+                if key == "workflow" and isinstance(value, Flow | Workflow):
+                    data[key] = self._call(value)
+                elif key == "when" and isinstance(value, str | Ref):
+                    data[key] = _cel(str(value))
+                else:
+                    data[key] = _data(value)
             except _NotData as exc:
                 problems.append(self._problem(str(exc), key, origin, id))
         ids: list[str] = []
@@ -381,6 +521,19 @@ class Flow:
         self._built = None
         return StepHandle(id, origin)
 
+    def _call(self, sub: Flow | Workflow) -> str:
+        """A sub-workflow given as an object: kept under ``workflows:``, called by name."""
+        model = sub.build() if isinstance(sub, Flow) else sub
+        own = self._head.setdefault("workflows", {})
+        if not isinstance(own, dict):
+            raise _NotData("workflows= is not a mapping of name to definition")
+        doc = model.to_dict()
+        if own.get(model.name, doc) != doc:
+            raise _NotData(f"another workflow named '{model.name}' is already under workflows:"
+                           " (fix: give one of them another name)")
+        own[model.name] = doc
+        return model.name
+
     def to_dict(self) -> dict[str, Any]:
         """The definition as plain data, exactly what a workflow file would hold.
 
@@ -392,15 +545,21 @@ class Flow:
         steps = []
         for s in self._steps:
             step = dict(s.data)
-            deps = [d for d in _as_list(step.pop("depends_on", [])) if d is not None]
+            given = step.pop("depends_on", [])
+            if isinstance(given, dict):  # {any_of: [...]}: the user chose the edges
+                steps.append({**step, "depends_on": given})
+                continue
+            deps = [d for d in _as_list(given) if d is not None]
             deps += [d for d in s.after if d not in deps]
             if dag:
                 for key, value in s.data.items():
                     if key in _NOT_DATA:
                         continue
-                    for ref in template_errors(value)[0]:
-                        if ref.step in known and ref.step != s.id and ref.step not in deps:
-                            deps.append(ref.step)
+                    named = _condition_steps(value) if key == "when" else [
+                        ref.step for ref in template_errors(value)[0]]
+                    for ref_step in named:
+                        if ref_step in known and ref_step != s.id and ref_step not in deps:
+                            deps.append(ref_step)
             if deps:
                 # After agent and before input, where a file usually has it.
                 ordered = {k: v for k, v in step.items() if k in ("id", "agent", "description")}
