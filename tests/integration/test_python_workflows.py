@@ -259,3 +259,16 @@ def test_module_prints_do_not_spoil_the_exported_document(project: Path) -> None
     assert "importing chatty_flow" in out.stderr
     data: Any = yaml.safe_load(out.stdout)
     assert data["name"] == "chatty"
+
+
+def test_schedule_add_takes_a_python_reference(project: Path, tmp_path: Path) -> None:
+    db = tmp_path / "sched.db"
+    out = podium("schedule", "add", "python_workflow:wf", "--every", "1h", "--db",
+                 f"sqlite:///{db}", "--json", cwd=project)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["workflow"] == "order-review-py"
+    out = podium("schedule", "add", "python_workflow:nope", "--every", "1h", "--db",
+                 f"sqlite:///{db}", cwd=project)
+    assert out.returncode == 2
+    assert "python_workflow:nope: module 'python_workflow' has no attribute 'nope'" in out.stderr
+    no_traceback(out)
