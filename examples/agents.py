@@ -16,7 +16,7 @@ import asyncio
 import html
 import re
 from collections import Counter
-from typing import Any
+from typing import Any, TypedDict
 
 from podium import InvalidInput, Unavailable
 
@@ -127,17 +127,47 @@ ORDERS: dict[str, dict[str, Any]] = {
 TAX_RATES = {"PT": 0.23, "DE": 0.19, "US": 0.0}
 
 
-async def load_order(task: Any) -> dict[str, Any]:
+# What the dag agents return, typed so that python_workflow.py's step outputs
+# complete in an IDE (``load.output["subtotal"]``) and are checked by mypy.
+class Order(TypedDict):
+    order_id: str
+    customer: str
+    country: str
+    items: list[dict[str, Any]]
+    new_customer: bool
+    shipping_matches_billing: bool
+    subtotal: float
+
+
+class FraudScore(TypedDict):
+    score: float
+    model: str
+
+
+class TaxQuote(TypedDict):
+    rate: float
+    tax: float
+    total: float
+
+
+class Decision(TypedDict):
+    order_id: str
+    approved: bool
+    charge: float
+    reason: str
+
+
+async def load_order(task: Any) -> Order:
     """load-order: the order and its subtotal."""
     order_id = task.input["order_id"]
     order = ORDERS.get(order_id)
     if order is None:
         raise InvalidInput(f"no order {order_id!r}")
     subtotal = round(sum(i["qty"] * i["price"] for i in order["items"]), 2)
-    return {"order_id": order_id, **order, "subtotal": subtotal}
+    return Order(order_id=order_id, **order, subtotal=subtotal)
 
 
-async def fraud_check(task: Any) -> dict[str, Any]:
+async def fraud_check(task: Any) -> FraudScore:
     """fraud-check: the slow branch (a model call, say); scores 0 (fine) to 1."""
     order = task.input["order"]
     await asyncio.sleep(task.input.get("delay_ms", 0) / 1000)
@@ -151,7 +181,7 @@ async def fraud_check(task: Any) -> dict[str, Any]:
     return {"score": round(score, 2), "model": "rules-v2"}
 
 
-async def tax_quote(task: Any) -> dict[str, Any]:
+async def tax_quote(task: Any) -> TaxQuote:
     """tax-quote: the fast branch; VAT for the order's country."""
     order = task.input["order"]
     await asyncio.sleep(task.input.get("delay_ms", 0) / 1000)
@@ -162,7 +192,7 @@ async def tax_quote(task: Any) -> dict[str, Any]:
     return {"rate": rate, "tax": tax, "total": round(order["subtotal"] + tax, 2)}
 
 
-async def decide(task: Any) -> dict[str, Any]:
+async def decide(task: Any) -> Decision:
     """decide: join both branches into one decision."""
     fraud, tax = task.input["fraud"], task.input["tax"]
     approved = fraud["score"] < task.input.get("max_score", 0.5)

@@ -5,9 +5,12 @@ from podium.clock import Clock, FakeClock, SystemClock
 from podium.definition import (
     Compensation,
     Defaults,
+    Flow,
     RetryPolicy,
     Step,
+    StepHandle,
     Workflow,
+    define,
     load_workflow,
     workflow_from_dict,
 )
@@ -45,6 +48,7 @@ __all__ = [
     "Event",
     "EventBus",
     "FakeClock",
+    "Flow",
     "InputError",
     "InvalidInput",
     "MemoryStore",
@@ -56,6 +60,7 @@ __all__ = [
     "RunNotFound",
     "RunRecord",
     "Step",
+    "StepHandle",
     "StepRecord",
     "Store",
     "StoreError",
@@ -65,6 +70,7 @@ __all__ = [
     "Workflow",
     "__version__",
     "agent",
+    "define",
     "load_workflow",
     "workflow_from_dict",
 ]

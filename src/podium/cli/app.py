@@ -178,6 +178,8 @@ def _podium(
 ) -> None:
     """Podium: durable orchestration of multi-agent workflows."""
 
+WORKFLOW_HELP = ("Workflow file (YAML or JSON), or a Python workflow: MODULE:ATTR or"
+                 " FILE.py[:ATTR] (a podium.Flow or podium.Workflow).")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document, no progress.")]
 DbOpt = Annotated[
     str | None,
@@ -361,7 +363,7 @@ def _keep_schema_strings(pairs: list[str], inputs: dict[str, Any], schema: Any) 
 
 @app.command()
 def run(
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="Workflow file (YAML or JSON).")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help=WORKFLOW_HELP)],
     input_pairs: Annotated[
         list[str] | None,
         typer.Option(
@@ -397,17 +399,18 @@ def run(
     """Run a workflow and wait for it; exit 0 succeeded, 1 failed."""
 
     def body() -> None:
-        from podium.definition.loader import load_workflow
+        from podium.cli.workflow_ref import load_workflow_ref
         from podium.errors import DefinitionError
 
         if metrics_port is not None:
             from podium.httpd import check_port
 
             check_port(metrics_port, "--metrics-port")
-        workflow = load_workflow(file)
+        loaded = load_workflow_ref(file)
+        workflow = loaded.workflow
         inputs = parse_inputs(input_pairs or [], input_file)
         _keep_schema_strings(input_pairs or [], inputs, workflow.input_schema)
-        agents_file = _agents_file(agents, file)
+        agents_file = _agents_file(agents, loaded.path)
         interrupt = Interrupt()
         try:
             result, failures = run_async(
@@ -417,7 +420,7 @@ def run(
                     agents_file,
                     db,
                     as_json,
-                    str(file),
+                    str(loaded.path or file),
                     interrupt,
                     metrics_port=metrics_port,
                     alerts_file=alerts,
@@ -426,7 +429,7 @@ def run(
                 json_stdout=as_json,
             )
         except DefinitionError as exc:  # a step's agent nobody provides: say on which line
-            raise DefinitionError(with_lines(exc.problems, file)) from None
+            raise DefinitionError(loaded.locate(exc.problems)) from None
         _finish(result, failures, as_json)
 
     guarded(body, as_json=as_json)
@@ -522,7 +525,7 @@ class _AgentChecker:
     def __init__(self) -> None:
         self._built: dict[Path, Any] = {}  # agents file -> registry, or the problems found
 
-    def problems(self, workflow: Any, path: Path, agents_file: Path) -> list[Any]:
+    def problems(self, loaded: Any, agents_file: Path) -> list[Any]:
         from podium.errors import DefinitionError
 
         found = self._registry(agents_file.resolve())
@@ -532,9 +535,9 @@ class _AgentChecker:
 
         engine = Engine(registry=found)
         try:
-            engine.check_agents(engine.plan(workflow), str(path))
+            engine.check_agents(engine.plan(loaded.workflow), str(loaded.path))
         except DefinitionError as exc:
-            return with_lines(exc.problems, path)
+            return list(loaded.locate(exc.problems))
         return []
 
     def _registry(self, agents_file: Path) -> Any:
@@ -569,7 +572,8 @@ NOT_CHECKED = ("capabilities not checked: no agents file found (fix: --agents FI
 def validate(
     files: Annotated[
         list[Path],
-        typer.Argument(metavar="FILE...", help="Workflow (or agents) files to check."),
+        typer.Argument(metavar="FILE...", help="Workflow (or agents) files to check, or"
+                       " Python workflows: MODULE:ATTR or FILE.py[:ATTR]."),
     ],
     agents: AgentsOpt = None,
     as_json: JsonOpt = False,
@@ -581,8 +585,8 @@ def validate(
     """
 
     def body() -> None:
-        from podium.cli.common import problem_doc
-        from podium.definition.loader import load_workflow
+        from podium.cli.common import Failure, problem_doc
+        from podium.cli.workflow_ref import is_python_ref, load_workflow_ref
         from podium.errors import DefinitionError
 
         results: dict[str, Any] = {}
@@ -592,7 +596,7 @@ def validate(
         try:
             for f in files:
                 try:
-                    if _is_agents_file(f):
+                    if not is_python_ref(str(f)) and _is_agents_file(f):
                         from podium.agents.config import load_agents_file
 
                         cfg = load_agents_file(f)
@@ -605,8 +609,9 @@ def validate(
                         if not as_json:
                             print(f"{f}: ok (agents file, {plural(len(cfg.agents), 'agent')})")
                         continue
-                    wf = load_workflow(f)
-                    agents_file = _agents_file(agents, f)
+                    loaded = load_workflow_ref(f)
+                    wf = loaded.workflow
+                    agents_file = _agents_file(agents, loaded.path)
                     doc = {
                         "valid": True,
                         "kind": "workflow",
@@ -621,13 +626,20 @@ def validate(
                         doc["note"] = NOT_CHECKED
                         unchecked.append(str(f))
                     else:
-                        problems = checker.problems(wf, f, agents_file)
+                        problems = checker.problems(loaded, agents_file)
                         if problems:
                             raise DefinitionError(problems)
                     results[str(f)] = doc
                     if not as_json:
                         print(f"{f}: ok ({wf.name} v{wf.version},"
                               f" {plural(len(wf.steps), 'step')}, {wf.mode})")
+                except Failure as exc:  # a Python reference that names no workflow
+                    bad += 1
+                    results[str(f)] = {"valid": False, "problems": [
+                        {"file": str(f), "line": None, "step": None, "field": None,
+                         "message": exc.message, "hint": None}]}
+                    if not as_json:
+                        err(f"error: {exc.message}")
                 except DefinitionError as exc:
                     bad += 1
                     results[str(f)] = {
@@ -650,14 +662,39 @@ def validate(
 
 
 @app.command()
-def graph(file: Annotated[Path, typer.Argument(metavar="FILE", help="Workflow file.")]) -> None:
+def graph(file: Annotated[Path, typer.Argument(metavar="FILE", help=WORKFLOW_HELP)]) -> None:
     """Print the plan as a Mermaid flowchart."""
 
     def body() -> None:
-        from podium.definition.loader import load_workflow
+        from podium.cli.workflow_ref import load_workflow_ref
         from podium.definition.plan import compile_plan, mermaid
 
-        sys.stdout.write(mermaid(compile_plan(load_workflow(file))))
+        sys.stdout.write(mermaid(compile_plan(load_workflow_ref(file).workflow)))
+
+    guarded(body)
+
+
+@app.command()
+def export(
+    ref: Annotated[Path, typer.Argument(metavar="MODULE:ATTR", help=WORKFLOW_HELP)],
+    fmt: Annotated[
+        str, typer.Option("--format", metavar="yaml|json", help="What to print (default yaml).")
+    ] = "yaml",
+) -> None:
+    """Print the workflow file a Python workflow stands for (validated first).
+
+    `podium validate` of what it prints gives the same definition.
+    """
+
+    def body() -> None:
+        from podium.cli.common import fail
+        from podium.cli.workflow_ref import load_workflow_ref
+        from podium.definition.builder import export_text
+
+        if fmt not in ("yaml", "json"):
+            fail(f"--format {fmt!r}: write --format yaml or --format json")
+        text = export_text(load_workflow_ref(ref).workflow, "json" if fmt == "json" else "yaml")
+        sys.stdout.write(text)
 
     guarded(body)
 

@@ -26,7 +26,9 @@ IdArg = Annotated[str, typer.Argument(metavar="ID", help="The schedule's id (see
 
 @schedule_app.command("add")
 def add(
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="Workflow file (YAML or JSON).")],
+    file: Annotated[Path, typer.Argument(
+        metavar="FILE", help="Workflow file (YAML or JSON), or a Python workflow: MODULE:ATTR"
+        " or FILE.py[:ATTR].")],
     cron: Annotated[
         str | None, typer.Option("--cron", metavar="EXPR",
                                  help="Five cron fields, e.g. '0 2 * * *' (in --tz).")
@@ -65,8 +67,8 @@ def add(
     """Add a schedule: the workflow (validated now) fires at every slot, once."""
 
     def body() -> None:
+        from podium.cli.workflow_ref import load_workflow_ref
         from podium.definition.durations import parse_duration
-        from podium.definition.loader import load_workflow
         from podium.errors import PodiumError
         from podium.scheduler import check_cron, zone
 
@@ -89,7 +91,8 @@ def add(
                  " skip)")
         if not 0 <= catch_up <= _MAX_CATCH_UP:
             fail(f"--catch-up {catch_up}: 0 to {_MAX_CATCH_UP} (fix: e.g. --catch-up 1)")
-        workflow = load_workflow(file)
+        loaded = load_workflow_ref(file)
+        workflow = loaded.workflow
         ident = name or workflow.name
         if not _ID.match(ident):
             fail(f"--name {ident!r}: 1-64 of a-z 0-9 _ - starting with a letter or digit"
@@ -107,7 +110,7 @@ def add(
 
             value = apply_input_defaults(workflow, inputs)
             check_input(workflow, value)  # a bad input fails now, not at 2 am
-            found = find_agents_file(agents, cwd=file.resolve().parent)
+            found = find_agents_file(agents, cwd=(loaded.path or file).resolve().parent)
             async with Runtime(RuntimeConfig(db=db, registry=AgentRegistry(),
                                              alerts=False)) as rt:
                 now = await rt.store.now()

@@ -10,7 +10,15 @@ from typing import Annotated, Any
 
 import typer
 
-from podium.cli.app import AgentsOpt, DbOpt, JsonOpt, _agents_file, _keep_schema_strings, app
+from podium.cli.app import (
+    WORKFLOW_HELP,
+    AgentsOpt,
+    DbOpt,
+    JsonOpt,
+    _agents_file,
+    _keep_schema_strings,
+    app,
+)
 from podium.cli.common import (
     EXIT_OK,
     dump_json,
@@ -54,7 +62,7 @@ def _duration(value: str, flag: str, minimum: float) -> float:
 
 @app.command()
 def submit(
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="Workflow file (YAML or JSON).")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help=WORKFLOW_HELP)],
     input_pairs: Annotated[
         list[str] | None,
         typer.Option("-i", "--input", metavar="KEY=VALUE",
@@ -74,11 +82,11 @@ def submit(
     """Store a run for workers to execute (validated as `podium run` does); print its id."""
 
     def body() -> None:
-        from podium.definition.loader import load_workflow
+        from podium.cli.workflow_ref import load_workflow_ref
 
         if queue is not None:
             _check_queue(queue)
-        workflow = load_workflow(file)
+        workflow = load_workflow_ref(file).workflow
         inputs = parse_inputs(input_pairs or [], input_file)
         _keep_schema_strings(input_pairs or [], inputs, workflow.input_schema)
 
