@@ -28,7 +28,6 @@ SLAs keep counting from the real start.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 
@@ -42,6 +41,7 @@ from podium.events import (
     RunStarted,
 )
 from podium.observe.alerts import AlertManager
+from podium.rounds import Rounds
 from podium.state import RunStatus, StepStatus
 from podium.store.base import FeedPosition, RunStore, WorkerStore
 
@@ -56,7 +56,7 @@ _AGENT_EVENTS = (AgentRegistered, AgentUnregistered, AgentHealthChanged)
 _MAX_STEP_READS = 1000
 
 
-class AlertLeader:
+class AlertLeader(Rounds):
     """Competes for the ``alerts`` role; while it holds it, evaluates the fleet's events.
 
     ``retry_s``: how often a process that does not lead tries to (the longest a fleet
@@ -67,9 +67,12 @@ class AlertLeader:
     about the past; the new leader starts from now.
     """
 
+    _what = "alert evaluation"
+    _log = log
+
     def __init__(self, store: WorkerStore, runs: RunStore, manager: AlertManager, *,
-                 holder: str, retry_s: float = 5.0, read_s: float = 1.0,
-                 idle_read_max_s: float = 5.0, stale_s: float = 600.0,
+                 holder: str, retry_s: float = 10.0, read_s: float = 1.0,
+                 idle_read_max_s: float = 10.0, stale_s: float = 600.0,
                  page: int = 1000) -> None:
         self.store = store
         self.runs = runs
@@ -84,7 +87,6 @@ class AlertLeader:
         self._position = FeedPosition()
         self._wait = read_s
         self._versions: dict[str, int | str] = {}  # workflow -> version whose rules are on
-        self._task: asyncio.Task[None] | None = None
         self._trouble: str | None = None  # logged once per state change
 
     # --- the local bus --------------------------------------------------------
@@ -203,30 +205,10 @@ class AlertLeader:
             log.warning("%s: %s", self.holder, what)
 
     # --- lifecycle ------------------------------------------------------------
-    def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._loop(),
-                                                                name="podium:alert-leader")
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                wait = await self.round()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("alert evaluation failed")
-                wait = self.retry_s
-            await asyncio.sleep(wait)
-
     async def aclose(self) -> None:
         """Stop; a leader first evaluates what was committed until now (its process's
         last runs, often) and saves its position, so its successor starts after it."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self.stop()
         if self.leading:
             try:
                 await self._read()

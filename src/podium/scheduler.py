@@ -18,7 +18,9 @@ A slot's row has a unique key, and its run an id of its own making: a firer
 that dies between starting the run and recording the slot finds the run at its
 next look and records it, never starting a second. On a database many processes
 share, only the holder of the ``schedules`` role fires (an advisory lock; a new
-holder takes over within ``retry_s`` of the last one's death).
+holder takes over within ``retry_s`` of the last one's death). There, a firer looks
+when the next slot comes and at least every ``idle_s``: a schedule just added is seen
+within it, and an idle worker costs the database a few statements a minute.
 
 Slots come from ``cronsim`` (cron fields in a time zone, with daylight-saving
 changes as cron has them: a slot in the skipped hour fires when the hour comes
@@ -27,7 +29,6 @@ back, once), never from arithmetic on local times.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import math
@@ -40,6 +41,7 @@ from cronsim import CronSim, CronSimError
 
 from podium.definition.loader import workflow_from_dict
 from podium.errors import ConfigError, PodiumError, RunNotFound, StoreError
+from podium.rounds import Rounds
 from podium.state import LIVE_RUN_STATUSES, RunStatus
 from podium.store.base import ScheduleRecord, SlotRecord, Store, WorkerStore
 
@@ -104,23 +106,30 @@ def slot_run_id(schedule_id: str, slot: float) -> str:
     return f"{schedule_id}-{round(slot)}"
 
 
-class Scheduler:
+class Scheduler(Rounds):
     """Fires due schedules; with ``lead``, only while holding the ``schedules`` role.
 
     ``start_runs``: execute a slot's run in this process (``podium serve`` on
     SQLite); else submit it for the workers (PostgreSQL).
     """
 
+    _what = "firing schedules"
+    _log = log
+
     def __init__(self, engine: Engine, store: Store, *, lead: WorkerStore | None,
-                 start_runs: bool, interval_s: float = 1.0, retry_s: float = 5.0) -> None:
+                 start_runs: bool, interval_s: float = 1.0, idle_s: float = 15.0,
+                 retry_s: float = 10.0) -> None:
         self.engine = engine
         self.store = store
         self.lead = lead
         self.start_runs = start_runs
         self.interval_s = interval_s
+        # On a shared database every look costs statements on a server many workers
+        # share: look again when the next slot comes, and at least every ``idle_s`` (a
+        # schedule just added, a timer to wake), not every second.
+        self.idle_s = idle_s if lead is not None else interval_s
         self.retry_s = retry_s
         self.fired: list[str] = []  # run ids started or submitted here
-        self._task: asyncio.Task[None] | None = None
         self._trouble: str | None = None
 
     async def round(self) -> float:
@@ -132,20 +141,26 @@ class Scheduler:
             except StoreError as exc:
                 self._troubled(f"cannot lead the schedules: {exc.message}")
                 return self.retry_s
+        wait = self.idle_s
         try:
             now = await self.store.now()
             for schedule in await self.store.list_schedules():
-                if not schedule.paused and schedule.next_at <= now:
+                if schedule.paused:
+                    continue
+                if schedule.next_at <= now:
                     try:
                         await self._due(schedule, now)
                     except PodiumError as exc:
                         self._troubled(f"schedule {schedule.id}: {exc.message}")
+                    wait = self.interval_s  # look again soon: its next slot, a queue
+                else:
+                    wait = min(wait, schedule.next_at - now)
             await self._wake(now)
         except StoreError as exc:
             self._troubled(f"cannot read the schedules: {exc.message}")
             return self.retry_s
         self._trouble = None
-        return self.interval_s
+        return max(wait, self.interval_s)
 
     async def _due(self, s: ScheduleRecord, now: float) -> None:
         """Every slot from ``s.next_at`` to ``now``: the latest ``catch_up`` late ones and
@@ -247,29 +262,8 @@ class Scheduler:
             log.warning("%s", what)
 
     # --- lifecycle ------------------------------------------------------------
-    def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._loop(),
-                                                                name="podium:schedules")
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                wait = await self.round()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("firing schedules failed")
-                wait = self.retry_s
-            await asyncio.sleep(wait)
-
     async def aclose(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
+        await self.stop()
 
 def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
