@@ -87,7 +87,6 @@ class AlertLeader(Rounds):
         self._position = FeedPosition()
         self._wait = read_s
         self._versions: dict[str, int | str] = {}  # workflow -> version whose rules are on
-        self._trouble: str | None = None  # logged once per state change
 
     # --- the local bus --------------------------------------------------------
     def local(self, event: Event) -> None:
@@ -105,7 +104,7 @@ class AlertLeader(Rounds):
                     return self.retry_s
                 await self._take_over()
             except (StoreError, PodiumError) as exc:
-                self._troubled(f"cannot lead alert evaluation: {exc}")
+                self._troubled(f"{self.holder}: cannot lead alert evaluation: {exc}")
                 return self.retry_s
         try:
             read = await self._read()
@@ -199,10 +198,6 @@ class AlertLeader(Rounds):
         self.leading = False
         self.manager.reset()
 
-    def _troubled(self, what: str) -> None:
-        if what != self._trouble:
-            self._trouble = what
-            log.warning("%s: %s", self.holder, what)
 
     # --- lifecycle ------------------------------------------------------------
     async def aclose(self) -> None:

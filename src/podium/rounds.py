@@ -23,6 +23,12 @@ class Rounds:
     _log = logging.getLogger("podium")
 
     _task: asyncio.Task[None] | None = None
+    _trouble: str | None = None  # what went wrong last: logged once per change
+
+    def _troubled(self, what: str) -> None:
+        if what != self._trouble:
+            self._trouble = what
+            self._log.warning("%s", what)
 
     async def round(self) -> float:
         raise NotImplementedError

@@ -130,7 +130,6 @@ class Scheduler(Rounds):
         self.idle_s = idle_s if lead is not None else interval_s
         self.retry_s = retry_s
         self.fired: list[str] = []  # run ids started or submitted here
-        self._trouble: str | None = None
 
     async def round(self) -> float:
         """Fire what is due; the seconds to wait until the next look."""
@@ -256,10 +255,6 @@ class Scheduler(Rounds):
         self.fired.append(run_id)
         return run_id
 
-    def _troubled(self, what: str) -> None:
-        if what != self._trouble:
-            self._trouble = what
-            log.warning("%s", what)
 
     # --- lifecycle ------------------------------------------------------------
     async def aclose(self) -> None:

@@ -12,6 +12,7 @@ import typer
 
 from podium.cli.app import AgentsOpt, DbOpt, JsonOpt, _keep_schema_strings, app
 from podium.cli.common import dump_json, err, fail, guarded, parse_inputs, run_async
+from podium.cli.workers_cmd import InputFileOpt, InputPairsOpt
 
 schedule_app = typer.Typer(
     help="Run a workflow on a schedule (fired by `podium serve`, or one `podium worker`).",
@@ -39,15 +40,8 @@ def add(
     ] = None,
     tz: Annotated[str, typer.Option("--tz", metavar="ZONE",
                                     help="The cron's time zone (IANA name).")] = "UTC",
-    input_pairs: Annotated[
-        list[str] | None,
-        typer.Option("-i", "--input", metavar="KEY=VALUE",
-                     help="An input value, as for `podium run`; repeat for more keys."),
-    ] = None,
-    input_file: Annotated[
-        Path | None,
-        typer.Option("--input-file", metavar="FILE", help="JSON or YAML object as input."),
-    ] = None,
+    input_pairs: InputPairsOpt = None,
+    input_file: InputFileOpt = None,
     overlap: Annotated[
         str, typer.Option("--overlap", metavar="POLICY",
                           help="A slot while the last run still goes: skip, queue or allow.")

@@ -33,6 +33,17 @@ _QUEUE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
 _MAX_CONCURRENCY = 10_000
 
+# A run's input, as `podium run` takes it (submit, schedule add).
+InputPairsOpt = Annotated[
+    list[str] | None,
+    typer.Option("-i", "--input", metavar="KEY=VALUE",
+                 help="An input value, as for `podium run`; repeat for more keys."),
+]
+InputFileOpt = Annotated[
+    Path | None,
+    typer.Option("--input-file", metavar="FILE", help="JSON or YAML object as input."),
+]
+
 QueueOpt = Annotated[
     list[str] | None,
     typer.Option("--queue", metavar="Q", help="A queue to take runs from (repeat for more;"
@@ -63,15 +74,8 @@ def _duration(value: str, flag: str, minimum: float) -> float:
 @app.command()
 def submit(
     file: Annotated[Path, typer.Argument(metavar="FILE", help=WORKFLOW_HELP)],
-    input_pairs: Annotated[
-        list[str] | None,
-        typer.Option("-i", "--input", metavar="KEY=VALUE",
-                     help="An input value, as for `podium run`; repeat for more keys."),
-    ] = None,
-    input_file: Annotated[
-        Path | None,
-        typer.Option("--input-file", metavar="FILE", help="JSON or YAML object as input."),
-    ] = None,
+    input_pairs: InputPairsOpt = None,
+    input_file: InputFileOpt = None,
     queue: Annotated[
         str | None, typer.Option("--queue", metavar="Q",
                                  help="The queue it waits in (default: the workflow's queue).")
