@@ -59,7 +59,8 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "STATUS_FOR_TYPE", "ASGIApp", "make_app", "serve"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "STATUS_FOR_TYPE", "ASGIApp", "make_app", "serve",
+           "token_from"]
 
 log = logging.getLogger("podium.agents.serve")
 
@@ -148,7 +149,7 @@ def serve(
     check_log_level(log_level)  # also: is uvicorn installed
     limits = limits or HttpLimits()
     allowed_hosts = check_allowed_hosts(allowed_hosts)
-    token = _token_from(token_env)
+    token = token_from(token_env)
     cwd = Path.cwd()
     func = load_callable(target, base_dir=cwd)
     health_fn = load_callable(health, base_dir=cwd, where="--health: ") if health else None
@@ -179,7 +180,7 @@ def serve(
         sock.close()
 
 
-def _token_from(token_env: str | None) -> str | None:
+def token_from(token_env: str | None) -> str | None:
     """The bearer token from the environment; its value is never shown, only the name."""
     if token_env is None:
         return None

@@ -44,7 +44,8 @@ UsageError: type[Exception] = next(
 
 # The commands defined elsewhere, in the order they are listed in ``podium --help``.
 COMMAND_MODULES = ("podium.cli.fleet", "podium.cli.observe_cmd", "podium.cli.runs",
-                   "podium.cli.workers_cmd", "podium.cli.schedule_cmd", "podium.cli.wait_cmd")
+                   "podium.cli.workers_cmd", "podium.cli.schedule_cmd", "podium.cli.wait_cmd",
+                   "podium.cli.a2a_cmd")
 
 
 class _PlainArgument(TyperArgument):

@@ -58,7 +58,7 @@ from podium.state import (
 from podium.store.base import Store, WorkerStore
 from podium.store.memory import MemoryStore
 
-__all__ = ["Engine", "EngineConfig", "RunHandle", "compensable_steps", "new_run_id"]
+__all__ = ["Engine", "EngineConfig", "RunHandle", "check_agents", "compensable_steps", "new_run_id"]
 
 log = logging.getLogger("podium.engine")
 
@@ -415,31 +415,7 @@ class Engine:
 
     def check_agents(self, plan: Plan, source: str | None = None) -> None:
         """Every step's agent must be known before a run starts: fail early, all at once."""
-        if all(self.registry.knows(ref) for ref in plan.agent_refs):
-            return  # the common case: one look per distinct agent, not per step
-        problems = []
-        for node in plan.nodes:
-            refs = [("agent", node.agent)]
-            if node.compensate is not None:
-                refs.append(("compensate.agent", node.compensate.agent))
-            for fld, ref in refs:
-                if not self.registry.knows(ref):
-                    what = f"agent id '{ref[1:]}'" if ref.startswith("@") else f"capability '{ref}'"
-                    problems.append(
-                        Problem(
-                            f"no registered agent provides {what}",
-                            file=source,
-                            step=node.id,
-                            field=fld,
-                            hint=(
-                                "register one (--agents FILE, podium.yaml, @agent or the"
-                                " podium.agents entry points); known capabilities: "
-                                + (", ".join(sorted(self.registry.capabilities())) or "none")
-                            ),
-                        )
-                    )
-        if problems:
-            raise DefinitionError(problems)
+        check_agents(self.registry, plan, source)
 
     async def start(
         self,
@@ -1001,3 +977,32 @@ class Engine:
             handle.abandon(f"its lease was not renewed for {silent_s:.1f}s (the store"
                            " unreachable, or this process frozen); this process stopped"
                            " executing it so that another can take it over")
+
+
+def check_agents(registry: AgentRegistry, plan: Plan, source: str | None = None) -> None:
+    """Every step's agent must be known before a run starts: fail early, all at once."""
+    if all(registry.knows(ref) for ref in plan.agent_refs):
+        return  # the common case: one look per distinct agent, not per step
+    problems = []
+    for node in plan.nodes:
+        refs = [("agent", node.agent)]
+        if node.compensate is not None:
+            refs.append(("compensate.agent", node.compensate.agent))
+        for fld, ref in refs:
+            if not registry.knows(ref):
+                what = f"agent id '{ref[1:]}'" if ref.startswith("@") else f"capability '{ref}'"
+                problems.append(
+                    Problem(
+                        f"no registered agent provides {what}",
+                        file=source,
+                        step=node.id,
+                        field=fld,
+                        hint=(
+                            "register one (--agents FILE, podium.yaml, @agent or the"
+                            " podium.agents entry points); known capabilities: "
+                            + (", ".join(sorted(registry.capabilities())) or "none")
+                        ),
+                    )
+                )
+    if problems:
+        raise DefinitionError(problems)

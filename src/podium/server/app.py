@@ -22,12 +22,15 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from podium.errors import ConfigError, PodiumError
 from podium.httpd import HttpLimits
 
-__all__ = ["ServerConfig", "create_app", "serve"]
+if TYPE_CHECKING:
+    from podium.agents.registry import AgentRegistry
+
+__all__ = ["PodiumServer", "ServerConfig", "create_app", "serve"]
 
 log = logging.getLogger("podium.server")
 
@@ -38,6 +41,9 @@ class ServerConfig:
     agents_file: Path | None = None
     alerts_file: Path | None = None
     scan_interval_s: float = 5.0
+    # Built and checked before the address is bound (``podium a2a serve``); else from
+    # the agents file when the server starts.
+    registry: AgentRegistry | None = None
 
 
 class PodiumServer:
@@ -59,7 +65,9 @@ class PodiumServer:
         from podium.runtime import Runtime, RuntimeConfig
 
         self.runtime = await Runtime(RuntimeConfig(
-            db=self.config.db, agents_file=find_agents_file(self.config.agents_file),
+            db=self.config.db, registry=self.config.registry,
+            agents_file=None if self.config.registry is not None else
+            find_agents_file(self.config.agents_file),
             alerts_file=self.config.alerts_file, metrics=True, alerts=True,
             schedules=True)).open()
         self.engine, self.metrics = self.runtime.engine, self.runtime.metrics
