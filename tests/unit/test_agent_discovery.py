@@ -90,3 +90,19 @@ async def test_agents_register_and_unregister_at_run_time_with_events() -> None:
     assert isinstance(registered, AgentRegistered)
     assert registered.capabilities == ("job",)
     assert registered.transport == "python"
+
+
+def test_an_a2a_agent_takes_the_files_token_and_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``token_env`` and ``timeout`` mean for an A2A agent what they mean for an HTTP one
+    (they were once dropped: an A2A server that authenticates could not be called)."""
+    pytest.importorskip("a2a.client", reason="the a2a extra is not installed")
+    monkeypatch.setenv("REMOTE_TOKEN", "tok-a2a-123")
+    path = tmp_path / "agents.yaml"
+    path.write_text("agents:\n  - {id: far, a2a: 'http://127.0.0.1:9', capabilities: [x],"
+                    " token_env: REMOTE_TOKEN, timeout: 7s}\n")
+    registry, _file, _source = build_registry(path, entry_points_too=False, decorated_too=False)
+    far: Any = registry.get("far")
+    assert far._headers["Authorization"] == "Bearer tok-a2a-123"
+    assert far._request_timeout_s == 7.0

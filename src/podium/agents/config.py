@@ -218,6 +218,8 @@ def _build_agent(
                 labels=spec.labels,
                 health_timeout_s=health_timeout_s,
                 max_response_bytes=spec.max_response_bytes,
+                headers=_headers(spec, where),  # token_env: an A2A server that authenticates
+                request_timeout_s=spec.timeout if spec.timeout is not None else 300.0,
             )
         except ConfigError as exc:  # a2a-sdk missing, or a bad URL
             raise ConfigError(f"{where}{exc.message}") from None
