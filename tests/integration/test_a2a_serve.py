@@ -15,13 +15,15 @@ as the client (an ``a2a:`` agent in an agents file):
   a new server finds both tasks from their runs, the approval goes on, the working
   run is taken over; nothing that succeeded ran again;
 - a bearer token guards every route but the card; Podium's client sends it;
-- bad setup (an unknown agent, a bad URL, a port in use) exits 2 before listening.
+- bad setup (an unknown agent, a bad URL, a port in use) exits 2 before listening;
+- examples/a2a: a workflow that calls the served example workflow as an agent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
 import uuid
 from collections import Counter
@@ -53,6 +55,7 @@ from tests.integration.observe_tools import free_port
 from tests.integration.podium_proc import Sandbox, wait_for
 
 S = TaskState
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ECHO = {"name": "echo-flow", "version": 3, "description": "Records a text twice",
         "mode": "sequential",
         "input_schema": {"type": "object", "required": ["text"],
@@ -79,10 +82,7 @@ def serve(sb: Sandbox, wf: Path, *extra: str, env: dict[str, str] | None = None,
 
     def up() -> bool:
         assert proc.poll() is None, sb.stderr_of(proc)
-        try:
-            return httpx.get(url + "/.well-known/agent-card.json", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return _card_up(url)
 
     assert wait_for(up, 30, 0.05), sb.stderr_of(proc)
     return proc, url
@@ -341,3 +341,33 @@ def test_bad_setup_exits_2_before_listening(sandbox: Sandbox) -> None:
     assert "NOPE_UNSET" in out.stderr
     for res in (out,):
         assert "Traceback" not in res.stderr
+
+
+def test_the_example_calls_a_served_workflow_over_a2a(sandbox: Sandbox) -> None:
+    """examples/a2a: digest.yaml asks summarise-page.yaml, served by `podium a2a serve`."""
+    sb = sandbox
+    examples = sb.root / "examples"
+    shutil.copytree(EXAMPLES, examples, ignore=shutil.ignore_patterns(".podium", "__pycache__"))
+    port = free_port()
+    agents = examples / "a2a" / "agents.yaml"
+    agents.write_text(agents.read_text().replace("127.0.0.1:8095", f"127.0.0.1:{port}"))
+    served = sb.spawn("a2a", "serve", str(examples / "summarise-page.yaml"), "--port",
+                      str(port), "--agents", str(examples / "podium.yaml"))
+    assert wait_for(lambda: _card_up(f"http://127.0.0.1:{port}"), 30, 0.05), \
+        sb.stderr_of(served)
+    out = sb.podium("run", str(examples / "a2a" / "digest.yaml"), "--agents", str(agents),
+                    "--json")
+    assert out.returncode == 0, out.stderr
+    pages = json.loads(out.stdout)["output"]["pages"]
+    assert [p["title"] for p in pages] == ["Podium in five minutes", "Retrying well"]
+    assert pages[0]["words"] == 55  # an int again after the trip through protobuf
+    listed = json.loads(sb.podium("runs", "--json").stdout)
+    assert Counter(r["workflow"] for r in listed) == Counter(
+        {"summarise-page": 2, "remote-digest": 1})
+
+
+def _card_up(url: str) -> bool:
+    try:
+        return httpx.get(url + "/.well-known/agent-card.json", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
