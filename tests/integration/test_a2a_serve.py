@@ -7,6 +7,8 @@ as the client (an ``a2a:`` agent in an agents file):
 - a message starts a run whose id is the task's; the task completes with the run's
   output as its artifact; streaming shows it working, then completed; the card says
   the workflow's name, description, version and input schema;
+- a long run is answered ``working`` (``--answer-within``), a message to it is kept in
+  its history, and the task completes when the run does;
 - an input the schema refuses makes the task ``rejected`` and starts no run;
 - an approval makes the task ``input-required``; a wrong answer leaves it so, a
   rejection fails it, an approval completes it; no step runs twice;
@@ -174,6 +176,36 @@ def test_a_task_is_a_run_for_the_sdk_client_and_for_podium(sandbox: Sandbox) -> 
     assert json.loads(out.stdout)["output"] == {"said": "from podium", "second": "second"}
     assert len(sb.run_ids()) == 4  # two from the SDK, the caller, the run it asked for
     assert Counter(x.step_id for x in sb.executions()) == Counter({"first": 3, "second": 3})
+
+
+def test_a_long_run_is_answered_working_then_followed_to_its_end(sandbox: Sandbox) -> None:
+    sb = sandbox
+    wf = sb.workflow("long", {"name": "long", "steps": [
+        {"id": "a", "agent": "record"},
+        {"id": "b", "agent": "slow", "depends_on": ["a"], "input": {"seconds": 1.5}}],
+        "output": "${{ steps.b.output }}"})
+    _proc, url = serve(sb, wf, "--answer-within", "0s")
+
+    async def go() -> tuple[Task, Task, Task]:
+        async with a2a_client(url) as client:
+            first = last_task(await send(client, message(new_data_part({}))))
+            nudged = last_task(await send(client, message(new_text_part("still there?"),
+                                                          task_id=first.id)))
+            done = await until(client, first.id, S.TASK_STATE_COMPLETED)
+            return first, nudged, done
+
+    first, nudged, done = asyncio.run(go())
+    assert first.status.state == S.TASK_STATE_WORKING  # answered before the run ended
+    assert nudged.id == first.id
+    assert nudged.status.state == S.TASK_STATE_WORKING
+    said = [get_message_text(m) for m in done.history if m.role == Role.ROLE_USER]
+    assert said[-1] == "still there?"
+    assert get_data_parts(done.artifacts[0].parts) == [{"step": "b"}]
+    assert Counter(x.step_id for x in sb.executions()) == Counter({"a": 1, "b": 1})
+    bad = sb.podium("a2a", "serve", str(wf), "--port", "1", "--answer-within", "2h",
+                    agents=True)
+    assert bad.returncode == 2
+    assert "--answer-within 2h: from 0s to 1h" in bad.stderr
 
 
 def test_input_the_schema_refuses_rejects_the_task_and_starts_no_run(sandbox: Sandbox) -> None:

@@ -40,6 +40,11 @@ def serve_cmd(
         str | None, typer.Option("--skill", metavar="ID",
                                  help="The card's skill id (default: the workflow's name).")
     ] = None,
+    answer_within: Annotated[
+        str, typer.Option("--answer-within", metavar="DURATION",
+                          help="A blocking send waits this long for the run to end (or wait for"
+                          " someone), then answers with the task working.")
+    ] = "30s",
     allowed_hosts: Annotated[
         list[str] | None,
         typer.Option("--allowed-host", metavar="NAME",
@@ -72,11 +77,20 @@ def serve_cmd(
         from podium.agents.config import build_registry
         from podium.agents.serve import token_from
         from podium.cli.workflow_ref import load_workflow_ref
+        from podium.definition.durations import parse_duration
         from podium.definition.plan import compile_plan
         from podium.engine import check_agents
+        from podium.errors import PodiumError
         from podium.httpd import check_port
 
         check_port(port, allow_zero=True)
+        try:
+            within = parse_duration(answer_within)
+        except (PodiumError, ValueError, TypeError) as exc:
+            fail(f"--answer-within {answer_within}: not a duration ({exc}) (fix: e.g. 30s, 0s)")
+        if not 0 <= within <= 3600:
+            fail(f"--answer-within {answer_within}: from 0s to 1h (fix: e.g. 30s; 0s answers"
+                 " at once)")
         if skill is not None and not skill.strip():
             fail("--skill: empty (fix: give an id, or leave it out for the workflow's name)")
         if public_url is not None and not public_url.startswith(("http://", "https://")):
@@ -89,7 +103,8 @@ def serve_cmd(
         check_agents(registry, compile_plan(workflow), str(file))
         serve(A2AConfig(workflow=workflow, source=str(file), registry=registry,
                         agents_source=source, db=db, alerts_file=alerts,
-                        token=token_from(token_env), skill=skill, public_url=public_url),
+                        token=token_from(token_env), skill=skill, public_url=public_url,
+                        answer_within_s=within),
               host, port, allowed_hosts=allowed_hosts or (), log_level=log_level)
 
     guarded(body)

@@ -15,6 +15,10 @@ onto runs, which are what is durable:
   timer), ``input-required`` while it waits for an approval or a signal (the
   status message says what it waits for and how to answer), ``completed`` with
   the output as an artifact, ``failed`` with the error, ``canceled``.
+- **A blocking send** is answered when the run ends or waits for someone, or
+  after ``answer_within`` (``--answer-within``, 30 s) with the task still
+  ``working``: the client then polls ``tasks/get`` (or streams). A message to a
+  task at work is kept in its history and changes nothing.
 - **Answering an input-required task** (a message with the task's id): a data
   part ``{"approved": true|false, "reason": ..., "data": {...}}`` or a text
   ``approve`` / ``reject REASON`` for an approval, ``{"signal": NAME, "data":
@@ -126,6 +130,8 @@ class A2AConfig:
     token: str | None = None
     skill: str | None = None  # the card's one skill (default: the workflow's name)
     public_url: str | None = None  # the URL the card announces (default: the bound one)
+    # A blocking send waits this long for the run to end or wait, then answers "working".
+    answer_within_s: float = 30.0
     scan_interval_s: float = 5.0
 
 
@@ -211,6 +217,7 @@ class WorkflowExecutor(AgentExecutor):
         self.cfg = cfg
         self.workflow = cfg.workflow
         self.tasks = tasks
+        self._followers: dict[str, asyncio.Task[None]] = {}  # a task each, until it rests
 
     @property
     def engine(self) -> Engine:
@@ -218,7 +225,6 @@ class WorkflowExecutor(AgentExecutor):
         return engine
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
-
         message = context.message
         current = context.current_task
         task_id = str(context.task_id)
@@ -237,23 +243,43 @@ class WorkflowExecutor(AgentExecutor):
             except (DefinitionError, PodiumError) as exc:
                 await updater.reject(self._say(updater, _problem_text(exc)))
                 return
-            await updater.start_work()
         elif current.status.state in (TaskState.TASK_STATE_INPUT_REQUIRED,
                                       TaskState.TASK_STATE_AUTH_REQUIRED):
             said = await self._answer(task_id, message, context)
             if said is not None:  # nothing delivered: it still waits, and says why
                 await updater.requires_input(self._say(updater, said))
                 return
-            await updater.start_work()
-        await self._follow(task_id, updater)
+        # Also for a message to a task at work: it means nothing to the run, but the SDK
+        # records a message in the task's history only with the event that follows it.
+        await updater.start_work()
+        follower = self._followers.get(task_id)
+        if follower is None:
+            follower = asyncio.get_running_loop().create_task(
+                self._follow(task_id, updater), name=f"podium:a2a:{task_id}")
+            self._followers[task_id] = follower
+            follower.add_done_callback(lambda _t: self._followers.pop(task_id, None))
+        # A blocking send is answered when the run ends or waits for someone, or, for a
+        # long run, after ``answer_within`` with the task working (then: tasks/get). The
+        # follower goes on reporting either way.
+        await asyncio.wait({follower}, timeout=self.cfg.answer_within_s)
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
-
-        await cancel_run(self.engine, str(context.task_id))
+        task_id = str(context.task_id)
+        await cancel_run(self.engine, task_id)
+        follower = self._followers.pop(task_id, None)
+        if follower is not None:
+            follower.cancel()
         task = context.current_task
         context_id = task.context_id if task is not None else str(context.context_id)
         with contextlib.suppress(RuntimeError):  # the run's end was reported first
-            await TaskUpdater(event_queue, str(context.task_id), context_id).cancel()
+            await TaskUpdater(event_queue, task_id, context_id).cancel()
+
+    async def aclose(self) -> None:
+        """Stop reporting (the server stops; the runs are handed back, not ended)."""
+        followers = list(self._followers.values())
+        for f in followers:
+            f.cancel()
+        await asyncio.gather(*followers, return_exceptions=True)
 
     @staticmethod
     def _say(updater: TaskUpdater, text: str) -> Message:
@@ -563,8 +589,9 @@ def create_app(cfg: A2AConfig, url: str) -> Any:
                                        scan_interval_s=cfg.scan_interval_s))
     card = agent_card(cfg, cfg.public_url or url)
     tasks = RunTaskStore(server, cfg.workflow)
+    executor = WorkflowExecutor(server, cfg, tasks)
     handler = DefaultRequestHandler(
-        agent_executor=WorkflowExecutor(server, cfg, tasks), task_store=tasks, agent_card=card,
+        agent_executor=executor, task_store=tasks, agent_card=card,
         request_context_builder=SimpleRequestContextBuilder(task_id_generator=_RunIds(),
                                                             context_id_generator=_TaskIds()))
 
@@ -575,6 +602,7 @@ def create_app(cfg: A2AConfig, url: str) -> Any:
             yield
         finally:
             with contextlib.suppress(Exception):
+                await executor.aclose()
                 await handler.aclose()
             await server.stop()
 
