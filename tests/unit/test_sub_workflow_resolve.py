@@ -93,21 +93,23 @@ def test_an_unknown_name_or_version_says_where_it_looked_and_how_to_fix_it(
         tmp_path: Path) -> None:
     path = write(tmp_path, "parent", parent())
     with pytest.raises(DefinitionError) as info:
-        load_workflow(path, resolve=Registry(), registry="the database sqlite:///x.db")
+        load_workflow(path, resolve=Registry(),
+                      registry="not registered in the database sqlite:///x.db")
     [p] = info.value.problems
     assert (p.file, p.line, p.step, p.field) == (str(path), 4, "call", "workflow")
     assert p.message == (f"unknown sub-workflow 'child': not under workflows:, no child.yaml"
-                         f" (.yml, .json) in {tmp_path}, not in the database sqlite:///x.db")
+                         f" (.yml, .json) in {tmp_path}, not registered in the database"
+                         " sqlite:///x.db")
     assert "podium workflow register child.yaml" in (p.hint or "")
 
     write(tmp_path, "child", child(1))
     path = write(tmp_path, "parent", parent(version=3))
     with pytest.raises(DefinitionError) as info:
-        load_workflow(path, resolve=Registry(child(2)), registry="the database D")
+        load_workflow(path, resolve=Registry(child(2)), registry="not registered in D")
     [p] = info.value.problems
     assert p.message == (
         f"unknown sub-workflow 'child' version 3: not under workflows:, {tmp_path}/child.yaml"
-        " is version 1, not in the database D (its newest registered version is 2)")
+        " is version 1, not registered in D (its newest registered version there is 2)")
     assert "a file with version: 3" in (p.hint or "")
 
 

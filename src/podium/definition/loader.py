@@ -213,7 +213,7 @@ Resolve = Callable[[str, str | None], dict[str, Any] | None]
 
 
 def load_workflow(path: str | Path, *, resolve: Resolve | None = None,
-                  registry: str = "no registry (none was given)",
+                  registry: str = "no registry to look in",
                   _calling: tuple[str, ...] = ()) -> Workflow:
     """Read a workflow file; ``DefinitionError`` lists every problem in it.
 
@@ -221,8 +221,9 @@ def load_workflow(path: str | Path, *, resolve: Resolve | None = None,
     ``workflows:`` is read from ``NAME.yaml`` (``.yml``, ``.json``) beside it (when its
     version is V, if V is given), checked on its own (its problems name its own file),
     else asked of ``resolve`` (the registered version V, or the newest; ``registry``
-    says in problems where that looked). Either way it is kept in this definition, so
-    a run, and every resume of it, uses the sub-workflows it started with.
+    says in problems what that found: "not registered in the database X"). Either way it
+    is kept in this definition, so a run, and every resume of it, uses the sub-workflows
+    it started with.
     """
     source = str(path)
     data, lines = parse_document(read_text(path, what="workflow file"), source)
@@ -309,11 +310,11 @@ def _not_found(name: str, version: str | None, step: dict[str, Any],
     if version is not None and resolve is not None:
         newest = resolve(name, None)
         if newest is not None:
-            there += f" (its newest registered version is {newest.get('version', 1)})"
+            there += f" (its newest registered version there is {newest.get('version', 1)})"
     what = (f"unknown sub-workflow '{name}'" if version is None
             else f"unknown sub-workflow '{name}' version {version}")
     return Problem(
-        f"{what}: not under workflows:, {files}, not in {there}", file=source,
+        f"{what}: not under workflows:, {files}, {there}", file=source,
         line=line_of(lines, loc), step=str(step.get("id")), field="workflow",
         hint=f"register it (podium workflow register {name}.yaml"
              + (f", a file with version: {version}" if version is not None else "")

@@ -53,11 +53,21 @@ class RegistryQueries:
     async def registered_workflow(self, name: str,
                                   version: int | str | None = None) -> RegisteredWorkflow | None:
         if version is None:
-            row = self.conn.execute(Q["registered_newest"], (name,)).fetchone()
+            rows = self._read(Q["registered_newest"], (name,))
         else:
-            row = self.conn.execute(Q["registered_get"], (name, str(version))).fetchone()
-        return None if row is None else registered_from_row(row)
+            rows = self._read(Q["registered_get"], (name, str(version)))
+        return registered_from_row(rows[0]) if rows else None
 
     async def registered_workflows(self) -> list[WorkflowVersion]:
         return [WorkflowVersion(r[0], r[1], r[2], float(r[3]))
-                for r in self.conn.execute(Q["registered_list"])]
+                for r in self._read(Q["registered_list"])]
+
+    def _read(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self.conn.execute(query, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            # Read-only (``podium validate``) a file of schema 8 or older, which nothing
+            # has migrated yet: it has no registry, so nothing is registered in it.
+            if "no such table: registered_workflows" in str(exc):
+                return []
+            raise
