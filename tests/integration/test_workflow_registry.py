@@ -170,6 +170,7 @@ def test_list_and_show(sandbox: Sandbox) -> None:
     assert [(w["name"], [v["version"] for v in w["versions"]]) for w in listed] == [
         ("alone", ["1"]), ("child", ["2", "1"])]
     assert set(listed[1]["versions"][0]) == {"name", "version", "digest", "registered_at"}
+    assert listed[1]["versions"][0]["registered_at"].endswith("Z")  # RFC 3339, as elsewhere
     text = sb.podium("workflow", "list").stdout
     assert "child" in text
     assert "2, 1" in text

@@ -158,11 +158,13 @@ def show(
 
 
 def _version_doc(v: Any) -> dict[str, Any]:
+    from podium.cli.docs import rfc3339
+
     return {"name": v.name, "version": v.version, "digest": v.digest,
-            "registered_at": v.registered_at}
+            "registered_at": rfc3339(v.registered_at)}
 
 
 def _at(ts: float) -> str:
     import time
 
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))

@@ -8,12 +8,17 @@ waits for the first to commit, then does nothing, and reads the row that won.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from podium.errors import StoreError
 from podium.store.base import RegisteredWorkflow, WorkflowVersion
 from podium.store.queries import queries
 from podium.store.registry import prepare_registration, version_taken
 from podium.store.sqlite_registry import registered_from_row
+
+if TYPE_CHECKING:  # psycopg is the postgres extra: imported (and its absence explained)
+    import psycopg  # by postgres.py, which imports this module
+    from psycopg_pool import AsyncConnectionPool
 
 __all__ = ["PostgresRegistry"]
 
@@ -22,6 +27,13 @@ Q = queries("postgres")
 
 class PostgresRegistry:
     """Needs ``_fetch`` and ``_writable`` (provided by ``PostgresStore``)."""
+
+    @property
+    def pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+        raise NotImplementedError
+
+    def _error(self, exc: BaseException, doing: str = "") -> StoreError:
+        raise NotImplementedError
 
     def _writable(self) -> None:
         raise NotImplementedError
@@ -45,11 +57,25 @@ class PostgresRegistry:
     async def registered_workflow(self, name: str,
                                   version: int | str | None = None) -> RegisteredWorkflow | None:
         if version is None:
-            rows = await self._fetch(Q["registered_newest"], (name,))
+            rows = await self._read(Q["registered_newest"], (name,))
         else:
-            rows = await self._fetch(Q["registered_get"], (name, str(version)))
+            rows = await self._read(Q["registered_get"], (name, str(version)))
         return registered_from_row(rows[0]) if rows else None
 
     async def registered_workflows(self) -> list[WorkflowVersion]:
         return [WorkflowVersion(r[0], r[1], r[2], float(r[3]))
-                for r in await self._fetch(Q["registered_list"])]
+                for r in await self._read(Q["registered_list"])]
+
+    async def _read(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        try:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(query, params)
+                return await cur.fetchall()
+        except psycopg.errors.UndefinedTable:
+            # Read-only (how commands look a sub-workflow up before they run) a database
+            # of schema 8 or older, not migrated yet: nothing is registered in it.
+            return []
+        except psycopg.Error as exc:
+            raise self._error(exc) from None
