@@ -9,7 +9,8 @@ the CLI can map each branch to an exit code without guessing::
     ├── ConfigError          bad settings, unknown agent module... (exit 2)
     │   ├── RunHeld              another live process holds the run (exit 2)
     │   ├── WorkerNameTaken      a live worker already has this --name (exit 2)
-    │   └── NothingToCompensate  a rollback of a run no step of which has an undo
+    │   ├── NothingToCompensate  a rollback of a run no step of which has an undo
+    │   └── VersionTaken         a registered workflow version holds other content
     ├── AgentError           raised by an agent to fail an attempt with a type
     │   ├── InvalidInput         ``invalid_input`` (never retried by default)
     │   ├── Unavailable          ``unavailable``
@@ -47,6 +48,7 @@ __all__ = [
     "RunNotFound",
     "StoreError",
     "Unavailable",
+    "VersionTaken",
     "WorkerNameTaken",
 ]
 
@@ -127,6 +129,11 @@ class NothingToCompensate(ConfigError):
 
     Nothing is written: the run keeps its status (a succeeded run stays succeeded).
     """
+
+
+class VersionTaken(ConfigError):
+    """A workflow version is registered already with other content: versions never
+    change once registered (runs and callers rely on what a version means)."""
 
 
 class RunNotFound(PodiumError):

@@ -28,10 +28,12 @@ from podium.state import AlertRecord, AttemptOutcome, RunRecord
 from podium.store.base import (
     Batch,
     CommitUnknown,
+    RegisteredWorkflow,
     ScheduleRecord,
     Signal,
     SlotRecord,
     Store,
+    WorkflowVersion,
 )
 from podium.store.memory import MemoryStore
 from podium.store.sqlite import SQLiteStore
@@ -195,6 +197,17 @@ class _Wrapper:
 
     async def wakes_due(self, now: float, limit: int = 100) -> list[str]:
         return await self.inner.wakes_due(now, limit)
+
+    async def register_workflow(self, name: str, version: int | str,
+                                definition: dict[str, Any]) -> tuple[RegisteredWorkflow, bool]:
+        return await self.inner.register_workflow(name, version, definition)
+
+    async def registered_workflow(self, name: str,
+                                  version: int | str | None = None) -> RegisteredWorkflow | None:
+        return await self.inner.registered_workflow(name, version)
+
+    async def registered_workflows(self) -> list[WorkflowVersion]:
+        return await self.inner.registered_workflows()
 
 
 class DelayedStore(_Wrapper):

@@ -45,7 +45,7 @@ UsageError: type[Exception] = next(
 # The commands defined elsewhere, in the order they are listed in ``podium --help``.
 COMMAND_MODULES = ("podium.cli.fleet", "podium.cli.observe_cmd", "podium.cli.runs",
                    "podium.cli.workers_cmd", "podium.cli.schedule_cmd", "podium.cli.wait_cmd",
-                   "podium.cli.a2a_cmd")
+                   "podium.cli.workflow_cmd", "podium.cli.a2a_cmd")
 
 
 class _PlainArgument(TyperArgument):
@@ -400,14 +400,14 @@ def run(
     """Run a workflow and wait for it; exit 0 succeeded, 1 failed."""
 
     def body() -> None:
-        from podium.cli.workflow_ref import load_workflow_ref
+        from podium.cli.workflow_ref import load_with_registry, registry_of
         from podium.errors import DefinitionError
 
         if metrics_port is not None:
             from podium.httpd import check_port
 
             check_port(metrics_port, "--metrics-port")
-        loaded = load_workflow_ref(file)
+        loaded = load_with_registry(file, registry_of(db))
         workflow = loaded.workflow
         inputs = parse_inputs(input_pairs or [], input_file)
         _keep_schema_strings(input_pairs or [], inputs, workflow.input_schema)
@@ -577,19 +577,27 @@ def validate(
                        " Python workflows: MODULE:ATTR or FILE.py[:ATTR]."),
     ],
     agents: AgentsOpt = None,
+    db: Annotated[
+        str | None,
+        typer.Option("--db", metavar="URL", help="Where sub-workflows that no file defines are"
+                     " registered (default $PODIUM_DB, else the project's .podium/podium.db"
+                     " if there is one; never created)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check workflow files; exit 0 if all are valid, 2 listing every problem otherwise.
 
     Each step's agent (capability or @agent-id, and its compensate's) must be provided
     by the agents that `podium run` would load; without an agents file that is not checked.
+    A sub-workflow no file defines is looked for in the database's registered workflows.
     """
 
     def body() -> None:
         from podium.cli.common import Failure, problem_doc
-        from podium.cli.workflow_ref import is_python_ref, load_workflow_ref
+        from podium.cli.workflow_ref import is_python_ref, load_with_registry, registry_of
         from podium.errors import DefinitionError
 
+        resolver = registry_of(db, only_if_exists=True)
         results: dict[str, Any] = {}
         bad = 0
         unchecked: list[str] = []
@@ -610,7 +618,7 @@ def validate(
                         if not as_json:
                             print(f"{f}: ok (agents file, {plural(len(cfg.agents), 'agent')})")
                         continue
-                    loaded = load_workflow_ref(f)
+                    loaded = load_with_registry(f, resolver)
                     wf = loaded.workflow
                     agents_file = _agents_file(agents, loaded.path)
                     doc = {

@@ -61,7 +61,7 @@ def add(
     """Add a schedule: the workflow (validated now) fires at every slot, once."""
 
     def body() -> None:
-        from podium.cli.workflow_ref import load_workflow_ref
+        from podium.cli.workflow_ref import load_with_registry, registry_of
         from podium.definition.durations import parse_duration
         from podium.errors import PodiumError
         from podium.scheduler import check_cron, zone
@@ -85,7 +85,7 @@ def add(
                  " skip)")
         if not 0 <= catch_up <= _MAX_CATCH_UP:
             fail(f"--catch-up {catch_up}: 0 to {_MAX_CATCH_UP} (fix: e.g. --catch-up 1)")
-        loaded = load_workflow_ref(file)
+        loaded = load_with_registry(file, registry_of(db))
         workflow = loaded.workflow
         ident = name or workflow.name
         if not _ID.match(ident):

@@ -86,11 +86,11 @@ def submit(
     """Store a run for workers to execute (validated as `podium run` does); print its id."""
 
     def body() -> None:
-        from podium.cli.workflow_ref import load_workflow_ref
+        from podium.cli.workflow_ref import load_with_registry, registry_of
 
         if queue is not None:
             _check_queue(queue)
-        workflow = load_workflow_ref(file).workflow
+        workflow = load_with_registry(file, registry_of(db)).workflow
         inputs = parse_inputs(input_pairs or [], input_file)
         _keep_schema_strings(input_pairs or [], inputs, workflow.input_schema)
 

@@ -8,10 +8,12 @@ reference is only split into a module and attribute names.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import importlib
 import importlib.util
+import os
 import re
 import sys
 import traceback
@@ -21,10 +23,12 @@ from typing import Any
 
 from podium.cli.common import Failure
 from podium.definition.builder import Flow
+from podium.definition.loader import Resolve
 from podium.definition.models import Workflow
 from podium.errors import DefinitionError, Problem
 
-__all__ = ["LoadedWorkflow", "is_python_ref", "load_workflow_ref"]
+__all__ = ["LoadedWorkflow", "StoreResolver", "is_python_ref", "load_with_registry",
+           "load_workflow_ref", "registry_of"]
 
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 _FIX = ("fix: write MODULE:ATTR (a module importable from the current folder) or"
@@ -69,18 +73,24 @@ def is_python_ref(text: str) -> bool:
     return text.endswith(".py") or not Path(text).is_file()
 
 
-def load_workflow_ref(ref: str | Path) -> LoadedWorkflow:
+def load_workflow_ref(ref: str | Path, *, resolve: Resolve | None = None,
+                      registry: str | None = None) -> LoadedWorkflow:
     """Load a workflow file, or build the Python workflow ``ref`` names.
 
     Every way to name nothing usable stops the command with exit 2 and a
-    message that repeats the reference and says what to write instead.
+    message that repeats the reference and says what to write instead. A file's
+    sub-workflows that no file defines are asked of ``resolve`` (the registry of the
+    command's database, ``registry`` naming it in problems).
     """
     text = str(ref)
     split = _split(text) if is_python_ref(text) else None
     if split is None:
         from podium.definition.loader import load_workflow
 
-        return LoadedWorkflow(load_workflow(text), Path(text))
+        if registry is None:
+            return LoadedWorkflow(load_workflow(text, resolve=resolve), Path(text))
+        return LoadedWorkflow(load_workflow(text, resolve=resolve, registry=registry),
+                              Path(text))
     target, attr = split
     module = _import(text, target)
     obj: Any
@@ -182,3 +192,58 @@ def _import_file(text: str, path: Path) -> ModuleType:
         sys.modules.pop(name, None)
         raise
     return module
+
+
+# --- sub-workflows registered in the database (podium workflow register) ---------
+
+
+class StoreResolver:
+    """Finds registered workflows in one database, read-only, opening it only when a
+    step calls a workflow no file defines (most files never do), once per lookup."""
+
+    def __init__(self, url: str) -> None:
+        from podium.redact import mask_url
+
+        self.url = url
+        self.where = f"not registered in the database {mask_url(url)}"
+        self._seen: dict[tuple[str, str | None], dict[str, Any] | None] = {}
+
+    def __call__(self, name: str, version: str | None) -> dict[str, Any] | None:
+        key = (name, version)
+        if key not in self._seen:
+            self._seen[key] = asyncio.run(self._lookup(name, version))
+        return self._seen[key]
+
+    async def _lookup(self, name: str, version: str | None) -> dict[str, Any] | None:
+        from podium.store.factory import open_store
+
+        store = open_store(self.url, readonly=True)
+        await store.open()
+        try:
+            found = await store.registered_workflow(name, version)
+        finally:
+            await store.close()
+        return None if found is None else found.definition
+
+
+def registry_of(db: str | None, *, only_if_exists: bool = False) -> StoreResolver | None:
+    """The registry of the database a command uses (``--db``, ``$PODIUM_DB``, the
+    project's). ``only_if_exists``: None when none was named and the project's file is
+    not there (``validate`` never makes a database)."""
+    from podium.store.factory import default_db_url, find_db_dir
+
+    if only_if_exists and not (db or os.environ.get("PODIUM_DB")) and not (
+            find_db_dir() / "podium.db").is_file():
+        return None
+    return StoreResolver(default_db_url(db))
+
+
+def load_with_registry(ref: str | Path, resolver: StoreResolver | None) -> LoadedWorkflow:
+    """``load_workflow_ref`` with sub-workflows also looked for in ``resolver``."""
+    if resolver is None:
+        from podium.store.factory import find_db_dir
+
+        where = (f"and no database to look in (none at {find_db_dir() / 'podium.db'}; give"
+                 " --db URL)")
+        return load_workflow_ref(ref, registry=where)
+    return load_workflow_ref(ref, resolve=resolver, registry=resolver.where)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +26,7 @@ from podium.definition.models import (
 from podium.errors import DefinitionError, InputError, Problem
 
 __all__ = [
+    "Resolve",
     "apply_input_defaults",
     "check_input",
     "load_workflow",
@@ -206,35 +207,63 @@ def workflow_from_dict(
     return workflow
 
 
-def load_workflow(path: str | Path, *, _calling: tuple[str, ...] = ()) -> Workflow:
+# Finds a registered workflow by name and version (None: the newest); the CLI makes one
+# from the database it uses. This layer does no I/O of its own beyond the files.
+Resolve = Callable[[str, str | None], dict[str, Any] | None]
+
+
+def load_workflow(path: str | Path, *, resolve: Resolve | None = None,
+                  registry: str = "no registry to look in",
+                  _calling: tuple[str, ...] = ()) -> Workflow:
     """Read a workflow file; ``DefinitionError`` lists every problem in it.
 
-    A step's ``workflow: NAME`` that the file does not define under ``workflows:`` is
-    read from ``NAME.yaml`` (``.yml``, ``.json``) beside it, checked on its own (its
-    problems name its own file) and kept in this definition, so a run, and every
-    resume of it, uses the sub-workflows it started with.
+    A step's ``workflow: NAME`` (``version: V``) that the file does not define under
+    ``workflows:`` is read from ``NAME.yaml`` (``.yml``, ``.json``) beside it (when its
+    version is V, if V is given), checked on its own (its problems name its own file),
+    else asked of ``resolve`` (the registered version V, or the newest; ``registry``
+    says in problems what that found: "not registered in the database X"). Either way it
+    is kept in this definition, so a run, and every resume of it, uses the sub-workflows
+    it started with.
     """
     source = str(path)
     data, lines = parse_document(read_text(path, what="workflow file"), source)
+    missing: dict[tuple[str | int, ...], Problem] = {}
     if isinstance(data, dict):
-        _embed_calls(data, Path(path).parent, source, lines, _calling)
-    return workflow_from_dict(data, source=source, lines=lines)
+        missing = _embed_calls(data, Path(path).parent, source, lines, _calling,
+                               resolve, registry)
+    try:
+        return workflow_from_dict(data, source=source, lines=lines)
+    except DefinitionError as exc:
+        if not missing:
+            raise
+        # The model only knows the name is unknown; the loader knows where it looked.
+        raise DefinitionError([
+            missing.get(p.loc, p) if p.loc is not None and p.message.startswith(
+                "unknown sub-workflow") else p for p in exc.problems]) from None
 
 
 def _embed_calls(data: dict[str, Any], folder: Path, source: str,
-                 lines: Mapping[tuple[str | int, ...], int], calling: tuple[str, ...]) -> None:
+                 lines: Mapping[tuple[str | int, ...], int], calling: tuple[str, ...],
+                 resolve: Resolve | None, registry: str,
+                 ) -> dict[tuple[str | int, ...], Problem]:
+    """Embed the sub-workflows the steps call; what was found nowhere, by its loc."""
+    missing: dict[tuple[str | int, ...], Problem] = {}
     steps = data.get("steps")
     if not isinstance(steps, list):
-        return
+        return missing
     defined = data.get("workflows")
     if defined is not None and not isinstance(defined, dict):
-        return  # the model's own check says what is wrong with it
+        return missing  # the model's own check says what is wrong with it
     defined = defined or {}
     me = str(data.get("name", ""))
     for i, step in enumerate(steps):
         name = step.get("workflow") if isinstance(step, dict) else None
         if not isinstance(name, str) or name in defined:
             continue
+        raw_version = step.get("version")
+        version = None if raw_version is None or isinstance(raw_version, dict | list) else (
+            str(raw_version))
+        loc: tuple[str | int, ...] = ("steps", i, "workflow")
         problem = None
         if name in (*calling, me):
             chain = " -> ".join((*calling, me, name))
@@ -243,20 +272,54 @@ def _embed_calls(data: dict[str, Any], folder: Path, source: str,
             problem = f"sub-workflows nested more than {MAX_DEPTH} deep"
         if problem is not None:
             raise DefinitionError([Problem(
-                problem, file=source, line=line_of(lines, ("steps", i, "workflow")),
+                problem, file=source, line=line_of(lines, loc),
                 step=str(step.get("id")), field="workflow",
                 hint="sub-workflows must not call the workflows that call them")])
         found = next((folder / f"{name}{ext}" for ext in (".yaml", ".yml", ".json")
                       if (folder / f"{name}{ext}").is_file()), None)
-        if found is None:
-            continue  # the model's check reports the unknown name, with the fix
-        child = load_workflow(found, _calling=(*calling, me))
-        if child.name != name:
-            raise DefinitionError([Problem(
-                f"{found.name} defines workflow '{child.name}', not '{name}'", file=str(found),
-                hint=f"name it '{name}', or call '{child.name}'")])
-        defined[name] = child.to_dict()
-        data["workflows"] = defined
+        beside: str | None = None
+        if found is not None:
+            child = load_workflow(found, resolve=resolve, registry=registry,
+                                  _calling=(*calling, me))
+            if child.name != name:
+                raise DefinitionError([Problem(
+                    f"{found.name} defines workflow '{child.name}', not '{name}'",
+                    file=str(found), hint=f"name it '{name}', or call '{child.name}'")])
+            if version is None or str(child.version) == version:
+                defined[name] = child.to_dict()
+                data["workflows"] = defined
+                continue
+            beside = f"{found} is version {child.version}"
+        registered = resolve(name, version) if resolve is not None else None
+        if registered is not None:
+            defined[name] = registered
+            data["workflows"] = defined
+            continue
+        missing[loc] = _not_found(name, version, step, loc, folder, beside, resolve,
+                                  registry, source, lines)
+    return missing
+
+
+def _not_found(name: str, version: str | None, step: dict[str, Any],
+               loc: tuple[str | int, ...], folder: Path, beside: str | None,
+               resolve: Resolve | None, registry: str, source: str,
+               lines: Mapping[tuple[str | int, ...], int]) -> Problem:
+    """Where a sub-workflow was looked for, and how to make it found."""
+    files = beside or f"no {name}.yaml (.yml, .json) in {folder}"
+    there = registry
+    if version is not None and resolve is not None:
+        newest = resolve(name, None)
+        if newest is not None:
+            there += f" (its newest registered version there is {newest.get('version', 1)})"
+    what = (f"unknown sub-workflow '{name}'" if version is None
+            else f"unknown sub-workflow '{name}' version {version}")
+    return Problem(
+        f"{what}: not under workflows:, {files}, {there}", file=source,
+        line=line_of(lines, loc), step=str(step.get("id")), field="workflow",
+        hint=f"register it (podium workflow register {name}.yaml"
+             + (f", a file with version: {version}" if version is not None else "")
+             + f"), put {name}.yaml beside this file, or define it under workflows:",
+        loc=loc)
 
 
 def apply_input_defaults(workflow: Workflow, value: Any) -> Any:

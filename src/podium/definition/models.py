@@ -106,8 +106,13 @@ class Step(Model):
     )
     workflow: str | None = Field(
         None, pattern=WORKFLOW_NAME_PATTERN, max_length=128,
-        description="A sub-workflow by name, run as a child run (instead of an agent): NAME.yaml"
-                    " beside this file, or one defined under workflows:")
+        description="A sub-workflow by name, run as a child run (instead of an agent): one"
+                    " defined under workflows:, NAME.yaml beside this file, or one registered"
+                    " in the database (podium workflow register)")
+    version: int | str | None = Field(
+        None, description="With workflow: the version of the sub-workflow to run (its"
+                          " version:); without it, the one beside this file, else the newest"
+                          " registered")
     description: str | None = None
     input: Any = Field(None, description="Any JSON value; ${{ path }} templates are resolved")
     depends_on: list[str] = Field(default_factory=empty_list)

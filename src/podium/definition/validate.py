@@ -249,6 +249,11 @@ def _check_calls(raw: Mapping[str, Any], steps: list[Any], *,
         sid = s.get("id")
         step = sid if isinstance(sid, str) else f"#{i + 1}"
         kinds = [k for k in _KINDS if s.get(k) is not None]
+        if s.get("version") is not None and s.get("workflow") is None:
+            problems.append(Problem(
+                "version is only for a step that runs a sub-workflow", step=step,
+                field="version", hint="add 'workflow: NAME' (the sub-workflow whose version"
+                " this is), or remove version", loc=("steps", i, "version")))
         if not kinds:
             problems.append(Problem(
                 "missing required key 'agent'", step=step, field="agent",
@@ -280,9 +285,20 @@ def _check_calls(raw: Mapping[str, Any], steps: list[Any], *,
         if name not in defined:
             problems.append(Problem(
                 f"unknown sub-workflow '{name}'", step=step, field="workflow",
-                hint=f"put {name}.yaml beside this file, or define it under workflows:"
+                hint=f"put {name}.yaml beside this file, define it under workflows:, or"
+                     f" register it (podium workflow register FILE)"
                      + (f" (defined: {', '.join(sorted(defined))})" if defined else ""),
                 loc=("steps", i, "workflow")))
+        elif s.get("version") is not None:
+            child = defined[name]
+            held = child.get("version", 1) if isinstance(child, Mapping) else None
+            if held is not None and str(held) != str(s["version"]):
+                problems.append(Problem(
+                    f"step calls version {s['version']} of '{name}', but this definition"
+                    f" holds its version {held}", step=step, field="version",
+                    hint=f"one version of '{name}' per workflow: call version {held} (or no"
+                         f" version:) from every step, or define the one wanted under"
+                         " workflows:", loc=("steps", i, "version")))
         for key in _AGENT_ONLY:
             if s.get(key) is not None:
                 problems.append(Problem(

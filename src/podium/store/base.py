@@ -24,6 +24,10 @@ batch) and ``write_batch`` names them, so their executions stop. Leases are
 measured on the store's clock (``now``): the database server's for
 PostgreSQL, so clock skew between hosts moves no lease.
 
+``WorkflowRegistry`` keeps workflows registered by name and version (``podium
+workflow register``) for steps that call them by name; a version, once there, never
+changes.
+
 A store that many workers share (PostgreSQL) also offers ``WorkerStore``:
 worker rows whose heartbeat is the lease of every run they hold, and a claim
 of many runs in one statement.
@@ -31,6 +35,7 @@ of many runs in one statement.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -48,6 +53,7 @@ __all__ = [
     "CommitUnknown",
     "EventRow",
     "FeedPosition",
+    "RegisteredWorkflow",
     "RunRow",
     "RunStore",
     "ScheduleRecord",
@@ -60,8 +66,11 @@ __all__ = [
     "WaitStore",
     "WorkerInfo",
     "WorkerStore",
+    "WorkflowRegistry",
+    "WorkflowVersion",
     "encode_event",
     "event_rows",
+    "workflow_digest",
 ]
 
 NO_RUNS: frozenset[str] = frozenset()  # what write_batch returns when no run was lost
@@ -428,10 +437,57 @@ class WaitStore(Protocol):
         ...
 
 
+def workflow_digest(definition: dict[str, Any]) -> str:
+    """sha256 of the definition's canonical JSON (keys sorted, no spaces): what tells
+    the same content registered again from other content under the same version."""
+    return hashlib.sha256(orjson.dumps(definition, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowVersion:
+    """One registered version of a workflow, without its definition (listings)."""
+
+    name: str
+    version: str  # the string form of the file's ``version:``
+    digest: str
+    registered_at: float  # the store's clock
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredWorkflow:
+    """A registered version with its definition (``Workflow.to_dict()``, sub-workflows
+    embedded)."""
+
+    name: str
+    version: str
+    digest: str
+    registered_at: float
+    definition: dict[str, Any]
+
+
+class WorkflowRegistry(Protocol):
+    async def register_workflow(self, name: str, version: int | str,
+                                definition: dict[str, Any]) -> tuple[RegisteredWorkflow, bool]:
+        """Keep ``definition`` as ``name`` at ``version``: (what is registered, True) if
+        it is new; (what was there, False) if that version holds the same content
+        already; ``VersionTaken`` if it holds other content. Two registrations at once
+        leave one row: the other finds it."""
+        ...
+
+    async def registered_workflow(self, name: str,
+                                  version: int | str | None = None) -> RegisteredWorkflow | None:
+        """That version (None: the most recently registered one), or None."""
+        ...
+
+    async def registered_workflows(self) -> list[WorkflowVersion]:
+        """Every registered version: by name, each name's newest first."""
+        ...
+
+
 @runtime_checkable
-class Store(RunStore, AlertStore, ScheduleStore, WaitStore, Protocol):
-    """All four: what ``open_store`` gives (one database holds runs, alerts, schedules
-    and the signals of waiting runs)."""
+class Store(RunStore, AlertStore, ScheduleStore, WaitStore, WorkflowRegistry, Protocol):
+    """All five: what ``open_store`` gives (one database holds runs, alerts, schedules,
+    the signals of waiting runs and the registered workflows)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,17 @@ from podium.state import (
     RunStatus,
     StepRecord,
 )
-from podium.store.base import NO_RUNS, Batch, ScheduleRecord, Signal, SlotRecord, StepRow
+from podium.store.base import (
+    NO_RUNS,
+    Batch,
+    RegisteredWorkflow,
+    ScheduleRecord,
+    Signal,
+    SlotRecord,
+    StepRow,
+    WorkflowVersion,
+)
+from podium.store.registry import prepare_registration, version_taken
 
 __all__ = ["MemoryStore"]
 
@@ -51,6 +61,7 @@ class MemoryStore:
         self._signals: dict[tuple[str, str], Signal] = {}
         self._wakes: dict[str, float] = {}
         self._slots: dict[str, dict[float, SlotRecord]] = {}
+        self._registered: dict[tuple[str, str], RegisteredWorkflow] = {}
 
     async def open(self) -> None:
         return None
@@ -287,6 +298,36 @@ class MemoryStore:
                     )
         out.sort(key=lambda o: o.ts)
         return out
+
+    # --- the workflow registry ----------------------------------------------
+    async def register_workflow(self, name: str, version: int | str,
+                                definition: dict[str, Any]) -> tuple[RegisteredWorkflow, bool]:
+        reg = prepare_registration(name, version, definition)
+        had = self._registered.get((name, reg.version))
+        if had is not None:
+            if had.digest != reg.digest:
+                raise version_taken(name, reg.version)
+            return copy.deepcopy(had), False
+        new = RegisteredWorkflow(name, reg.version, reg.digest, self._clock(),
+                                 orjson.loads(reg.text))
+        self._registered[(name, reg.version)] = new
+        return copy.deepcopy(new), True
+
+    async def registered_workflow(self, name: str,
+                                  version: int | str | None = None) -> RegisteredWorkflow | None:
+        if version is not None:
+            found = self._registered.get((name, str(version)))
+        else:
+            # As the databases order: newest registration first, then the greater version.
+            mine = [w for (n, _), w in self._registered.items() if n == name]
+            found = max(mine, key=lambda w: (w.registered_at, w.version), default=None)
+        return None if found is None else copy.deepcopy(found)
+
+    async def registered_workflows(self) -> list[WorkflowVersion]:
+        rows = sorted(self._registered.values(), key=lambda w: (w.registered_at, w.version),
+                      reverse=True)
+        rows.sort(key=lambda w: w.name)  # stable: each name's newest first
+        return [WorkflowVersion(w.name, w.version, w.digest, w.registered_at) for w in rows]
 
     # --- schedules ----------------------------------------------------------
     async def add_schedule(self, schedule: ScheduleRecord) -> None:

@@ -58,6 +58,7 @@ from podium.store.base import (
     SlotRecord,
     WorkerInfo,
 )
+from podium.store.postgres_registry import PostgresRegistry
 from podium.store.queries import queries
 from podium.store.rows import (
     DefinitionJson,
@@ -122,7 +123,7 @@ def _max_runs(definition: Any) -> int | None:
     return most if isinstance(most, int) and not isinstance(most, bool) else None
 
 
-class PostgresStore:
+class PostgresStore(PostgresRegistry):
     def __init__(self, conninfo: str, *, url: str, schema: str = "public", pool_max: int = 8,
                  synchronous_commit: bool = True, notify: bool = True,
                  readonly: bool = False) -> None:

@@ -55,6 +55,7 @@ from podium.store.sqlite_db import (
     release_file,
     store_error,
 )
+from podium.store.sqlite_registry import RegistryQueries
 from podium.store.sqlite_schedules import ScheduleQueries
 from podium.store.urls import bad_db
 
@@ -103,7 +104,7 @@ def checked_db_path(path: str, url: str) -> Path:
     return Path(path)
 
 
-class SQLiteStore(AlertQueries, ScheduleQueries):
+class SQLiteStore(AlertQueries, ScheduleQueries, RegistryQueries):
     def __init__(self, path: Path | str, *, durability: str = "normal",
                  readonly: bool = False) -> None:
         if durability not in ("normal", "strict"):

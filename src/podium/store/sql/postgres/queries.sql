@@ -448,3 +448,23 @@ WHERE run_id = %s AND status = 'waiting';
 
 -- name: wakes_due
 SELECT run_id FROM run_wakes WHERE wake_at <= %s ORDER BY wake_at LIMIT %s;
+
+-- name: registered_add
+-- A version is written once (the key settles two registrations at once: the second
+-- waits for the first and then does nothing); the caller compares digests.
+INSERT INTO registered_workflows (name, version, definition, digest, registered_at)
+VALUES (%s, %s, %s, %s, extract(epoch FROM statement_timestamp()))
+ON CONFLICT (name, version) DO NOTHING
+RETURNING name, version, digest, registered_at;
+
+-- name: registered_get
+SELECT name, version, digest, registered_at, definition FROM registered_workflows
+WHERE name = %s AND version = %s;
+
+-- name: registered_newest
+SELECT name, version, digest, registered_at, definition FROM registered_workflows
+WHERE name = %s ORDER BY registered_at DESC, version DESC LIMIT 1;
+
+-- name: registered_list
+SELECT name, version, digest, registered_at FROM registered_workflows
+ORDER BY name, registered_at DESC, version DESC;

@@ -234,3 +234,22 @@ WHERE run_id = ? AND status = 'waiting';
 
 -- name: wakes_due
 SELECT run_id FROM run_wakes WHERE wake_at <= ? ORDER BY wake_at LIMIT ?;
+
+-- name: registered_add
+-- A version is written once: a second registration changes nothing, and the caller
+-- compares digests to tell "already registered" from "other content".
+INSERT INTO registered_workflows (name, version, definition, digest, registered_at)
+VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (name, version) DO NOTHING;
+
+-- name: registered_get
+SELECT name, version, digest, registered_at, definition FROM registered_workflows
+WHERE name = ? AND version = ?;
+
+-- name: registered_newest
+SELECT name, version, digest, registered_at, definition FROM registered_workflows
+WHERE name = ? ORDER BY registered_at DESC, version DESC LIMIT 1;
+
+-- name: registered_list
+SELECT name, version, digest, registered_at FROM registered_workflows
+ORDER BY name, registered_at DESC, version DESC;

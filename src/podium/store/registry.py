@@ -1,0 +1,45 @@
+"""What every store's ``WorkflowRegistry`` shares: the checks before a registration is
+written and the refusal of a version that holds other content.
+
+The dialects only differ in how they write a row once (``ON CONFLICT DO NOTHING``);
+the in-memory store does the same with a dictionary.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from podium.definition.documents import format_size, max_file_bytes
+from podium.errors import ConfigError, VersionTaken
+from podium.store.base import workflow_digest
+from podium.store.rows import dumps
+
+__all__ = ["Registration", "prepare_registration", "version_taken"]
+
+
+class Registration(NamedTuple):
+    name: str
+    version: str
+    text: str  # the definition as stored
+    digest: str
+
+
+def prepare_registration(name: str, version: int | str,
+                         definition: dict[str, Any]) -> Registration:
+    """The row to write; ``ConfigError`` if the definition (its sub-workflows embedded)
+    is over the file-size limit: a registered workflow is read whole by every caller."""
+    text = dumps(definition)
+    limit = max_file_bytes()
+    if len(text) > limit:
+        raise ConfigError(
+            f"workflow '{name}' version {version} is {format_size(len(text))} as JSON, over"
+            f" the limit of {format_size(limit)} (fix: make it smaller, or raise"
+            " PODIUM_MAX_FILE_BYTES)")
+    return Registration(name, str(version), text, workflow_digest(definition))
+
+
+def version_taken(name: str, version: str) -> VersionTaken:
+    return VersionTaken(
+        f"workflow '{name}' version {version} is registered already with other content;"
+        " a registered version never changes (fix: bump version: in the file and register"
+        " it again)")
