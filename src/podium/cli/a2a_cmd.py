@@ -76,7 +76,7 @@ def serve_cmd(
                  " install 'podium[a2a,server]')")
         from podium.agents.config import build_registry
         from podium.agents.serve import token_from
-        from podium.cli.workflow_ref import load_workflow_ref
+        from podium.cli.workflow_ref import load_with_registry, registry_of
         from podium.definition.durations import parse_duration
         from podium.definition.plan import compile_plan
         from podium.engine import check_agents
@@ -96,7 +96,7 @@ def serve_cmd(
         if public_url is not None and not public_url.startswith(("http://", "https://")):
             fail(f"--public-url {public_url}: not an http(s) URL (fix: e.g."
                  " --public-url https://agents.example.com/report)")
-        loaded = load_workflow_ref(file)
+        loaded = load_with_registry(file, registry_of(db))  # sub-workflows: also registered
         workflow = loaded.workflow
         registry, _cfg, source = build_registry(_agents_file(agents, loaded.path))
         # Every step's agent is known before anything listens, as `podium run` checks.
