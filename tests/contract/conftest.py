@@ -117,8 +117,10 @@ class _Wrapper:
         return await self.inner.get_run(run_id)
 
     async def list_runs(self, *, status: str | None = None, workflow: str | None = None,
-                        limit: int = 50) -> list[RunRecord]:
-        return await self.inner.list_runs(status=status, workflow=workflow, limit=limit)
+                        limit: int = 50, before: tuple[float, str] | None = None,
+                        ) -> list[RunRecord]:
+        return await self.inner.list_runs(status=status, workflow=workflow, limit=limit,
+                                          before=before)
 
     async def get_events(self, run_id: str) -> Sequence[Event]:
         return await self.inner.get_events(run_id)

@@ -127,7 +127,16 @@ async def test_listing_filters_orders_and_limits_and_ids_resolve_by_prefix(store
     assert [r.run_id for r in await store.list_runs(status="running")] == ["zz3x", "zz0x"]
     assert [r.run_id for r in await store.list_runs(limit=2)] == ["zz3x", "zz2x"]
     assert await store.list_runs(workflow="other") == []
-    assert (await store.get_run("zz2")).run_id == "zz2x"
+    # Pages: each starts after the last run of the one before, ties broken by id.
+    await store.write_batch(batch([new_run("zz2y", created=2.0)], [started("zz2y")]))
+    first = await store.list_runs(limit=2)
+    assert [r.run_id for r in first] == ["zz3x", "zz2y"]
+    cursor = (first[-1].created_at, first[-1].run_id)
+    assert [r.run_id for r in await store.list_runs(limit=2, before=cursor)] == ["zz2x", "zz1x"]
+    assert [r.run_id for r in await store.list_runs(before=(1.0, "zz1x"))] == ["zz0x"]
+    assert [r.run_id for r in await store.list_runs(status="running", before=cursor)] == [
+        "zz0x"]
+    assert (await store.get_run("zz2x")).run_id == "zz2x"
     with pytest.raises(RunNotFound, match="ambiguous"):
         await store.get_run("zz")
     with pytest.raises(RunNotFound):

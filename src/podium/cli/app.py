@@ -288,7 +288,7 @@ def _finish(run: Any, failures: list[str], as_json: bool, took_s: float | None =
     in_workflow_order(run)
     try:
         if as_json:
-            from podium.cli.docs import run_doc
+            from podium.docs import run_doc
 
             dump_json(run_doc(run))
         else:

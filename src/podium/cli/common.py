@@ -14,31 +14,21 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 
-from podium.errors import (
-    ConfigError,
-    DefinitionError,
-    InputError,
-    PodiumError,
-    Problem,
-    RunNotFound,
-    StoreError,
-)
+from podium.docs import ERROR_TYPES as ERROR_TYPES  # the commands' names for them, too
+from podium.docs import EXIT_FAILED as EXIT_FAILED
+from podium.docs import EXIT_INFRA as EXIT_INFRA
+from podium.docs import EXIT_OK as EXIT_OK
+from podium.docs import EXIT_USAGE as EXIT_USAGE
+from podium.docs import error_type_for as error_type_for
+from podium.docs import exit_code_for as exit_code_for
+from podium.docs import problem_doc as problem_doc
+from podium.errors import DefinitionError, PodiumError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INFRA = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130
 # The most rows a listing prints: beyond it a query only fills the memory.
 MAX_LIST_LIMIT = 100_000
 
 T = TypeVar("T")
-
-# The ``type`` of ``{"error": {...}}`` under --json: stable short words scripts may test.
-ERROR_TYPES: tuple[tuple[type[PodiumError], str], ...] = (
-    (DefinitionError, "definition_error"),
-    (InputError, "input_error"),
-    (ConfigError, "config_error"),
-    (RunNotFound, "run_not_found"),
-    (StoreError, "store_error"),
-)
 
 
 class _Output:
@@ -76,26 +66,6 @@ def plural(n: int, word: str, words: str | None = None) -> str:
 def fail(message: str, code: int = EXIT_USAGE, *, kind: str = "usage") -> NoReturn:
     """Stop the command with ``error: message`` and ``code`` (as ``{"error"}`` under --json)."""
     raise Failure(message, code, kind)
-
-
-def exit_code_for(exc: PodiumError) -> int:
-    if isinstance(exc, StoreError):
-        return EXIT_INFRA
-    if isinstance(exc, DefinitionError | InputError | ConfigError | RunNotFound):
-        return EXIT_USAGE
-    return EXIT_FAILED
-
-
-def error_type_for(exc: PodiumError) -> str:
-    for cls, name in ERROR_TYPES:
-        if isinstance(exc, cls):
-            return name
-    return str(getattr(exc, "error_type", "error"))
-
-
-def problem_doc(p: Problem) -> dict[str, Any]:
-    return {"file": p.file, "line": p.line, "step": p.step, "field": p.field,
-            "message": p.message, "hint": p.hint}
 
 
 def json_error(kind: str, message: str, code: int, **extra: Any) -> None:

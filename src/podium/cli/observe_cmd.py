@@ -72,7 +72,7 @@ def failures(
         report = run_async(go)
         report["since"] = since
         if as_json:
-            from podium.cli.docs import with_times
+            from podium.docs import with_times
 
             report["recent"] = [with_times(r, ("ts",)) for r in report["recent"]]
             dump_json(report)
@@ -125,7 +125,7 @@ def alerts_list(
 
         alerts = run_async(go)
         if as_json:
-            from podium.cli.docs import alert_doc
+            from podium.docs import alert_doc
 
             dump_json([alert_doc(a) for a in alerts])
             return
@@ -172,7 +172,7 @@ def alerts_ack(
             fail(f"no alert with key {key!r} (fix: see `podium alerts`)", EXIT_USAGE,
                  kind="alert_not_found")
         if as_json:
-            from podium.cli.docs import alert_doc
+            from podium.docs import alert_doc
 
             dump_json({"key": key, "acked": ok, "alert": alert_doc(alert)})
         elif ok:

@@ -117,7 +117,7 @@ def runs_cmd(
                  f"{', '.join(RUN_STATUSES)})")
         rows = run_async(go)
         if as_json:
-            from podium.cli.docs import with_times
+            from podium.docs import with_times
 
             dump_json([with_times(dict(r), ("created_at", "started_at", "finished_at"))
                        for r in rows])
@@ -195,7 +195,7 @@ def status(
         run, events = run_async(go)
         in_workflow_order(run)
         if as_json:
-            from podium.cli.docs import event_doc, run_doc
+            from podium.docs import event_doc, run_doc
 
             doc = run_doc(run, verbose=verbose)
             doc["owner"], doc["recoveries"], doc["queue"] = run.owner, run.recoveries, run.queue
@@ -306,7 +306,7 @@ def _drive(db: str | None, agents: Path | None, run_id: str | None, all_stale: b
             await rt.close()
 
     def body() -> None:
-        from podium.cli.docs import run_doc
+        from podium.docs import run_doc
         from podium.tuning import tune_gc
 
         tune_gc()  # from here on this process only drives runs

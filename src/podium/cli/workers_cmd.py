@@ -231,7 +231,7 @@ def workers(db: DbOpt = None, as_json: JsonOpt = False) -> None:
             return await store.list_workers(), await store.now()
 
     def body() -> None:
-        from podium.cli.docs import with_times
+        from podium.docs import with_times
 
         found, now = run_async(go, json_stdout=as_json)
         docs = []

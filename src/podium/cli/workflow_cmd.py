@@ -158,7 +158,7 @@ def show(
 
 
 def _version_doc(v: Any) -> dict[str, Any]:
-    from podium.cli.docs import rfc3339
+    from podium.docs import rfc3339
 
     return {"name": v.name, "version": v.version, "digest": v.digest,
             "registered_at": rfc3339(v.registered_at)}

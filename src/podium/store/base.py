@@ -276,8 +276,10 @@ class RunStore(Protocol):
         status: str | None = None,
         workflow: str | None = None,
         limit: int = 50,
+        before: tuple[float, str] | None = None,
     ) -> list[RunRecord]:
-        """Newest first, without steps."""
+        """Newest first (by creation, then id), without steps; ``before``: only runs
+        older than this ``(created_at, run_id)``, the cursor of the page before."""
         ...
 
     async def get_events(self, run_id: str) -> Sequence[Event]: ...

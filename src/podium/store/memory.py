@@ -170,15 +170,17 @@ class MemoryStore:
         return run
 
     async def list_runs(
-        self, *, status: str | None = None, workflow: str | None = None, limit: int = 50
+        self, *, status: str | None = None, workflow: str | None = None, limit: int = 50,
+        before: tuple[float, str] | None = None,
     ) -> list[RunRecord]:
         runs = [
             r
             for r in self._runs.values()
             if (status is None or r.status == status)
             and (workflow is None or r.workflow == workflow)
+            and (before is None or (r.created_at, r.run_id) < before)
         ]
-        runs.sort(key=lambda r: r.created_at, reverse=True)
+        runs.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
         out = []
         for r in runs[:limit]:
             c = copy.copy(r)

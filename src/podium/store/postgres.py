@@ -497,9 +497,12 @@ class PostgresStore(PostgresRegistry):
         return found[0]
 
     async def list_runs(self, *, status: str | None = None, workflow: str | None = None,
-                        limit: int = 50) -> list[RunRecord]:
+                        limit: int = 50, before: tuple[float, str] | None = None,
+                        ) -> list[RunRecord]:
+        at, rid = before if before is not None else (None, None)
         rows = await self._fetch(Q["runs_list"], {"status": status, "workflow": workflow,
-                                                  "limit": limit})
+                                                  "limit": limit, "before_at": at,
+                                                  "before_id": rid})
         return [run_from_row(r) for r in rows]
 
     async def get_events(self, run_id: str) -> Sequence[Event]:

@@ -509,11 +509,13 @@ class SQLiteStore(AlertQueries, ScheduleQueries, RegistryQueries):
             raise store_error(exc, self.path) from None
 
     async def list_runs(
-        self, *, status: str | None = None, workflow: str | None = None, limit: int = 50
+        self, *, status: str | None = None, workflow: str | None = None, limit: int = 50,
+        before: tuple[float, str] | None = None,
     ) -> list[RunRecord]:
+        at, rid = before if before is not None else (None, None)
         try:
             rows = self.conn.execute(Q["runs_list"].format(run_columns=self._run_columns),
-                                     (status, workflow, limit)).fetchall()
+                                     (status, workflow, limit, at, rid)).fetchall()
         except sqlite3.Error as exc:
             raise store_error(exc, self.path) from None
         return [run_from_row(r) for r in rows]

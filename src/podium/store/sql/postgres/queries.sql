@@ -133,7 +133,8 @@ SELECT run_id, workflow, version, definition, input, status, output, error, crea
 FROM runs
 WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(workflow)s::text IS NULL OR workflow = %(workflow)s)
-ORDER BY created_at DESC LIMIT %(limit)s;
+  AND (%(before_at)s::double precision IS NULL OR (created_at, run_id) < (%(before_at)s, %(before_id)s))
+ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s;
 
 -- name: events_of_run
 SELECT type, ts, data FROM events WHERE run_id = %s ORDER BY seq;

@@ -80,7 +80,8 @@ SELECT {step_columns} FROM steps WHERE run_id = ?;
 -- Newest first; a NULL filter matches everything.
 SELECT {run_columns} FROM runs
 WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2)
-ORDER BY created_at DESC LIMIT ?3;
+  AND (?4 IS NULL OR created_at < ?4 OR (created_at = ?4 AND run_id < ?5))
+ORDER BY created_at DESC, run_id DESC LIMIT ?3;
 
 -- name: events_of_run
 SELECT type, ts, data FROM events WHERE run_id = ? ORDER BY seq;

@@ -1,4 +1,4 @@
-"""The documents ``--json`` prints: stored records in the CLI's public shape.
+"""The public documents: stored records in the shape ``--json`` prints and the API answers.
 
 Timestamps are RFC 3339 UTC strings with milliseconds (``2026-12-02T04:25:12.123Z``),
 as Temporal's and Prefect's APIs give them: readable, sortable as text, and the
@@ -14,7 +14,31 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["alert_doc", "event_doc", "rfc3339", "run_doc", "with_times"]
+from podium.errors import (
+    ConfigError,
+    DefinitionError,
+    InputError,
+    PodiumError,
+    Problem,
+    RunNotFound,
+    StoreError,
+)
+
+__all__ = ["ERROR_TYPES", "EXIT_FAILED", "EXIT_INFRA", "EXIT_OK", "EXIT_USAGE", "alert_doc",
+           "error_doc", "error_type_for", "event_doc", "exit_code_for", "problem_doc", "rfc3339",
+           "run_doc", "with_times"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INFRA = 0, 1, 2, 3
+
+# The ``type`` of ``{"error": {...}}`` (CLI --json, API answers): stable short words scripts
+# may test.
+ERROR_TYPES: tuple[tuple[type[PodiumError], str], ...] = (
+    (DefinitionError, "definition_error"),
+    (InputError, "input_error"),
+    (ConfigError, "config_error"),
+    (RunNotFound, "run_not_found"),
+    (StoreError, "store_error"),
+)
 
 _RUN_TIMES = ("created_at", "started_at", "finished_at")
 _STEP_TIMES = ("started_at", "finished_at")
@@ -61,3 +85,32 @@ def event_doc(event: Any, *, verbose: bool = False) -> dict[str, Any]:
 
 def alert_doc(alert: Any) -> dict[str, Any]:
     return with_times(alert.to_dict(), _ALERT_TIMES)
+
+
+def exit_code_for(exc: PodiumError) -> int:
+    if isinstance(exc, StoreError):
+        return EXIT_INFRA
+    if isinstance(exc, DefinitionError | InputError | ConfigError | RunNotFound):
+        return EXIT_USAGE
+    return EXIT_FAILED
+
+
+def error_type_for(exc: PodiumError) -> str:
+    for cls, name in ERROR_TYPES:
+        if isinstance(exc, cls):
+            return name
+    return str(getattr(exc, "error_type", "error"))
+
+
+def problem_doc(p: Problem) -> dict[str, Any]:
+    return {"file": p.file, "line": p.line, "step": p.step, "field": p.field,
+            "message": p.message, "hint": p.hint}
+
+
+def error_doc(exc: PodiumError) -> dict[str, Any]:
+    """``{"error": {type, message, exit_code[, problems]}}``: one shape for CLI and API."""
+    doc: dict[str, Any] = {"type": error_type_for(exc), "message": exc.message,
+                           "exit_code": exit_code_for(exc)}
+    if isinstance(exc, DefinitionError):
+        doc["problems"] = [problem_doc(p) for p in exc.problems]
+    return {"error": doc}
