@@ -50,6 +50,7 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "ASGIApp",
     "AllowedHosts",
+    "BodyLimit",
     "HostGuard",
     "HttpLimits",
     "bind",
@@ -344,6 +345,63 @@ async def send_error(
                     (b"content-length", str(len(body)).encode()), *headers],
     })
     await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimit:
+    """Refuse a request body over ``max_bytes`` with 413, before the app reads it.
+
+    A declared ``Content-Length`` is judged at once; a chunked body is read here up
+    to the limit (never held beyond it) and handed on whole, so the app never
+    starts on a body it could not finish.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int,
+                 shape: Callable[[str], bytes] | None = None) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        # The error document, in the served app's own shape (else the agent protocol's).
+        self.shape = shape or (lambda m: error_body(m, "payload_too_large"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = None
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                length = value
+        if length is not None:
+            if not length.isdigit() or int(length) > self.max_bytes:
+                await self._refuse(send)
+                return
+            await self.app(scope, receive, send)
+            return
+        chunks: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            chunks.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await self._refuse(send)
+                return
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Message:
+            return chunks.pop(0) if chunks else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = self.shape(f"the request body is larger than {self.max_bytes:,} bytes (fix:"
+                          " send less, e.g. a reference to the data)")
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
 
 # --- uvicorn with deadlines -----------------------------------------------------

@@ -209,13 +209,19 @@ def serve_cmd(
         typer.Option("--alerts", metavar="FILE", help="Alerts file (default $PODIUM_ALERTS)."),
     ] = None,
     db: DbOpt = None,
+    insecure_no_auth: Annotated[
+        bool, typer.Option("--insecure-no-auth",
+                           help="Serve beyond this machine with no API token (behind a proxy"
+                           " that authenticates).")
+    ] = False,
 ) -> None:
-    """Run the engine as a server: /metrics, /healthz; resumes runs a dead process left."""
+    """Run the engine as a server: the HTTP API (docs at /docs), /metrics, /healthz;
+    resumes runs a dead process left."""
 
     def body() -> None:
         from podium.server.app import ServerConfig, serve
 
         serve(host, port, ServerConfig(db=db, agents_file=agents, alerts_file=alerts),
-              allowed_hosts=allowed_hosts or ())
+              allowed_hosts=allowed_hosts or (), insecure_no_auth=insecure_no_auth)
 
     guarded(body)

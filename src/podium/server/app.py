@@ -29,6 +29,7 @@ from podium.httpd import HttpLimits
 
 if TYPE_CHECKING:
     from podium.agents.registry import AgentRegistry
+    from podium.auth import Authenticator
 
 __all__ = ["PodiumServer", "ServerConfig", "create_app", "serve"]
 
@@ -44,6 +45,8 @@ class ServerConfig:
     # Built and checked before the address is bound (``podium a2a serve``); else from
     # the agents file when the server starts.
     registry: AgentRegistry | None = None
+    # The API is open while no usable token exists only on a loopback bind, or when told.
+    open_without_tokens: bool = True
 
 
 class PodiumServer:
@@ -59,6 +62,7 @@ class PodiumServer:
         self._stop_worker: asyncio.Event | None = None
         self.resumed: list[str] = []
         self._next_due: float | None = None  # a run backing off after a takeover
+        self.auth: Authenticator | None = None
 
     async def start(self) -> None:
         from podium.agents.config import find_agents_file
@@ -72,6 +76,9 @@ class PodiumServer:
             schedules=True)).open()
         self.engine, self.metrics = self.runtime.engine, self.runtime.metrics
         self.alerts = self.runtime.alerts
+        from podium.auth import Authenticator
+
+        self.auth = Authenticator(self.runtime.store, self.engine.clock)
         self.engine.registry.start_monitor()
         from podium.store.base import WorkerStore
 
@@ -142,18 +149,16 @@ class PodiumServer:
 
 
 def create_app(config: ServerConfig | None = None) -> Any:
+    """The API (``podium.server.api``) over a ``PodiumServer`` started by its lifespan."""
     try:
-        from starlette.applications import Starlette
-        from starlette.requests import Request
-        from starlette.responses import JSONResponse, Response
-        from starlette.routing import Route
-    except ImportError:
-        raise ConfigError("podium serve needs the server extra (fix: pip install 'podium[server]')"
-                          ) from None
-    from podium.httpd import error_body
-    from podium.observe.metrics import CONTENT_TYPE
+        from podium.server.api import ApiConfig, build_api
+    except ImportError as exc:
+        raise ConfigError(f"podium serve needs the server extra ({exc}) (fix: pip install"
+                          " 'podium[server]')") from None
+    from importlib.metadata import PackageNotFoundError, version
 
-    server = PodiumServer(config or ServerConfig())
+    config = config or ServerConfig()
+    server = PodiumServer(config)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
@@ -163,38 +168,15 @@ def create_app(config: ServerConfig | None = None) -> Any:
         finally:
             await server.stop()
 
-    async def metrics(_request: Request) -> Response:
-        return Response(server.metrics.exposition(), media_type=CONTENT_TYPE)
+    try:
+        own = version("podium")
+    except PackageNotFoundError:
+        own = ""
+    app = build_api(server, ApiConfig(open_without_tokens=config.open_without_tokens),
+                    version=own, lifespan=lifespan)
 
-    async def healthz(request: Request) -> Response:
-        if "verbose" not in request.query_params:
-            return JSONResponse({"status": "ok"})
-        if not _local(request):
-            return Response(error_body("/healthz?verbose answers clients on this machine"
-                                       " only (fix: ask /healthz for liveness)"),
-                            status_code=403, media_type="application/json")
-        return JSONResponse(server.health())
-
-    app = Starlette(routes=[Route("/metrics", metrics), Route("/healthz", healthz)],
-                    lifespan=lifespan)
     app.state.podium = server
     return app
-
-
-def _local(request: Any) -> bool:
-    """A client on this machine, talking to us directly (no proxy relaying someone else)."""
-    import ipaddress
-
-    client = request.scope.get("client")
-    if not client:
-        return False
-    try:
-        loopback = ipaddress.ip_address(client[0]).is_loopback
-    except ValueError:
-        return False
-    relayed = any(name in (b"forwarded", b"x-forwarded-for", b"x-real-ip")
-                  for name, _ in request.scope["headers"])
-    return loopback and not relayed
 
 
 def serve(
@@ -205,10 +187,17 @@ def serve(
     allowed_hosts: Iterable[str] = (),
     limits: HttpLimits | None = None,
     log_level: str = "info",
+    insecure_no_auth: bool = False,
 ) -> None:
-    """Serve until SIGINT/SIGTERM. The address is checked and bound before the engine starts."""
+    """Serve until SIGINT/SIGTERM. The address is checked and bound before the engine starts.
+
+    With no usable API token in the database, only a loopback address may be bound
+    (anyone on this machine may then use the API, which the log says), unless
+    ``insecure_no_auth``.
+    """
     from podium.httpd import (
         AllowedHosts,
+        BodyLimit,
         HostGuard,
         bind,
         check_allowed_hosts,
@@ -220,21 +209,74 @@ def serve(
     )
 
     check_port(port)
-    check_host(host)
+    bare = check_host(host)
     check_log_level(log_level)  # also: is uvicorn installed
     allowed_hosts = check_allowed_hosts(allowed_hosts)
     import uvicorn
 
     from podium.tuning import tune_gc
 
+    config = config or ServerConfig()
+    loopback = _is_loopback(bare)
+    tokens = _usable_tokens(config.db)
+    if not tokens and not loopback and not insecure_no_auth:
+        raise ConfigError(
+            f"--host {host}: no API token exists, so any program that reaches this address"
+            " could start and cancel runs (fix: podium token create --scope admin, then"
+            " serve again; or --insecure-no-auth behind something that authenticates)")
+    if not tokens:
+        log.warning("there is no API token, so the API is open to %s (fix: podium token"
+                    " create --scope admin; from then on every request needs a token)",
+                    "every program on this machine" if loopback else "anyone who reaches it")
+    from dataclasses import replace
+
+    config = replace(config, open_without_tokens=loopback or insecure_no_auth)
     app = create_app(config)
     sock = bind(host, port)
     try:
-        guarded = HostGuard(app, AllowedHosts(host, sock, allowed_hosts))
-        server = uvicorn.Server(uvicorn_config(guarded, limits or HttpLimits(),
+        limits = limits or HttpLimits()
+        guarded = HostGuard(BodyLimit(app, limits.max_body_bytes, shape=_too_large),
+                            AllowedHosts(host, sock, allowed_hosts))
+        server = uvicorn.Server(uvicorn_config(guarded, limits,
                                                log_level=log_level, lifespan="on"))
-        log.info("podium serve on %s (/metrics, /healthz)", url_of(sock))
+        log.info("podium serve on %s (API docs at /docs, /metrics, /healthz)", url_of(sock))
         tune_gc()  # a server process: loaded once, then runs workflows for as long as it lives
         server.run(sockets=[sock])
     finally:
         sock.close()
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: whatever it resolves to, it is not this machine's loopback
+
+
+def _usable_tokens(db: str | None) -> int:
+    """How many API tokens the database holds that a request could use (0: none)."""
+
+    import time
+
+    from podium.store.factory import default_db_url, open_store
+
+    async def count() -> int:
+        store = open_store(default_db_url(db))
+        await store.open()
+        try:
+            return await store.count_usable_tokens(time.time())
+        finally:
+            await store.close()
+
+    return asyncio.run(count())
+
+
+def _too_large(message: str) -> bytes:
+    import json
+
+    return json.dumps({"error": {"type": "payload_too_large", "message": message,
+                                 "exit_code": 2}}).encode()

@@ -1,0 +1,575 @@
+"""The HTTP API of ``podium serve``: runs, workflows, agents, alerts and failures, with
+bearer tokens from the first line.
+
+FastAPI (OpenAPI at ``/openapi.json``, a docs page at ``/docs``) over the same
+engine and store as the CLI: a submitted run is started in this process on the
+embedded database (SQLite) and stored for the workers on a shared one
+(PostgreSQL). Every answer that is not a success has one shape, the CLI's
+``--json`` error document: ``{"error": {"type", "message", "exit_code"[,
+"problems"]}}``, with the HTTP status its type calls for (404 unknown run, 422 a
+definition or an input refused, 409 a conflict, 503 the database unusable).
+
+**Authentication.** Every route but ``/healthz``, ``/readyz`` and the docs needs
+``Authorization: Bearer <token>`` (``podium token create``) with a scope that
+allows it: ``read`` for what reads and streams, ``write`` for submit, cancel,
+resume, rollback and acknowledgements, ``admin`` for workflow registration.
+401 without a token or with one unknown, expired or revoked; 403 with a scope
+too small. While no usable token exists, a server bound to a loopback address
+is open (anyone on this machine may use it; ``podium serve`` says so at
+start-up); a server bound elsewhere is never open (``--insecure-no-auth``
+excepted).
+
+**Submitting twice.** ``Idempotency-Key`` (up to 200 printable characters) makes
+the run's id from the key (and the token's id): the same key again returns the
+run it started (200, ``"created": false``), never a second one; the same key
+with another workflow or input is refused (409).
+
+**Live events.** ``GET /runs/{id}/events`` is a Server-Sent Events stream of the
+run's committed events, each with its number as ``id``; a client that reconnects
+with ``Last-Event-ID`` (or ``?after=N``) gets what it missed and nothing twice.
+It ends after the run's last event, with an ``end`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Literal
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from podium.docs import alert_doc, error_doc, event_doc, run_doc, with_times
+from podium.errors import (
+    ConfigError,
+    DefinitionError,
+    InputError,
+    PodiumError,
+    RunHeld,
+    RunNotFound,
+    StoreError,
+)
+from podium.state import TERMINAL_RUN_STATUSES
+
+if TYPE_CHECKING:
+    from podium.auth import Authenticator, Principal
+    from podium.definition.models import Workflow
+    from podium.engine import Engine
+    from podium.server.app import PodiumServer
+
+__all__ = ["ApiConfig", "ApiError", "build_api", "local_client"]
+
+MAX_PAGE = 500
+_KEY_MAX = 200
+_POLL_S = 0.25  # a stream reads the store at least this often while its run goes on
+_OPEN_CHECK_S = 5.0  # whether any token exists is looked up at most this often
+
+
+class ApiError(Exception):
+    """An answer that is not a success, in the one error shape."""
+
+    def __init__(self, status: int, kind: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.message, self.extra = status, kind, message, extra
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": {"type": self.kind, "message": self.message,
+                                       "exit_code": 2 if self.status < 500 else 3,
+                                       **self.extra}},
+                            status_code=self.status,
+                            headers={"WWW-Authenticate": "Bearer"} if self.status == 401
+                            else None)
+
+
+def _status_of(exc: PodiumError) -> int:
+    if isinstance(exc, RunNotFound):
+        return 404
+    if isinstance(exc, DefinitionError | InputError):
+        return 422
+    if isinstance(exc, StoreError):
+        return 503
+    if isinstance(exc, ConfigError):
+        return 409  # the request is understood; the state of things refuses it
+    return 400
+
+
+class ApiConfig(BaseModel):
+    """How the API guards itself (from ``podium serve``'s flags)."""
+
+    open_without_tokens: bool = True  # a loopback bind, or --insecure-no-auth
+
+
+# --- request bodies ----------------------------------------------------------------
+
+class RunSubmit(BaseModel):
+    """A run to start: an inline definition, or a registered workflow by name."""
+
+    definition: dict[str, Any] | None = Field(
+        None, description="A workflow definition (the workflow file as JSON)")
+    workflow: str | None = Field(None, max_length=128,
+                                 description="A registered workflow's name")
+    version: str | int | None = Field(None, description="Its version (default: the newest)")
+    input: Any = Field(None, description="The run's input")
+    queue: str | None = Field(None, max_length=64,
+                              description="The queue workers take it from (PostgreSQL)")
+
+
+class AckBody(BaseModel):
+    by: str | None = Field(None, max_length=128)
+
+
+# --- authentication ------------------------------------------------------------------
+
+class _Guard:
+    """Who a request is, and whether its scope allows the route."""
+
+    def __init__(self, auth: Callable[[], Authenticator | None], config: ApiConfig) -> None:
+        self._auth = auth
+        self.config = config
+        self._open_until = 0.0
+        self._open = False
+
+    async def _is_open(self) -> bool:
+        auth = self._auth()
+        if auth is None or not self.config.open_without_tokens:
+            return False  # not started yet: nobody in
+        now = time.monotonic()
+        if now >= self._open_until:
+            self._open = not await auth.any_tokens()
+            self._open_until = now + _OPEN_CHECK_S
+        return self._open
+
+    def need(self, scope: str) -> Callable[..., Coroutine[Any, Any, Principal | None]]:
+        async def check(authorization: str | None = Header(None, include_in_schema=False),
+                        ) -> Principal | None:
+            if await self._is_open():
+                return None
+            fix = "send Authorization: Bearer TOKEN (make one: podium token create --scope"
+            if not authorization:
+                raise ApiError(401, "unauthorized", f"no bearer token ({fix} {scope})")
+            kind, _, presented = authorization.partition(" ")
+            principal = None
+            auth = self._auth()
+            if kind.lower() == "bearer" and presented.strip() and auth is not None:
+                principal = await auth.authenticate(presented.strip())
+            if principal is None:
+                raise ApiError(401, "unauthorized", "the bearer token is unknown, expired or"
+                               f" revoked ({fix} {scope})")
+            from podium.auth import Scope, allows
+
+            if not allows(principal.scope, Scope(scope)):
+                raise ApiError(403, "forbidden", f"token '{principal.name}' has scope"
+                               f" {principal.scope}; this needs {scope} (fix: a token made"
+                               f" with --scope {scope})")
+            return principal
+
+        return check
+
+
+# --- the app -------------------------------------------------------------------------
+
+def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version: str = "",
+              lifespan: Any = None) -> FastAPI:
+    """The API over ``server``'s engine and authenticator (both made by ``lifespan``,
+    which starts the server)."""
+    guard = _Guard(lambda: server.auth, config or ApiConfig())
+    read, write, admin = (Depends(guard.need(s)) for s in ("read", "write", "admin"))
+    app = FastAPI(title="Podium", version=version or "0", lifespan=lifespan,
+                  description="Durable orchestration for multi-agent workflows.")
+    keys: dict[str, asyncio.Lock] = {}
+
+    def engine() -> Engine:
+        e: Engine = server.engine
+        return e
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_r: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(PodiumError)
+    async def _podium_error(_r: Request, exc: PodiumError) -> JSONResponse:
+        return JSONResponse(error_doc(exc), status_code=_status_of(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [{"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
+                     "message": e.get("msg", "")} for e in exc.errors()]
+        text = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        return ApiError(422, "usage", f"the request is not valid: {text}",
+                        problems=problems).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "usage")
+        return ApiError(exc.status_code, kind, str(exc.detail)).response()
+
+    # --- health ---------------------------------------------------------------
+    @app.get("/healthz", tags=["health"])
+    async def healthz(request: Request) -> JSONResponse:
+        """Liveness: the process answers. Open, and says nothing more; ``?verbose`` adds
+        the database, owner, runs and agents for a client on this machine only."""
+        if "verbose" not in request.query_params:
+            return JSONResponse({"status": "ok"})
+        if not local_client(request):
+            raise ApiError(403, "forbidden", "/healthz?verbose answers clients on this"
+                           " machine only (fix: ask /healthz for liveness)")
+        return JSONResponse(server.health())
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        """Readiness: the database answers (and its schema is this code's). Open."""
+        try:
+            await asyncio.wait_for(engine().store.now(), 5.0)
+        except (PodiumError, OSError, TimeoutError) as exc:
+            message = exc.message if isinstance(exc, PodiumError) else str(exc) or "timed out"
+            return JSONResponse({"status": "unready", "reason": message}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse,
+             dependencies=[read])
+    async def metrics() -> Response:
+        """Prometheus exposition (a read token: Prometheus's authorization.credentials_file)."""
+        from podium.observe.metrics import CONTENT_TYPE
+
+        return Response(server.metrics.exposition(), media_type=CONTENT_TYPE)
+
+    # --- runs -----------------------------------------------------------------
+    @app.post("/runs", tags=["runs"], status_code=202)
+    async def submit(body: RunSubmit, request: Request,
+                     idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
+                     who: Principal | None = write) -> JSONResponse:
+        """Start a run (SQLite: here; PostgreSQL: stored for the workers)."""
+        wf = await _workflow_of(body)
+        run_id = None
+        if idempotency_key is not None:
+            if not 0 < len(idempotency_key) <= _KEY_MAX or not idempotency_key.isprintable():
+                raise ApiError(400, "usage", f"Idempotency-Key: 1 to {_KEY_MAX} printable"
+                               " characters (fix: e.g. a UUID)")
+            scope = who.token_id if who is not None else ""
+            digest = hashlib.sha256(f"{scope}\n{idempotency_key}".encode()).hexdigest()
+            run_id = f"api-{digest[:24]}"
+        lock = keys.setdefault(run_id, asyncio.Lock()) if run_id else contextlib.nullcontext()
+        try:
+            async with lock:
+                if run_id is not None:
+                    replay = await _replay(run_id, wf, body)
+                    if replay is not None:
+                        return replay
+                run = await _start(wf, body, run_id)
+        finally:
+            if run_id is not None and not keys[run_id].locked():
+                keys.pop(run_id, None)
+        return JSONResponse({"run_id": run.run_id, "status": run.status,
+                             "workflow": run.workflow, "version": run.version,
+                             "created": True}, status_code=202,
+                            headers={"Location": f"/runs/{run.run_id}"})
+
+    async def _workflow_of(body: RunSubmit) -> Workflow:
+        from podium.definition.loader import workflow_from_dict
+
+        if (body.definition is None) == (body.workflow is None):
+            raise ApiError(422, "usage", "give either definition (a workflow) or workflow (a"
+                           " registered one's name)")
+        if body.definition is not None:
+            definition = await _with_registered(dict(body.definition))
+            return workflow_from_dict(definition, source="definition")
+        found = await engine().store.registered_workflow(
+            str(body.workflow), None if body.version is None else str(body.version))
+        if found is None:
+            what = f"workflow '{body.workflow}'" + (
+                "" if body.version is None else f" version {body.version}")
+            raise ApiError(404, "workflow_not_found", f"no registered {what} (fix: register"
+                           " it: POST /workflows, or podium workflow register FILE)")
+        return workflow_from_dict(found.definition, source=f"registered {found.name}")
+
+    async def _with_registered(definition: dict[str, Any]) -> dict[str, Any]:
+        """An inline definition's sub-workflows that it does not define, from the registry
+        (a registered definition has its own embedded already)."""
+        steps = definition.get("steps")
+        defined = definition.get("workflows")
+        if not isinstance(steps, list) or not isinstance(defined or {}, dict):
+            return definition
+        defined = dict(defined or {})
+        for step in steps:
+            name = step.get("workflow") if isinstance(step, dict) else None
+            if not isinstance(name, str) or name in defined or name == definition.get("name"):
+                continue
+            version = step.get("version")
+            found = await engine().store.registered_workflow(
+                name, None if version is None else str(version))
+            if found is not None:
+                defined[name] = found.definition
+        if defined:
+            definition["workflows"] = defined
+        return definition
+
+    async def _replay(run_id: str, wf: Workflow, body: RunSubmit) -> JSONResponse | None:
+        try:
+            run = await engine().store.get_run(run_id)
+        except RunNotFound:
+            return None
+        if run.workflow != wf.name or json.dumps(run.input, sort_keys=True) != json.dumps(
+                _input_with_defaults(wf, body.input), sort_keys=True):
+            raise ApiError(409, "idempotency_conflict", "this Idempotency-Key started run"
+                           f" {run.run_id} of another workflow or input (fix: a new key for a"
+                           " new run)", run_id=run.run_id)
+        return JSONResponse({"run_id": run.run_id, "status": run.status,
+                             "workflow": run.workflow, "version": run.version,
+                             "created": False}, status_code=200,
+                            headers={"Location": f"/runs/{run.run_id}"})
+
+    async def _start(wf: Workflow, body: RunSubmit, run_id: str | None) -> Any:
+        from podium.store.base import WorkerStore
+
+        e = engine()
+        if isinstance(e.store, WorkerStore):
+            return await e.submit(wf, body.input, queue=body.queue, run_id=run_id)
+        handle = await e.start(wf, body.input, run_id=run_id)
+        return handle.record
+
+    @app.get("/runs", tags=["runs"], dependencies=[read])
+    async def list_runs(
+        status: str | None = Query(None, description="Only runs with this status"),
+        workflow: str | None = Query(None, max_length=128),
+        limit: int = Query(50, ge=1, le=MAX_PAGE),
+        cursor: str | None = Query(None, max_length=256,
+                                   description="next_cursor of the page before"),
+    ) -> dict[str, Any]:
+        """Runs, newest first, a page at a time (``next_cursor`` until the last page)."""
+        from podium.state import RUN_STATUSES
+
+        if status is not None and status not in RUN_STATUSES:
+            raise ApiError(422, "usage", f"status {status!r} is not a run status (fix: one of"
+                           f" {', '.join(RUN_STATUSES)})")
+        before = _cursor(cursor) if cursor else None
+        runs = await engine().store.list_runs(status=status, workflow=workflow,
+                                              limit=limit + 1, before=before)
+        page, more = runs[:limit], len(runs) > limit
+        docs = [with_times({"run_id": r.run_id, "parent": r.parent, "workflow": r.workflow,
+                            "version": r.version, "status": r.status,
+                            "created_at": r.created_at, "started_at": r.started_at,
+                            "finished_at": r.finished_at, "duration_s": r.duration_s,
+                            "error": None if r.error is None else r.error.public()},
+                           ("created_at", "started_at", "finished_at")) for r in page]
+        last = page[-1] if page else None
+        return {"runs": docs,
+                "next_cursor": f"{last.created_at!r}|{last.run_id}" if more and last else None}
+
+    @app.get("/runs/{run_id}", tags=["runs"], dependencies=[read])
+    async def get_run(run_id: str, verbose: bool = False) -> dict[str, Any]:
+        """One run with its steps and its timeline (tracebacks with ``verbose``)."""
+        store = engine().store
+        run = await store.get_run(_id(run_id))
+        doc = run_doc(run, verbose=verbose)
+        doc["timeline"] = [event_doc(e, verbose=verbose)
+                           for e in await store.get_events(run.run_id)]
+        return doc
+
+    @app.post("/runs/{run_id}/cancel", tags=["runs"], status_code=202, dependencies=[write])
+    async def cancel(run_id: str) -> dict[str, Any]:
+        """Cancel a run, here or in whichever process executes it."""
+        e = engine()
+        run = await e.store.get_run(_id(run_id))
+        if run.status in TERMINAL_RUN_STATUSES:
+            raise ApiError(409, "config_error", f"run {run.run_id} is {run.status}: nothing"
+                           " to cancel", run_id=run.run_id)
+        return {"run_id": run.run_id,
+                "cancel_requested": await e.cancel(run.run_id, "cancelled through the API")}
+
+    @app.post("/runs/{run_id}/resume", tags=["runs"], status_code=202, dependencies=[write])
+    async def resume(run_id: str) -> dict[str, Any]:
+        """Continue a run a dead process left, or redrive a failed or cancelled one, here."""
+        e = engine()
+        try:
+            handle = await e.resume(_id(run_id))
+        except RunHeld as exc:
+            raise ApiError(409, "config_error", exc.message) from None
+        return {"run_id": handle.run_id, "status": handle.record.status}
+
+    @app.post("/runs/{run_id}/rollback", tags=["runs"], status_code=202,
+              dependencies=[write])
+    async def rollback(run_id: str) -> dict[str, Any]:
+        """Run the compensations of a run's succeeded steps, newest first, here."""
+        e = engine()
+        run = await e.store.get_run(_id(run_id))
+        e.check_compensable(run)
+        handle = await e.rollback(run.run_id)
+        return {"run_id": handle.run_id, "status": handle.record.status}
+
+    @app.get("/runs/{run_id}/events", tags=["runs"], dependencies=[read],
+             response_class=StreamingResponse)
+    async def run_events(run_id: str, request: Request,
+                         last_event_id: str | None = Header(None, alias="Last-Event-ID"),
+                         after: int | None = Query(None, ge=0)) -> StreamingResponse:
+        """The run's committed events as Server-Sent Events, resumable (see above)."""
+        store = engine().store
+        run = await store.get_run(_id(run_id))
+        start = after or 0
+        if last_event_id is not None:
+            if not last_event_id.isdigit() or len(last_event_id) > 12:
+                raise ApiError(400, "usage", "Last-Event-ID: the number of an event this"
+                               " stream sent")
+            start = int(last_event_id)
+        return StreamingResponse(_stream(run.run_id, start, request),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store",
+                                          "X-Accel-Buffering": "no"})
+
+    async def _stream(run_id: str, sent: int, request: Request) -> AsyncIterator[bytes]:
+        store = engine().store
+        woken = asyncio.Event()
+
+        def wake(event: Any) -> None:
+            if getattr(event, "run_id", None) == run_id:
+                woken.set()
+
+        unsubscribe = engine().bus.subscribe(wake)
+        try:
+            yield b": podium\n\n"  # the stream is open: headers and a first byte go out
+            while True:
+                events = await store.get_events(run_id)
+                for n, event in enumerate(events[sent:], start=sent + 1):
+                    data = json.dumps(event_doc(event), default=str, separators=(",", ":"))
+                    yield f"id: {n}\nevent: {event.type}\ndata: {data}\n\n".encode()
+                sent = max(sent, len(events))
+                run = await store.get_run(run_id)
+                if run.status in TERMINAL_RUN_STATUSES and sent >= len(
+                        await store.get_events(run_id)):
+                    yield f"event: end\ndata: {json.dumps({'status': run.status})}\n\n".encode()
+                    return
+                if await request.is_disconnected():
+                    return
+                woken.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), _POLL_S)
+                await asyncio.sleep(0.01)  # an event seen on the bus commits a moment later
+        finally:
+            unsubscribe()
+
+    # --- workflows ------------------------------------------------------------
+    @app.post("/workflows", tags=["workflows"], status_code=201, dependencies=[admin])
+    async def register(definition: dict[str, Any]) -> JSONResponse:
+        """Register a workflow version (checked as ``podium validate`` checks it)."""
+        from podium.definition.loader import workflow_from_dict
+
+        wf = workflow_from_dict(await _with_registered(dict(definition)), source="definition")
+        record, new = await engine().store.register_workflow(wf.name, str(wf.version),
+                                                              wf.to_dict())
+        return JSONResponse(with_times({"name": record.name, "version": record.version,
+                                        "digest": record.digest,
+                                        "registered_at": record.registered_at, "new": new},
+                                       ("registered_at",)),
+                            status_code=201 if new else 200)
+
+    @app.get("/workflows", tags=["workflows"], dependencies=[read])
+    async def workflows() -> list[dict[str, Any]]:
+        """Registered workflows by name, each name's versions newest first."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for r in await engine().store.registered_workflows():
+            out.setdefault(r.name, []).append(with_times(
+                {"version": r.version, "digest": r.digest, "registered_at": r.registered_at},
+                ("registered_at",)))
+        return [{"name": n, "versions": v} for n, v in out.items()]
+
+    @app.get("/workflows/{name}", tags=["workflows"], dependencies=[read])
+    async def workflow(name: str, version: str | None = None,
+                       format: Literal["json", "mermaid"] = "json") -> Response:
+        """One registered version (default: the newest), or its graph as Mermaid."""
+        found = await engine().store.registered_workflow(name, version)
+        if found is None:
+            raise ApiError(404, "workflow_not_found", f"no registered workflow '{name}'"
+                           + ("" if version is None else f" version {version}"))
+        if format == "mermaid":
+            from podium.definition.loader import workflow_from_dict
+            from podium.definition.plan import compile_plan, mermaid
+
+            plan = compile_plan(workflow_from_dict(found.definition))
+            return PlainTextResponse(mermaid(plan))
+        return JSONResponse(with_times({"name": found.name, "version": found.version,
+                                        "digest": found.digest,
+                                        "registered_at": found.registered_at,
+                                        "definition": found.definition}, ("registered_at",)))
+
+    # --- agents, alerts, failures ---------------------------------------------
+    @app.get("/agents", tags=["fleet"], dependencies=[read])
+    async def agents() -> dict[str, Any]:
+        """The fleet as this server sees it: health, in flight, breakers, regions."""
+        report: dict[str, Any] = engine().registry.report()
+        return report
+
+    @app.get("/alerts", tags=["alerts"], dependencies=[read])
+    async def alerts(status: Literal["firing", "resolved"] | None = None,
+                     limit: int = Query(100, ge=1, le=MAX_PAGE)) -> list[dict[str, Any]]:
+        return [alert_doc(a) for a in await engine().store.list_alerts(status=status,
+                                                                       limit=limit)]
+
+    @app.post("/alerts/{key}/ack", tags=["alerts"])
+    async def ack(key: str, body: AckBody | None = None,
+                  who: Principal | None = write) -> dict[str, Any]:
+        """Acknowledge a firing alert: its escalation stops."""
+        by = (body.by if body is not None and body.by else None) or (
+            who.name if who is not None else "api")
+        if not await engine().store.ack_alert(key, by, time.time()):
+            raise ApiError(404, "alert_not_found", f"no firing alert '{key}' (see GET"
+                           " /alerts?status=firing)")
+        return {"key": key, "acked_by": by}
+
+    @app.get("/failures", tags=["alerts"], dependencies=[read])
+    async def failures(since_s: float = Query(3600.0, gt=0, le=366 * 86400.0),
+                       by: Literal["agent", "step", "type", "workflow"] = "type",
+                       ) -> dict[str, Any]:
+        """Success rates and the most frequent errors (``podium failures``)."""
+        from podium.observe.failures import summarize
+
+        outcomes = await engine().store.attempt_outcomes(time.time() - since_s)
+        report: dict[str, Any] = summarize(outcomes, by)
+        report["since_s"] = since_s
+        return report
+
+    return app
+
+
+def _id(run_id: str) -> str:
+    if not 0 < len(run_id) <= 256 or not run_id.isprintable():
+        raise ApiError(400, "usage", "a run id is 1 to 256 printable characters")
+    return run_id
+
+
+def _cursor(text: str) -> tuple[float, str]:
+    at, sep, rid = text.partition("|")
+    try:
+        if not sep or not rid:
+            raise ValueError(text)
+        return float(at), rid
+    except ValueError:
+        raise ApiError(400, "usage", "cursor: not one this API gave (fix: pass next_cursor"
+                       " as it came)") from None
+
+
+def _input_with_defaults(wf: Workflow, value: Any) -> Any:
+    from podium.definition.loader import apply_input_defaults
+
+    return apply_input_defaults(wf, {} if value is None else value)
+
+
+def local_client(request: Any) -> bool:
+    """A client on this machine, talking to us directly (no proxy relaying someone else)."""
+    import ipaddress
+
+    client = request.scope.get("client")
+    if not client:
+        return False
+    try:
+        loopback = ipaddress.ip_address(client[0]).is_loopback
+    except ValueError:
+        return False
+    relayed = any(name in (b"forwarded", b"x-forwarded-for", b"x-real-ip")
+                  for name, _ in request.scope["headers"])
+    return loopback and not relayed

@@ -1,0 +1,289 @@
+"""``podium serve``'s HTTP API, against a real server process on 127.0.0.1 and a real
+SQLite file, with httpx as the client:
+
+- submit → run → events → result; the same ``Idempotency-Key`` never starts a second
+  run (and with another input is refused);
+- a stream dropped half-way and resumed with ``Last-Event-ID`` misses nothing and
+  repeats nothing;
+- cancel of a running run; pages of runs walked with the cursor, each run once;
+- workflows registered (checked as ``podium validate`` checks them), listed, drawn,
+  and run by name;
+- bad input answers in the one error shape: a malformed definition (422 with the
+  problems), an input the schema refuses, an unknown run (404), an oversize body (413);
+- tokens: none → 401, a scope too small → 403, expired or revoked → 401; health and
+  readiness stay open; ``--host 0.0.0.0`` with no token is refused at start-up.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from subprocess import Popen
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.observe_tools import free_port
+from tests.integration.podium_proc import Sandbox, wait_for
+
+RECORD = {"name": "rec", "version": 1, "mode": "sequential",
+          "input_schema": {"type": "object", "properties": {"n": {"type": "integer"}}},
+          "steps": [{"id": "a", "agent": "record", "input": {"n": "${{ input.n }}"}},
+                    {"id": "b", "agent": "record"}],
+          "output": {"n": "${{ steps.a.output.input.n }}"}}
+SLOW = {"name": "slow", "mode": "sequential", "steps": [
+    {"id": "a", "agent": "record"},
+    {"id": "b", "agent": "slow", "input": {"seconds": 0.6}},
+    {"id": "c", "agent": "record"},
+    {"id": "d", "agent": "slow", "input": {"seconds": 0.6}},
+    {"id": "e", "agent": "record"}]}
+HANG = {"name": "hang", "steps": [{"id": "h", "agent": "slow", "input": {"seconds": 60}}]}
+
+
+@dataclass
+class Api:
+    url: str
+    proc: Popen[bytes]
+    token: str | None = None
+
+    def headers(self, token: str | None = None) -> dict[str, str]:
+        t = token or self.token
+        return {"Authorization": f"Bearer {t}"} if t else {}
+
+    def get(self, path: str, token: str | None = None, **kw: Any) -> httpx.Response:
+        return httpx.get(self.url + path, headers=self.headers(token), timeout=30, **kw)
+
+    def post(self, path: str, body: Any = None, token: str | None = None,
+             headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
+        return httpx.post(self.url + path, json=body,
+                          headers={**self.headers(token), **(headers or {})}, timeout=30, **kw)
+
+    def until_status(self, run_id: str, *statuses: str, within: float = 30) -> dict[str, Any]:
+        doc: dict[str, Any] = {}
+
+        def done() -> bool:
+            nonlocal doc
+            doc = self.get(f"/runs/{run_id}").json()
+            return doc.get("status") in statuses
+
+        assert wait_for(done, within, 0.05), doc
+        return doc
+
+
+def start(sb: Sandbox, *extra: str) -> Api:
+    port = free_port()
+    proc = sb.spawn("serve", "--port", str(port), *extra, agents=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert proc.poll() is None, sb.stderr_of(proc)
+        try:
+            return httpx.get(url + "/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    assert wait_for(up, 30, 0.05), sb.stderr_of(proc)
+    return Api(url, proc)
+
+
+@pytest.fixture
+def api(sandbox: Sandbox) -> Api:
+    return start(sandbox)  # the sandbox kills it after the test
+
+
+def sse(api: Api, run_id: str, last: int | None = None, stop_after: int | None = None,
+        ) -> list[tuple[int | None, str, dict[str, Any]]]:
+    """Read a run's stream: (id, event, data) until ``end`` or ``stop_after`` events."""
+    headers = {**api.headers(), **({"Last-Event-ID": str(last)} if last is not None else {})}
+    out: list[tuple[int | None, str, dict[str, Any]]] = []
+    with httpx.stream("GET", f"{api.url}/runs/{run_id}/events", headers=headers,
+                      timeout=30) as r:
+        assert r.status_code == 200, r.read()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        fields: dict[str, str] = {}
+        for line in r.iter_lines():
+            if line.startswith(":"):
+                continue
+            if line:
+                name, _, value = line.partition(": ")
+                fields[name] = value
+                continue
+            if not fields:
+                continue
+            eid = int(fields["id"]) if "id" in fields else None
+            out.append((eid, fields.get("event", ""), json.loads(fields.get("data", "{}"))))
+            fields = {}
+            if out[-1][1] == "end" or (stop_after is not None and len(out) >= stop_after):
+                break
+    return out
+
+
+def test_submit_then_events_then_result_and_idempotent_submits(api: Api,
+                                                               sandbox: Sandbox) -> None:
+    r = api.post("/runs", {"definition": RECORD, "input": {"n": 7}},
+                 headers={"Idempotency-Key": "order-7"})
+    assert r.status_code == 202, r.text
+    run_id = r.json()["run_id"]
+    assert r.json()["created"] is True
+    assert r.headers["location"] == f"/runs/{run_id}"
+    events = sse(api, run_id)
+    assert events[-1][1:] == ("end", {"status": "succeeded"})
+    ids = [e[0] for e in events[:-1]]
+    assert ids == list(range(1, len(ids) + 1))
+    types = [e[1] for e in events]
+    assert types[0] == "run_started", types
+    assert "step_succeeded" in types
+    doc = api.get(f"/runs/{run_id}").json()
+    assert (doc["status"], doc["output"]) == ("succeeded", {"n": 7})
+    assert [e["type"] for e in doc["timeline"]] == types[:-1]
+
+    again = api.post("/runs", {"definition": RECORD, "input": {"n": 7}},
+                     headers={"Idempotency-Key": "order-7"})
+    assert again.status_code == 200, again.text
+    assert (again.json()["run_id"], again.json()["created"]) == (run_id, False)
+    other = api.post("/runs", {"definition": RECORD, "input": {"n": 8}},
+                     headers={"Idempotency-Key": "order-7"})
+    assert other.status_code == 409
+    assert other.json()["error"]["type"] == "idempotency_conflict"
+    assert Counter(x.step_id for x in sandbox.executions()) == Counter({"a": 1, "b": 1})
+    assert len(sandbox.run_ids()) == 1
+
+
+def test_a_dropped_stream_resumes_without_a_gap_or_a_repeat(api: Api) -> None:
+    run_id = api.post("/runs", {"definition": SLOW}).json()["run_id"]
+    first = sse(api, run_id, stop_after=3)
+    assert [e[0] for e in first] == [1, 2, 3]
+    rest = sse(api, run_id, last=first[-1][0])
+    assert rest[-1][1] == "end"
+    ids = [e[0] for e in first + rest[:-1]]
+    assert ids == list(range(1, len(ids) + 1))  # each once, in order
+    timeline = api.get(f"/runs/{run_id}").json()["timeline"]
+    assert [e[1] for e in first + rest[:-1]] == [e["type"] for e in timeline]
+    tail = sse(api, run_id, last=len(timeline))  # a finished run: only the end
+    assert [e[1] for e in tail] == ["end"]
+
+
+def test_cancel_a_running_run_and_walk_pages_of_runs(api: Api, sandbox: Sandbox) -> None:
+    run_id = api.post("/runs", {"definition": HANG}).json()["run_id"]
+    assert wait_for(lambda: any(x.step_id == "h" for x in sandbox.executions()), 20)
+    r = api.post(f"/runs/{run_id}/cancel")
+    assert r.status_code == 202, r.text
+    api.until_status(run_id, "cancelled")
+    again = api.post(f"/runs/{run_id}/cancel")
+    assert again.status_code == 409
+    assert "nothing to cancel" in again.json()["error"]["message"]
+
+    made = [api.post("/runs", {"definition": RECORD, "input": {"n": i}}).json()["run_id"]
+            for i in range(5)]
+    for rid in made:
+        api.until_status(rid, "succeeded")
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = api.get("/runs", params={"limit": 2, **({"cursor": cursor} if cursor else {})})
+        assert page.status_code == 200, page.text
+        seen += [r["run_id"] for r in page.json()["runs"]]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted([*made, run_id])  # every run, once
+    only = api.get("/runs", params={"status": "cancelled"}).json()["runs"]
+    assert [r["run_id"] for r in only] == [run_id]
+
+
+def test_workflows_registered_listed_drawn_and_run_by_name(api: Api) -> None:
+    r = api.post("/workflows", RECORD)
+    assert r.status_code == 201, r.text
+    assert (r.json()["name"], r.json()["version"], r.json()["new"]) == ("rec", "1", True)
+    assert api.post("/workflows", RECORD).status_code == 200  # the same again: nothing new
+    changed = api.post("/workflows", {**RECORD, "description": "changed"})
+    assert changed.status_code == 409
+    assert "bump" in changed.json()["error"]["message"]
+    listed = api.get("/workflows").json()
+    assert [(w["name"], [v["version"] for v in w["versions"]]) for w in listed] == [
+        ("rec", ["1"])]
+    graph = api.get("/workflows/rec", params={"format": "mermaid"})
+    assert graph.status_code == 200
+    assert graph.text.startswith("flowchart")
+    run = api.post("/runs", {"workflow": "rec", "input": {"n": 3}})
+    assert run.status_code == 202, run.text
+    assert api.until_status(run.json()["run_id"], "succeeded")["output"] == {"n": 3}
+    missing = api.post("/runs", {"workflow": "nope"})
+    assert missing.status_code == 404
+    assert missing.json()["error"]["type"] == "workflow_not_found"
+
+
+def test_bad_input_answers_in_the_one_error_shape(api: Api, sandbox: Sandbox) -> None:
+    bad = api.post("/runs", {"definition": {"name": "x", "steps": [{"id": "a"}]}})
+    assert bad.status_code == 422
+    err = bad.json()["error"]
+    assert err["type"] == "definition_error"
+    assert err["problems"]
+    assert all({"message", "field", "step"} <= p.keys() for p in err["problems"])
+    refused = api.post("/runs", {"definition": RECORD, "input": {"n": "seven"}})
+    assert refused.status_code == 422
+    assert refused.json()["error"]["type"] == "input_error"
+    both = api.post("/runs", {"definition": RECORD, "workflow": "rec"})
+    assert both.status_code == 422
+    assert api.get("/runs/zzzz-none").status_code == 404
+    assert api.get("/runs/zzzz-none").json()["error"]["type"] == "run_not_found"
+    huge = httpx.post(api.url + "/runs", content=b'{"input": "' + b"x" * (17 << 20) + b'"}',
+                      headers={"content-type": "application/json"}, timeout=30)
+    assert huge.status_code == 413
+    assert api.get("/runs", params={"cursor": "garbage"}).status_code == 400
+    assert api.get("/runs", params={"status": "nope"}).status_code == 422
+    assert sandbox.run_ids() == []  # nothing refused left a run behind
+
+
+def _token(sb: Sandbox, scope: str, *extra: str) -> str:
+    out = sb.podium("token", "create", "--scope", scope, "--name", f"t-{scope}", *extra)
+    assert out.returncode == 0, out.stderr
+    token = out.stdout.strip()
+    assert token.startswith("pdm_")
+    return token
+
+
+def test_tokens_guard_every_route_by_scope(sandbox: Sandbox) -> None:
+    sb = sandbox
+    admin, write, read = (_token(sb, s) for s in ("admin", "write", "read"))
+    short = _token(sb, "read", "--expires", "1m")
+    gone = _token(sb, "write")
+    api = start(sb)
+    assert api.get("/healthz").status_code == 200
+    assert api.get("/readyz").status_code == 200
+    no = api.get("/runs")
+    assert no.status_code == 401
+    assert no.json()["error"]["type"] == "unauthorized"
+    assert no.headers["www-authenticate"] == "Bearer"
+    assert api.get("/runs", token="pdm_nope_nope").status_code == 401  # noqa: S106
+    assert api.get("/metrics").status_code == 401
+    assert api.get("/metrics", token=read).status_code == 200
+    assert api.get("/runs", token=read).status_code == 200
+    denied = api.post("/runs", {"definition": RECORD}, token=read)
+    assert denied.status_code == 403
+    assert "needs write" in denied.json()["error"]["message"]
+    ok = api.post("/runs", {"definition": RECORD}, token=write)
+    assert ok.status_code == 202, ok.text
+    assert api.post("/workflows", RECORD, token=write).status_code == 403
+    assert api.post("/workflows", RECORD, token=admin).status_code == 201
+    assert api.get("/runs", token=short).status_code == 200
+    revoked = sb.podium("token", "revoke", gone.split("_")[1])
+    assert revoked.returncode == 0, revoked.stderr
+    assert wait_for(lambda: api.get("/runs", token=gone).status_code == 401, 40, 0.5)
+    assert wait_for(lambda: api.get("/runs", token=short).status_code == 401, 90, 1.0)
+    for secret in (admin, write, read):
+        assert secret not in sb.stderr_of(api.proc)
+
+
+def test_no_token_means_this_machine_only(sandbox: Sandbox) -> None:
+    out = sandbox.podium("serve", "--port", str(free_port()), "--host", "0.0.0.0",  # noqa: S104
+                         agents=True, timeout=30)
+    assert out.returncode == 2
+    assert "no API token exists" in out.stderr
+    assert "Traceback" not in out.stderr
+    api = start(sandbox)
+    assert "there is no API token, so the API is open to every program on this machine" in \
+        sandbox.stderr_of(api.proc)
+    assert api.get("/runs").status_code == 200  # open, on loopback
