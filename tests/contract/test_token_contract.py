@@ -6,8 +6,12 @@ token's last use only moves forward.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from podium.auth import Authenticator, create_token, hash_secret
+from podium.clock import FakeClock
 from podium.errors import ConfigError
 from podium.store.base import Scope, Store, TokenRecord
 
@@ -80,3 +84,20 @@ async def test_a_tokens_last_use_only_moves_forward(store: Store) -> None:
     await store.touch_token("aaaabbbbcccc", T0 + 200)
     (listed,) = await store.list_tokens()
     assert listed.last_used_at == T0 + 200
+
+
+async def test_a_created_token_authenticates_against_the_store_and_its_hash_is_kept(
+        store: Store) -> None:
+    token, rec = await create_token(store, Scope.READ, "dash", 3600.0, T0)
+    got = await store.token_secret(rec.id)
+    assert got is not None
+    stored, salt, digest = got
+    assert stored == rec
+    secret = token.split("_", 2)[2]
+    assert digest == hash_secret(secret, salt)
+    assert len(salt) == 16
+    assert os.fsencode(secret) not in salt + digest
+    clock = FakeClock(T0)
+    who = await Authenticator(store, clock).authenticate(token)
+    assert who is not None
+    assert (who.token_id, who.name, who.scope) == (rec.id, "dash", Scope.READ)
