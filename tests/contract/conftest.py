@@ -33,6 +33,7 @@ from podium.store.base import (
     Signal,
     SlotRecord,
     Store,
+    TokenRecord,
     WorkflowVersion,
 )
 from podium.store.memory import MemoryStore
@@ -210,6 +211,24 @@ class _Wrapper:
 
     async def registered_workflows(self) -> list[WorkflowVersion]:
         return await self.inner.registered_workflows()
+
+    async def add_token(self, record: TokenRecord, salt: bytes, hash: bytes) -> None:
+        await self.inner.add_token(record, salt, hash)
+
+    async def token_secret(self, token_id: str) -> tuple[TokenRecord, bytes, bytes] | None:
+        return await self.inner.token_secret(token_id)
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        return await self.inner.list_tokens()
+
+    async def revoke_token(self, token_id: str, at: float) -> bool:
+        return await self.inner.revoke_token(token_id, at)
+
+    async def count_usable_tokens(self, now: float) -> int:
+        return await self.inner.count_usable_tokens(now)
+
+    async def touch_token(self, token_id: str, at: float) -> None:
+        await self.inner.touch_token(token_id, at)
 
 
 class DelayedStore(_Wrapper):

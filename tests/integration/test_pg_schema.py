@@ -27,7 +27,8 @@ LOCK_KEY = int.from_bytes(b"podium", "big")
 
 # SQLite INTEGER columns that are flags: boolean on PostgreSQL.
 FLAGS = {("runs", "cancel_requested"), ("steps", "optional"), ("schedules", "paused")}
-FAMILY = {"TEXT": {"text"}, "REAL": {"double precision"}, "INTEGER": {"integer", "bigint"}}
+FAMILY = {"TEXT": {"text"}, "REAL": {"double precision"}, "INTEGER": {"integer", "bigint"},
+          "BLOB": {"bytea"}}
 
 
 def _scripts(*parts: str) -> list[tuple[int, str, str]]:

@@ -45,7 +45,7 @@ UsageError: type[Exception] = next(
 # The commands defined elsewhere, in the order they are listed in ``podium --help``.
 COMMAND_MODULES = ("podium.cli.fleet", "podium.cli.observe_cmd", "podium.cli.runs",
                    "podium.cli.workers_cmd", "podium.cli.schedule_cmd", "podium.cli.wait_cmd",
-                   "podium.cli.workflow_cmd", "podium.cli.a2a_cmd")
+                   "podium.cli.workflow_cmd", "podium.cli.a2a_cmd", "podium.cli.token_cmd")
 
 
 class _PlainArgument(TyperArgument):

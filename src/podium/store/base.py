@@ -28,6 +28,10 @@ PostgreSQL, so clock skew between hosts moves no lease.
 workflow register``) for steps that call them by name; a version, once there, never
 changes.
 
+``TokenStore`` keeps the API tokens of ``podium serve`` (``podium token``): each
+token's record and a slow hash of its secret with the hash's salt, never the secret;
+``podium.auth`` makes and checks them.
+
 A store that many workers share (PostgreSQL) also offers ``WorkerStore``:
 worker rows whose heartbeat is the lease of every run they hold, and a claim
 of many runs in one statement.
@@ -38,6 +42,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import orjson
@@ -58,11 +63,14 @@ __all__ = [
     "RunStore",
     "ScheduleRecord",
     "ScheduleStore",
+    "Scope",
     "Signal",
     "SlotRecord",
     "StepRow",
     "Store",
     "SyncRunStore",
+    "TokenRecord",
+    "TokenStore",
     "WaitStore",
     "WorkerInfo",
     "WorkerStore",
@@ -486,10 +494,62 @@ class WorkflowRegistry(Protocol):
         ...
 
 
+class Scope(StrEnum):
+    """What an API token may do (``podium.auth.allows`` orders them)."""
+
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"
+    AGENT = "agent"  # only what an agent needs to register itself
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """An API token as stored and listed: never its secret (times: epoch seconds)."""
+
+    id: str
+    name: str
+    scope: Scope
+    created_at: float
+    expires_at: float | None  # None: never
+    revoked_at: float | None = None
+    last_used_at: float | None = None  # coarse: written at most once a minute
+
+
+class TokenStore(Protocol):
+    async def add_token(self, record: TokenRecord, salt: bytes,
+                        hash: bytes) -> None:
+        """Keep a new token: its record, its hash's salt and the hash of its secret;
+        ``ConfigError`` if its id is taken."""
+        ...
+
+    async def token_secret(self, token_id: str) -> tuple[TokenRecord, bytes, bytes] | None:
+        """The token's record, salt and hash (revoked and expired ones too), or None."""
+        ...
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        """Every token, revoked and expired ones too, oldest first."""
+        ...
+
+    async def revoke_token(self, token_id: str, at: float) -> bool:
+        """Revoke it from ``at`` on; False (nothing changed) if it is unknown or revoked."""
+        ...
+
+    async def count_usable_tokens(self, now: float) -> int:
+        """Tokens neither revoked nor expired at ``now``."""
+        ...
+
+    async def touch_token(self, token_id: str, at: float) -> None:
+        """Note that the token was used at ``at`` (its ``last_used_at``; a later time
+        is never replaced by an earlier one)."""
+        ...
+
+
 @runtime_checkable
-class Store(RunStore, AlertStore, ScheduleStore, WaitStore, WorkflowRegistry, Protocol):
-    """All five: what ``open_store`` gives (one database holds runs, alerts, schedules,
-    the signals of waiting runs and the registered workflows)."""
+class Store(RunStore, AlertStore, ScheduleStore, WaitStore, WorkflowRegistry, TokenStore,
+            Protocol):
+    """All six: what ``open_store`` gives (one database holds runs, alerts, schedules,
+    the signals of waiting runs, the registered workflows and the API tokens)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ JSON text they arrived in (decoded only when a run is read back).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
@@ -33,6 +34,7 @@ from podium.store.base import (
     Signal,
     SlotRecord,
     StepRow,
+    TokenRecord,
     WorkflowVersion,
 )
 from podium.store.registry import prepare_registration, version_taken
@@ -62,6 +64,7 @@ class MemoryStore:
         self._wakes: dict[str, float] = {}
         self._slots: dict[str, dict[float, SlotRecord]] = {}
         self._registered: dict[tuple[str, str], RegisteredWorkflow] = {}
+        self._tokens: dict[str, tuple[TokenRecord, bytes, bytes]] = {}
 
     async def open(self) -> None:
         return None
@@ -407,3 +410,35 @@ class MemoryStore:
     async def wakes_due(self, now: float, limit: int = 100) -> list[str]:
         return [r for r, at in sorted(self._wakes.items(), key=lambda x: x[1])
                 if at <= now][:limit]
+
+    # --- API tokens ---------------------------------------------------------------------
+    async def add_token(self, record: TokenRecord, salt: bytes, hash: bytes) -> None:
+        if record.id in self._tokens:
+            raise ConfigError(f"a token with id '{record.id}' exists already (fix: create"
+                              " another)")
+        self._tokens[record.id] = (record, bytes(salt), bytes(hash))
+
+    async def token_secret(self, token_id: str) -> tuple[TokenRecord, bytes, bytes] | None:
+        return self._tokens.get(token_id)
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        return sorted((t[0] for t in self._tokens.values()),
+                      key=lambda r: (r.created_at, r.id))
+
+    async def revoke_token(self, token_id: str, at: float) -> bool:
+        found = self._tokens.get(token_id)
+        if found is None or found[0].revoked_at is not None:
+            return False
+        self._tokens[token_id] = (dataclasses.replace(found[0], revoked_at=at), *found[1:])
+        return True
+
+    async def count_usable_tokens(self, now: float) -> int:
+        return sum(1 for r, _, _ in self._tokens.values() if r.revoked_at is None
+                   and (r.expires_at is None or r.expires_at > now))
+
+    async def touch_token(self, token_id: str, at: float) -> None:
+        found = self._tokens.get(token_id)
+        if found is not None and (found[0].last_used_at is None
+                                  or found[0].last_used_at < at):
+            self._tokens[token_id] = (dataclasses.replace(found[0], last_used_at=at),
+                                      *found[1:])

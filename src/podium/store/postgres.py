@@ -59,6 +59,7 @@ from podium.store.base import (
     WorkerInfo,
 )
 from podium.store.postgres_registry import PostgresRegistry
+from podium.store.postgres_tokens import PostgresTokens
 from podium.store.queries import queries
 from podium.store.rows import (
     DefinitionJson,
@@ -123,7 +124,7 @@ def _max_runs(definition: Any) -> int | None:
     return most if isinstance(most, int) and not isinstance(most, bool) else None
 
 
-class PostgresStore(PostgresRegistry):
+class PostgresStore(PostgresRegistry, PostgresTokens):
     def __init__(self, conninfo: str, *, url: str, schema: str = "public", pool_max: int = 8,
                  synchronous_commit: bool = True, notify: bool = True,
                  readonly: bool = False) -> None:

@@ -57,6 +57,7 @@ from podium.store.sqlite_db import (
 )
 from podium.store.sqlite_registry import RegistryQueries
 from podium.store.sqlite_schedules import ScheduleQueries
+from podium.store.sqlite_tokens import TokenQueries
 from podium.store.urls import bad_db
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "checked_db_path", "migrations"]
@@ -104,7 +105,7 @@ def checked_db_path(path: str, url: str) -> Path:
     return Path(path)
 
 
-class SQLiteStore(AlertQueries, ScheduleQueries, RegistryQueries):
+class SQLiteStore(AlertQueries, ScheduleQueries, RegistryQueries, TokenQueries):
     def __init__(self, path: Path | str, *, durability: str = "normal",
                  readonly: bool = False) -> None:
         if durability not in ("normal", "strict"):

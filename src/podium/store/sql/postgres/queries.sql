@@ -469,3 +469,28 @@ WHERE name = %s ORDER BY registered_at DESC, version DESC LIMIT 1;
 -- name: registered_list
 SELECT name, version, digest, registered_at FROM registered_workflows
 ORDER BY name, registered_at DESC, version DESC;
+
+-- name: token_add
+INSERT INTO api_tokens (id, name, scope, salt, hash, created_at, expires_at, revoked_at,
+                        last_used_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s);
+
+-- name: token_secret
+SELECT id, name, scope, created_at, expires_at, revoked_at, last_used_at, salt, hash
+FROM api_tokens WHERE id = %s;
+
+-- name: tokens_list
+SELECT id, name, scope, created_at, expires_at, revoked_at, last_used_at
+FROM api_tokens ORDER BY created_at, id;
+
+-- name: token_revoke
+UPDATE api_tokens SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL RETURNING id;
+
+-- name: tokens_usable
+SELECT count(*) FROM api_tokens
+WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > %(now)s);
+
+-- name: token_touch
+-- A later use is never replaced by an earlier one (two servers touching at once).
+UPDATE api_tokens SET last_used_at = %(at)s
+WHERE id = %(id)s AND (last_used_at IS NULL OR last_used_at < %(at)s);

@@ -254,3 +254,28 @@ WHERE name = ? ORDER BY registered_at DESC, version DESC LIMIT 1;
 -- name: registered_list
 SELECT name, version, digest, registered_at FROM registered_workflows
 ORDER BY name, registered_at DESC, version DESC;
+
+-- name: token_add
+INSERT INTO api_tokens (id, name, scope, salt, hash, created_at, expires_at, revoked_at,
+                        last_used_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: token_secret
+SELECT id, name, scope, created_at, expires_at, revoked_at, last_used_at, salt, hash
+FROM api_tokens WHERE id = ?;
+
+-- name: tokens_list
+SELECT id, name, scope, created_at, expires_at, revoked_at, last_used_at
+FROM api_tokens ORDER BY created_at, id;
+
+-- name: token_revoke
+UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL;
+
+-- name: tokens_usable
+SELECT count(*) FROM api_tokens
+WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?1);
+
+-- name: token_touch
+-- A later use is never replaced by an earlier one (two servers touching at once).
+UPDATE api_tokens SET last_used_at = ?1
+WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1);
