@@ -221,9 +221,17 @@ class PgCluster:
         """Stop the server as a crash would (``-m immediate``: no shutdown checkpoint,
         clients cut), stay down ``down_s``, start it again on the same port (it replays
         its log: what was committed is there)."""
+        self.down()
+        time.sleep(down_s)
+        self.up()
+
+    def down(self) -> None:
+        """Stop the server as a crash would, keeping its data (``up`` starts it again)."""
         subprocess.run(self._stop_command(), capture_output=True, timeout=60, check=True,
                        cwd=self.folder)
-        time.sleep(down_s)
+
+    def up(self) -> None:
+        """Start the server again on the same port, after ``down``."""
         cmd = _owner_cmd([str(self.bindir / "pg_ctl"), "start", "-w", "-t",
                           str(START_TIMEOUT_S), "-D", str(self.data), "-l", str(self.log),
                           "-o", f"-p {self.port}"])

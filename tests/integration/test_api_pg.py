@@ -1,0 +1,60 @@
+"""``podium serve``'s API on PostgreSQL: it submits, workers execute.
+
+- a run submitted through the API is executed by a `podium worker`, and cancelled
+  through the API while that worker executes it;
+- with the database down, ``/readyz`` and a read answer 503 at once (never a hang),
+  and both recover when it is back.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tests.integration.podium_proc import Sandbox, wait_for
+from tests.integration.test_api import HANG, RECORD, start
+from tests.pg import PgCluster
+
+pytestmark = pytest.mark.postgres
+
+
+def test_the_api_submits_a_worker_executes_and_the_api_cancels(sandbox: Sandbox,
+                                                                pg_url: str) -> None:
+    sb = sandbox
+    api = start(sb, db=pg_url)
+    worker = sb.spawn("worker", "--name", "w1", agents=True, db=pg_url)
+    done = api.post("/runs", {"definition": RECORD, "input": {"n": 4}})
+    assert done.status_code == 202, done.text
+    assert done.json()["status"] == "pending"  # stored for the workers
+    assert api.until_status(done.json()["run_id"], "succeeded")["output"] == {"n": 4}
+    run_id = api.post("/runs", {"definition": HANG}).json()["run_id"]
+    assert wait_for(lambda: any(x.step_id == "h" for x in sb.executions()), 30), \
+        sb.stderr_of(worker)
+    assert api.post(f"/runs/{run_id}/cancel").status_code == 202
+    doc = api.until_status(run_id, "cancelled", within=20)
+    assert doc["steps"]["h"]["status"] == "cancelled"
+    assert worker.poll() is None  # the worker goes on
+
+
+def test_readyz_says_503_while_the_database_is_down(sandbox: Sandbox) -> None:
+    cluster = PgCluster.start()
+    try:
+        url = cluster.url(cluster.create_database("api_down"))
+        api = start(sandbox, db=url)
+        assert api.get("/readyz").status_code == 200
+        cluster.down()
+        t0 = time.monotonic()
+        ready = httpx.get(api.url + "/readyz", timeout=30)
+        assert ready.status_code == 503
+        assert time.monotonic() - t0 < 15  # answered, not hung
+        listing = api.get("/runs")
+        assert listing.status_code == 503
+        assert listing.json()["error"]["type"] == "store_error"
+        cluster.up()
+        assert wait_for(lambda: api.get("/readyz").status_code == 200, 30, 0.5)
+        assert api.get("/runs").status_code == 200
+    finally:
+        cluster.stop()
+
