@@ -308,3 +308,23 @@ def test_no_token_means_this_machine_only(sandbox: Sandbox) -> None:
     assert "there is no API token, so the API is open to every program on this machine" in \
         sandbox.stderr_of(api.proc)
     assert api.get("/runs").status_code == 200  # open, on loopback
+
+
+def test_a_server_killed_mid_run_loses_nothing_and_the_stream_resumes(
+        sandbox: Sandbox) -> None:
+    sb = sandbox
+    api = start(sb)
+    run_id = api.post("/runs", {"definition": SLOW}).json()["run_id"]
+    first = sse(api, run_id, stop_after=4)
+    assert [e[0] for e in first] == [1, 2, 3, 4]
+    sb.kill(api.proc)  # kill -9, mid-run
+    again = start(sb)  # takes over the run its dead owner left
+    rest = sse(again, run_id, last=first[-1][0])
+    assert rest[-1][1:] == ("end", {"status": "succeeded"})
+    ids = [e[0] for e in first + rest[:-1]]
+    assert ids == list(range(1, len(ids) + 1))
+    done = again.get(f"/runs/{run_id}").json()
+    assert [e["type"] for e in done["timeline"]] == [e[1] for e in first + rest[:-1]]
+    calls = Counter(x.step_id for x in sb.executions())
+    assert set(calls) == {"a", "b", "c", "d", "e"}
+    assert calls["a"] == 1  # succeeded before the kill: never again
