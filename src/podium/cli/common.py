@@ -215,7 +215,7 @@ def run_async(
         return asyncio.run(main())
 
 
-def _shown(text: str, n: int = 24) -> str:
+def shown(text: str, n: int = 24) -> str:
     """A value as a message quotes it: cut, and escaped if it is not printable text."""
     cut = text[:n] if text[:n].isprintable() else ascii(text[:n])[1:-1]
     return cut + ("…" if len(text) > n else "")
@@ -245,17 +245,17 @@ def parse_inputs(pairs: list[str], input_file: Path | None) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             fail(f"-i {pair!r}: write key=value (e.g. -i source=data.csv or -i n=5)")
-        shown = f"-i {_shown(key)}={_shown(raw)}"
+        flag = f"-i {shown(key)}={shown(raw)}"
         try:
             pair.encode("utf-8")
         except UnicodeEncodeError:  # bytes of another encoding, kept by surrogateescape
-            fail(f"{shown}: not UTF-8 text (fix: pass the value in UTF-8)")
+            fail(f"{flag}: not UTF-8 text (fix: pass the value in UTF-8)")
         try:
             value: Any = parse_json_value(raw)
         except NotJSON:
             value = raw
         except RefusedValue as exc:
-            fail(f"{shown}: {exc.message} (fix: {exc.hint})")
+            fail(f"{flag}: {exc.message} (fix: {exc.hint})")
         data[key] = value
     return data
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from podium.cli.app import DbOpt, JsonOpt, app
-from podium.cli.common import _shown, dump_json, err, fail, guarded, run_async
+from podium.cli.common import dump_json, err, fail, guarded, run_async, shown
 
 token_app = typer.Typer(
     help="API tokens for `podium serve`: create (shown once), list, revoke.",
@@ -49,19 +49,19 @@ def create(
         from podium.definition.durations import parse_duration
 
         if scope not in _SCOPES:
-            fail(f"--scope '{_shown(scope)}': one of {', '.join(_SCOPES)} (fix: e.g."
+            fail(f"--scope '{shown(scope)}': one of {', '.join(_SCOPES)} (fix: e.g."
                  " --scope read)")
         if name is not None and (problem := name_problem(name)):
-            fail(f"--name '{_shown(name, MAX_NAME_CHARS)}': {problem} (fix: e.g. --name"
+            fail(f"--name '{shown(name, MAX_NAME_CHARS)}': {problem} (fix: e.g. --name"
                  " ci-deploy)")
         expires_s = None
         if expires is not None:
             try:
                 expires_s = parse_duration(expires)
             except ValueError as exc:
-                fail(f"--expires '{_shown(expires)}': {exc} (fix: e.g. --expires 30d)")
+                fail(f"--expires '{shown(expires)}': {exc} (fix: e.g. --expires 30d)")
             if expires_s < MIN_EXPIRES_S:
-                fail(f"--expires '{_shown(expires)}': at least 1m (fix: e.g. --expires 30d)")
+                fail(f"--expires '{shown(expires)}': at least 1m (fix: e.g. --expires 30d)")
 
         async def go() -> Any:
             from podium.store.factory import default_db_url, open_store
@@ -119,7 +119,7 @@ def list_(db: DbOpt = None, as_json: JsonOpt = False) -> None:
         for r in found:
             expires = _at(r.expires_at) if r.expires_at is not None else "never"
             used = _at(r.last_used_at) if r.last_used_at is not None else "never"
-            print(f"{r.id:<13} {_shown(r.name, 24) or '-':<24} {r.scope:<6}"
+            print(f"{r.id:<13} {shown(r.name, 24) or '-':<24} {r.scope:<6}"
                   f" {token_status(r, now):<8} {_at(r.created_at):<21} {expires:<21} {used}",
                   file=sys.stdout)
 
@@ -141,7 +141,7 @@ def revoke(
         whole = parse_token(token_id)
         ident = whole[0] if whole is not None else token_id  # the whole token: its id
         if not ID_PATTERN.fullmatch(ident):
-            fail(f"'{_shown(token_id)}' is not a token id: 12 of a-z and 2-7 (fix: see"
+            fail(f"'{shown(token_id)}' is not a token id: 12 of a-z and 2-7 (fix: see"
                  " `podium token list`)")
 
         async def go() -> Any:
@@ -172,7 +172,7 @@ def revoke(
 
 
 def _times(record: Any, *keys: str) -> dict[str, Any]:
-    from podium.cli.docs import rfc3339
+    from podium.docs import rfc3339
 
     return {k: rfc3339(getattr(record, k)) for k in keys}
 
