@@ -125,6 +125,33 @@ class AckBody(BaseModel):
     by: str | None = Field(None, max_length=128)
 
 
+class ErrorBody(BaseModel):
+    type: str = Field(description="A stable word: run_not_found, definition_error, ...")
+    message: str
+    exit_code: int = Field(description="What the command line would exit with")
+    problems: list[dict[str, Any]] | None = Field(
+        None, description="A definition's problems, as podium validate lists them")
+
+
+class ErrorDoc(BaseModel):
+    """Every answer that is not a success."""
+
+    error: ErrorBody
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorDoc, "description": what} for code, what in (
+        (400, "A malformed parameter or header"),
+        (401, "No token, or one unknown, expired or revoked"),
+        (403, "The token's scope does not allow this"),
+        (404, "No such run, workflow or alert"),
+        (409, "The state of things refuses it (a finished run, a taken key or version)"),
+        (413, "The body is over the limit"),
+        (422, "The request (or the definition, or the input) is not valid"),
+        (503, "The database cannot be used"),
+    )}
+
+
 # --- authentication ------------------------------------------------------------------
 
 class _Guard:
@@ -182,7 +209,8 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
     guard = _Guard(lambda: server.auth, config or ApiConfig())
     read, write, admin = (Depends(guard.need(s)) for s in ("read", "write", "admin"))
     app = FastAPI(title="Podium", version=version or "0", lifespan=lifespan,
-                  description="Durable orchestration for multi-agent workflows.")
+                  description="Durable orchestration for multi-agent workflows.",
+                  responses=_ERRORS)
     keys: dict[str, asyncio.Lock] = {}
 
     def engine() -> Engine:
