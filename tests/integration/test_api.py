@@ -328,3 +328,25 @@ def test_a_server_killed_mid_run_loses_nothing_and_the_stream_resumes(
     calls = Counter(x.step_id for x in sb.executions())
     assert set(calls) == {"a", "b", "c", "d", "e"}
     assert calls["a"] == 1  # succeeded before the kill: never again
+
+
+def test_status_follow_prints_a_run_as_it_goes_from_a_server_or_the_database(
+        api: Api, sandbox: Sandbox) -> None:
+    sb = sandbox
+    first = api.post("/runs", {"definition": SLOW}).json()["run_id"]
+    via_server = sb.podium("status", first, "--follow", "--server", api.url)
+    assert via_server.returncode == 0, via_server.stderr
+    lines = via_server.stdout.splitlines()
+    assert lines[0] == f"run {first} started: slow v1"
+    assert sum("▶ " in ln for ln in lines) == 5  # each step once
+    assert lines[-1] == f"run {first} succeeded"
+    second = api.post("/runs", {"definition": {"name": "bad", "steps": [
+        {"id": "x", "agent": "always-fail"}]}}).json()["run_id"]
+    via_db = sb.podium("status", second, "--follow")
+    assert via_db.returncode == 1, via_db.stderr
+    assert via_db.stdout.splitlines()[-1].startswith(f"run {second} failed: ")
+    as_json = sb.podium("status", second, "--follow", "--json")
+    assert json.loads(as_json.stdout)["status"] == "failed"
+    stray = sb.podium("status", second, "--server", api.url)
+    assert stray.returncode == 2
+    assert "go with --follow" in stray.stderr

@@ -175,10 +175,32 @@ def status(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Tracebacks and timeline details.")
     ] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Print its events as they come, until it"
+                           " ends or waits (exit code as podium run's).")
+    ] = False,
+    server: Annotated[
+        str | None, typer.Option("--server", metavar="URL",
+                                 help="With --follow: a podium serve's event stream (else the"
+                                 " database is read).")
+    ] = None,
+    token_env: Annotated[
+        str | None, typer.Option("--token-env", metavar="NAME",
+                                 help="With --server: the variable holding an API token.")
+    ] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show one run: per step status, attempts, agent, duration, error; and its timeline."""
+    if follow:
+        from podium.cli.follow import follow_run
+
+        guarded(lambda: follow_run(run_id, db=db, server=server, token_env=token_env,
+                                   as_json=as_json, verbose=verbose), as_json=as_json)
+        return
+    if server is not None or token_env is not None:
+        guarded(lambda: fail("--server and --token-env go with --follow (fix: add --follow)"),
+                as_json=as_json)
 
     async def go() -> tuple[Any, Any]:
         rt = await _runtime(db, readonly=True)
