@@ -350,3 +350,36 @@ def test_status_follow_prints_a_run_as_it_goes_from_a_server_or_the_database(
     stray = sb.podium("status", second, "--server", api.url)
     assert stray.returncode == 2
     assert "go with --follow" in stray.stderr
+
+
+def test_hostile_submits_refused_cleanly_and_concurrent_same_key_starts_one_run(
+        api: Api, sandbox: Sandbox) -> None:
+    deep: Any = 1
+    for _ in range(300):
+        deep = {"a": deep}
+    refused = api.post("/runs", {"definition": RECORD, "input": {"n": 1, "x": deep}})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["type"] == "input_error"
+    deeper = "[" * 5000 + "]" * 5000
+    r = httpx.post(api.url + "/runs", content=deeper,
+                   headers={"content-type": "application/json"}, timeout=30)
+    assert 400 <= r.status_code < 500, r.text
+    assert api.get("/readyz").status_code == 200
+    ok = api.post("/runs", {"definition": RECORD, "input": {"n": 2}})
+    assert api.until_status(ok.json()["run_id"], "succeeded")["output"] == {"n": 2}
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    def same_key(_i: int) -> httpx.Response:
+        return api.post("/runs", {"definition": RECORD, "input": {"n": 9}},
+                        headers={"Idempotency-Key": "together"})
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(same_key, range(6)))
+    assert sorted(a.status_code for a in answers) == [200] * 5 + [202], [
+        a.text for a in answers]
+    assert len({a.json()["run_id"] for a in answers}) == 1
+    changed = api.post("/runs", {"definition": {**RECORD, "version": 2}, "input": {"n": 9}},
+                       headers={"Idempotency-Key": "together"})
+    assert changed.status_code == 409  # same key, another version: refused, not replayed
+    assert len(sandbox.run_ids()) == 2

@@ -23,6 +23,8 @@ from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from podium.agents.registry import AgentRegistry
 from podium.clock import Clock, SystemClock
 from podium.definition.loader import apply_input_defaults, check_input, workflow_from_dict
@@ -38,6 +40,7 @@ from podium.engine.supervisor import supervise
 from podium.errors import (
     ConfigError,
     DefinitionError,
+    InputError,
     NothingToCompensate,
     PodiumError,
     Problem,
@@ -402,7 +405,14 @@ class Engine:
             self._plans.clear()
         plan = compile_plan(workflow)
         self._calls_of(plan)  # made with the plan: a run's start pays for neither
-        entry = self._plans[id(workflow)] = (workflow, plan, workflow.to_dict())
+        definition = workflow.to_dict()
+        try:
+            orjson.dumps(definition)  # each run stores it: refused here, not at a commit
+        except TypeError as exc:
+            raise DefinitionError([Problem(
+                f"the definition cannot be stored as JSON: {exc}",
+                hint="plain JSON values, nested at most 255 deep")]) from None
+        entry = self._plans[id(workflow)] = (workflow, plan, definition)
         return entry
 
     def _calls_of(self, plan: Plan) -> list[tuple[Call, Call | None]]:
@@ -448,6 +458,13 @@ class Engine:
         await self.open()
         _wf, plan, definition = self._compiled(workflow)
         value = apply_input_defaults(workflow, {} if input is None else input)
+        try:
+            # Stored as JSON with the run's first batch: what cannot be (nested past the
+            # encoder's depth, not a JSON value) is refused here, not in a shared commit.
+            orjson.dumps(value)
+        except TypeError as exc:
+            raise InputError(f"the input cannot be stored as JSON: {exc} (fix: plain JSON"
+                             " values, nested at most 255 deep)") from None
         check_input(workflow, value)
         if agents:
             self.check_agents(plan, source)

@@ -56,7 +56,7 @@ from podium.errors import (
     RunNotFound,
     StoreError,
 )
-from podium.state import TERMINAL_RUN_STATUSES
+from podium.state import TERMINAL_RUN_STATUSES, RunStatus
 
 if TYPE_CHECKING:
     from podium.auth import Authenticator, Principal
@@ -69,6 +69,7 @@ __all__ = ["ApiConfig", "ApiError", "build_api", "local_client"]
 MAX_PAGE = 500
 _KEY_MAX = 200
 _POLL_S = 0.25  # a stream reads the store at least this often while its run goes on
+_RESTING = frozenset({*TERMINAL_RUN_STATUSES, RunStatus.WAITING})
 _OPEN_CHECK_S = 5.0  # whether any token exists is looked up at most this often
 
 
@@ -104,6 +105,9 @@ class ApiConfig(BaseModel):
     """How the API guards itself (from ``podium serve``'s flags)."""
 
     open_without_tokens: bool = True  # a loopback bind, or --insecure-no-auth
+    # Open to clients on this machine only (a loopback bind): a request a proxy relays
+    # here (Forwarded, X-Forwarded-For) is someone else's and needs a token.
+    local_only: bool = True
 
 
 # --- request bodies ----------------------------------------------------------------
@@ -174,9 +178,10 @@ class _Guard:
         return self._open
 
     def need(self, scope: str) -> Callable[..., Coroutine[Any, Any, Principal | None]]:
-        async def check(authorization: str | None = Header(None, include_in_schema=False),
+        async def check(request: Request,
+                        authorization: str | None = Header(None, include_in_schema=False),
                         ) -> Principal | None:
-            if await self._is_open():
+            if await self._is_open() and (not self.config.local_only or local_client(request)):
                 return None
             fix = "send Authorization: Bearer TOKEN (make one: podium token create --scope"
             if not authorization:
@@ -211,7 +216,9 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
     app = FastAPI(title="Podium", version=version or "0", lifespan=lifespan,
                   description="Durable orchestration for multi-agent workflows.",
                   responses=_ERRORS)
-    keys: dict[str, asyncio.Lock] = {}
+    # One lock per Idempotency-Key in use, with the number of requests holding or
+    # awaiting it: the last one out removes it.
+    keys: dict[str, tuple[asyncio.Lock, list[int]]] = {}
 
     def engine() -> Engine:
         e: Engine = server.engine
@@ -232,6 +239,11 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
         text = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
         return ApiError(422, "usage", f"the request is not valid: {text}",
                         problems=problems).response()
+
+    @app.exception_handler(RecursionError)
+    async def _too_deep(_r: Request, _exc: RecursionError) -> JSONResponse:
+        return ApiError(422, "usage", "the request body is nested too deep (fix: plain JSON"
+                        " values, nested at most 255 deep)").response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -283,17 +295,31 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
             scope = who.token_id if who is not None else ""
             digest = hashlib.sha256(f"{scope}\n{idempotency_key}".encode()).hexdigest()
             run_id = f"api-{digest[:24]}"
-        lock = keys.setdefault(run_id, asyncio.Lock()) if run_id else contextlib.nullcontext()
+        users: list[int] = [0]
+        lock: Any = contextlib.nullcontext()
+        if run_id is not None:
+            lock, users = keys.setdefault(run_id, (asyncio.Lock(), [0]))
+            users[0] += 1
         try:
             async with lock:
                 if run_id is not None:
                     replay = await _replay(run_id, wf, body)
                     if replay is not None:
                         return replay
-                run = await _start(wf, body, run_id)
+                try:
+                    run = await _start(wf, body, run_id)
+                except StoreError:
+                    # Another server took the same key a moment before (PostgreSQL: its
+                    # row won): the answer is the run it started, not an outage.
+                    replay = await _replay(run_id, wf, body) if run_id else None
+                    if replay is None:
+                        raise
+                    return replay
         finally:
-            if run_id is not None and not keys[run_id].locked():
-                keys.pop(run_id, None)
+            if run_id is not None:
+                users[0] -= 1
+                if users[0] == 0:
+                    keys.pop(run_id, None)
         return JSONResponse({"run_id": run.run_id, "status": run.status,
                              "workflow": run.workflow, "version": run.version,
                              "created": True}, status_code=202,
@@ -343,11 +369,13 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
             run = await engine().store.get_run(run_id)
         except RunNotFound:
             return None
-        if run.workflow != wf.name or json.dumps(run.input, sort_keys=True) != json.dumps(
-                _input_with_defaults(wf, body.input), sort_keys=True):
+        same = (run.workflow == wf.name and str(run.version) == str(wf.version)
+                and _canon(run.definition) == _canon(wf.to_dict())
+                and _canon(run.input) == _canon(_input_with_defaults(wf, body.input)))
+        if not same:
             raise ApiError(409, "idempotency_conflict", "this Idempotency-Key started run"
-                           f" {run.run_id} of another workflow or input (fix: a new key for a"
-                           " new run)", run_id=run.run_id)
+                           f" {run.run_id} of another workflow, version or input (fix: a new"
+                           " key for a new run)", run_id=run.run_id)
         return JSONResponse({"run_id": run.run_id, "status": run.status,
                              "workflow": run.workflow, "version": run.version,
                              "created": False}, status_code=200,
@@ -468,8 +496,9 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
                     yield f"id: {n}\nevent: {event.type}\ndata: {data}\n\n".encode()
                 sent = max(sent, len(events))
                 run = await store.get_run(run_id)
-                if run.status in TERMINAL_RUN_STATUSES and sent >= len(
-                        await store.get_events(run_id)):
+                # A waiting run has nothing more to say until someone answers it: the
+                # stream ends there too (a client reconnects after the answer).
+                if run.status in _RESTING and sent >= len(await store.get_events(run_id)):
                     yield f"event: end\ndata: {json.dumps({'status': run.status})}\n\n".encode()
                     return
                 if await request.is_disconnected():
@@ -579,6 +608,10 @@ def _cursor(text: str) -> tuple[float, str]:
     except ValueError:
         raise ApiError(400, "usage", "cursor: not one this API gave (fix: pass next_cursor"
                        " as it came)") from None
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _input_with_defaults(wf: Workflow, value: Any) -> Any:

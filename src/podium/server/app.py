@@ -47,6 +47,7 @@ class ServerConfig:
     registry: AgentRegistry | None = None
     # The API is open while no usable token exists only on a loopback bind, or when told.
     open_without_tokens: bool = True
+    local_only: bool = True  # open only to clients on this machine (not --insecure-no-auth)
 
 
 class PodiumServer:
@@ -172,7 +173,8 @@ def create_app(config: ServerConfig | None = None) -> Any:
         own = version("podium")
     except PackageNotFoundError:
         own = ""
-    app = build_api(server, ApiConfig(open_without_tokens=config.open_without_tokens),
+    app = build_api(server, ApiConfig(open_without_tokens=config.open_without_tokens,
+                                      local_only=config.local_only),
                     version=own, lifespan=lifespan)
 
     app.state.podium = server
@@ -230,7 +232,8 @@ def serve(
                     "every program on this machine" if loopback else "anyone who reaches it")
     from dataclasses import replace
 
-    config = replace(config, open_without_tokens=loopback or insecure_no_auth)
+    config = replace(config, open_without_tokens=loopback or insecure_no_auth,
+                     local_only=not insecure_no_auth)
     app = create_app(config)
     sock = bind(host, port)
     try:

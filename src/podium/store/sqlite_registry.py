@@ -10,12 +10,14 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from podium.store.base import RegisteredWorkflow, WorkflowVersion
 from podium.store.queries import queries
 from podium.store.registry import prepare_registration, version_taken
 from podium.store.rows import loads
+from podium.store.sqlite_db import store_error
 
 __all__ = ["RegistryQueries", "registered_from_row"]
 
@@ -29,6 +31,8 @@ def registered_from_row(r: Sequence[Any]) -> RegisteredWorkflow:
 
 class RegistryQueries:
     """Needs the store's ``conn`` and ``_write`` (provided by ``SQLiteStore``)."""
+
+    path: Path
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -70,4 +74,6 @@ class RegistryQueries:
             # has migrated yet: it has no registry, so nothing is registered in it.
             if "no such table: registered_workflows" in str(exc):
                 return []
-            raise
+            raise store_error(exc, self.path) from None
+        except sqlite3.Error as exc:
+            raise store_error(exc, self.path) from None
