@@ -60,6 +60,8 @@ class RuntimeConfig:
     readonly: bool = False  # a reader: no writes, no migration, no file made
     agents_file: Path | None = None
     registry: AgentRegistry | None = None  # given whole (the demo); else built
+    # Where a registry given whole came from (kept with the runs it starts, for resumes).
+    agents_source: tuple[tuple[str, Any], ...] = ()
     entry_points: bool = True
     alerts_file: Path | None = None
     workflows: tuple[Workflow, ...] = ()  # their own alert rules are watched
@@ -132,7 +134,7 @@ class Runtime:
 
     def __init__(self, config: RuntimeConfig) -> None:
         self.config = config
-        self.agents_source: dict[str, Any] = {}
+        self.agents_source: dict[str, Any] = dict(config.agents_source)
         registry = config.registry
         if registry is None:
             from podium.agents.config import build_registry

@@ -403,3 +403,46 @@ def _card_up(url: str) -> bool:
         return httpx.get(url + "/.well-known/agent-card.json", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_only_its_own_tasks_and_a_parked_task_follows_its_run(sandbox: Sandbox) -> None:
+    sb = sandbox
+    wf = sb.workflow("order", APPROVAL)
+    _proc, url = serve(sb, wf)
+    by_cli = sb.podium("run", str(wf), agents=True)  # the same workflow, not through A2A
+    assert by_cli.returncode == 0, by_cli.stderr
+    (cli_run,) = sb.run_ids()
+
+    async def go() -> tuple[str, str, Task]:
+        async with a2a_client(url) as client:
+            with pytest.raises(Exception, match=r"(?i)not found") as not_mine:
+                await task_of(client, cli_run)
+            with pytest.raises(Exception, match=r"(?i)not found") as nor_this:
+                await send(client, message(new_text_part("approve"), task_id=cli_run))
+            parked = last_task(await send(client, message(new_data_part({}))))
+            assert parked.status.state == S.TASK_STATE_INPUT_REQUIRED
+            approved = sb.podium("approve", parked.id, "ok", "--wait", agents=True)
+            assert approved.returncode == 0, approved.stderr
+            return str(not_mine.value), str(nor_this.value), await task_of(client, parked.id)
+
+    not_mine, nor_this, after = asyncio.run(go())
+    assert "not found" in not_mine.lower()
+    assert "not found" in nor_this.lower()
+    assert sb.run_row(cli_run)["status"] == "waiting"  # untouched
+    assert after.status.state == S.TASK_STATE_COMPLETED  # approved elsewhere: it says so
+    assert get_data_parts(after.artifacts[0].parts)[0]["approved"] is True
+
+
+def test_no_token_means_this_machine_only_and_bodies_are_bounded(sandbox: Sandbox) -> None:
+    sb = sandbox
+    wf = sb.workflow("echo", ECHO)
+    out = sb.podium("a2a", "serve", str(wf), "--port", str(free_port()), "--host",
+                    "0.0.0.0", agents=True)  # noqa: S104
+    assert out.returncode == 2
+    assert "no --token-env" in out.stderr
+    _proc, url = serve(sb, wf)
+    huge = httpx.post(url + "/", content=b"x" * (17 << 20),
+                      headers={"content-type": "application/json", "A2A-Version": "1.0"},
+                      timeout=30)
+    assert huge.status_code == 413
+    assert sb.run_ids() == []

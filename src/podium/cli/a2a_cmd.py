@@ -56,6 +56,11 @@ def serve_cmd(
         typer.Option("--alerts", metavar="FILE", help="Alerts file (default $PODIUM_ALERTS)."),
     ] = None,
     db: DbOpt = None,
+    insecure_no_auth: Annotated[
+        bool, typer.Option("--insecure-no-auth",
+                           help="Serve beyond this machine without --token-env (behind a proxy"
+                           " that authenticates).")
+    ] = False,
     log_level: Annotated[
         str, typer.Option("--log-level", metavar="LEVEL",
                           help="critical, error, warning, info, debug or trace.")
@@ -105,6 +110,7 @@ def serve_cmd(
                         agents_source=source, db=db, alerts_file=alerts,
                         token=token_from(token_env), skill=skill, public_url=public_url,
                         answer_within_s=within),
-              host, port, allowed_hosts=allowed_hosts or (), log_level=log_level)
+              host, port, allowed_hosts=allowed_hosts or (), log_level=log_level,
+              insecure_no_auth=insecure_no_auth)
 
     guarded(body)

@@ -257,11 +257,15 @@ class WorkflowExecutor(AgentExecutor):
             follower = asyncio.get_running_loop().create_task(
                 self._follow(task_id, updater), name=f"podium:a2a:{task_id}")
             self._followers[task_id] = follower
-            follower.add_done_callback(lambda _t: self._followers.pop(task_id, None))
+            follower.add_done_callback(lambda _t: self._done_following(task_id))
         # A blocking send is answered when the run ends or waits for someone, or, for a
         # long run, after ``answer_within`` with the task working (then: tasks/get). The
         # follower goes on reporting either way.
         await asyncio.wait({follower}, timeout=self.cfg.answer_within_s)
+
+    def _done_following(self, task_id: str) -> None:
+        self._followers.pop(task_id, None)
+        self.tasks.started_here.discard(task_id)  # the SDK holds the task by now
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         task_id = str(context.task_id)
@@ -322,7 +326,7 @@ class WorkflowExecutor(AgentExecutor):
             return f"run {run_id} is gone"
         asks = await pending_asks(self.engine, run)
         if not asks:
-            return f"run {run_id} waits for nothing to answer ({run.status})"
+            return None  # it went on meanwhile (answered elsewhere, timed out): say how
         parts = get_data_parts(message.parts)
         data = json_numbers(parts[0]) if parts else None
         text = get_message_text(message).strip()
@@ -481,9 +485,27 @@ class RunTaskStore(TaskStore):
 
     async def get(self, task_id: str, context: ServerCallContext) -> Task | None:
         task = await self._memory.get(task_id, context)
-        if task is not None:
-            return task
-        return await self._from_run(task_id)
+        if task is None:
+            return await self._from_run(task_id)
+        if task.status.state in (TaskState.TASK_STATE_INPUT_REQUIRED,
+                                 TaskState.TASK_STATE_AUTH_REQUIRED):
+            # Nothing follows a parked task: its run may have gone on meanwhile (approved
+            # with podium approve, timed out, cancelled elsewhere). The run says.
+            engine: Engine = self._server.engine
+            try:
+                run = await engine.store.get_run(task_id)
+            except (RunNotFound, PodiumError):
+                return task
+            if run.status != RunStatus.WAITING:
+                fresh = await _task_of(engine, run)
+                updated = Task()
+                updated.CopyFrom(task)
+                updated.status.CopyFrom(fresh.status)
+                if not updated.artifacts:
+                    updated.artifacts.extend(fresh.artifacts)
+                await self._memory.save(updated, context)
+                return updated
+        return task
 
     async def list(self, params: ListTasksRequest,
                    context: ServerCallContext) -> ListTasksResponse:
@@ -494,8 +516,11 @@ class RunTaskStore(TaskStore):
 
     async def _from_run(self, task_id: str) -> Task | None:
 
-        if task_id in self.started_here or "." in task_id or len(task_id) > 128:
-            return None  # the SDK's own; a sub-workflow's run is no task of this agent
+        if (task_id in self.started_here or not task_id.startswith(TASK_PREFIX)
+                or "." in task_id or len(task_id) > 128):
+            # The SDK's own (being made); or a run no A2A client started here (a CLI's,
+            # the API's, a sub-workflow's): not a task of this agent, to read or to steer.
+            return None
         engine: Engine = self._server.engine
         try:
             run = await engine.store.get_run(task_id)
@@ -503,25 +528,33 @@ class RunTaskStore(TaskStore):
             return None
         if run.workflow != self._workflow:
             return None
-        state = {
-            RunStatus.SUCCEEDED: TaskState.TASK_STATE_COMPLETED,
-            RunStatus.CANCELLED: TaskState.TASK_STATE_CANCELED,
-            RunStatus.WAITING: TaskState.TASK_STATE_INPUT_REQUIRED,
-            RunStatus.PENDING: TaskState.TASK_STATE_SUBMITTED,
-            RunStatus.RUNNING: TaskState.TASK_STATE_WORKING,
-        }.get(RunStatus(run.status), TaskState.TASK_STATE_FAILED)
-        if state == TaskState.TASK_STATE_INPUT_REQUIRED and not await pending_asks(engine, run):
-            state = TaskState.TASK_STATE_WORKING  # a timer: nobody needs to answer
-        status = TaskStatus(state=state)
-        status.timestamp.FromSeconds(int(run.finished_at or run.started_at or run.created_at
-                                         or time.time()))
-        task = Task(id=run.run_id, context_id=run.run_id, status=status)
-        if run.status == RunStatus.SUCCEEDED:
-            out = run.output
-            task.artifacts.append(Artifact(
-                artifact_id=f"{run.run_id}-output", name="output",
-                parts=[new_text_part(out) if isinstance(out, str) else new_data_part(out)]))
-        return task
+        return await _task_of(engine, run)
+
+
+async def _task_of(engine: Engine, run: RunRecord) -> Task:
+    """The task a run stands for, as far as the run tells (no history)."""
+    state = {
+        RunStatus.SUCCEEDED: TaskState.TASK_STATE_COMPLETED,
+        RunStatus.CANCELLED: TaskState.TASK_STATE_CANCELED,
+        RunStatus.WAITING: TaskState.TASK_STATE_INPUT_REQUIRED,
+        RunStatus.PENDING: TaskState.TASK_STATE_SUBMITTED,
+        RunStatus.RUNNING: TaskState.TASK_STATE_WORKING,
+    }.get(RunStatus(run.status), TaskState.TASK_STATE_FAILED)
+    if state == TaskState.TASK_STATE_INPUT_REQUIRED and not await pending_asks(engine, run):
+        state = TaskState.TASK_STATE_WORKING  # a timer: nobody needs to answer
+    status = TaskStatus(state=state)
+    status.timestamp.FromSeconds(int(run.finished_at or run.started_at or run.created_at
+                                     or time.time()))
+    task = Task(id=run.run_id, context_id=run.run_id, status=status)
+    if run.status == RunStatus.SUCCEEDED:
+        out = run.output
+        task.artifacts.append(Artifact(
+            artifact_id=f"{run.run_id}-output", name="output",
+            parts=[new_text_part(out) if isinstance(out, str) else new_data_part(out)]))
+    return task
+
+
+TASK_PREFIX = "a2a-"  # a run an A2A client started; no other run is a task of this agent
 
 
 class _RunIds(IDGenerator):
@@ -530,7 +563,7 @@ class _RunIds(IDGenerator):
     def generate(self, context: IDGeneratorContext) -> str:
         from podium.engine import new_run_id
 
-        return new_run_id()
+        return TASK_PREFIX + new_run_id()
 
 
 class _TaskIds(IDGenerator):
@@ -623,10 +656,14 @@ def create_app(cfg: A2AConfig, url: str) -> Any:
 
 def serve(cfg: A2AConfig, host: str = "127.0.0.1", port: int = 8090, *,
           allowed_hosts: Iterable[str] = (), limits: HttpLimits | None = None,
-          log_level: str = "info") -> None:
-    """Serve until SIGINT/SIGTERM; every setup problem is raised before anything listens."""
+          log_level: str = "info", insecure_no_auth: bool = False) -> None:
+    """Serve until SIGINT/SIGTERM; every setup problem is raised before anything listens.
+
+    Without a token, only a loopback address may be bound (``insecure_no_auth`` else).
+    """
     from podium.httpd import (
         AllowedHosts,
+        BodyLimit,
         HostGuard,
         HttpLimits,
         bind,
@@ -639,20 +676,32 @@ def serve(cfg: A2AConfig, host: str = "127.0.0.1", port: int = 8090, *,
     )
 
     check_port(port, allow_zero=True)
-    check_host(host)
+    bare = check_host(host)
     check_log_level(log_level)
     allowed = check_allowed_hosts(allowed_hosts)
     import uvicorn
 
+    from podium.server.app import check_database, is_loopback
     from podium.tuning import tune_gc
 
+    if cfg.token is None and not is_loopback(bare) and not insecure_no_auth:
+        from podium.errors import ConfigError
+
+        raise ConfigError(f"--host {host}: no --token-env, so any program that reaches this"
+                          " address could start runs (fix: --token-env NAME, or"
+                          " --insecure-no-auth behind something that authenticates)")
+    check_database(cfg.db)  # an unusable database: exit 3 now, not a traceback later
+    limits = limits or HttpLimits()
     sock = bind(host, port)
     try:
         url = url_of(sock)
         app = create_app(cfg, url)
-        guarded = HostGuard(app, AllowedHosts(host, sock, allowed))
-        server = uvicorn.Server(uvicorn_config(guarded, limits or HttpLimits(),
-                                               log_level=log_level, lifespan="on"))
+        guarded = HostGuard(BodyLimit(app, limits.max_body_bytes), AllowedHosts(host, sock,
+                                                                               allowed))
+        config = uvicorn_config(guarded, limits, log_level=log_level, lifespan="on")
+        # A blocking send waits up to --answer-within: a stop does not wait for it.
+        config.timeout_graceful_shutdown = 5
+        server = uvicorn.Server(config)
         if cfg.token is None:
             log.warning("no --token-env, so any program that can reach %s may start runs of"
                         " '%s' (fix: --token-env NAME)", url, cfg.workflow.name)

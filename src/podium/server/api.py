@@ -386,8 +386,10 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
 
         e = engine()
         if isinstance(e.store, WorkerStore):
-            return await e.submit(wf, body.input, queue=body.queue, run_id=run_id)
-        handle = await e.start(wf, body.input, run_id=run_id)
+            return await e.submit(wf, body.input, queue=body.queue, run_id=run_id,
+                                  agents_source=server.runtime.agents_source)
+        handle = await e.start(wf, body.input, run_id=run_id,
+                               agents_source=server.runtime.agents_source)
         return handle.record
 
     @app.get("/runs", tags=["runs"], dependencies=[read])

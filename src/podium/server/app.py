@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from podium.agents.registry import AgentRegistry
     from podium.auth import Authenticator
 
-__all__ = ["PodiumServer", "ServerConfig", "create_app", "serve"]
+__all__ = ["PodiumServer", "ServerConfig", "check_database", "create_app", "is_loopback", "serve"]
 
 log = logging.getLogger("podium.server")
 
@@ -45,6 +45,7 @@ class ServerConfig:
     # Built and checked before the address is bound (``podium a2a serve``); else from
     # the agents file when the server starts.
     registry: AgentRegistry | None = None
+    agents_source: tuple[tuple[str, Any], ...] = ()  # where that registry came from
     # The API is open while no usable token exists only on a loopback bind, or when told.
     open_without_tokens: bool = True
     local_only: bool = True  # open only to clients on this machine (not --insecure-no-auth)
@@ -71,6 +72,7 @@ class PodiumServer:
 
         self.runtime = await Runtime(RuntimeConfig(
             db=self.config.db, registry=self.config.registry,
+            agents_source=self.config.agents_source,
             agents_file=None if self.config.registry is not None else
             find_agents_file(self.config.agents_file),
             alerts_file=self.config.alerts_file, metrics=True, alerts=True,
@@ -219,7 +221,14 @@ def serve(
     from podium.tuning import tune_gc
 
     config = config or ServerConfig()
-    loopback = _is_loopback(bare)
+    if config.registry is None:
+        # Built before anything listens: a broken agents file is a clear error (exit 2),
+        # not a traceback from inside the server's start-up.
+        from podium.agents.config import build_registry, find_agents_file
+
+        registry, _file, source = build_registry(find_agents_file(config.agents_file))
+        config = replace(config, registry=registry, agents_source=tuple(source.items()))
+    loopback = is_loopback(bare)
     tokens = _usable_tokens(config.db)
     if not tokens and not loopback and not insecure_no_auth:
         raise ConfigError(
@@ -230,8 +239,6 @@ def serve(
         log.warning("there is no API token, so the API is open to %s (fix: podium token"
                     " create --scope admin; from then on every request needs a token)",
                     "every program on this machine" if loopback else "anyone who reaches it")
-    from dataclasses import replace
-
     config = replace(config, open_without_tokens=loopback or insecure_no_auth,
                      local_only=not insecure_no_auth)
     app = create_app(config)
@@ -249,7 +256,7 @@ def serve(
         sock.close()
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     import ipaddress
 
     if host == "localhost":
@@ -283,3 +290,16 @@ def _too_large(message: str) -> bytes:
 
     return json.dumps({"error": {"type": "payload_too_large", "message": message,
                                  "exit_code": 2}}).encode()
+
+
+def check_database(db: str | None) -> None:
+    """Open the database and close it: one that cannot be used is a ``StoreError`` (exit 3)
+    before a server binds its address, not a traceback from its start-up."""
+    from podium.store.factory import default_db_url, open_store
+
+    async def probe() -> None:
+        store = open_store(default_db_url(db))
+        await store.open()
+        await store.close()
+
+    asyncio.run(probe())
