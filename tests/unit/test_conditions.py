@@ -123,6 +123,20 @@ async def test_all_done_runs_after_a_failure_when_the_run_continues() -> None:
     assert run.steps["cleanup"].output == {"a": None}
 
 
+async def test_a_step_made_ready_by_a_skipped_first_step_runs_once() -> None:
+    """The run's first step is skipped at its start; its all_done dependent becomes
+    ready then and there, and is not made ready a second time as a step to start."""
+    wf = {"name": "once", "steps": [
+        {"id": "a", "agent": "join", "when": "input.x == 2"},
+        {"id": "b", "agent": "join", "depends_on": ["a"], "trigger": "all_done"},
+    ]}
+    run = await run_workflow(wf, {"x": 1}, **_agents())
+    assert run.status == "succeeded"
+    assert run.steps["a"].status == "skipped"
+    assert run.steps["b"].attempts == 1
+    assert CALLS == ["join"]
+
+
 async def test_a_condition_that_is_not_a_boolean_fails_its_step_with_a_typed_error() -> None:
     wf = {"name": "bad", "steps": [
         {"id": "classify", "agent": "classify"},

@@ -76,6 +76,15 @@ class PlanNode:
     wait: WaitSpec | None = None  # what it waits for (approval, wait_for, sleep, wait_until)
     item_concurrency: int | None = None
     tolerate: Tolerate | None = None
+    # Set from the above once: a step that is no single agent call (it waits, maps
+    # or runs a sub-workflow), and one that decides itself when ready (a ``when:``,
+    # a trigger rule). The engine asks both per step; most steps are neither.
+    special: bool = field(init=False, default=False)
+    gated: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        self.special = self.wait is not None or self.for_each is not None or self.sub is not None
+        self.gated = self.when is not None or self.trigger != "all_success"
 
 
 @dataclass(slots=True)
@@ -88,6 +97,14 @@ class Plan:
     # Every distinct agent ref the steps and their compensations name: what must be
     # registered before a run starts, checked once per ref rather than per step.
     agent_refs: frozenset[str] = frozenset()
+    # Per node, by index: ``gated``, and how many dependencies it has (what a new run
+    # starts from). Made once per plan, not per run.
+    gated: tuple[bool, ...] = field(init=False, default=())
+    dep_counts: tuple[int, ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        self.gated = tuple(n.gated for n in self.nodes)
+        self.dep_counts = tuple(len(n.deps) for n in self.nodes)
 
     @property
     def needs(self) -> tuple[str, ...]:
