@@ -118,6 +118,14 @@ class RunStarted(Event, frozen=True, kw_only=True, gc=False):
     workflow: str
     version: int | str
     resumed: bool = False
+    # The W3C trace context the run belongs to (its submitter's), when traced.
+    traceparent: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = Event.to_dict(self)
+        if d["traceparent"] is None:
+            del d["traceparent"]  # untraced runs read as they always did
+        return d
 
 
 class RunSubmitted(Event, frozen=True, kw_only=True, gc=False):

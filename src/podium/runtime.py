@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from podium.alert_leader import AlertLeader
     from podium.observe.alerts import AlertManager
     from podium.observe.metrics import EngineMetrics
+    from podium.observe.tracing import Tracing
     from podium.scheduler import Scheduler
 
 __all__ = ["Runtime", "RuntimeConfig", "StoreLedger", "agents_of_run", "lease_of"]
@@ -153,6 +154,13 @@ class Runtime:
             self.metrics = EngineMetrics(agents=lambda: registry.agents,
                                          labels=dict(config.metrics_labels))
             observers.append(self.metrics)
+        # Traces when the application or the OTEL_* variables ask for them; else nothing
+        # is subscribed and no header computed.
+        from podium.observe.tracing import configure_from_env
+
+        self.tracing: Tracing | None = configure_from_env()
+        if self.tracing is not None:
+            observers.append(self.tracing)
         self.alerts = self._alert_manager()
         self.alert_leader: AlertLeader | None = None
         if self.alerts is not None:
@@ -168,6 +176,10 @@ class Runtime:
         engine_config = EngineConfig(store=self.store, registry=registry, clock=config.clock,
                                      observers=tuple(observers), lease_s=lease_of(config),
                                      poll_interval_s=config.poll_interval_s)
+        if self.tracing is not None:
+            from podium.observe.tracing import current_traceparent
+
+            engine_config.traceparent = current_traceparent
         if config.owner is not None:
             engine_config.owner = config.owner
         self.engine = Engine(engine_config)
@@ -206,6 +218,11 @@ class Runtime:
         await self.close()
 
     async def open(self) -> Runtime:
+        if self.tracing is not None:
+            from podium.agents.base import set_trace_headers
+
+            tracing = self.tracing
+            set_trace_headers(lambda t: tracing.headers_for(t.run_id, t.step_id, t.attempt))
         await self.engine.open()
         try:
             if self.config.metrics_port is not None and self.metrics is not None:
@@ -256,3 +273,8 @@ class Runtime:
                 await self.engine.aclose()
             finally:
                 await self.registry.aclose()
+                if self.tracing is not None:
+                    from podium.agents.base import set_trace_headers
+
+                    set_trace_headers(None)
+                    self.tracing.close()

@@ -74,7 +74,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from podium.agents.a2a_jsonrpc import as_value, json_numbers, plain_message_output
-from podium.agents.base import DEFAULT_MAX_RESPONSE_BYTES, AgentBase, HealthReport, Task
+from podium.agents.base import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    AgentBase,
+    HealthReport,
+    Task,
+    trace_headers,
+)
 from podium.errors import (
     AgentError,
     AttemptTimeout,
@@ -315,7 +321,8 @@ class A2AAgent(AgentBase):
                 # directly; a plain message answer read directly too (both tested equal
                 # to the SDK's way): protobuf's JSON printer and parser cost more than
                 # the HTTP exchange.
-                raw = await client.send_message_json(self._params_for(task))
+                raw = await client.send_message_json(self._params_for(task),
+                                                     trace_headers(task))
                 plain = plain_message_output(raw)
                 if plain is not None:
                     return plain[1] if plain[0] else None

@@ -89,14 +89,15 @@ class JsonRpcClient:
 
         yield await self._call("SendMessage", request, SendMessageResponse())
 
-    async def send_message_json(self, params: dict[str, Any]) -> Any:
+    async def send_message_json(self, params: dict[str, Any],
+                                extra: Mapping[str, str] | None = None) -> Any:
         """``SendMessage`` with the request as JSON; the ``result`` as JSON, unparsed.
 
         ``parse_send_result`` makes it the SDK's ``SendMessageResponse``; a caller
         that can read a plain answer directly skips that (protobuf's JSON parser
         is the largest part of an A2A call's CPU after the HTTP exchange).
         """
-        return await self._call("SendMessage", params, None)
+        return await self._call("SendMessage", params, None, extra)
 
     @staticmethod
     def parse_send_result(result: Any) -> Any:
@@ -115,8 +116,8 @@ class JsonRpcClient:
 
         return await self._call("CancelTask", request, Task())
 
-    async def _call(self, method: str, request: Proto | dict[str, Any], into: Proto | None
-                    ) -> Any:
+    async def _call(self, method: str, request: Proto | dict[str, Any], into: Proto | None,
+                    extra: Mapping[str, str] | None = None) -> Any:
         """``request``: the SDK's message, or the JSON protobuf would make of it.
 
         The result parsed into ``into``, or as JSON when ``into`` is None.
@@ -131,7 +132,8 @@ class JsonRpcClient:
             request = MessageToDict(request)
         body = orjson.dumps({"jsonrpc": "2.0", "method": method, "id": next(self._ids),
                              "params": request})
-        async with self._transport.request("POST", self._url, headers=self._headers,
+        headers = {**self._headers, **extra} if extra else self._headers
+        async with self._transport.request("POST", self._url, headers=headers,
                                            body=body) as response:
             status = response.status
             content = await read_capped(response, self._limit, self._agent_id)

@@ -6,7 +6,7 @@ never knows which one it is calling.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -19,6 +19,8 @@ __all__ = [
     "HealthLevel",
     "HealthReport",
     "Task",
+    "set_trace_headers",
+    "trace_headers",
 ]
 
 # The largest answer (decompressed, or an output encoded as JSON) taken from an agent;
@@ -26,6 +28,22 @@ __all__ = [
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 
 HealthLevel = Literal["healthy", "degraded", "unhealthy", "unknown"]
+
+# The trace headers (W3C ``traceparent``) of an attempt, for the transports that send
+# them (HTTP, A2A): set by whoever traces (the runtime, from ``podium.observe.tracing``);
+# None while nobody does, so an untraced call computes nothing.
+_trace_headers: Callable[[Task], dict[str, str]] | None = None
+
+
+def set_trace_headers(fn: Callable[[Task], dict[str, str]] | None) -> None:
+    global _trace_headers
+    _trace_headers = fn
+
+
+def trace_headers(task: Task) -> dict[str, str] | None:
+    """The attempt's trace headers, or None when nothing traces (the common case)."""
+    fn = _trace_headers
+    return None if fn is None else fn(task)
 
 
 class Task(msgspec.Struct, frozen=True, gc=False):

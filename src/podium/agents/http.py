@@ -33,6 +33,7 @@ from podium.agents.base import (
     AgentBase,
     HealthReport,
     Task,
+    trace_headers,
 )
 from podium.agents.transport import (
     AiohttpTransport,
@@ -185,6 +186,9 @@ class HttpAgent(AgentBase):
         # The key is the same on every attempt, so the agent (or a proxy in
         # front of it) can drop a duplicate delivery.
         headers["Idempotency-Key"] = task.idempotency_key
+        traced = trace_headers(task)
+        if traced:
+            headers.update(traced)
         try:
             async with self._transport.request("POST", self._invoke_url, headers=headers,
                                                body=body) as response:

@@ -259,6 +259,9 @@ class EngineConfig:
     # Subscribed to the bus before the registry announces the fleet: metrics, alerts,
     # progress views hear of every agent and every run from the start.
     observers: tuple[Callable[[Event], None], ...] = ()
+    # When traced: the trace context current where a run is started (a library caller's
+    # span), for runs started without one of their own.
+    traceparent: Callable[[], str | None] | None = None
 
 
 class RunHandle:
@@ -321,6 +324,7 @@ class Engine:
         self.clock: Clock = clock or cfg.clock
         self.rng = cfg.rng
         self.owner = cfg.owner
+        self._traceparent = cfg.traceparent
         self.bus = EventBus()
         # The journal hears every event first: a position is the event's place in it.
         self.journal = Journal(self.store, self.owner, cfg.lease_clock)
@@ -435,15 +439,21 @@ class Engine:
         run_id: str | None = None,
         agents_source: Mapping[str, Any] | None = None,
         source: str | None = None,
+        traceparent: str | None = None,
     ) -> RunHandle:
-        """Validate, persist and start a run; return at once with its handle."""
+        """Validate, persist and start a run; return at once with its handle.
+
+        ``traceparent``: the W3C trace context the run belongs to (when traced; else the
+        span current here, if the engine was given ``traceparent`` in its config)."""
         plan, record = await self._prepare(workflow, input, run_id, agents_source, source,
                                            agents=True)
         record.owner = self.owner
         record.lease_expires_at = await self.store.now() + self.config.lease_s  # its clock
         self.leases_renewed()
         self.journal.track(record, new=True, needs=plan.needs)
-        handle = self._launch(plan, record, resumed=False)
+        if traceparent is None and self._traceparent is not None:
+            traceparent = self._traceparent()
+        handle = self._launch(plan, record, resumed=False, traceparent=traceparent)
         # The run row and its start commit together, before start() returns; at once
         # when no other run could share the transaction.
         if len(self._active) > 1 or not self.journal.commit_now():
@@ -486,11 +496,12 @@ class Engine:
         carry: dict[str, RetryState] | None = None,
         rollback: str | None = None,
         redrive: bool = False,
+        traceparent: str | None = None,
     ) -> RunHandle:
         execution = self._execution(plan, record, resumed=resumed, carry=carry,
                                     redrive=redrive)
         if rollback is None:
-            execution.begin()
+            execution.begin(traceparent)
         work = execution.rollback(rollback) if rollback is not None else execution.execute()
         return self._track(execution, work)
 
@@ -521,9 +532,11 @@ class Engine:
         *,
         run_id: str | None = None,
         agents_source: Mapping[str, Any] | None = None,
+        traceparent: str | None = None,
     ) -> RunRecord:
         """Start a run and wait for it to finish."""
-        handle = await self.start(workflow, input, run_id=run_id, agents_source=agents_source)
+        handle = await self.start(workflow, input, run_id=run_id, agents_source=agents_source,
+                                  traceparent=traceparent)
         try:
             return await handle.result()
         except asyncio.CancelledError:

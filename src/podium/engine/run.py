@@ -248,7 +248,7 @@ class RunExecution:
         self._idle: asyncio.Event | None = None
 
     # --- events -----------------------------------------------------------
-    def begin(self) -> None:
+    def begin(self, traceparent: str | None = None) -> None:
         """Emit the run's start (the caller flushes it together with the run's creation)."""
         wf = self.plan.workflow
         self._begun = True
@@ -259,6 +259,7 @@ class RunExecution:
                 workflow=wf.name,
                 version=wf.version,
                 resumed=self.resumed,
+                traceparent=traceparent,
             )
         )
 

@@ -284,6 +284,7 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
     @app.post("/runs", tags=["runs"], status_code=202)
     async def submit(body: RunSubmit, request: Request,
                      idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
+                     traceparent: str | None = Header(None, max_length=128),
                      who: Principal | None = write) -> JSONResponse:
         """Start a run (SQLite: here; PostgreSQL: stored for the workers)."""
         wf = await _workflow_of(body)
@@ -307,7 +308,7 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
                     if replay is not None:
                         return replay
                 try:
-                    run = await _start(wf, body, run_id)
+                    run = await _start(wf, body, run_id, traceparent)
                 except StoreError:
                     # Another server took the same key a moment before (PostgreSQL: its
                     # row won): the answer is the run it started, not an outage.
@@ -381,15 +382,18 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
                              "created": False}, status_code=200,
                             headers={"Location": f"/runs/{run.run_id}"})
 
-    async def _start(wf: Workflow, body: RunSubmit, run_id: str | None) -> Any:
+    async def _start(wf: Workflow, body: RunSubmit, run_id: str | None,
+                     traceparent: str | None) -> Any:
         from podium.store.base import WorkerStore
 
         e = engine()
         if isinstance(e.store, WorkerStore):
             return await e.submit(wf, body.input, queue=body.queue, run_id=run_id,
                                   agents_source=server.runtime.agents_source)
+        # The submitter's trace (W3C traceparent) is the run's parent when tracing is on.
         handle = await e.start(wf, body.input, run_id=run_id,
-                               agents_source=server.runtime.agents_source)
+                               agents_source=server.runtime.agents_source,
+                               traceparent=traceparent)
         return handle.record
 
     @app.get("/runs", tags=["runs"], dependencies=[read])
