@@ -28,6 +28,13 @@ export function svg(tag, attrs = {}, ...children) {
   return el;
 }
 
+// replaceChildren with what h() accepts: null, false and undefined leave no "null" text.
+export function fill(el, ...children) {
+  el.replaceChildren();
+  append(el, children);
+  return el;
+}
+
 function append(el, children) {
   for (const child of children.flat()) {
     if (child === null || child === undefined || child === false) continue;

@@ -1,12 +1,12 @@
 // Agents, alerts and failures: what the fleet is doing, what is wrong, what fails most.
 import { can, failed, toast } from "./app.js";
 import { get, post } from "./api.js";
-import { badge, h, table, when } from "./dom.js";
+import { badge, fill, h, table, when } from "./dom.js";
 
 function polled(view, title, load, ms = 3000) {
   const body = h("div");
   view.append(h("h1", {}, title), body);
-  const tick = async () => { try { body.replaceChildren(...await load()); } catch (err) { failed(err); } };
+  const tick = async () => { try { fill(body, ...await load()); } catch (err) { failed(err); } };
   tick();
   const timer = setInterval(tick, ms);
   const stop = () => clearInterval(timer);
@@ -65,9 +65,9 @@ export function failuresPage(view) {
     [["3600", "last hour"], ["86400", "last day"], ["604800", "last week"]].map(([v, t]) => h("option", { value: v }, t)));
   const by = h("select", { id: "by", "aria-label": "Group by" },
     ["type", "agent", "step", "workflow"].map((v) => h("option", { value: v }, `by ${v}`)));
-  view.append(h("div", { class: "toolbar" },
+  const toolbar = h("div", { class: "toolbar" },
     h("div", {}, h("label", { for: "since" }, "Window"), since),
-    h("div", {}, h("label", { for: "by" }, "Group"), by)));
+    h("div", {}, h("label", { for: "by" }, "Group"), by));
   const stop = polled(view, "Failures", async () => {
     const doc = await get(`/failures?since_s=${since.value}&by=${by.value}`);
     return [
@@ -85,6 +85,7 @@ export function failuresPage(view) {
         h("td", {}, r.step), h("td", {}, r.agent || ""), h("td", {}, r.attempt), h("td", {}, `${r.type}: ${r.message}`)))),
     ];
   });
+  view.insertBefore(toolbar, view.children[1]);  // under the page's title
   for (const el of [since, by]) el.addEventListener("change", () => stop.tick());
   return stop;
 }

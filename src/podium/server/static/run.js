@@ -2,7 +2,7 @@
 // attempts, a step's input, output and error, and the buttons a write token may use.
 import { can, failed, toast } from "./app.js";
 import { get, post } from "./api.js";
-import { badge, h, json, seconds, table, when } from "./dom.js";
+import { badge, fill, h, json, seconds, table, when } from "./dom.js";
 import { drawGraph } from "./graph.js";
 
 const LIVE = new Set(["pending", "running", "waiting"]);
@@ -32,15 +32,15 @@ export function runPage(view, runId) {
       const s = run.steps[n.id];
       if (s) { n.status = s.status; n.attempts = s.attempts; }
     }
-    head.replaceChildren(
+    fill(head, 
       h("h1", {}, "Run ", h("span", { class: "mono" }, run.run_id), " ", badge(run.status)),
       h("p", { class: "muted" }, `${run.workflow} v${run.version} · created ${when(run.created_at)}`,
         run.finished_at ? ` · finished ${when(run.finished_at)}` : ""),
       actions(),
       run.error ? errorBlock(run.error, "Run error") : null,
       run.output !== null && run.output !== undefined ? h("details", {}, h("summary", {}, "Run output"), json(run.output)) : null);
-    graphBox.replaceChildren(drawGraph(graph, { selected, onSelect: select }));
-    steps.replaceChildren(table(["Step", "Status", "Attempts", "Agent", "Started", "Finished"],
+    fill(graphBox, drawGraph(graph, { selected, onSelect: select }));
+    fill(steps, table(["Step", "Status", "Attempts", "Agent", "Started", "Finished"],
       graph.nodes.map((n) => {
         const s = run.steps[n.id] || {};
         return h("tr", { class: selected === n.id ? "selected" : null, "data-step": n.id },
@@ -48,8 +48,8 @@ export function runPage(view, runId) {
           h("td", {}, badge(s.status || "pending")), h("td", {}, s.attempts || 0),
           h("td", {}, s.agent || n.agent || ""), h("td", {}, when(s.started_at)), h("td", {}, when(s.finished_at)));
       }), { id: "steps" }));
-    detail.replaceChildren(...stepDetail());
-    timeline.replaceChildren(timelineTable());
+    fill(detail, ...stepDetail());
+    fill(timeline, timelineTable());
   };
 
   const actions = () => {

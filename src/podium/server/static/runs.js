@@ -1,7 +1,7 @@
 // Runs: newest first, polled; status filter, text search, and a form to submit one.
 import { can, failed, toast } from "./app.js";
 import { get, post } from "./api.js";
-import { badge, h, seconds, table, when } from "./dom.js";
+import { badge, fill, h, seconds, table, when } from "./dom.js";
 
 const STATUSES = ["", "pending", "running", "waiting", "succeeded", "failed", "cancelled", "rolled_back", "rollback_failed"];
 const POLL_MS = 2000;
@@ -17,7 +17,7 @@ export function runsPage(view) {
   const draw = () => {
     const q = search.value.trim().toLowerCase();
     const shown = runs.filter((r) => !q || r.run_id.toLowerCase().includes(q) || r.workflow.toLowerCase().includes(q));
-    body.replaceChildren(...shown.map((r) => h("tr", { "data-run": r.run_id },
+    fill(body, ...shown.map((r) => h("tr", { "data-run": r.run_id },
       h("td", {}, h("a", { href: `#/run/${encodeURIComponent(r.run_id)}`, class: "mono" }, r.run_id)),
       h("td", {}, r.workflow, h("span", { class: "muted" }, ` v${r.version}`)),
       h("td", {}, badge(r.status)),
