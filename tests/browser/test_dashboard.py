@@ -10,18 +10,22 @@
 - a running run is cancelled from its page and ends cancelled;
 - a firing alert is acknowledged from the alerts page;
 - every page renders (light and dark, 1280 px and a phone), screenshots saved under
-  ``tests/browser/screenshots/``.
+  ``tests/browser/screenshots/``;
+- a server with no token (loopback) shows the page without a login.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.browser.conftest import Server, login, shot
+from tests.integration.observe_tools import free_port
+from tests.integration.podium_proc import Sandbox, wait_for
 
 GREEN = {"name": "green", "mode": "sequential", "steps": [
     {"id": "fetch", "agent": "record"},
@@ -228,3 +232,31 @@ def test_the_page_is_served_with_its_guards(server: Server) -> None:
     # A bearer request is judged by its header alone: no CSRF header is asked of it.
     run_id = server.submit(HANG)
     assert server.api("POST", f"/runs/{run_id}/cancel").status_code == 202
+
+
+def test_an_open_server_needs_no_login(browser: Any, tmp_path: Path) -> None:
+    """No token exists and the bind is loopback: the page works without logging in."""
+    sb = Sandbox(tmp_path)
+    try:
+        port = free_port()
+        proc = sb.spawn("serve", "--port", str(port), agents=True)
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            assert proc.poll() is None, sb.stderr_of(proc)
+            try:
+                return httpx.get(url + "/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        assert wait_for(up, 30, 0.05), sb.stderr_of(proc)
+        context = browser.new_context(base_url=url)
+        page = context.new_page()
+        page.goto("/")
+        page.locator("#runs").wait_for()
+        assert page.locator("#who").text_content() == "open server (no tokens)"
+        assert page.get_by_label("API token").is_hidden()
+        assert page.get_by_role("button", name="Submit run").is_visible()
+        context.close()
+    finally:
+        sb.cleanup()
