@@ -19,6 +19,12 @@ is open (anyone on this machine may use it; ``podium serve`` says so at
 start-up); a server bound elsewhere is never open (``--insecure-no-auth``
 excepted).
 
+**The dashboard** (``podium.server.dashboard``) is the page at ``/``. It logs in
+with a token once (``POST /session``) and then sends a session cookie instead of
+the header; a request so authenticated that changes something must also carry
+``X-CSRF-Token`` (``podium.server.session``). A request with an ``Authorization``
+header is judged by that header alone.
+
 **Submitting twice.** ``Idempotency-Key`` (up to 200 printable characters) makes
 the run's id from the key (and the token's id): the same key again returns the
 run it started (200, ``"created": false``), never a second one; the same key
@@ -56,6 +62,7 @@ from podium.errors import (
     RunNotFound,
     StoreError,
 )
+from podium.server.session import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, Sessions
 from podium.state import TERMINAL_RUN_STATUSES, RunStatus
 
 if TYPE_CHECKING:
@@ -71,6 +78,7 @@ _KEY_MAX = 200
 _POLL_S = 0.25  # a stream reads the store at least this often while its run goes on
 _RESTING = frozenset({*TERMINAL_RUN_STATUSES, RunStatus.WAITING})
 _OPEN_CHECK_S = 5.0  # whether any token exists is looked up at most this often
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # need no CSRF header
 
 
 class ApiError(Exception):
@@ -159,15 +167,28 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 # --- authentication ------------------------------------------------------------------
 
 class _Guard:
-    """Who a request is, and whether its scope allows the route."""
+    """Who a request is, and whether its scope allows the route: a bearer token, or the
+    dashboard's session cookie (``podium.server.session``) with its CSRF header on
+    whatever changes something."""
 
     def __init__(self, auth: Callable[[], Authenticator | None], config: ApiConfig) -> None:
         self._auth = auth
         self.config = config
         self._open_until = 0.0
         self._open = False
+        self._sessions: Sessions | None = None
 
-    async def _is_open(self) -> bool:
+    @property
+    def sessions(self) -> Sessions:
+        if self._sessions is None:
+            auth = self._auth()
+            self._sessions = Sessions(auth.store if auth is not None else None,
+                                      auth.clock if auth is not None else None)
+        return self._sessions
+
+    async def is_open(self, request: Request) -> bool:
+        """No token is needed: none exists, and the server may be open (a loopback bind:
+        then only to clients on this machine, not what a proxy relays here)."""
         auth = self._auth()
         if auth is None or not self.config.open_without_tokens:
             return False  # not started yet: nobody in
@@ -175,25 +196,28 @@ class _Guard:
         if now >= self._open_until:
             self._open = not await auth.any_tokens()
             self._open_until = now + _OPEN_CHECK_S
-        return self._open
+        return self._open and (not self.config.local_only or local_client(request))
 
     def need(self, scope: str) -> Callable[..., Coroutine[Any, Any, Principal | None]]:
         async def check(request: Request,
                         authorization: str | None = Header(None, include_in_schema=False),
                         ) -> Principal | None:
-            if await self._is_open() and (not self.config.local_only or local_client(request)):
+            if await self.is_open(request):
                 return None
             fix = "send Authorization: Bearer TOKEN (make one: podium token create --scope"
-            if not authorization:
+            principal: Principal | None = None
+            if not authorization and SESSION_COOKIE in request.cookies:
+                principal = await self._by_session(request, scope)
+            elif not authorization:
                 raise ApiError(401, "unauthorized", f"no bearer token ({fix} {scope})")
-            kind, _, presented = authorization.partition(" ")
-            principal = None
-            auth = self._auth()
-            if kind.lower() == "bearer" and presented.strip() and auth is not None:
-                principal = await auth.authenticate(presented.strip())
+            else:
+                kind, _, presented = authorization.partition(" ")
+                auth = self._auth()
+                if kind.lower() == "bearer" and presented.strip() and auth is not None:
+                    principal = await auth.authenticate(presented.strip())
             if principal is None:
-                raise ApiError(401, "unauthorized", "the bearer token is unknown, expired or"
-                               f" revoked ({fix} {scope})")
+                raise ApiError(401, "unauthorized", "the bearer token is unknown,"
+                               f" expired or revoked ({fix} {scope})")
             from podium.auth import Scope, allows
 
             if not allows(principal.scope, Scope(scope)):
@@ -203,6 +227,17 @@ class _Guard:
             return principal
 
         return check
+
+    async def _by_session(self, request: Request, scope: str) -> Principal:
+        session = await self.sessions.get(request.cookies.get(SESSION_COOKIE))
+        if session is None:
+            raise ApiError(401, "unauthorized", "the session ended (fix: log in again with"
+                           f" a token: podium token create --scope {scope})")
+        if request.method not in _SAFE_METHODS and not Sessions.csrf_ok(
+                session, request.headers.get(CSRF_HEADER)):
+            raise ApiError(403, "csrf", f"a request made with the session cookie must echo"
+                           f" the {CSRF_COOKIE} cookie in {CSRF_HEADER}")
+        return session.principal
 
 
 # --- the app -------------------------------------------------------------------------
@@ -596,6 +631,9 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
         report["since_s"] = since_s
         return report
 
+    from podium.server.dashboard import add_dashboard
+
+    add_dashboard(app, server, guard)
     return app
 
 
