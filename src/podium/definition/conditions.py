@@ -19,8 +19,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import cel
-
 __all__ = ["Condition", "ConditionError", "compile_condition", "condition_problems"]
 
 # What an expression may name at its top level.
@@ -57,6 +55,10 @@ class Condition:
             raise ConditionError("the expression is empty")
         if len(self.source) > MAX_CHARS:
             raise ConditionError(f"the expression is over {MAX_CHARS:,} characters")
+        # Imported here: the package loads its command line (prompt_toolkit, ~0.19 s) with
+        # it, which every podium command would pay at start-up for a feature few use.
+        import cel
+
         try:
             self._program = cel.compile(self.source)
         except ValueError as exc:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 from podium.events import (
@@ -233,7 +234,9 @@ def configure_from_env() -> Tracing | None:
     (OTLP over HTTP by default); ``ConfigError`` with the install line when the SDK
     is missing.
     """
-    if global_provider_set():
+    # An application that installed a provider imported OpenTelemetry to do so; not
+    # importing it otherwise spares every command ~0.05 s at start-up.
+    if "opentelemetry.trace" in sys.modules and global_provider_set():
         return Tracing()
     if not wanted_from_env():
         return None
