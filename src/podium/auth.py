@@ -187,9 +187,10 @@ class _Verified:
 class Authenticator:
     """Checks presented tokens against the store, keeping verified ones ``CACHE_S``."""
 
-    def __init__(self, store: TokenStore, clock: Clock) -> None:
+    def __init__(self, store: TokenStore, clock: Clock, cache_s: float = CACHE_S) -> None:
         self.store = store
         self.clock = clock
+        self.cache_s = cache_s  # a revocation elsewhere is honoured within this
         # sha256 of the presented token -> what it verified as. Keyed by a digest, so
         # that the cache holds no secret and its lookup reveals nothing by its timing.
         self._cache: dict[bytes, _Verified] = {}
@@ -250,7 +251,7 @@ class Authenticator:
         if len(self._cache) >= CACHE_MAX:
             del self._cache[next(iter(self._cache))]  # the oldest verified
         self._cache[key] = _Verified(principal, record.expires_at,
-                                     self.clock.monotonic() + CACHE_S)
+                                     self.clock.monotonic() + self.cache_s)
         await self._touch(token_id)
         return principal
 

@@ -81,7 +81,8 @@ class PodiumServer:
         self.alerts = self.runtime.alerts
         from podium.auth import Authenticator
 
-        self.auth = Authenticator(self.runtime.store, self.engine.clock)
+        self.auth = Authenticator(self.runtime.store, self.engine.clock,
+                                  cache_s=token_cache_s())
         self.engine.registry.start_monitor()
         from podium.store.base import WorkerStore
 
@@ -303,3 +304,26 @@ def check_database(db: str | None) -> None:
         await store.close()
 
     asyncio.run(probe())
+
+
+def token_cache_s() -> float:
+    """How long a verified API token is trusted before the database is read again (so
+    how late a revocation by another process is honoured): ``$PODIUM_TOKEN_CACHE`` (a
+    duration, 0s to 1h), else 30 s."""
+    import os
+
+    from podium.auth import CACHE_S
+
+    raw = os.environ.get("PODIUM_TOKEN_CACHE")
+    if not raw:
+        return CACHE_S
+    from podium.definition.durations import parse_duration
+
+    try:
+        seconds = parse_duration(raw)
+    except (PodiumError, ValueError, TypeError) as exc:
+        raise ConfigError(f"PODIUM_TOKEN_CACHE={raw!r}: not a duration ({exc}) (fix: e.g."
+                          " PODIUM_TOKEN_CACHE=30s)") from None
+    if not 0 <= seconds <= 3600:
+        raise ConfigError(f"PODIUM_TOKEN_CACHE={raw!r}: from 0s to 1h (fix: e.g. 30s)")
+    return seconds
