@@ -20,13 +20,14 @@ if TYPE_CHECKING:  # psycopg is the postgres extra: imported (and its absence ex
     import psycopg  # by postgres.py, which imports this module
     from psycopg_pool import AsyncConnectionPool
 
-__all__ = ["PostgresRegistry"]
+__all__ = ["PostgresPart", "PostgresRegistry"]
 
 Q = queries("postgres")
 
 
-class PostgresRegistry:
-    """Needs ``_fetch`` and ``_writable`` (provided by ``PostgresStore``)."""
+class PostgresPart:
+    """A part of ``PostgresStore`` kept in a module of its own (the registry, tokens): it
+    uses the store's ``pool``, ``_error``, ``_fetch`` and ``_writable``."""
 
     @property
     def pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
@@ -40,6 +41,9 @@ class PostgresRegistry:
 
     async def _fetch(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
         raise NotImplementedError
+
+
+class PostgresRegistry(PostgresPart):
 
     async def register_workflow(self, name: str, version: int | str,
                                 definition: dict[str, Any]) -> tuple[RegisteredWorkflow, bool]:

@@ -7,38 +7,19 @@ each secret is ever written (``podium.auth`` makes it).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from podium.errors import StoreError
 from podium.store.base import TokenRecord
+from podium.store.postgres_registry import PostgresPart
 from podium.store.queries import queries
 from podium.store.sqlite_tokens import token_from_row, token_row, token_taken
-
-if TYPE_CHECKING:  # psycopg is the postgres extra: imported (and its absence explained)
-    import psycopg  # by postgres.py, which imports this module
-    from psycopg_pool import AsyncConnectionPool
 
 __all__ = ["PostgresTokens"]
 
 Q = queries("postgres")
 
 
-class PostgresTokens:
-    """Needs ``pool``, ``_error``, ``_fetch`` and ``_writable`` (``PostgresStore``'s)."""
-
-    @property
-    def pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
-        raise NotImplementedError
-
-    def _error(self, exc: BaseException, doing: str = "") -> StoreError:
-        raise NotImplementedError
-
-    def _writable(self) -> None:
-        raise NotImplementedError
-
-    async def _fetch(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
-
+class PostgresTokens(PostgresPart):
     async def add_token(self, record: TokenRecord, salt: bytes, hash: bytes) -> None:
         import psycopg
 

@@ -7,27 +7,20 @@ A mixin of ``SQLiteStore``: it uses the store's connection and its short
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from typing import Any
 
 from podium.state import AlertRecord, AttemptOutcome
 from podium.store.queries import queries
 from podium.store.rows import alert_from_row, dumps
+from podium.store.sqlite_db import SQLitePart
 
 __all__ = ["AlertQueries"]
 
 Q = queries("sqlite")
 
 
-class AlertQueries:
+class AlertQueries(SQLitePart):
     """Needs the store's ``conn`` and ``_write`` (provided by ``SQLiteStore``)."""
-
-    @property
-    def conn(self) -> sqlite3.Connection:
-        raise NotImplementedError
-
-    def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
-        raise NotImplementedError
 
     async def save_alert(
         self, alert: AlertRecord, what: str, detail: str = "", ts: float | None = None

@@ -25,10 +25,12 @@ import errno
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from podium.errors import StoreError
@@ -37,6 +39,7 @@ __all__ = [
     "BUSY_TIMEOUT_S",
     "SCHEMA_VERSION",
     "Opened",
+    "SQLitePart",
     "claim_file",
     "connect",
     "file_key",
@@ -385,3 +388,17 @@ def _fresh_schema() -> tuple[str, ...]:
             " AND name NOT LIKE 'sqlite^_%' ESCAPE '^' ORDER BY rowid"))  # SQLite's own
     finally:
         conn.close()
+
+
+class SQLitePart:
+    """A part of ``SQLiteStore`` kept in a module of its own (alerts, schedules, the
+    registry, tokens): it uses the store's ``conn``, ``path`` and ``_write``."""
+
+    path: Path
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        raise NotImplementedError
+
+    def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
+        raise NotImplementedError

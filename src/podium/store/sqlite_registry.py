@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from podium.store.base import RegisteredWorkflow, WorkflowVersion
 from podium.store.queries import queries
 from podium.store.registry import prepare_registration, version_taken
 from podium.store.rows import loads
-from podium.store.sqlite_db import store_error
+from podium.store.sqlite_db import SQLitePart, store_error
 
 __all__ = ["RegistryQueries", "registered_from_row"]
 
@@ -29,17 +28,8 @@ def registered_from_row(r: Sequence[Any]) -> RegisteredWorkflow:
                               registered_at=float(r[3]), definition=loads(r[4]))
 
 
-class RegistryQueries:
+class RegistryQueries(SQLitePart):
     """Needs the store's ``conn`` and ``_write`` (provided by ``SQLiteStore``)."""
-
-    path: Path
-
-    @property
-    def conn(self) -> sqlite3.Connection:
-        raise NotImplementedError
-
-    def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
-        raise NotImplementedError
 
     async def register_workflow(self, name: str, version: int | str,
                                 definition: dict[str, Any]) -> tuple[RegisteredWorkflow, bool]:

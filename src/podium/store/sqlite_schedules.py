@@ -7,28 +7,21 @@ its short ``BEGIN IMMEDIATE`` write transactions.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from typing import Any
 
 from podium.errors import ConfigError
 from podium.store.base import ScheduleRecord, Signal, SlotRecord
 from podium.store.queries import queries
 from podium.store.rows import dumps, loads, schedule_from_row, schedule_row
+from podium.store.sqlite_db import SQLitePart
 
 __all__ = ["ScheduleQueries"]
 
 Q = queries("sqlite")
 
 
-class ScheduleQueries:
+class ScheduleQueries(SQLitePart):
     """Needs the store's ``conn`` and ``_write`` (provided by ``SQLiteStore``)."""
-
-    @property
-    def conn(self) -> sqlite3.Connection:
-        raise NotImplementedError
-
-    def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
-        raise NotImplementedError
 
     async def add_schedule(self, schedule: ScheduleRecord) -> None:
         row = schedule_row(schedule)

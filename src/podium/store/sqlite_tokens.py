@@ -8,14 +8,13 @@ hash of each secret is ever written (``podium.auth`` makes it).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from podium.errors import ConfigError
 from podium.store.base import Scope, TokenRecord
 from podium.store.queries import queries
-from podium.store.sqlite_db import store_error
+from podium.store.sqlite_db import SQLitePart, store_error
 
 __all__ = ["TokenQueries", "token_from_row", "token_row", "token_taken"]
 
@@ -42,17 +41,8 @@ def token_row(record: TokenRecord, salt: bytes, hash: bytes) -> tuple[Any, ...]:
             record.expires_at, record.revoked_at, record.last_used_at)
 
 
-class TokenQueries:
+class TokenQueries(SQLitePart):
     """Needs the store's ``conn``, ``path`` and ``_write`` (provided by ``SQLiteStore``)."""
-
-    path: Path
-
-    @property
-    def conn(self) -> sqlite3.Connection:
-        raise NotImplementedError
-
-    def _write(self, fn: Callable[..., Any], *args: Any) -> Any:
-        raise NotImplementedError
 
     async def add_token(self, record: TokenRecord, salt: bytes, hash: bytes) -> None:
         row = token_row(record, salt, hash)
