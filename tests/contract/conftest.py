@@ -28,6 +28,7 @@ from podium.state import AlertRecord, AttemptOutcome, RunRecord
 from podium.store.base import (
     Batch,
     CommitUnknown,
+    FeedPosition,
     RegisteredWorkflow,
     ScheduleRecord,
     Signal,
@@ -229,6 +230,13 @@ class _Wrapper:
 
     async def touch_token(self, token_id: str, at: float) -> None:
         await self.inner.touch_token(token_id, at)
+
+    async def read_feed(self, after: FeedPosition, *, limit: int = 500
+                        ) -> list[tuple[FeedPosition, Event]]:
+        return await self.inner.read_feed(after, limit=limit)
+
+    async def feed_head(self) -> FeedPosition:
+        return await self.inner.feed_head()
 
 
 class DelayedStore(_Wrapper):

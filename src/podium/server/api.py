@@ -33,7 +33,9 @@ with another workflow or input is refused (409).
 **Live events.** ``GET /runs/{id}/events`` is a Server-Sent Events stream of the
 run's committed events, each with its number as ``id``; a client that reconnects
 with ``Last-Event-ID`` (or ``?after=N``) gets what it missed and nothing twice.
-It ends after the run's last event, with an ``end`` event.
+It ends after the run's last event, with an ``end`` event. ``GET /events`` is
+every run's events in commit order (the store's feed), ids ``<commit>-<number>-<run
+id>``, resumable the same way; it goes on until the client leaves.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ MAX_PAGE = 500
 _KEY_MAX = 200
 _POLL_S = 0.25  # a stream reads the store at least this often while its run goes on
 _RESTING = frozenset({*TERMINAL_RUN_STATUSES, RunStatus.WAITING})
+_FEED_PAGE = 500  # events read from the feed at a time
+_KEEPALIVE_S = 15.0  # a comment on a quiet stream this often
 _OPEN_CHECK_S = 5.0  # whether any token exists is looked up at most this often
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # need no CSRF header
 
@@ -551,6 +555,72 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
         finally:
             unsubscribe()
 
+    @app.get("/events", tags=["runs"], dependencies=[read],
+             response_class=StreamingResponse)
+    async def all_events(
+            request: Request,
+            last_event_id: str | None = Header(None, alias="Last-Event-ID"),
+            after: str | None = Query(None, max_length=300, description=(
+                "Go on after this event id (as the stream sent it); 0: from the first"
+                " event the feed holds. Without it (and without Last-Event-ID): only what"
+                " is committed from now on.")),
+            types: str | None = Query(None, max_length=2000, description=(
+                "Only these event types, comma separated (e.g. run_started,run_finished)."
+            ))) -> StreamingResponse:
+        """Every run's committed events as Server-Sent Events, in commit order, resumable
+        with ``Last-Event-ID``. The stream goes on until the client leaves."""
+        from podium.store.base import FeedPosition
+
+        store = server.runtime.store
+        wanted = None if types is None else frozenset(
+            t.strip() for t in types.split(",") if t.strip())
+        mark = last_event_id if last_event_id is not None else after
+        if mark is None:
+            start = await store.feed_head()
+        elif mark == "0":
+            start = FeedPosition()
+        else:
+            start = _feed_id(mark, "Last-Event-ID" if last_event_id is not None else "after")
+        return StreamingResponse(_feed_stream(start, wanted, request),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store",
+                                          "X-Accel-Buffering": "no"})
+
+    async def _feed_stream(position: Any, wanted: frozenset[str] | None,
+                           request: Request) -> AsyncIterator[bytes]:
+        store = server.runtime.store
+        woken = asyncio.Event()
+        unsubscribe = engine().bus.subscribe(lambda event: woken.set())
+        quiet_since = time.monotonic()
+        try:
+            yield b": podium\n\n"
+            while True:
+                page = await store.read_feed(position, limit=_FEED_PAGE)
+                out = []
+                for position, event in page:
+                    if wanted is not None and event.type not in wanted:
+                        continue
+                    doc = {"run_id": event.run_id, **event_doc(event)}
+                    data = json.dumps(doc, default=str, separators=(",", ":"))
+                    out.append(f"id: {position.tx}-{position.seq}-{position.run_id}\n"
+                               f"event: {event.type}\ndata: {data}\n\n")
+                if out:
+                    quiet_since = time.monotonic()
+                    yield "".join(out).encode()
+                if len(page) >= _FEED_PAGE:
+                    continue  # more is waiting: no sleep
+                if await request.is_disconnected():
+                    return
+                if time.monotonic() - quiet_since > _KEEPALIVE_S:
+                    quiet_since = time.monotonic()
+                    yield b": keep-alive\n\n"  # a proxy keeps the connection; a gone client shows
+                woken.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), _POLL_S)
+                await asyncio.sleep(0.01)  # an event seen on the bus commits a moment later
+        finally:
+            unsubscribe()
+
     # --- workflows ------------------------------------------------------------
     @app.post("/workflows", tags=["workflows"], status_code=201, dependencies=[admin])
     async def register(definition: dict[str, Any]) -> JSONResponse:
@@ -641,6 +711,19 @@ def _id(run_id: str) -> str:
     if not 0 < len(run_id) <= 256 or not run_id.isprintable():
         raise ApiError(400, "usage", "a run id is 1 to 256 printable characters")
     return run_id
+
+
+def _feed_id(text: str, what: str) -> Any:
+    """An event id of ``GET /events``: ``<commit>-<number>-<run id>``."""
+    from podium.store.base import FeedPosition
+
+    tx, _, rest = text.partition("-")
+    seq, _, run_id = rest.partition("-")
+    if (tx.isdigit() and seq.isdigit() and run_id and len(tx) <= 20 and len(seq) <= 12
+            and len(run_id) <= 256 and run_id.isprintable()):
+        return FeedPosition(int(tx), run_id, int(seq))
+    raise ApiError(400, "usage", f"{what}: not an event id this stream sent (fix: pass the"
+                   " id of the last event received, or 0 for the start of the feed)")
 
 
 def _cursor(text: str) -> tuple[float, str]:

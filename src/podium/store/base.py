@@ -56,6 +56,7 @@ __all__ = [
     "AlertStore",
     "Batch",
     "CommitUnknown",
+    "EventFeed",
     "EventRow",
     "FeedPosition",
     "RegisteredWorkflow",
@@ -545,11 +546,44 @@ class TokenStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class FeedPosition:
+    """A place in the feed of every committed event of a shared database, in commit
+    order (``EventFeed.read_feed``, ``WorkerStore.feed``). Opaque to its readers, but
+    kept across processes: a new alert leader carries on from where the last one got
+    to, a client reconnects with it as ``Last-Event-ID``."""
+
+    tx: int = 0
+    run_id: str = ""
+    seq: int = 0
+
+
+@runtime_checkable
+class EventFeed(Protocol):
+    """Every committed event of the database in commit order, for readers that follow
+    all runs at once (``GET /events``, ``podium runs --watch``), from any process.
+
+    Positions are kept by the reader (a client's ``Last-Event-ID``); nothing is saved.
+    An event appears only once its transaction has ended and never behind a position
+    already read, so a reader that moves on misses nothing.
+    """
+
+    async def read_feed(self, after: FeedPosition, *, limit: int = 500
+                        ) -> list[tuple[FeedPosition, Event]]:
+        """Up to ``limit`` events after ``after``, each with its own position."""
+        ...
+
+    async def feed_head(self) -> FeedPosition:
+        """The position after the last event committed so far."""
+        ...
+
+
 @runtime_checkable
 class Store(RunStore, AlertStore, ScheduleStore, WaitStore, WorkflowRegistry, TokenStore,
-            Protocol):
-    """All six: what ``open_store`` gives (one database holds runs, alerts, schedules,
-    the signals of waiting runs, the registered workflows and the API tokens)."""
+            EventFeed, Protocol):
+    """All seven: what ``open_store`` gives (one database holds runs, alerts, schedules,
+    the signals of waiting runs, the registered workflows and the API tokens, and reads
+    back every run's events in commit order)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -573,17 +607,6 @@ class WorkerInfo:
     stopping: bool = False
     runs_held: int = 0
     roles: tuple[str, ...] = ()  # the roles it leads (``lead``): "alerts"
-
-
-@dataclass(frozen=True, slots=True)
-class FeedPosition:
-    """A place in the feed of every committed event of a shared database, in commit
-    order (``WorkerStore.feed``). Opaque to its readers, but kept across processes:
-    a new leader carries on from where the last one got to."""
-
-    tx: int = 0
-    run_id: str = ""
-    seq: int = 0
 
 
 @runtime_checkable

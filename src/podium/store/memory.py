@@ -8,6 +8,7 @@ JSON text they arrived in (decoded only when a run is read back).
 
 from __future__ import annotations
 
+import bisect
 import copy
 import dataclasses
 import time
@@ -29,6 +30,7 @@ from podium.state import (
 from podium.store.base import (
     NO_RUNS,
     Batch,
+    FeedPosition,
     RegisteredWorkflow,
     ScheduleRecord,
     Signal,
@@ -65,6 +67,9 @@ class MemoryStore:
         self._slots: dict[str, dict[float, SlotRecord]] = {}
         self._registered: dict[tuple[str, str], RegisteredWorkflow] = {}
         self._tokens: dict[str, tuple[TokenRecord, bytes, bytes]] = {}
+        # Every committed event with its feed position, in commit order (``read_feed``).
+        self._feed: list[tuple[int, str, int, Event]] = []
+        self._batches = 0
 
     async def open(self) -> None:
         return None
@@ -127,6 +132,12 @@ class MemoryStore:
             self._steps[r.run_id] = {}
         for e in batch.source:
             self._events[e.run_id].append(e)
+        if batch.source:
+            self._batches += 1
+            tx = self._batches
+            self._feed += sorted(
+                ((tx, e.run_id, seq, e) for e, seq in zip(batch.source, batch.seqs, strict=True)),
+                key=lambda row: row[1:3])
         finished = set(batch.finished)
         for r in batch.runs:
             run = self._runs[r.run_id]
@@ -141,6 +152,19 @@ class MemoryStore:
             if s.output_json is None and old is not None and old.output_json is not None:
                 s = s._replace(output_json=old.output_json)
             rows[s.step_id] = s
+
+    async def read_feed(self, after: FeedPosition, *, limit: int = 500
+                        ) -> list[tuple[FeedPosition, Event]]:
+        key = (after.tx, after.run_id, after.seq)
+        start = bisect.bisect_right(self._feed, key, key=lambda row: row[:3])
+        return [(FeedPosition(tx, rid, seq), e)
+                for tx, rid, seq, e in self._feed[start:start + max(limit, 0)]]
+
+    async def feed_head(self) -> FeedPosition:
+        if not self._feed:
+            return FeedPosition()
+        tx, rid, seq, _ = self._feed[-1]
+        return FeedPosition(tx, rid, seq)
 
     async def batch_committed(self, batch: Batch) -> bool:
         return all(len(self._events.get(rid, ())) >= seq for rid, seq in batch.last_seq.items())

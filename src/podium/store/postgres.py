@@ -65,6 +65,7 @@ from podium.store.rows import (
     DefinitionJson,
     alert_from_row,
     dumps,
+    event_from_row,
     events_from_rows,
     run_from_row,
     schedule_from_row,
@@ -970,6 +971,19 @@ class PostgresStore(PostgresRegistry, PostgresTokens):
             events += events_from_rows(row[1], (row[3:],))
         last = rows[-1]
         return events, FeedPosition(int(last[0]), last[1], int(last[2]))
+
+    async def read_feed(self, after: FeedPosition, *, limit: int = 500
+                        ) -> list[tuple[FeedPosition, Event]]:
+        if limit <= 0:
+            return []
+        rows = await self._fetch(Q["feed_after"], {
+            "tx": after.tx, "run_id": after.run_id, "seq": after.seq, "limit": limit})
+        out: list[tuple[FeedPosition, Event]] = []
+        for tx, rid, seq, kind, ts, data in rows:
+            event = event_from_row(rid, kind, ts, data)
+            if event is not None:
+                out.append((FeedPosition(int(tx), rid, int(seq)), event))
+        return out
 
     async def feed_head(self) -> FeedPosition:
         rows = await self._fetch(Q["feed_head"])

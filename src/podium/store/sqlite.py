@@ -55,6 +55,7 @@ from podium.store.sqlite_db import (
     release_file,
     store_error,
 )
+from podium.store.sqlite_feed import FeedQueries, feed_ranges
 from podium.store.sqlite_registry import RegistryQueries
 from podium.store.sqlite_schedules import ScheduleQueries
 from podium.store.sqlite_tokens import TokenQueries
@@ -105,7 +106,7 @@ def checked_db_path(path: str, url: str) -> Path:
     return Path(path)
 
 
-class SQLiteStore(AlertQueries, ScheduleQueries, RegistryQueries, TokenQueries):
+class SQLiteStore(AlertQueries, ScheduleQueries, RegistryQueries, TokenQueries, FeedQueries):
     def __init__(self, path: Path | str, *, durability: str = "normal",
                  readonly: bool = False) -> None:
         if durability not in ("normal", "strict"):
@@ -392,7 +393,9 @@ class SQLiteStore(AlertQueries, ScheduleQueries, RegistryQueries, TokenQueries):
                 r.input_json, r.status, r.output_json, r.error_json, r.created_at,
                 r.started_at, r.finished_at, r.owner, r.lease_expires_at,
                 dumps(r.agents_source), r.phase, r.queue, dumps(list(r.needs))))
-        conn.executemany(Q["event_insert"], event_rows(batch.source, batch.seqs))
+        if batch.source:
+            conn.executemany(Q["event_insert"], event_rows(batch.source, batch.seqs))
+            conn.execute(Q["feed_insert"], (feed_ranges(batch),))
         finished = batch.finished
         for r in batch.runs:  # mostly one, where executemany costs more than execute
             conn.execute(Q["run_update"], (

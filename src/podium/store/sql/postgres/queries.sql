@@ -376,6 +376,15 @@ WHERE (tx, run_id, seq) > (%(tx)s, %(run_id)s, %(seq)s)
 ORDER BY tx, run_id, seq
 LIMIT %(limit)s;
 
+-- name: feed_after
+-- Everything committed after a position, in commit order, for a reader that holds no
+-- role (`GET /events`, `podium runs --watch`): the leader's read without the save.
+SELECT tx, run_id, seq, type, ts, data FROM events
+WHERE (tx, run_id, seq) > (%(tx)s, %(run_id)s, %(seq)s)
+  AND tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+ORDER BY tx, run_id, seq
+LIMIT %(limit)s;
+
 -- name: feed_head
 -- The last position of the feed now: a reader starting here sees only what follows.
 SELECT tx, run_id, seq FROM events

@@ -279,3 +279,18 @@ WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?1);
 -- A later use is never replaced by an earlier one (two servers touching at once).
 UPDATE api_tokens SET last_used_at = ?1
 WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1);
+
+-- name: feed_insert
+-- One row per committed batch: which events it wrote (schema 11).
+INSERT INTO feed (runs) VALUES (?);
+
+-- name: feed_batches
+-- The batches from position ? on, oldest first (the first may be partly read).
+SELECT pos, runs FROM feed WHERE pos >= ? ORDER BY pos LIMIT ?;
+
+-- name: feed_events
+-- The events of one run that one batch wrote.
+SELECT seq, type, ts, data FROM events WHERE run_id = ? AND seq BETWEEN ? AND ? ORDER BY seq;
+
+-- name: feed_last
+SELECT pos, runs FROM feed ORDER BY pos DESC LIMIT 1;
