@@ -38,7 +38,8 @@ async def test_the_feed_gives_every_event_once_in_commit_order_from_any_position
         ("b1", "step_started", "s"),
         ("a1", "step_started", "t"), ("a1", "step_started", "u")]
     keys = [_key(p) for p, _ in got]
-    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    assert keys == sorted(keys)
+    assert len(set(keys)) == len(keys)
     assert [p.seq for p, _ in got] == [1, 2, 1, 2, 3, 4]
     assert _key(await store.feed_head()) == keys[-1]
     # From every position a reader may have kept: exactly what follows, in pages too.

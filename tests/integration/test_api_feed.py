@@ -148,15 +148,19 @@ def test_runs_watch_prints_each_change_from_the_database_or_a_server(
     assert f"{ok} rec started" in changes
     assert any(c.startswith(f"{ok} rec succeeded after ") for c in changes)
     failed = [c for c in changes if c.startswith(f"{bad} bad failed after ")]
-    assert len(failed) == 1 and ": " in failed[0].split(" after ", 1)[1], changes
+    assert len(failed) == 1, changes
+    assert ": " in failed[0].split(" after ", 1)[1], changes
     assert changes.index(f"{ok} rec started") < next(
         i for i, c in enumerate(changes) if c.startswith(f"{ok} rec succeeded"))
     assert not any(done in c for c in changes)  # finished before the watch: listed only
     docs = [json.loads(ln) for ln in lines(from_server)]
-    assert docs[0]["run_id"] == done and docs[0]["status"] == "succeeded"  # the list
+    assert docs[0]["run_id"] == done
+    assert docs[0]["status"] == "succeeded"
     finished = {d["run_id"]: d for d in docs if d.get("event") == "run_finished"}
-    assert finished[ok]["status"] == "succeeded" and finished[ok]["workflow"] == "rec"
-    assert finished[bad]["status"] == "failed" and finished[bad]["error"]["type"]
+    assert finished[ok]["status"] == "succeeded"
+    assert finished[ok]["workflow"] == "rec"
+    assert finished[bad]["status"] == "failed"
+    assert finished[bad]["error"]["type"]
     started = [d["run_id"] for d in docs if d.get("event") == "run_started"]
     assert sorted(started) == sorted([ok, bad])  # each once
 

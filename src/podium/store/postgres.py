@@ -58,6 +58,7 @@ from podium.store.base import (
     SlotRecord,
     WorkerInfo,
 )
+from podium.store.postgres_agents import PostgresAgents
 from podium.store.postgres_registry import PostgresRegistry
 from podium.store.postgres_tokens import PostgresTokens
 from podium.store.queries import queries
@@ -125,7 +126,7 @@ def _max_runs(definition: Any) -> int | None:
     return most if isinstance(most, int) and not isinstance(most, bool) else None
 
 
-class PostgresStore(PostgresRegistry, PostgresTokens):
+class PostgresStore(PostgresRegistry, PostgresTokens, PostgresAgents):
     def __init__(self, conninfo: str, *, url: str, schema: str = "public", pool_max: int = 8,
                  synchronous_commit: bool = True, notify: bool = True,
                  readonly: bool = False) -> None:

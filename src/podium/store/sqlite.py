@@ -44,6 +44,7 @@ from podium.store.rows import (
     run_from_row,
     step_from_row,
 )
+from podium.store.sqlite_agents import JoinedAgentQueries
 from podium.store.sqlite_alerts import AlertQueries
 from podium.store.sqlite_checkpoint import CHECKPOINT_THREAD_AFTER, Checkpointer
 from podium.store.sqlite_db import (
@@ -106,7 +107,8 @@ def checked_db_path(path: str, url: str) -> Path:
     return Path(path)
 
 
-class SQLiteStore(AlertQueries, ScheduleQueries, RegistryQueries, TokenQueries, FeedQueries):
+class SQLiteStore(AlertQueries, ScheduleQueries, RegistryQueries, TokenQueries, FeedQueries,
+                  JoinedAgentQueries):
     def __init__(self, path: Path | str, *, durability: str = "normal",
                  readonly: bool = False) -> None:
         if durability not in ("normal", "strict"):
