@@ -76,7 +76,7 @@ class PodiumServer:
             agents_file=None if self.config.registry is not None else
             find_agents_file(self.config.agents_file),
             alerts_file=self.config.alerts_file, metrics=True, alerts=True,
-            schedules=True)).open()
+            schedules=True, joined_agents_s=2.0)).open()
         self.engine, self.metrics = self.runtime.engine, self.runtime.metrics
         self.alerts = self.runtime.alerts
         from podium.auth import Authenticator

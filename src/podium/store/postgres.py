@@ -58,6 +58,7 @@ from podium.store.base import (
     SlotRecord,
     WorkerInfo,
 )
+from podium.store.postgres_agents import PostgresAgents
 from podium.store.postgres_registry import PostgresRegistry
 from podium.store.postgres_tokens import PostgresTokens
 from podium.store.queries import queries
@@ -65,6 +66,7 @@ from podium.store.rows import (
     DefinitionJson,
     alert_from_row,
     dumps,
+    event_from_row,
     events_from_rows,
     run_from_row,
     schedule_from_row,
@@ -124,7 +126,7 @@ def _max_runs(definition: Any) -> int | None:
     return most if isinstance(most, int) and not isinstance(most, bool) else None
 
 
-class PostgresStore(PostgresRegistry, PostgresTokens):
+class PostgresStore(PostgresRegistry, PostgresTokens, PostgresAgents):
     def __init__(self, conninfo: str, *, url: str, schema: str = "public", pool_max: int = 8,
                  synchronous_commit: bool = True, notify: bool = True,
                  readonly: bool = False) -> None:
@@ -970,6 +972,19 @@ class PostgresStore(PostgresRegistry, PostgresTokens):
             events += events_from_rows(row[1], (row[3:],))
         last = rows[-1]
         return events, FeedPosition(int(last[0]), last[1], int(last[2]))
+
+    async def read_feed(self, after: FeedPosition, *, limit: int = 500
+                        ) -> list[tuple[FeedPosition, Event]]:
+        if limit <= 0:
+            return []
+        rows = await self._fetch(Q["feed_after"], {
+            "tx": after.tx, "run_id": after.run_id, "seq": after.seq, "limit": limit})
+        out: list[tuple[FeedPosition, Event]] = []
+        for tx, rid, seq, kind, ts, data in rows:
+            event = event_from_row(rid, kind, ts, data)
+            if event is not None:
+                out.append((FeedPosition(int(tx), rid, int(seq)), event))
+        return out
 
     async def feed_head(self) -> FeedPosition:
         rows = await self._fetch(Q["feed_head"])

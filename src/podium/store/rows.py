@@ -21,6 +21,7 @@ __all__ = [
     "alert_from_row",
     "dumps",
     "error_of",
+    "event_from_row",
     "events_from_rows",
     "loads",
     "run_from_row",
@@ -111,6 +112,13 @@ def alert_from_row(row: Sequence[Any]) -> AlertRecord:
         level=row[13],
         last_notified_at=row[14],
     )
+
+
+def event_from_row(run_id: str, kind: str, ts: float, data: str | bytes) -> Event | None:
+    """One event from its row; None for a type this Podium does not know (written by a
+    newer one), as ``events_from_rows`` skips it."""
+    found = events_from_rows(run_id, ((kind, ts, data),))
+    return found[0] if found else None
 
 
 def events_from_rows(run_id: str, rows: Iterable[Sequence[Any]]) -> list[Event]:

@@ -44,6 +44,7 @@ from podium.store.rows import (
     run_from_row,
     step_from_row,
 )
+from podium.store.sqlite_agents import JoinedAgentQueries
 from podium.store.sqlite_alerts import AlertQueries
 from podium.store.sqlite_checkpoint import CHECKPOINT_THREAD_AFTER, Checkpointer
 from podium.store.sqlite_db import (
@@ -55,6 +56,7 @@ from podium.store.sqlite_db import (
     release_file,
     store_error,
 )
+from podium.store.sqlite_feed import FeedQueries, feed_ranges
 from podium.store.sqlite_registry import RegistryQueries
 from podium.store.sqlite_schedules import ScheduleQueries
 from podium.store.sqlite_tokens import TokenQueries
@@ -105,7 +107,8 @@ def checked_db_path(path: str, url: str) -> Path:
     return Path(path)
 
 
-class SQLiteStore(AlertQueries, ScheduleQueries, RegistryQueries, TokenQueries):
+class SQLiteStore(AlertQueries, ScheduleQueries, RegistryQueries, TokenQueries, FeedQueries,
+                  JoinedAgentQueries):
     def __init__(self, path: Path | str, *, durability: str = "normal",
                  readonly: bool = False) -> None:
         if durability not in ("normal", "strict"):
@@ -392,7 +395,9 @@ class SQLiteStore(AlertQueries, ScheduleQueries, RegistryQueries, TokenQueries):
                 r.input_json, r.status, r.output_json, r.error_json, r.created_at,
                 r.started_at, r.finished_at, r.owner, r.lease_expires_at,
                 dumps(r.agents_source), r.phase, r.queue, dumps(list(r.needs))))
-        conn.executemany(Q["event_insert"], event_rows(batch.source, batch.seqs))
+        if batch.source:
+            conn.executemany(Q["event_insert"], event_rows(batch.source, batch.seqs))
+            conn.execute(Q["feed_insert"], (feed_ranges(batch),))
         finished = batch.finished
         for r in batch.runs:  # mostly one, where executemany costs more than execute
             conn.execute(Q["run_update"], (
