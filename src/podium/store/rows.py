@@ -27,6 +27,7 @@ __all__ = [
     "schedule_from_row",
     "schedule_row",
     "step_from_row",
+    "traceparent_of",
 ]
 
 
@@ -111,6 +112,12 @@ def alert_from_row(row: Sequence[Any]) -> AlertRecord:
         level=row[13],
         last_notified_at=row[14],
     )
+
+
+def traceparent_of(data: str) -> str | None:
+    """The ``traceparent`` of a run-level event's stored JSON (``trace_context``)."""
+    found = orjson.loads(data).get("traceparent")
+    return found if isinstance(found, str) else None
 
 
 def events_from_rows(run_id: str, rows: Iterable[Sequence[Any]]) -> list[Event]:
