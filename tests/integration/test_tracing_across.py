@@ -342,3 +342,31 @@ def test_a_run_posted_with_a_traceparent_and_executed_by_a_worker_is_in_that_tra
     assert (kid.trace_id, kid.parent) == (GIVEN_TRACE, steps["sub"].span_id)
     (k,) = collector.spans("step k")
     assert (k.trace_id, k.parent) == (GIVEN_TRACE, kid.span_id)
+
+
+@pytest.mark.postgres
+def test_a_worker_taking_over_a_dead_workers_run_goes_on_in_the_submitters_trace(
+        sandbox: Sandbox, collector: Collector, pg_url: str) -> None:
+    from tests.integration.test_api import start
+
+    sb = sandbox
+    definition = {"name": "fatal", "mode": "sequential", "steps": [
+        {"id": "a", "agent": "record"}, {"id": "b", "agent": "suicide"}]}
+    api = start(sb, db=pg_url)
+    first = sb.spawn("worker", "--name", "w1", "--lease", "2s", agents=True, db=pg_url)
+    posted = api.post("/runs", {"definition": definition}, headers={"traceparent": GIVEN})
+    assert posted.status_code == 202, posted.text
+    run_id = posted.json()["run_id"]
+    assert first.wait(30) == -signal.SIGKILL  # step b killed the worker executing it
+    (sb.root / "cured").touch()
+    second = sb.spawn("worker", "--name", "w2", "--lease", "2s", agents=True, db=pg_url)
+    assert api.until_status(run_id, "succeeded")["status"] == "succeeded"
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(30) == 0, sb.stderr_of(second)
+    runs = collector.spans("run fatal")
+    assert runs  # the killed worker's run span never left it; the taker's did
+    assert all((s.trace_id, s.parent) == (GIVEN_TRACE, GIVEN_SPAN) for s in runs)
+    (taken,) = [s for s in runs if s.attributes["podium.resumed"]]
+    b = [s for s in collector.spans("step b") if s.parent == taken.span_id]
+    assert len(b) == 1
+    assert b[0].trace_id == GIVEN_TRACE
