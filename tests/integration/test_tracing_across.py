@@ -37,7 +37,7 @@ from podium.agents.registry import AgentRegistry
 from podium.definition.loader import workflow_from_dict
 from podium.engine import EngineConfig
 from podium.engine.owners import new_owner_id
-from podium.observe.tracing import Tracing, current_traceparent
+from podium.observe.tracing import Tracing, current_traceparent, env_traceparent
 from podium.store.base import Store
 from podium.store.factory import open_store
 from tests.conftest import registry_of
@@ -197,6 +197,21 @@ async def test_untraced_engines_record_no_trace_context() -> None:
         for rid in (run.run_id, f"{run.run_id}.call", f"{run.run_id}.each[0]"):
             assert await engine.store.trace_context(rid) is None
             assert "run_traced" not in [e.type for e in await engine.store.get_events(rid)]
+
+
+def test_traceparent_in_the_environment_counts_when_valid_and_a_current_span_wins(
+        traced: Traced, monkeypatch: pytest.MonkeyPatch) -> None:
+    for bad in ("", "garbage", "00-" + "0" * 32 + "-b7ad6b7169203331-01",
+                "00-0af7651916cd43dd8448eb211c80319c-" + "0" * 16 + "-01", GIVEN + "-x"):
+        monkeypatch.setenv("TRACEPARENT", bad)
+        assert env_traceparent() is None, bad
+    monkeypatch.setenv("TRACEPARENT", GIVEN.upper())
+    assert env_traceparent() == GIVEN
+    assert current_traceparent() == GIVEN
+    with traced.provider.get_tracer("caller").start_as_current_span("job") as job:
+        ctx = job.get_span_context()
+        assert current_traceparent() == (
+            f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}")
 
 
 # --- real processes, exporting OTLP over HTTP to this collector --------------------
