@@ -184,6 +184,15 @@ class Runtime:
             from podium.observe.tracing import current_traceparent
 
             engine_config.traceparent = current_traceparent
+            engine_config.span_traceparent = self.tracing.traceparent_of
+        else:
+            from podium.observe.tracing import env_traceparent
+
+            # Not traced here, but a caller's trace given ($TRACEPARENT, e.g. around
+            # `podium submit`): stored with the run for the processes that trace it.
+            given = env_traceparent()
+            if given is not None:
+                engine_config.traceparent = lambda: given
         if config.owner is not None:
             engine_config.owner = config.owner
         self.engine = Engine(engine_config)

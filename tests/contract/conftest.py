@@ -128,6 +128,9 @@ class _Wrapper:
     async def get_events(self, run_id: str) -> Sequence[Event]:
         return await self.inner.get_events(run_id)
 
+    async def trace_context(self, run_id: str) -> str | None:
+        return await self.inner.trace_context(run_id)
+
     async def request_cancel(self, run_id: str) -> bool:
         return await self.inner.request_cancel(run_id)
 

@@ -449,10 +449,12 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
         from podium.store.base import WorkerStore
 
         e = engine()
+        # The submitter's trace (W3C traceparent) is the run's parent when tracing is on;
+        # a worker executing a stored run finds it in the store.
         if isinstance(e.store, WorkerStore):
             return await e.submit(wf, body.input, queue=body.queue, run_id=run_id,
-                                  agents_source=server.runtime.agents_source)
-        # The submitter's trace (W3C traceparent) is the run's parent when tracing is on.
+                                  agents_source=server.runtime.agents_source,
+                                  traceparent=traceparent)
         handle = await e.start(wf, body.input, run_id=run_id,
                                agents_source=server.runtime.agents_source,
                                traceparent=traceparent)

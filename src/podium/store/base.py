@@ -295,6 +295,13 @@ class RunStore(Protocol):
 
     async def get_events(self, run_id: str) -> Sequence[Event]: ...
 
+    async def trace_context(self, run_id: str) -> str | None:
+        """The W3C trace context a run's executions are children of: the first one its
+        ``RunSubmitted``, ``RunStarted`` or ``RunTraced`` events recorded (None: never
+        traced). ``run_id`` is exact. A process resuming the run has nothing else to
+        keep it in one trace with."""
+        ...
+
     async def request_cancel(self, run_id: str) -> bool:
         """Ask whoever runs ``run_id`` to cancel it; False if it is already finished."""
         ...

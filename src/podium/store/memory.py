@@ -18,7 +18,15 @@ from typing import Any
 import orjson
 
 from podium.errors import ConfigError, RunNotFound, StoreError
-from podium.events import ErrorInfo, Event, StepAttemptFailed, StepSucceeded
+from podium.events import (
+    ErrorInfo,
+    Event,
+    RunStarted,
+    RunSubmitted,
+    RunTraced,
+    StepAttemptFailed,
+    StepSucceeded,
+)
 from podium.state import (
     TERMINAL_RUN_STATUSES,
     AlertRecord,
@@ -255,6 +263,12 @@ class MemoryStore:
 
     async def get_events(self, run_id: str) -> Sequence[Event]:
         return list(self._events.get(self._find(run_id).run_id, []))
+
+    async def trace_context(self, run_id: str) -> str | None:
+        for e in self._events.get(run_id, ()):
+            if isinstance(e, RunSubmitted | RunStarted | RunTraced) and e.traceparent:
+                return e.traceparent
+        return None
 
     async def request_cancel(self, run_id: str) -> bool:
         run = self._find(run_id)

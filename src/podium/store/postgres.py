@@ -72,6 +72,7 @@ from podium.store.rows import (
     schedule_from_row,
     schedule_row,
     step_from_row,
+    traceparent_of,
 )
 from podium.store.urls import bad_db
 
@@ -517,6 +518,10 @@ class PostgresStore(PostgresRegistry, PostgresTokens, PostgresAgents):
         except psycopg.Error as exc:
             raise self._error(exc) from None
         return events_from_rows(rid, rows)
+
+    async def trace_context(self, run_id: str) -> str | None:
+        rows = await self._fetch(Q["trace_context"], (run_id,))
+        return traceparent_of(rows[0][0]) if rows else None
 
     async def request_cancel(self, run_id: str) -> bool:
         """Mark the run, and tell its worker at once (the notification goes out with the

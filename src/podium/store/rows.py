@@ -28,6 +28,7 @@ __all__ = [
     "schedule_from_row",
     "schedule_row",
     "step_from_row",
+    "traceparent_of",
 ]
 
 
@@ -119,6 +120,12 @@ def event_from_row(run_id: str, kind: str, ts: float, data: str | bytes) -> Even
     newer one), as ``events_from_rows`` skips it."""
     found = events_from_rows(run_id, ((kind, ts, data),))
     return found[0] if found else None
+
+
+def traceparent_of(data: str) -> str | None:
+    """The ``traceparent`` of a run-level event's stored JSON (``trace_context``)."""
+    found = orjson.loads(data).get("traceparent")
+    return found if isinstance(found, str) else None
 
 
 def events_from_rows(run_id: str, rows: Iterable[Sequence[Any]]) -> list[Event]:

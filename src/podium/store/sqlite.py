@@ -43,6 +43,7 @@ from podium.store.rows import (
     events_from_rows,
     run_from_row,
     step_from_row,
+    traceparent_of,
 )
 from podium.store.sqlite_agents import JoinedAgentQueries
 from podium.store.sqlite_alerts import AlertQueries
@@ -529,6 +530,10 @@ class SQLiteStore(AlertQueries, ScheduleQueries, RegistryQueries, TokenQueries, 
     async def get_events(self, run_id: str) -> Sequence[Event]:
         rid = self._resolve_id(run_id)
         return events_from_rows(rid, self.conn.execute(Q["events_of_run"], (rid,)))
+
+    async def trace_context(self, run_id: str) -> str | None:
+        row = self.conn.execute(Q["trace_context"], (run_id,)).fetchone()
+        return traceparent_of(row[0]) if row is not None else None
 
     async def request_cancel(self, run_id: str) -> bool:
         rid = self._resolve_id(run_id)

@@ -139,6 +139,14 @@ ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s;
 -- name: events_of_run
 SELECT type, ts, data FROM events WHERE run_id = %s ORDER BY seq;
 
+-- name: trace_context
+-- The first run-level event that recorded a trace context (few per run: one per
+-- execution), read along the primary key; no event decoded but the one.
+SELECT data FROM events
+WHERE run_id = %s AND type IN ('run_submitted', 'run_started', 'run_traced')
+  AND strpos(data, '"traceparent"') > 0
+ORDER BY seq LIMIT 1;
+
 -- name: cancel_request
 UPDATE runs SET cancel_requested = true
 WHERE run_id = %s AND status NOT IN ('succeeded', 'failed', 'cancelled', 'rolled_back',
