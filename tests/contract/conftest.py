@@ -236,7 +236,7 @@ class _Wrapper:
         await self.inner.touch_token(token_id, at)
 
     async def read_feed(self, after: FeedPosition, *, limit: int = 500
-                        ) -> list[tuple[FeedPosition, Event]]:
+                        ) -> tuple[list[tuple[FeedPosition, Event]], FeedPosition]:
         return await self.inner.read_feed(after, limit=limit)
 
     async def feed_head(self) -> FeedPosition:

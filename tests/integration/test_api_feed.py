@@ -39,8 +39,9 @@ def feed(api: Api, *, last: str | None = None, stop: Any = None, params: Any = N
                 name, _, value = line.partition(": ")
                 fields[name] = value
                 continue
-            if not fields:
-                continue  # the end of a comment
+            if "data" not in fields:
+                fields = {}
+                continue  # the end of a comment, or an id alone (a place to go on from)
             out.append((fields["id"], fields["event"], json.loads(fields["data"])))
             fields = {}
             if stop(out):
@@ -167,3 +168,17 @@ def test_runs_watch_prints_each_change_from_the_database_or_a_server(
     stray = sb.podium("runs", "--server", api.url)
     assert stray.returncode == 2
     assert "go with --watch" in stray.stderr
+
+
+def test_event_ids_are_ascii_numbers_within_64_bits() -> None:
+    """A Unicode digit or a number past 64 bits is a 400 before the stream starts (found
+    in review: a 500, and a stream that died with a traceback)."""
+    import pytest
+
+    from podium.server.api import ApiError, _feed_id
+
+    for bad in ("\u00b2-1-x", "99999999999999999999-1-x", "1-9223372036854775808-x", "1-1-",
+                "-1-x", "1-x"):
+        with pytest.raises(ApiError):
+            _feed_id(bad, "after")
+    assert _feed_id("9223372036854775807-3-r-1", "after").run_id == "r-1"

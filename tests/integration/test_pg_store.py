@@ -289,7 +289,14 @@ async def test_one_leader_per_database_handed_over_when_it_goes(pg_url: str) -> 
         assert await a.lead("alerts")
         assert await b.lead("other-role")
         await a.close()
-        assert await b.lead("alerts")
+        # The server lets the lock go once it has ended a's session, a moment after the
+        # client closed it (on a loaded machine, not always before the next statement).
+        for _ in range(50):
+            if await b.lead("alerts"):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("b never took the role a's close let go")
     finally:
         await b.close()
 

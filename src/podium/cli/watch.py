@@ -119,12 +119,11 @@ async def _from_database(db: str | None, rows: Rows, printer: _Printer,
         show_list(docs)
         _watching()
         while not stop.is_set():
-            page = await store.read_feed(position, limit=500)
+            page, scanned = await store.read_feed(position, limit=500)
             for _, event in page:
                 printer({"run_id": event.run_id, **event_doc(event)})
-            if page:
-                position = page[-1][0]
-            if len(page) < 500:
+            moved, position = scanned != position, scanned
+            if not moved:
                 with _suppress_timeout():
                     await asyncio.wait_for(stop.wait(), _POLL_S)
 
@@ -195,11 +194,16 @@ async def _read_stream(client: Any, url: str, params: dict[str, str], last: str 
                 name, _, value = line.partition(": ")
                 fields[name] = value
                 continue
-            if "data" in fields and "id" in fields:
-                doc = json.loads(fields["data"])
+            if "data" in fields:
+                try:
+                    doc = json.loads(fields["data"])
+                except ValueError:
+                    fail(f"--server {url}: not a Podium event stream (an event's data is"
+                         " not JSON) (fix: the URL of a podium serve)")
                 doc["type"] = fields.get("event", doc.get("type"))
                 printer(doc)
-                last = fields["id"]
+            if "id" in fields:
+                last = fields["id"]  # (an id alone: where to go on from)
             fields = {}
     return last, listed
 

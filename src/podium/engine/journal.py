@@ -247,7 +247,11 @@ class Journal:
                 return
             self._release(None)
             return
-        batch, upto = self._cut()
+        try:
+            batch, upto = self._cut()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiters, as above
+            self._release(exc)
+            return
         self._writing = asyncio.get_running_loop().create_task(
             self._write_async(batch, upto), name="podium:journal-commit")
 
@@ -336,12 +340,48 @@ class Journal:
         pending = self._pending
         try:
             return self._cut_pending(pending)
-        except BaseException:
-            # Nothing taken: the events stay pending (a retry cuts them again) and no
-            # step row is forgotten (touched steps are cleared only once cut whole).
+        except BaseException as exc:
+            # Nothing taken: the events stay pending and no step row is forgotten
+            # (touched steps are cleared only once cut whole).
             self._pending = pending + self._pending
             self._cut_so_far -= len(pending)
-            raise
+            if not isinstance(exc, Exception):
+                raise
+            # A run whose rows cannot be stored (a value that will not encode) must not
+            # hold up every other run: it is stopped here and its events dropped; the
+            # others are cut again without it.
+            bad = self._runs_that_cannot_be_cut(pending)
+            if not bad:
+                raise
+            for rid in bad:
+                log.error("run %s: its state cannot be stored (%s: %s); this process stops"
+                          " executing it (its last stored state stays resumable)", rid,
+                          type(exc).__name__, exc)
+                self.forget(rid)
+                if self.on_lost is not None:
+                    self.on_lost(rid)
+            if not self._pending:
+                raise
+            return self._cut()
+
+    def _runs_that_cannot_be_cut(self, pending: list[Event]) -> list[str]:
+        """The runs among ``pending`` whose events cannot be cut on their own (tried one
+        run at a time, the journal's state put back after each try)."""
+        bad = []
+        so_far, cut_runs, rest = self._cut_so_far, self._cut_runs, self._pending
+        for rid in dict.fromkeys(e.run_id for e in pending):
+            t = self._tracked.get(rid)
+            if t is None:
+                continue
+            touched = dict(t.touched)
+            try:
+                self._cut_pending([e for e in pending if e.run_id == rid])
+            except Exception:  # noqa: BLE001 - the question is only whether it fails
+                bad.append(rid)
+            finally:
+                t.touched = touched
+                self._cut_so_far, self._cut_runs, self._pending = so_far, cut_runs, rest
+        return bad
 
     def _cut_pending(self, events: list[Event]) -> tuple[Batch, int]:
         self._pending = []

@@ -620,20 +620,25 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
         try:
             yield b": podium\n\n"
             while True:
-                page = await store.read_feed(position, limit=_FEED_PAGE)
+                page, scanned = await store.read_feed(position, limit=_FEED_PAGE)
                 out = []
-                for position, event in page:
+                for at, event in page:
                     if wanted is not None and event.type not in wanted:
                         continue
                     doc = {"run_id": event.run_id, **event_doc(event)}
                     data = json.dumps(doc, default=str, separators=(",", ":"))
-                    out.append(f"id: {position.tx}-{position.seq}-{position.run_id}\n"
+                    out.append(f"id: {_feed_text(at)}\n"
                                f"event: {event.type}\ndata: {data}\n\n")
+                if scanned != position and not out:
+                    # All filtered out (or a newer Podium's): still a place to go on
+                    # from, so a client that reconnects does not read it all again.
+                    out.append(f"id: {_feed_text(scanned)}\n\n")
+                moved, position = scanned != position, scanned
                 if out:
                     quiet_since = time.monotonic()
                     yield "".join(out).encode()
-                if len(page) >= _FEED_PAGE:
-                    continue  # more is waiting: no sleep
+                if moved:
+                    continue  # more may be waiting: no sleep
                 if await request.is_disconnected():
                     return
                 if time.monotonic() - quiet_since > _KEEPALIVE_S:
@@ -803,14 +808,19 @@ def _agent_id(agent_id: str) -> str:
     return agent_id
 
 
+def _feed_text(position: Any) -> str:
+    return f"{position.tx}-{position.seq}-{position.run_id}"
+
+
 def _feed_id(text: str, what: str) -> Any:
     """An event id of ``GET /events``: ``<commit>-<number>-<run id>``."""
     from podium.store.base import FeedPosition
 
     tx, _, rest = text.partition("-")
     seq, _, run_id = rest.partition("-")
-    if (tx.isdigit() and seq.isdigit() and run_id and len(tx) <= 20 and len(seq) <= 12
-            and len(run_id) <= 256 and run_id.isprintable()):
+    if (tx.isascii() and tx.isdigit() and seq.isascii() and seq.isdigit() and run_id
+            and len(tx) <= 19 and len(seq) <= 18 and len(run_id) <= 256
+            and run_id.isprintable() and int(tx) < 1 << 63 and int(seq) < 1 << 63):
         return FeedPosition(int(tx), run_id, int(seq))
     raise ApiError(400, "usage", f"{what}: not an event id this stream sent (fix: pass the"
                    " id of the last event received, or 0 for the start of the feed)")

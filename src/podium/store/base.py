@@ -618,8 +618,10 @@ class EventFeed(Protocol):
     """
 
     async def read_feed(self, after: FeedPosition, *, limit: int = 500
-                        ) -> list[tuple[FeedPosition, Event]]:
-        """Up to ``limit`` events after ``after``, each with its own position."""
+                        ) -> tuple[list[tuple[FeedPosition, Event]], FeedPosition]:
+        """Up to ``limit`` events after ``after``, each with its own position, and the
+        position to read on from: past what was looked at, even when all of it was of
+        types this Podium does not know (a newer one's), which are left out."""
         ...
 
     async def feed_head(self) -> FeedPosition:

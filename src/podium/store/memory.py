@@ -165,11 +165,12 @@ class MemoryStore:
             rows[s.step_id] = s
 
     async def read_feed(self, after: FeedPosition, *, limit: int = 500
-                        ) -> list[tuple[FeedPosition, Event]]:
+                        ) -> tuple[list[tuple[FeedPosition, Event]], FeedPosition]:
         key = (after.tx, after.run_id, after.seq)
         start = bisect.bisect_right(self._feed, key, key=lambda row: row[:3])
-        return [(FeedPosition(tx, rid, seq), e)
+        page = [(FeedPosition(tx, rid, seq), e)
                 for tx, rid, seq, e in self._feed[start:start + max(limit, 0)]]
+        return page, page[-1][0] if page else after
 
     async def feed_head(self) -> FeedPosition:
         if not self._feed:

@@ -979,17 +979,19 @@ class PostgresStore(PostgresRegistry, PostgresTokens, PostgresAgents):
         return events, FeedPosition(int(last[0]), last[1], int(last[2]))
 
     async def read_feed(self, after: FeedPosition, *, limit: int = 500
-                        ) -> list[tuple[FeedPosition, Event]]:
+                        ) -> tuple[list[tuple[FeedPosition, Event]], FeedPosition]:
         if limit <= 0:
-            return []
+            return [], after
         rows = await self._fetch(Q["feed_after"], {
             "tx": after.tx, "run_id": after.run_id, "seq": after.seq, "limit": limit})
         out: list[tuple[FeedPosition, Event]] = []
+        scanned = after
         for tx, rid, seq, kind, ts, data in rows:
+            scanned = FeedPosition(int(tx), rid, int(seq))
             event = event_from_row(rid, kind, ts, data)
             if event is not None:
-                out.append((FeedPosition(int(tx), rid, int(seq)), event))
-        return out
+                out.append((scanned, event))
+        return out, scanned
 
     async def feed_head(self) -> FeedPosition:
         rows = await self._fetch(Q["feed_head"])

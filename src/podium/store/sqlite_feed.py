@@ -44,11 +44,13 @@ class FeedQueries(SQLitePart):
     """Needs the store's ``conn`` (reads only: the rows are written with each batch)."""
 
     async def read_feed(self, after: FeedPosition, *, limit: int = 500
-                        ) -> list[tuple[FeedPosition, Event]]:
+                        ) -> tuple[list[tuple[FeedPosition, Event]], FeedPosition]:
         out: list[tuple[FeedPosition, Event]] = []
+        scanned = after
         if limit <= 0:
-            return out
+            return out, scanned
         key = (after.tx, after.run_id, after.seq)
+        looked = 0  # events looked at: known types or not, a page ends at ``limit``
         try:
             conn = self.conn
             # A batch holds at least one event, and only the first (``after``'s own) can
@@ -60,16 +62,16 @@ class FeedQueries(SQLitePart):
                     if pos == after.tx and rid == after.run_id:
                         lo = max(lo, after.seq + 1)
                     for seq, kind, ts, data in conn.execute(Q["feed_events"], (rid, lo, hi)):
+                        scanned = FeedPosition(pos, rid, seq)
+                        looked += 1
                         event = event_from_row(rid, kind, ts, data)
-                        position = FeedPosition(pos, rid, seq)
-                        if event is None:
-                            continue  # a newer Podium's type: skipped, as get_events does
-                        out.append((position, event))
-                        if len(out) >= limit:
-                            return out
+                        if event is not None:  # (a newer Podium's type: left out)
+                            out.append((scanned, event))
+                        if looked >= limit:
+                            return out, scanned
         except sqlite3.Error as exc:
             raise store_error(exc, self.path) from None
-        return out
+        return out, scanned
 
     async def feed_head(self) -> FeedPosition:
         try:
