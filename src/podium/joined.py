@@ -29,7 +29,9 @@ __all__ = ["JoinedAgents"]
 
 log = logging.getLogger("podium.joined")
 
-_CLOSE_AFTER_S = 60.0  # an agent that left is closed this long after (its calls end)
+# An agent that left is closed this long after: a call in flight ends first (the API
+# allows a joined agent a call timeout of up to an hour).
+_CLOSE_AFTER_S = 3660.0
 
 
 class JoinedAgents(Rounds):
@@ -45,6 +47,9 @@ class JoinedAgents(Rounds):
         self.health_timeout_s = health_timeout_s
         self._mine: dict[str, str] = {}  # id -> its entry as registered here (canonical)
         self._closing: dict[asyncio.Task[None], Agent] = {}
+        # One round at a time: the loop's and the API's (after a join or a leave) must
+        # not apply an older read after a newer one.
+        self._lock = asyncio.Lock()
 
     @property
     def ids(self) -> frozenset[str]:
@@ -52,6 +57,10 @@ class JoinedAgents(Rounds):
         return frozenset(self._mine)
 
     async def round(self) -> float:
+        async with self._lock:
+            return await self._round()
+
+    async def _round(self) -> float:
         try:
             rows = await self.store.joined_agents()
         except StoreError as exc:

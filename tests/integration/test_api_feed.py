@@ -168,6 +168,11 @@ def test_runs_watch_prints_each_change_from_the_database_or_a_server(
     stray = sb.podium("runs", "--server", api.url)
     assert stray.returncode == 2
     assert "go with --watch" in stray.stderr
+    for url in ("ftp://x", "localhost:8080", "http://[::1"):  # refused at once, exit 2
+        bad = sb.podium("runs", "--watch", "--server", url, timeout=20)
+        assert bad.returncode == 2, (url, bad.stderr)
+        assert "not the http(s) URL" in bad.stderr
+        assert "Traceback" not in bad.stderr
 
 
 def test_event_ids_are_ascii_numbers_within_64_bits() -> None:

@@ -29,8 +29,12 @@ _REFUSED = frozenset({400, 401, 403, 409, 413, 422})
 
 def default_agent_id(capability: str, port: int) -> str:
     """``CAPABILITY-HOST-PORT``, in the characters an agent id may have."""
-    raw = f"{capability}-{socket.gethostname()}-{port}"
-    return re.sub(r"[^A-Za-z0-9_.:-]", "-", raw).lstrip("-_.:") or f"agent-{port}"
+    raw = f"{capability[:64]}-{socket.gethostname()[:50]}-{port}"
+    return re.sub(r"[^A-Za-z0-9_.:-]", "-", raw).lstrip("-_.:")[:128] or f"agent-{port}"
+
+
+class _Refused(Exception):
+    """The server refused for good (``Joining.refused`` says why)."""
 
 
 @dataclass
@@ -59,7 +63,10 @@ class Joining:
                         if self.refused is not None:
                             return
                     else:
-                        joined = await self._beat(client)
+                        try:
+                            joined = await self._beat(client)
+                        except _Refused:
+                            return
                         if not joined:
                             continue  # forgotten: join again at once
                     backoff = 1.0
@@ -94,6 +101,9 @@ class Joining:
             log.warning("%s forgot agent %r (it expired): registering again", self.server,
                         self.entry["id"])
             return False
+        if answer.status_code in (401, 403):  # the token was revoked: no retry helps
+            self.refused = f"--register {self.server}: heartbeat refused: {_message(answer)}"
+            raise _Refused
         log.warning("heartbeat to %s: %s", self.server, _message(answer))
         return True  # kept: the next one may pass
 

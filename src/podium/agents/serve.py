@@ -153,6 +153,13 @@ def serve(
     check_host(host)
     check_log_level(log_level)  # also: is uvicorn installed
     limits = limits or HttpLimits()
+    if join is not None and join.public_url:
+        from urllib.parse import urlsplit
+
+        # The engine calls it by the URL it registered: that name must pass the Host check.
+        public_host = urlsplit(join.public_url).hostname
+        if public_host:
+            allowed_hosts = (*allowed_hosts, public_host)
     allowed_hosts = check_allowed_hosts(allowed_hosts)
     token = token_from(token_env)
     cwd = Path.cwd()

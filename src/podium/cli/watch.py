@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from podium.cli.common import err, fail, run_async
+from podium.errors import StoreError
 from podium.state import RunStatus
 
 __all__ = ["RUN_EVENTS", "watch_runs"]
@@ -40,6 +41,16 @@ def watch_runs(rows: Rows, *, db: str | None, server: str | None,
     stop = asyncio.Event()
     printer = _Printer(status, workflow, as_json)
     if server is not None:
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(server)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:
+            ok = False
+        if not ok:
+            fail(f"--server {server!r}: not the http(s) URL of a podium serve (fix: e.g."
+                 " --server http://127.0.0.1:8080)")
         go = _from_server(server.rstrip("/"), token, status, workflow, printer, show_list, stop)
     else:
         go = _from_database(db, rows, printer, show_list, stop)
@@ -119,7 +130,13 @@ async def _from_database(db: str | None, rows: Rows, printer: _Printer,
         show_list(docs)
         _watching()
         while not stop.is_set():
-            page, scanned = await store.read_feed(position, limit=500)
+            try:
+                page, scanned = await store.read_feed(position, limit=500)
+            except StoreError as exc:
+                if "no such table: feed" not in exc.message:
+                    raise
+                fail("this database has no feed of changes yet (it was made by an older"
+                     " Podium) (fix: podium db upgrade --db URL, then watch again)")
             for _, event in page:
                 printer({"run_id": event.run_id, **event_doc(event)})
             moved, position = scanned != position, scanned

@@ -153,8 +153,8 @@ class AgentJoin(BaseModel):
     weight: float = Field(1.0, gt=0, le=1000)
     max_concurrency: int | None = Field(None, ge=1, le=100_000)
     timeout: float | None = Field(None, gt=0, le=3600, description="Seconds per call")
-    token: str | None = Field(None, min_length=1, max_length=4096,
-                              description="A bearer token Podium must send it")
+    token: str | None = Field(None, min_length=16, max_length=512,
+                              description="A bearer token Podium must send it (16-512)")
     ttl_s: float = Field(30.0, ge=1, le=3600, description=(
         "Seconds it stays without a heartbeat (send one every third of it)"))
 
@@ -718,7 +718,7 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
         if not spec.get("labels"):
             spec.pop("labels", None)
         try:  # refused now (422), not by every process that reads it later
-            probe = build_joined_agent(spec)
+            probe = build_joined_agent({k: v for k, v in spec.items() if k != "token"})
         except ConfigError as exc:
             raise ApiError(422, "input_error", exc.message) from None
         await probe.aclose()

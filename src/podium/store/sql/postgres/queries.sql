@@ -315,8 +315,11 @@ ORDER BY created_at LIMIT 100;
 SELECT capabilities FROM workers
 WHERE heartbeat + lease_s >= extract(epoch FROM statement_timestamp()) AND NOT stopping
 UNION ALL
-SELECT (spec::json -> 'capabilities')::text FROM joined_agents
-WHERE expires_at > extract(epoch FROM statement_timestamp());
+SELECT ((spec::jsonb -> 'capabilities') || to_jsonb('@' || id))::text FROM joined_agents
+WHERE expires_at > extract(epoch FROM statement_timestamp())
+  AND EXISTS (SELECT 1 FROM workers
+              WHERE heartbeat + lease_s >= extract(epoch FROM statement_timestamp())
+                AND NOT stopping);
 
 -- name: notify
 SELECT pg_notify(%s, %s);
