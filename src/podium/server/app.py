@@ -65,6 +65,9 @@ class PodiumServer:
         self.resumed: list[str] = []
         self._next_due: float | None = None  # a run backing off after a takeover
         self.auth: Authenticator | None = None
+        from podium.server.session import OneTimeLogins
+
+        self.logins = OneTimeLogins()  # codes for tokens this process holds (demo --ui)
 
     async def start(self) -> None:
         from podium.agents.config import find_agents_file
