@@ -49,10 +49,12 @@ from podium.demo.agents import SAMPLE_CSV
 from podium.errors import AgentError, InvalidInput, Unavailable
 
 __all__ = [
+    "COLLECTOR_FAILURES",
     "DEFAULT_REPORT_NAME",
     "PUBLISH_PATH",
     "REGISTRY_REF",
     "SAMPLE_CSV",
+    "UPSTREAM_BUSY",
     "WORKFLOW_PATH",
     "default_input",
     "publish_input",
