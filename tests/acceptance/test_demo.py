@@ -182,7 +182,8 @@ def test_demo_ui_serves_the_runs_to_the_holder_of_its_one_time_link(podium: Podi
         base = link.split("/session/")[0]
         with httpx.Client(base_url=base, timeout=10) as browser:
             first = browser.get(link)
-            assert first.status_code == 303 and first.headers["location"] == "/"
+            assert first.status_code == 303
+            assert first.headers["location"] == "/"
             assert "podium_session" in browser.cookies
             me = browser.get("/session").json()
             assert me["user"]["name"] == "podium demo --ui"
@@ -203,7 +204,8 @@ def test_demo_ui_serves_the_runs_to_the_holder_of_its_one_time_link(podium: Podi
             assert run["steps"]["process"]["agent"] == "us-worker"
         with httpx.Client(base_url=base, timeout=10) as stranger:
             reused = stranger.get(link)
-            assert reused.status_code == 303 and "podium_session" not in stranger.cookies
+            assert reused.status_code == 303
+            assert "podium_session" not in stranger.cookies
             assert stranger.get("/runs").status_code == 401
     finally:
         proc.send_signal(signal.SIGINT)
