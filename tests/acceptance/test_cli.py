@@ -1128,7 +1128,9 @@ def test_demo_json_prints_one_run_document(podium: Podium) -> None:
 
     assert res.code == 0, res
     doc = res.json()
-    assert_run_document(doc, ["collect", "process", "validate", "report", "forecast", "notify"])
+    assert_run_document(doc, ["collect", "process", "validate", "report", "forecast", "notify",
+                              "deliver", "deliver[0]", "deliver[1]", "deliver[2]",
+                              "flag_issues", "all_clear"])
     assert doc["status"] == "succeeded"
     assert (podium.cwd / "r.md").is_file()
 

@@ -24,7 +24,10 @@ import pytest
 import podium.demo as demo
 from tests.acceptance.podium_cli import Podium, assert_no_traceback
 
-STEPS = ["collect", "process", "validate", "report", "forecast", "notify"]
+STEPS = ["collect", "process", "validate", "report", "forecast", "notify", "deliver",
+         "flag_issues", "all_clear"]
+ITEMS = ["deliver[0]", "deliver[1]", "deliver[2]"]  # one per default recipient
+SUCCEEDED = [*(s for s in STEPS if s != "all_clear"), *ITEMS]  # all_clear: its when is false
 
 
 def runs_by_workflow(podium: Podium) -> dict[str, dict[str, Any]]:
@@ -82,6 +85,13 @@ def test_demo_shows_retries_failover_circuit_sla_and_compensation(podium: Podium
     assert circuit == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")], res
     assert [e["agent_id"] for e in of(events, "step_succeeded", "forecast")] == ["eu-worker"]
 
+    # Map and routing: deliver ran once per recipient; flag_issues ran (the data has
+    # issues), all_clear was skipped with its condition recorded.
+    assert sorted(e["step_id"] for e in of(events, "step_succeeded")
+                  if e["step_id"].startswith("deliver[")) == ITEMS
+    assert [e["step_id"] for e in of(events, "step_skipped")] == ["all_clear"]
+    assert "flag_issues" in [e["step_id"] for e in of(events, "step_succeeded")]
+
     # SLA: fired while the run was going, resolved when it ended, in its timeline and
     # in the alert history.
     types = [e["type"] for e in events]
@@ -105,8 +115,8 @@ def test_demo_shows_retries_failover_circuit_sla_and_compensation(podium: Podium
 
     # And the viewer is told what they saw, before the report's path (the last line).
     summary = res.out.split("What you just saw:")[1]
-    for claim in ("parallel", "retries", "failover", "circuit", "alerts", "rollback",
-                  "checkpoints"):
+    for claim in ("parallel", "retries", "failover", "circuit", "alerts", "map", "routing",
+                  "rollback", "checkpoints", "metrics"):
         assert f"- {claim}" in summary, summary
     assert "not seen this time" not in summary
     assert res.out.rstrip().endswith(f"The report is at {podium.cwd / 'r.md'}")
@@ -119,7 +129,7 @@ def test_demo_json_is_the_pipeline_run_document_alone(podium: Podium) -> None:
     assert res.code == 0, res
     doc = res.json()
     assert (doc["workflow"], doc["status"]) == ("podium-demo", "succeeded")
-    assert list(doc["steps"]) == STEPS
+    assert list(doc["steps"]) == STEPS + ITEMS
     assert doc["steps"]["collect"]["attempts"] == demo.COLLECTOR_FAILURES + 1
 
 
@@ -128,7 +138,7 @@ def test_demo_crash_dies_by_sigkill_and_resume_finishes_without_redoing_a_step(
 ) -> None:
     """--crash prints the resume command, SIGKILLs itself once collect, process and
     validate have committed; `podium resume` (no --agents: the run knows its fleet)
-    runs the rest, and every step succeeded exactly once."""
+    runs the rest, and every step (and map item) succeeded exactly once."""
     res = podium("demo", "--crash", "--report", "r.md", timeout=60)
     assert res.code == -signal.SIGKILL, res
     m = re.search(r"^ +podium resume (\S+)$", res.out, re.M)
@@ -142,7 +152,7 @@ def test_demo_crash_dies_by_sigkill_and_resume_finishes_without_redoing_a_step(
     assert again.code == 0, again
     assert_no_traceback(again)
     events = timeline(podium, run_id)
-    assert Counter(e["step_id"] for e in of(events, "step_succeeded")) == Counter(STEPS)
+    assert Counter(e["step_id"] for e in of(events, "step_succeeded")) == Counter(SUCCEEDED)
     assert [e["resumed"] for e in of(events, "run_started")] == [False, True]
     assert (podium.cwd / "r.md").is_file()
     assert runs_by_workflow(podium)["podium-demo"]["status"] == "succeeded"

@@ -104,7 +104,10 @@ async def test_demo_report_matches_totals_computed_independently_from_the_csv(
     assert {k: (s.status, s.attempts) for k, s in run.steps.items()} == {
         "collect": ("succeeded", demo.COLLECTOR_FAILURES + 1), "process": ("succeeded", 2),
         "validate": ("succeeded", 2), "report": ("succeeded", 1),
-        "forecast": ("succeeded", 1), "notify": ("succeeded", 1)}
+        "forecast": ("succeeded", 1), "notify": ("succeeded", 1),
+        "deliver": ("succeeded", 0),  # a map: its items made the attempts
+        **{f"deliver[{i}]": ("succeeded", 1) for i in range(3)},
+        "flag_issues": ("succeeded", 1), "all_clear": ("skipped", 0)}
     assert (run.steps["process"].agent_id, run.steps["validate"].agent_id) == (
         "us-worker", "us-worker")
     assert run.steps["forecast"].agent_id == "eu-worker"  # back, and its circuit closed
@@ -189,7 +192,8 @@ async def test_demo_missing_csv_fails_once_with_invalid_input_and_skips_the_rest
     assert (run.steps["collect"].status, run.steps["collect"].attempts) == (
         "failed", demo.COLLECTOR_FAILURES + 1)
     assert {run.steps[s].status for s in ("process", "validate", "report", "forecast",
-                                          "notify")} == {"skipped"}
+                                          "notify", "deliver", "flag_issues",
+                                          "all_clear")} == {"skipped"}
     assert not (tmp_path / "r.md").exists()
 
 
@@ -200,15 +204,17 @@ async def test_demo_requires_its_input_by_schema() -> None:
 
 
 def test_demo_workflow_is_the_canonical_dependency_pipeline() -> None:
-    """collect → (process ∥ validate) → report → forecast → notify, mode dag, every
-    capability registered, and the publishing run's too."""
+    """collect → (process ∥ validate) → report → forecast → notify → deliver (a map), and
+    the two branches under validate; mode dag, every capability registered, and the
+    publishing run's too."""
     wf = load_workflow(demo.WORKFLOW_PATH)
     assert wf.mode == "dag"
     plan = compile_plan(wf)
     deps = {n.id: sorted(plan.nodes[d].id for d in n.deps) for n in plan.nodes}
     assert deps == {"collect": [], "process": ["collect"], "validate": ["collect"],
                     "report": ["process", "validate"], "forecast": ["report"],
-                    "notify": ["forecast"]}
+                    "notify": ["forecast"], "deliver": ["notify"],
+                    "flag_issues": ["validate"], "all_clear": ["validate"]}
     assert all(n.retry and n.retry[0].max_attempts == 4 for n in plan.nodes if n.id != "notify")
     assert plan.by_id["notify"].retry[0].max_attempts == 5
     assert plan.by_id["collect"].timeout_s == 10.0

@@ -39,6 +39,7 @@ from podium.events import (
     CompensationSucceeded,
     Event,
     StepRetryScheduled,
+    StepSkipped,
     StepStarted,
     StepSucceeded,
 )
@@ -138,8 +139,9 @@ async def _both(d: _Demo, engine: Any) -> tuple[Any, list[str], Any]:
     import podium.demo as demo
 
     d.say(f"1/2 {d.main.name}: collect → process + validate (in parallel) → report →"
-          " forecast → notify, on an in-process fleet in eu-west and us-east that"
-          " misbehaves on purpose.\n")
+          " forecast → notify → deliver (one per recipient), flag_issues or all_clear"
+          " (whichever the data calls for), on an in-process fleet in eu-west and us-east"
+          " that misbehaves on purpose.\n")
     main, failures = await _one(d, engine, d.main, demo.default_input(str(d.report)),
                                 demo.WORKFLOW_PATH)
     if main.status != RunStatus.SUCCEEDED:
@@ -148,8 +150,8 @@ async def _both(d: _Demo, engine: Any) -> tuple[Any, list[str], Any]:
         from podium.cli.app import _print_summary
 
         _print_summary(main, failures)
-    d.say(f"\n2/2 {d.publish.name}: stage → announce → publish; the warehouse refuses the"
-          " last step, so what the first two did is compensated, newest first.\n")
+    d.say(f"\n2/2 {d.publish.name} (sequential): stage → announce → publish; the warehouse"
+          " refuses the last step, so what the first two did is compensated, newest first.\n")
     published, _ = await _one(d, engine, d.publish, demo.publish_input(str(d.report)),
                               demo.PUBLISH_PATH)
     d.say(f"\nrun {published.run_id} {published.status}"
@@ -198,6 +200,17 @@ def _summary(events: list[Event], main: Any, published: Any) -> list[str]:
     if fired:
         out.append(f"alerts: {fired[0].rule} fired ({fired[0].summary})"
                    + (" and resolved when the run ended" if resolved else ""))
+    items = [e.step_id for e in own if isinstance(e, StepSucceeded) and e.run_id == main.run_id
+             and e.step_id.startswith("deliver[")]
+    if items:
+        out.append(f"map: deliver ran once per recipient ({len(items)} items, each committed"
+                   " on its own)")
+    skipped = [e for e in own if isinstance(e, StepSkipped) and e.run_id == main.run_id
+               and e.condition]
+    ran = [s for s in ("flag_issues", "all_clear") if s in done]
+    if skipped and ran:
+        out.append(f"routing: {', '.join(ran)} ran, {', '.join(e.step_id for e in skipped)}"
+                   " was skipped (its `when:` was false)")
     comp = [e.step_id for e in own if isinstance(e, CompensationSucceeded)]
     if comp:
         out.append(f"rollback: the failed publication's finished steps were compensated in"
@@ -205,12 +218,28 @@ def _summary(events: list[Event], main: Any, published: Any) -> list[str]:
     out.append("checkpoints: every step's result was committed before the next step"
                " started; `podium demo --crash` kills itself halfway, and `podium resume`"
                " finishes the run without redoing a step")
-    wanted = {"parallel", "retries", "failover", "circuit", "alerts", "rollback"}
+    wanted = {"parallel", "retries", "failover", "circuit", "alerts", "map", "routing",
+              "rollback"}
     missing = wanted - {line.split(":")[0].split(" ")[0] for line in out}
     if missing:
         out.append("not seen this time (a very slow or busy machine?):"
                    f" {', '.join(sorted(missing))}")
     return out
+
+
+# What the end of the demo quotes from the metrics (the names /metrics serves).
+_METRICS = ("podium_step_attempts_total", "podium_step_retries_total",
+            "podium_sla_violations_total", "podium_runs_total")
+
+
+def metric_totals(metrics: Any) -> dict[str, float]:
+    """The sums of a few counters over their labels, read from the Prometheus registry."""
+    totals = dict.fromkeys(_METRICS, 0.0)
+    for family in metrics.exposed.collect():
+        for sample in family.samples:
+            if sample.name in totals:
+                totals[sample.name] += sample.value
+    return totals
 
 
 def _quiet_alert_log() -> None:
@@ -264,18 +293,23 @@ def _plain(d: _Demo) -> None:
     from podium.runtime import Runtime
     from podium.tuning import tune_gc
 
+    totals: dict[str, float] = {}
+
     async def go() -> tuple[Any, list[str], Any]:
         tune_gc()
-        async with Runtime(_runtime_config(d)) as runtime:
+        async with Runtime(_runtime_config(d, metrics=True)) as runtime:
             d.registry.start_monitor()
-            return await _both(d, runtime.engine)
+            done = await _both(d, runtime.engine)
+            totals.update(metric_totals(runtime.metrics))
+            return done
 
     main, failures, published = run_async(go, on_interrupt=d.interrupt,
                                            json_stdout=d.as_json)
-    _finish(d, main, failures, published)
+    _finish(d, main, failures, published, totals)
 
 
-def _finish(d: _Demo, main: Any, failures: list[str], published: Any) -> None:
+def _finish(d: _Demo, main: Any, failures: list[str], published: Any,
+            totals: dict[str, float]) -> None:
     from podium.cli.app import _finish as finish_run
 
     if d.as_json or main.status != RunStatus.SUCCEEDED:
@@ -283,6 +317,9 @@ def _finish(d: _Demo, main: Any, failures: list[str], published: Any) -> None:
     print("\nWhat you just saw:")
     for line in _summary(d.relay.events, main, published):
         print(f"  - {line}")
+    if totals:
+        print("  - metrics (Prometheus, as `podium serve` and `--metrics-port` expose them): "
+              + ", ".join(f"{k} {v:g}" for k, v in totals.items()))
     print(f"\nSee them again: podium status {main.run_id} · podium status"
           f" {published.run_id} · podium alerts{_db_option(d.db)}")
     ok = published.status == RunStatus.ROLLED_BACK

@@ -155,6 +155,19 @@ class Worker:
         return HealthReport("healthy")
 
 
+class ByCapability:
+    """One agent serving several capabilities: the task's capability picks the function."""
+
+    def __init__(self, handlers: Mapping[str, Handler]) -> None:
+        self.handlers = dict(handlers)
+
+    async def __call__(self, task: Task) -> Any:
+        handler = self.handlers.get(task.capability)
+        if handler is None:
+            raise InvalidInput(f"no capability {task.capability!r} here")
+        return await _call(handler, task)
+
+
 class ByAction:
     """One agent for a do/undo pair: ``input.action`` picks the function."""
 
@@ -200,7 +213,8 @@ def registry() -> AgentRegistry:
                     health=us.health),
         PythonAgent(agents.report, id="demo-reporter", capabilities=["report-generation"],
                     region=HOME_REGION),
-        PythonAgent(agents.notify, id="demo-notifier", capabilities=["notification"],
+        PythonAgent(ByCapability({"notification": agents.notify, "delivery": agents.deliver}),
+                    id="demo-notifier", capabilities=["delivery", "notification"],
                     region=HOME_REGION),
         PythonAgent(ByAction({"stage": agents.stage, "unstage": agents.unstage,
                               "publish": agents.publish}),

@@ -30,6 +30,7 @@ __all__ = [
     "SAMPLE_CSV",
     "announce",
     "collect",
+    "deliver",
     "forecast",
     "notify",
     "process",
@@ -321,6 +322,12 @@ async def forecast(task: Task) -> dict[str, Any]:
     per_day = sum(by_day.values()) / len(by_day) if by_day else 0.0
     return {"days_seen": len(by_day), "revenue_per_day": round(per_day, 2),
             "next_30_days": round(per_day * 30, 2)}
+
+
+async def deliver(task: Task) -> dict[str, Any]:
+    """delivery: hand one message to one recipient (``input.to``); returned, not sent."""
+    params = _mapping(task.input, "input")
+    return {"to": str(params.get("to")), "message": str(params.get("message") or "")}
 
 
 # --- the publishing run (its last step fails: the first two are compensated) ---
