@@ -145,7 +145,9 @@ def test_demo_crash_dies_by_sigkill_and_resume_finishes_without_redoing_a_step(
     assert m is not None, res
     run_id = m.group(1)
     before = Counter(e["step_id"] for e in of(timeline(podium, run_id), "step_succeeded"))
-    assert before == Counter(["collect", "process", "validate"]), res
+    # flag_issues needs validate only: it may have finished before report started, or not.
+    assert set(before) - {"flag_issues"} == {"collect", "process", "validate"}, res
+    assert set(before.values()) == {1}
     assert not (podium.cwd / "r.md").exists()  # report never ran
 
     again = podium("resume", run_id, timeout=60)

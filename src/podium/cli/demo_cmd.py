@@ -120,6 +120,7 @@ async def _one(d: _Demo, engine: Any, workflow: Workflow, inputs: dict[str, Any]
     try:
         handle = await engine.start(workflow, inputs, run_id=run_id, source=str(source),
                                     agents_source={"registry": demo.REGISTRY_REF})
+
         def stop() -> None:
             handle.cancel("interrupted (Ctrl-C)")
             if d.stop_also is not None:
@@ -347,9 +348,11 @@ def _crash(d: _Demo) -> None:
             target = d.relay.target
             if target is not None and hasattr(target, "close"):
                 target.close()  # give the terminal back before dying
-            print(f"\n✝ {', '.join(s.id for s in d.main.steps[:3])} are committed; killing"
-                  f" this process now (SIGKILL, pid {os.getpid()}), in the middle of the"
-                  f" run.\nFinish it, without redoing a step:\n\n    {resume}\n", flush=True)
+            committed = [x.step_id for x in d.relay.events
+                         if isinstance(x, StepSucceeded) and x.run_id == run_id]
+            print(f"\n✝ {', '.join(committed)} committed; killing this process now"
+                  f" (SIGKILL, pid {os.getpid()}), in the middle of the run.\nFinish it,"
+                  f" without redoing a step:\n\n    {resume}\n", flush=True)
             sys.stderr.flush()
             os.kill(os.getpid(), signal.SIGKILL)
 

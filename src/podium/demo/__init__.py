@@ -71,7 +71,11 @@ REGISTRY_REF = "podium.demo:registry"
 HOME_REGION = "eu-west"
 COLLECTOR_FAILURES = 2
 UPSTREAM_BUSY = "upstream_unavailable"
-EU_DIES_AFTER_S = 0.02  # into its first call (its calls take LOCAL_WORK_S): mid-call
+# eu-worker's calls take EU_WORK_S and it dies EU_DIES_AFTER_S into its first one: a
+# call made at the same time (validate beside process) is in its hands by then even
+# on a busy machine, so both are lost with it, and its breaker sees two failures.
+EU_WORK_S = 0.3
+EU_DIES_AFTER_S = 0.1
 EU_DOWN_S = 0.5
 # Longer than EU_DOWN_S plus a health check and the breaker's reset timeout, so the
 # step after the failed-over ones finds eu-worker back and half-open: the circuit
@@ -193,7 +197,7 @@ def registry() -> AgentRegistry:
     """
     work = {"data-processing": agents.process, "data-validation": agents.validate,
             "forecasting": agents.forecast}
-    eu = Worker("eu-worker", work, latency_s=LOCAL_WORK_S, dies_after_s=EU_DIES_AFTER_S)
+    eu = Worker("eu-worker", work, latency_s=EU_WORK_S, dies_after_s=EU_DIES_AFTER_S)
     us = Worker("us-worker", work, latency_s=US_LATENCY_S)
     config = RegistryConfig(
         region=HOME_REGION,
