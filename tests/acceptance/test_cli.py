@@ -1112,7 +1112,8 @@ def test_demo_runs_end_to_end_and_says_where_the_report_is(podium: Podium) -> No
     assert report.read_text(encoding="utf-8").startswith("#")
     runs = podium("runs", "--json").json()
     assert sorted((r["workflow"], r["status"]) for r in runs) == [
-        ("podium-demo", "succeeded"), ("podium-demo-publish", "rolled_back")]
+        ("podium-demo", "succeeded"), ("podium-demo-announce", "rolled_back"),
+        ("podium-demo-publish", "rolled_back")]
 
 
 def test_demo_writes_its_report_in_the_current_folder_by_default(podium: Podium) -> None:

@@ -56,7 +56,8 @@ def test_demo_shows_retries_failover_circuit_sla_and_compensation(podium: Podium
     assert_no_traceback(res)
     runs = runs_by_workflow(podium)
     assert {w: r["status"] for w, r in runs.items()} == {
-        "podium-demo": "succeeded", "podium-demo-publish": "rolled_back"}
+        "podium-demo": "succeeded", "podium-demo-publish": "rolled_back",
+        "podium-demo-announce": "rolled_back"}  # announce's child run, undone with it
     events = timeline(podium, runs["podium-demo"]["run_id"])
 
     # Retries: the collector failed twice, each retry waited a draw below its backoff
@@ -110,13 +111,16 @@ def test_demo_shows_retries_failover_circuit_sla_and_compensation(podium: Podium
     assert of(published, "step_failed", "publish")[0]["error"]["type"] == "invalid_input"
     warehouse = podium.cwd / ".podium" / "demo-warehouse"
     assert not list(warehouse.glob("*.staged"))  # the staged batch is gone again
+    child = timeline(podium, runs["podium-demo-announce"]["run_id"])
+    assert [e["step_id"] for e in of(child, "compensation_succeeded")] == ["post"]
+    assert runs["podium-demo-announce"]["parent"] == runs["podium-demo-publish"]["run_id"]
     assert (warehouse / "announcements.txt").read_text().splitlines()[-1].endswith(
         "retracted, the publication was rolled back")
 
     # And the viewer is told what they saw, before the report's path (the last line).
     summary = res.out.split("What you just saw:")[1]
     for claim in ("parallel", "retries", "failover", "circuit", "alerts", "map", "routing",
-                  "rollback", "checkpoints", "metrics"):
+                  "sub-workflow", "rollback", "checkpoints", "metrics"):
         assert f"- {claim}" in summary, summary
     assert "not seen this time" not in summary
     assert res.out.rstrip().endswith(f"The report is at {podium.cwd / 'r.md'}")
@@ -208,8 +212,8 @@ def test_demo_ui_serves_the_runs_to_the_holder_of_its_one_time_link(podium: Podi
                 if statuses.get("podium-demo-publish") == "rolled_back":
                     break
                 time.sleep(0.2)
-            assert statuses == {"podium-demo": "succeeded",
-                                "podium-demo-publish": "rolled_back"}, statuses
+            assert statuses["podium-demo"] == "succeeded", statuses
+            assert statuses["podium-demo-publish"] == "rolled_back", statuses
             main = next(r for r in browser.get("/runs").json()["runs"]
                         if r["workflow"] == "podium-demo")
             run = browser.get(f"/runs/{main['run_id']}").json()

@@ -38,6 +38,7 @@ from podium.events import (
     CircuitStateChanged,
     CompensationSucceeded,
     Event,
+    RunStarted,
     StepRetryScheduled,
     StepSkipped,
     StepStarted,
@@ -151,8 +152,9 @@ async def _both(d: _Demo, engine: Any) -> tuple[Any, list[str], Any]:
         from podium.cli.app import _print_summary
 
         _print_summary(main, failures)
-    d.say(f"\n2/2 {d.publish.name} (sequential): stage → announce → publish; the warehouse"
-          " refuses the last step, so what the first two did is compensated, newest first.\n")
+    d.say(f"\n2/2 {d.publish.name} (sequential): stage → announce (a sub-workflow) → publish;"
+          " the warehouse refuses the last step, so what the first two did is compensated,"
+          " newest first.\n")
     published, _ = await _one(d, engine, d.publish, demo.publish_input(str(d.report)),
                               demo.PUBLISH_PATH)
     d.say(f"\nrun {published.run_id} {published.status}"
@@ -164,7 +166,8 @@ def _summary(events: list[Event], main: Any, published: Any) -> list[str]:
     """What the two runs showed, read from their events; a claim their events do not
     bear out is said to be missing, not made."""
     mine = {main.run_id} | ({published.run_id} if published is not None else set())
-    own = [e for e in events if e.run_id in mine or not e.run_id]
+    # Fleet events have no run; a child run's id is its parent's, a dot, its step.
+    own = [e for e in events if not e.run_id or e.run_id.split(".")[0] in mine]
     out: list[str] = []
     started = {e.step_id: e.ts for e in own if isinstance(e, StepStarted)
                and e.run_id == main.run_id and e.attempt == 1}
@@ -212,7 +215,12 @@ def _summary(events: list[Event], main: Any, published: Any) -> list[str]:
     if skipped and ran:
         out.append(f"routing: {', '.join(ran)} ran, {', '.join(e.step_id for e in skipped)}"
                    " was skipped (its `when:` was false)")
-    comp = [e.step_id for e in own if isinstance(e, CompensationSucceeded)]
+    children = sorted({e.run_id for e in own if isinstance(e, RunStarted) and "." in e.run_id})
+    if children:
+        out.append(f"sub-workflow: announce ran as a child run of its own ({children[0]}),"
+                   " and was rolled back with its parent")
+    comp = [e.step_id for e in own if isinstance(e, CompensationSucceeded)
+            and published is not None and e.run_id == published.run_id]
     if comp:
         out.append(f"rollback: the failed publication's finished steps were compensated in"
                    f" reverse order: {' then '.join(comp)}")
@@ -220,7 +228,7 @@ def _summary(events: list[Event], main: Any, published: Any) -> list[str]:
                " started; `podium demo --crash` kills itself halfway, and `podium resume`"
                " finishes the run without redoing a step")
     wanted = {"parallel", "retries", "failover", "circuit", "alerts", "map", "routing",
-              "rollback"}
+              "sub-workflow", "rollback"}
     missing = wanted - {line.split(":")[0].split(" ")[0] for line in out}
     if missing:
         out.append("not seen this time (a very slow or busy machine?):"
