@@ -49,6 +49,10 @@ class ServerConfig:
     # The API is open while no usable token exists only on a loopback bind, or when told.
     open_without_tokens: bool = True
     local_only: bool = True  # open only to clients on this machine (not --insecure-no-auth)
+    # Take over the runs dead processes left (podium serve does). Not for a server whose
+    # registry is not the project's (podium demo --ui): it would drive them with the
+    # wrong agents.
+    take_over_runs: bool = True
 
 
 class PodiumServer:
@@ -90,6 +94,8 @@ class PodiumServer:
         from podium.store.base import WorkerStore
 
         store = self.runtime.store
+        if not self.config.take_over_runs:
+            return
         if isinstance(store, WorkerStore):
             from podium.engine.worker import Worker, WorkerConfig
 
