@@ -2,9 +2,10 @@
 
 Two runs, both on Podium's real machinery (``podium.demo`` explains the fleet):
 the sales pipeline, which ends succeeded after a retried collector, an agent that
-dies and fails over to another region, a circuit that opens and closes again and
-an SLA alert that fires and resolves; then a publishing run whose last step is
-refused, so the steps before it are compensated, newest first. What the viewer
+dies and fails over to another region, a circuit that opens and closes again, an
+SLA alert that fires and resolves, a map and a ``when:``; then a publishing run
+(with a sub-workflow) whose last step is refused, so the steps before it are
+compensated, newest first. What the viewer
 saw is then summed up from the events themselves, never from a script: on a
 machine where something went differently, the summary says so.
 

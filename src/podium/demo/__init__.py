@@ -2,9 +2,11 @@
 
 ``collect`` reads ``sales.csv``; ``process`` and ``validate`` run in parallel
 on its rows; ``report`` writes a Markdown report; ``forecast`` projects next
-month; ``notify`` composes the message announcing it. A second, short
-workflow (``publish.yaml``) then tries to publish the report and fails on its
-last step, so the steps before it are compensated.
+month; ``notify`` composes the message announcing it and ``deliver`` (a map)
+hands it to each recipient; ``flag_issues`` or ``all_clear`` runs, as the
+validation's count decides (``when:``). A second, short, sequential workflow
+(``publish.yaml``, one step of it a sub-workflow) then tries to publish the
+report and fails on its last step, so the steps before it are compensated.
 
 The fleet is in-process (nothing to install or start), but what goes wrong in
 it is real, happens the same way every time, and is handled by Podium's own
