@@ -1,9 +1,9 @@
 """``podium demo`` for real, in subprocesses: what it claims to show is in its runs' events.
 
-The pipeline's own timeline (``podium status RUN --json``) and the alert history
-(``podium alerts --json``) are read back from the database; circuit changes are
-fleet events (an agent's, not a run's), so they are read from the live lines the
-command printed, which are rendered from those events as they happened. ``--crash``
+The pipeline's own timeline (``podium status RUN --json``: its steps, the circuit
+changes its calls caused, its SLA alert) and the alert history (``podium alerts
+--json``) are read back from the database, and the live lines the command printed
+are checked to say the same as it happened. ``--crash``
 must die by SIGKILL and ``podium resume`` finish the run with exactly one success
 per step; ``--ui`` must serve the dashboard's API to the holder of its one-time link,
 and to nobody else. No test asserts on speed.
@@ -81,9 +81,17 @@ def test_demo_shows_retries_failover_circuit_sla_and_compensation(podium: Podium
     assert regions["eu-worker"] != regions["us-worker"]
 
     # Circuit: opened by those two failures, half-open after its reset time, closed by
-    # forecast's trial call on eu-worker once it was back.
-    circuit = re.findall(r"circuit of eu-worker: (\w+) → (\w+)", res.out)
-    assert circuit == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")], res
+    # forecast's trial call on eu-worker once it was back; in the run's history (its
+    # calls moved it) and on the terminal as it happened.
+    moves = [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]
+    circuit = [(e["old"], e["new"]) for e in of(events, "circuit_state_changed")
+               if e["agent_id"] == "eu-worker"]
+    assert circuit == moves, events
+    assert re.findall(r"circuit of eu-worker: (\w+) → (\w+)", res.out) == moves, res
+    closed = next(i for i, e in enumerate(events) if e["type"] == "circuit_state_changed"
+                  and e["new"] == "closed")
+    assert events[closed + 1]["type"] == "step_succeeded"
+    assert events[closed + 1]["step_id"] == "forecast"
     assert [e["agent_id"] for e in of(events, "step_succeeded", "forecast")] == ["eu-worker"]
 
     # Map and routing: deliver ran once per recipient; flag_issues ran (the data has
