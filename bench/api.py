@@ -8,7 +8,8 @@ process (httpx, one connection):
   other; the time from just before the request to the ``step_started`` event's
   timestamp (same machine, same clock). p50 / p99 / max over ``--runs``.
 - **events per second of one stream**: a fan-out run of ``--steps`` steps, finished,
-  read whole from ``GET /runs/{id}/events`` (parsing every event).
+  read whole from ``GET /runs/{id}/events`` (parsing every event); and every run's
+  events from the feed (``GET /events?after=0``) up to that run's end.
 
     python bench/api.py              # 200 submits, a 2,000-step stream
     python bench/api.py --quick      # 50 submits, 500 steps (CI)
@@ -102,6 +103,9 @@ def main() -> None:
     s = out["stream"]
     print(f"one stream: {s['events']} events of a {steps}-step run in {s['seconds']:.2f} s:"
           f" {s['events_per_s']:,.0f} events/s")
+    f = out["feed"]
+    print(f"every run's events (GET /events from the start): {f['events']} events in"
+          f" {f['seconds']:.2f} s: {f['events_per_s']:,.0f} events/s")
 
 
 def measure(client: httpx.Client, runs: int, steps: int) -> dict[str, Any]:
@@ -135,9 +139,25 @@ def measure(client: httpx.Client, runs: int, steps: int) -> dict[str, Any]:
                 json.loads(line[6:])
                 n += 1
     took = time.perf_counter() - t0
+    # Every run's events from the feed (GET /events from the start), read until the
+    # fan-out's last one: the submits' runs, then the fan-out's.
+    t1 = time.perf_counter()
+    m = 0
+    with client.stream("GET", "/events", params={"after": "0"}) as r:
+        kind = ""
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                doc = json.loads(line[6:])
+                m += 1
+                if kind == "run_finished" and doc["run_id"] == run_id:
+                    break
+    feed_took = time.perf_counter() - t1
     return {"submit_to_first_step_ms": {"p50": statistics.median(lat),
                                         "p99": percentile(lat, 99), "max": max(lat)},
-            "stream": {"events": n - 1, "seconds": took, "events_per_s": (n - 1) / took}}
+            "stream": {"events": n - 1, "seconds": took, "events_per_s": (n - 1) / took},
+            "feed": {"events": m, "seconds": feed_took, "events_per_s": m / feed_took}}
 
 
 if __name__ == "__main__":

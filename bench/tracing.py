@@ -25,7 +25,7 @@ from podium.agents.python import PythonAgent
 from podium.agents.registry import AgentRegistry
 from podium.definition.loader import workflow_from_dict
 from podium.engine import EngineConfig
-from podium.observe.tracing import Tracing
+from podium.observe.tracing import Tracing, current_traceparent
 
 
 async def noop(task: Any) -> int:
@@ -44,12 +44,15 @@ def shapes(fan: int, chain: int) -> dict[str, Any]:
 async def per_step_us(wf: Any, steps: int, traced: bool) -> float:
     registry = AgentRegistry()
     registry.register(PythonAgent(noop, id="noop", capabilities=["noop"], max_concurrency=None))
-    observers: tuple[Any, ...] = ()
-    if traced:
+    config = EngineConfig(registry=registry)
+    if traced:  # wired as the runtime does (podium.runtime)
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
-        observers = (Tracing(provider.get_tracer("bench")),)
-    async with Engine(EngineConfig(registry=registry, observers=observers)) as engine:
+        tracing = Tracing(provider.get_tracer("bench"))
+        config.observers = (tracing,)
+        config.traceparent = current_traceparent
+        config.span_traceparent = tracing.traceparent_of
+    async with Engine(config) as engine:
         await engine.run(wf, {})  # warm: plan, agents
         t0 = time.perf_counter()
         run = await engine.run(wf, {})

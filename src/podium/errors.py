@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "AgentError",
+    "AgentTaken",
     "AttemptTimeout",
     "ConfigError",
     "DefinitionError",
@@ -134,6 +135,11 @@ class NothingToCompensate(ConfigError):
 class VersionTaken(ConfigError):
     """A workflow version is registered already with other content: versions never
     change once registered (runs and callers rely on what a version means)."""
+
+
+class AgentTaken(ConfigError):
+    """An agent id another token registered is live (``POST /agents``): ids are unique
+    across the fleet, and an agent is renewed or removed only by its own token."""
 
 
 class RunNotFound(PodiumError):

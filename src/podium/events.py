@@ -44,6 +44,7 @@ __all__ = [
     "RunFinished",
     "RunStarted",
     "RunSubmitted",
+    "RunTraced",
     "RunWaiting",
     "StepAttemptFailed",
     "StepBackPressure",
@@ -118,7 +119,9 @@ class RunStarted(Event, frozen=True, kw_only=True, gc=False):
     workflow: str
     version: int | str
     resumed: bool = False
-    # The W3C trace context the run belongs to (its submitter's), when traced.
+    # The W3C trace context this execution's span is a child of, when traced: the
+    # submitter's at the first start; on a resume, the one the store recorded for the
+    # run (see ``RunTraced``), so every execution of a run lands in one trace.
     traceparent: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,6 +138,29 @@ class RunSubmitted(Event, frozen=True, kw_only=True, gc=False):
     workflow: str
     version: int | str
     queue: str = "default"
+    # The submitter's W3C trace context: the worker that executes the run has nothing
+    # else to join the submitter's trace with.
+    traceparent: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = Event.to_dict(self)
+        if d["traceparent"] is None:
+            del d["traceparent"]  # untraced runs read as they always did
+        return d
+
+
+class RunTraced(Event, frozen=True, kw_only=True, gc=False):
+    """The trace of a run that started with no trace context of its own: its first
+    execution's span (a root) as W3C ``traceparent``.
+
+    Written only when traced. Whoever continues the run later (``podium resume``, a
+    worker taking over a dead one's run, a wake after waiting) has only the store to
+    go by: its spans become children of this one, in the same trace. A Podium that
+    does not know this event skips it when reading.
+    """
+
+    type: ClassVar[str] = "run_traced"
+    traceparent: str
 
 
 class RunCancelRequested(Event, frozen=True, kw_only=True, gc=False):
@@ -371,8 +397,8 @@ class AlertEscalated(Event, frozen=True, kw_only=True, gc=False):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
-        RunSubmitted, RunStarted, RunCancelRequested, RunFinished, StepReady, StepStarted,
-        StepMapStarted, StepWaiting, RunWaiting, StepSucceeded, StepAttemptFailed,
+        RunSubmitted, RunStarted, RunTraced, RunCancelRequested, RunFinished, StepReady,
+        StepStarted, StepMapStarted, StepWaiting, RunWaiting, StepSucceeded, StepAttemptFailed,
         StepBackPressure, StepRetryScheduled, StepFailed, StepSkipped, StepCancelled,
         RollbackStarted, CompensationStarted,
         CompensationAttemptFailed, CompensationRetryScheduled, CompensationSucceeded,

@@ -36,6 +36,7 @@ from podium.store.factory import default_db_url, open_store
 
 if TYPE_CHECKING:
     from podium.alert_leader import AlertLeader
+    from podium.joined import JoinedAgents
     from podium.observe.alerts import AlertManager
     from podium.observe.metrics import EngineMetrics
     from podium.observe.tracing import Tracing
@@ -101,6 +102,9 @@ class RuntimeConfig:
     lease_s: float | None = None  # None: $PODIUM_LEASE (a duration, at least 1s), else 15s
     poll_interval_s: float = 0.5  # cancel requests from other processes, at most this late
     schedules: bool = False  # fire due schedules (podium serve, podium worker)
+    # Use the agents that joined through the API (podium serve, podium worker): read
+    # every this many seconds; None: not at all.
+    joined_agents_s: float | None = None
 
 
 def lease_of(config: RuntimeConfig) -> float:
@@ -203,9 +207,23 @@ class Runtime:
             from podium.observe.tracing import current_traceparent
 
             engine_config.traceparent = current_traceparent
+            engine_config.span_traceparent = self.tracing.traceparent_of
+        else:
+            from podium.observe.tracing import env_traceparent
+
+            # Not traced here, but a caller's trace given ($TRACEPARENT, e.g. around
+            # `podium submit`): stored with the run for the processes that trace it.
+            given = env_traceparent()
+            if given is not None:
+                engine_config.traceparent = lambda: given
         if config.owner is not None:
             engine_config.owner = config.owner
         self.engine = Engine(engine_config)
+        self.joined: JoinedAgents | None = None
+        if config.joined_agents_s is not None and not config.readonly:
+            from podium.joined import JoinedAgents
+
+            self.joined = JoinedAgents(self.store, registry, interval_s=config.joined_agents_s)
         self.scheduler: Scheduler | None = None
         if config.schedules and not config.readonly:
             from podium.scheduler import Scheduler
@@ -258,6 +276,9 @@ class Runtime:
                     self.alert_leader.start()
                 else:
                     self.alerts.start()
+            if self.joined is not None:
+                await self.joined.round()  # there before the first run is taken
+                self.joined.start()
             if self.scheduler is not None:
                 self.scheduler.start()
         except BaseException:
@@ -280,6 +301,8 @@ class Runtime:
 
     async def close(self) -> None:
         try:
+            if self.joined is not None:
+                await self.joined.aclose()
             if self.scheduler is not None:
                 await self.scheduler.aclose()
             if self.alert_leader is not None:

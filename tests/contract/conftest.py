@@ -28,6 +28,8 @@ from podium.state import AlertRecord, AttemptOutcome, RunRecord
 from podium.store.base import (
     Batch,
     CommitUnknown,
+    FeedPosition,
+    JoinedAgent,
     RegisteredWorkflow,
     ScheduleRecord,
     Signal,
@@ -125,6 +127,9 @@ class _Wrapper:
 
     async def get_events(self, run_id: str) -> Sequence[Event]:
         return await self.inner.get_events(run_id)
+
+    async def trace_context(self, run_id: str) -> str | None:
+        return await self.inner.trace_context(run_id)
 
     async def request_cancel(self, run_id: str) -> bool:
         return await self.inner.request_cancel(run_id)
@@ -229,6 +234,27 @@ class _Wrapper:
 
     async def touch_token(self, token_id: str, at: float) -> None:
         await self.inner.touch_token(token_id, at)
+
+    async def read_feed(self, after: FeedPosition, *, limit: int = 500
+                        ) -> list[tuple[FeedPosition, Event]]:
+        return await self.inner.read_feed(after, limit=limit)
+
+    async def feed_head(self) -> FeedPosition:
+        return await self.inner.feed_head()
+
+    async def join_agent(self, agent_id: str, spec: dict[str, Any], token_id: str,
+                         ttl_s: float) -> tuple[JoinedAgent, bool]:
+        return await self.inner.join_agent(agent_id, spec, token_id, ttl_s)
+
+    async def agent_heartbeat(self, agent_id: str, token_id: str, ttl_s: float
+                              ) -> float | None:
+        return await self.inner.agent_heartbeat(agent_id, token_id, ttl_s)
+
+    async def leave_agent(self, agent_id: str, token_id: str | None) -> bool:
+        return await self.inner.leave_agent(agent_id, token_id)
+
+    async def joined_agents(self) -> list[JoinedAgent]:
+        return await self.inner.joined_agents()
 
 
 class DelayedStore(_Wrapper):

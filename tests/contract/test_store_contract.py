@@ -17,6 +17,7 @@ from podium.events import (
     ErrorInfo,
     RunFinished,
     RunStarted,
+    RunTraced,
     StepAttemptFailed,
     StepStarted,
     StepSucceeded,
@@ -79,6 +80,29 @@ async def test_a_new_run_with_its_events_and_rows_reads_back(store: Store) -> No
     assert (a.status, a.attempts, a.agent_id, a.output, a.started_at) == (
         "running", 1, "agent-1", None, 10.0)
     assert [e.type for e in await store.get_events("r1")] == ["run_started", "step_started"]
+
+
+async def test_a_runs_trace_context_is_the_first_one_its_run_events_recorded(
+        store: Store) -> None:
+    """What a resuming process parents its spans to: none for an untraced run; then the
+    first recorded context, whichever run-level event carried it (``RunTraced`` for a run
+    started with none), and never a step's data that merely mentions the word."""
+    first = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    later = "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"
+    mention = StepSucceeded(run_id="t1", ts=3.0, step_id="a", attempt=1, agent_id="x",
+                            output={"traceparent": later}, duration_s=0.1,
+                            output_json=orjson.dumps({"traceparent": later}).decode())
+    await store.write_batch(batch([new_run("t1")], [started("t1"), mention]))
+    assert await store.trace_context("t1") is None
+    assert await store.trace_context("nobody") is None
+    await store.write_batch(batch(events=[
+        RunTraced(run_id="t1", ts=4.0, traceparent=first),
+        RunStarted(run_id="t1", ts=5.0, workflow="w", version=1, resumed=True,
+                   traceparent=later)], seq_from={"t1": 2}))
+    assert await store.trace_context("t1") == first
+    await store.write_batch(batch([new_run("t2")], [RunStarted(
+        run_id="t2", ts=2.0, workflow="w", version=1, traceparent=later)]))
+    assert await store.trace_context("t2") == later
 
 
 async def test_rows_follow_batches_and_a_stored_output_is_never_erased(store: Store) -> None:

@@ -58,3 +58,35 @@ def test_readyz_says_503_while_the_database_is_down(sandbox: Sandbox) -> None:
     finally:
         cluster.stop()
 
+
+
+def test_a_joined_agent_serves_the_workers_and_every_event_streams_from_the_feed(
+        sandbox: Sandbox, pg_url: str) -> None:
+    """On PostgreSQL the server only submits: the worker (with no agents file naming
+    it) calls the agent that joined through the API, and ``GET /events`` streams the
+    worker's events from the database's feed."""
+    import threading
+
+    from tests.integration.test_agents_join import ECHO, agent, fleet
+    from tests.integration.test_api_feed import _finished, feed
+
+    sb = sandbox
+    api = start(sb, db=pg_url)
+    worker = sb.spawn("worker", "--name", "w1", agents=True, db=pg_url)
+    got: list[tuple[str, str, dict[str, object]]] = []
+    opened = threading.Event()
+    reader = threading.Thread(target=lambda: got.extend(feed(api, opened=opened,
+                                                             stop=_finished(1))))
+    reader.start()
+    assert opened.wait(10)
+    _proc, log = agent(sb, api, "far-pg", None)  # a server open to this machine
+    assert wait_for(lambda: "far-pg" in fleet(api), 30, 0.1), log.read_text()
+    run_id = api.post("/runs", {"definition": ECHO}).json()["run_id"]
+    done = api.until_status(run_id, "succeeded", "failed", within=60)
+    assert (done["status"], done["output"]) == ("succeeded", {"by": "far-pg"}), (
+        done, sb.stderr_of(worker))
+    reader.join(30)
+    assert not reader.is_alive()
+    mine = [(eid, kind) for eid, kind, data in got if data["run_id"] == run_id]
+    assert [k for _, k in mine] == [e["type"] for e in done["timeline"]]
+    assert [int(eid.split("-")[1]) for eid, _ in mine] == list(range(1, len(mine) + 1))

@@ -61,6 +61,10 @@ def test_every_operation_keeps_to_its_schema(served: tuple[str, str]) -> None:
     tried = []
     for found in api.get_all_operations():
         operation = found.ok()
+        if operation.label == "GET /events":
+            # A stream that goes on until the client leaves: a generated call would wait
+            # for an end that never comes (tests/integration/test_api_feed.py covers it).
+            continue
         tried.append(operation.label)
 
         @given(case=operation.as_strategy())

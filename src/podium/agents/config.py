@@ -13,7 +13,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from podium.agents.base import DEFAULT_MAX_RESPONSE_BYTES, Agent
 from podium.agents.breaker import BreakerConfig
@@ -24,7 +24,8 @@ from podium.definition.durations import Duration, PositiveDuration
 from podium.errors import AgentError, ConfigError
 from podium.redact import register_secret, register_sensitive_headers
 
-__all__ = ["AgentSpec", "AgentsFile", "build_registry", "find_agents_file", "load_agents_file"]
+__all__ = ["AgentSpec", "AgentsFile", "build_joined_agent", "build_registry", "find_agents_file",
+           "load_agents_file"]
 
 ENTRY_POINT_GROUP = "podium.agents"
 
@@ -235,6 +236,39 @@ def _build_agent(
             # Registered with the listed capabilities; health checks tell when it is up.
         return a2a_agent
     raise ConfigError(f"{where}no transport given")
+
+
+def build_joined_agent(spec: dict[str, Any], *, health_timeout_s: float = 2.0) -> Agent:
+    """An HTTP agent that joined through the API (``POST /agents``), from its entry.
+
+    Only ``url`` agents: a remote caller never names Python for this process to import,
+    and never an environment variable whose value would be sent to its URL
+    (``token_env``, ``headers``); a bearer token it wants sent comes as ``token``.
+    """
+    data = dict(spec)
+    token = data.pop("token", None)
+    bad = sorted(k for k in ("python", "a2a", "token_env", "headers") if data.get(k))
+    if bad:
+        raise ConfigError(f"agent {data.get('id')!r}: {', '.join(bad)} cannot be given by an"
+                          " agent joining through the API (fix: an HTTP agent: url, and"
+                          " token for a bearer token it wants)")
+    if not data.get("url"):
+        raise ConfigError(f"agent {data.get('id')!r}: url is missing (fix: the agent's"
+                          " http(s) base URL)")
+    try:
+        parsed = AgentSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"agent {data.get('id')!r}: {_first_problem(exc)}") from None
+    if token is not None:
+        register_secret(str(token))
+        parsed = parsed.model_copy(update={"headers": {"Authorization": f"Bearer {token}"}})
+    return _build_agent(parsed, Path.cwd(), "joined", health_timeout_s)
+
+
+def _first_problem(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ())) or "entry"
+    return f"{where}: {err.get('msg', 'invalid')}"
 
 
 def _entry_point_agents() -> list[Agent]:

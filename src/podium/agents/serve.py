@@ -25,11 +25,13 @@ light for people who only run in-process agents.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import inspect
 import logging
 import os
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -59,8 +61,8 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "STATUS_FOR_TYPE", "ASGIApp", "make_app", "serve",
-           "token_from"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "STATUS_FOR_TYPE", "ASGIApp", "JoinSettings", "make_app",
+           "serve", "token_from"]
 
 log = logging.getLogger("podium.agents.serve")
 
@@ -132,6 +134,7 @@ def serve(
     token_env: str | None = None,
     allowed_hosts: Iterable[str] = (),
     limits: HttpLimits | None = None,
+    join: JoinSettings | None = None,
 ) -> None:
     """Load ``MODULE:FUNC`` and serve it until SIGINT/SIGTERM (graceful stop).
 
@@ -142,7 +145,9 @@ def serve(
     start-up. ``allowed_hosts`` are names (besides the bound address) that
     callers may put in ``Host``; ``port=0`` takes any free port. Every setup
     problem (bad address, bad target, port taken, web stack missing) is a
-    ``ConfigError`` raised before anything listens.
+    ``ConfigError`` raised before anything listens. ``join``: register with a ``podium
+    serve`` once listening, heartbeat, and leave at the end (``podium.agents.joining``);
+    a refusal stops the agent with a ``ConfigError``.
     """
     check_port(port, allow_zero=True)
     check_host(host)
@@ -175,9 +180,70 @@ def serve(
         )
         import uvicorn
 
-        uvicorn.Server(config).run(sockets=[sock])
+        server = uvicorn.Server(config)
+        if join is None:
+            server.run(sockets=[sock])
+            return
+        refused = asyncio.run(_serve_joined(server, sock, join.joining(
+            url, capability, max_concurrency, token, sock.getsockname()[1])))
+        if refused is not None:
+            raise ConfigError(refused)
     finally:
         sock.close()
+
+
+@dataclass(frozen=True)
+class JoinSettings:
+    """``--register`` and its companions."""
+
+    server: str
+    token: str | None
+    ttl_s: float = 30.0
+    agent_id: str | None = None
+    public_url: str | None = None
+    region: str | None = None
+
+    def joining(self, url: str, capability: str, max_concurrency: int | None,
+                token: str | None, port: int) -> Any:
+        from podium.agents.joining import Joining, default_agent_id
+
+        entry: dict[str, Any] = {
+            "id": self.agent_id or default_agent_id(capability, port),
+            "url": self.public_url or url, "capabilities": [capability]}
+        if self.region:
+            entry["region"] = self.region
+        if max_concurrency is not None:
+            entry["max_concurrency"] = max_concurrency
+        if token is not None:
+            entry["token"] = token  # what the engine must send this agent
+        return Joining(self.server, self.token, entry, self.ttl_s)
+
+
+async def _serve_joined(server: Any, sock: Any, joining: Any) -> str | None:
+    """Serve; once listening, keep the agent joined; leave when the server stops.
+
+    uvicorn raises the signal that stopped it again once it has stopped, to whatever
+    handler was there before it: a handler that only records it lets the agent say
+    goodbye to the fleet, then end with 0 rather than die by the signal."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+    serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+    while not server.started and not serving.done():  # noqa: ASYNC110 - a flag, no event
+        await asyncio.sleep(0.05)
+    keeper = asyncio.ensure_future(joining.keep())
+    await asyncio.wait({serving, keeper}, return_when=asyncio.FIRST_COMPLETED)
+    if keeper.done() and joining.refused is not None:
+        server.should_exit = True  # refused for good: stop serving
+    await serving
+    keeper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await keeper
+    if joining.refused is None:
+        await joining.leave()
+    refused: str | None = joining.refused
+    return refused
 
 
 def token_from(token_env: str | None) -> str | None:

@@ -8,9 +8,12 @@ the function knowing about HTTP.
 # Annotations stay evaluated (no ``from __future__ import annotations``): typer reads
 # every command's signature at start-up, and string annotations cost a compile each.
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from podium.agents.serve import JoinSettings
 
 from podium.cli.common import fail, guarded
 
@@ -78,6 +81,37 @@ def serve_command(
             "--log-level", metavar="LEVEL", help="critical, error, warning, info, debug or trace."
         ),
     ] = "info",
+    register: Annotated[
+        str | None,
+        typer.Option("--register", metavar="URL",
+                     help="Join the fleet of the podium serve at URL (POST /agents), send"
+                     " heartbeats, leave at the end."),
+    ] = None,
+    register_token_env: Annotated[
+        str | None,
+        typer.Option("--register-token-env", metavar="NAME",
+                     help="With --register: the variable holding an agent-scope token."),
+    ] = None,
+    ttl: Annotated[
+        str,
+        typer.Option("--ttl", metavar="DURATION",
+                     help="With --register: how long the fleet keeps it without a heartbeat."),
+    ] = "30s",
+    agent_id: Annotated[
+        str | None,
+        typer.Option("--id", metavar="ID",
+                     help="With --register: its agent id (default CAPABILITY-HOST-PORT)."),
+    ] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option("--public-url", metavar="URL",
+                     help="With --register: the URL the engine calls it at (default: the"
+                     " bound address)."),
+    ] = None,
+    region: Annotated[
+        str | None,
+        typer.Option("--region", metavar="NAME", help="With --register: its region."),
+    ] = None,
 ) -> None:
     """Expose a Python function as an HTTP agent (POST /invoke, GET /health).
 
@@ -96,6 +130,30 @@ def serve_command(
         serve(target, capability=capability, host=host, port=port,
               max_concurrency=max_concurrency, health=health, log_level=log_level,
               token_env=token_env, allowed_hosts=allowed_hosts or (),
-              limits=HttpLimits(max_body_bytes=max_body_bytes))
+              limits=HttpLimits(max_body_bytes=max_body_bytes), join=_join_settings())
+
+    def _join_settings() -> "JoinSettings | None":
+        from podium.agents.joining import check_register_url
+        from podium.agents.serve import JoinSettings
+        from podium.cli.common import token_from_env
+        from podium.definition.durations import parse_duration
+
+        given = {"--register-token-env": register_token_env, "--id": agent_id,
+                 "--public-url": public_url, "--region": region}
+        if register is None:
+            stray = [flag for flag, value in given.items() if value is not None]
+            if stray or ttl != "30s":
+                fail(f"{(stray or ['--ttl'])[0]} goes with --register (fix: add --register"
+                     " URL, or leave it out)")
+            return None
+        try:
+            ttl_s = parse_duration(ttl)
+        except Exception:  # noqa: BLE001 - any unreadable duration is the same usage error
+            ttl_s = -1.0
+        if not 1.0 <= ttl_s <= 3600.0:
+            fail(f"--ttl {ttl!r}: a duration from 1s to 1h (fix: e.g. --ttl 30s)")
+        return JoinSettings(server=check_register_url(register),
+                            token=token_from_env(register_token_env), ttl_s=ttl_s,
+                            agent_id=agent_id, public_url=public_url, region=region)
 
     guarded(body)

@@ -274,3 +274,18 @@ def dump_json(doc: Any) -> None:
     _OUT.written = True
     sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
     sys.stdout.flush()
+
+
+def token_from_env(token_env: str | None) -> str | None:
+    """An API token from the variable ``--token-env`` names (never from the command
+    line, where ``ps`` and shell history would show it); known to the scrubber."""
+    if token_env is None:
+        return None
+    from podium.redact import register_secret
+
+    token = os.environ.get(token_env, "").strip()
+    if not token:
+        fail(f"--token-env {token_env}: the variable is not set or empty (fix: export"
+             f" {token_env}=<a token from podium token create --scope read>)")
+    register_secret(token)
+    return token

@@ -404,7 +404,7 @@ def _ui(d: _Demo, port: int | None) -> None:
 
     app = create_app(ServerConfig(db=d.db, registry=d.registry,
                                   agents_source=(("registry", demo.REGISTRY_REF),),
-                                  take_over_runs=False))
+                                  project_work=False))
     sock = bind("127.0.0.1", port or 0)
     limits = HttpLimits()
     guarded = HostGuard(BodyLimit(app, limits.max_body_bytes, shape=_too_large),

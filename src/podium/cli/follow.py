@@ -14,13 +14,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import os
 import time
 from typing import Any
 
 import typer
 
-from podium.cli.common import dump_json, err, fail, run_async
+from podium.cli.common import dump_json, err, fail, run_async, token_from_env
 from podium.docs import EXIT_FAILED, EXIT_OK
 from podium.state import TERMINAL_RUN_STATUSES, RunStatus
 
@@ -37,7 +36,7 @@ def follow_run(run_id: str, *, db: str | None, server: str | None, token_env: st
 
     show = None if as_json else PlainProgress()
     if server is not None:
-        doc = _from_server(run_id, server.rstrip("/"), _token(token_env), show, verbose)
+        doc = _from_server(run_id, server.rstrip("/"), token_from_env(token_env), show, verbose)
     else:
         if token_env is not None:
             fail("--token-env goes with --server (fix: add --server URL, or leave it out)")
@@ -54,19 +53,6 @@ def _say_end(doc: dict[str, Any]) -> None:
     error = doc.get("error")
     why = f": {error['type']}: {error['message']}" if isinstance(error, dict) else ""
     print(f"run {doc['run_id']} {doc['status']}{why}", flush=True)
-
-
-def _token(token_env: str | None) -> str | None:
-    if token_env is None:
-        return None
-    from podium.redact import register_secret
-
-    token = os.environ.get(token_env, "").strip()
-    if not token:
-        fail(f"--token-env {token_env}: the variable is not set or empty (fix: export"
-             f" {token_env}=<a token from podium token create --scope read>)")
-    register_secret(token)
-    return token
 
 
 async def _from_database(run_id: str, db: str | None, show: Any, verbose: bool

@@ -59,6 +59,68 @@ async def _runtime(
     return await Runtime(config).open()
 
 
+async def _run_rows(engine: Any, status: str | None, workflow: str | None,
+                    limit: int) -> list[dict[str, Any]]:
+    """The runs as ``podium runs --json`` lists them (before the times are formatted)."""
+    runs = await engine.store.list_runs(status=status, workflow=workflow, limit=limit)
+    out = []
+    now = await engine.store.now()
+    missing: dict[str, list[str]] = {}
+    from podium.store.base import WorkerStore
+
+    if isinstance(engine.store, WorkerStore) and any(
+            r.status == RunStatus.PENDING for r in runs):
+        # Shared by workers: a run no live worker can execute says what it lacks.
+        missing = await engine.store.missing_capabilities(60.0)
+    for r in runs:
+        stale = r.status in LIVE_RUN_STATUSES and engine.owner_is_dead(r, now)
+        out.append({
+            "run_id": r.run_id, "parent": r.parent, "workflow": r.workflow,
+            "version": r.version,
+            "status": r.status,
+            "resumable": stale or r.status in (RunStatus.FAILED, RunStatus.CANCELLED),
+            "stale": stale, "created_at": r.created_at, "started_at": r.started_at,
+            "finished_at": r.finished_at, "duration_s": r.duration_s,
+            "error": None if r.error is None else r.error.public(),
+        })
+        if r.status == RunStatus.WAITING:  # what it waits for, and how to go on
+            from podium.cli.app import waiting_lines
+
+            out[-1]["waits_for"] = waiting_lines(await engine.store.get_run(r.run_id))
+        if r.run_id in missing:
+            out[-1]["waiting_for"] = missing[r.run_id]
+    return out
+
+
+def _print_runs(rows: list[dict[str, Any]]) -> None:
+    from podium.definition.durations import format_duration
+
+    if not rows:
+        print("no runs")
+        return
+    w = max(16, *(len(r["run_id"]) for r in rows))  # child runs: PARENT.STEP[i]
+    print(f"{'RUN':<{w}} {'WORKFLOW':<22} {'VER':<5} {'STATUS':<22} {'CREATED':<19}"
+          " DURATION")
+    for r in rows:
+        st = r["status"] + (" (resumable)" if r.get("stale") else "")
+        if r.get("waiting_for"):
+            st = f"{r['status']} (no worker has {', '.join(r['waiting_for'])})"
+        if r.get("waits_for"):
+            st = f"waiting: {'; '.join(r['waits_for'])}"
+        dur = "-" if r["duration_s"] is None else format_duration(r["duration_s"])
+        created = r["created_at"]
+        if isinstance(created, str):  # (from a server: ISO 8601 already)
+            created = dt.datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+        print(f"{r['run_id']:<{w}} {r['workflow'][:22]:<22} {r['version']!s:<5} {st:<22} "
+              f"{_when(created):<19} {dur}")
+
+
+def _json_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from podium.docs import with_times
+
+    return [with_times(dict(r), ("created_at", "started_at", "finished_at")) for r in rows]
+
+
 @app.command("runs")
 def runs_cmd(
     status: Annotated[
@@ -71,6 +133,19 @@ def runs_cmd(
         int, typer.Option("--limit", metavar="N",
                           help="At most this many, newest first (up to 100000).")
     ] = 20,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Then print each change of a run as it is"
+                           " committed, until Ctrl-C (--json: one object per line).")
+    ] = False,
+    server: Annotated[
+        str | None, typer.Option("--server", metavar="URL",
+                                 help="With --watch: a podium serve's event stream (else the"
+                                 " database is read).")
+    ] = None,
+    token_env: Annotated[
+        str | None, typer.Option("--token-env", metavar="NAME",
+                                 help="With --server: the variable holding an API token.")
+    ] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -78,71 +153,45 @@ def runs_cmd(
 
     async def go() -> list[dict[str, Any]]:
         rt = await _runtime(db, readonly=True)
-        engine = rt.engine
         try:
-            runs = await engine.store.list_runs(status=status, workflow=workflow, limit=limit)
-            out = []
-            now = await engine.store.now()
-            missing: dict[str, list[str]] = {}
-            from podium.store.base import WorkerStore
-
-            if isinstance(engine.store, WorkerStore) and any(
-                    r.status == RunStatus.PENDING for r in runs):
-                # Shared by workers: a run no live worker can execute says what it lacks.
-                missing = await engine.store.missing_capabilities(60.0)
-            for r in runs:
-                stale = r.status in LIVE_RUN_STATUSES and engine.owner_is_dead(r, now)
-                out.append({
-                    "run_id": r.run_id, "parent": r.parent, "workflow": r.workflow,
-                    "version": r.version,
-                    "status": r.status,
-                    "resumable": stale or r.status in (RunStatus.FAILED, RunStatus.CANCELLED),
-                    "stale": stale, "created_at": r.created_at, "started_at": r.started_at,
-                    "finished_at": r.finished_at, "duration_s": r.duration_s,
-                    "error": None if r.error is None else r.error.public(),
-                })
-                if r.status == RunStatus.WAITING:  # what it waits for, and how to go on
-                    from podium.cli.app import waiting_lines
-
-                    out[-1]["waits_for"] = waiting_lines(await engine.store.get_run(r.run_id))
-                if r.run_id in missing:
-                    out[-1]["waiting_for"] = missing[r.run_id]
-            return out
+            return await _run_rows(rt.engine, status, workflow, limit)
         finally:
             await rt.close()
 
+    def show(rows: list[dict[str, Any]]) -> None:
+        if not as_json:
+            _print_runs(rows)
+            return
+        if not watch:
+            dump_json(_json_rows(rows))
+            return
+        import json
+
+        for row in _json_rows(rows):  # --watch --json: one object per line throughout
+            print(json.dumps(row, default=str, separators=(",", ":")), flush=True)
+
     def body() -> None:
-        from podium.definition.durations import format_duration
         from podium.state import RUN_STATUSES
 
         check_limit(limit)
         if status is not None and status not in RUN_STATUSES:
             fail(f"--status {status!r} is not a run status (fix: use one of "
                  f"{', '.join(RUN_STATUSES)})")
-        rows = run_async(go)
-        if as_json:
-            from podium.docs import with_times
+        if not watch and (server is not None or token_env is not None):
+            fail("--server and --token-env go with --watch (fix: add --watch)")
+        if server is None and token_env is not None:
+            fail("--token-env goes with --server (fix: add --server URL, or leave it out)")
+        if watch:
+            from podium.cli.common import token_from_env
+            from podium.cli.watch import watch_runs
 
-            dump_json([with_times(dict(r), ("created_at", "started_at", "finished_at"))
-                       for r in rows])
-            return
-        if not rows:
-            print("no runs")
-            return
-        w = max(16, *(len(r["run_id"]) for r in rows))  # child runs: PARENT.STEP[i]
-        print(f"{'RUN':<{w}} {'WORKFLOW':<22} {'VER':<5} {'STATUS':<22} {'CREATED':<19}"
-              " DURATION")
-        for r in rows:
-            st = r["status"] + (" (resumable)" if r["stale"] else "")
-            if r.get("waiting_for"):
-                st = f"{r['status']} (no worker has {', '.join(r['waiting_for'])})"
-            if r.get("waits_for"):
-                st = f"waiting: {'; '.join(r['waits_for'])}"
-            dur = "-" if r["duration_s"] is None else format_duration(r["duration_s"])
-            print(f"{r['run_id']:<{w}} {r['workflow'][:22]:<22} {r['version']!s:<5} {st:<22} "
-                  f"{_when(r['created_at']):<19} {dur}")
+            watch_runs(lambda rt: _run_rows(rt.engine, status, workflow, limit), db=db,
+                       server=server, token=token_from_env(token_env), status=status,
+                       workflow=workflow, as_json=as_json, show_list=show)
+            raise typer.Exit(EXIT_OK)
+        show(run_async(go))
 
-    guarded(body, as_json=as_json)
+    guarded(body, as_json=as_json and not watch)
 
 
 # What --verbose shows where a traceback would be, so its absence is not a mystery.

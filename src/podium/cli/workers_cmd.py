@@ -201,7 +201,10 @@ async def _work(url: str, agents_file: Path | None, queues: tuple[str, ...], con
     config = RuntimeConfig(db=url, agents_file=agents_file, owner=owner, lease_s=lease_s,
                            poll_interval_s=1.0, metrics_port=metrics_port,
                            metrics_labels=(("worker", owner),), alerts=True,
-                           alerts_file=alerts_file, schedules=True)
+                           alerts_file=alerts_file, schedules=True,
+                           # agents that joined through the API: every 5 s (an idle
+                           # worker's statements stay under one a second)
+                           joined_agents_s=5.0)
     async with Runtime(config) as rt:
         store = rt.store
         if not isinstance(store, WorkerStore):

@@ -48,7 +48,14 @@ from podium.errors import (
     RunLost,
     RunNotFound,
 )
-from podium.events import ErrorInfo, Event, EventBus, RunCancelRequested, RunSubmitted
+from podium.events import (
+    ErrorInfo,
+    Event,
+    EventBus,
+    RunCancelRequested,
+    RunSubmitted,
+    RunTraced,
+)
 from podium.state import (
     LIVE_RUN_STATUSES,
     TERMINAL_RUN_STATUSES,
@@ -106,8 +113,12 @@ class _Children:
             except RunNotFound:
                 existing = None
             if existing is None:
+                # Its spans go under the parent step's attempt span: one trace for the
+                # whole tree (a resume of the child finds this context in the store).
+                parent_id, _, key = child_id.rpartition(".")
                 handle = await engine.start(workflow, value, run_id=child_id,
-                                            agents_source=agents_source)
+                                            agents_source=agents_source,
+                                            traceparent=engine.span_traceparent(parent_id, key))
             elif existing.status == RunStatus.SUCCEEDED or existing.status in _UNDONE or (
                     existing.status in _REDRIVEN and not redrive):
                 return existing  # ended before this parent's crash: its end stands
@@ -262,6 +273,11 @@ class EngineConfig:
     # When traced: the trace context current where a run is started (a library caller's
     # span), for runs started without one of their own.
     traceparent: Callable[[], str | None] | None = None
+    # When traced: the W3C context of a span open in this process, a run's (step None)
+    # or a step attempt's. A child run's spans go under its step's attempt; a run with
+    # no context of its own records its first span's (``RunTraced``), which whoever
+    # continues it later (resume, takeover, wake) reads back from the store.
+    span_traceparent: Callable[[str, str | None, int], str | None] | None = None
 
 
 class RunHandle:
@@ -325,6 +341,7 @@ class Engine:
         self.rng = cfg.rng
         self.owner = cfg.owner
         self._traceparent = cfg.traceparent
+        self._span_traceparent = cfg.span_traceparent
         self.bus = EventBus()
         # The journal hears every event first: a position is the event's place in it.
         self.journal = Journal(self.store, self.owner, cfg.lease_clock)
@@ -502,8 +519,36 @@ class Engine:
                                     redrive=redrive)
         if rollback is None:
             execution.begin(traceparent)
+            if traceparent is None and self._span_traceparent is not None:
+                own = self._span_traceparent(record.run_id, None, 0)
+                if own is not None:  # a root span: recorded, so later executions join it
+                    execution.emit(RunTraced(run_id=record.run_id, ts=self.clock.now(),
+                                             traceparent=own))
         work = execution.rollback(rollback) if rollback is not None else execution.execute()
         return self._track(execution, work)
+
+    def span_traceparent(self, run_id: str, step_id: str | None = None,
+                         attempt: int = 1) -> str | None:
+        """The W3C context of a span this process has open for a run (``step_id`` None)
+        or an attempt; None when untraced."""
+        fn = self._span_traceparent
+        return None if fn is None else fn(run_id, step_id, attempt)
+
+    async def _recorded_trace(self, run_id: str) -> str | None:
+        """The trace context the store recorded for a run, which a continuation of it is
+        a child of: the process continuing a run has nothing else to stay in its trace
+        with. Read only when traced (else nothing is asked of the store)."""
+        if self._span_traceparent is None:
+            return None
+        try:
+            found = await self.store.trace_context(run_id)
+        except PodiumError as exc:  # a trace is not worth failing a resume for
+            log.warning("run %s: could not read its trace context: %s", run_id, exc.message)
+            found = None
+        # Never traced before (submitted untraced...): a caller's current span, if any.
+        if found is None and self._traceparent is not None:
+            found = self._traceparent()
+        return found
 
     def _execution(self, plan: Plan, record: RunRecord, *, resumed: bool,
                    carry: dict[str, RetryState] | None = None,
@@ -551,10 +596,16 @@ class Engine:
         queue: str | None = None,
         run_id: str | None = None,
         agents_source: Mapping[str, Any] | None = None,
+        traceparent: str | None = None,
     ) -> RunRecord:
         """Store a run ``pending``, validated as ``start`` does, and execute nothing: a
         worker claims it (or ``podium resume`` runs it). Its agents need not be known
-        here; only workers providing all of them claim it."""
+        here; only workers providing all of them claim it.
+
+        ``traceparent``: the submitter's W3C trace context (else the span current here,
+        as for ``start``), stored with the run: the worker's spans join that trace."""
+        if traceparent is None and self._traceparent is not None:
+            traceparent = self._traceparent()
         plan, record = await self._prepare(workflow, input, run_id, agents_source, None,
                                            agents=False)
         record.queue = queue or workflow.queue
@@ -562,7 +613,7 @@ class Engine:
         journal.track(record, new=True, needs=plan.needs)
         self.bus.emit(RunSubmitted(run_id=record.run_id, ts=record.created_at,
                                    workflow=workflow.name, version=workflow.version,
-                                   queue=record.queue))
+                                   queue=record.queue, traceparent=traceparent))
         try:
             await journal.commit_through(journal.position)
         finally:
@@ -768,7 +819,7 @@ class Engine:
                 run_id=existing.run_id,
             )
         run, _workflow, plan = await self._take_over(existing.run_id, stale_only=stale_only)
-        return self._continue(run, plan)
+        return self._continue(run, plan, await self._recorded_trace(run.run_id))
 
     async def adopt(self, run: RunRecord) -> RunHandle:
         """Execute a run this engine's owner claimed already (``WorkerStore.claim_runs``).
@@ -788,10 +839,12 @@ class Engine:
             work = execution.end_unexecuted(FAILED, message,
                                             ErrorInfo("worker_lost", message, False), in_flight)
             return self._track(execution, work)
-        return self._continue(run, plan)
+        return self._continue(run, plan, await self._recorded_trace(run.run_id))
 
-    def _continue(self, run: RunRecord, plan: Plan) -> RunHandle:
-        """Launch a run this engine holds now, from where its store left it."""
+    def _continue(self, run: RunRecord, plan: Plan, traceparent: str | None = None,
+                  ) -> RunHandle:
+        """Launch a run this engine holds now, from where its store left it;
+        ``traceparent``: the trace its new span goes in (``_recorded_trace``)."""
         if run.cancel_requested and run.status in LIVE_RUN_STATUSES:
             execution = self._execution(plan, run, resumed=True)
             work = execution.end_unexecuted(CANCELLED, "cancel requested while its process died")
@@ -825,7 +878,7 @@ class Engine:
         run.output = None
         # A submitted run that no process started yet starts now, for the first time.
         return self._launch(plan, run, resumed=run.started_at is not None, carry=carry,
-                            redrive=redrive)
+                            redrive=redrive, traceparent=traceparent)
 
     async def recover_stale(self) -> tuple[list[str], float | None]:
         """Take over every run a dead process left, as a long-running engine does.

@@ -333,7 +333,18 @@ class Journal:
         over the batch's runs (rows). This runs for every step of a chain, so a batch
         of one run (a chain, a run alone in its engine) numbers its events in one go.
         """
-        events, self._pending = self._pending, []
+        pending = self._pending
+        try:
+            return self._cut_pending(pending)
+        except BaseException:
+            # Nothing taken: the events stay pending (a retry cuts them again) and no
+            # step row is forgotten (touched steps are cleared only once cut whole).
+            self._pending = pending + self._pending
+            self._cut_so_far -= len(pending)
+            raise
+
+    def _cut_pending(self, events: list[Event]) -> tuple[Batch, int]:
+        self._pending = []
         upto = self._cut_so_far = self._cut_so_far + len(events)
         tracked = self._tracked
         run_level: set[str] | None = None
@@ -369,6 +380,7 @@ class Journal:
         finished: list[str] = []
         epochs: dict[str, int] = {}
         make = tuple.__new__  # a StepRow from its tuple, without NamedTuple's Python __new__
+        cleared: list[_Tracked] = []
         for rid, t in cut_runs.items():
             record = t.record
             if t.new:
@@ -383,7 +395,7 @@ class Journal:
                         finished.append(rid)
             touched = t.touched
             if touched:
-                t.touched = {}
+                cleared.append(t)
                 record_steps = record.steps
                 for sid, output in touched.items():
                     st = record_steps[sid]
@@ -394,6 +406,8 @@ class Journal:
                         st.finished_at, st.next_retry_at, st.optional, st.completed_seq,
                         st.compensation_status, st.compensation_attempts,
                         None if cerr is None else _error_json(cerr))))
+        for t in cleared:
+            t.touched = {}
         self._cut_runs = cut_runs
         # Not Batch(...): its generated __init__ tests each of 7 defaults per call.
         batch = _new_batch(Batch)

@@ -81,10 +81,14 @@ class Worker:
         self._wake = asyncio.Event()
         self._watching: set[asyncio.Task[None]] = set()
         self._warned_missing: set[str] = set()
-        reg = engine.registry
-        self.capabilities: tuple[str, ...] = tuple(sorted(
-            set(reg.capabilities()) | {"@" + a.id for a in reg.agents}))
         self.claimed = 0  # runs claimed since start (for the log and tests)
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        """What this worker's registry provides now: agents that join through the API
+        (``podium.joined``) add to it while the worker runs."""
+        reg = self.engine.registry
+        return tuple(sorted(set(reg.capabilities()) | {"@" + a.id for a in reg.agents}))
 
     def info(self) -> WorkerInfo:
         return WorkerInfo(

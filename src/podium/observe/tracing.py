@@ -11,8 +11,22 @@ Like metrics, tracing only consumes events: ``Tracing`` is an event-bus
 subscriber. The trace context crosses to agents as W3C ``traceparent``:
 ``headers_for`` gives an attempt's headers to the HTTP and A2A transports
 (through ``podium.agents.base.set_trace_headers``, set by the runtime), and a
-run's parent comes from ``RunStarted.traceparent`` (the API's submitter, or the
-span that was current where ``Engine.start`` was called).
+run's parent comes from ``RunStarted.traceparent`` (the API's submitter, the
+span that was current where ``Engine.start`` or ``Engine.submit`` was called,
+``$TRACEPARENT`` for a command, or a parent run's step for a child run).
+
+A run is one trace over its whole life and across processes. Each execution of
+it (the first; a resume; a worker taking over a dead one's run; a wake after
+waiting) is a span ``run WORKFLOW`` whose parent is the run's *recorded*
+context, read back from the store by whoever continues it: the submitter's
+context when there was one (each execution then sits side by side under the
+submitter's span, as retries of a job do), else the first execution's own span,
+recorded by a ``RunTraced`` event (later executions nest under it). A parent is
+preferred to span links because Jaeger and Tempo draw one tree from parents,
+while a link is a jump to another trace; executions that side by side show
+where the run stopped and went on, with ``podium.resumed`` on all but the
+first. (A process killed outright never exports the span it had open: a later
+execution nested under it shows under a missing parent, still in the trace.)
 
 Configuration is OpenTelemetry's own: an application that set a global
 ``TracerProvider`` gets its spans there; from the command line, tracing is on
@@ -27,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +60,8 @@ from podium.events import (
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
 
-__all__ = ["INSTALL_HINT", "Tracing", "configure_from_env", "current_traceparent"]
+__all__ = ["INSTALL_HINT", "Tracing", "configure_from_env", "current_traceparent",
+           "env_traceparent"]
 
 log = logging.getLogger("podium.tracing")
 
@@ -109,9 +125,13 @@ class Tracing:
 
         parent = None
         if event.traceparent:
-            from opentelemetry.propagate import extract
+            # Stored W3C, whatever propagators this process uses for its own headers.
+            from opentelemetry.trace.propagation.tracecontext import (
+                TraceContextTextMapPropagator,
+            )
 
-            parent = extract({"traceparent": event.traceparent})
+            parent = TraceContextTextMapPropagator().extract(
+                {"traceparent": event.traceparent})
         old = self._runs.pop(event.run_id, None)
         if old is not None:
             old.end(_ns(event.ts))
@@ -180,6 +200,19 @@ class Tracing:
         inject(headers, context=trace.set_span_in_context(span))
         return headers
 
+    def traceparent_of(self, run_id: str, step_id: str | None = None,
+                       attempt: int = 1) -> str | None:
+        """The W3C context of a span open here: the run's (``step_id`` None) or an
+        attempt's; the engine stores it (``RunTraced``) or hands it to a child run."""
+        span = self._runs.get(run_id) if step_id is None else self._attempts.get(
+            (run_id, step_id, attempt))
+        if span is None:
+            return None
+        ctx = span.get_span_context()
+        if not ctx.is_valid:
+            return None
+        return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
     def _trim(self) -> None:
         """A run that never finishes here (its process lost it) must not keep its spans
         open for ever: beyond ``_MAX_OPEN``, the oldest end."""
@@ -199,15 +232,24 @@ class Tracing:
 
 
 def current_traceparent() -> str | None:
-    """The ``traceparent`` of the span current here, if any (a library caller's)."""
+    """The ``traceparent`` of the span current here (a library caller's), else the
+    process's ``$TRACEPARENT`` (a script's span around a ``podium`` command)."""
     from opentelemetry import trace
-    from opentelemetry.propagate import inject
 
-    if not trace.get_current_span().get_span_context().is_valid:
-        return None
-    carrier: dict[str, str] = {}
-    inject(carrier)
-    return carrier.get("traceparent")
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return env_traceparent()
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+_W3C = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def env_traceparent() -> str | None:
+    """``$TRACEPARENT`` when it is a valid W3C context: OpenTelemetry's environment
+    carrier, how a caller's trace reaches a process it starts (``podium submit``)."""
+    value = os.environ.get("TRACEPARENT", "").strip().lower()
+    return value if _W3C.fullmatch(value) else None
 
 
 def wanted_from_env() -> bool:

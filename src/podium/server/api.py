@@ -33,7 +33,9 @@ with another workflow or input is refused (409).
 **Live events.** ``GET /runs/{id}/events`` is a Server-Sent Events stream of the
 run's committed events, each with its number as ``id``; a client that reconnects
 with ``Last-Event-ID`` (or ``?after=N``) gets what it missed and nothing twice.
-It ends after the run's last event, with an ``end`` event.
+It ends after the run's last event, with an ``end`` event. ``GET /events`` is
+every run's events in commit order (the store's feed), ids ``<commit>-<number>-<run
+id>``, resumable the same way; it goes on until the client leaves.
 """
 
 from __future__ import annotations
@@ -44,12 +46,12 @@ import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from podium.docs import alert_doc, error_doc, event_doc, run_doc, with_times
@@ -77,6 +79,8 @@ MAX_PAGE = 500
 _KEY_MAX = 200
 _POLL_S = 0.25  # a stream reads the store at least this often while its run goes on
 _RESTING = frozenset({*TERMINAL_RUN_STATUSES, RunStatus.WAITING})
+_FEED_PAGE = 500  # events read from the feed at a time
+_KEEPALIVE_S = 15.0  # a comment on a quiet stream this often
 _OPEN_CHECK_S = 5.0  # whether any token exists is looked up at most this often
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # need no CSRF header
 
@@ -131,6 +135,28 @@ class RunSubmit(BaseModel):
     input: Any = Field(None, description="The run's input")
     queue: str | None = Field(None, max_length=64,
                               description="The queue workers take it from (PostgreSQL)")
+
+
+class AgentJoin(BaseModel):
+    """An HTTP agent joining the fleet (``POST /agents``), as its agents-file entry says
+    it, plus how long it lives without a heartbeat."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+    url: str = Field(min_length=1, max_length=2048, description="Its http(s) base URL")
+    capabilities: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        min_length=1, max_length=64)
+    region: str | None = Field(None, max_length=64)
+    labels: dict[str, Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=dict, max_length=32)
+    weight: float = Field(1.0, gt=0, le=1000)
+    max_concurrency: int | None = Field(None, ge=1, le=100_000)
+    timeout: float | None = Field(None, gt=0, le=3600, description="Seconds per call")
+    token: str | None = Field(None, min_length=1, max_length=4096,
+                              description="A bearer token Podium must send it")
+    ttl_s: float = Field(30.0, ge=1, le=3600, description=(
+        "Seconds it stays without a heartbeat (send one every third of it)"))
 
 
 class AckBody(BaseModel):
@@ -247,7 +273,8 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
     """The API over ``server``'s engine and authenticator (both made by ``lifespan``,
     which starts the server)."""
     guard = _Guard(lambda: server.auth, config or ApiConfig())
-    read, write, admin = (Depends(guard.need(s)) for s in ("read", "write", "admin"))
+    read, write, admin, agent = (Depends(guard.need(s))
+                                 for s in ("read", "write", "admin", "agent"))
     app = FastAPI(title="Podium", version=version or "0", lifespan=lifespan,
                   description="Durable orchestration for multi-agent workflows.",
                   responses=_ERRORS)
@@ -422,10 +449,12 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
         from podium.store.base import WorkerStore
 
         e = engine()
+        # The submitter's trace (W3C traceparent) is the run's parent when tracing is on;
+        # a worker executing a stored run finds it in the store.
         if isinstance(e.store, WorkerStore):
             return await e.submit(wf, body.input, queue=body.queue, run_id=run_id,
-                                  agents_source=server.runtime.agents_source)
-        # The submitter's trace (W3C traceparent) is the run's parent when tracing is on.
+                                  agents_source=server.runtime.agents_source,
+                                  traceparent=traceparent)
         handle = await e.start(wf, body.input, run_id=run_id,
                                agents_source=server.runtime.agents_source,
                                traceparent=traceparent)
@@ -551,6 +580,72 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
         finally:
             unsubscribe()
 
+    @app.get("/events", tags=["runs"], dependencies=[read],
+             response_class=StreamingResponse)
+    async def all_events(
+            request: Request,
+            last_event_id: str | None = Header(None, alias="Last-Event-ID"),
+            after: str | None = Query(None, max_length=300, description=(
+                "Go on after this event id (as the stream sent it); 0: from the first"
+                " event the feed holds. Without it (and without Last-Event-ID): only what"
+                " is committed from now on.")),
+            types: str | None = Query(None, max_length=2000, description=(
+                "Only these event types, comma separated (e.g. run_started,run_finished)."
+            ))) -> StreamingResponse:
+        """Every run's committed events as Server-Sent Events, in commit order, resumable
+        with ``Last-Event-ID``. The stream goes on until the client leaves."""
+        from podium.store.base import FeedPosition
+
+        store = server.runtime.store
+        wanted = None if types is None else frozenset(
+            t.strip() for t in types.split(",") if t.strip())
+        mark = last_event_id if last_event_id is not None else after
+        if mark is None:
+            start = await store.feed_head()
+        elif mark == "0":
+            start = FeedPosition()
+        else:
+            start = _feed_id(mark, "Last-Event-ID" if last_event_id is not None else "after")
+        return StreamingResponse(_feed_stream(start, wanted, request),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store",
+                                          "X-Accel-Buffering": "no"})
+
+    async def _feed_stream(position: Any, wanted: frozenset[str] | None,
+                           request: Request) -> AsyncIterator[bytes]:
+        store = server.runtime.store
+        woken = asyncio.Event()
+        unsubscribe = engine().bus.subscribe(lambda event: woken.set())
+        quiet_since = time.monotonic()
+        try:
+            yield b": podium\n\n"
+            while True:
+                page = await store.read_feed(position, limit=_FEED_PAGE)
+                out = []
+                for position, event in page:
+                    if wanted is not None and event.type not in wanted:
+                        continue
+                    doc = {"run_id": event.run_id, **event_doc(event)}
+                    data = json.dumps(doc, default=str, separators=(",", ":"))
+                    out.append(f"id: {position.tx}-{position.seq}-{position.run_id}\n"
+                               f"event: {event.type}\ndata: {data}\n\n")
+                if out:
+                    quiet_since = time.monotonic()
+                    yield "".join(out).encode()
+                if len(page) >= _FEED_PAGE:
+                    continue  # more is waiting: no sleep
+                if await request.is_disconnected():
+                    return
+                if time.monotonic() - quiet_since > _KEEPALIVE_S:
+                    quiet_since = time.monotonic()
+                    yield b": keep-alive\n\n"  # a proxy keeps the connection; a gone client shows
+                woken.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), _POLL_S)
+                await asyncio.sleep(0.01)  # an event seen on the bus commits a moment later
+        finally:
+            unsubscribe()
+
     # --- workflows ------------------------------------------------------------
     @app.post("/workflows", tags=["workflows"], status_code=201, dependencies=[admin])
     async def register(definition: dict[str, Any]) -> JSONResponse:
@@ -602,6 +697,60 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
         report: dict[str, Any] = engine().registry.report()
         return report
 
+    @app.post("/agents", tags=["fleet"], status_code=201)
+    async def join(body: AgentJoin, principal: Principal | None = agent) -> JSONResponse:
+        """An HTTP agent joins every process that executes runs on this database; it
+        stays while its heartbeats come (``ttl_s``)."""
+        from podium.agents.config import build_joined_agent
+
+        joined = server.runtime.joined
+        if joined is None:
+            raise ApiError(409, "config_error", "this server does not take agents that join")
+        if body.id not in joined.ids and engine().registry.get(body.id) is not None:
+            raise ApiError(409, "config_error", f"agent id {body.id!r} is one of this"
+                           " server's own agents (fix: give the joining agent another id)")
+        spec = body.model_dump(exclude={"ttl_s"}, exclude_none=True)
+        if not spec.get("labels"):
+            spec.pop("labels", None)
+        try:  # refused now (422), not by every process that reads it later
+            probe = build_joined_agent(spec)
+        except ConfigError as exc:
+            raise ApiError(422, "input_error", exc.message) from None
+        await probe.aclose()
+        row, created = await server.runtime.store.join_agent(
+            body.id, spec, _token_id(principal), body.ttl_s)
+        await joined.round()  # in this server's registry at once
+        return JSONResponse(
+            with_times({"id": row.id, "created": created, "registered_at": row.registered_at,
+                        "expires_at": row.expires_at, "heartbeat_s": body.ttl_s / 3},
+                       ("registered_at", "expires_at")),
+            status_code=201 if created else 200)
+
+    @app.post("/agents/{agent_id}/heartbeat", tags=["fleet"])
+    async def heartbeat(agent_id: str, ttl_s: float = Query(30.0, ge=1, le=3600),
+                        principal: Principal | None = agent) -> dict[str, Any]:
+        """Keep a joined agent in the fleet for ``ttl_s`` more seconds."""
+        expires = await server.runtime.store.agent_heartbeat(
+            _agent_id(agent_id), _token_id(principal), ttl_s)
+        if expires is None:
+            raise ApiError(404, "not_found", f"agent {agent_id!r} is not joined (it expired,"
+                           " left, or another token registered it) (fix: POST /agents again)")
+        return with_times({"id": agent_id, "expires_at": expires}, ("expires_at",))
+
+    @app.delete("/agents/{agent_id}", tags=["fleet"], status_code=204)
+    async def leave(agent_id: str, principal: Principal | None = agent) -> Response:
+        """A joined agent leaves (its own token, or an admin's)."""
+        from podium.auth import Scope
+
+        whose = None if principal is None or principal.scope == Scope.ADMIN else \
+            principal.token_id
+        if not await server.runtime.store.leave_agent(_agent_id(agent_id), whose):
+            raise ApiError(404, "not_found", f"agent {agent_id!r} is not joined (or another"
+                           " token registered it)")
+        if server.runtime.joined is not None:
+            await server.runtime.joined.round()
+        return Response(status_code=204)
+
     @app.get("/alerts", tags=["alerts"], dependencies=[read])
     async def alerts(status: Literal["firing", "resolved"] | None = None,
                      limit: int = Query(100, ge=1, le=MAX_PAGE)) -> list[dict[str, Any]]:
@@ -641,6 +790,30 @@ def _id(run_id: str) -> str:
     if not 0 < len(run_id) <= 256 or not run_id.isprintable():
         raise ApiError(400, "usage", "a run id is 1 to 256 printable characters")
     return run_id
+
+
+def _token_id(principal: Principal | None) -> str:
+    """Whose registration: the token's id; on a server open without tokens, "local"."""
+    return principal.token_id if principal is not None else "local"
+
+
+def _agent_id(agent_id: str) -> str:
+    if not 0 < len(agent_id) <= 128 or not agent_id.isprintable():
+        raise ApiError(400, "usage", "an agent id is 1 to 128 printable characters")
+    return agent_id
+
+
+def _feed_id(text: str, what: str) -> Any:
+    """An event id of ``GET /events``: ``<commit>-<number>-<run id>``."""
+    from podium.store.base import FeedPosition
+
+    tx, _, rest = text.partition("-")
+    seq, _, run_id = rest.partition("-")
+    if (tx.isdigit() and seq.isdigit() and run_id and len(tx) <= 20 and len(seq) <= 12
+            and len(run_id) <= 256 and run_id.isprintable()):
+        return FeedPosition(int(tx), run_id, int(seq))
+    raise ApiError(400, "usage", f"{what}: not an event id this stream sent (fix: pass the"
+                   " id of the last event received, or 0 for the start of the feed)")
 
 
 def _cursor(text: str) -> tuple[float, str]:

@@ -53,11 +53,14 @@ from podium.state import AlertRecord, AttemptOutcome, RunRecord
 
 __all__ = [
     "NO_RUNS",
+    "AgentDirectory",
     "AlertStore",
     "Batch",
     "CommitUnknown",
+    "EventFeed",
     "EventRow",
     "FeedPosition",
+    "JoinedAgent",
     "RegisteredWorkflow",
     "RunRow",
     "RunStore",
@@ -291,6 +294,13 @@ class RunStore(Protocol):
         ...
 
     async def get_events(self, run_id: str) -> Sequence[Event]: ...
+
+    async def trace_context(self, run_id: str) -> str | None:
+        """The W3C trace context a run's executions are children of: the first one its
+        ``RunSubmitted``, ``RunStarted`` or ``RunTraced`` events recorded (None: never
+        traced). ``run_id`` is exact. A process resuming the run has nothing else to
+        keep it in one trace with."""
+        ...
 
     async def request_cancel(self, run_id: str) -> bool:
         """Ask whoever runs ``run_id`` to cancel it; False if it is already finished."""
@@ -545,11 +555,84 @@ class TokenStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class FeedPosition:
+    """A place in the feed of every committed event of a shared database, in commit
+    order (``EventFeed.read_feed``, ``WorkerStore.feed``). Opaque to its readers, but
+    kept across processes: a new alert leader carries on from where the last one got
+    to, a client reconnects with it as ``Last-Event-ID``."""
+
+    tx: int = 0
+    run_id: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class JoinedAgent:
+    """An agent that joined through the API (``POST /agents``): its agents-file entry
+    (``spec``, HTTP or A2A), live until ``expires_at`` (the store's clock)."""
+
+    id: str
+    spec: dict[str, Any]
+    registered_at: float
+    expires_at: float
+
+
+@runtime_checkable
+class AgentDirectory(Protocol):
+    """Agents that joined through the API, shared by every process on the database:
+    each row lives while its heartbeats come (the store's clock), and only the token
+    that registered it renews or removes it while it lives."""
+
+    async def join_agent(self, agent_id: str, spec: dict[str, Any], token_id: str,
+                         ttl_s: float) -> tuple[JoinedAgent, bool]:
+        """Add the agent, or renew (and update) the token's own registration: the row
+        and whether it is new. Raises ``AgentTaken`` while another token's is live; an
+        expired one of any token is replaced."""
+        ...
+
+    async def agent_heartbeat(self, agent_id: str, token_id: str, ttl_s: float
+                              ) -> float | None:
+        """Renew the token's live registration: its new expiry, None when there is none
+        (expired, removed or another token's: the agent registers again)."""
+        ...
+
+    async def leave_agent(self, agent_id: str, token_id: str | None) -> bool:
+        """Remove the registration (of that token; ``None``: whoever's, for an admin)."""
+        ...
+
+    async def joined_agents(self) -> list[JoinedAgent]:
+        """Every live registration, by id (an expired row stays until its id joins
+        again: the table holds one row per agent id ever seen)."""
+        ...
+
+
+@runtime_checkable
+class EventFeed(Protocol):
+    """Every committed event of the database in commit order, for readers that follow
+    all runs at once (``GET /events``, ``podium runs --watch``), from any process.
+
+    Positions are kept by the reader (a client's ``Last-Event-ID``); nothing is saved.
+    An event appears only once its transaction has ended and never behind a position
+    already read, so a reader that moves on misses nothing.
+    """
+
+    async def read_feed(self, after: FeedPosition, *, limit: int = 500
+                        ) -> list[tuple[FeedPosition, Event]]:
+        """Up to ``limit`` events after ``after``, each with its own position."""
+        ...
+
+    async def feed_head(self) -> FeedPosition:
+        """The position after the last event committed so far."""
+        ...
+
+
 @runtime_checkable
 class Store(RunStore, AlertStore, ScheduleStore, WaitStore, WorkflowRegistry, TokenStore,
-            Protocol):
-    """All six: what ``open_store`` gives (one database holds runs, alerts, schedules,
-    the signals of waiting runs, the registered workflows and the API tokens)."""
+            EventFeed, AgentDirectory, Protocol):
+    """What ``open_store`` gives: one database holds runs, alerts, schedules, the
+    signals of waiting runs, the registered workflows, the API tokens and the agents
+    that joined through the API, and reads back every run's events in commit order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -573,17 +656,6 @@ class WorkerInfo:
     stopping: bool = False
     runs_held: int = 0
     roles: tuple[str, ...] = ()  # the roles it leads (``lead``): "alerts"
-
-
-@dataclass(frozen=True, slots=True)
-class FeedPosition:
-    """A place in the feed of every committed event of a shared database, in commit
-    order (``WorkerStore.feed``). Opaque to its readers, but kept across processes:
-    a new leader carries on from where the last one got to."""
-
-    tx: int = 0
-    run_id: str = ""
-    seq: int = 0
 
 
 @runtime_checkable

@@ -8,6 +8,7 @@ JSON text they arrived in (decoded only when a run is read back).
 
 from __future__ import annotations
 
+import bisect
 import copy
 import dataclasses
 import time
@@ -17,7 +18,15 @@ from typing import Any
 import orjson
 
 from podium.errors import ConfigError, RunNotFound, StoreError
-from podium.events import ErrorInfo, Event, StepAttemptFailed, StepSucceeded
+from podium.events import (
+    ErrorInfo,
+    Event,
+    RunStarted,
+    RunSubmitted,
+    RunTraced,
+    StepAttemptFailed,
+    StepSucceeded,
+)
 from podium.state import (
     TERMINAL_RUN_STATUSES,
     AlertRecord,
@@ -29,6 +38,8 @@ from podium.state import (
 from podium.store.base import (
     NO_RUNS,
     Batch,
+    FeedPosition,
+    JoinedAgent,
     RegisteredWorkflow,
     ScheduleRecord,
     Signal,
@@ -37,7 +48,7 @@ from podium.store.base import (
     TokenRecord,
     WorkflowVersion,
 )
-from podium.store.registry import prepare_registration, version_taken
+from podium.store.registry import agent_taken, prepare_registration, version_taken
 
 __all__ = ["MemoryStore"]
 
@@ -65,6 +76,11 @@ class MemoryStore:
         self._slots: dict[str, dict[float, SlotRecord]] = {}
         self._registered: dict[tuple[str, str], RegisteredWorkflow] = {}
         self._tokens: dict[str, tuple[TokenRecord, bytes, bytes]] = {}
+        # Every committed event with its feed position, in commit order (``read_feed``).
+        self._feed: list[tuple[int, str, int, Event]] = []
+        self._batches = 0
+        # Agents that joined through the API: id -> (row, the token that registered it).
+        self._joined: dict[str, tuple[JoinedAgent, str]] = {}
 
     async def open(self) -> None:
         return None
@@ -127,6 +143,12 @@ class MemoryStore:
             self._steps[r.run_id] = {}
         for e in batch.source:
             self._events[e.run_id].append(e)
+        if batch.source:
+            self._batches += 1
+            tx = self._batches
+            self._feed += sorted(
+                ((tx, e.run_id, seq, e) for e, seq in zip(batch.source, batch.seqs, strict=True)),
+                key=lambda row: row[1:3])
         finished = set(batch.finished)
         for r in batch.runs:
             run = self._runs[r.run_id]
@@ -141,6 +163,54 @@ class MemoryStore:
             if s.output_json is None and old is not None and old.output_json is not None:
                 s = s._replace(output_json=old.output_json)
             rows[s.step_id] = s
+
+    async def read_feed(self, after: FeedPosition, *, limit: int = 500
+                        ) -> list[tuple[FeedPosition, Event]]:
+        key = (after.tx, after.run_id, after.seq)
+        start = bisect.bisect_right(self._feed, key, key=lambda row: row[:3])
+        return [(FeedPosition(tx, rid, seq), e)
+                for tx, rid, seq, e in self._feed[start:start + max(limit, 0)]]
+
+    async def feed_head(self) -> FeedPosition:
+        if not self._feed:
+            return FeedPosition()
+        tx, rid, seq, _ = self._feed[-1]
+        return FeedPosition(tx, rid, seq)
+
+    async def join_agent(self, agent_id: str, spec: dict[str, Any], token_id: str,
+                         ttl_s: float) -> tuple[JoinedAgent, bool]:
+        now = self._clock()
+        before = self._joined.get(agent_id)
+        if before is not None and before[1] != token_id and before[0].expires_at > now:
+            raise agent_taken(agent_id)
+        kept = before is not None and before[1] == token_id and before[0].expires_at > now
+        row = JoinedAgent(agent_id, copy.deepcopy(spec),
+                          before[0].registered_at if before is not None and kept else now,
+                          now + ttl_s)
+        self._joined[agent_id] = (row, token_id)
+        return row, not kept
+
+    async def agent_heartbeat(self, agent_id: str, token_id: str, ttl_s: float
+                              ) -> float | None:
+        now = self._clock()
+        found = self._joined.get(agent_id)
+        if found is None or found[1] != token_id or found[0].expires_at <= now:
+            return None
+        self._joined[agent_id] = (dataclasses.replace(found[0], expires_at=now + ttl_s),
+                                  token_id)
+        return now + ttl_s
+
+    async def leave_agent(self, agent_id: str, token_id: str | None) -> bool:
+        found = self._joined.get(agent_id)
+        if found is None or (token_id is not None and found[1] != token_id):
+            return False
+        del self._joined[agent_id]
+        return True
+
+    async def joined_agents(self) -> list[JoinedAgent]:
+        now = self._clock()
+        return [row for row, _ in sorted(self._joined.values(), key=lambda r: r[0].id)
+                if row.expires_at > now]
 
     async def batch_committed(self, batch: Batch) -> bool:
         return all(len(self._events.get(rid, ())) >= seq for rid, seq in batch.last_seq.items())
@@ -193,6 +263,12 @@ class MemoryStore:
 
     async def get_events(self, run_id: str) -> Sequence[Event]:
         return list(self._events.get(self._find(run_id).run_id, []))
+
+    async def trace_context(self, run_id: str) -> str | None:
+        for e in self._events.get(run_id, ()):
+            if isinstance(e, RunSubmitted | RunStarted | RunTraced) and e.traceparent:
+                return e.traceparent
+        return None
 
     async def request_cancel(self, run_id: str) -> bool:
         run = self._find(run_id)

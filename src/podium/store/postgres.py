@@ -58,6 +58,7 @@ from podium.store.base import (
     SlotRecord,
     WorkerInfo,
 )
+from podium.store.postgres_agents import PostgresAgents
 from podium.store.postgres_registry import PostgresRegistry
 from podium.store.postgres_tokens import PostgresTokens
 from podium.store.queries import queries
@@ -65,11 +66,13 @@ from podium.store.rows import (
     DefinitionJson,
     alert_from_row,
     dumps,
+    event_from_row,
     events_from_rows,
     run_from_row,
     schedule_from_row,
     schedule_row,
     step_from_row,
+    traceparent_of,
 )
 from podium.store.urls import bad_db
 
@@ -124,7 +127,7 @@ def _max_runs(definition: Any) -> int | None:
     return most if isinstance(most, int) and not isinstance(most, bool) else None
 
 
-class PostgresStore(PostgresRegistry, PostgresTokens):
+class PostgresStore(PostgresRegistry, PostgresTokens, PostgresAgents):
     def __init__(self, conninfo: str, *, url: str, schema: str = "public", pool_max: int = 8,
                  synchronous_commit: bool = True, notify: bool = True,
                  readonly: bool = False) -> None:
@@ -515,6 +518,10 @@ class PostgresStore(PostgresRegistry, PostgresTokens):
         except psycopg.Error as exc:
             raise self._error(exc) from None
         return events_from_rows(rid, rows)
+
+    async def trace_context(self, run_id: str) -> str | None:
+        rows = await self._fetch(Q["trace_context"], (run_id,))
+        return traceparent_of(rows[0][0]) if rows else None
 
     async def request_cancel(self, run_id: str) -> bool:
         """Mark the run, and tell its worker at once (the notification goes out with the
@@ -970,6 +977,19 @@ class PostgresStore(PostgresRegistry, PostgresTokens):
             events += events_from_rows(row[1], (row[3:],))
         last = rows[-1]
         return events, FeedPosition(int(last[0]), last[1], int(last[2]))
+
+    async def read_feed(self, after: FeedPosition, *, limit: int = 500
+                        ) -> list[tuple[FeedPosition, Event]]:
+        if limit <= 0:
+            return []
+        rows = await self._fetch(Q["feed_after"], {
+            "tx": after.tx, "run_id": after.run_id, "seq": after.seq, "limit": limit})
+        out: list[tuple[FeedPosition, Event]] = []
+        for tx, rid, seq, kind, ts, data in rows:
+            event = event_from_row(rid, kind, ts, data)
+            if event is not None:
+                out.append((FeedPosition(int(tx), rid, int(seq)), event))
+        return out
 
     async def feed_head(self) -> FeedPosition:
         rows = await self._fetch(Q["feed_head"])

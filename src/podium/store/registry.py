@@ -1,5 +1,6 @@
 """What every store's ``WorkflowRegistry`` shares: the checks before a registration is
-written and the refusal of a version that holds other content.
+written and the refusal of a version that holds other content (and the refusal of an
+agent id another token holds, ``AgentDirectory``'s).
 
 The dialects only differ in how they write a row once (``ON CONFLICT DO NOTHING``);
 the in-memory store does the same with a dictionary.
@@ -10,11 +11,11 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from podium.definition.documents import format_size, max_file_bytes
-from podium.errors import ConfigError, VersionTaken
+from podium.errors import AgentTaken, ConfigError, VersionTaken
 from podium.store.base import workflow_digest
 from podium.store.rows import dumps
 
-__all__ = ["Registration", "prepare_registration", "version_taken"]
+__all__ = ["Registration", "agent_taken", "prepare_registration", "version_taken"]
 
 
 class Registration(NamedTuple):
@@ -43,3 +44,8 @@ def version_taken(name: str, version: str) -> VersionTaken:
         f"workflow '{name}' version {version} is registered already with other content;"
         " a registered version never changes (fix: bump version: in the file and register"
         " it again)")
+
+
+def agent_taken(agent_id: str) -> AgentTaken:
+    return AgentTaken(f"agent id {agent_id!r} is registered by another token and alive"
+                      " (fix: give this agent another id, or stop the other one)")

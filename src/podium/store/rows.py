@@ -21,12 +21,14 @@ __all__ = [
     "alert_from_row",
     "dumps",
     "error_of",
+    "event_from_row",
     "events_from_rows",
     "loads",
     "run_from_row",
     "schedule_from_row",
     "schedule_row",
     "step_from_row",
+    "traceparent_of",
 ]
 
 
@@ -111,6 +113,19 @@ def alert_from_row(row: Sequence[Any]) -> AlertRecord:
         level=row[13],
         last_notified_at=row[14],
     )
+
+
+def event_from_row(run_id: str, kind: str, ts: float, data: str | bytes) -> Event | None:
+    """One event from its row; None for a type this Podium does not know (written by a
+    newer one), as ``events_from_rows`` skips it."""
+    found = events_from_rows(run_id, ((kind, ts, data),))
+    return found[0] if found else None
+
+
+def traceparent_of(data: str) -> str | None:
+    """The ``traceparent`` of a run-level event's stored JSON (``trace_context``)."""
+    found = orjson.loads(data).get("traceparent")
+    return found if isinstance(found, str) else None
 
 
 def events_from_rows(run_id: str, rows: Iterable[Sequence[Any]]) -> list[Event]:

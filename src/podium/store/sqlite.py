@@ -43,7 +43,9 @@ from podium.store.rows import (
     events_from_rows,
     run_from_row,
     step_from_row,
+    traceparent_of,
 )
+from podium.store.sqlite_agents import JoinedAgentQueries
 from podium.store.sqlite_alerts import AlertQueries
 from podium.store.sqlite_checkpoint import CHECKPOINT_THREAD_AFTER, Checkpointer
 from podium.store.sqlite_db import (
@@ -55,6 +57,7 @@ from podium.store.sqlite_db import (
     release_file,
     store_error,
 )
+from podium.store.sqlite_feed import FeedQueries, feed_ranges
 from podium.store.sqlite_registry import RegistryQueries
 from podium.store.sqlite_schedules import ScheduleQueries
 from podium.store.sqlite_tokens import TokenQueries
@@ -105,7 +108,8 @@ def checked_db_path(path: str, url: str) -> Path:
     return Path(path)
 
 
-class SQLiteStore(AlertQueries, ScheduleQueries, RegistryQueries, TokenQueries):
+class SQLiteStore(AlertQueries, ScheduleQueries, RegistryQueries, TokenQueries, FeedQueries,
+                  JoinedAgentQueries):
     def __init__(self, path: Path | str, *, durability: str = "normal",
                  readonly: bool = False) -> None:
         if durability not in ("normal", "strict"):
@@ -392,7 +396,9 @@ class SQLiteStore(AlertQueries, ScheduleQueries, RegistryQueries, TokenQueries):
                 r.input_json, r.status, r.output_json, r.error_json, r.created_at,
                 r.started_at, r.finished_at, r.owner, r.lease_expires_at,
                 dumps(r.agents_source), r.phase, r.queue, dumps(list(r.needs))))
-        conn.executemany(Q["event_insert"], event_rows(batch.source, batch.seqs))
+        if batch.source:
+            conn.executemany(Q["event_insert"], event_rows(batch.source, batch.seqs))
+            conn.execute(Q["feed_insert"], (feed_ranges(batch),))
         finished = batch.finished
         for r in batch.runs:  # mostly one, where executemany costs more than execute
             conn.execute(Q["run_update"], (
@@ -524,6 +530,10 @@ class SQLiteStore(AlertQueries, ScheduleQueries, RegistryQueries, TokenQueries):
     async def get_events(self, run_id: str) -> Sequence[Event]:
         rid = self._resolve_id(run_id)
         return events_from_rows(rid, self.conn.execute(Q["events_of_run"], (rid,)))
+
+    async def trace_context(self, run_id: str) -> str | None:
+        row = self.conn.execute(Q["trace_context"], (run_id,)).fetchone()
+        return traceparent_of(row[0]) if row is not None else None
 
     async def request_cancel(self, run_id: str) -> bool:
         rid = self._resolve_id(run_id)

@@ -139,6 +139,14 @@ ORDER BY created_at DESC, run_id DESC LIMIT %(limit)s;
 -- name: events_of_run
 SELECT type, ts, data FROM events WHERE run_id = %s ORDER BY seq;
 
+-- name: trace_context
+-- The first run-level event that recorded a trace context (few per run: one per
+-- execution), read along the primary key; no event decoded but the one.
+SELECT data FROM events
+WHERE run_id = %s AND type IN ('run_submitted', 'run_started', 'run_traced')
+  AND strpos(data, '"traceparent"') > 0
+ORDER BY seq LIMIT 1;
+
 -- name: cancel_request
 UPDATE runs SET cancel_requested = true
 WHERE run_id = %s AND status NOT IN ('succeeded', 'failed', 'cancelled', 'rolled_back',
@@ -302,8 +310,13 @@ WHERE status = 'pending' AND owner IS NULL
 ORDER BY created_at LIMIT 100;
 
 -- name: live_capabilities
+-- What live workers registered with, and what live agents that joined through the API
+-- provide (every worker takes those up within seconds).
 SELECT capabilities FROM workers
-WHERE heartbeat + lease_s >= extract(epoch FROM statement_timestamp()) AND NOT stopping;
+WHERE heartbeat + lease_s >= extract(epoch FROM statement_timestamp()) AND NOT stopping
+UNION ALL
+SELECT (spec::json -> 'capabilities')::text FROM joined_agents
+WHERE expires_at > extract(epoch FROM statement_timestamp());
 
 -- name: notify
 SELECT pg_notify(%s, %s);
@@ -370,6 +383,15 @@ WITH saved AS (
             extract(epoch FROM statement_timestamp()))
     ON CONFLICT (name) DO UPDATE SET tx = EXCLUDED.tx, run_id = EXCLUDED.run_id,
         seq = EXCLUDED.seq, holder = EXCLUDED.holder, saved = EXCLUDED.saved)
+SELECT tx, run_id, seq, type, ts, data FROM events
+WHERE (tx, run_id, seq) > (%(tx)s, %(run_id)s, %(seq)s)
+  AND tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+ORDER BY tx, run_id, seq
+LIMIT %(limit)s;
+
+-- name: feed_after
+-- Everything committed after a position, in commit order, for a reader that holds no
+-- role (`GET /events`, `podium runs --watch`): the leader's read without the save.
 SELECT tx, run_id, seq, type, ts, data FROM events
 WHERE (tx, run_id, seq) > (%(tx)s, %(run_id)s, %(seq)s)
   AND tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
@@ -494,3 +516,34 @@ WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > %(now)s);
 -- A later use is never replaced by an earlier one (two servers touching at once).
 UPDATE api_tokens SET last_used_at = %(at)s
 WHERE id = %(id)s AND (last_used_at IS NULL OR last_used_at < %(at)s);
+
+-- name: agent_join
+-- Add or renew a registration (database time): a live row of another token stays
+-- untouched (the caller then sees the other token's id read back and refuses).
+WITH now AS (SELECT extract(epoch FROM statement_timestamp()) AS t)
+INSERT INTO joined_agents AS j (id, spec, token_id, registered_at, expires_at)
+SELECT %(id)s, %(spec)s, %(token_id)s, now.t, now.t + %(ttl)s FROM now
+ON CONFLICT (id) DO UPDATE SET spec = EXCLUDED.spec, token_id = EXCLUDED.token_id,
+    registered_at = CASE WHEN j.token_id = EXCLUDED.token_id
+                          AND j.expires_at > EXCLUDED.registered_at
+                         THEN j.registered_at ELSE EXCLUDED.registered_at END,
+    expires_at = EXCLUDED.expires_at
+WHERE j.token_id = EXCLUDED.token_id OR j.expires_at <= EXCLUDED.registered_at;
+
+-- name: agent_joined_row
+SELECT token_id, registered_at, expires_at FROM joined_agents WHERE id = %s;
+
+-- name: agent_heartbeat
+UPDATE joined_agents SET expires_at = extract(epoch FROM statement_timestamp()) + %(ttl)s
+WHERE id = %(id)s AND token_id = %(token_id)s
+  AND expires_at > extract(epoch FROM statement_timestamp())
+RETURNING expires_at;
+
+-- name: agent_leave
+DELETE FROM joined_agents WHERE id = %(id)s
+  AND (%(token_id)s::text IS NULL OR token_id = %(token_id)s);
+
+-- name: agents_joined
+SELECT id, spec, registered_at, expires_at FROM joined_agents
+WHERE expires_at > extract(epoch FROM statement_timestamp()) ORDER BY id;
+

@@ -86,6 +86,14 @@ ORDER BY created_at DESC, run_id DESC LIMIT ?3;
 -- name: events_of_run
 SELECT type, ts, data FROM events WHERE run_id = ? ORDER BY seq;
 
+-- name: trace_context
+-- The first run-level event that recorded a trace context (few per run: one per
+-- execution), read along the primary key; no event decoded but the one.
+SELECT data FROM events
+WHERE run_id = ? AND type IN ('run_submitted', 'run_started', 'run_traced')
+  AND instr(data, '"traceparent"') > 0
+ORDER BY seq LIMIT 1;
+
 -- name: cancel_request
 UPDATE runs SET cancel_requested = 1
 WHERE run_id = ? AND status NOT IN ('succeeded', 'failed', 'cancelled', 'rolled_back',
@@ -279,3 +287,45 @@ WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?1);
 -- A later use is never replaced by an earlier one (two servers touching at once).
 UPDATE api_tokens SET last_used_at = ?1
 WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1);
+
+-- name: feed_insert
+-- One row per committed batch: which events it wrote (schema 11).
+INSERT INTO feed (runs) VALUES (?);
+
+-- name: feed_batches
+-- The batches from position ? on, oldest first (the first may be partly read).
+SELECT pos, runs FROM feed WHERE pos >= ? ORDER BY pos LIMIT ?;
+
+-- name: feed_events
+-- The events of one run that one batch wrote.
+SELECT seq, type, ts, data FROM events WHERE run_id = ? AND seq BETWEEN ? AND ? ORDER BY seq;
+
+-- name: feed_last
+SELECT pos, runs FROM feed ORDER BY pos DESC LIMIT 1;
+
+-- name: agent_join
+-- Add or renew a registration: a live row of another token stays untouched (the caller
+-- then sees the other token's id read back and refuses).
+INSERT INTO joined_agents (id, spec, token_id, registered_at, expires_at)
+VALUES (?1, ?2, ?3, ?4, ?4 + ?5)
+ON CONFLICT (id) DO UPDATE SET spec = excluded.spec, token_id = excluded.token_id,
+    registered_at = CASE WHEN joined_agents.token_id = excluded.token_id
+                          AND joined_agents.expires_at > ?4
+                         THEN joined_agents.registered_at ELSE excluded.registered_at END,
+    expires_at = excluded.expires_at
+WHERE joined_agents.token_id = excluded.token_id OR joined_agents.expires_at <= ?4;
+
+-- name: agent_joined_row
+SELECT token_id, registered_at, expires_at FROM joined_agents WHERE id = ?;
+
+-- name: agent_heartbeat
+UPDATE joined_agents SET expires_at = ?3 + ?4
+WHERE id = ?1 AND token_id = ?2 AND expires_at > ?3;
+
+-- name: agent_leave
+DELETE FROM joined_agents WHERE id = ?1 AND (?2 IS NULL OR token_id = ?2);
+
+-- name: agents_joined
+SELECT id, spec, registered_at, expires_at FROM joined_agents WHERE expires_at > ?
+ORDER BY id;
+
