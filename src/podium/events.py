@@ -356,7 +356,7 @@ class AgentHealthChanged(Event, frozen=True, kw_only=True, gc=False):
 
 class CircuitStateChanged(Event, frozen=True, kw_only=True, gc=False):
     type: ClassVar[str] = "circuit_state_changed"
-    run_id: str = ""
+    run_id: str = ""  # the run whose call moved it (kept in its history), else none
     agent_id: str
     old: str
     new: str

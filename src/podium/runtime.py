@@ -42,7 +42,8 @@ if TYPE_CHECKING:
     from podium.observe.tracing import Tracing
     from podium.scheduler import Scheduler
 
-__all__ = ["Runtime", "RuntimeConfig", "StoreLedger", "agents_of_run", "lease_of"]
+__all__ = ["Runtime", "RuntimeConfig", "StoreLedger", "agents_of_run", "lease_of",
+           "registry_of_run"]
 
 log = logging.getLogger("podium.runtime")
 
@@ -54,6 +55,27 @@ def agents_of_run(source: dict[str, Any] | None, agents: Path | None = None
     if path is None and source and source.get("agents_file"):
         path = Path(source["agents_file"])
     return path, bool((source or {}).get("entry_points", True))
+
+
+def registry_of_run(source: dict[str, Any] | None, agents: Path | None = None
+                    ) -> AgentRegistry | None:
+    """The registry a run's stored ``registry`` factory (``MODULE:FUNC``) builds, or None.
+
+    A registry given whole (``podium demo``'s fleet) is in no agents file, so a run
+    it started keeps the import path of the function that made it; ``resume``,
+    ``cancel`` and ``rollback`` in another process call it to get the same agents.
+    ``--agents`` wins, as it does over a stored agents file.
+    """
+    ref = (source or {}).get("registry")
+    if agents is not None or not isinstance(ref, str) or not ref:
+        return None
+    from podium.agents.python import load_callable
+
+    made = load_callable(ref, where="the run's stored registry: ")()
+    if not isinstance(made, AgentRegistry):
+        raise ConfigError(f"the run's stored registry {ref!r} made a {type(made).__name__},"
+                          " not an AgentRegistry (fix: resume with --agents FILE)")
+    return made
 
 
 @dataclass(frozen=True)
@@ -73,6 +95,7 @@ class RuntimeConfig:
     # True: always an alert manager; None: only when some rule exists (a run with no
     # rule anywhere could neither fire nor take up an alert).
     alerts: bool | None = None
+    alert_tick_s: float = 1.0  # how often time-based rules (an SLA) are looked at
     observers: tuple[Callable[[Event], None], ...] = ()  # progress views and the like
     clock: Clock = field(default_factory=SystemClock)
     owner: str | None = None  # the engine's owner id (a worker's --name); else made up
@@ -224,7 +247,7 @@ class Runtime:
         from podium.observe.alerts import AlertManager
 
         manager = AlertManager(rules, StoreLedger(self.store), clock=cfg.clock,
-                               emit=lambda e: self.engine.bus.emit(e))
+                               emit=lambda e: self.engine.bus.emit(e), tick_s=cfg.alert_tick_s)
         for wf in cfg.workflows:
             manager.watch_workflow(wf)
         return manager

@@ -1111,7 +1111,9 @@ def test_demo_runs_end_to_end_and_says_where_the_report_is(podium: Podium) -> No
     assert report.is_file()
     assert report.read_text(encoding="utf-8").startswith("#")
     runs = podium("runs", "--json").json()
-    assert [(r["workflow"], r["status"]) for r in runs] == [("podium-demo", "succeeded")]
+    assert sorted((r["workflow"], r["status"]) for r in runs) == [
+        ("podium-demo", "succeeded"), ("podium-demo-announce", "rolled_back"),
+        ("podium-demo-publish", "rolled_back")]
 
 
 def test_demo_writes_its_report_in_the_current_folder_by_default(podium: Podium) -> None:
@@ -1127,7 +1129,9 @@ def test_demo_json_prints_one_run_document(podium: Podium) -> None:
 
     assert res.code == 0, res
     doc = res.json()
-    assert_run_document(doc, ["collect", "process", "validate", "report", "notify"])
+    assert_run_document(doc, ["collect", "process", "validate", "report", "forecast", "notify",
+                              "deliver", "deliver[0]", "deliver[1]", "deliver[2]",
+                              "flag_issues", "all_clear"])
     assert doc["status"] == "succeeded"
     assert (podium.cwd / "r.md").is_file()
 

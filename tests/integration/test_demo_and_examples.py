@@ -99,8 +99,18 @@ async def test_demo_report_matches_totals_computed_independently_from_the_csv(
                                 demo.default_input(str(report_path)))
 
     assert run.status == "succeeded", run.error
-    assert {k: (s.status, s.attempts) for k, s in run.steps.items()} == dict.fromkeys(
-        ("collect", "process", "validate", "report", "notify"), ("succeeded", 1))
+    # The fleet misbehaves on purpose, the same way each time: the collector's upstream
+    # is busy twice; eu-worker dies under process and validate, retried on us-worker.
+    assert {k: (s.status, s.attempts) for k, s in run.steps.items()} == {
+        "collect": ("succeeded", demo.COLLECTOR_FAILURES + 1), "process": ("succeeded", 2),
+        "validate": ("succeeded", 2), "report": ("succeeded", 1),
+        "forecast": ("succeeded", 1), "notify": ("succeeded", 1),
+        "deliver": ("succeeded", 0),  # a map: its items made the attempts
+        **{f"deliver[{i}]": ("succeeded", 1) for i in range(3)},
+        "flag_issues": ("succeeded", 1), "all_clear": ("skipped", 0)}
+    assert (run.steps["process"].agent_id, run.steps["validate"].agent_id) == (
+        "us-worker", "us-worker")
+    assert run.steps["forecast"].agent_id == "eu-worker"  # back, and its circuit closed
     want = expected_totals(demo.SAMPLE_CSV)
     assert len(want["by_region"]) == 4
     assert want["skipped"] == [33]  # the row with no units
@@ -170,7 +180,8 @@ async def test_demo_reads_the_csv_named_by_the_source_input(tmp_path: Path) -> N
 async def test_demo_missing_csv_fails_once_with_invalid_input_and_skips_the_rest(
     tmp_path: Path,
 ) -> None:
-    """A missing source file is bad input: not retried, named in the error, nothing else runs."""
+    """A missing source file is bad input: once the busy upstream answers, it is not
+    retried, it is named in the error, and nothing else runs."""
     inputs = {"source": str(tmp_path / "nope.csv"), "report_path": str(tmp_path / "r.md")}
     run, _ = await run_workflow(demo.registry(), demo.WORKFLOW_PATH, inputs)
 
@@ -178,8 +189,11 @@ async def test_demo_missing_csv_fails_once_with_invalid_input_and_skips_the_rest
     assert run.error is not None
     assert run.error.type == "invalid_input"
     assert "nope.csv" in run.error.message
-    assert (run.steps["collect"].status, run.steps["collect"].attempts) == ("failed", 1)
-    assert {run.steps[s].status for s in ("process", "validate", "report", "notify")} == {"skipped"}
+    assert (run.steps["collect"].status, run.steps["collect"].attempts) == (
+        "failed", demo.COLLECTOR_FAILURES + 1)
+    assert {run.steps[s].status for s in ("process", "validate", "report", "forecast",
+                                          "notify", "deliver", "flag_issues",
+                                          "all_clear")} == {"skipped"}
     assert not (tmp_path / "r.md").exists()
 
 
@@ -190,17 +204,24 @@ async def test_demo_requires_its_input_by_schema() -> None:
 
 
 def test_demo_workflow_is_the_canonical_dependency_pipeline() -> None:
-    """collect → (process ∥ validate) → report → notify, mode dag, every capability registered."""
+    """collect → (process ∥ validate) → report → forecast → notify → deliver (a map), and
+    the two branches under validate; mode dag, every capability registered, and the
+    publishing run's too."""
     wf = load_workflow(demo.WORKFLOW_PATH)
     assert wf.mode == "dag"
     plan = compile_plan(wf)
     deps = {n.id: sorted(plan.nodes[d].id for d in n.deps) for n in plan.nodes}
     assert deps == {"collect": [], "process": ["collect"], "validate": ["collect"],
-                    "report": ["process", "validate"], "notify": ["report"]}
-    assert all(n.retry and n.retry[0].max_attempts == 3 for n in plan.nodes if n.id != "notify")
+                    "report": ["process", "validate"], "forecast": ["report"],
+                    "notify": ["forecast"], "deliver": ["notify"],
+                    "flag_issues": ["validate"], "all_clear": ["validate"]}
+    assert all(n.retry and n.retry[0].max_attempts == 4 for n in plan.nodes if n.id != "notify")
     assert plan.by_id["notify"].retry[0].max_attempts == 5
     assert plan.by_id["collect"].timeout_s == 10.0
     Engine(registry=demo.registry()).check_agents(plan)  # raises if a capability is missing
+    publish = load_workflow(demo.PUBLISH_PATH)
+    assert publish.on_failure == "compensate"
+    Engine(registry=demo.registry()).check_agents(compile_plan(publish))
 
 
 def test_demo_default_input_points_at_bundled_csv_and_cwd_report(
@@ -220,7 +241,7 @@ def test_demo_data_files_are_shipped_as_package_data() -> None:
     globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
         "package-data"]["podium"]
     pkg_root = Path(demo.__file__).resolve().parents[1]
-    for f in (demo.WORKFLOW_PATH, demo.SAMPLE_CSV):
+    for f in (demo.WORKFLOW_PATH, demo.PUBLISH_PATH, demo.SAMPLE_CSV):
         assert f.is_file()
         rel = f.resolve().relative_to(pkg_root).as_posix()
         assert any(fnmatch.fnmatch(rel, g) for g in globs), rel

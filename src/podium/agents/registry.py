@@ -96,22 +96,24 @@ class _Entry:
 class Lease:
     """One call's hold on an agent; ``release`` reports how the call went."""
 
-    __slots__ = ("_entry", "_registry", "agent", "capability", "released", "trial")
+    __slots__ = ("_entry", "_registry", "agent", "capability", "released", "run_id", "trial")
 
     def __init__(self, registry: AgentRegistry, entry: _Entry, capability: str,
-                 trial: bool = False) -> None:
+                 trial: bool = False, run_id: str = "") -> None:
         self._registry = registry
         self._entry = entry
         self.agent = entry.agent
         self.capability = capability
         self.released = False
         self.trial = trial  # admitted by a half-open breaker as one of its trial calls
+        self.run_id = run_id  # the run whose call this is ("": none said)
 
     def release(self, ok: bool = True, error_type: str | None = None,
                 latency_s: float | None = None) -> None:
         if not self.released:
             self.released = True
-            self._registry._release(self._entry, ok, error_type, latency_s, self.trial)
+            self._registry._release(self._entry, ok, error_type, latency_s, self.trial,
+                                    self.run_id)
 
     def release_busy(self, retry_after_s: float | None = None) -> float:
         """The agent said it is at capacity: free the slot without holding it against
@@ -144,6 +146,9 @@ class AgentRegistry:
         self._clock: Clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self._emit: Callable[[Event], None] | None = None
+        # The run whose call is moving a breaker now: its circuit change is recorded in
+        # that run's history too (an open circuit explains the run's failover).
+        self._cause = ""
         self._entries: dict[str, _Entry] = {}
         self._by_capability: dict[str, list[_Entry]] = {}
         # Callers waiting for a free slot, by the ref they asked for (capability or @id).
@@ -178,8 +183,8 @@ class AgentRegistry:
         agent_id = agent.id
 
         def on_change(old: str, new: str) -> None:
-            self._send(CircuitStateChanged(ts=self._clock.now(), agent_id=agent_id, old=old,
-                                           new=new))
+            self._send(CircuitStateChanged(run_id=self._cause, ts=self._clock.now(),
+                                           agent_id=agent_id, old=old, new=new))
 
         entry = _Entry(agent, CircuitBreaker(self.config.breaker, self._clock, on_change))
         self._entries[agent_id] = entry
@@ -385,8 +390,13 @@ class AgentRegistry:
         avoid: str | None = None,
         timeout_s: float | None = None,
         strategy: str | None = None,
+        run_id: str = "",
     ) -> Lease:
-        """Hold an agent for one call, waiting up to ``timeout_s`` for capacity."""
+        """Hold an agent for one call, waiting up to ``timeout_s`` for capacity.
+
+        ``run_id``: whose call it is; a circuit this call moves (open to half-open as it
+        looks, half-open to closed or open when it ends) is told with that run's id.
+        """
         capability = ref[1:] if ref.startswith("@") else ref
         candidates = self._candidates(ref)
         if len(candidates) == 1:
@@ -395,7 +405,8 @@ class AgentRegistry:
             if e.agent.max_concurrency is None and e.health.level != UNHEALTHY \
                     and e.breaker.state == "closed" and not e.busy_until:
                 e.inflight += 1
-                return Lease(self, e, self._capability_for(e, ref, capability))
+                return Lease(self, e, self._capability_for(e, ref, capability),
+                             run_id=run_id)
         loop = asyncio.get_running_loop()
         clock = self._clock
         limit = timeout_s if timeout_s is not None else self.config.acquire_timeout_s
@@ -405,7 +416,11 @@ class AgentRegistry:
             candidates = self._candidates(ref)
             if not candidates:
                 raise Unavailable(f"no agent registered for '{ref}'")
-            usable, unhealthy, refused, full, busy_until = self._usable(candidates)
+            self._cause = run_id
+            try:
+                usable, unhealthy, refused, full, busy_until = self._usable(candidates)
+            finally:
+                self._cause = ""
             if avoid is not None and len(usable) > 1:
                 usable = [e for e in usable if e.agent.id != avoid] or usable
             while usable:
@@ -420,7 +435,8 @@ class AgentRegistry:
                         # one (a circuit turning half-open): pass the wake along while
                         # there may be room left, instead of waking everyone each time.
                         self._wake_one(ref)
-                    return Lease(self, e, self._capability_for(e, ref, capability), trial)
+                    return Lease(self, e, self._capability_for(e, ref, capability), trial,
+                                 run_id)
                 usable.remove(e)
                 refused += 1
             if not full:
@@ -474,7 +490,7 @@ class AgentRegistry:
         return capability
 
     def _release(self, e: _Entry, ok: bool, error_type: str | None,
-                 latency_s: float | None, trial: bool = False) -> None:
+                 latency_s: float | None, trial: bool = False, run_id: str = "") -> None:
         e.inflight -= 1
         if ok:
             e.busy_streak = 0
@@ -482,7 +498,11 @@ class AgentRegistry:
             if trial:
                 e.breaker.cancel_trial()
         else:
-            e.breaker.record(ok, error_type, trial=trial)
+            self._cause = run_id
+            try:
+                e.breaker.record(ok, error_type, trial=trial)
+            finally:
+                self._cause = ""
             old = e.health.level
             e.health.observe_call(ok, error_type, latency_s or 0.0, self._clock.monotonic(),
                                   self.config.health)

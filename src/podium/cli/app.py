@@ -266,8 +266,10 @@ async def _execute(
     if not as_json:
         from podium.cli.progress import make_progress
         from podium.clock import SystemClock
+        from podium.definition.plan import compile_plan
 
-        progress = make_progress([s.id for s in workflow.steps], SystemClock())
+        retry = {n.id: n.retry[0] for n in compile_plan(workflow).nodes if n.retry}
+        progress = make_progress([s.id for s in workflow.steps], SystemClock(), retry=retry)
     runtime = Runtime(RuntimeConfig(
         db=db, agents_file=agents_file, registry=registry, alerts_file=alerts_file,
         workflows=(workflow,), metrics_port=metrics_port,
@@ -442,39 +444,32 @@ def demo(
         Path | None,
         typer.Option("--report", metavar="FILE", help="Where to write the Markdown report."),
     ] = None,
+    crash: Annotated[
+        bool, typer.Option("--crash", help="Kill this process (SIGKILL) halfway through the"
+                           " pipeline, after printing the `podium resume` that finishes it.")
+    ] = False,
+    ui: Annotated[
+        bool, typer.Option("--ui", help="Watch it in the dashboard: serve it on 127.0.0.1"
+                           " and print a one-time login link; Ctrl-C stops the server.")
+    ] = False,
+    port: Annotated[
+        int | None, typer.Option("--port", metavar="N",
+                                 help="With --ui: the port (default: a free one).")
+    ] = None,
     db: DbOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the bundled example pipeline end to end.
+    """Run the bundled example: a sales pipeline on a fleet that misbehaves, live.
 
-    collect → process + validate → report → notify, on sample sales data.
+    collect → process + validate → report → forecast → notify: retries with backoff
+    and jitter, an agent dying and failing over to another region, a circuit opening
+    and closing, an SLA alert; then a publication that fails and is rolled back.
     """
 
     def body() -> None:
-        import podium.demo as demo_pkg
-        from podium.definition.loader import load_workflow
+        from podium.cli.demo_cmd import run_demo
 
-        workflow = load_workflow(demo_pkg.WORKFLOW_PATH)
-        report_path = str((report or Path("podium-demo-report.md")).resolve())
-        inputs = demo_pkg.default_input(report_path)
-        registry = demo_pkg.registry()
-        if not as_json:
-            print(
-                f"Podium demo: {workflow.name} ({plural(len(workflow.steps), 'step')},"
-                f" mode {workflow.mode})"
-            )
-        interrupt = Interrupt()
-        result, failures = run_async(
-            lambda: _execute(workflow, inputs, None, db, as_json, str(demo_pkg.WORKFLOW_PATH),
-                             interrupt, registry=registry),
-            on_interrupt=interrupt,
-            json_stdout=as_json,
-        )
-        if not as_json and result.status == RunStatus.SUCCEEDED:
-            _print_summary(result, failures)
-            print(f"\nThe report is at {report_path}")
-            raise typer.Exit(EXIT_OK)
-        _finish(result, failures, as_json)
+        run_demo(report, db, as_json, crash, ui, port)
 
     guarded(body, as_json=as_json)
 

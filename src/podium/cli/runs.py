@@ -43,11 +43,15 @@ async def _runtime(
     resumed run, with that run's agents) shares it rather than opening the file again.
     """
     from podium.agents.registry import AgentRegistry
-    from podium.runtime import Runtime, RuntimeConfig, agents_of_run
+    from podium.runtime import Runtime, RuntimeConfig, agents_of_run, registry_of_run
 
     if agents is None and source is None:
         config = RuntimeConfig(db=db, readonly=readonly, registry=AgentRegistry(),
                                alerts=False, observers=observers)
+    elif (registry := registry_of_run(source, agents)) is not None:
+        config = RuntimeConfig(db=db, readonly=readonly, registry=registry,
+                               agents_source=tuple((source or {}).items()), alerts=False,
+                               observers=observers)
     else:
         path, entry_points = agents_of_run(source, agents)
         config = RuntimeConfig(db=db, readonly=readonly, agents_file=path,

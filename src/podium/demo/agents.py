@@ -28,10 +28,17 @@ __all__ = [
     "FIELDS",
     "KNOWN_REGIONS",
     "SAMPLE_CSV",
+    "announce",
     "collect",
+    "deliver",
+    "forecast",
     "notify",
     "process",
+    "publish",
     "report",
+    "retract",
+    "stage",
+    "unstage",
     "validate",
 ]
 
@@ -299,3 +306,75 @@ async def notify(task: Task) -> dict[str, Any]:
         f" across {rep['regions']} regions, {n} data issue{'s' if n != 1 else ''}"
     )
     return {"channel": "console", "message": message}
+
+
+async def forecast(task: Task) -> dict[str, Any]:
+    """forecasting: next month's revenue from the average day of the collected rows.
+
+    Deliberately naive (a mean, not a model): the demo is about the orchestration.
+    """
+    rows = _rows(_mapping(task.input, "input").get("rows"))
+    by_day: dict[str, float] = {}
+    for row in rows:
+        units, price = row.get("units"), row.get("unit_price")
+        if _is_number(units) and _is_number(price) and row.get("date"):
+            by_day[str(row["date"])] = by_day.get(str(row["date"]), 0.0) + units * price
+    per_day = sum(by_day.values()) / len(by_day) if by_day else 0.0
+    return {"days_seen": len(by_day), "revenue_per_day": round(per_day, 2),
+            "next_30_days": round(per_day * 30, 2)}
+
+
+async def deliver(task: Task) -> dict[str, Any]:
+    """delivery: hand one message to one recipient (``input.to``); returned, not sent."""
+    params = _mapping(task.input, "input")
+    return {"to": str(params.get("to")), "message": str(params.get("message") or "")}
+
+
+# --- the publishing run (its last step fails: the first two are compensated) ---
+# The "warehouse" is a folder of the caller's choosing; every action leaves a file
+# there, so what a compensation undid can be seen, not only read in the events.
+def _warehouse(task: Task) -> Path:
+    folder = Path(str(_mapping(task.input, "input").get("warehouse") or ".")).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def stage(task: Task) -> dict[str, Any]:
+    """warehouse: upload the report as a staged batch (compensated by ``unstage``)."""
+    batch = f"batch-{task.run_id[:8]}"
+    path = _warehouse(task) / f"{batch}.staged"
+    path.write_text(str(_mapping(task.input, "input").get("report") or ""), encoding="utf-8")
+    return {"batch": batch, "path": str(path)}
+
+
+def unstage(task: Task) -> dict[str, Any]:
+    """warehouse: compensation of ``stage``: delete the staged batch (idempotent)."""
+    path = Path(str(_mapping(task.input, "input").get("path") or ""))
+    existed = path.is_file()
+    path.unlink(missing_ok=True)
+    return {"deleted": str(path), "existed": existed}
+
+
+def announce(task: Task) -> dict[str, Any]:
+    """notification: post "report published" to the team's channel (compensated by ``retract``)."""
+    path = _warehouse(task) / "announcements.txt"
+    batch = _mapping(task.input, "input").get("batch")
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(f"{batch}: the sales report is published\n")
+    return {"channel": str(path), "batch": batch}
+
+
+def retract(task: Task) -> dict[str, Any]:
+    """notification: compensation of ``announce``: post a correction under it."""
+    params = _mapping(task.input, "input")
+    with Path(str(params.get("channel"))).open("a", encoding="utf-8") as fh:
+        fh.write(f"{params.get('batch')}: retracted, the publication was rolled back\n")
+    return {"retracted": params.get("batch")}
+
+
+def publish(task: Task) -> dict[str, Any]:
+    """warehouse: make the staged batch live. The demo's warehouse refuses it, always:
+    the schema it wants is newer than the report's, so no retry can help."""
+    batch = _mapping(task.input, "input").get("batch")
+    raise InvalidInput(f"the warehouse refused {batch}: it expects schema v3, the report"
+                       " is v2")

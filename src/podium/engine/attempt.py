@@ -205,7 +205,7 @@ async def attempt(ctx: RunContext, c: Call, caller: Caller, number: int,
         return Outcome(error=ErrorInfo("invalid_input", f"input: {exc}", False))
     try:
         lease = await ctx.registry.acquire(c.agent_ref, avoid=avoid, timeout_s=wait_s,
-                                           strategy=c.strategy)
+                                           strategy=c.strategy, run_id=caller.run_id)
     except Unavailable as exc:
         return Outcome(error=ErrorInfo(exc.error_type, exc.message))
     agent = lease.agent

@@ -49,6 +49,11 @@ class ServerConfig:
     # The API is open while no usable token exists only on a loopback bind, or when told.
     open_without_tokens: bool = True
     local_only: bool = True  # open only to clients on this machine (not --insecure-no-auth)
+    # The project's work, as podium serve does it: take over the runs dead processes
+    # left, fire due schedules, take up agents that joined through the API. Not for a
+    # server whose registry is not the project's (podium demo --ui): it would drive
+    # them with the wrong agents, and mix strangers into its own fleet.
+    project_work: bool = True
 
 
 class PodiumServer:
@@ -65,6 +70,9 @@ class PodiumServer:
         self.resumed: list[str] = []
         self._next_due: float | None = None  # a run backing off after a takeover
         self.auth: Authenticator | None = None
+        from podium.server.session import OneTimeLogins
+
+        self.logins = OneTimeLogins()  # codes for tokens this process holds (demo --ui)
 
     async def start(self) -> None:
         from podium.agents.config import find_agents_file
@@ -76,7 +84,8 @@ class PodiumServer:
             agents_file=None if self.config.registry is not None else
             find_agents_file(self.config.agents_file),
             alerts_file=self.config.alerts_file, metrics=True, alerts=True,
-            schedules=True, joined_agents_s=2.0)).open()
+            schedules=self.config.project_work,
+            joined_agents_s=2.0 if self.config.project_work else None)).open()
         self.engine, self.metrics = self.runtime.engine, self.runtime.metrics
         self.alerts = self.runtime.alerts
         from podium.auth import Authenticator
@@ -87,6 +96,8 @@ class PodiumServer:
         from podium.store.base import WorkerStore
 
         store = self.runtime.store
+        if not self.config.project_work:
+            return
         if isinstance(store, WorkerStore):
             from podium.engine.worker import Worker, WorkerConfig
 

@@ -19,12 +19,13 @@ from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
 from podium.server.session import CSRF_COOKIE, SESSION_COOKIE, SESSION_S
 
 if TYPE_CHECKING:
+    from podium.auth import Principal
     from podium.server.api import _Guard
     from podium.server.app import PodiumServer
 
@@ -83,8 +84,20 @@ def add_dashboard(app: FastAPI, server: PodiumServer, guard: _Guard) -> None:
         p = session.principal
         return {"open": False, "user": {"name": p.name, "scope": str(p.scope)}}
 
+    def start_session(request: Request, answer: Response, principal: Principal,
+                      expires: float | None) -> Response:
+        sid, session = guard.sessions.open(principal, expires)
+        secure = request.url.scheme == "https"
+        max_age = int(SESSION_S) if expires is None else max(
+            1, int(session.expires_at - guard.sessions.clock.now()))
+        answer.set_cookie(SESSION_COOKIE, sid, max_age=max_age, path="/", secure=secure,
+                          httponly=True, samesite="strict")
+        answer.set_cookie(CSRF_COOKIE, session.csrf, max_age=max_age, path="/",
+                          secure=secure, httponly=False, samesite="strict")
+        return answer
+
     @app.post("/session", tags=["session"])
-    async def login(body: Login, request: Request) -> JSONResponse:
+    async def login(body: Login, request: Request) -> Response:
         """Log the dashboard in with a token: sets the session and CSRF cookies."""
         auth = server.auth
         principal = await auth.authenticate(body.token.strip()) if auth is not None else None
@@ -93,17 +106,21 @@ def add_dashboard(app: FastAPI, server: PodiumServer, guard: _Guard) -> None:
                            " (fix: podium token create --scope read|write|admin)")
         found = await auth.store.token_secret(principal.token_id) if auth else None
         expires = found[0].expires_at if found is not None else None
-        sid, session = guard.sessions.open(principal, expires)
-        secure = request.url.scheme == "https"
         answer = JSONResponse({"user": {"name": principal.name,
                                         "scope": str(principal.scope)}})
-        max_age = int(SESSION_S) if expires is None else max(
-            1, int(session.expires_at - guard.sessions.clock.now()))
-        answer.set_cookie(SESSION_COOKIE, sid, max_age=max_age, path="/", secure=secure,
-                          httponly=True, samesite="strict")
-        answer.set_cookie(CSRF_COOKIE, session.csrf, max_age=max_age, path="/",
-                          secure=secure, httponly=False, samesite="strict")
-        return answer
+        return start_session(request, answer, principal, expires)
+
+    @app.get("/session/link", include_in_schema=False)
+    async def login_link(request: Request, code: str = "") -> Response:
+        """A one-time login link (``podium demo --ui`` prints one): its code opens a
+        session once, then the dashboard; an unknown or used code lands on the
+        dashboard's own login form."""
+        found = server.logins.redeem(code)
+        answer = RedirectResponse("/", status_code=303, headers={
+            "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+        if found is None:
+            return answer
+        return start_session(request, answer, *found)
 
     @app.delete("/session", tags=["session"])
     async def logout(request: Request) -> JSONResponse:

@@ -15,6 +15,13 @@ server's ``Authenticator`` and answers with two cookies:
   in constant time, with the value the session was made with, not only with the
   cookie, so a cookie planted by a sibling subdomain does not pass.
 
+``GET /session/link?code=...`` is the other way in: a one-time code this process
+issued (``OneTimeLogins``, e.g. to ``podium demo --ui``, which prints the link) for
+a token it holds, exchanged once for the same two cookies. The code is not the
+token: it is good for one use and ``LOGIN_CODE_S`` at most, lives only in this
+process's memory, so a link left in a terminal's scroll-back or a shell history
+opens nothing once used, and nothing after a restart.
+
 A session carries the token's id, name and scope; it lasts ``SESSION_S`` at most,
 never past the token's own expiry, and every ``RECHECK_S`` the token is read again
 from the store, so a revoked token ends its sessions within that time (as it ends
@@ -35,8 +42,8 @@ if TYPE_CHECKING:
     from podium.auth import Principal
     from podium.store.base import TokenStore
 
-__all__ = ["CSRF_COOKIE", "CSRF_HEADER", "MAX_SESSIONS", "RECHECK_S", "SESSION_COOKIE",
-           "SESSION_S", "Session", "Sessions"]
+__all__ = ["CSRF_COOKIE", "CSRF_HEADER", "LOGIN_CODE_S", "MAX_SESSIONS", "RECHECK_S",
+           "SESSION_COOKIE", "SESSION_S", "OneTimeLogins", "Session", "Sessions"]
 
 SESSION_COOKIE = "podium_session"
 CSRF_COOKIE = "podium_csrf"
@@ -44,6 +51,7 @@ CSRF_HEADER = "X-CSRF-Token"
 SESSION_S = 8 * 3600.0  # a working day; then the token is asked for again
 RECHECK_S = 30.0  # the same bound on a revocation's delay as a bearer token's cache
 MAX_SESSIONS = 10_000  # beyond this the oldest is dropped: memory stays bounded
+LOGIN_CODE_S = 600.0  # a login link is followed at once, or not at all
 
 
 @dataclass(slots=True)
@@ -108,3 +116,35 @@ class Sessions:
         if not presented:
             return False
         return hmac.compare_digest(presented.encode(), session.csrf.encode())
+
+
+class OneTimeLogins:
+    """Login codes for tokens this process holds: each opens one session, once."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self._codes: dict[str, tuple[Principal, float | None, float]] = {}
+
+    def issue(self, principal: Principal, token_expires_at: float | None,
+              ttl_s: float = LOGIN_CODE_S) -> str:
+        """A fresh code (256 random bits) that logs in as ``principal`` within ``ttl_s``."""
+        now = self.clock.now()
+        for code in [c for c, (_, _, until) in self._codes.items() if until <= now]:
+            del self._codes[code]
+        code = secrets.token_urlsafe(32)
+        self._codes[code] = (principal, token_expires_at, now + ttl_s)
+        return code
+
+    def outstanding(self, code: str) -> bool:
+        """Whether ``code`` is still waiting to be used (and not late)."""
+        found = self._codes.get(code)
+        return found is not None and found[2] > self.clock.now()
+
+    def redeem(self, code: str | None) -> tuple[Principal, float | None] | None:
+        """Who ``code`` logs in as (and the token's expiry), once; None if unknown or late."""
+        if not code or len(code) > 128:
+            return None
+        found = self._codes.pop(code, None)
+        if found is None or found[2] <= self.clock.now():
+            return None
+        return found[0], found[1]
