@@ -797,7 +797,10 @@ class Engine:
         """
         workflow = self._stored_workflow(run)
         plan = self.plan(workflow)
-        self.journal.track(run, new=False, seq=await self.store.last_seq(run.run_id))
+        seq, run.last_seq = run.last_seq, None  # (read with the claim: good once)
+        if seq is None:
+            seq = await self.store.last_seq(run.run_id)
+        self.journal.track(run, new=False, seq=seq)
         self.leases_renewed()
         if run.recoveries > workflow.recovery.max:
             message, in_flight = self._lost_message(run, plan)

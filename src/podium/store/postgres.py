@@ -470,16 +470,28 @@ class PostgresStore(PostgresRegistry, PostgresTokens):
         raise RunNotFound(f"no run '{run_id}' in {self.url} (fix: see `podium runs`)",
                           run_id=run_id)
 
-    async def _runs(self, conn: psycopg.AsyncConnection[Any],
-                    ids: Sequence[str]) -> list[RunRecord]:
-        """The runs with their steps, in the order of ``ids``."""
-        cur = await conn.execute(Q["run_get"], (list(ids),))
-        runs = {r.run_id: r for r in map(run_from_row, await cur.fetchall())}
-        cur = await conn.execute(Q["steps_of_runs"], (list(ids),))
-        for row in await cur.fetchall():
-            run = runs.get(row[0])
-            if run is not None:
-                run.steps[row[1]] = step_from_row(row[1:])
+    async def _runs(self, conn: psycopg.AsyncConnection[Any], ids: Sequence[str],
+                    *, claimed: bool = False) -> list[RunRecord]:
+        """The runs with their steps, in the order of ``ids``; ``claimed``: runs this
+        process just claimed, each with its ``last_seq`` (``runs_claimed``)."""
+        cur = await conn.execute(Q["runs_claimed" if claimed else "run_get"], (list(ids),))
+        runs = {}
+        with_steps = list(ids)
+        if claimed:
+            with_steps = []
+            for row in await cur.fetchall():
+                run = runs[row[0]] = run_from_row(row)
+                run.last_seq = int(row[20])
+                if row[21]:
+                    with_steps.append(row[0])
+        else:
+            runs = {r.run_id: r for r in map(run_from_row, await cur.fetchall())}
+        if with_steps:
+            cur = await conn.execute(Q["steps_of_runs"], (with_steps,))
+            for row in await cur.fetchall():
+                run = runs.get(row[0])
+                if run is not None:
+                    run.steps[row[1]] = step_from_row(row[1:])
         for run in runs.values():
             run.completions = max((s.completed_seq or 0 for s in run.steps.values()),
                                   default=0)
@@ -782,31 +794,45 @@ class PostgresStore(PostgresRegistry, PostgresTokens):
                   "limit": limit, "takeovers_only": takeovers_only}
         try:
             async with self.pool.connection() as conn:
-                # A look first, on its own (no BEGIN and COMMIT): an idle worker's poll
-                # is one statement; the claim proper only when there is something.
-                cur = await conn.execute(Q["runs_claimable"], wanted)
-                if not await cur.fetchall():
-                    return []
-                async with conn.transaction():
-                    cur = await conn.execute(Q["runs_claimable"], wanted)
-                    ids = []
-                    for run_id, _taken, workflow, most in await cur.fetchall():
-                        if most is not None:  # a slot of its workflow's max_runs, or wait
-                            got = await conn.execute(Q["slot_take"], {
-                                "run": run_id, "workflow": workflow, "max": most})
-                            if await got.fetchone() is None:
-                                continue
+                cur = await conn.execute(Q["runs_claim_now"],
+                                         {**wanted, "me": worker_id, "lease": lease})
+                ids, slotted = [], 0
+                for run_id, claimed in await cur.fetchall():
+                    if claimed:
                         ids.append(run_id)
-                    if not ids:
-                        return []
-                    cur = await conn.execute(Q["runs_claim"], {
-                        "me": worker_id, "ids": ids, "lease": lease})
-                    ids = [r[0] for r in await cur.fetchall()]
-                runs = await self._runs(conn, ids)
+                    else:
+                        slotted += 1
+                if slotted:  # runs of workflows with max_runs: a slot each, or wait
+                    ids += await self._claim_with_slots(conn, {**wanted, "limit": slotted},
+                                                        worker_id, lease)
+                if not ids:
+                    return []
+                runs = await self._runs(conn, ids, claimed=True)
         except psycopg.Error as exc:
             raise self._error(exc, "claim") from None
         runs.sort(key=lambda r: r.created_at)
         return runs
+
+    async def _claim_with_slots(self, conn: psycopg.AsyncConnection[Any],
+                                wanted: dict[str, Any], worker_id: str,
+                                lease: float) -> list[str]:
+        """The claim of runs whose workflow limits its runs: each takes a slot first, in
+        the transaction that claims it (a run that gets none stays for later)."""
+        async with conn.transaction():
+            cur = await conn.execute(Q["runs_claimable"], wanted)
+            ids = []
+            for run_id, _taken, workflow, most in await cur.fetchall():
+                if most is not None:
+                    got = await conn.execute(Q["slot_take"], {
+                        "run": run_id, "workflow": workflow, "max": most})
+                    if await got.fetchone() is None:
+                        continue
+                ids.append(run_id)
+            if not ids:
+                return []
+            cur = await conn.execute(Q["runs_claim"], {
+                "me": worker_id, "ids": ids, "lease": lease})
+            return [r[0] for r in await cur.fetchall()]
 
     async def release_runs(self, worker_id: str, run_ids: Collection[str]) -> None:
         if not run_ids:
