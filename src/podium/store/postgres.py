@@ -475,13 +475,13 @@ class PostgresStore(PostgresRegistry, PostgresTokens):
         """The runs with their steps, in the order of ``ids``; ``claimed``: runs this
         process just claimed, each with its ``last_seq`` (``runs_claimed``)."""
         cur = await conn.execute(Q["runs_claimed" if claimed else "run_get"], (list(ids),))
-        runs = {}
+        runs: dict[str, RunRecord] = {}
         with_steps = list(ids)
         if claimed:
             with_steps = []
             for row in await cur.fetchall():
-                run = runs[row[0]] = run_from_row(row)
-                run.last_seq = int(row[20])
+                claimed_run = runs[row[0]] = run_from_row(row)
+                claimed_run.last_seq = int(row[20])
                 if row[21]:
                     with_steps.append(row[0])
         else:
@@ -489,9 +489,9 @@ class PostgresStore(PostgresRegistry, PostgresTokens):
         if with_steps:
             cur = await conn.execute(Q["steps_of_runs"], (with_steps,))
             for row in await cur.fetchall():
-                run = runs.get(row[0])
-                if run is not None:
-                    run.steps[row[1]] = step_from_row(row[1:])
+                found = runs.get(row[0])
+                if found is not None:
+                    found.steps[row[1]] = step_from_row(row[1:])
         for run in runs.values():
             run.completions = max((s.completed_seq or 0 for s in run.steps.values()),
                                   default=0)
