@@ -289,3 +289,11 @@ def token_from_env(token_env: str | None) -> str | None:
              f" {token_env}=<a token from podium token create --scope read>)")
     register_secret(token)
     return token
+
+
+def server_message(response: Any) -> str:
+    """What a podium serve said when it refused (its error shape), else the status."""
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}"

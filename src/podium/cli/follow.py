@@ -19,7 +19,14 @@ from typing import Any
 
 import typer
 
-from podium.cli.common import dump_json, err, fail, run_async, token_from_env
+from podium.cli.common import (
+    dump_json,
+    err,
+    fail,
+    run_async,
+    server_message,
+    token_from_env,
+)
 from podium.docs import EXIT_FAILED, EXIT_OK
 from podium.state import TERMINAL_RUN_STATUSES, RunStatus
 
@@ -149,9 +156,6 @@ def _event(parse: Any, fields: dict[str, str], run_id: str) -> Any:
 
 
 def _refused(url: str, response: Any) -> None:
-    try:
-        message = response.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = f"HTTP {response.status_code}"
+    message = server_message(response)
     err(f"error: {url}: {message}")
     fail(f"--server {url}: {message}")

@@ -11,12 +11,13 @@ JSON object per line. It goes on until Ctrl-C (exit 0).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from podium.cli.common import err, fail, run_async
+from podium.cli.common import err, fail, run_async, server_message
 from podium.errors import StoreError
 from podium.state import RunStatus
 
@@ -141,7 +142,7 @@ async def _from_database(db: str | None, rows: Rows, printer: _Printer,
                 printer({"run_id": event.run_id, **event_doc(event)})
             moved, position = scanned != position, scanned
             if not moved:
-                with _suppress_timeout():
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), _POLL_S)
 
 
@@ -165,7 +166,7 @@ async def _from_server(url: str, token: str | None, status: str | None, workflow
             done, _ = await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if stopper in done:
                 reader.cancel()
-                with _suppress_cancel():
+                with contextlib.suppress(asyncio.CancelledError):
                     await reader
                 return
             stopper.cancel()
@@ -177,7 +178,7 @@ async def _from_server(url: str, token: str | None, status: str | None, workflow
                 if failures > _RECONNECTS:
                     fail(f"--server {url}: the event stream keeps failing ({exc}) (fix: is"
                          " podium serve running there?)")
-                with _suppress_timeout():
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
 
 
@@ -230,20 +231,4 @@ def _watching() -> None:
 
 
 def _refused(url: str, response: Any) -> None:
-    try:
-        message = response.json()["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = f"HTTP {response.status_code}"
-    fail(f"--server {url}: {message}")
-
-
-def _suppress_timeout() -> Any:
-    import contextlib
-
-    return contextlib.suppress(TimeoutError)
-
-
-def _suppress_cancel() -> Any:
-    import contextlib
-
-    return contextlib.suppress(asyncio.CancelledError)
+    fail(f"--server {url}: {server_message(response)}")
