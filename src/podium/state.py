@@ -173,6 +173,10 @@ class RunRecord:
     # Steps succeeded so far (a counter, so ordering a success is O(1)).
     completions: int = 0
     steps: dict[str, StepRecord] = field(default_factory=dict)
+    # The seq of its last stored event, when the store read it with the run in the
+    # claim (``WorkerStore.claim_runs``): the engine adopting it numbers on from there
+    # without asking again. None: unknown (ask ``RunStore.last_seq``).
+    last_seq: int | None = field(default=None, compare=False, repr=False)
 
     @property
     def parent(self) -> str | None:

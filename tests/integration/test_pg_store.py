@@ -314,6 +314,42 @@ async def test_a_json_output_reads_back_byte_for_byte(pg_url: str) -> None:
         await store.close()
 
 
+async def test_a_batch_keeps_every_character_and_number_as_given(pg_url: str) -> None:
+    """The batch's columns travel as array literals built by the store: quotes,
+    backslashes, braces, commas, the word NULL, empty and non-ASCII text, a real
+    NULL, and floats all come back exactly as they went."""
+    from podium.events import RunCancelRequested
+    from podium.store.base import StepRow
+
+    nasty = ['a "b" \\c', "{x,y}", "NULL", "", "é ☃ \n\t", '\\"', " lead, trail "]
+    store = await _store(pg_url)
+    try:
+        new = [_pending(f"r{i}", created=0.1 + 0.2 + i)._replace(
+                   workflow=text, output_json=orjson.dumps(text).decode(), owner="w")
+               for i, text in enumerate(nasty)]
+        events = [RunCancelRequested(run_id=f"r{i}", ts=1e-7 * (i + 1))
+                  for i in range(len(nasty))]
+        steps = [StepRow(f"r{i}", text, "succeeded", 2, None if i % 2 else text,
+                         orjson.dumps({"v": text}).decode(), None, 1.5, 2.0, None, bool(i % 2),
+                         i, None, 0, None) for i, text in enumerate(nasty)]
+        await store.write_batch(Batch(new_runs=new, source=events, seqs=[1] * len(nasty),
+                                      last_seq={f"r{i}": 1 for i in range(len(nasty))},
+                                      steps=steps))
+        runs = {r: (w, o, c) for r, w, o, c in _sql(
+            pg_url, "SELECT run_id, workflow, output, created_at FROM runs")}
+        got = {r: (s, a, o, opt) for r, s, a, o, opt in _sql(
+            pg_url, "SELECT run_id, step_id, agent_id, output, optional FROM steps")}
+        ts = dict(_sql(pg_url, "SELECT run_id, ts FROM events"))
+        for i, text in enumerate(nasty):
+            rid = f"r{i}"
+            assert runs[rid] == (text, orjson.dumps(text).decode(), 0.1 + 0.2 + i)
+            assert got[rid] == (text, None if i % 2 else text,
+                                orjson.dumps({"v": text}).decode(), bool(i % 2))
+            assert ts[rid] == 1e-7 * (i + 1)
+    finally:
+        await store.close()
+
+
 async def test_a_batch_partly_fenced_off_reads_back_as_landed(pg_url: str) -> None:
     """A cut-off commit whose batch lost one run to a takeover: the rest landed, so it
     must not be written again (its events would clash); the lost run's part never will."""

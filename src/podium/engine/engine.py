@@ -356,6 +356,11 @@ class Engine:
         # By workflow object: its plan and the definition snapshot every run of it
         # stores (dumped once per workflow, like the plan, not per run).
         self._plans: dict[int, tuple[Workflow, Plan, dict[str, Any]]] = {}
+        # By the JSON of a stored definition: the workflow validated from it. A worker
+        # adopts run after run of the same few definitions, each read back as a new
+        # dict; validating one again (pydantic, then a new object, so a new plan) was
+        # ~10% of a worker's CPU per step of 3-step chains. Workflows are immutable.
+        self._stored: dict[bytes, Workflow] = {}
         self._saved_versions: set[tuple[str, str]] = set()
         # By plan: each step's call and compensation (made once, shared by its runs).
         self._calls: dict[int, tuple[Plan, list[tuple[Call, Call | None]]]] = {}
@@ -417,6 +422,22 @@ class Engine:
     def plan(self, workflow: Workflow) -> Plan:
         """Compile once per workflow object; many runs of one workflow share it."""
         return self._compiled(workflow)[1]
+
+    def _stored_workflow(self, run: RunRecord) -> Workflow:
+        """The workflow of a run's stored definition, validated once per definition."""
+        try:
+            key = orjson.dumps(run.definition)
+        except TypeError:  # not JSON (cannot come from a store): validated, not cached
+            key = b""
+        workflow = self._stored.get(key) if key else None
+        if workflow is None:
+            workflow = workflow_from_dict(run.definition,
+                                          source=f"run {run.run_id} (stored definition)")
+            if key:
+                if len(self._stored) > 256:
+                    self._stored.clear()
+                self._stored[key] = workflow
+        return workflow
 
     def _compiled(self, workflow: Workflow) -> tuple[Workflow, Plan, dict[str, Any]]:
         cached = self._plans.get(id(workflow))
@@ -564,7 +585,11 @@ class Engine:
         self._active[run_id] = handle
 
         def forget(_task: asyncio.Task[RunRecord]) -> None:
-            self._active.pop(run_id, None)
+            # Only its own entry: an execution abandoned here ends after the run was
+            # claimed again and a new one took its place (which must stay counted,
+            # cancellable and fenceable).
+            if self._active.get(run_id) is handle:
+                del self._active[run_id]
 
         task.add_done_callback(forget)
         self._ensure_supervisor()
@@ -783,9 +808,7 @@ class Engine:
                 f"run {run.run_id} was taken over by another process first ({holder.owner})",
                 run_id=run.run_id,
             )
-        workflow = workflow_from_dict(
-            run.definition, source=f"run {run.run_id} (stored definition)"
-        )
+        workflow = self._stored_workflow(run)
         plan = self.plan(workflow)
         self.check_agents(plan, f"run {run.run_id}")
         self.journal.track(run, new=False, seq=await self.store.last_seq(run.run_id))
@@ -827,10 +850,13 @@ class Engine:
         As ``resume`` goes on after its claim; a run taken over more often than its
         workflow's ``recovery.max`` ends ``failed`` (``worker_lost``) instead.
         """
-        workflow = workflow_from_dict(run.definition,
-                                      source=f"run {run.run_id} (stored definition)")
+        workflow = self._stored_workflow(run)
         plan = self.plan(workflow)
-        self.journal.track(run, new=False, seq=await self.store.last_seq(run.run_id))
+        seq, run.last_seq = run.last_seq, None  # (read with the claim: good once)
+        if seq is None:
+            seq = await self.store.last_seq(run.run_id)
+        self._superseded(run.run_id)
+        self.journal.track(run, new=False, seq=seq)
         self.leases_renewed()
         if run.recoveries > workflow.recovery.max:
             message, in_flight = self._lost_message(run, plan)
@@ -840,6 +866,27 @@ class Engine:
                                             ErrorInfo("worker_lost", message, False), in_flight)
             return self._track(execution, work)
         return self._continue(run, plan, await self._recorded_trace(run.run_id))
+
+    def _superseded(self, run_id: str) -> None:
+        """A claim of ``run_id`` (a new epoch) is about to be executed here: whatever
+        this engine still runs must stop first, and so must every run here if the
+        leases lapsed.
+
+        A worker that wakes from a freeze past its lease can find its own runs in its
+        claim (their leases expired by the database's clock, nobody else took them)
+        before its supervisor has stopped them. Were the old execution left going, both
+        would write under the new epoch (the journal tracks a run by its id) and every
+        step would succeed twice. Were the leases left unchecked, this claim's renewal
+        would make the other runs' lapsed leases look good again."""
+        if self._active:
+            self.leases_hold()  # (if they lapsed, every run here stops)
+        old = self._active.get(run_id)
+        if old is not None and not old.done():
+            log.warning("run %s: claimed again while an execution of it was still here"
+                        " (this process froze past its lease); that one stops", run_id)
+            self.journal.forget(run_id)
+            old.abandon("claimed again by this process: a new execution goes on")
+        self._fenced.discard(run_id)  # (held by this claim: not to be handed back)
 
     def _continue(self, run: RunRecord, plan: Plan, traceparent: str | None = None,
                   ) -> RunHandle:
@@ -1006,6 +1053,11 @@ class Engine:
         self.bus.emit(RunCancelRequested(run_id=run_id, ts=self.clock.now(), reason=reason))
         handle.cancel(reason)
 
+    def leases_hold(self) -> bool:
+        """Whether this engine's leases were renewed less than two thirds of a lease ago;
+        if not, every run here is stopped first (self-fencing, as the supervisor does)."""
+        return self.journal.leases_hold()
+
     def fenced_runs(self) -> list[str]:
         """The runs self-fencing stopped that are still held in the store (until
         ``handed_back`` says they are not)."""
@@ -1030,16 +1082,30 @@ class Engine:
         j = self.journal
         j.leases_good_until = max(j.leases_good_until, at + self.config.lease_s * 2 / 3)
 
+    @property
+    def renewed_at(self) -> float:
+        """When (lease clock) this engine's leases were last renewed or taken."""
+        return self._renewed_at
+
     def _leases_lapsed(self) -> None:
         """An agent was about to be called with the leases past two thirds of their
         length: stop every run here now, as the supervisor would at its next look."""
         if any(not h.done() for h in self._active.values()):
             self.fence_all(self.config.lease_clock() - self._renewed_at)
 
-    def run_lost(self, run_id: str) -> None:
-        """The store says another process holds ``run_id``: stop executing it here."""
-        self.journal.forget(run_id)
+    def held_runs(self) -> dict[str, int]:
+        """The runs executing here, each with the epoch of the claim its execution
+        stands on: what a lease renewal asks for (its answer goes to ``run_lost``)."""
+        return {rid: h.record.epoch for rid, h in self._active.items() if not h.done()}
+
+    def run_lost(self, run_id: str, epoch: int | None = None) -> None:
+        """The store says another process holds ``run_id``: stop executing it here.
+        ``epoch``: the claim the store was asked about (``held_runs``); an execution
+        of a newer claim (this process claimed the run again meanwhile) goes on."""
         handle = self._active.get(run_id)
+        if epoch is not None and handle is not None and handle.record.epoch != epoch:
+            return
+        self.journal.forget(run_id)
         if handle is not None:
             handle.abandon("another process took it over after this one's lease lapsed;"
                            " this process stopped executing it and wrote nothing more")

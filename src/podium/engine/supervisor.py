@@ -32,13 +32,18 @@ class Supervised(Protocol):
     clock: Clock
     keep_leases: bool
 
+    @property
+    def renewed_at(self) -> float: ...
+
     def active_ids(self) -> list[str]: ...
+
+    def held_runs(self) -> dict[str, int]: ...
 
     def cancel_requested(self, run_id: str, reason: str = ...) -> None: ...
 
     def leases_renewed(self, at: float | None = None) -> None: ...
 
-    def run_lost(self, run_id: str) -> None: ...
+    def run_lost(self, run_id: str, epoch: int | None = None) -> None: ...
 
     def fence_all(self, silent_s: float) -> None: ...
 
@@ -62,6 +67,14 @@ async def supervise(engine: Supervised, store: RunStore, cfg: EngineConfig) -> N
     failing = False
     while engine.active_ids() or engine.keep_leases:
         await after(clock, cfg.poll_interval_s)
+        # Renewed by someone else meanwhile (a worker renews at once after a hand-back).
+        last_ok = max(last_ok, engine.renewed_at)
+        if elapsed() - last_ok >= cfg.lease_s * 2 / 3:
+            # Frozen (or cut off): before anything else, and before renewing anything
+            # late. Woken from a freeze, this look races the worker's claim loop, whose
+            # timer is due too; the claim checks the leases as well (``Engine.adopt``).
+            engine.fence_all(elapsed() - last_ok)
+            break
         ids = engine.active_ids()
         if not ids and not engine.keep_leases:
             break
@@ -70,15 +83,14 @@ async def supervise(engine: Supervised, store: RunStore, cfg: EngineConfig) -> N
                 engine.cancel_requested(rid)
             if elapsed() - last_renew >= cfg.lease_s / 3:
                 started = elapsed()
-                if started - last_ok >= cfg.lease_s * 2 / 3:
-                    engine.fence_all(started - last_ok)  # frozen: renew nothing late
-                    break
-                lost = await store.renew_leases(engine.owner, engine.active_ids(),
-                                                cfg.lease_s)
+                # By epoch: a run lost at the epoch asked about may have been claimed
+                # again here while the renewal was on the wire; that execution goes on.
+                held = engine.held_runs()
+                lost = await store.renew_leases(engine.owner, list(held), cfg.lease_s)
                 last_renew = last_ok = started
                 engine.leases_renewed(started)
                 for rid in lost:
-                    engine.run_lost(rid)
+                    engine.run_lost(rid, held[rid])
                 if failing:
                     log.warning("supervisor: the store answers again; leases renewed")
                     failing = False

@@ -132,7 +132,12 @@ class Worker:
             self._wake.clear()
             claimed_all = False
             try:
-                if engine.ensure_supervisor() or engine.fenced_runs():
+                # Woken from a freeze past its lease, the claim below could find this
+                # worker's own runs (expired by the database's clock) while they still
+                # execute here: their leases are checked first (lapsed: every run here
+                # stops, as the supervisor's next look would stop them).
+                lapsed = not engine.leases_hold()
+                if engine.ensure_supervisor() or engine.fenced_runs() or lapsed:
                     # Its leases lapsed (frozen, or cut off) and it stopped its runs:
                     # hand back those still its own (nobody else would take them while
                     # its heartbeat lives), then a fresh heartbeat, or the runs claimed
@@ -231,11 +236,11 @@ class Worker:
 
 async def store_renew(engine: Engine) -> None:
     """Renew the engine's leases (its heartbeat) now, and say so to its journal."""
-    lost = await engine.store.renew_leases(engine.owner, engine.active_ids(),
-                                           engine.config.lease_s)
+    held = engine.held_runs()
+    lost = await engine.store.renew_leases(engine.owner, list(held), engine.config.lease_s)
     engine.leases_renewed()
     for rid in lost:
-        engine.run_lost(rid)
+        engine.run_lost(rid, held[rid])
 
 
 async def _first(*waits: Coroutine[Any, Any, Any]) -> None:

@@ -268,6 +268,51 @@ WHERE r.status IN ('pending', 'running') AND r.queue = ANY(%(queues)s)
 ORDER BY r.created_at LIMIT %(limit)s
 FOR UPDATE OF r SKIP LOCKED;
 
+-- name: runs_claim_now
+-- runs_claimable and runs_claim in one statement: one round trip and no BEGIN and
+-- COMMIT for the common claim (an idle worker's poll stays this one statement). The
+-- same runs, picked, locked and skipped the same way, are claimed at once unless their
+-- workflow has max_runs: those are only named (false back), for the claim that takes a
+-- slot first (runs_claimable, slot_take, runs_claim in one transaction).
+WITH picked AS (
+    SELECT r.run_id, r.max_runs FROM runs r
+    WHERE r.status IN ('pending', 'running') AND r.queue = ANY(%(queues)s)
+      AND r.capabilities <@ %(capabilities)s::text[]
+      AND (r.owner IS NOT NULL OR NOT %(takeovers_only)s)
+      AND (r.owner IS NULL
+           OR COALESCE(r.lease_expires_at, 0)
+              + CASE WHEN r.recoveries = 0 THEN 0
+                     ELSE least(power(2, r.recoveries - 1), 60) END
+              < extract(epoch FROM statement_timestamp()))
+      AND (r.max_runs IS NULL
+           OR EXISTS (SELECT 1 FROM run_slots s WHERE s.run_id = r.run_id)
+           OR (SELECT count(*) FROM run_slots s WHERE s.workflow = r.workflow) < r.max_runs)
+    ORDER BY r.created_at LIMIT %(limit)s
+    FOR UPDATE OF r SKIP LOCKED),
+claimed AS (
+    UPDATE runs SET owner = %(me)s, epoch = epoch + 1,
+                    lease_expires_at = extract(epoch FROM statement_timestamp()) + %(lease)s,
+                    recoveries = recoveries + (owner IS NOT NULL)::int,
+                    recovered_at = CASE WHEN owner IS NOT NULL
+                                        THEN extract(epoch FROM statement_timestamp())
+                                        ELSE recovered_at END
+    FROM picked p WHERE runs.run_id = p.run_id AND p.max_runs IS NULL
+    RETURNING runs.run_id)
+SELECT run_id, true FROM claimed
+UNION ALL SELECT run_id, false FROM picked WHERE max_runs IS NOT NULL;
+
+-- name: runs_claimed
+-- Runs just claimed, as run_get, with the seq of each one's last event (where its
+-- journal numbers on) and whether it has step rows at all (a fresh run has none: no
+-- steps_of_runs). A statement of its own, after the claim committed: an event a former
+-- owner committed before the claim is seen, and whatever it sends after is fenced.
+SELECT run_id, workflow, version, definition, input, status, output, error, created_at,
+       started_at, finished_at, owner, lease_expires_at, cancel_requested, agents_source,
+       phase, epoch, recoveries, recovered_at, queue,
+       (SELECT COALESCE(MAX(e.seq), 0) FROM events e WHERE e.run_id = r.run_id),
+       EXISTS (SELECT 1 FROM steps s WHERE s.run_id = r.run_id)
+FROM runs r WHERE run_id = ANY(%s);
+
 -- name: slot_take
 -- One of the workflow's slots 0..max_runs-1 for the run, enforced by the unique index
 -- (counting would race): the first free number is inserted, every later row conflicts
