@@ -258,19 +258,21 @@ def connect(path: Path, *, readonly: bool, synchronous: str = "NORMAL") -> Opene
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         _schema_version(conn, path)  # reads the header and the tables; writes nothing
-        if new and synchronous == "NORMAL":
-            # A new file turns to WAL mode through a rollback journal, which SQLite's
-            # default (FULL) fsyncs four times (journal, folder, journal, database):
-            # 1.5 ms idle, far more while other processes write to the disk. Normal
-            # durability promises to survive a crash of the process, which needs no
-            # fsync, and this file holds nothing yet; strict keeps every fsync.
-            conn.execute("PRAGMA synchronous = OFF")
+        # A new file turns to WAL mode through a rollback journal, which SQLite's
+        # default (FULL) fsyncs four times (journal, folder, journal, database), and
+        # its first write to the log syncs the log and the folder again: 2 ms idle, far
+        # more while other processes write to the disk. Normal durability promises to
+        # survive a crash of the process, which needs no fsync, and the file holds no
+        # run yet: it is made without them. Strict keeps every fsync.
+        bare = new and synchronous == "NORMAL"
+        conn.execute(f"PRAGMA synchronous = {'OFF' if bare else synchronous}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StoreError(f"{path}: cannot use WAL mode (got {mode})")
-        conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
         migrate(conn)
+        if bare:
+            conn.execute(f"PRAGMA synchronous = {synchronous}")
     except sqlite3.Error as exc:
         conn.close()
         raise store_error(exc, path) from None
