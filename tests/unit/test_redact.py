@@ -46,6 +46,12 @@ def test_the_quick_check_before_the_patterns_lets_every_shape_through(text: str)
     assert "***" in redact(text)
 
 
+def test_text_beyond_ascii_goes_through_the_patterns() -> None:
+    # Ignore-case matching takes the Kelvin sign for k and the long s for s.
+    assert "hunter22" not in redact("pa\u017fsword=hunter22")
+    assert "abc12345678" not in redact("to\u212aen abc12345678")
+
+
 def test_an_ordinary_error_message_is_left_as_it_is() -> None:
     for text in ("503 Service Unavailable", "try again", "connection refused"):
         assert redact(text) == text
