@@ -8,6 +8,7 @@ import json
 import os
 import sqlite3
 import threading
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from podium.store.factory import open_store
 from podium.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from podium.store.sqlite_checkpoint import CHECKPOINT_THREAD_AFTER as _CHECKPOINT_THREAD_AFTER
 from podium.store.sqlite_checkpoint import Checkpointer as _Checkpointer
-from podium.store.sqlite_db import migrate
+from podium.store.sqlite_db import _fresh_schema, _schema_from_migrations, migrate, schema_sql
 from tests.conftest import registry_of
 from tests.integration.podium_proc import Sandbox, chain
 
@@ -151,6 +152,14 @@ def test_a_new_file_gets_the_schema_the_migrations_make_step_by_step(tmp_path: P
     assert fresh == schema(tmp_path / "stepwise.db", SCHEMA_VERSION - 1)
     assert fresh == schema(tmp_path / "from-1.db", 1)
     assert fresh[1] == [("schema_version", str(SCHEMA_VERSION))]
+
+
+def test_the_shipped_schema_is_the_one_the_migrations_make() -> None:
+    """A new file takes its schema from schema.sql; after a new migration, make it again
+    (the command is in sqlite_db.schema_sql's docstring)."""
+    shipped = (resources.files("podium.store") / "sql" / "sqlite" / "schema.sql").read_text()
+    assert shipped == schema_sql()
+    assert _fresh_schema() == _schema_from_migrations()
 
 
 async def test_a_migration_that_fails_leaves_the_old_schema(tmp_path: Path) -> None:

@@ -35,6 +35,28 @@ def test_patterns_the_scrubber_used_to_miss(text: str, gone: str) -> None:
     assert "***" in redact(text)
 
 
+@pytest.mark.parametrize("text", [
+    "BEARER: sk-abcdefghijklmnopqrst", "xoxb-0123456789ab", "AKIAABCDEFGHIJKLMNOP",
+    "eyJhbGciOiJIUzI1.eyJzdWIiOiIxMjM0.SflKxwRJSMeKKF2QT4", "API_KEY=abc", "ACCESS-KEY: abc",
+    "CREDENTIALS=abc", "x-Auth-thing: abc", "Secret='abc'", "PASSWD=abc", "PRIVATE_KEY=abc",
+])
+def test_the_quick_check_before_the_patterns_lets_every_shape_through(text: str) -> None:
+    # The patterns run only where a word one of them needs appears, in any case.
+    assert "abc" not in redact(text.replace("abc", "abc123")).replace("***", "")
+    assert "***" in redact(text)
+
+
+def test_text_beyond_ascii_goes_through_the_patterns() -> None:
+    # Ignore-case matching takes the Kelvin sign for k and the long s for s.
+    assert "hunter22" not in redact("pa\u017fsword=hunter22")
+    assert "abc12345678" not in redact("to\u212aen abc12345678")
+
+
+def test_an_ordinary_error_message_is_left_as_it_is() -> None:
+    for text in ("503 Service Unavailable", "try again", "connection refused"):
+        assert redact(text) == text
+
+
 def test_prose_that_says_token_or_basic_is_left_alone() -> None:
     for text in ("invalid token provided", "a basic idea", "token expired"):
         assert redact(text) == text

@@ -298,3 +298,20 @@ def test_parse_path_splits_segments() -> None:
     assert (ref.root, ref.step, ref.path) == ("steps", "collect", ("rows", 2, "name"))
     ref = parse_path("input.a.0")
     assert (ref.root, ref.step, ref.path) == ("input", None, ("a", 0))
+
+
+
+@pytest.mark.parametrize(("text", "step", "path"), [
+    ("steps.a.output", "a", ()), (" steps.2.output ", "2", ()), ("steps.a-b_c.output", "a-b_c", ()),
+    ("steps.a.output.x", "a", ("x",)), ("steps.a.output[0]", "a", (0,)),
+])
+def test_step_output_paths_whether_read_the_short_way_or_not(
+        text: str, step: str, path: tuple[str | int, ...]) -> None:
+    ref = parse_path(text)
+    assert (ref.root, ref.step, ref.path, ref.text) == ("steps", step, path, text.strip())
+    assert parse_path(text) is ref  # cached: a Ref is immutable
+
+
+def test_a_path_that_only_starts_like_a_step_output_is_refused() -> None:
+    with pytest.raises(TemplateError, match="must read a step's output"):
+        parse_path("steps.a.outputs")

@@ -46,6 +46,9 @@ UsageError: type[Exception] = next(
 COMMAND_MODULES = ("podium.cli.fleet", "podium.cli.observe_cmd", "podium.cli.runs",
                    "podium.cli.workers_cmd", "podium.cli.schedule_cmd", "podium.cli.wait_cmd",
                    "podium.cli.workflow_cmd", "podium.cli.a2a_cmd", "podium.cli.token_cmd")
+# Where the commands people run most often are defined: ``podium status RUN`` imports
+# that module alone, not every other command's (the workflow models, the server...).
+COMMAND_HOMES = dict.fromkeys(("runs", "status", "resume", "rollback", "cancel"), "podium.cli.runs")
 
 
 class _PlainArgument(TyperArgument):
@@ -111,6 +114,12 @@ class PodiumGroup(TyperGroup):
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         found = self._commands.get(cmd_name)
+        home = COMMAND_HOMES.get(cmd_name)
+        if found is None and home is not None and not self._complete:
+            importlib.import_module(home)  # registers its commands on ``app``
+            built = typer.main.get_group(app)
+            assert isinstance(built, PodiumGroup)
+            found = built._commands.get(cmd_name)
         if found is None:
             found = super().get_command(ctx, cmd_name)
         return None if found is None else _plain_arguments(found)

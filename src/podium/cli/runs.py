@@ -256,13 +256,18 @@ def status(
                 as_json=as_json)
 
     async def go() -> tuple[Any, Any]:
-        rt = await _runtime(db, readonly=True)
+        # The store alone, read-only: showing a run needs no engine, agents nor workflow
+        # models (their imports were most of this command's start-up).
+        from podium.store.factory import default_db_url, open_store
+
+        store = open_store(default_db_url(db), readonly=True)
+        await store.open()
         try:
-            run = await rt.store.get_run(run_id)
-            events = await rt.store.get_events(run.run_id)
+            run = await store.get_run(run_id)
+            events = await store.get_events(run.run_id)
             return run, events
         finally:
-            await rt.close()
+            await store.close()
 
     def body() -> None:
         from podium.definition.durations import format_duration

@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 __all__ = [
@@ -29,6 +30,7 @@ _SEGMENT = re.compile(r"""\.?([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]|\[['"]([^'"]+)[
 # A step id may start with a digit (``steps.2.output``), which the generic
 # segments would read as a list index; the step position is parsed on its own.
 _STEP = re.compile(r"steps\.([A-Za-z0-9][A-Za-z0-9_-]*)")
+_STEP_OUTPUT = re.compile(r"steps\.([A-Za-z0-9][A-Za-z0-9_-]*)\.output")
 _SUPPORTED = ("input.<key>..., steps.<id>.output..., run.id, workflow.name, workflow.version,"
               " and in a for_each step item... and item_index")
 
@@ -69,8 +71,14 @@ class Scope:
     item_index: int | None = None
 
 
+@lru_cache(maxsize=1024)
 def parse_path(expr: str) -> Ref:
+    # Cached (a Ref is immutable): a large plan says the same few paths over and over,
+    # as the default input ``${{ input }}`` of every root step of a 1,000-way fan-out.
     text = expr.strip()
+    whole = _STEP_OUTPUT.fullmatch(text)
+    if whole:  # every dependent's default input and the default output: one match
+        return Ref("steps", whole.group(1), (), text)
     segments: list[str | int] = []
     pos = 0
     step = _STEP.match(text)

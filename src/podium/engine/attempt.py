@@ -340,6 +340,7 @@ async def call(ctx: RunContext, c: Call, caller: Caller, *, attempts_so_far: int
             return False
         emit(words.retry_scheduled(run_id=run_id, ts=clock.now(), step_id=sid,
                                    attempt=number + 1, delay_s=delay, at=clock.now() + delay))
+        scheduled = mono()
         # The granted retry and its due time are committed before the wait: a crash
         # during the wait then resumes it (same attempt count, same due time)
         # instead of silently starting the step over from attempt 1.
@@ -347,4 +348,7 @@ async def call(ctx: RunContext, c: Call, caller: Caller, *, attempts_so_far: int
             return False  # the run is stopping with the store's error
         avoid = outcome.agent_id
         busy_end = None  # a new attempt gets a whole acquire timeout of its own
-        await clock.sleep(delay)
+        # The commit took part of the wait: the attempt is due at the time committed,
+        # not a commit later (a 10 ms wait would otherwise take 10 ms plus a commit).
+        committing = mono() - scheduled
+        await clock.sleep(max(delay - committing, 0.0) if committing > 0 else delay)

@@ -52,18 +52,28 @@ __all__ = [
 BUSY_TIMEOUT_S = 30.0
 
 
+def _sql_folder() -> Any:
+    return resources.files("podium.store") / "sql" / "sqlite"
+
+
+def _migration_versions() -> list[int]:
+    # queries.sql and schema.sql sit beside the numbered steps
+    return sorted(int(e.name.split("_", 1)[0]) for e in _sql_folder().iterdir()
+                  if e.name.endswith(".sql") and e.name[:1].isdigit())
+
+
 def migrations() -> list[tuple[int, str]]:
     """Every schema step in order, from the SQL files shipped with the package."""
-    folder = resources.files("podium.store") / "sql" / "sqlite"
     out = []
-    for entry in folder.iterdir():
+    for entry in _sql_folder().iterdir():
         name = entry.name
-        if name.endswith(".sql") and name[:1].isdigit():  # queries.sql sits beside them
+        if name.endswith(".sql") and name[:1].isdigit():
             out.append((int(name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
     return sorted(out)
 
 
-SCHEMA_VERSION = migrations()[-1][0]
+# From the file names alone: every process imports this, few migrate anything.
+SCHEMA_VERSION = _migration_versions()[-1]
 
 
 # --- one store per file per process ----------------------------------------------
@@ -233,7 +243,8 @@ def connect(path: Path, *, readonly: bool, synchronous: str = "NORMAL") -> Opene
     """
     if readonly:
         return _connect_readonly(path)
-    if not path.exists():
+    new = not path.exists()
+    if new:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -247,12 +258,21 @@ def connect(path: Path, *, readonly: bool, synchronous: str = "NORMAL") -> Opene
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         _schema_version(conn, path)  # reads the header and the tables; writes nothing
+        # A new file turns to WAL mode through a rollback journal, which SQLite's
+        # default (FULL) fsyncs four times (journal, folder, journal, database), and
+        # its first write to the log syncs the log and the folder again: 2 ms idle, far
+        # more while other processes write to the disk. Normal durability promises to
+        # survive a crash of the process, which needs no fsync, and the file holds no
+        # run yet: it is made without them. Strict keeps every fsync.
+        bare = new and synchronous == "NORMAL"
+        conn.execute(f"PRAGMA synchronous = {'OFF' if bare else synchronous}")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StoreError(f"{path}: cannot use WAL mode (got {mode})")
-        conn.execute(f"PRAGMA synchronous = {synchronous}")
         conn.execute("PRAGMA foreign_keys = ON")
         migrate(conn)
+        if bare:
+            conn.execute(f"PRAGMA synchronous = {synchronous}")
     except sqlite3.Error as exc:
         conn.close()
         raise store_error(exc, path) from None
@@ -370,14 +390,44 @@ def _set_version(conn: sqlite3.Connection, version: int) -> None:
     )
 
 
+_SCHEMA_HEADER = "-- The schema the migrations make (by sqlite_db.schema_sql()), version "
+
+
 @cache
 def _fresh_schema() -> tuple[str, ...]:
     """The schema's statements as the migrations leave it, in the order they made them.
 
-    Read back from an in-memory database migrated step by step, once per process:
-    SQLite keeps each table's ``CREATE`` text with the columns added since, so
-    running these statements on an empty file makes the very same schema.
+    ``schema.sql`` ships them, so that a new database (the first run of a project,
+    a test's) does not pay for migrating a copy in memory first (~3 ms). A file not
+    made for this schema version (a migration added since) is ignored: the
+    statements then come from the migrations, as ``schema_sql`` makes them.
     """
+    text = (_sql_folder() / "schema.sql").read_text(encoding="utf-8")
+    header, _, body = text.partition("\n")
+    if header != f"{_SCHEMA_HEADER}{SCHEMA_VERSION}":
+        return _schema_from_migrations()
+    statements: list[str] = []
+    current = ""
+    for line in body.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip("\n").removesuffix(";"))
+            current = ""
+    return tuple(statements)
+
+
+def schema_sql() -> str:
+    """The text of ``schema.sql`` for the current migrations. After adding one, run
+    ``python -c 'import podium.store.sqlite_db as d; print(d.schema_sql(), end="")' >
+    src/podium/store/sql/sqlite/schema.sql``."""
+    body = "".join(f"{statement};\n\n" for statement in _schema_from_migrations())
+    return f"{_SCHEMA_HEADER}{SCHEMA_VERSION}\n{body}"
+
+
+def _schema_from_migrations() -> tuple[str, ...]:
+    """Read back from an in-memory database migrated step by step: SQLite keeps each
+    table's ``CREATE`` text with the columns added since, so running these statements
+    on an empty file makes the very same schema."""
     conn = sqlite3.connect(":memory:", isolation_level=None)
     try:
         conn.execute("BEGIN")
