@@ -1,4 +1,4 @@
-"""A fan-out wider than the engine starts in one go (``run._BURST``): every branch
+"""A fan-out wider than the engine starts in one loop turn (``run._BURST``): every branch
 still runs at the same time as every other, and every result is committed."""
 
 from __future__ import annotations
