@@ -157,11 +157,13 @@ class _Templates:
     __slots__ = ("_seen",)
 
     def __init__(self) -> None:
-        self._seen: dict[bytes, Compiled] = {}
+        self._seen: dict[str, Compiled] = {}
 
     def __call__(self, raw: Any) -> Compiled:
         try:
-            key = orjson.dumps(raw)
+            # As text: the bytes orjson returns keep its whole output buffer (~4 KB
+            # each), and a chain's steps each have an input of their own to keep.
+            key = orjson.dumps(raw).decode()
         except TypeError:  # not JSON (keys that are not strings...): compiled apart
             return compile_template(raw)
         found = self._seen.get(key)
