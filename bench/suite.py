@@ -12,7 +12,8 @@ Workloads (durable on a local SQLite file, default settings, unless named
 - W2 fan-out: 1 start step, 200 parallel no-op steps, 1 join collecting all 200
 - W3 I/O: N parallel steps that each ``await asyncio.sleep(0.1)``, then a join
 - W4 many runs: 200 separate runs of 3 sequential no-op steps, one after another
-- scale: fan-out/fan-in and chains at 1k, 10k, 100k steps (steps/s, peak RSS),
+- scale: fan-out/fan-in at 1k, 10k, 100k steps and chains at 100, 1k, 10k steps,
+  each run in a process of its own (steps/s, µs per step, that process's peak RSS),
   and 10,000 concurrent small runs in one engine
 - latency: "dependency committed → dependent started", p50 and p99
 - start-up: whole-process ``podium run`` of a 1-step workflow
@@ -214,6 +215,36 @@ def startup(folder: Path, reps: int) -> list[float]:
     return times
 
 
+def one_case(spec: str, folder: Path) -> dict[str, float]:
+    """Run one scale case (``fan:N`` or ``chain:N``) here and report its time and peak RSS.
+
+    Meant for a process of its own: ru_maxrss is the peak of the whole process, so
+    measured in the suite's process it would be the biggest case run so far.
+    """
+    shape, size = spec.split(":")
+    n = int(size)
+    workflow = fan(n - 2) if shape == "fan" else chain(n, "noop")
+    elapsed = asyncio.run(timed_run(workflow, "sqlite", folder))
+    return {"seconds": elapsed, "peak_rss_mb": peak_rss_mb()}
+
+
+def case_in_process(spec: str, default_gc: bool) -> dict[str, float]:
+    """``one_case`` in a fresh interpreter, so its peak RSS is its own."""
+    cmd = [sys.executable, __file__, "--case", spec, *(["--default-gc"] if default_gc else [])]
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    result: dict[str, float] = json.loads(done.stdout)
+    return result
+
+
+def scale_case(spec: str, reps: int, default_gc: bool) -> dict[str, float]:
+    runs = [case_in_process(spec, default_gc) for _ in range(reps)]
+    t = [r["seconds"] for r in runs]
+    n = int(spec.split(":")[1])
+    return {**stats(t), "steps_per_s": round(n / statistics.median(t)),
+            "us_per_step": round(statistics.median(t) / n * 1e6, 1),
+            "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs))}
+
+
 def stats(values: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(values), 5), "min": round(min(values), 5),
             "max": round(max(values), 5)}
@@ -227,13 +258,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Podium benchmark suite")
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition")
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--only", default="", help="comma list: w1,w2,w3,w4,scale,patterns,latency,startup")
+    parser.add_argument("--only", default="",
+                        help="comma list: w1,w2,w3,w4,scale,patterns,latency,startup")
     parser.add_argument("--json", dest="json_path", default=None, help="also write JSON here")
     parser.add_argument("--default-gc", action="store_true",
                         help="keep CPython's collector settings instead of the CLI's")
+    parser.add_argument("--case", default=None, help=argparse.SUPPRESS)  # fan:N or chain:N, one run
     args = parser.parse_args()
     if not args.default_gc:
         tune_gc()
+    if args.case:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps(one_case(args.case, Path(tmp))))
+        return
     quick = args.quick
     reps = 1 if quick else args.reps
     only = set(filter(None, args.only.split(",")))
@@ -252,11 +289,13 @@ def main() -> None:
             if want("w1"):
                 n = 20 if quick else 100
                 t = repeat(reps, lambda n=n, kind=kind: timed_run(chain(n), kind, folder))
-                cases[f"W1 chain {n} ({kind})"] = {**stats(t), "steps_per_s": round(n / statistics.median(t))}
+                cases[f"W1 chain {n} ({kind})"] = {
+                    **stats(t), "steps_per_s": round(n / statistics.median(t))}
             if want("w2"):
                 w = 20 if quick else 200
                 t = repeat(reps, lambda w=w, kind=kind: timed_run(fan(w), kind, folder))
-                cases[f"W2 fan-out {w} ({kind})"] = {**stats(t), "steps_per_s": round((w + 2) / statistics.median(t))}
+                cases[f"W2 fan-out {w} ({kind})"] = {
+                    **stats(t), "steps_per_s": round((w + 2) / statistics.median(t))}
             if want("w3"):
                 for w in ((10,) if quick else (100, 1000)):
                     t = repeat(reps, lambda w=w, kind=kind: timed_run(fan(w, "nap"), kind, folder))
@@ -268,21 +307,20 @@ def main() -> None:
                     "runs_per_s": {"median": round(statistics.median(r)), "min": round(min(r)),
                                    "max": round(max(r))}}
         if want("scale"):
+            # Each run in a process of its own: its time is not skewed by the heap the
+            # cases before it left, and its peak RSS is its own.
             sizes = (1000,) if quick else (1000, 10_000, 100_000)
             for size in sizes:
-                t = repeat(1 if size >= 100_000 else reps,
-                           lambda size=size: timed_run(fan(size - 2), "sqlite", folder))
-                cases[f"scale fan-out {size}"] = {**stats(t), "steps_per_s": round(size / statistics.median(t)),
-                                                  "peak_rss_mb": round(peak_rss_mb())}
-            for size in ((1000,) if quick else (1000, 10_000)):
-                t = repeat(1 if size >= 10_000 else reps,
-                           lambda size=size: timed_run(chain(size, "noop"), "sqlite", folder))
-                cases[f"scale chain {size}"] = {**stats(t), "steps_per_s": round(size / statistics.median(t)),
-                                                "peak_rss_mb": round(peak_rss_mb())}
+                cases[f"scale fan-out {size}"] = scale_case(
+                    f"fan:{size}", 1 if size >= 100_000 else reps, args.default_gc)
+            for size in ((100, 1000) if quick else (100, 1000, 10_000)):
+                cases[f"scale chain {size}"] = scale_case(
+                    f"chain:{size}", 1 if size >= 10_000 else reps, args.default_gc)
             n = 100 if quick else 10_000
             r = repeat(1, lambda n=n: concurrent_runs(n, "sqlite", folder))
+            # The suite's own process: the peak over every case it has run so far.
             cases[f"scale {n} concurrent runs x 3 steps"] = {
-                "runs_per_s": round(r[0]), "peak_rss_mb": round(peak_rss_mb())}
+                "runs_per_s": round(r[0]), "suite_peak_rss_mb": round(peak_rss_mb())}
         if want("patterns"):
             # A for_each of n items against the same shape written out as n steps, and
             # a fan-out whose every branch has a (true) `when`: per-item and per-when cost.

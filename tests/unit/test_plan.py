@@ -308,3 +308,29 @@ def test_ten_thousand_step_yaml_file_loads_and_compiles(tmp_path: Path) -> None:
     plan = compile_plan(load_workflow(path))
     assert len(plan) == N
     assert plan.nodes[-1].deps == (N - 2,)
+
+
+def test_steps_with_the_same_input_share_one_template_and_each_resolves_its_own() -> None:
+    """A fan-out's branches (the same implicit input) share one template; a step whose
+    input differs keeps its own, and every step still reads what it says."""
+    plan = plan_of("dag", [
+        {"id": "a", "agent": "x"},
+        {"id": "b1", "agent": "x", "depends_on": ["a"]},
+        {"id": "b2", "agent": "x", "depends_on": ["a"]},
+        {"id": "b3", "agent": "x", "depends_on": ["a"],
+         "input": {"a": "${{ steps.a.output.rows }}"}},
+        {"id": "b4", "agent": "x", "depends_on": ["a"], "input": {"k": [1, 2]}},
+        {"id": "b5", "agent": "x", "depends_on": ["a"], "input": {"k": [1, 2]}},
+    ])
+    node = plan.by_id
+    assert node["b1"].input is node["b2"].input
+    assert node["b3"].input is not node["b1"].input
+    assert node["b4"].input is node["b5"].input
+    outputs = {"a": {"rows": [1]}}
+    b1, b3, a = node["b1"].input, node["b3"].input, node["a"].input
+    assert b1 is not None
+    assert b3 is not None
+    assert a is not None
+    assert b1.resolve(scope(outputs)) == {"a": {"rows": [1]}}
+    assert b3.resolve(scope(outputs)) == {"a": [1]}
+    assert a.resolve(scope(outputs)) == RUN_INPUT

@@ -65,6 +65,16 @@ _HOLD_S = 30.0
 # Items of a for_each step in flight at once when it does not say (its agents' own
 # max_concurrency still holds each one to its capacity).
 _MAP_WIDTH = 256
+# Tasks a run creates before the loop turns once. A fan-out makes all its branches
+# ready at once: started in one go, 100,000 of them held 100,000 tasks, their
+# coroutines and 300,000 uncommitted events at the same time (~600 MB peak, and
+# every collection of the garbage collector rescanning them). A turn in between
+# lets the first ones run and commit; none waits for another to finish, so steps
+# that wait on I/O all still run at once. Not smaller: each turn commits a batch,
+# and on SQLite many small batches rewrite the same B-tree pages again and again
+# (at 1,024 the 100,000-branch fan-out spent 3.9 s writing 105 batches, against
+# 2.1 s for 20 batches at 8,192 and 1.5 s unbounded; peak RSS 432, 442, 540 MB).
+_BURST = 8192
 
 log = logging.getLogger("podium.engine")
 
@@ -142,7 +152,9 @@ class RunExecution:
         "_arrivals",
         "_arriving",
         "_begun",
+        "_burst",
         "_continue_with",
+        "_deferred",
         "_done",
         "_emit_bus",
         "_first_failure",
@@ -210,6 +222,9 @@ class RunExecution:
             self._recs.append(rec)
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._queue: deque[int] = deque()
+        # Tasks created since the loop last turned for a burst (see _BURST).
+        self._burst = 0
+        self._deferred = False
         self._remaining = [0] * len(plan.nodes)
         # Per step: the journal position its inputs' successes are at (_inputs_pending).
         self._need = [0] * len(plan.nodes)
@@ -467,6 +482,9 @@ class RunExecution:
         )
         if self._paused or (self._max is not None and len(self._tasks) >= self._max):
             self._queue.append(i)
+        elif self._burst >= _BURST:
+            self._queue.append(i)
+            self._defer()
         else:
             self._start(i)
 
@@ -479,14 +497,29 @@ class RunExecution:
             self._continue_with = node
             self._tasks[i] = self._inline_slot
             return
+        self._burst += 1
         self._tasks[i] = asyncio.get_running_loop().create_task(
             self._step(node), name=f"podium:{self.run_id}:{node.id}"
         )
+
+    def _defer(self) -> None:
+        """Start the queued steps after the loop turned (a burst is over)."""
+        if not self._deferred:
+            self._deferred = True
+            asyncio.get_running_loop().call_soon(self._next_burst)
+
+    def _next_burst(self) -> None:
+        self._deferred = False
+        self._burst = 0
+        self._pump()
 
     def _pump(self) -> None:
         if self._paused:
             return
         while self._queue and (self._max is None or len(self._tasks) < self._max):
+            if self._burst >= _BURST:
+                self._defer()
+                return
             self._start(self._queue.popleft())
 
     def _check_done(self) -> None:
