@@ -7,6 +7,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from podium import Engine, EngineConfig
 from podium.definition import workflow_from_dict
 from podium.engine import run as run_module
@@ -47,3 +49,71 @@ async def test_a_fan_out_wider_than_a_burst_has_every_branch_in_flight_at_once(
     assert stored.status == "succeeded"
     assert all(stored.steps[f"b{i}"].output == {"step": f"b{i}"} for i in range(width))
     assert stored.output == {"join": {"step": "join"}}
+
+
+
+def _wide(width: int) -> Any:
+    return workflow_from_dict({"name": "wide", "steps": [
+        {"id": "start", "agent": "work"},
+        *({"id": f"b{i}", "agent": "work", "depends_on": ["start"]} for i in range(width)),
+    ]})
+
+
+async def _run_stopped_mid_burst(tmp_path: Path, stop: str) -> tuple[Any, list[str]]:
+    """A 20-branch fan-out started 4 tasks per loop turn; the last branch of the first
+    burst stops the run (``cancel`` or ``pause``) in the turn its burst runs, before the
+    next burst's turn, so 16 branches are still queued when it stops."""
+    calls: list[str] = []
+    gate = asyncio.Event()
+    handles: list[Any] = []
+    paused: list[asyncio.Event] = []
+
+    async def work(task: Any) -> Any:
+        calls.append(task.step_id)
+        if task.step_id == "b3":
+            if stop == "cancel":
+                handles[0].cancel("enough")
+            else:
+                paused.append(handles[0].pause())
+                gate.set()
+        if task.step_id != "start":
+            await gate.wait()
+        return {"step": task.step_id}
+
+    async with Engine(EngineConfig(registry=registry_of(work=work),
+                                   store=SQLiteStore(tmp_path / "podium.db"))) as engine:
+        handles.append(await engine.start(_wide(20), {}))
+        if stop == "pause":
+            async with asyncio.timeout(10):
+                while not paused:
+                    await asyncio.sleep(0.001)
+                await paused[0].wait()
+            for _ in range(5):  # the turns a deferred burst would have taken
+                await asyncio.sleep(0)
+            record = handles[0].record
+            handles[0].cancel("done with the test")
+            await handles[0].result()
+            return record, calls
+        run = await handles[0].result()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        return run, calls
+
+
+async def test_a_run_cancelled_while_branches_wait_for_their_burst_starts_none_of_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(run_module, "_BURST", 4)
+    run, calls = await _run_stopped_mid_burst(tmp_path, "cancel")
+    assert run.status == "cancelled"
+    assert calls == ["start", "b0", "b1", "b2", "b3"]  # the queued branches never started
+
+
+async def test_a_paused_run_starts_no_queued_branch_and_is_idle_once_its_burst_ends(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker handing a run back pauses it: the branches still waiting for their turn
+    stay for the next owner, the ones in flight finish."""
+    monkeypatch.setattr(run_module, "_BURST", 4)
+    record, calls = await _run_stopped_mid_burst(tmp_path, "pause")
+    assert calls == ["start", "b0", "b1", "b2", "b3"]
+    assert sorted(k for k, s in record.steps.items() if s.status == "succeeded") == [
+        "b0", "b1", "b2", "b3", "start"]
