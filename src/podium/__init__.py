@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from podium.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from podium.agents import Agent, AgentRegistry, PythonAgent, Task, agent
@@ -84,18 +85,6 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'podium' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value  # asked once
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
 
 __all__ = [
     "Agent",
@@ -138,3 +127,5 @@ __all__ = [
     "load_workflow",
     "workflow_from_dict",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals(), __all__)

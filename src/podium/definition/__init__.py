@@ -6,8 +6,9 @@ of the engine.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from podium.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from podium.definition.builder import Flow, Ref, StepHandle, define, export_text
@@ -41,18 +42,6 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'podium.definition' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value  # asked once
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
 
 __all__ = [
     "Compensation",
@@ -74,3 +63,5 @@ __all__ = [
     "parse_duration",
     "workflow_from_dict",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals(), __all__)

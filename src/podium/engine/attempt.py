@@ -350,5 +350,4 @@ async def call(ctx: RunContext, c: Call, caller: Caller, *, attempts_so_far: int
         busy_end = None  # a new attempt gets a whole acquire timeout of its own
         # The commit took part of the wait: the attempt is due at the time committed,
         # not a commit later (a 10 ms wait would otherwise take 10 ms plus a commit).
-        committing = mono() - scheduled
-        await clock.sleep(max(delay - committing, 0.0) if committing > 0 else delay)
+        await clock.sleep(max(delay - (mono() - scheduled), 0.0))

@@ -56,24 +56,19 @@ def _sql_folder() -> Any:
     return resources.files("podium.store") / "sql" / "sqlite"
 
 
-def _migration_versions() -> list[int]:
-    # queries.sql and schema.sql sit beside the numbered steps
-    return sorted(int(e.name.split("_", 1)[0]) for e in _sql_folder().iterdir()
-                  if e.name.endswith(".sql") and e.name[:1].isdigit())
+def _migration_files() -> list[tuple[int, Any]]:
+    """The numbered schema steps, by version (queries.sql and schema.sql sit beside)."""
+    return sorted(((int(e.name.split("_", 1)[0]), e) for e in _sql_folder().iterdir()
+                   if e.name.endswith(".sql") and e.name[:1].isdigit()), key=lambda m: m[0])
 
 
 def migrations() -> list[tuple[int, str]]:
     """Every schema step in order, from the SQL files shipped with the package."""
-    out = []
-    for entry in _sql_folder().iterdir():
-        name = entry.name
-        if name.endswith(".sql") and name[:1].isdigit():
-            out.append((int(name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
-    return sorted(out)
+    return [(v, entry.read_text(encoding="utf-8")) for v, entry in _migration_files()]
 
 
 # From the file names alone: every process imports this, few migrate anything.
-SCHEMA_VERSION = _migration_versions()[-1]
+SCHEMA_VERSION = _migration_files()[-1][0]
 
 
 # --- one store per file per process ----------------------------------------------
