@@ -470,12 +470,12 @@ class SQLiteStore(AlertQueries, ScheduleQueries, RegistryQueries, TokenQueries, 
                         continue
                 elif prior == _PENDING_ROW and (status == "running" or (
                         status == "succeeded" and output is not None)):
-                    row = (status, attempts, agent_id, output, started, finished_at,
-                           int(optional), completed, rid, sid)
+                    moved = (status, attempts, agent_id, output, started, finished_at,
+                             int(optional), completed, rid, sid)
                     if upd_started is None:
-                        upd_started = [row]
+                        upd_started = [moved]
                     else:
-                        upd_started.append(row)
+                        upd_started.append(moved)
                     continue
             if upsert is None:  # a StepRow is the upsert's parameters, in order
                 upsert = [s]
