@@ -109,7 +109,14 @@ class HealthState:
         if not ok and error_type in IGNORED_ERRORS:
             return self.level
         self.total_calls += 1
-        self.calls.append((now, ok))
+        calls = self.calls
+        calls.append((now, ok))
+        # Calls older than the window leave as new ones come, not only when one fails:
+        # an agent that never failed kept every call it ever made (100,000 of them,
+        # ~9 MB, after one 100,000-step fan-out, and more with each run after it).
+        horizon = now - cfg.eject_window_s
+        while calls[0][0] < horizon:
+            calls.popleft()
         if ok:
             self.consecutive_call_failures = 0
             return self.level
