@@ -72,6 +72,7 @@ _STRICT_WAL_BYTES = 1 << 20
 Q = queries("sqlite")
 _NOTHING: frozenset[str] = frozenset()
 _NO_ROWS: dict[str, tuple[str, int]] = {}  # read, never written
+_ROW_STATES: dict[tuple[str, int], tuple[str, int]] = {}  # see write_batch_now
 _PENDING_ROW = ("pending", 0)  # a step row's (status, attempts) as step_insert_pending left it
 
 
@@ -372,11 +373,15 @@ class SQLiteStore(AlertQueries, ScheduleQueries, RegistryQueries, TokenQueries, 
         written = self._written
         for r in batch.new_runs:
             written.setdefault(r.run_id, {})
-        # The step rows as committed, of the runs whose rows are all this store's.
+        # The step rows as committed, of the runs whose rows are all this store's. Their
+        # (status, attempts) are a handful of pairs: one tuple each, not one per step
+        # (~5 MB while a 100,000-step run is in flight).
+        shared = _ROW_STATES
         for s in batch.steps:
             mine = written.get(s[0])
             if mine is not None:
-                mine[s[1]] = (s[2], s[3])
+                state = (s[2], s[3])
+                mine[s[1]] = shared.setdefault(state, state) if len(shared) < 64 else state
         for run_id in batch.finished:
             written.pop(run_id, None)
         for run_id in lost:
