@@ -246,6 +246,40 @@ async def test_a_big_fan_out_does_not_rerun_selection_for_every_waiter_on_every_
     assert runs <= 3 * 200, runs  # waking everyone on each release took ~20,000
 
 
+async def test_releases_in_batches_wake_each_waiter_once() -> None:
+    """1,000 callers over 4 agents of 16 slots, calls ending together as a fan-out's do:
+    a woken caller passes the wake on only for room that no woken caller is already
+    on its way to, so each waiting caller looks twice (when it asks, when it is
+    woken), never finds its slot taken, and capacity is never exceeded."""
+    reg, _clock, _ = registry(*(agent(f"a{i}", cap=16) for i in range(4)))
+    runs = 0
+    usable = reg._usable
+
+    def counting(candidates: Any) -> Any:
+        nonlocal runs
+        runs += 1
+        return usable(candidates)
+
+    reg._usable = counting  # type: ignore[method-assign]
+    peak = 0
+
+    async def call() -> str:
+        nonlocal peak
+        lease = await reg.acquire("work", timeout_s=10)
+        peak = max(peak, sum(reg.inflight(f"a{i}") for i in range(4)))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        lease.release()
+        return lease.agent.id
+
+    served = Counter(await asyncio.gather(*(call() for _ in range(1000))))
+    assert sum(served.values()) == 1000
+    assert set(served) == {"a0", "a1", "a2", "a3"}
+    assert peak == 64
+    assert runs == 1000 + (1000 - 64), runs  # passing every wake on: ~2,780
+    assert not any(reg._waking.values())  # every wake was looked at
+
+
 async def test_a_waiter_cancelled_just_as_it_is_woken_passes_the_slot_on() -> None:
     reg, _clock, _ = registry(agent("only", cap=1))
     held = await reg.acquire("work")
