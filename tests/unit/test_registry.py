@@ -14,6 +14,7 @@ from podium.agents.base import HealthReport
 from podium.agents.breaker import BreakerConfig
 from podium.agents.health import HealthConfig
 from podium.agents.registry import RegistryConfig
+from podium.errors import NoCapacity
 from podium.events import AgentHealthChanged, CircuitStateChanged, Event
 
 
@@ -278,6 +279,38 @@ async def test_releases_in_batches_wake_each_waiter_once() -> None:
     assert peak == 64
     assert runs == 1000 + (1000 - 64), runs  # passing every wake on: ~2,780
     assert not any(reg._waking.values())  # every wake was looked at
+
+
+async def test_a_wait_ends_at_its_timeout_on_the_registry_clock_and_leaves_the_queue() -> None:
+    reg, clock, _ = registry(agent("only", cap=1))
+    held = await reg.acquire("work")
+    early = asyncio.ensure_future(reg.acquire("work", timeout_s=5))
+    late = asyncio.ensure_future(reg.acquire("work", timeout_s=60))
+    await asyncio.sleep(0)
+    clock.advance(4.9)
+    await asyncio.sleep(0)
+    assert not early.done()
+    clock.advance(0.1)
+    with pytest.raises(NoCapacity, match="stayed at capacity for 5s"):
+        await early
+    assert not late.done()
+    held.release()  # reaches the waiter still there, not the one that gave up
+    lease = await asyncio.wait_for(late, 1)
+    assert lease.agent.id == "only"
+    lease.release()
+
+
+async def test_a_waiter_woken_as_its_wait_runs_out_takes_the_slot() -> None:
+    reg, clock, _ = registry(agent("only", cap=1))
+    held = await reg.acquire("work")
+    waiter = asyncio.ensure_future(reg.acquire("work", timeout_s=5))
+    await asyncio.sleep(0)
+    held.release()  # wakes it ...
+    clock.advance(5)  # ... and its wait runs out before it could look
+    lease = await asyncio.wait_for(waiter, 1)
+    assert lease.agent.id == "only"
+    lease.release()
+    assert not any(reg._waking.values())
 
 
 async def test_a_waiter_cancelled_just_as_it_is_woken_passes_the_slot_on() -> None:

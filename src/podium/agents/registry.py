@@ -129,6 +129,11 @@ def _wake(fut: asyncio.Future[bool], _done: object = None) -> None:
         fut.set_result(False)  # not a slot handed over: see AgentRegistry._waking
 
 
+def _expire(fut: asyncio.Future[bool]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
 def _room(usable: list[_Entry]) -> float:
     """Free slots left among ``usable`` (inf when one of them has no limit)."""
     room = 0.0
@@ -476,13 +481,15 @@ class AgentRegistry:
                 nap = loop.create_task(clock.sleep(min(busy_until - clock.monotonic(),
                                                        remaining)))
                 nap.add_done_callback(partial(_wake, fut))
+            # The end of the wait fails the future itself: a timer per waiter and no
+            # more (asyncio.timeout's context costs about as much again, and
+            # asyncio.wait_for on 3.11 swallows a cancellation that lands just as the
+            # wake does, so a cancelled step would go on to take the slot).
+            expiry = clock.call_later(remaining, partial(_expire, fut))
             try:
-                # Not asyncio.wait_for: on 3.11 it swallows a cancellation that lands
-                # just as the wake does, so a cancelled step would go on to take the slot.
-                async with clock.timeout(remaining):
-                    await fut
+                await fut
             except BaseException as exc:
-                if fut.done() and not fut.cancelled():
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
                     # Woken for a free slot but leaving without taking it (cancelled
                     # in the same instant): hand the wake on, or the slot sits idle.
                     self._wake_one(ref)
@@ -493,7 +500,9 @@ class AgentRegistry:
                         f"every agent for '{ref}' stayed at capacity for {limit:g}s") from None
                 raise
             finally:
-                if fut.done() and not fut.cancelled() and fut.result():
+                expiry.cancel()
+                if fut.done() and not fut.cancelled() and fut.exception() is None \
+                        and fut.result():
                     self._waking[ref] -= 1  # this wake has looked (or handed itself on)
                 if nap is not None:
                     nap.cancel()
