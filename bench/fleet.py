@@ -23,7 +23,9 @@ For each kind it prints (medians, min, max over the repetitions):
 the same latency and capacity: the difference is the cost of the network.
 Each repetition is a fresh engine process (new connection pools); a warm-up
 run in it is not measured, so connection set-up and plan compilation stay
-out of the numbers, and so does agent start-up.
+out of the numbers, and so does agent start-up. The engine process tunes its
+garbage collector (``podium.tuning.tune_gc``) as ``podium run`` does, and so
+does each ``podium agent serve``.
 
     python bench/fleet.py                       # 5 repetitions of 1,000 steps, HTTP and A2A
     python bench/fleet.py --quick               # smoke: 1 repetition of 200 steps
@@ -244,6 +246,9 @@ async def one(kind: str, urls: list[str], capacity: int, steps: int, latency_ms:
     from podium import AgentRegistry, Engine, EngineConfig, MemoryStore, PythonAgent, Step, Workflow
     from podium.agents.base import Agent
     from podium.events import Event, StepStarted
+    from podium.tuning import tune_gc
+
+    tune_gc()  # as podium run, podium worker and podium serve do in their processes
 
     agents: list[Agent]
     if kind == "in_process":

@@ -1,6 +1,6 @@
 """Server CPU per request of ``podium agent serve``, against a minimal ASGI app.
 
-Both servers run in processes of their own on uvicorn with h11 (the protocol
+Both servers run in processes of their own on uvicorn with httptools (the protocol
 ``podium agent serve`` uses): ``podium agent serve serve:noop`` (a no-op
 function, with its guards: Host, Origin, content type, body limit, and a
 bearer token with ``--token``), and ``minimal``, an ASGI app of a few lines
@@ -57,7 +57,7 @@ def start(kind: str, port: int, src: str | None) -> subprocess.Popen[bytes]:
         env["PYTHONPATH"] = src
     if kind == "minimal":
         argv = [sys.executable, "-m", "uvicorn", "serve:minimal", "--port", str(port),
-                "--http", "h11", "--lifespan", "off", "--log-level", "warning",
+                "--http", "httptools", "--lifespan", "off", "--log-level", "warning",
                 "--no-access-log"]
     else:
         argv = [sys.executable, "-m", "podium", "agent", "serve", "serve:noop",

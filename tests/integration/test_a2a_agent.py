@@ -11,8 +11,10 @@ Podium-specific but what they choose to read from its metadata.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import email.utils
+import enum
 import socket
 import sys
 import time
@@ -20,6 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import pytest
 
 pytest.importorskip("a2a.server", reason="the a2a extra is not installed")
@@ -53,7 +56,7 @@ from a2a.types import (  # noqa: E402
 from google.protobuf.json_format import MessageToDict  # noqa: E402
 from starlette.applications import Starlette  # noqa: E402
 from starlette.requests import Request  # noqa: E402
-from starlette.responses import JSONResponse  # noqa: E402
+from starlette.responses import JSONResponse, Response  # noqa: E402
 from starlette.routing import Route  # noqa: E402
 
 import podium  # noqa: E402
@@ -629,19 +632,43 @@ async def test_an_answer_over_max_response_bytes_is_output_too_large() -> None:
     assert "max_response_bytes (50000)" in raised.value.message
 
 
+def typed(value: Any) -> Any:
+    """``value`` with every scalar's type beside it and keys sorted: ``6 == 6.0``, but an
+    agent's output or a request that says ``6`` where protobuf says ``6.0`` is not the same."""
+    if isinstance(value, dict):
+        return sorted((k, typed(v)) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return [typed(v) for v in value]
+    # The JSON type (a str subclass is a JSON string like any other).
+    kind = next((t for t in (bool, int, float, str) if isinstance(value, t)), type(value))
+    return (kind.__name__, value)
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+class Name(str):
+    __slots__ = ()
+
+
 @pytest.mark.parametrize("blocking", [True, False])
 @pytest.mark.parametrize("value", [
     "text ✓", None, 0, 1.5, True, 2**70, {}, [], {"a": (1, 2)},
     [1, "a", None, {"b": [2, 3.25]}], {"ms": 20, "n": {"deep": [False, "x"]}},
+    {"k": Level.HIGH, "t": ((1, None), [True, "s"])}, Level.HIGH,
+    collections.OrderedDict(b=1, a=[None, 2.5]), {Name("key"): Name("v"), "l": [Name("w")]},
+    [[[[2**53 + 1]]]], {"f": -0.0, "big": 1e300, "neg": -7},
 ])
 def test_the_request_made_directly_is_the_one_the_sdk_would_send(
     value: Any, blocking: bool
 ) -> None:
     """The JSON-RPC request is made without building the SDK's message first; it must be
-    exactly what protobuf's ``MessageToDict`` makes of that message."""
+    exactly what protobuf's ``MessageToDict`` makes of that message, types included
+    (every number a double, as ``google.protobuf.Value`` holds it)."""
     agent = A2AAgent("http://127.0.0.1:1", id="x", capabilities=["sum"], blocking=blocking)
     task = task_for("sum", value, attempt=3)
-    assert agent._params_for(task) == MessageToDict(agent._request_for(task))
+    assert typed(agent._params_for(task)) == typed(MessageToDict(agent._request_for(task)))
 
 
 @pytest.mark.parametrize("value", [{1: 2}, b"x", {"s": {1, 2}}, float("nan"), [float("inf")]])
@@ -672,7 +699,35 @@ def test_a_plain_message_answer_read_directly_is_what_the_sdk_reads(answer: Any)
     from podium.agents.a2a_jsonrpc import JsonRpcClient, plain_message_output
 
     parsed = JsonRpcClient.parse_send_result(answer)
-    assert plain_message_output(answer) == _output_of_parts(parsed.message.parts)
+    assert typed(plain_message_output(answer)) == typed(_output_of_parts(parsed.message.parts))
+
+
+EDGE_NUMBERS: list[Any] = [
+    0, 1, -1, 6, 2**53, -(2**53), 2**53 + 1, -(2**53) - 1, 2**60, 2**63 - 1, -(2**63),
+    2**64 - 1, 0.0, -0.0, 6.0, 2.5, -7.25, 1e300, 2.0**60, 1e-300, True, False, None, "", "s",
+    [], {}, [1, 2.0, None, True, "x"], {"a": [1, 2.0, {"b": 2**53 + 1, "c": None}], "d": True},
+    [[[[1.0, 2**70]]]], {"n": {"m": {"k": [{"x": -(2**53) - 3}]}}},
+]
+
+
+@pytest.mark.parametrize("value", EDGE_NUMBERS)
+def test_a_plain_answers_numbers_in_one_pass_are_the_two_step_numbers(value: Any) -> None:
+    """A plain message's data goes through protobuf's double and back to ints in one pass;
+    it must give exactly what the two steps give (ints past 2**53 become doubles, whole
+    doubles become ints)."""
+    from podium.agents.a2a_jsonrpc import _plain_numbers, _through_double, json_numbers
+
+    assert typed(_plain_numbers(value)) == typed(json_numbers(_through_double(value)))
+    from_wire = orjson.loads(orjson.dumps({"v": value}))["v"] if not _too_big(value) else value
+    assert typed(_plain_numbers(from_wire)) == typed(json_numbers(_through_double(from_wire)))
+
+
+def _too_big(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_too_big(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_too_big(v) for v in value)
+    return isinstance(value, int) and not -(2**63) <= value < 2**64
 
 
 @pytest.mark.parametrize("answer", [
@@ -688,6 +743,75 @@ def test_anything_but_a_plain_message_goes_the_sdks_way(answer: Any) -> None:
     from podium.agents.a2a_jsonrpc import plain_message_output
 
     assert plain_message_output(answer) is None
+
+
+@contextlib.asynccontextmanager
+async def raw_answering(body: bytes) -> AsyncIterator[str]:
+    """A server with a real JSON-RPC card whose every call gets ``body`` as it is (HTTP 200)."""
+    async def reply(_request: Request) -> Response:
+        return Response(body, media_type="application/json")
+
+    def make_app(url: str) -> Starlette:
+        return Starlette(routes=[*create_agent_card_routes(agent_card(url)),
+                                 Route("/{path:path}", reply, methods=["POST"])])
+
+    async with serving(make_app) as url:
+        yield url
+
+
+async def test_a_plain_answer_over_the_wire_is_what_the_sdk_reads() -> None:
+    """Through a real server: the numbers of a plain data answer come back as the SDK's
+    parse gives them, types included."""
+    from podium.agents.a2a import _output_of_parts
+    from podium.agents.a2a_jsonrpc import JsonRpcClient
+
+    data = {"edge": [n for n in EDGE_NUMBERS if not _too_big(n)], "ms": 20, "x": 2.5}
+    answer = {"message": {"messageId": "m", "role": "ROLE_AGENT", "parts": [{"data": data}]}}
+    body = orjson.dumps({"jsonrpc": "2.0", "id": 1, "result": answer})
+    async with raw_answering(body) as url:
+        agent = await A2AAgent.from_url(url, id="rpc")
+        try:
+            got = await agent.invoke(task_for("sum", {"numbers": [1]}))
+        finally:
+            await agent.aclose()
+    parsed = JsonRpcClient.parse_send_result(orjson.loads(body)["result"])
+    assert typed(got) == typed(_output_of_parts(parsed.message.parts)[1])
+
+
+def _nested(depth: int) -> bytes:
+    return (b'{"jsonrpc":"2.0","id":1,"result":{"message":{"parts":[{"data":'
+            + b'{"d":' * depth + b"1" + b"}" * depth + b"}]}}}")
+
+
+@pytest.mark.parametrize(("body", "said"), [
+    (b"not json", "A2AClientError: Invalid JSON-RPC response: not a JSON object: b'not json'"),
+    (b"", "Invalid JSON-RPC response: not a JSON object: b''"),
+    (b"[1, 2]", "Invalid JSON-RPC response: not a JSON object: b'[1, 2]'"),
+    (b'{"jsonrpc":"2.0","id":1}', "it has neither 'result' nor 'error'"),
+    (b'{"jsonrpc":"2.0","id":1,"error":"boom"}', "error is not an object: 'boom'"),
+    (b'{"jsonrpc":"2.0","id":1,"result":{}}', "answered with neither a task nor a message"),
+    (b'{"jsonrpc":"2.0","id":1,"result":{"neither":1}}',
+     "answered with neither a task nor a message"),
+    (b'{"jsonrpc":"2.0","id":1,"result":{"message":{"parts":"x"}}}',
+     "ParseError: Failed to parse parts field"),
+    (b'{"jsonrpc":"2.0","id":1,"result":{"message":{"parts":[{"text":3}]}}}',
+     "ParseError: Failed to parse parts field: Failed to parse text field"),
+    (_nested(2000), "Invalid JSON-RPC response: not a JSON object"),  # past the parser's depth
+])
+async def test_a_malformed_answer_is_a_clear_agent_error(body: bytes, said: str) -> None:
+    """What is not a JSON-RPC answer, or not an A2A result, fails the attempt as an
+    ``agent_error`` that quotes what was wrong, whichever way (ours, the SDK's) read it."""
+    async with raw_answering(body) as url:
+        agent = await A2AAgent.from_url(url, id="rpc")
+        try:
+            with pytest.raises(AgentError) as raised:
+                await agent.invoke(task_for("sum", {"numbers": [1]}))
+        finally:
+            await agent.aclose()
+    assert type(raised.value) is AgentError
+    assert raised.value.error_type == "agent_error"
+    assert raised.value.message.startswith(f"A2A agent 'rpc' at {url}")
+    assert said in raised.value.message
 
 
 # --- end to end through the engine ---------------------------------------------------

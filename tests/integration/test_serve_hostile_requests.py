@@ -408,7 +408,7 @@ async def test_podium_serve_drops_idle_and_slowloris_connections(folder: Path) -
 
 
 def test_endless_headers_are_cut_at_the_header_limit(folder: Path) -> None:
-    """h11's incomplete-event limit (16 KiB by default) bounds what a request may pile up."""
+    """The head limit (16 KiB by default) bounds what an unfinished request may pile up."""
     port = free_port()
     with running(agent_cli(port), folder, port) as srv, \
             socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
@@ -430,6 +430,50 @@ def test_endless_headers_are_cut_at_the_header_limit(folder: Path) -> None:
         grown = rss_kib(srv.proc.pid) - before
     assert answer.startswith(b"HTTP/1.1 400"), answer
     assert grown < 8 * 1024, f"RSS grew by {grown} KiB"
+
+
+def _exchange(port: int, parts: list[bytes]) -> bytes:
+    """Send ``parts`` a write each, apart; read until an answer's head or a close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with contextlib.suppress(ConnectionError):  # cut off mid-way: read the answer
+            for part in parts:
+                sock.sendall(part)
+                time.sleep(0.05)  # separate reads on the server
+        answer = b""
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            while b"\r\n\r\n" not in answer:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+    return answer
+
+
+def test_a_head_over_the_limit_is_400_whether_it_arrives_whole_or_in_pieces(folder: Path) -> None:
+    """Finished headers over 16 KiB in one read (the parser's own parts are counted) and
+    an unfinished head trickled in pieces are both refused, and the function never runs;
+    a head just under the limit, in pieces, is served."""
+    port = free_port()
+    with running(agent_cli(port), folder, port) as srv:
+        start = b"POST /invoke HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % port
+
+        def end(step: str) -> bytes:
+            body = task_body(step)
+            return (b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                    % len(body) + body)
+
+        many = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 1000) for i in range(20))  # ~20 KiB
+        whole = _exchange(port, [start + many + end("whole")])
+        pieces = _exchange(port, [start] + [many[i:i + 4096] for i in range(0, len(many), 4096)]
+                           + [end("pieces")])
+        fits = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 1000) for i in range(12))  # ~12 KiB
+        served = _exchange(port, [start] + [fits[i:i + 3000] for i in range(0, len(fits), 3000)]
+                           + [end("fits")])
+        assert srv.proc.poll() is None
+    assert whole.startswith(b"HTTP/1.1 400"), whole[:200]
+    assert pieces.startswith(b"HTTP/1.1 400"), pieces[:200]
+    assert served.startswith(b"HTTP/1.1 200"), served[:300]
+    assert calls(folder) == ["fits"]
 
 
 # --- podium serve ---------------------------------------------------------------------

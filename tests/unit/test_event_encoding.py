@@ -1,8 +1,9 @@
 """Events as stored: the data column's JSON is the same whatever makes it.
 
-``encode_event`` runs generated code per event type (for speed); these hold it to
-the plain rule it replaced, on every event type: each field with a value, in the
-type's order, none that a column keeps (run_id, ts) nor a step's output.
+``encode_event`` runs a loop over a type's fields for its first events, then code
+generated per event type (for speed); these hold both to the plain rule, on every
+event type: each field with a value, in the type's order, none that a column keeps
+(run_id, ts) nor a step's output.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 
 from podium import events
 from podium.events import Event, StepStarted
+from podium.store import base
 from podium.store.base import encode_event, event_rows
 
 _COLUMNS = {"run_id", "ts", "output", "output_json"}
@@ -60,3 +62,14 @@ def test_event_rows_want_a_number_per_event() -> None:
     assert event_rows([e], [7]) == [("r", 7, "step_started", 1.0, encode_event(e))]
     with pytest.raises(ValueError, match="numbers"):
         event_rows([e, e], [7])
+
+
+@pytest.mark.parametrize("cls", _TYPES, ids=lambda c: c.__name__)
+def test_the_generated_encoder_writes_what_the_first_events_got(cls: type[Event]) -> None:
+    full, empty = _filled(cls, none=False), _filled(cls, none=True)
+    first = encode_event(full), encode_event(empty)
+    for _ in range(base._GENERATE_AFTER + 1):
+        encode_event(full)
+    assert base._ENCODERS[cls].__name__ == "encode"
+    assert base._ENCODERS[cls].__code__.co_filename == "<string>"  # the generated one
+    assert (encode_event(full), encode_event(empty)) == first == (_plain(full), _plain(empty))

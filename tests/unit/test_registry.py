@@ -14,6 +14,7 @@ from podium.agents.base import HealthReport
 from podium.agents.breaker import BreakerConfig
 from podium.agents.health import HealthConfig
 from podium.agents.registry import RegistryConfig
+from podium.errors import NoCapacity
 from podium.events import AgentHealthChanged, CircuitStateChanged, Event
 
 
@@ -267,6 +268,72 @@ async def test_a_big_fan_out_does_not_rerun_selection_for_every_waiter_on_every_
     assert sum(served.values()) == 200
     assert set(served) == {"a", "b"}
     assert runs <= 3 * 200, runs  # waking everyone on each release took ~20,000
+
+
+async def test_releases_in_batches_wake_each_waiter_once() -> None:
+    """1,000 callers over 4 agents of 16 slots, calls ending together as a fan-out's do:
+    a woken caller passes the wake on only for room that no woken caller is already
+    on its way to, so each waiting caller looks twice (when it asks, when it is
+    woken), never finds its slot taken, and capacity is never exceeded."""
+    reg, _clock, _ = registry(*(agent(f"a{i}", cap=16) for i in range(4)))
+    runs = 0
+    usable = reg._usable
+
+    def counting(candidates: Any) -> Any:
+        nonlocal runs
+        runs += 1
+        return usable(candidates)
+
+    reg._usable = counting  # type: ignore[method-assign]
+    peak = 0
+
+    async def call() -> str:
+        nonlocal peak
+        lease = await reg.acquire("work", timeout_s=10)
+        peak = max(peak, sum(reg.inflight(f"a{i}") for i in range(4)))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        lease.release()
+        return lease.agent.id
+
+    served = Counter(await asyncio.gather(*(call() for _ in range(1000))))
+    assert sum(served.values()) == 1000
+    assert set(served) == {"a0", "a1", "a2", "a3"}
+    assert peak == 64
+    assert runs == 1000 + (1000 - 64), runs  # passing every wake on: ~2,780
+    assert not any(reg._waking.values())  # every wake was looked at
+
+
+async def test_a_wait_ends_at_its_timeout_on_the_registry_clock_and_leaves_the_queue() -> None:
+    reg, clock, _ = registry(agent("only", cap=1))
+    held = await reg.acquire("work")
+    early = asyncio.ensure_future(reg.acquire("work", timeout_s=5))
+    late = asyncio.ensure_future(reg.acquire("work", timeout_s=60))
+    await asyncio.sleep(0)
+    clock.advance(4.9)
+    await asyncio.sleep(0)
+    assert not early.done()
+    clock.advance(0.1)
+    with pytest.raises(NoCapacity, match="stayed at capacity for 5s"):
+        await early
+    assert not late.done()
+    held.release()  # reaches the waiter still there, not the one that gave up
+    lease = await asyncio.wait_for(late, 1)
+    assert lease.agent.id == "only"
+    lease.release()
+
+
+async def test_a_waiter_woken_as_its_wait_runs_out_takes_the_slot() -> None:
+    reg, clock, _ = registry(agent("only", cap=1))
+    held = await reg.acquire("work")
+    waiter = asyncio.ensure_future(reg.acquire("work", timeout_s=5))
+    await asyncio.sleep(0)
+    held.release()  # wakes it ...
+    clock.advance(5)  # ... and its wait runs out before it could look
+    lease = await asyncio.wait_for(waiter, 1)
+    assert lease.agent.id == "only"
+    lease.release()
+    assert not any(reg._waking.values())
 
 
 async def test_a_waiter_cancelled_just_as_it_is_woken_passes_the_slot_on() -> None:

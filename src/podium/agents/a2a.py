@@ -73,7 +73,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from podium.agents.a2a_jsonrpc import as_value, json_numbers, plain_message_output
+from podium.agents.a2a_jsonrpc import (
+    JsonRpcClient,
+    as_value,
+    json_numbers,
+    plain_message_output,
+)
 from podium.agents.base import (
     DEFAULT_MAX_RESPONSE_BYTES,
     AgentBase,
@@ -98,7 +103,6 @@ if TYPE_CHECKING:
     from a2a.types import AgentCard, Message, Part
     from a2a.types import Task as A2ATask
 
-    from podium.agents.a2a_jsonrpc import JsonRpcClient
     from podium.agents.transport import AiohttpTransport, Timeouts
 
 __all__ = ["INSTALL_HINT", "A2AAgent"]
@@ -309,13 +313,13 @@ class A2AAgent(AgentBase):
         return self._card
 
     async def invoke(self, task: Task) -> Any:
-        from a2a.types import Message
-
-        from podium.agents.a2a_jsonrpc import JsonRpcClient
-
         remote_id: str | None = None
         try:
-            client = await self._a2a_client()
+            client = self._client
+            if type(client) is not JsonRpcClient:
+                # First call, or the SDK's client: made (or its loop checked) there. Ours
+                # needs neither: its transport follows the running loop by itself.
+                client = await self._a2a_client()
             if isinstance(client, JsonRpcClient):
                 # The request as the JSON protobuf would make of the SDK's message, made
                 # directly; a plain message answer read directly too (both tested equal
@@ -329,6 +333,8 @@ class A2AAgent(AgentBase):
                 result = self._payload(client.parse_send_result(raw))
             else:
                 result = await self._send(client, self._request_for(task))
+            from a2a.types import Message
+
             if isinstance(result, Message):
                 found, value = _output_of_parts(result.parts)
                 return value if found else None

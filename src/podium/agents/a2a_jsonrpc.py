@@ -122,8 +122,6 @@ class JsonRpcClient:
 
         The result parsed into ``into``, or as JSON when ``into`` is None.
         """
-        from a2a.utils.proto_utils import parse_lenient
-
         if not isinstance(request, dict):
             from google.protobuf.json_format import (  # type: ignore[import-untyped]  # no stubs
                 MessageToDict,
@@ -154,6 +152,8 @@ class JsonRpcClient:
             raise _client_error("Invalid JSON-RPC response: it has neither 'result' nor 'error'")
         if into is None:
             return answer["result"]
+        from a2a.utils.proto_utils import parse_lenient
+
         return parse_lenient(answer["result"], into)
 
 
@@ -228,8 +228,20 @@ def as_value(value: Any) -> Any:
     """``value`` as JSON after a trip through ``google.protobuf.Value``: numbers as doubles.
 
     Raises TypeError or ValueError where protobuf would refuse it (a non-string
-    key, bytes, a set, an infinite or NaN number).
+    key, bytes, a set, an infinite or NaN number). Runs on every A2A request:
+    a container's plain strings, booleans and None are kept without a call of
+    their own (a step's input is mostly those).
     """
+    kind = type(value)
+    if kind is dict:
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"the key {k!r} is not a string")
+            out[k] = v if v is None or type(v) in _KEPT else as_value(v)
+        return out
+    if kind is list or kind is tuple:
+        return [v if v is None or type(v) in _KEPT else as_value(v) for v in value]
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int | float):
@@ -247,6 +259,10 @@ def as_value(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [as_value(v) for v in value]
     raise TypeError(f"a {type(value).__name__} is not a JSON value")
+
+
+# Values that are JSON as they stand (exact types: a subclass goes the long way).
+_KEPT = frozenset({str, bool})
 
 
 _PLAIN_PART_KEYS = frozenset({"text", "data", "mediaType", "metadata", "filename"})
@@ -281,7 +297,7 @@ def plain_message_output(result: Any) -> tuple[bool, Any] | None:
                 return None
             texts.append(part["text"])
         elif "data" in part:
-            data.append(json_numbers(_through_double(part["data"])))
+            data.append(_plain_numbers(part["data"]))
         else:
             return None
     if data:
@@ -289,6 +305,34 @@ def plain_message_output(result: Any) -> tuple[bool, Any] | None:
     if texts:
         return True, "\n".join(texts)
     return False, None
+
+
+def _plain_numbers(value: Any) -> Any:
+    """``json_numbers(_through_double(value))`` in one pass (tests hold them equal).
+
+    A whole number that a double holds exactly (|n| <= 2**53) comes back as
+    itself, so most numbers of an answer cost nothing; the rest take the
+    two-step way. Exact types: the JSON parser makes nothing else, and any
+    other type goes the two-step way too.
+    """
+    kind = type(value)
+    if kind is dict:
+        out = {}
+        for k, v in value.items():
+            vk = type(v)
+            if v is None or vk is str or vk is bool or (
+                    vk is int and -_MAX_EXACT_FLOAT_INT <= v <= _MAX_EXACT_FLOAT_INT):
+                out[k] = v
+            else:
+                out[k] = _plain_numbers(v)
+        return out
+    if kind is list:
+        return [_plain_numbers(v) for v in value]
+    if value is None or kind is str or kind is bool:
+        return value
+    if kind is int and -_MAX_EXACT_FLOAT_INT <= value <= _MAX_EXACT_FLOAT_INT:
+        return value
+    return json_numbers(_through_double(value))
 
 
 def _through_double(value: Any) -> Any:

@@ -124,9 +124,25 @@ class Lease:
         return self._registry._release_busy(self._entry, retry_after_s, self.trial)
 
 
-def _wake(fut: asyncio.Future[None], _done: object = None) -> None:
+def _wake(fut: asyncio.Future[bool], _done: object = None) -> None:
     if not fut.done():
-        fut.set_result(None)
+        fut.set_result(False)  # not a slot handed over: see AgentRegistry._waking
+
+
+def _expire(fut: asyncio.Future[bool]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
+def _room(usable: list[_Entry]) -> float:
+    """Free slots left among ``usable`` (inf when one of them has no limit)."""
+    room = 0.0
+    for e in usable:
+        cap = e.agent.max_concurrency
+        if cap is None:
+            return math.inf
+        room += max(cap - e.inflight, 0)
+    return room
 
 
 def transport_of(agent: Agent) -> str:
@@ -152,7 +168,13 @@ class AgentRegistry:
         self._entries: dict[str, _Entry] = {}
         self._by_capability: dict[str, list[_Entry]] = {}
         # Callers waiting for a free slot, by the ref they asked for (capability or @id).
-        self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
+        self._waiters: dict[str, deque[asyncio.Future[bool]]] = {}
+        # Waiters woken for a freed slot (their future holds True) that have not
+        # looked yet, by ref. A woken waiter that takes a slot passes the wake on
+        # only while there is more room than such waiters already on their way:
+        # passing it on whenever any room was left woke, in a big fan-out, about
+        # one waiter in two for nothing (it found its slot taken and waited again).
+        self._waking: dict[str, int] = {}
         self._monitor: HealthMonitor | None = None
         for a in agents:
             self.register(a)
@@ -429,8 +451,7 @@ class AgentRegistry:
                 if e.breaker.try_acquire():
                     trial = e.breaker.state == "half_open"
                     e.inflight += 1
-                    if woken and (len(usable) > 1 or e.agent.max_concurrency is None
-                                  or e.inflight < e.agent.max_concurrency):
+                    if woken and _room(usable) > self._waking.get(ref, 0):
                         # A release wakes one waiter, but room can also appear without
                         # one (a circuit turning half-open): pass the wake along while
                         # there may be room left, instead of waking everyone each time.
@@ -450,7 +471,7 @@ class AgentRegistry:
             if remaining <= 0:
                 raise NoCapacity(
                     f"every agent for '{ref}' stayed at capacity for {limit:g}s")
-            fut: asyncio.Future[None] = loop.create_future()
+            fut: asyncio.Future[bool] = loop.create_future()
             queue = self._waiters.setdefault(ref, deque())
             queue.append(fut)
             # A busy agent may be asked again at a set time: sleep on the registry's
@@ -460,13 +481,15 @@ class AgentRegistry:
                 nap = loop.create_task(clock.sleep(min(busy_until - clock.monotonic(),
                                                        remaining)))
                 nap.add_done_callback(partial(_wake, fut))
+            # The end of the wait fails the future itself: a timer per waiter and no
+            # more (asyncio.timeout's context costs about as much again, and
+            # asyncio.wait_for on 3.11 swallows a cancellation that lands just as the
+            # wake does, so a cancelled step would go on to take the slot).
+            expiry = clock.call_later(remaining, partial(_expire, fut))
             try:
-                # Not asyncio.wait_for: on 3.11 it swallows a cancellation that lands
-                # just as the wake does, so a cancelled step would go on to take the slot.
-                async with clock.timeout(remaining):
-                    await fut
+                await fut
             except BaseException as exc:
-                if fut.done() and not fut.cancelled():
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
                     # Woken for a free slot but leaving without taking it (cancelled
                     # in the same instant): hand the wake on, or the slot sits idle.
                     self._wake_one(ref)
@@ -477,6 +500,10 @@ class AgentRegistry:
                         f"every agent for '{ref}' stayed at capacity for {limit:g}s") from None
                 raise
             finally:
+                expiry.cancel()
+                if fut.done() and not fut.cancelled() and fut.exception() is None \
+                        and fut.result():
+                    self._waking[ref] -= 1  # this wake has looked (or handed itself on)
                 if nap is not None:
                     nap.cancel()
                     if fut in queue:
@@ -541,7 +568,8 @@ class AgentRegistry:
         while queue:
             fut = queue.popleft()
             if not fut.done():
-                fut.set_result(None)
+                fut.set_result(True)
+                self._waking[ref] = self._waking.get(ref, 0) + 1
                 return
 
     def _wake(self) -> None:
@@ -551,7 +579,7 @@ class AgentRegistry:
             while queue:
                 fut = queue.popleft()
                 if not fut.done():
-                    fut.set_result(None)
+                    fut.set_result(False)
 
     async def aclose(self) -> None:
         await self.stop_monitor()

@@ -127,6 +127,9 @@ def serve_command(
         if max_body_bytes < 1:
             fail(f"--max-body-bytes {max_body_bytes} is too small (fix: give a number of"
                  f" bytes >= 1; the default is {DEFAULT_MAX_BODY_BYTES})")
+        from podium.tuning import tune_gc
+
+        tune_gc()  # a server process: it serves this function for as long as it lives
         serve(target, capability=capability, host=host, port=port,
               max_concurrency=max_concurrency, health=health, log_level=log_level,
               token_env=token_env, allowed_hosts=allowed_hosts or (),

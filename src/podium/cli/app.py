@@ -12,6 +12,7 @@ import importlib
 import json
 import sys
 from collections.abc import MutableMapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -69,9 +70,74 @@ class _PlainArgument(TyperArgument):
         return self.metavar or (self.name or "").upper(), record[1]
 
 
+try:  # typer >= 0.20 coerces each value through a pydantic TypeAdapter it builds
+    from typer._coercion import RuntimeParam, TypeDescriptor, build_runtime_param
+except ImportError:  # older typers use click's types: nothing to defer
+    RuntimeParam = None  # type: ignore[assignment,misc]
+
+if RuntimeParam is not None:
+
+    @dataclass(frozen=True)
+    class _DeferredParam(RuntimeParam):
+        """typer's coercion of one parameter, built only for a value that needs it.
+
+        typer builds a pydantic TypeAdapter for every parameter of the command run,
+        given or not: ``podium status RUN`` imported pydantic for that alone (~40 ms)
+        and ``podium run`` built nine adapters for options left out. A missing value
+        never reaches ``_coerce_value`` (``RuntimeParam.coerce`` answers it), and a
+        text for a plain ``str`` is returned as is, as typer's adapter returns it; any
+        other value goes through typer's own coercion, built then.
+        """
+
+        descriptor: Any
+
+        def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
+            if (type(value) is str and self.annotation is str
+                    and self.parameter_info.parser is None and _utf8(value)):
+                return value
+            real = build_runtime_param(self.descriptor)
+            param._runtime_param = real  # the next value goes straight to it
+            return real._coerce_value(value, param=param, ctx=ctx)
+
+
+def _utf8(text: str) -> bool:
+    """pydantic refuses a str it cannot encode (argv's undecodable bytes): leave it that."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _defer_coercion(param: Any) -> None:
+    descriptor = getattr(param, "type_descriptor", None)
+    if (RuntimeParam is not None and isinstance(descriptor, TypeDescriptor)
+            and getattr(param, "_runtime_param", False) is None):
+        param._runtime_param = _DeferredParam(
+            parameter_info=descriptor.parameter_info, annotation=descriptor.annotation,
+            descriptor=descriptor)
+
+
+def _deferring_help(command: Any) -> None:
+    """``command``'s ``--help`` option, made when its context is, defers its coercion too."""
+    made = command.get_help_option
+
+    def get_help_option(ctx: Any) -> Any:
+        option = made(ctx)
+        if option is not None:
+            _defer_coercion(option)
+        return option
+
+    command.get_help_option = get_help_option
+
+
 def _plain_arguments(command: Any) -> Any:
-    """Show ``command``'s arguments (and its subcommands') as ``_PlainArgument`` does."""
+    """Show ``command``'s arguments (and its subcommands') as ``_PlainArgument`` does,
+    and defer their coercion (``_DeferredParam``)."""
+    if "get_help_option" not in vars(command):
+        _deferring_help(command)
     for param in getattr(command, "params", ()):
+        _defer_coercion(param)
         if type(param) is TyperArgument:
             param.__class__ = _PlainArgument  # same fields, two display methods differ
     if not isinstance(command, PodiumGroup):  # a sub-group: its commands are all built
@@ -94,6 +160,14 @@ class PodiumGroup(TyperGroup):
     def __init__(self, **kwargs: Any) -> None:
         self._complete = False
         super().__init__(**kwargs)
+        for param in self.params:
+            _defer_coercion(param)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            _defer_coercion(option)
+        return option
 
     @property
     def commands(self) -> MutableMapping[str, Any]:

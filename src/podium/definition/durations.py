@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any
-
-from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+from typing import TYPE_CHECKING, Annotated, Any
 
 __all__ = [
     "DURATION_PATTERN",
@@ -102,36 +100,54 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h" + (f"{minutes}m" if minutes else "") + (f"{secs}s" if secs else "")
 
 
-_PATTERN_SCHEMA = {"type": "string", "pattern": DURATION_PATTERN}
-_DESCRIPTION = "Seconds, or numbers with units: 250ms, 1.5s, 5m, 1m30s, 2h, 1d"
+if TYPE_CHECKING:  # what the models' fields hold; pydantic reads the real ones below
+    Duration = Annotated[float, "seconds"]
+    PositiveDuration = Annotated[float, "seconds, more than 0"]
 
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    PlainSerializer(lambda s: s, return_type=float),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0, "maximum": MAX_DURATION_S},
-                _PATTERN_SCHEMA,
-            ],
-            "description": _DESCRIPTION,
-        }
-    ),
-]
 
-# A timeout, an interval or a window: zero would never wait, or check in a busy loop.
-PositiveDuration = Annotated[
-    float,
-    BeforeValidator(parse_positive_duration),
-    PlainSerializer(lambda s: s, return_type=float),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION_S},
-                _PATTERN_SCHEMA,
-            ],
-            "description": _DESCRIPTION + "; more than 0",
-        }
-    ),
-]
+def __getattr__(name: str) -> Any:
+    """``Duration`` and ``PositiveDuration`` are built when first imported: they need
+    pydantic, which ``format_duration``'s users (``podium status``) do not (~30 ms)."""
+    if name not in ("Duration", "PositiveDuration"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    built = _pydantic_annotations()
+    globals().update(built)
+    return built[name]
+
+
+def _pydantic_annotations() -> dict[str, Any]:
+    from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
+
+    pattern_schema = {"type": "string", "pattern": DURATION_PATTERN}
+    description = "Seconds, or numbers with units: 250ms, 1.5s, 5m, 1m30s, 2h, 1d"
+    return {
+        "Duration": Annotated[
+            float,
+            BeforeValidator(parse_duration),
+            PlainSerializer(lambda s: s, return_type=float),
+            WithJsonSchema(
+                {
+                    "anyOf": [
+                        {"type": "number", "minimum": 0, "maximum": MAX_DURATION_S},
+                        pattern_schema,
+                    ],
+                    "description": description,
+                }
+            ),
+        ],
+        # A timeout, an interval or a window: zero would never wait, or check in a busy loop.
+        "PositiveDuration": Annotated[
+            float,
+            BeforeValidator(parse_positive_duration),
+            PlainSerializer(lambda s: s, return_type=float),
+            WithJsonSchema(
+                {
+                    "anyOf": [
+                        {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION_S},
+                        pattern_schema,
+                    ],
+                    "description": description + "; more than 0",
+                }
+            ),
+        ],
+    }

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from podium.definition.conditions import Condition, ConditionError, compile_condition
 from podium.definition.models import Compensation, RetryPolicy, Step, Tolerate, Workflow
-from podium.definition.templates import Compiled, compile_template
+from podium.definition.templates import Compiled, Ref, Scope, compile_template
 from podium.errors import DefinitionError, Problem
 
 __all__ = ["Plan", "PlanNode", "WaitSpec", "approval_signal", "compile_plan", "effective_retry"]
@@ -188,9 +188,11 @@ def compile_plan(workflow: Workflow, _subs: dict[int, Plan] | None = None) -> Pl
             deps: tuple[int, ...] = (i - 1,) if i else ()
         elif mode == "parallel":
             deps = ()
-        else:
+        elif s.depends_on:
             deps = tuple(dict.fromkeys(index[d] for d in s.depends_on))
             deps = edges.setdefault(deps, deps)
+        else:
+            deps = ()
         if s.input is not None or "input" in s.model_fields_set:
             raw_input: Any = s.input
         elif mode == "sequential" and i:
@@ -240,9 +242,7 @@ def compile_plan(workflow: Workflow, _subs: dict[int, Plan] | None = None) -> Pl
     elif mode == "sequential":
         output = compile_template("${{ steps.%s.output }}" % nodes[-1].id)  # noqa: UP031
     else:
-        output = compile_template(
-            {n.id: "${{ steps.%s.output }}" % n.id for n in nodes if not n.dependents}  # noqa: UP031
-        )
+        output = _leaf_outputs([n.id for n in nodes if not n.dependents])
     return Plan(
         workflow=workflow,
         nodes=nodes,
@@ -254,6 +254,22 @@ def compile_plan(workflow: Workflow, _subs: dict[int, Plan] | None = None) -> Pl
         # A sub-workflow runs in the process that runs its caller: its agents too.
         | {ref for n in nodes if n.sub is not None for ref in n.sub.agent_refs},
     )
+
+
+def _leaf_outputs(ids: list[str]) -> Compiled:
+    """A DAG's default output, each last step's output by id: what the template
+    ``{id: "${{ steps.<id>.output }}", ...}`` compiles to, built without parsing it.
+
+    Parsing it cost 2.3 ms of a fresh process's 1,000-way fan-out, before any step
+    ran. Step ids are what the template's step pattern reads (``STEP_ID_PATTERN``).
+    """
+    refs = tuple(Ref("steps", i, (), f"steps.{i}.output") for i in ids)
+
+    def leaves(scope: Scope) -> dict[str, Any]:
+        outputs = scope.outputs
+        return {i: outputs.get(i) for i in ids}
+
+    return Compiled(leaves, refs, False)
 
 
 def _sub_plan(child: Workflow, subs: dict[int, Plan]) -> Plan:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from podium.definition.documents import format_size, max_file_bytes
 from podium.errors import AgentTaken, ConfigError, VersionTaken
 from podium.store.base import workflow_digest
 from podium.store.rows import dumps
@@ -29,6 +28,10 @@ def prepare_registration(name: str, version: int | str,
                          definition: dict[str, Any]) -> Registration:
     """The row to write; ``ConfigError`` if the definition (its sub-workflows embedded)
     is over the file-size limit: a registered workflow is read whole by every caller."""
+    # Here, not at the top: the stores import this module, and a store read alone
+    # (``podium status``) needs no YAML parser (~10 ms of its start).
+    from podium.definition.documents import format_size, max_file_bytes
+
     text = dumps(definition)
     limit = max_file_bytes()
     if len(text) > limit:
