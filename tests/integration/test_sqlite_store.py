@@ -564,6 +564,75 @@ async def test_stored_steps_equal_the_engines_record_on_every_write_path(tmp_pat
         await fresh.close()
 
 
+class StepRowRecordingStore(SQLiteStore):
+    """Remembers the (status, attempts) of every step row each committed batch wrote."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.rows: list[tuple[str, str, int]] = []
+
+    def write_batch_now(self, batch: Batch) -> Any:
+        lost = super().write_batch_now(batch)
+        self.rows += [(s[1], s[2], s[3]) for s in batch.steps]
+        return lost
+
+
+async def test_steps_committed_pending_read_back_as_the_engines_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Branches of a fan-out wider than a burst are committed 'pending' first (their own
+    insert), then started, or started and succeeded in one flush (an update of that
+    row): what a reader gets back, live or after the run, is the engine's record."""
+    import asyncio
+
+    from podium.engine import run as run_module
+
+    monkeypatch.setattr(run_module, "_BURST", 3)
+
+    async def quick(task: Task) -> Any:
+        return {"step": task.step_id}
+
+    async def slow(task: Task) -> Any:
+        await asyncio.sleep(0.03)  # its 'running' row commits before it succeeds
+        return [task.step_id, 2]
+
+    async def undo(task: Task) -> Any:
+        return "undone"
+
+    async def boom(task: Task) -> Any:
+        raise ValueError("no")
+
+    branches = [{"id": f"b{i}", "agent": "slow" if i % 3 == 0 else "quick",
+                 "depends_on": ["root"], **({"optional": True} if i == 4 else {}),
+                 **({"compensate": {"agent": "undo"}} if i % 4 == 1 else {})}
+                for i in range(14)]
+    spec = {"name": "wide", "on_failure": "compensate", "steps": [
+        {"id": "root", "agent": "quick"}, *branches,
+        {"id": "join", "agent": "quick", "depends_on": [b["id"] for b in branches]}]}
+    failing = {**spec, "name": "wide-fail",
+               "steps": [*spec["steps"], {"id": "z", "agent": "boom", "depends_on": ["join"]}]}
+    store = StepRowRecordingStore(tmp_path / "w.db")
+    reg = registry_of(quick=quick, slow=slow, undo=undo, boom=boom)
+    async with Engine(registry=reg, store=store) as engine:
+        done = [await engine.run(workflow_from_dict(spec)),
+                await engine.run(workflow_from_dict(failing))]
+    assert [r.status for r in done] == ["succeeded", "rolled_back"]
+    pending = {sid for sid, status, _ in store.rows if status == "pending"}
+    assert len(pending) >= 8  # most branches waited for a later burst
+    after = {(sid, status) for sid, status, _ in store.rows if sid in pending}
+    assert {"running", "succeeded"} <= {status for _, status in after}
+    fresh = SQLiteStore(tmp_path / "w.db")
+    await fresh.open()
+    try:
+        for live in done:
+            stored = await fresh.get_run(live.run_id)
+            assert set(stored.steps) == set(live.steps)
+            for sid, rec in live.steps.items():
+                assert stored.steps[sid] == rec, sid
+        assert done[1].steps["b1"].compensation_status == "succeeded"
+    finally:
+        await fresh.close()
+
+
 @pytest.mark.parametrize("seed", range(6))
 async def test_no_step_starts_before_all_its_inputs_are_committed(tmp_path: Path,
                                                                   seed: int) -> None:

@@ -117,3 +117,56 @@ async def test_a_paused_run_starts_no_queued_branch_and_is_idle_once_its_burst_e
     assert calls == ["start", "b0", "b1", "b2", "b3"]
     assert sorted(k for k, s in record.steps.items() if s.status == "succeeded") == [
         "b0", "b1", "b2", "b3", "start"]
+
+
+async def test_branches_committed_pending_when_handed_off_run_once_on_resume(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The queued branches of a fan-out handed back mid-burst are on disk as 'pending'
+    rows (SQLite's own insert for them); the engine that resumes the run starts each
+    of them once, and what it stores is what it holds."""
+    monkeypatch.setattr(run_module, "_BURST", 4)
+    calls: list[str] = []
+    first_burst = asyncio.Event()
+    gate = asyncio.Event()
+    handles: list[Any] = []
+
+    async def work(task: Any) -> Any:
+        calls.append(task.step_id)
+        if task.step_id == "b3" and handles:
+            handles[0].pause()  # in the turn of its burst: the next one never starts
+            first_burst.set()
+        if task.step_id in ("b0", "b1", "b2", "b3"):
+            await gate.wait()
+        return {"step": task.step_id}
+
+    path = tmp_path / "podium.db"
+    wf = _wide(20)
+    async with Engine(EngineConfig(registry=registry_of(work=work),
+                                   store=SQLiteStore(path))) as engine:
+        handle = await engine.start(wf, {})
+        handles.append(handle)
+        await asyncio.wait_for(first_burst.wait(), 10)
+        off = asyncio.create_task(engine.hand_off(grace_s=30))
+        await asyncio.sleep(0.02)
+        gate.set()
+        assert await asyncio.wait_for(off, 10) == [handle.run_id]
+        stored = await engine.store.get_run(handle.run_id)
+        await engine.store.release_run(handle.run_id, engine.owner)
+    assert stored.status == "running"
+    statuses = {k: s.status for k, s in stored.steps.items()}
+    assert {k for k, s in statuses.items() if s == "succeeded"} == {"start", "b0", "b1", "b2",
+                                                                  "b3"}
+    assert {k for k, s in statuses.items() if s == "pending"} == {f"b{i}" for i in range(4, 20)}
+    async with Engine(EngineConfig(registry=registry_of(work=work),
+                                   store=SQLiteStore(path))) as other:
+        done = await (await other.resume(handle.run_id)).result()
+    assert done.status == "succeeded", done.error
+    assert sorted(calls) == sorted(["start", *(f"b{i}" for i in range(20))])
+    reader = SQLiteStore(path)
+    await reader.open()
+    try:
+        back = await reader.get_run(handle.run_id)
+    finally:
+        await reader.close()
+    assert back.steps == done.steps
+    assert all(back.steps[f"b{i}"].output == {"step": f"b{i}"} for i in range(20))

@@ -76,7 +76,7 @@ def test_explicit_input_replaces_default_even_when_null() -> None:
 def test_parallel_has_no_edges_and_collects_every_output() -> None:
     """Parallel steps are all roots with the run input; the output maps every step."""
     plan = plan_of("parallel", [{"id": s, "agent": "x"} for s in "abc"])
-    assert all(n.deps == () and n.dependents == [] for n in plan.nodes)
+    assert all(n.deps == () and n.dependents == () for n in plan.nodes)
     assert ids(plan, plan.roots) == ["a", "b", "c"]
     sc = scope(OUTPUTS)
     assert all(n.input is not None and n.input.resolve(sc) == RUN_INPUT for n in plan.nodes)
@@ -112,7 +112,7 @@ def test_duplicate_dependency_is_one_edge() -> None:
     plan = plan_of("dag", [{"id": "a", "agent": "x"},
                            {"id": "b", "agent": "x", "depends_on": ["a", "a"]}])
     assert plan.nodes[1].deps == (0,)
-    assert plan.nodes[0].dependents == [1]
+    assert plan.nodes[0].dependents == (1,)
 
 
 def test_dag_default_inputs() -> None:

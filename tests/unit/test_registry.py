@@ -149,6 +149,29 @@ async def test_passive_detection_ejects_after_consecutive_failures_and_expires()
     assert any(isinstance(e, AgentHealthChanged) and e.new == "unhealthy" for e in events)
 
 
+async def test_an_agent_that_never_fails_keeps_only_its_window_of_calls() -> None:
+    """Calls older than the ejection window are dropped as new ones come, not only
+    when one fails; the window still decides an ejection by error rate."""
+    reg, clock, _ = registry(agent("a"), health=HealthConfig(
+        eject_window_s=10, eject_min_calls=4, eject_error_rate=0.5,
+        eject_consecutive_failures=100))
+    for _ in range(50):
+        lease = await reg.acquire("@a")
+        lease.release(True, None, 0.01)
+        clock.advance(1)
+    health = reg.health_of("a")
+    assert 10 <= len(health.calls) <= 11
+    assert health.total_calls == 50
+    outcomes = [False, False, True] * 12  # two failures in three for 6 s
+    while outcomes and health.level != "unhealthy":
+        ok = outcomes.pop()
+        lease = await reg.acquire("@a")
+        lease.release(ok, None if ok else "agent_error", 0.01)
+        clock.advance(0.5 / 3)
+    assert health.level == "unhealthy"
+    assert outcomes  # by the error rate over the window, before the 12 rounds ended
+
+
 async def test_open_breakers_fail_over_at_once_and_all_open_is_unavailable() -> None:
     reg, clock, events = registry(
         agent("a"), agent("b"),

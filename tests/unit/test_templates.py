@@ -131,6 +131,25 @@ def test_resolve_walks_fresh_scopes() -> None:
     assert compiled.resolve(scope(a={"v": 2})) == {"v": 2}
 
 
+def test_a_mapping_of_whole_paths_resolves_as_one_entry_at_a_time_would() -> None:
+    """A fan-in's input (every value one whole ``${{ path }}``) is compiled as one
+    function over its pairs: each value keeps its JSON type, a failed optional
+    input reads as null, a bad path is still an error, and the refs are all listed."""
+    value = {"a": "${{ steps.a.output }}", "b": " ${{ steps.b.output.v }} ",
+             "n": "${{ input.count }}", "gone": "${{ steps.gone.output.x }}", "r": "${{ run.id }}"}
+    compiled = compile_template(value)
+    assert sorted(r.text for r in compiled.refs) == [
+        "input.count", "run.id", "steps.a.output", "steps.b.output.v", "steps.gone.output.x"]
+    assert compiled.resolve(scope(a=[1, "x"], b={"v": False}, gone=None)) == {
+        "a": [1, "x"], "b": False, "n": 3, "gone": None, "r": "run-123"}
+    with pytest.raises(TemplateLookupError, match=r"steps\.b\.output\.v"):
+        compiled.resolve(scope(a=1, b={}, gone=None))
+    mixed = {**value, "text": "at ${{ run.id }}"}  # not all whole paths: entry by entry
+    assert compile_template(mixed).resolve(scope(a=1, b={"v": 2}))["text"] == "at run-123"
+    with pytest.raises(TemplateError):
+        compile_template({"a": "${{ steps.a.output }}", "b": "${{ nowhere }}"})
+
+
 # --- paths -----------------------------------------------------------------
 
 

@@ -35,8 +35,8 @@ class BreakerConfig:
 
 
 class CircuitBreaker:
-    __slots__ = ("_calls", "_clock", "_consecutive", "_half_open_inflight", "_on_change",
-                 "_opened_at", "config", "state")
+    __slots__ = ("_calls", "_clock", "_consecutive", "_failures", "_half_open_inflight",
+                 "_on_change", "_opened_at", "config", "state")
 
     def __init__(
         self,
@@ -51,7 +51,11 @@ class CircuitBreaker:
         self._consecutive = 0
         self._opened_at = 0.0
         self._half_open_inflight = 0
-        self._calls: deque[tuple[float, bool]] = deque()
+        # When each call of the window ended, and each failure among them: times, not
+        # (time, ok) pairs (32 bytes a call instead of 88: a window holds every call
+        # of the last minute, 100,000 of them in a 100,000-step fan-out).
+        self._calls: deque[float] = deque()
+        self._failures: deque[float] = deque()
 
     def _move(self, new: str) -> None:
         old, self.state = self.state, new
@@ -62,6 +66,7 @@ class CircuitBreaker:
         if new == CLOSED:
             self._consecutive = 0
             self._calls.clear()
+            self._failures.clear()
         if old != new and self._on_change is not None:
             self._on_change(old, new)
 
@@ -108,22 +113,25 @@ class CircuitBreaker:
         if self.state != CLOSED:
             return
         now = self._clock.monotonic()
-        calls = self._calls
-        calls.append((now, ok))
-        while calls and calls[0][0] < now - self.config.window_s:
+        calls, failures = self._calls, self._failures
+        calls.append(now)
+        horizon = now - self.config.window_s
+        while calls[0] < horizon:
             calls.popleft()
+        while failures and failures[0] < horizon:
+            failures.popleft()
         if ok:
             self._consecutive = 0
             return
+        failures.append(now)
         self._consecutive += 1
         if self._consecutive >= self.config.failure_threshold:
             self._move(OPEN)
             return
         rate = self.config.failure_rate
-        if rate is not None and len(calls) >= self.config.min_calls:
-            failures = sum(1 for _, good in calls if not good)
-            if failures / len(calls) > rate:
-                self._move(OPEN)
+        if rate is not None and len(calls) >= self.config.min_calls and (
+                len(failures) / len(calls) > rate):
+            self._move(OPEN)
 
     def cancel_trial(self) -> None:
         """An admitted call never happened (the caller gave the slot back)."""

@@ -57,7 +57,10 @@ class HealthState:
     fail_streak: int = 0
     ejected_until: float | None = None
     consecutive_call_failures: int = 0
-    calls: deque[tuple[float, bool]] = field(default_factory=deque)
+    # When each call in the window ended, and each failure among them: two deques of
+    # times rather than one of (time, ok) pairs, 32 bytes a call instead of 88.
+    calls: deque[float] = field(default_factory=deque)
+    failures: deque[float] = field(default_factory=deque)
     latency_s: float | None = None  # EWMA of call latency
     check_latency_s: float | None = None
     load: float | None = None
@@ -67,12 +70,15 @@ class HealthState:
     total_failures: int = 0
 
     def error_rate(self, now: float, window_s: float) -> float:
-        calls = self.calls
-        while calls and calls[0][0] < now - window_s:
+        calls, failures = self.calls, self.failures
+        horizon = now - window_s
+        while calls and calls[0] < horizon:
             calls.popleft()
+        while failures and failures[0] < horizon:
+            failures.popleft()
         if not calls:
             return 0.0
-        return sum(1 for _, ok in calls if not ok) / len(calls)
+        return len(failures) / len(calls)
 
     def observe_check(self, report: HealthReport, latency_s: float, now: float,
                       cfg: HealthConfig) -> str:
@@ -96,6 +102,7 @@ class HealthState:
                 self.ejected_until = None
                 self.consecutive_call_failures = 0
                 self.calls.clear()
+                self.failures.clear()
         else:
             self.level = report.status
         return self.level
@@ -109,10 +116,18 @@ class HealthState:
         if not ok and error_type in IGNORED_ERRORS:
             return self.level
         self.total_calls += 1
-        self.calls.append((now, ok))
+        calls = self.calls
+        calls.append(now)
+        # Calls older than the window leave as new ones come, not only when one fails:
+        # an agent that never failed kept every call it ever made (100,000 of them,
+        # ~9 MB, after one 100,000-step fan-out, and more with each run after it).
+        horizon = now - cfg.eject_window_s
+        while calls[0] < horizon:
+            calls.popleft()
         if ok:
             self.consecutive_call_failures = 0
             return self.level
+        self.failures.append(now)
         self.total_failures += 1
         self.consecutive_call_failures += 1
         rate = self.error_rate(now, cfg.eject_window_s)
@@ -134,6 +149,7 @@ class HealthState:
             self.level = UNKNOWN
             self.consecutive_call_failures = 0
             self.calls.clear()
+            self.failures.clear()
             return True
         return False
 

@@ -51,6 +51,19 @@ UPDATE steps SET status = 'succeeded', output = ?, error = NULL, finished_at = ?
                  completed_seq = ?
 WHERE run_id = ? AND step_id = ?;
 
+-- name: step_insert_pending
+-- A step made ready but not started in that flush (a fan-out wider than a burst).
+INSERT INTO steps (run_id, step_id, status, optional) VALUES (?, ?, 'pending', ?);
+
+-- name: step_update_started
+-- Its later start, or its start and success in one flush, over that 'pending' row:
+-- step_upsert's update with the columns a hot transition leaves empty as constants.
+UPDATE steps SET status = ?, attempts = ?, agent_id = ?, output = COALESCE(?, output),
+                 error = NULL, started_at = ?, finished_at = ?, next_retry_at = NULL,
+                 optional = ?, completed_seq = ?, compensation_status = NULL,
+                 compensation_attempts = 0, compensation_error = NULL
+WHERE run_id = ? AND step_id = ?;
+
 -- name: last_seq
 SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = ?;
 
