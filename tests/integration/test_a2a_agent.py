@@ -303,6 +303,17 @@ def task_for(capability: str, input: Any, *, attempt: int = 1,
                 capability=capability, input=input)
 
 
+async def failed_call(url: str, agent_id: str) -> AgentError:
+    """The error of one call to the A2A agent at ``url`` (the call must fail)."""
+    agent = await A2AAgent.from_url(url, id=agent_id)
+    try:
+        with pytest.raises(AgentError) as raised:
+            await agent.invoke(task_for("sum", {"numbers": [1]}))
+    finally:
+        await agent.aclose()
+    return raised.value
+
+
 # --- discovery and health ---------------------------------------------------------
 
 
@@ -541,13 +552,7 @@ async def test_an_agent_at_capacity_is_busy_not_failing(
     if headers.get("Retry-After") == "HTTP-DATE+30":
         headers = {"Retry-After": http_date(30)}
     async with answering(status, headers, binding=binding) as url:
-        agent = await A2AAgent.from_url(url, id="full")
-        try:
-            with pytest.raises(AgentError) as raised:
-                await agent.invoke(task_for("sum", {"numbers": [1]}))
-        finally:
-            await agent.aclose()
-    err = raised.value
+        err = await failed_call(url, "full")
     assert type(err) is kind, err
     assert err.busy is busy, err.message
     assert err.agent_id == "full"
@@ -602,15 +607,10 @@ async def test_a_json_rpc_error_keeps_its_meaning(
     the agent's), with the server's message kept."""
     answer = {"jsonrpc": "2.0", "id": 1, "error": {"code": code, "message": "said the agent"}}
     async with rpc_answering(answer) as url:
-        agent = await A2AAgent.from_url(url, id="rpc")
-        try:
-            with pytest.raises(AgentError) as raised:
-                await agent.invoke(task_for("sum", {"numbers": [1]}))
-        finally:
-            await agent.aclose()
-    assert type(raised.value) is kind
-    assert raised.value.error_type == error_type
-    assert "said the agent" in raised.value.message
+        err = await failed_call(url, "rpc")
+    assert type(err) is kind
+    assert err.error_type == error_type
+    assert "said the agent" in err.message
 
 
 async def test_an_answer_over_max_response_bytes_is_output_too_large() -> None:
@@ -802,16 +802,11 @@ async def test_a_malformed_answer_is_a_clear_agent_error(body: bytes, said: str)
     """What is not a JSON-RPC answer, or not an A2A result, fails the attempt as an
     ``agent_error`` that quotes what was wrong, whichever way (ours, the SDK's) read it."""
     async with raw_answering(body) as url:
-        agent = await A2AAgent.from_url(url, id="rpc")
-        try:
-            with pytest.raises(AgentError) as raised:
-                await agent.invoke(task_for("sum", {"numbers": [1]}))
-        finally:
-            await agent.aclose()
-    assert type(raised.value) is AgentError
-    assert raised.value.error_type == "agent_error"
-    assert raised.value.message.startswith(f"A2A agent 'rpc' at {url}")
-    assert said in raised.value.message
+        err = await failed_call(url, "rpc")
+    assert type(err) is AgentError
+    assert err.error_type == "agent_error"
+    assert err.message.startswith(f"A2A agent 'rpc' at {url}")
+    assert said in err.message
 
 
 # --- end to end through the engine ---------------------------------------------------

@@ -549,17 +549,22 @@ async def test_stored_steps_equal_the_engines_record_on_every_write_path(tmp_pat
         calls.clear()
         done.append(await engine.run(wf_fail, {"n": 2}))
     assert [r.status for r in done] == ["succeeded", "rolled_back"]
-    fresh = SQLiteStore(tmp_path / "p.db")
+    await assert_stored_as_run(tmp_path / "p.db", done)
+    paths = {sid: s.attempts for sid, s in done[0].steps.items()}
+    assert paths["f"] == 3
+    assert done[1].steps["s2"].compensation_status == "succeeded"
+
+
+async def assert_stored_as_run(db: Path, runs: list[Any]) -> None:
+    """A fresh store on ``db`` reads back every step of ``runs`` as the engine recorded it."""
+    fresh = SQLiteStore(db)
     await fresh.open()
     try:
-        for live in done:
+        for live in runs:
             stored = await fresh.get_run(live.run_id)
             assert set(stored.steps) == set(live.steps)
             for sid, rec in live.steps.items():
                 assert stored.steps[sid] == rec, sid
-        paths = {sid: s.attempts for sid, s in done[0].steps.items()}
-        assert paths["f"] == 3
-        assert done[1].steps["s2"].compensation_status == "succeeded"
     finally:
         await fresh.close()
 
@@ -620,17 +625,8 @@ async def test_steps_committed_pending_read_back_as_the_engines_record(
     assert len(pending) >= 8  # most branches waited for a later burst
     after = {(sid, status) for sid, status, _ in store.rows if sid in pending}
     assert {"running", "succeeded"} <= {status for _, status in after}
-    fresh = SQLiteStore(tmp_path / "w.db")
-    await fresh.open()
-    try:
-        for live in done:
-            stored = await fresh.get_run(live.run_id)
-            assert set(stored.steps) == set(live.steps)
-            for sid, rec in live.steps.items():
-                assert stored.steps[sid] == rec, sid
-        assert done[1].steps["b1"].compensation_status == "succeeded"
-    finally:
-        await fresh.close()
+    await assert_stored_as_run(tmp_path / "w.db", done)
+    assert done[1].steps["b1"].compensation_status == "succeeded"
 
 
 @pytest.mark.parametrize("seed", range(6))
