@@ -520,7 +520,8 @@ def _deadline_protocol(limits: HttpLimits) -> type[asyncio.Protocol]:
             if self._deadline is None and (self.cycle is None or self.cycle.response_complete):
                 self._deadline = self.loop.call_later(header_s, self._deadline_passed)
             super().data_received(data)
-            if self._in_head and self.parser is not None:
+            # Not once the parser's own error has answered and closed the connection.
+            if self._in_head and not self.transport.is_closing():
                 self._head_read += len(data)
                 if self._head_read > max_head:
                     self._head_too_big()
