@@ -491,6 +491,13 @@ def _deadline_protocol(limits: HttpLimits) -> type[asyncio.Protocol]:
         the connection is closed, as h11 did. A read that ends one pipelined
         request and starts the next counts wholly towards the next one's head:
         the limit can only come early for a client that pipelines big bodies.
+
+        A chunked body's trailers (header lines after its last chunk) are held
+        the same way until each line ends, so they are bounded too: the reads
+        that arrive while a chunk's header is in and none of its data has come
+        count towards ``max_head``, and over it the connection is closed. The
+        read in which that chunk header arrived is not counted, since its
+        bytes before the header are body: one read more than the limit, at worst.
         """
 
         def __init__(
@@ -506,6 +513,9 @@ def _deadline_protocol(limits: HttpLimits) -> type[asyncio.Protocol]:
             self._in_head = False
             self._head_read = 0  # bytes read while this request's head is unfinished
             self._head_parts = 0  # bytes of the head the parser has handed over
+            self._chunk_open = False  # a chunk's header is in, none of its data yet
+            self._chunk_events = 0  # chunk headers, data and ends seen: did a read move on?
+            self._tail_read = 0  # bytes read while a chunk stayed open (its trailers)
 
         def connection_made(  # type: ignore[override]  # uvicorn narrows it so
             self, transport: asyncio.Transport
@@ -519,16 +529,41 @@ def _deadline_protocol(limits: HttpLimits) -> type[asyncio.Protocol]:
         def data_received(self, data: bytes) -> None:
             if self._deadline is None and (self.cycle is None or self.cycle.response_complete):
                 self._deadline = self.loop.call_later(header_s, self._deadline_passed)
+            events, was_open = self._chunk_events, self._chunk_open
             super().data_received(data)
             # Not once the parser's own error has answered and closed the connection.
-            if self._in_head and not self.transport.is_closing():
+            if self.transport.is_closing():
+                return
+            if self._in_head:
                 self._head_read += len(data)
                 if self._head_read > max_head:
                     self._head_too_big()
+            elif was_open and self._chunk_open and events == self._chunk_events:
+                self._tail_read += len(data)
+                if self._tail_read > max_head:
+                    log.debug("dropping %s: chunk trailers over %d bytes", self.client,
+                              max_head)
+                    self.transport.close()
+
+        def on_chunk_header(self) -> None:
+            self._chunk_open = True
+            self._chunk_events += 1
+            self._tail_read = 0
+
+        def on_body(self, body: bytes) -> None:
+            if self._chunk_open:
+                self._chunk_open = False
+                self._chunk_events += 1
+            super().on_body(body)
+
+        def on_chunk_complete(self) -> None:
+            self._chunk_open = False
+            self._chunk_events += 1
 
         def on_message_begin(self) -> None:
             self._in_head = True
-            self._head_read = self._head_parts = 0
+            self._head_read = self._head_parts = self._tail_read = 0
+            self._chunk_open = False
             super().on_message_begin()
 
         def on_url(self, url: bytes) -> None:

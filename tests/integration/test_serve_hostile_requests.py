@@ -476,6 +476,41 @@ def test_a_head_over_the_limit_is_400_whether_it_arrives_whole_or_in_pieces(fold
     assert calls(folder) == ["fits"]
 
 
+
+def test_chunked_trailers_are_bounded_like_a_head(folder: Path) -> None:
+    """A chunked body's trailer lines wait in the parser until they end, as header lines
+    do: an endless one is cut near the head limit (the connection closed, the function
+    never called), while a chunked body in tiny and in large chunks, with a few short
+    trailers, is served."""
+    port = free_port()
+    head = (b"POST /invoke HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json"
+            b"\r\nTransfer-Encoding: chunked\r\n\r\n" % port)
+
+    def chunked(step: str, size: int) -> bytes:
+        body = task_body(step)
+        return b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size])
+                        for i in range(0, len(body), size)) + b"0\r\n"
+
+    with running(agent_cli(port), folder, port) as srv:
+        tiny = _exchange(port, [head + chunked("tiny", 3) + b"\r\n"])
+        large = _exchange(port, [head, chunked("large", 4096) + b"X-A: 1\r\nX-B: 2\r\n\r\n"])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            before = rss_kib(srv.proc.pid)
+            sock.sendall(head + chunked("endless", 4096) + b"X-Trailer: ")
+            sent = 0
+            with contextlib.suppress(ConnectionError):
+                for _ in range(1024):  # up to 64 MiB of one trailer line, never ended
+                    sock.sendall(b"a" * 65536)
+                    sent += 65536
+            grown = rss_kib(srv.proc.pid) - before
+        assert srv.proc.poll() is None
+    assert tiny.startswith(b"HTTP/1.1 200"), tiny[:300]
+    assert large.startswith(b"HTTP/1.1 200"), large[:300]
+    assert sent < 32 * 1024 * 1024, f"{sent} bytes of trailer taken"
+    assert grown < 8 * 1024, f"RSS grew by {grown} KiB"
+    assert calls(folder) == ["tiny", "large"]
+
+
 # --- podium serve ---------------------------------------------------------------------
 
 
