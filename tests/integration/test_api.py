@@ -17,7 +17,9 @@ SQLite file, with httpx as the client:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -245,6 +247,59 @@ def _token(sb: Sandbox, scope: str, *extra: str) -> str:
     token = out.stdout.strip()
     assert token.startswith("pdm_")
     return token
+
+
+
+def _answer_to_a_head(api: Api, head: bytes) -> bytes:
+    """Send a request's head only (its body never comes); what the server answers within
+    5 s (the body's deadline is longer: an answer means the body was not waited for)."""
+    host, port = api.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(head.replace(b"HOST", f"{host}:{port}".encode()))
+        answer = b""
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            while not _whole(answer):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+    return answer
+
+
+def _whole(answer: bytes) -> bool:
+    head, sep, body = answer.partition(b"\r\n\r\n")
+    length = [line.split(b":", 1)[1] for line in head.lower().split(b"\r\n")
+              if line.startswith(b"content-length:")]
+    return bool(sep) and len(body) >= int(length[0]) if length else bool(sep)
+
+
+def test_a_body_is_read_only_once_its_sender_is_identified(sandbox: Sandbox) -> None:
+    """FastAPI parses a body before the route's guard runs: an unknown sender must hear
+    401 before the server reads (and parses) what it sends, and the dashboard's login,
+    whose body is its token, takes a small body only."""
+    write = _token(sandbox, "write")
+    api = start(sandbox)
+    post = (b"POST %s HTTP/1.1\r\nHost: HOST\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000000\r\n%s\r\n")
+    anonymous = _answer_to_a_head(api, post % (b"/runs", b""))
+    unknown = _answer_to_a_head(api, post % (b"/runs", b"Authorization: Bearer pdm_x_y\r\n"))
+    stranger_joins = _answer_to_a_head(api, post % (b"/agents", b""))
+    forged_session = _answer_to_a_head(api, post % (b"/runs", b"Cookie: podium_session=x\r\n"))
+    big_login = _answer_to_a_head(api, post % (b"/session", b""))
+    assert anonymous.startswith(b"HTTP/1.1 401"), anonymous[:200]
+    assert b'"unauthorized"' in anonymous
+    assert b"--scope write" in anonymous
+    assert unknown.startswith(b"HTTP/1.1 401"), unknown[:200]
+    assert stranger_joins.startswith(b"HTTP/1.1 401"), stranger_joins[:200]
+    assert b"--scope agent" in stranger_joins
+    assert forged_session.startswith(b"HTTP/1.1 401"), forged_session[:200]
+    assert big_login.startswith(b"HTTP/1.1 413"), big_login[:200]
+    # Identified senders are served as before, the login too.
+    ok = api.post("/runs", {"definition": RECORD}, token=write)
+    assert ok.status_code == 202, ok.text
+    login = httpx.post(api.url + "/session", json={"token": write}, timeout=10)
+    assert login.status_code == 200, login.text
+    assert api.get("/runs").status_code == 401  # nothing was opened by the refusals
 
 
 async def _expired_token(sb: Sandbox) -> str:

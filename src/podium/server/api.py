@@ -82,6 +82,9 @@ _RESTING = frozenset({*TERMINAL_RUN_STATUSES, RunStatus.WAITING})
 _FEED_PAGE = 500  # events read from the feed at a time
 _KEEPALIVE_S = 15.0  # a comment on a quiet stream this often
 _OPEN_CHECK_S = 5.0  # whether any token exists is looked up at most this often
+_SESSION_BODY_MAX = 4096  # the dashboard's login: a token in a small JSON document
+# The scope a change to a path's first segment needs, to name it in a 401's fix.
+_SCOPE_HINTS = {"agents": "agent", "workflows": "admin"}
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # need no CSRF header
 
 
@@ -224,26 +227,35 @@ class _Guard:
             self._open_until = now + _OPEN_CHECK_S
         return self._open and (not self.config.local_only or local_client(request))
 
+    async def identify(self, request: Request, authorization: str | None,
+                       scope: str) -> Principal | None:
+        """Who sent ``request`` (None: no token is needed); ``ApiError`` 401 for nobody.
+        ``scope`` only names the token to make in the error's fix."""
+        if await self.is_open(request):
+            return None
+        fix = "send Authorization: Bearer TOKEN (make one: podium token create --scope"
+        principal: Principal | None = None
+        if not authorization and SESSION_COOKIE in request.cookies:
+            principal = await self._by_session(request, scope)
+        elif not authorization:
+            raise ApiError(401, "unauthorized", f"no bearer token ({fix} {scope})")
+        else:
+            kind, _, presented = authorization.partition(" ")
+            auth = self._auth()
+            if kind.lower() == "bearer" and presented.strip() and auth is not None:
+                principal = await auth.authenticate(presented.strip())
+        if principal is None:
+            raise ApiError(401, "unauthorized", "the bearer token is unknown,"
+                           f" expired or revoked ({fix} {scope})")
+        return principal
+
     def need(self, scope: str) -> Callable[..., Coroutine[Any, Any, Principal | None]]:
         async def check(request: Request,
                         authorization: str | None = Header(None, include_in_schema=False),
                         ) -> Principal | None:
-            if await self.is_open(request):
-                return None
-            fix = "send Authorization: Bearer TOKEN (make one: podium token create --scope"
-            principal: Principal | None = None
-            if not authorization and SESSION_COOKIE in request.cookies:
-                principal = await self._by_session(request, scope)
-            elif not authorization:
-                raise ApiError(401, "unauthorized", f"no bearer token ({fix} {scope})")
-            else:
-                kind, _, presented = authorization.partition(" ")
-                auth = self._auth()
-                if kind.lower() == "bearer" and presented.strip() and auth is not None:
-                    principal = await auth.authenticate(presented.strip())
+            principal = await self.identify(request, authorization, scope)
             if principal is None:
-                raise ApiError(401, "unauthorized", "the bearer token is unknown,"
-                               f" expired or revoked ({fix} {scope})")
+                return None
             from podium.auth import Scope, allows
 
             if not allows(principal.scope, Scope(scope)):
@@ -266,6 +278,48 @@ class _Guard:
         return session.principal
 
 
+class _IdentifyFirst:
+    """A request that may carry a body is identified before its body is read.
+
+    FastAPI reads and parses a route's body before it solves the route's
+    dependencies, the guard among them: without this, anyone who reaches the
+    server could have it read and parse a body up to ``max_body_bytes``
+    (a 1 MB definition: tens of milliseconds of CPU) before hearing 401. The
+    credentials (a bearer token, or the session cookie with its CSRF header)
+    are checked here first, as the guard checks them; the route's dependency
+    then checks their scope (a cached verification: no second hash). The
+    dashboard's login and logout (``/session``) are the exceptions, since the
+    login's token is its body: that body is bounded to ``_SESSION_BODY_MAX``.
+    """
+
+    def __init__(self, app: Any, guard: _Guard) -> None:
+        from podium.httpd import BodyLimit
+
+        self.app, self.guard = app, guard
+        self.session = BodyLimit(app, _SESSION_BODY_MAX, shape=lambda m: json.dumps(
+            {"error": {"type": "payload_too_large", "message": m, "exit_code": 2}}).encode())
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in _SAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        if scope["path"] == "/session":
+            await self.session(scope, receive, send)
+            return
+        request = Request(scope)
+        try:
+            await self.guard.identify(request, request.headers.get("authorization"),
+                                      _SCOPE_HINTS.get(scope["path"].split("/", 2)[1], "write"))
+        except ApiError as exc:
+            await exc.response()(scope, receive, send)
+            return
+        except PodiumError as exc:  # the store cannot be read: neither allowed nor refused
+            await JSONResponse(error_doc(exc), status_code=_status_of(exc))(
+                scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 # --- the app -------------------------------------------------------------------------
 
 def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version: str = "",
@@ -278,6 +332,7 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
     app = FastAPI(title="Podium", version=version or "0", lifespan=lifespan,
                   description="Durable orchestration for multi-agent workflows.",
                   responses=_ERRORS)
+    app.add_middleware(_IdentifyFirst, guard=guard)
     # One lock per Idempotency-Key in use, with the number of requests holding or
     # awaiting it: the last one out removes it.
     keys: dict[str, tuple[asyncio.Lock, list[int]]] = {}
