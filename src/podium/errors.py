@@ -142,6 +142,11 @@ class AgentTaken(ConfigError):
     across the fleet, and an agent is renewed or removed only by its own token."""
 
 
+class RunExists(ConfigError):
+    """A new run's id is taken: a run with that id is stored already (another process,
+    or another request with the same idempotency key, started it first)."""
+
+
 class RunNotFound(PodiumError):
     """No run with this id in the store."""
 

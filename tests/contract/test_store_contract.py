@@ -253,6 +253,32 @@ async def test_a_batch_is_fenced_off_only_the_runs_its_writer_lost(
     assert (await store.get_run("f1")).steps["a"].output == 1
 
 
+
+@pytest.mark.parametrize("owner", ["a", None])
+async def test_a_new_run_whose_id_is_taken_is_left_out_and_the_rest_lands(
+        store: Store, owner: str | None) -> None:
+    """Two processes start a run of one id (one idempotency key sent to two servers):
+    the second's batch writes nothing of its run, names it among the lost, and lands
+    whole for every other run in it (a submit that shared the batch is not failed)."""
+    now = await store.now()
+    await store.write_batch(batch([new_run("i1", owner="first", lease=now + 60)],
+                                  [started("i1")]))
+    ok = StepSucceeded(run_id="i1", ts=3.0, step_id="a", attempt=1, agent_id="x",
+                       output=9, duration_s=0.1, output_json="9")
+    second = batch([new_run("i1", owner=owner, lease=now + 60),
+                    new_run("i2", owner=owner, lease=now + 60)],
+                   [started("i1", ts=5.0), ok, started("i2")],
+                   steps=[step_row("i1", "a", "succeeded", output=9, completed=2)])
+    second.owner = owner
+    assert await store.write_batch(second) == {"i1"}
+    first = await store.get_run("i1")
+    assert (first.owner, first.steps) == ("first", {})  # nothing of the second's
+    assert await store.last_seq("i1") == 1
+    assert [e.ts for e in await store.get_events("i1")] == [2.0]
+    assert await store.last_seq("i2") == 1  # the other run of the batch landed
+    assert (await store.get_run("i2")).owner == owner
+
+
 async def test_cancel_requests_are_kept_until_the_run_ends(store: Store) -> None:
     await store.write_batch(batch([new_run("k1"), new_run("k2")], [started("k1"), started("k2")]))
     assert await store.request_cancel("k1")

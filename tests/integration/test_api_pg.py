@@ -90,3 +90,33 @@ def test_a_joined_agent_serves_the_workers_and_every_event_streams_from_the_feed
     mine = [(eid, kind) for eid, kind, data in got if data["run_id"] == run_id]
     assert [k for _, k in mine] == [e["type"] for e in done["timeline"]]
     assert [int(eid.split("-")[1]) for eid, _ in mine] == list(range(1, len(mine) + 1))
+
+
+def test_one_idempotency_key_sent_to_two_servers_at_once_starts_one_run(
+        sandbox: Sandbox, pg_url: str) -> None:
+    """Two ``podium serve`` on one database, 16 submits of one key at once across them:
+    one run is stored, each answer names it, and none is an error (a race lost on the
+    database is answered with the run that won it, as a replay)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sb = sandbox
+    first, second = start(sb, db=pg_url), start(sb, db=pg_url)
+
+    def submit(i: int) -> httpx.Response:
+        api = (first, second)[i % 2]
+        key = "race-1" if i % 4 < 2 else f"other-{i}"
+        return api.post("/runs", {"definition": RECORD, "input": {"n": 1}},
+                        headers={"Idempotency-Key": key})
+
+    with ThreadPoolExecutor(32) as pool:
+        both = list(pool.map(submit, range(32)))
+    answers = [a for i, a in enumerate(both) if i % 4 < 2]
+    others = [a for i, a in enumerate(both) if i % 4 >= 2]
+    assert [a.status_code for a in others] == [202] * 16, [a.text for a in others]
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [200] * 15 + [202], [a.text for a in answers if a.status_code >= 300]
+    assert len({a.json()["run_id"] for a in answers}) == 1
+    assert [a.json()["created"] for a in answers].count(True) == 1
+    worker = sb.spawn("worker", "--name", "w1", agents=True, db=pg_url)
+    assert first.until_status(answers[0].json()["run_id"], "succeeded", within=30), \
+        sb.stderr_of(worker)

@@ -456,9 +456,10 @@ class BatchRecordingStore(SQLiteStore):
         super().__init__(path)
         self.batches: list[set[tuple[str, str | None]]] = []
 
-    def write_batch_now(self, batch: Batch) -> None:
-        super().write_batch_now(batch)  # only batches that committed are counted
+    def write_batch_now(self, batch: Batch) -> frozenset[str]:
+        lost = super().write_batch_now(batch)  # only batches that committed are counted
         self.batches.append({(e.type, getattr(e, "step_id", None)) for e in batch.source})
+        return lost
 
 
 async def test_group_commit_of_a_200_step_fan_out(tmp_path: Path) -> None:
@@ -677,10 +678,11 @@ async def test_an_input_that_succeeds_while_the_last_one_waits_is_committed_firs
     c_may_finish = asyncio.Event()
 
     class Releasing(BatchRecordingStore):
-        def write_batch_now(self, batch: Batch) -> None:
-            super().write_batch_now(batch)
+        def write_batch_now(self, batch: Batch) -> frozenset[str]:
+            lost = super().write_batch_now(batch)
             if ("step_succeeded", "a") in self.batches[-1]:
                 c_may_finish.set()  # c's task is woken before a's
+            return lost
 
     async def quick(task: Task) -> Any:
         return task.step_id

@@ -44,6 +44,7 @@ from podium.errors import (
     NothingToCompensate,
     PodiumError,
     Problem,
+    RunExists,
     RunHeld,
     RunLost,
     RunNotFound,
@@ -95,6 +96,12 @@ def new_run_id() -> str:
     """
     return _base36(int(time.time() * 1000), 8) + _base36(
         int.from_bytes(os.urandom(4)) % 36**6, 6)
+
+
+def run_exists(run_id: str) -> RunExists:
+    return RunExists(f"run {run_id} exists already: another process (or request) started a"
+                     " run with this id first; nothing of this one was written (fix: a new"
+                     " run id, or look at that run: podium status)", run_id=run_id)
 
 
 class _Children:
@@ -287,6 +294,7 @@ class RunHandle:
         self._execution = execution
         self._task = task
         self._lost: str | None = None
+        self.taken = False  # its id was taken: another process stored a run of it first
 
     @property
     def run_id(self) -> str:
@@ -320,6 +328,8 @@ class RunHandle:
             return await asyncio.shield(self._task)
         except asyncio.CancelledError:
             if self._lost is not None and self._task.cancelled():
+                if self.taken:
+                    raise run_exists(self.run_id) from None
                 raise RunLost(f"run {self.run_id}: {self._lost}", run_id=self.run_id) from None
             raise
 
@@ -346,6 +356,7 @@ class Engine:
         # The journal hears every event first: a position is the event's place in it.
         self.journal = Journal(self.store, self.owner, cfg.lease_clock)
         self.journal.on_lost = self.run_lost
+        self.journal.on_taken = self.run_taken
         self.journal.on_lapse = self._leases_lapsed
         self._renewed_at = -math.inf  # lease clock of the last renewal (or claim)
         self.bus.subscribe(self.journal.append)
@@ -387,6 +398,7 @@ class Engine:
             await self.store.open()
             self._opened = True
             self.journal.on_lost = self.run_lost  # (again, if closed before: see aclose)
+            self.journal.on_taken = self.run_taken
             if any(getattr(a, "transport", "python") != "python" for a in self.registry.agents):
                 # Remote agents get active health checks; in-process ones cannot be down.
                 self.registry.start_monitor()
@@ -409,7 +421,7 @@ class Engine:
             # The journal's one link back to the engine: unlinked, a closed engine is
             # freed by reference counting (its plans, its last run's records), not
             # left in a cycle for the garbage collector.
-            self.journal.on_lost = None
+            self.journal.on_lost = self.journal.on_taken = None
 
     async def __aenter__(self) -> Engine:
         await self.open()
@@ -496,6 +508,8 @@ class Engine:
         # when no other run could share the transaction.
         if len(self._active) > 1 or not self.journal.commit_now():
             await self.journal.commit_through(self.journal.position)
+        if handle.taken:
+            raise run_exists(record.run_id)
         return handle
 
     async def _prepare(self, workflow: Workflow, input: Any, run_id: str | None,
@@ -641,6 +655,8 @@ class Engine:
                                    queue=record.queue, traceparent=traceparent))
         try:
             await journal.commit_through(journal.position)
+            if not journal.tracks(record.run_id):
+                raise run_exists(record.run_id)
         finally:
             journal.forget(record.run_id)  # its events are a worker's to write now
         if isinstance(self.store, WorkerStore):
@@ -1109,6 +1125,14 @@ class Engine:
         if handle is not None:
             handle.abandon("another process took it over after this one's lease lapsed;"
                            " this process stopped executing it and wrote nothing more")
+
+    def run_taken(self, run_id: str) -> None:
+        """The store refused a new run here: a run with its id was stored first (by
+        another process). Nothing of this one was written; it stops at once."""
+        handle = self._active.get(run_id)
+        if handle is not None:
+            handle.taken = True
+            handle.abandon("a run with this id was stored first")
 
     def fence_all(self, silent_s: float) -> None:
         """Self-fencing: leases not renewed for ``silent_s``; stop every run here."""

@@ -96,6 +96,9 @@ class Journal:
         self.leases_good_until = -math.inf
         # Told of each run the store fenced a batch off from (another process holds it).
         self.on_lost: Callable[[str], None] | None = None
+        # Told of a new run the store refused because its id was taken (another
+        # process started a run with that id first); None: told as ``on_lost``.
+        self.on_taken: Callable[[str], None] | None = None
         # Told when an agent is about to be called past ``leases_good_until``.
         self.on_lapse: Callable[[], None] | None = None
         # (Not isinstance(): a runtime-checkable protocol's check costs ~16 µs.)
@@ -135,6 +138,11 @@ class Journal:
             self._cut_so_far += len(pending) - len(kept)
             self._pending = kept
 
+    def tracks(self, run_id: str) -> bool:
+        """Whether this journal writes ``run_id``'s events (a new run whose id turned out
+        taken, or a run fenced off, is no longer tracked once its batch committed)."""
+        return run_id in self._tracked
+
     def leases_hold(self) -> bool:
         """Whether this engine may still act for its runs: its leases were renewed less
         than two thirds of a lease ago. Asked before every agent call: a process that
@@ -148,17 +156,25 @@ class Journal:
             self.on_lapse()
         return False
 
-    def _lost(self, lost: frozenset[str]) -> None:
-        """The store fenced these runs off the batch just committed: stop them, unless
-        this journal forgot a run meanwhile (and perhaps tracks it anew, claimed again:
-        that execution holds the run at a newer epoch and must go on)."""
+    def _lost(self, lost: frozenset[str], taken: frozenset[str]) -> None:
+        """The store fenced these runs off the batch just committed, or refused them as
+        new runs whose id was ``taken``: stop them, unless this journal forgot a run
+        meanwhile (and perhaps tracks it anew, claimed again: that execution holds the
+        run at a newer epoch and must go on)."""
         cut = self._cut_runs
         for rid in lost:
             if self._tracked.get(rid) is not cut.get(rid):
                 continue
             del self._tracked[rid]
-            log.warning("run %s: another process holds it now; this one stops executing"
-                        " it and writes nothing more of it", rid)
+            if rid in taken:
+                log.info("run %s: a run with this id was stored first (another process"
+                         " started it); this one is not started", rid)
+                if self.on_taken is not None:
+                    self.on_taken(rid)
+                    continue
+            else:
+                log.warning("run %s: another process holds it now; this one stops"
+                            " executing it and writes nothing more of it", rid)
             if self.on_lost is not None:
                 self.on_lost(rid)
 
@@ -526,6 +542,9 @@ class Journal:
         """The batch landed (but for the runs in ``lost``, fenced off): move on."""
         tracked = self._tracked
         last_seq = batch.last_seq
+        # New runs among the lost: their ids were taken (before ``new`` is cleared below).
+        taken = frozenset(rid for rid in lost if (t := self._cut_runs.get(rid)) is not None
+                          and t.new) if lost else lost
         for rid, t in self._cut_runs.items():
             if tracked.get(rid) is not t:
                 continue  # forgotten while the batch was on the wire (or tracked anew)
@@ -534,11 +553,12 @@ class Journal:
         for rid in batch.finished:
             done = tracked.get(rid)
             if done is not None and done.record.status in TERMINAL_RUN_STATUSES and (
-                    not self._pending or not any(e.run_id == rid for e in self._pending)):
+                    not self._pending or not any(e.run_id == rid for e in self._pending)
+            ) and rid not in lost:
                 del tracked[rid]  # ended: nothing more of it to write
         self.durable = upto
         if lost:
-            self._lost(lost)
+            self._lost(lost, taken)
         # Done with: holding on to it would keep the records of runs ended since alive.
         self._cut_runs = _NO_CUT
 

@@ -60,6 +60,7 @@ from podium.errors import (
     DefinitionError,
     InputError,
     PodiumError,
+    RunExists,
     RunHeld,
     RunNotFound,
     StoreError,
@@ -426,9 +427,9 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
                         return replay
                 try:
                     run = await _start(wf, body, run_id, traceparent)
-                except StoreError:
-                    # Another server took the same key a moment before (PostgreSQL: its
-                    # row won): the answer is the run it started, not an outage.
+                except (RunExists, StoreError):
+                    # Another server took the same key a moment before (its row won):
+                    # the answer is the run it started, not an outage.
                     replay = await _replay(run_id, wf, body) if run_id else None
                     if replay is None:
                         raise

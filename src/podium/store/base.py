@@ -290,7 +290,9 @@ class RunStore(Protocol):
         Returns the runs the batch was fenced off from (``NO_RUNS`` mostly): runs of
         ``batch.epochs`` that are no longer ``batch.owner``'s at that epoch, found
         under a lock on their rows (always on PostgreSQL; with ``batch.fence`` at
-        least). Nothing of theirs was written; the rest of the batch was.
+        least), and new runs (``batch.new_runs``) whose id the store holds already
+        (another process started a run of that id first). Nothing of theirs was
+        written; the rest of the batch was: one taken id fails no other run.
         """
         ...
 

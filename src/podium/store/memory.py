@@ -107,13 +107,16 @@ class MemoryStore:
 
         Ownership is checked on every batch (dictionary lookups: nothing to save)."""
         lost = NO_RUNS
+        runs = self._runs
         if batch.owner is not None and batch.epochs:
-            runs = self._runs
             lost = frozenset(
                 rid for rid, epoch in batch.epochs.items()
                 if (r := runs.get(rid)) is not None and (r.owner, r.epoch) != (batch.owner, epoch))
-            if lost:
-                batch = batch.without(lost)
+        taken = [r.run_id for r in batch.new_runs if r.run_id in runs]
+        if taken:
+            lost = lost.union(taken)
+        if lost:
+            batch = batch.without(lost)
         self._apply(batch)
         return lost
 

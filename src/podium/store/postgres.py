@@ -465,14 +465,18 @@ class PostgresStore(PostgresRegistry, PostgresTokens, PostgresAgents):
                 cur = psycopg.AsyncRawCursor(conn)
                 await cur.execute(_BATCH_WRITE.sql,
                                   _BATCH_WRITE.args(self._batch_params(batch, existing)))
-                held = {r[0] for r in await cur.fetchall()}
+                rows = await cur.fetchall()
         except psycopg.OperationalError as exc:
             raise CommitUnknown(str(self._error(exc, "commit cut off"))) from None
         except psycopg.Error as exc:
             raise self._error(exc, "commit") from None
-        if batch.owner is None or len(held) == len(existing):
-            return NO_RUNS
-        return frozenset(existing) - held
+        held = {run_id for run_id, fresh in rows if not fresh}
+        lost = NO_RUNS if batch.owner is None or len(held) == len(existing) else frozenset(
+            existing).difference(held)
+        if len(rows) - len(held) == len(new):
+            return lost
+        taken = new.difference(run_id for run_id, fresh in rows if fresh)  # ids taken first
+        return lost.union(taken)
 
     def _batch_params(self, batch: Batch, existing: list[str]) -> dict[str, Any]:
         """The batch as columns: one array literal per column (``unnest`` makes them

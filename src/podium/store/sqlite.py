@@ -344,21 +344,19 @@ class SQLiteStore(AlertQueries, ScheduleQueries, RegistryQueries, TokenQueries, 
         nobody takes over a run before its lease ends (or its process is gone): a
         check on every batch would cost a query per step for nothing.
         """
-        lost = NO_RUNS
+        lost: frozenset[str]
         if batch.fence and batch.owner is not None and batch.epochs:
             lost = self._write(self._fenced_batch, batch)
-            if lost:
-                batch = batch.without(lost)
         else:
             # _write(self._batch, batch), inlined: this runs once per step of a chain.
             conn = self._conn
             if conn is None or self.readonly:
-                self._write(self._batch, batch)  # (which says what is wrong)
+                lost = self._write(self._batch, batch)  # (which says what is wrong)
             else:
                 try:
                     conn.execute("BEGIN IMMEDIATE")
                     try:
-                        self._batch(conn, batch)
+                        lost = self._batch(conn, batch)
                     except BaseException:
                         conn.execute("ROLLBACK")
                         raise
@@ -370,6 +368,8 @@ class SQLiteStore(AlertQueries, ScheduleQueries, RegistryQueries, TokenQueries, 
                     ck.poke()  # _after_commit()'s usual case, without its call
                 elif self._checkpoint_thread:
                     self._after_commit()
+        if lost:
+            batch = batch.without(lost)
         written = self._written
         for r in batch.new_runs:
             written.setdefault(r.run_id, {})
@@ -392,16 +392,23 @@ class SQLiteStore(AlertQueries, ScheduleQueries, RegistryQueries, TokenQueries, 
         held = {r[0] for r in conn.execute(
             Q["runs_fence"], (dumps(list(batch.epochs.items())), batch.owner))}
         lost = frozenset(batch.epochs.keys() - held)
-        self._batch(conn, batch.without(lost) if lost else batch)
-        return lost
+        taken = self._batch(conn, batch.without(lost) if lost else batch)
+        return lost | taken if taken else lost
 
-    def _batch(self, conn: sqlite3.Connection, batch: Batch) -> None:
+    def _batch(self, conn: sqlite3.Connection, batch: Batch) -> frozenset[str]:
+        """Write the batch; returns its new runs whose id was taken already (another
+        process's run): nothing of theirs is written, the rest of the batch is."""
+        taken = NO_RUNS
         for r in batch.new_runs:
-            conn.execute(Q["run_insert"], (
-                r.run_id, r.workflow, dumps(r.version), self._definition_json(r.definition),
-                r.input_json, r.status, r.output_json, r.error_json, r.created_at,
-                r.started_at, r.finished_at, r.owner, r.lease_expires_at,
-                dumps(r.agents_source), r.phase, r.queue, dumps(list(r.needs))))
+            if not conn.execute(Q["run_insert"], (
+                    r.run_id, r.workflow, dumps(r.version),
+                    self._definition_json(r.definition), r.input_json, r.status,
+                    r.output_json, r.error_json, r.created_at, r.started_at, r.finished_at,
+                    r.owner, r.lease_expires_at, dumps(r.agents_source), r.phase, r.queue,
+                    dumps(list(r.needs)))).rowcount:
+                taken = taken.union((r.run_id,))
+        if taken:
+            batch = batch.without(taken)
         if batch.source:
             conn.executemany(Q["event_insert"], event_rows(batch.source, batch.seqs))
             conn.execute(Q["feed_insert"], (feed_ranges(batch),))
@@ -412,7 +419,7 @@ class SQLiteStore(AlertQueries, ScheduleQueries, RegistryQueries, TokenQueries, 
                 r.phase, r.run_id in finished, r.run_id))
         steps = batch.steps
         if not steps:
-            return
+            return taken
         # Of a run this store inserted, a hot transition writes only the columns it sets
         # (its row is known, see ``_written``).
         written = self._written
@@ -501,6 +508,7 @@ class SQLiteStore(AlertQueries, ScheduleQueries, RegistryQueries, TokenQueries, 
                 if cur.rowcount != len(rows):
                     raise sqlite3.IntegrityError(
                         "a step row this process wrote is gone (another writer deleted it?)")
+        return taken
 
     async def batch_committed(self, batch: Batch) -> bool:
         """A local commit is never cut off, but the question has an exact answer here too:

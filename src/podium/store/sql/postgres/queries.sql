@@ -14,8 +14,12 @@ SELECT extract(epoch FROM statement_timestamp())::float8;
 -- would hold them for as long as its connection lives).
 -- fenced: the batch's existing runs still the writer's at the epochs it claimed them
 -- at, locked until the end; free: existing runs written without a fence (a batch
--- with no owner); new runs need none. Every sub-statement sees the same snapshot, so
--- a new run's row and its steps and events go in side by side.
+-- with no owner); new runs need none, but one whose id is taken (another process
+-- inserted it first, perhaps a moment ago: the insert waits for that transaction)
+-- is left out, with its steps and events, instead of failing the whole batch. Every
+-- sub-statement sees the same snapshot, so a new run's row and its steps and events
+-- go in side by side. Returns the fenced runs that held, then the new runs inserted
+-- (fresh: true).
 WITH fenced AS (
     SELECT r.run_id FROM runs r
     JOIN unnest(%(fence_ids)s::text[], %(fence_epochs)s::bigint[]) AS b(run_id, epoch)
@@ -40,6 +44,7 @@ fresh AS (
          AS n(run_id, workflow, version, definition, input, status, output, error,
               created_at, started_at, finished_at, owner, lease_expires_at, agents_source,
               phase, queue, needs, max_runs)
+    ON CONFLICT (run_id) DO NOTHING
     RETURNING run_id),
 ok AS (SELECT run_id FROM held UNION ALL SELECT run_id FROM fresh),
 ev AS (
@@ -86,7 +91,7 @@ st AS (
 slots AS (
     DELETE FROM run_slots WHERE run_id = ANY(%(ended)s::text[])
       AND run_id IN (SELECT run_id FROM ok))
-SELECT run_id FROM fenced;
+SELECT run_id, false FROM fenced UNION ALL SELECT run_id, true FROM fresh;
 
 -- name: last_seq
 SELECT COALESCE(MAX(seq), 0) FROM events WHERE run_id = %s;

@@ -5,10 +5,12 @@
 -- statement is built per call.
 
 -- name: run_insert
+-- A taken id inserts nothing (no row changed): that run is left out of its batch.
 INSERT INTO runs (run_id, workflow, version, definition, input, status, output, error,
                   created_at, started_at, finished_at, owner, lease_expires_at,
                   cancel_requested, agents_source, phase, queue, capabilities)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?);
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)
+ON CONFLICT (run_id) DO NOTHING;
 
 -- name: run_update
 -- A run's row as its events left it; a run that ended forgets its cancel request.
