@@ -208,11 +208,14 @@ class Scheduler(Rounds):
                     return  # this slot fires once the last run has ended
                 await self.store.record_slot(s.id, SlotRecord(at, "skipped", None, now), after)
                 continue
-            run_id = await self._fire(s, at)
-            s.last_run_id = run_id
-            if await self.store.record_slot(s.id, SlotRecord(at, "fired", run_id,
-                                                             await self.store.now()), after):
-                log.info("schedule %s: slot %s fired run %s", s.id, _when(at), run_id)
+            # Whole: a stop (SIGTERM) between the run's start and the slot's record would
+            # leave a run no slot names until the next firer's look.
+            async with self.whole():
+                run_id = await self._fire(s, at)
+                s.last_run_id = run_id
+                if await self.store.record_slot(s.id, SlotRecord(
+                        at, "fired", run_id, await self.store.now()), after):
+                    log.info("schedule %s: slot %s fired run %s", s.id, _when(at), run_id)
 
     async def _wake(self, now: float) -> None:
         """Waiting runs whose timer is due become pending again: continued here (the

@@ -217,3 +217,35 @@ async def test_a_cron_schedule_after_a_long_downtime(fx: Fixture) -> None:
     fired = [t for t, status, _ in await fx.slots() if status == "fired"]
     assert len(fired) == 3  # two late, one on time
     assert len(fx.calls) == 3
+
+
+async def test_a_stop_during_a_firing_lets_its_slot_be_recorded(fx: Fixture) -> None:
+    """A stop (a worker's SIGTERM) that comes between a slot's run starting and the slot
+    being recorded waits for the record: no run is left that no slot names. A stop
+    while the scheduler only waits is at once."""
+    recording = asyncio.Event()
+    go_on = asyncio.Event()
+    record_slot = fx.store.record_slot
+
+    async def slow_record(*args: Any, **kw: Any) -> bool:
+        recording.set()
+        await go_on.wait()
+        return await record_slot(*args, **kw)
+
+    fx.store.record_slot = slow_record  # type: ignore[method-assign]
+    await fx.store.add_schedule(_schedule())
+    fx.clock.now = T0 + 61
+    fx.scheduler.interval_s = fx.scheduler.idle_s = 3600.0
+    fx.scheduler.start()
+    await asyncio.wait_for(recording.wait(), 5)
+    stopping = asyncio.ensure_future(fx.scheduler.stop())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not stopping.done()  # waiting for the record, not cutting it
+    go_on.set()
+    await asyncio.wait_for(stopping, 5)
+    assert await fx.slots() == [(60.0, "fired", slot_run_id("job", T0 + 60))]
+    fx.scheduler.start()  # sleeping till its next look (an hour): stopped at once
+    for _ in range(20):
+        await asyncio.sleep(0)
+    await asyncio.wait_for(fx.scheduler.stop(), 1)
