@@ -2,7 +2,9 @@
 
 A library should not change its host's garbage collector, so nothing here runs
 on import: the CLI and ``podium serve`` call ``tune_gc`` (they own their
-process), and an application embedding the engine may call it too.
+process), and an application embedding the engine may call it too. The ``podium``
+entry point (``podium.__main__``) calls it once its own modules are loaded, with
+the collector off while they load.
 """
 
 from __future__ import annotations
