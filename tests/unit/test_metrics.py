@@ -314,3 +314,29 @@ def test_a_workers_own_label_is_on_every_served_sample_and_created_ones_are_not(
     plain = EngineMetrics()
     assert all("worker" not in s.labels for fam in text_string_to_metric_families(
         plain.exposition().decode()) for s in fam.samples)
+
+
+async def test_a_run_that_waits_is_not_in_progress_and_is_counted_once_when_it_ends() -> None:
+    """An approval parks the run (no process holds it): it leaves the in-progress gauge
+    then, comes back when it is continued, and leaves it again when it ends. It used to
+    stay counted from its wait on, for as long as the process lived."""
+    cfg = EngineConfig(registry=registry_of(prep=lambda t: 1, ship=lambda t: 2),
+                       store=MemoryStore())
+    wf = workflow_from_dict({"name": "order", "mode": "sequential", "steps": [
+        {"id": "prep", "agent": "prep"}, {"id": "ok", "approval": {"prompt": "Ship?"}},
+        {"id": "ship", "agent": "ship"}]})
+    metrics = EngineMetrics()
+    in_progress: list[float | None] = []
+    async with Engine(cfg) as engine:
+        engine.bus.subscribe(metrics)
+        engine.bus.subscribe(lambda e: in_progress.append(
+            value(metrics, "podium_runs_in_progress", workflow="order")))
+        run = await engine.run(wf, {})
+        assert run.status == "waiting"
+        assert value(metrics, "podium_runs_in_progress", workflow="order") == 0
+        await engine.signal(run.run_id, "approve:ok", {"approved": True, "by": "ann"})
+        done = await (await engine.resume(run.run_id)).result()
+        assert done.status == "succeeded"
+    assert value(metrics, "podium_runs_in_progress", workflow="order") == 0
+    assert max(v or 0 for v in in_progress) == 1  # in progress while it ran, once
+    assert value(metrics, "podium_runs_total", workflow="order", status="succeeded") == 1

@@ -42,6 +42,7 @@ from podium.events import (
     Event,
     RunFinished,
     RunStarted,
+    RunWaiting,
     StepAttemptFailed,
     StepBackPressure,
     StepCancelled,
@@ -159,6 +160,7 @@ class EngineMetrics:
         self._firing: dict[str, tuple[str, str]] = {}
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
             RunStarted: self._run_started, RunFinished: self._run_finished,
+            RunWaiting: self._run_waiting,
             StepStarted: self._step_started, StepSucceeded: self._step_succeeded,
             StepAttemptFailed: self._attempt_failed, StepRetryScheduled: self._retry,
             StepBackPressure: self._back_pressure,
@@ -184,15 +186,28 @@ class EngineMetrics:
     def _wf(self, run_id: str) -> str:
         return self._workflow.get(run_id, "unknown")
 
+    # A run is in progress here from its start (or resume) to its end or its wait for a
+    # signal or timer (it then holds no process; another may continue it): counted by
+    # run id, so neither an execution that waited nor an end seen without a start here
+    # (a waiting run cancelled) moves the gauge twice.
     def _run_started(self, e: RunStarted) -> None:
+        if e.run_id not in self._workflow:
+            self.runs_active.labels(e.workflow).inc()
         self._workflow[e.run_id] = e.workflow
-        self.runs_active.labels(e.workflow).inc()
+
+    def _run_waiting(self, e: RunWaiting) -> None:
+        wf = self._workflow.pop(e.run_id, None)
+        if wf is not None:
+            self.runs_active.labels(wf).dec()
 
     def _run_finished(self, e: RunFinished) -> None:
-        wf = self._workflow.pop(e.run_id, e.workflow)
+        wf = self._workflow.pop(e.run_id, None)
+        if wf is not None:
+            self.runs_active.labels(wf).dec()
+        else:
+            wf = e.workflow
         self.runs.labels(wf, e.status).inc()
         self.run_duration.labels(wf, e.status).observe(e.duration_s)
-        self.runs_active.labels(wf).dec()
 
     def _call_started(self, run_id: str, step_id: str, agent_id: str) -> None:
         self._calls[(run_id, step_id)] = agent_id
