@@ -9,6 +9,7 @@ succeeded step's output is flushed to the store before any dependent starts.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import traceback
 from collections import deque
@@ -89,8 +90,9 @@ CANCELLED, TIMEOUT, FAILED = RunStatus.CANCELLED, "timeout", RunStatus.FAILED
 
 class Calls(NamedTuple):
     """Each step's call, and the compensation's of the steps that have one, made once
-    per plan (not per run). Two tables, not a (call, undo) pair per step: the pair
-    was 64 bytes a step (6 MB of a 100,000-step plan) to say "no compensation"."""
+    per plan (not per run); steps that call alike share one. Two tables, not a (call,
+    undo) pair per step: the pair was 64 bytes a step (6 MB of a 100,000-step plan) to
+    say "no compensation"."""
 
     main: list[Call]
     undo: dict[int, Call]  # by step index
@@ -99,16 +101,22 @@ class Calls(NamedTuple):
 def calls_of(plan: Plan) -> Calls:
     main: list[Call] = []
     undo: dict[int, Call] = {}
+    # Fields as a key, by identity where a field is an object of the plan (a compiled
+    # template: equal inputs are one already; retry policies: the defaults' are shared).
+    alike: dict[tuple[Any, ...], Call] = {}
     for node in plan.nodes:
-        step = node.step
-        main.append(Call(node.id, node.agent, node.input, node.retry, node.timeout_s,
-                         node.deadline_s, node.id, step.acquire_timeout, node.strategy,
-                         node.optional, STEP))
+        acquire = node.step.acquire_timeout
+        key = (node.agent, id(node.input), tuple(map(id, node.retry)), node.timeout_s,
+               node.deadline_s, acquire, node.strategy, node.optional)
+        c = alike.get(key)
+        if c is None:
+            c = alike[key] = Call(node.agent, node.input, node.retry, node.timeout_s,
+                                  node.deadline_s, acquire, node.strategy, node.optional, STEP)
+        main.append(c)
         comp = node.compensate
         if comp is not None:
-            undo[node.index] = Call(node.id, comp.agent, node.compensate_input,
-                                    node.compensate_retry, comp.timeout or node.timeout_s,
-                                    None, f"{node.id}/compensate", step.acquire_timeout,
+            undo[node.index] = Call(comp.agent, node.compensate_input, node.compensate_retry,
+                                    comp.timeout or node.timeout_s, None, acquire,
                                     node.strategy, False, COMPENSATION)
     return Calls(main, undo)
 
@@ -796,7 +804,7 @@ class RunExecution:
                 return await self._child(node, node.id, self.scope)
         state = self.carry.pop(node.id, None)
         return await attempts.call(
-            self.ctx, self.calls.main[node.index], self, attempts_so_far=rec.attempts,
+            self.ctx, self.calls.main[node.index], self, node.id, attempts_so_far=rec.attempts,
             state=state or RetryState(), wait_until=rec.next_retry_at)
 
     # --- waits --------------------------------------------------------------
@@ -940,6 +948,7 @@ class RunExecution:
                 todo.append((i, used, rec.next_retry_at))
         allowed = node.tolerate.allows(n) if node.tolerate is not None else 0
         main = self.calls.main[node.index]
+        item_call = dataclasses.replace(main, optional=False)  # an item's failure is counted
         base = self.scope
         pending = iter(todo)
 
@@ -948,9 +957,6 @@ class RunExecution:
                 if len(failed) > allowed or self._paused:
                     return  # handed back: the items not started are the next owner's
                 key = f"{node.id}[{i}]"
-                c = Call(key, main.agent_ref, main.template, main.policies, main.timeout_s,
-                         main.deadline_s, key, main.acquire_timeout_s, main.strategy, False,
-                         main.words)
                 scope = Scope(base.input, base.outputs, base.run_id, base.workflow_name,
                               base.workflow_version, items[i], i)
                 state = RetryState(counts=[used] * len(main.policies)) if used else RetryState()
@@ -958,7 +964,7 @@ class RunExecution:
                     if node.sub is not None:
                         ok = await self._child(node, key, scope, optional=False)
                     else:
-                        ok = await attempts.call(self.ctx, c, _Item(self, scope),
+                        ok = await attempts.call(self.ctx, item_call, _Item(self, scope), key,
                                                  attempts_so_far=used, state=state,
                                                  wait_until=wait_until)
                 except asyncio.CancelledError:
@@ -1097,11 +1103,8 @@ class RunExecution:
         outputs[node.id] = rec.output
         scope = Scope(base.input, outputs, base.run_id, base.workflow_name,
                       base.workflow_version, self._item_value(node, index), index)
-        undo = Call(key, comp.agent, node.compensate_input, node.compensate_retry,
-                    comp.timeout or node.timeout_s, None, f"{key}/compensate",
-                    node.step.acquire_timeout, node.strategy, False, COMPENSATION)
         return await attempts.call(
-            self.ctx, undo, _Item(self, scope), state=RetryState(),
+            self.ctx, self.calls.undo[node.index], _Item(self, scope), key, state=RetryState(),
             attempts_so_far=rec.compensation_attempts
             if rec.compensation_status == CompensationStatus.RUNNING else 0)
 
@@ -1173,9 +1176,8 @@ class RunExecution:
             if node.sub is not None:  # its children, rolled back before what came before
                 ok = await self._undo_child(node, key)
             elif key == node.id:
-                undo = self.calls.undo[node.index]
                 ok = await attempts.call(
-                    self.ctx, undo, self, state=RetryState(),
+                    self.ctx, self.calls.undo[node.index], self, key, state=RetryState(),
                     attempts_so_far=rec.compensation_attempts
                     if rec.compensation_status == CompensationStatus.RUNNING else 0)
             else:
