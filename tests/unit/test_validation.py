@@ -878,3 +878,33 @@ def test_steps_setting_the_same_keys_share_one_fields_set_and_stay_what_they_wer
     assert wf.to_dict()["steps"][1:3] == [{"id": "b0", "agent": "x", "depends_on": ["a"]},
                                           {"id": "b1", "agent": "x", "depends_on": ["a"]}]
     assert workflow_from_dict(wf.to_dict()) == wf
+
+
+def test_a_big_workflows_steps_are_compact_and_read_as_they_were_given() -> None:
+    """Past a few hundred steps each step's field values move to a dict that shares its
+    keys with the others' (a third of the size): every field reads the same, dumps and
+    equality are unchanged, and copies and the workflow's own dict round-trip."""
+    import sys
+
+    def build() -> Workflow:
+        return Workflow(name="w", steps=[Step(id="a", agent="x", timeout=5),
+                                         *(Step(id=f"b{i}", agent="x", depends_on=["a"],
+                                                input={"i": i}) for i in range(500))])
+
+    wf, twin = build(), build()
+    b7 = wf.steps[8]
+    assert (b7.id, b7.agent, b7.depends_on, b7.input, b7.timeout) == ("b7", "x", ["a"],
+                                                                      {"i": 7}, None)
+    assert wf.steps[0].timeout == 5
+    assert b7.model_dump(exclude_unset=True) == {"id": "b7", "agent": "x",
+                                                 "depends_on": ["a"], "input": {"i": 7}}
+    assert wf == twin
+    assert b7 != wf.steps[9]
+    assert b7.model_copy(update={"agent": "y"}).agent == "y"
+    assert b7.agent == "x"
+    assert workflow_from_dict(wf.to_dict()) == wf
+    with pytest.raises(pydantic.ValidationError):
+        b7.agent = "y"  # type: ignore[misc]  # frozen, as before
+    if sys.implementation.name == "cpython":
+        plain = Step(id="b7", agent="x", depends_on=["a"], input={"i": 7})
+        assert sys.getsizeof(b7.__dict__) < sys.getsizeof(plain.__dict__) / 2

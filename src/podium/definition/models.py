@@ -162,13 +162,26 @@ class Step(Model):
         return {**data, "depends_on": spec["any_of"], "trigger": "one_success"}
 
 
-def _share_fields_sets(steps: list[Step]) -> None:
-    """Steps that set the same keys share one set of those keys.
+class _StepFields:
+    """Nothing but attributes: its instances' dicts share one table of keys (PEP 412)."""
 
-    pydantic gives every model its own set of the fields it was given (216 bytes: 22
-    MB of a 100,000-step workflow, most of whose steps say the same three keys). A
-    frozen model never changes its set, and pydantic copies it before changing a
-    copy's (``model_copy``), so equal sets can be one object.
+
+# Workflows of fewer steps keep pydantic's dicts: little to save, ~3 µs a step to do it.
+_COMPACT_FROM = 256
+
+
+def _compact_steps(steps: list[Step]) -> None:
+    """Make a big workflow's steps small: ~1,250 bytes each as pydantic leaves them, 125
+    MB for 100,000 steps, most of it two things each step has its own of.
+
+    - Its dict of 23 field values: pydantic makes a plain dict per model (832 bytes).
+      The dict of an ordinary object's attributes keeps only the values and shares its
+      keys with every other object of its class (~256 bytes): each step gets one such,
+      the same values in the same order. It is a dict like any other to everything
+      that reads it, and frozen models are never written to.
+    - Its set of the fields it was given (216 bytes): steps that set the same keys share
+      one. pydantic never changes a frozen model's set, and copies it before changing a
+      copy's (``model_copy``).
     """
     shared: dict[frozenset[str], set[str]] = {}
     for step in steps:
@@ -176,6 +189,13 @@ def _share_fields_sets(steps: list[Step]) -> None:
         one = shared.setdefault(frozenset(own), own)
         if one is not own:
             object.__setattr__(step, "__pydantic_fields_set__", one)
+    if len(steps) < _COMPACT_FROM:
+        return
+    for step in steps:
+        holder = _StepFields()
+        for name, value in step.__dict__.items():
+            setattr(holder, name, value)
+        object.__setattr__(step, "__dict__", vars(holder))
 
 
 class Defaults(Model):
@@ -236,7 +256,7 @@ class Workflow(Model):
             from podium.errors import DefinitionError
 
             raise DefinitionError(problems)
-        _share_fields_sets(self.steps)
+        _compact_steps(self.steps)
         return self
 
     def step(self, step_id: str) -> Step:
