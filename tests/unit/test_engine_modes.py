@@ -231,3 +231,38 @@ async def test_a_non_json_output_fails_the_attempt_with_a_clear_message() -> Non
     assert err is not None
     assert err.type == "agent_error"
     assert "not JSON" in err.message
+
+
+async def test_steps_that_call_alike_share_one_call_and_each_keeps_its_own_key() -> None:
+    """A fan-out's branches (same agent, input, policy) share one call of the plan, yet
+    each attempt carries its own step id and idempotency key, and a compensation's key
+    is its step's with /compensate; a step that differs (its timeout) has its own."""
+    from podium.definition import compile_plan, workflow_from_dict
+    from podium.engine.run import calls_of
+
+    wf = workflow_from_dict({"name": "fan", "on_failure": "compensate", "steps": [
+        {"id": "a", "agent": "work"},
+        *({"id": f"b{i}", "agent": "work", "depends_on": ["a"],
+           "compensate": {"agent": "undo"}} for i in range(3)),
+        {"id": "c", "agent": "work", "depends_on": ["a"], "timeout": "5s"},
+        {"id": "boom", "agent": "boom", "depends_on": ["b0", "b1", "b2", "c"]},
+    ]})
+    calls = calls_of(compile_plan(wf))
+    assert calls.main[1] is calls.main[2] is calls.main[3]
+    assert calls.main[4] is not calls.main[1]
+    seen: list[tuple[str, int, str]] = []
+
+    def work(task: Any) -> Any:
+        seen.append((task.step_id, task.attempt, task.idempotency_key))
+        return task.step_id
+
+    def boom(task: Any) -> Any:
+        raise RuntimeError("fails after the branches, so they are undone")
+
+    run = await run_workflow(wf, {}, work=work, undo=work, boom=boom)
+    assert run.status == "rolled_back", run.error
+    rid = run.run_id
+    assert sorted(seen) == sorted([
+        ("a", 1, f"{rid}/a"), ("c", 1, f"{rid}/c"),
+        *((f"b{i}", 1, f"{rid}/b{i}") for i in range(3)),
+        *((f"b{i}", 1, f"{rid}/b{i}/compensate") for i in range(3))])

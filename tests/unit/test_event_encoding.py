@@ -73,3 +73,20 @@ def test_the_generated_encoder_writes_what_the_first_events_got(cls: type[Event]
     assert base._ENCODERS[cls].__name__ == "encode"
     assert base._ENCODERS[cls].__code__.co_filename == "<string>"  # the generated one
     assert (encode_event(full), encode_event(empty)) == first == (_plain(full), _plain(empty))
+
+
+def test_a_definition_text_too_big_to_keep_is_encoded_again_and_a_small_one_once() -> None:
+    """The stores keep the JSON of a run's definition for the next run of the same
+    workflow, but not past ``max_chars``: a 100,000-step definition's 6 MB would stay
+    for the whole run. Either way the text is the definition's."""
+    from podium.store.rows import DefinitionJson
+
+    encode = DefinitionJson(max_chars=100)
+    small = {"name": "w", "steps": [{"id": "a"}]}
+    big = {"name": "w", "steps": [{"id": f"s{i}"} for i in range(20)]}
+    assert encode(small) is encode(small)
+    first = encode(big)
+    assert orjson.loads(first) == big
+    again = encode(big)
+    assert again == first
+    assert again is not first

@@ -334,3 +334,24 @@ def test_steps_with_the_same_input_share_one_template_and_each_resolves_its_own(
     assert b1.resolve(scope(outputs)) == {"a": {"rows": [1]}}
     assert b3.resolve(scope(outputs)) == {"a": [1]}
     assert a.resolve(scope(outputs)) == RUN_INPUT
+
+
+def test_default_dag_inputs_are_shared_by_equal_dependencies_and_list_their_refs() -> None:
+    """Steps with the same dependencies share one default input (a fan-out's branches,
+    several joins of the same branches), built without parsing a template per
+    dependency; it still reads null for an output not there and lists every path."""
+    plan = plan_of("dag", [
+        {"id": "a", "agent": "x"}, {"id": "b", "agent": "x"},
+        {"id": "j1", "agent": "x", "depends_on": ["a", "b"]},
+        {"id": "j2", "agent": "x", "depends_on": ["a", "b", "a"]},
+        {"id": "j3", "agent": "x", "depends_on": ["b", "a"]},
+    ])
+    j1, j2, j3 = (plan.by_id[s].input for s in ("j1", "j2", "j3"))
+    assert j1 is not None
+    assert j3 is not None
+    assert j1 is j2
+    assert j3 is not j1  # another order: another mapping
+    assert j1.resolve(scope({"a": 1})) == {"a": 1, "b": None}
+    assert list(j3.resolve(scope({"a": 1, "b": 2}))) == ["b", "a"]
+    assert [r.text for r in j1.refs] == ["steps.a.output", "steps.b.output"]
+    assert [(r.root, r.step, r.path) for r in j3.refs] == [("steps", "b", ()), ("steps", "a", ())]

@@ -857,3 +857,54 @@ def test_to_dict_round_trips() -> None:
     snapshot = workflow.to_dict()
     assert snapshot["timeout"] == 300.0
     assert workflow_from_dict(json.loads(json.dumps(snapshot))) == workflow
+
+
+def test_steps_setting_the_same_keys_share_one_fields_set_and_stay_what_they_were() -> None:
+    """A validated workflow's steps that set the same keys share one set of them (one per
+    step was 22 MB of a 100,000-step workflow); each still reports its own keys, a copy
+    with more keys gets a set of its own, and dumps without unset keys are unchanged."""
+    steps = [Step(id="a", agent="x")] + [
+        Step(id=f"b{i}", agent="x", depends_on=["a"]) for i in range(3)]
+    wf = Workflow(name="w", steps=[*steps, Step(id="c", agent="x", depends_on=["b0"],
+                                                 optional=True)])
+    a, b0, b1, b2, c = wf.steps
+    assert b0.model_fields_set is b1.model_fields_set is b2.model_fields_set
+    assert b0.model_fields_set == {"id", "agent", "depends_on"}
+    assert a.model_fields_set == {"id", "agent"}
+    assert c.model_fields_set == {"id", "agent", "depends_on", "optional"}
+    more = b1.model_copy(update={"optional": True})
+    assert more.model_fields_set == {"id", "agent", "depends_on", "optional"}
+    assert b0.model_fields_set == {"id", "agent", "depends_on"}
+    assert wf.to_dict()["steps"][1:3] == [{"id": "b0", "agent": "x", "depends_on": ["a"]},
+                                          {"id": "b1", "agent": "x", "depends_on": ["a"]}]
+    assert workflow_from_dict(wf.to_dict()) == wf
+
+
+def test_a_big_workflows_steps_are_compact_and_read_as_they_were_given() -> None:
+    """Past a few hundred steps each step's field values move to a dict that shares its
+    keys with the others' (a third of the size): every field reads the same, dumps and
+    equality are unchanged, and copies and the workflow's own dict round-trip."""
+    import sys
+
+    def build() -> Workflow:
+        return Workflow(name="w", steps=[Step(id="a", agent="x", timeout=5),
+                                         *(Step(id=f"b{i}", agent="x", depends_on=["a"],
+                                                input={"i": i}) for i in range(500))])
+
+    wf, twin = build(), build()
+    b7 = wf.steps[8]
+    assert (b7.id, b7.agent, b7.depends_on, b7.input, b7.timeout) == ("b7", "x", ["a"],
+                                                                      {"i": 7}, None)
+    assert wf.steps[0].timeout == 5
+    assert b7.model_dump(exclude_unset=True) == {"id": "b7", "agent": "x",
+                                                 "depends_on": ["a"], "input": {"i": 7}}
+    assert wf == twin
+    assert b7 != wf.steps[9]
+    assert b7.model_copy(update={"agent": "y"}).agent == "y"
+    assert b7.agent == "x"
+    assert workflow_from_dict(wf.to_dict()) == wf
+    with pytest.raises(pydantic.ValidationError):
+        b7.agent = "y"  # type: ignore[misc]  # frozen, as before
+    if sys.implementation.name == "cpython":
+        plain = Step(id="b7", agent="x", depends_on=["a"], input={"i": 7})
+        assert sys.getsizeof(b7.__dict__) < sys.getsizeof(plain.__dict__) / 2

@@ -176,14 +176,30 @@ def compile_plan(workflow: Workflow, _subs: dict[int, Plan] | None = None) -> Pl
     subs = {} if _subs is None else _subs  # one plan per sub-workflow, however often called
     template = _Templates()
     steps = workflow.steps
-    index = {s.id: i for i, s in enumerate(steps)}
+    # One int object per position, for the index and every edge naming it (past 256
+    # each int is an object of its own: 2.7 MB twice over at 100,000 steps).
+    positions = list(range(len(steps)))
+    index = {s.id: i for i, s in zip(positions, steps, strict=True)}
     nodes: list[PlanNode] = []
     # Equal edge tuples are one object: a fan-out's 100,000 branches each had their
     # own (start,) and [join] (~14 MB of a 100,000-step plan).
     edges: dict[tuple[int, ...], tuple[int, ...]] = {}
+    # A DAG step's default input, {dep_id: output}, one per distinct set of dependencies
+    # (the edge tuples above are shared, so equal sets are one key). Not compiled from
+    # its template: a 100,000-way join kept a parsed path, its text and a (key, path)
+    # pair per dependency, ~23 MB of a 100,000-step plan, and a 3 MB JSON text to find
+    # equal templates by.
+    dep_inputs: dict[tuple[int, ...], Compiled] = {}
+
+    def dep_input(deps: tuple[int, ...]) -> Compiled:
+        found = dep_inputs.get(deps)
+        if found is None:
+            found = dep_inputs[deps] = _outputs_of(tuple(steps[d].id for d in deps))
+        return found
+
     mode = workflow.mode
     defaults = workflow.defaults
-    for i, s in enumerate(steps):
+    for i, s in zip(positions, steps, strict=True):
         if mode == "sequential":
             deps: tuple[int, ...] = (i - 1,) if i else ()
         elif mode == "parallel":
@@ -194,13 +210,13 @@ def compile_plan(workflow: Workflow, _subs: dict[int, Plan] | None = None) -> Pl
         else:
             deps = ()
         if s.input is not None or "input" in s.model_fields_set:
-            raw_input: Any = s.input
+            step_input = template(s.input)
         elif mode == "sequential" and i:
-            raw_input = "${{ steps.%s.output }}" % steps[i - 1].id  # noqa: UP031 - braces
+            step_input = template("${{ steps.%s.output }}" % steps[i - 1].id)  # noqa: UP031 - braces
         elif deps:
-            raw_input = {steps[d].id: "${{ steps.%s.output }}" % steps[d].id for d in deps}  # noqa: UP031
+            step_input = dep_input(deps)
         else:
-            raw_input = "${{ input }}"
+            step_input = template("${{ input }}")
         comp = s.compensate
         node = PlanNode(
             index=i,
@@ -208,7 +224,7 @@ def compile_plan(workflow: Workflow, _subs: dict[int, Plan] | None = None) -> Pl
             step=s,
             agent=s.agent or "",
             deps=deps,
-            input=template(raw_input),
+            input=step_input,
             retry=effective_retry(s.retry, defaults.retry, s.id),
             timeout_s=s.timeout if s.timeout is not None else defaults.timeout,
             deadline_s=s.deadline,
@@ -263,13 +279,21 @@ def _leaf_outputs(ids: list[str]) -> Compiled:
     Parsing it cost 2.3 ms of a fresh process's 1,000-way fan-out, before any step
     ran. Step ids are what the template's step pattern reads (``STEP_ID_PATTERN``).
     """
-    refs = tuple(Ref("steps", i, (), f"steps.{i}.output") for i in ids)
+    return _outputs_of(tuple(ids))
 
-    def leaves(scope: Scope) -> dict[str, Any]:
+
+def _outputs_of(ids: tuple[str, ...]) -> Compiled:
+    """``{id: output}`` for each of ``ids``: what ``{id: "${{ steps.<id>.output }}",
+    ...}`` resolves to (an output not there reads as null, as the template's does)."""
+
+    def outputs_of(scope: Scope) -> dict[str, Any]:
         outputs = scope.outputs
         return {i: outputs.get(i) for i in ids}
 
-    return Compiled(leaves, refs, False)
+    def refs() -> tuple[Ref, ...]:
+        return tuple(Ref("steps", i, (), f"steps.{i}.output") for i in ids)
+
+    return Compiled(outputs_of, refs, False)
 
 
 def _sub_plan(child: Workflow, subs: dict[int, Plan]) -> Plan:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -169,12 +169,20 @@ def _as_text(value: Any) -> str:
 class Compiled:
     """A value with its templates parsed; ``resolve`` is a walk, not a parse."""
 
-    __slots__ = ("_fn", "constant", "refs")
+    __slots__ = ("_fn", "_refs", "constant")
 
-    def __init__(self, fn: Any, refs: tuple[Ref, ...], constant: bool) -> None:
+    def __init__(self, fn: Any, refs: tuple[Ref, ...] | Callable[[], tuple[Ref, ...]],
+                 constant: bool) -> None:
         self._fn = fn
-        self.refs = refs
+        self._refs = refs
         self.constant = constant
+
+    @property
+    def refs(self) -> tuple[Ref, ...]:
+        """Every path it reads. A plan's generated inputs make theirs when asked: no run
+        reads them, and a 100,000-way join's were a Ref and its text per dependency."""
+        refs = self._refs
+        return refs if isinstance(refs, tuple) else refs()
 
     def resolve(self, scope: Scope) -> Any:
         return self._fn(scope)

@@ -30,12 +30,11 @@ from podium.clock import Clock, SystemClock
 from podium.definition.loader import apply_input_defaults, check_input, workflow_from_dict
 from podium.definition.models import Workflow
 from podium.definition.plan import Plan, compile_plan
-from podium.engine.attempt import Call
 from podium.engine.context import RunContext
 from podium.engine.journal import Journal
 from podium.engine.owners import new_owner_id, pid_gone
 from podium.engine.retry import RetryState
-from podium.engine.run import CANCELLED, FAILED, RunExecution, calls_of
+from podium.engine.run import CANCELLED, FAILED, Calls, RunExecution, calls_of
 from podium.engine.supervisor import supervise
 from podium.errors import (
     ConfigError,
@@ -374,7 +373,7 @@ class Engine:
         self._stored: dict[bytes, Workflow] = {}
         self._saved_versions: set[tuple[str, str]] = set()
         # By plan: each step's call and compensation (made once, shared by its runs).
-        self._calls: dict[int, tuple[Plan, list[tuple[Call, Call | None]]]] = {}
+        self._calls: dict[int, tuple[Plan, Calls]] = {}
         active = self._active
         self._context = RunContext(self.clock, self.registry, self.journal, self.rng,
                                    self.bus.emit, lambda: len(active), _Children(self),
@@ -469,7 +468,7 @@ class Engine:
         entry = self._plans[id(workflow)] = (workflow, plan, definition)
         return entry
 
-    def _calls_of(self, plan: Plan) -> list[tuple[Call, Call | None]]:
+    def _calls_of(self, plan: Plan) -> Calls:
         cached = self._calls.get(id(plan))
         if cached is None or cached[0] is not plan:
             if len(self._calls) > 256:

@@ -151,11 +151,14 @@ class DefinitionJson:
 
     The engine gives every run of a workflow the same snapshot object, and a
     1,000-step definition is ~0.3 ms of JSON: a store writing many runs encodes it
-    once, not once per run.
+    once, not once per run. A text over ``max_chars`` is not kept: a 100,000-step
+    definition's is 6 MB for the whole of a run that takes seconds, and encoding it
+    again for the next run takes ~10 ms.
     """
 
-    def __init__(self, size: int = 64) -> None:
+    def __init__(self, size: int = 64, max_chars: int = 1 << 20) -> None:
         self._size = size
+        self._max_chars = max_chars
         self._seen: dict[int, tuple[Any, str]] = {}
 
     def __call__(self, definition: Any) -> str:
@@ -163,6 +166,8 @@ class DefinitionJson:
         if hit is not None and hit[0] is definition:
             return hit[1]
         text = dumps(definition)
+        if len(text) > self._max_chars:
+            return text
         if len(self._seen) >= self._size:
             self._seen.clear()
         self._seen[id(definition)] = (definition, text)  # kept alive: its id stays its own
