@@ -164,12 +164,13 @@ class _CommitClock(SQLiteStore):
         super().__init__(*a, **kw)
         self.committed: dict[tuple[str, str], float] = {}
 
-    def write_batch_now(self, batch: Batch) -> None:
-        super().write_batch_now(batch)  # returns once the transaction committed
+    def write_batch_now(self, batch: Batch) -> frozenset[str]:
+        lost = super().write_batch_now(batch)  # returns once the transaction committed
         now = time.perf_counter()
         for e in batch.source:
             if isinstance(e, StepSucceeded):
                 self.committed[(e.run_id, e.step_id)] = now
+        return lost
 
 
 async def latency(n: int, folder: Path) -> dict[str, float]:

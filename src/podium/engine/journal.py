@@ -554,7 +554,7 @@ class Journal:
             done = tracked.get(rid)
             if done is not None and done.record.status in TERMINAL_RUN_STATUSES and (
                     not self._pending or not any(e.run_id == rid for e in self._pending)
-            ) and rid not in lost:
+            ) and (not lost or rid not in lost):  # (a store's subclass may say None)
                 del tracked[rid]  # ended: nothing more of it to write
         self.durable = upto
         if lost:
