@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 __all__ = [
@@ -118,36 +119,18 @@ def __getattr__(name: str) -> Any:
 def _pydantic_annotations() -> dict[str, Any]:
     from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
-    pattern_schema = {"type": "string", "pattern": DURATION_PATTERN}
     description = "Seconds, or numbers with units: 250ms, 1.5s, 5m, 1m30s, 2h, 1d"
+
+    def duration(parse: Callable[[Any], float], low: dict[str, float], more: str) -> Any:
+        schema = {"anyOf": [{"type": "number", **low, "maximum": MAX_DURATION_S},
+                            {"type": "string", "pattern": DURATION_PATTERN}],
+                  "description": description + more}
+        return Annotated[float, BeforeValidator(parse),
+                         PlainSerializer(lambda s: s, return_type=float), WithJsonSchema(schema)]
+
     return {
-        "Duration": Annotated[
-            float,
-            BeforeValidator(parse_duration),
-            PlainSerializer(lambda s: s, return_type=float),
-            WithJsonSchema(
-                {
-                    "anyOf": [
-                        {"type": "number", "minimum": 0, "maximum": MAX_DURATION_S},
-                        pattern_schema,
-                    ],
-                    "description": description,
-                }
-            ),
-        ],
+        "Duration": duration(parse_duration, {"minimum": 0}, ""),
         # A timeout, an interval or a window: zero would never wait, or check in a busy loop.
-        "PositiveDuration": Annotated[
-            float,
-            BeforeValidator(parse_positive_duration),
-            PlainSerializer(lambda s: s, return_type=float),
-            WithJsonSchema(
-                {
-                    "anyOf": [
-                        {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION_S},
-                        pattern_schema,
-                    ],
-                    "description": description + "; more than 0",
-                }
-            ),
-        ],
+        "PositiveDuration": duration(parse_positive_duration, {"exclusiveMinimum": 0},
+                                     "; more than 0"),
     }

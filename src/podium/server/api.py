@@ -297,8 +297,8 @@ class _IdentifyFirst:
         from podium.httpd import BodyLimit
 
         self.app, self.guard = app, guard
-        self.session = BodyLimit(app, _SESSION_BODY_MAX, shape=lambda m: json.dumps(
-            {"error": {"type": "payload_too_large", "message": m, "exit_code": 2}}).encode())
+        self.session = BodyLimit(app, _SESSION_BODY_MAX, shape=lambda m: bytes(
+            ApiError(413, "payload_too_large", m).response().body))
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] in _SAFE_METHODS:
