@@ -40,6 +40,7 @@ __all__ = [
     "Event",
     "EventBus",
     "RollbackStarted",
+    "RunAbandoned",
     "RunCancelRequested",
     "RunFinished",
     "RunStarted",
@@ -175,6 +176,22 @@ class RunFinished(Event, frozen=True, kw_only=True, gc=False):
     output: Any = None
     error: ErrorInfo | None = None
     duration_s: float = 0.0
+
+
+class RunAbandoned(Event, frozen=True, kw_only=True, gc=False):
+    """This process stopped executing the run without ending it: another process holds
+    it now, or may soon (its lease lapsed and the run was taken over, its id was taken
+    by another process's run, it was handed back at shutdown). Nothing more of this
+    execution follows, not even the end of the calls it had in flight.
+
+    A fact about this process, not about the run: never stored (``EventBus.emit_local``
+    passes it by the journal, and it is no word of ``EVENT_TYPES``); the run's own
+    story goes on in the events of whoever continues it. What counts a run or a call
+    while it is in flight here (metrics, open spans) lets go of it on this.
+    """
+
+    type: ClassVar[str] = "run_abandoned"
+    reason: str
 
 
 class StepReady(Event, frozen=True, kw_only=True, gc=False):
@@ -433,17 +450,36 @@ class EventBus:
     and skipped, never allowed to break the run that emitted the event.
     """
 
-    __slots__ = ("_subscribers",)
+    __slots__ = ("_local", "_subscribers")
 
     def __init__(self) -> None:
         self._subscribers: list[Subscriber] = []
+        self._local: list[Subscriber] = []
 
-    def subscribe(self, fn: Subscriber) -> Callable[[], None]:
+    def subscribe(self, fn: Subscriber, *, local: bool = True) -> Callable[[], None]:
+        """``local``: also hear this process's own facts (``emit_local``); the journal,
+        which stores what it hears, does not."""
         self._subscribers.append(fn)
-        return lambda: self._subscribers.remove(fn) if fn in self._subscribers else None
+        if local:
+            self._local.append(fn)
+
+        def unsubscribe() -> None:
+            for subscribers in (self._subscribers, self._local):
+                if fn in subscribers:
+                    subscribers.remove(fn)
+
+        return unsubscribe
 
     def emit(self, event: Event) -> None:
         for fn in self._subscribers:
+            try:
+                fn(event)
+            except Exception:
+                log.exception("event subscriber %r failed on %s", fn, event.type)
+
+    def emit_local(self, event: Event) -> None:
+        """An event about this process only (``RunAbandoned``), never stored."""
+        for fn in self._local:
             try:
                 fn(event)
             except Exception:

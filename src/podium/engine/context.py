@@ -76,3 +76,5 @@ class RunContext:
     runs_active: Callable[[], int]
     children: Children | None = None
     waits: Waits | None = None
+    # What only this process hears, never stored (``RunAbandoned``).
+    publish_local: Callable[[Event], None] | None = None

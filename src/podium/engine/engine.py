@@ -316,7 +316,7 @@ class RunHandle:
         may soon). Nothing more of it is written; ``result()`` raises ``RunLost``."""
         if self._lost is None and not self._task.done():
             self._lost = why
-            self._execution.abandon()
+            self._execution.abandon(why)
             self._task.cancel()
 
     def done(self) -> bool:
@@ -358,7 +358,7 @@ class Engine:
         self.journal.on_taken = self.run_taken
         self.journal.on_lapse = self._leases_lapsed
         self._renewed_at = -math.inf  # lease clock of the last renewal (or claim)
-        self.bus.subscribe(self.journal.append)
+        self.bus.subscribe(self.journal.append, local=False)
         for observer in cfg.observers:
             self.bus.subscribe(observer)
         self.registry.attach(self.bus.emit, self.clock)
@@ -377,7 +377,7 @@ class Engine:
         active = self._active
         self._context = RunContext(self.clock, self.registry, self.journal, self.rng,
                                    self.bus.emit, lambda: len(active), _Children(self),
-                                   _Waits(self))
+                                   _Waits(self), self.bus.emit_local)
         self._opened = False
         self._supervisor: asyncio.Task[None] | None = None
         # A worker's engine renews its leases (heartbeat) even with no run in flight.

@@ -35,6 +35,7 @@ from podium.events import (
     ErrorInfo,
     Event,
     RollbackStarted,
+    RunAbandoned,
     RunFinished,
     RunStarted,
     RunWaiting,
@@ -480,12 +481,16 @@ class RunExecution:
             self._idle.set()
         return self._idle
 
-    def abandon(self) -> None:
+    def abandon(self, why: str) -> None:
         """Stop at once, writing nothing more (another process holds the run now): no
         step starts from here on, even in this very turn, and those in flight are
-        cancelled."""
+        cancelled. This process's observers are told (``RunAbandoned``): nothing else of
+        this execution reaches them, not even the end of its calls in flight."""
         self.pause()
         self._queue.clear()
+        if self._emit_bus is not _drop and self.ctx.publish_local is not None:
+            self.ctx.publish_local(RunAbandoned(run_id=self.run_id, ts=self.ctx.clock.now(),
+                                                reason=why))
         # Nothing it does from now on reaches the journal (nor anyone else): the run is
         # another execution's, perhaps this very engine's after a new claim.
         self._emit_bus = _drop

@@ -43,6 +43,7 @@ from podium.events import (
     AlertFired,
     AlertResolved,
     Event,
+    RunAbandoned,
     RunFinished,
     RunStarted,
     StepAttemptFailed,
@@ -286,6 +287,11 @@ class AlertManager:
             for k in [k for k in self._waits if k[0] == e.run_id]:
                 del self._waits[k]
                 self._stop_waiting(k[0], k[1], e.ts)
+        elif isinstance(e, RunAbandoned):
+            # Another process goes on with the run and watches its SLAs: not here, too.
+            self._runs.pop(e.run_id, None)
+            for k in [k for k in self._steps if k[0] == e.run_id]:
+                del self._steps[k]
         elif isinstance(e, StepStarted):
             self._steps.setdefault((e.run_id, e.step_id), e.ts)
         elif isinstance(e, StepWaiting):

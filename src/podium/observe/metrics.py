@@ -40,6 +40,7 @@ from podium.events import (
     CompensationStarted,
     CompensationSucceeded,
     Event,
+    RunAbandoned,
     RunFinished,
     RunStarted,
     RunWaiting,
@@ -160,7 +161,7 @@ class EngineMetrics:
         self._firing: dict[str, tuple[str, str]] = {}
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
             RunStarted: self._run_started, RunFinished: self._run_finished,
-            RunWaiting: self._run_waiting,
+            RunWaiting: self._run_waiting, RunAbandoned: self._run_abandoned,
             StepStarted: self._step_started, StepSucceeded: self._step_succeeded,
             StepAttemptFailed: self._attempt_failed, StepRetryScheduled: self._retry,
             StepBackPressure: self._back_pressure,
@@ -195,10 +196,19 @@ class EngineMetrics:
             self.runs_active.labels(e.workflow).inc()
         self._workflow[e.run_id] = e.workflow
 
-    def _run_waiting(self, e: RunWaiting) -> None:
+    def _run_waiting(self, e: RunWaiting | RunAbandoned) -> None:
         wf = self._workflow.pop(e.run_id, None)
         if wf is not None:
             self.runs_active.labels(wf).dec()
+
+    def _run_abandoned(self, e: RunAbandoned) -> None:
+        """Another process goes on with the run: it leaves the gauge, and so do its calls
+        in flight here (cancelled, their ends never told), counted under no outcome."""
+        self._run_waiting(e)
+        run_id = e.run_id
+        for key in [k for k in self._calls if k[0] == run_id]:
+            self.agent_inflight.labels(self._calls.pop(key)).dec()
+        self._busy = {k for k in self._busy if k[0] != run_id}
 
     def _run_finished(self, e: RunFinished) -> None:
         wf = self._workflow.pop(e.run_id, None)

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from podium.events import (
     Event,
+    RunAbandoned,
     RunFinished,
     RunStarted,
     RunWaiting,
@@ -115,6 +116,10 @@ class Tracing:
             self._run_ended(event.run_id, event.ts, event.status,
                             event.error.type if event.error is not None else None,
                             event.error.message if event.error is not None else None)
+        elif isinstance(event, RunAbandoned):
+            # Another process goes on with the run (in a span of its own, same trace):
+            # this execution's spans end here, or they would never be exported.
+            self._run_ended(event.run_id, event.ts, "abandoned", None, None)
         elif isinstance(event, RunWaiting):
             # Nothing holds the run while it waits: this execution's span ends here; the
             # one that continues it starts another in the same trace.
