@@ -44,6 +44,7 @@ from a2a.helpers import get_data_parts, get_message_text, new_data_part, new_tex
 from a2a.types import (
     CancelTaskRequest,
     GetTaskRequest,
+    ListTasksRequest,
     Message,
     Part,
     Role,
@@ -446,3 +447,49 @@ def test_no_token_means_this_machine_only_and_bodies_are_bounded(sandbox: Sandbo
                       timeout=30)
     assert huge.status_code == 413
     assert sb.run_ids() == []
+
+
+def test_tasks_held_in_memory_are_bounded_and_read_back_from_their_runs(
+        sandbox: Sandbox) -> None:
+    """Every message a client sends is kept in its task's history: the SDK's store alone
+    grew with each task and each message while the server lived. Now the newest
+    ``--tasks-held`` tasks are held, each with its last 100 messages; an older task is
+    made again from its run when asked (its state and output, not its messages)."""
+    sb = sandbox
+    wf = sb.workflow("echo", ECHO)
+    slow = sb.workflow("long", {"name": "long", "steps": [
+        {"id": "a", "agent": "slow", "input": {"seconds": 60}}]})
+    _proc, url = serve(sb, wf, "--tasks-held", "2")
+
+    async def many() -> tuple[list[Task], list[str], Task]:
+        async with a2a_client(url) as client:
+            done = [last_task(await send(client, message(new_data_part({"text": f"t{i}"}))))
+                    for i in range(4)]
+            listed = (await client.list_tasks(ListTasksRequest())).tasks
+            first = await task_of(client, done[0].id)  # let go: made again from its run
+            return done, [t.id for t in listed], first
+
+    done, listed, first = asyncio.run(many())
+    assert [t.status.state for t in done] == [S.TASK_STATE_COMPLETED] * 4
+    assert sorted(listed) == sorted(t.id for t in done[2:])  # the two newest
+    assert first.status.state == S.TASK_STATE_COMPLETED
+    assert get_data_parts(first.artifacts[0].parts) == [{"said": "t0", "second": "second"}]
+    assert not first.history
+
+    _proc2, url2 = serve(sb, slow, "--answer-within", "0s")
+
+    async def chatty() -> Task:
+        async with a2a_client(url2) as client:
+            task = last_task(await send(client, message(new_data_part({}))))
+            for i in range(105):
+                await send(client, message(new_text_part(f"n{i}"), task_id=task.id))
+            return await task_of(client, task.id)
+
+    held = asyncio.run(chatty())
+    said = [get_message_text(m) for m in held.history if m.role == Role.ROLE_USER]
+    assert len(held.history) <= 100
+    assert said[-1] == "n104"
+    assert "n0" not in said
+    bad = sb.podium("a2a", "serve", str(wf), "--port", "1", "--tasks-held", "0", agents=True)
+    assert bad.returncode == 2
+    assert "--tasks-held 0: from 1 to 1000000" in bad.stderr

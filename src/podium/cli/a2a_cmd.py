@@ -45,6 +45,11 @@ def serve_cmd(
                           help="A blocking send waits this long for the run to end (or wait for"
                           " someone), then answers with the task working.")
     ] = "30s",
+    tasks_held: Annotated[
+        int, typer.Option("--tasks-held", metavar="N",
+                          help="Tasks kept in memory with their messages (1-1000000); older"
+                          " ones are read back from their runs, without their messages.")
+    ] = 10_000,  # server.a2a.TASKS_HELD (not imported here: the SDK loads slowly)
     allowed_hosts: Annotated[
         list[str] | None,
         typer.Option("--allowed-host", metavar="NAME",
@@ -96,6 +101,9 @@ def serve_cmd(
         if not 0 <= within <= 3600:
             fail(f"--answer-within {answer_within}: from 0s to 1h (fix: e.g. 30s; 0s answers"
                  " at once)")
+        if not 1 <= tasks_held <= 1_000_000:
+            fail(f"--tasks-held {tasks_held}: from 1 to 1000000 (fix: e.g. 10000, the"
+                 " default)")
         if skill is not None and not skill.strip():
             fail("--skill: empty (fix: give an id, or leave it out for the workflow's name)")
         if public_url is not None and not public_url.startswith(("http://", "https://")):
@@ -109,7 +117,7 @@ def serve_cmd(
         serve(A2AConfig(workflow=workflow, source=str(file), registry=registry,
                         agents_source=source, db=db, alerts_file=alerts,
                         token=token_from(token_env), skill=skill, public_url=public_url,
-                        answer_within_s=within),
+                        answer_within_s=within, tasks_held=tasks_held),
               host, port, allowed_hosts=allowed_hosts or (), log_level=log_level,
               insecure_no_auth=insecure_no_auth)
 

@@ -49,6 +49,7 @@ import hmac
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,11 @@ INPUT_SCHEMA_EXTENSION = "https://podium.dev/a2a/input-schema/v1"
 _CARD_PATH = "/.well-known/agent-card.json"
 _POLL_S = 0.5  # a run executed elsewhere (a worker, a takeover) is read this often
 _MAX_TEXT = 1 << 20  # a text message is parsed as JSON up to this size
+# What the tasks held in memory (with their message history) may take; older ones are
+# made again from their runs when asked, without their history.
+TASKS_HELD = 10_000
+_HELD_BYTES = 64 << 20
+_HISTORY_HELD = 100  # messages of one task's history; the oldest go first
 _APPROVE = frozenset({"approve", "approved", "yes", "y", "ok"})
 _REJECT = frozenset({"reject", "rejected", "no", "n"})
 
@@ -133,6 +139,7 @@ class A2AConfig:
     # A blocking send waits this long for the run to end or wait, then answers "working".
     answer_within_s: float = 30.0
     scan_interval_s: float = 5.0
+    tasks_held: int = TASKS_HELD  # tasks kept in memory with their history (see above)
 
 
 def agent_card(cfg: A2AConfig, url: str) -> AgentCard:
@@ -466,9 +473,16 @@ class RunTaskStore(TaskStore):
     ``canceled`` while its run goes on cancels the run (the SDK cancels a task
     parked in ``input-required`` by writing that state, without calling the
     executor).
+
+    Memory holds the ``held`` tasks last saved, within ``held_bytes``, each with its
+    last ``_HISTORY_HELD`` messages: every message a client sends is kept in its task's
+    history, so the SDK's store alone grew with every task and every message for as
+    long as the server lived. A task let go is made again from its run when asked
+    (its state and output, not its history), and is no longer listed.
     """
 
-    def __init__(self, server: PodiumServer, workflow: Workflow) -> None:
+    def __init__(self, server: PodiumServer, workflow: Workflow, *, held: int = TASKS_HELD,
+                 held_bytes: int = _HELD_BYTES) -> None:
 
         self._memory = InMemoryTaskStore()
         self._server = server
@@ -476,12 +490,35 @@ class RunTaskStore(TaskStore):
         # Tasks this process began: the SDK holds them from their start (it asks for one
         # before its first save, when its run exists already but is no task to remake).
         self.started_here: set[str] = set()
+        self.held, self.held_bytes = held, held_bytes
+        # Task id -> (the context of its last save, which names its owner; its size),
+        # oldest save first.
+        self._held: OrderedDict[str, tuple[ServerCallContext, int]] = OrderedDict()
+        self._bytes = 0
 
     async def save(self, task: Task, context: ServerCallContext) -> None:
 
-        await self._memory.save(task, context)
+        await self._hold(task, context)
         if task.status.state == TaskState.TASK_STATE_CANCELED:
             await cancel_run(self._server.engine, task.id)
+
+    async def _hold(self, task: Task, context: ServerCallContext) -> None:
+        if len(task.history) > _HISTORY_HELD:
+            trimmed = Task()
+            trimmed.CopyFrom(task)
+            del trimmed.history[:len(task.history) - _HISTORY_HELD]
+            task = trimmed
+        await self._memory.save(task, context)
+        size = task.ByteSize()
+        before = self._held.pop(task.id, None)
+        self._bytes += size - (before[1] if before is not None else 0)
+        self._held[task.id] = (context, size)
+        while len(self._held) > self.held or (self._bytes > self.held_bytes
+                                              and len(self._held) > 1):
+            old_id, (old_context, old_size) = self._held.popitem(last=False)
+            self._bytes -= old_size
+            self.started_here.discard(old_id)  # made from its run from now on
+            await self._memory.delete(old_id, old_context)
 
     async def get(self, task_id: str, context: ServerCallContext) -> Task | None:
         task = await self._memory.get(task_id, context)
@@ -503,7 +540,7 @@ class RunTaskStore(TaskStore):
                 updated.status.CopyFrom(fresh.status)
                 if not updated.artifacts:
                     updated.artifacts.extend(fresh.artifacts)
-                await self._memory.save(updated, context)
+                await self._hold(updated, context)
                 return updated
         return task
 
@@ -512,6 +549,9 @@ class RunTaskStore(TaskStore):
         return await self._memory.list(params, context)
 
     async def delete(self, task_id: str, context: ServerCallContext) -> None:
+        held = self._held.pop(task_id, None)
+        if held is not None:
+            self._bytes -= held[1]
         await self._memory.delete(task_id, context)
 
     async def _from_run(self, task_id: str) -> Task | None:
@@ -621,7 +661,7 @@ def create_app(cfg: A2AConfig, url: str) -> Any:
                                        registry=cfg.registry,
                                        scan_interval_s=cfg.scan_interval_s))
     card = agent_card(cfg, cfg.public_url or url)
-    tasks = RunTaskStore(server, cfg.workflow)
+    tasks = RunTaskStore(server, cfg.workflow, held=cfg.tasks_held)
     executor = WorkflowExecutor(server, cfg, tasks)
     handler = DefaultRequestHandler(
         agent_executor=executor, task_store=tasks, agent_card=card,
