@@ -10,7 +10,9 @@ the CLI can map each branch to an exit code without guessing::
     │   ├── RunHeld              another live process holds the run (exit 2)
     │   ├── WorkerNameTaken      a live worker already has this --name (exit 2)
     │   ├── NothingToCompensate  a rollback of a run no step of which has an undo
-    │   └── VersionTaken         a registered workflow version holds other content
+    │   ├── VersionTaken         a registered workflow version holds other content
+    │   ├── AgentTaken           a joined agent's id is another token's, alive
+    │   └── TooManyAgents        a join over the limit of live joined agents
     ├── AgentError           raised by an agent to fail an attempt with a type
     │   ├── InvalidInput         ``invalid_input`` (never retried by default)
     │   ├── Unavailable          ``unavailable``
@@ -48,6 +50,7 @@ __all__ = [
     "RunLost",
     "RunNotFound",
     "StoreError",
+    "TooManyAgents",
     "Unavailable",
     "VersionTaken",
     "WorkerNameTaken",
@@ -140,6 +143,16 @@ class VersionTaken(ConfigError):
 class AgentTaken(ConfigError):
     """An agent id another token registered is live (``POST /agents``): ids are unique
     across the fleet, and an agent is renewed or removed only by its own token."""
+
+
+class TooManyAgents(ConfigError):
+    """A new joined agent (``POST /agents``) would go over a limit of live ones: the
+    token's own (``per_token``) or the database's (``per_token`` False). Renewing an
+    agent the token holds is never refused."""
+
+    def __init__(self, message: str, *, limit: int, per_token: bool) -> None:
+        super().__init__(message)
+        self.limit, self.per_token = limit, per_token
 
 
 class RunExists(ConfigError):

@@ -30,6 +30,7 @@ from podium.store.base import (
     CommitUnknown,
     FeedPosition,
     JoinedAgent,
+    JoinLimits,
     RegisteredWorkflow,
     ScheduleRecord,
     Signal,
@@ -243,8 +244,9 @@ class _Wrapper:
         return await self.inner.feed_head()
 
     async def join_agent(self, agent_id: str, spec: dict[str, Any], token_id: str,
-                         ttl_s: float) -> tuple[JoinedAgent, bool]:
-        return await self.inner.join_agent(agent_id, spec, token_id, ttl_s)
+                         ttl_s: float, limits: JoinLimits | None = None
+                         ) -> tuple[JoinedAgent, bool]:
+        return await self.inner.join_agent(agent_id, spec, token_id, ttl_s, limits)
 
     async def agent_heartbeat(self, agent_id: str, token_id: str, ttl_s: float
                               ) -> float | None:

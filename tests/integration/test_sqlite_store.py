@@ -4,6 +4,7 @@ several processes on one file, and group commit.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -706,3 +707,19 @@ async def test_an_input_that_succeeds_while_the_last_one_waits_is_committed_firs
 
     assert batch_of("step_succeeded", "c") < batch_of("step_started", "e")
     assert batch_of("step_succeeded", "a") < batch_of("step_started", "e")
+
+
+async def test_a_join_removes_the_registrations_that_expired(tmp_path: Path) -> None:
+    """The table held one row per agent id ever seen (an expired row stayed until its id
+    joined again): a churn of ids grew it without end, and every join's count reads it."""
+    store = SQLiteStore(tmp_path / "joined.db")
+    await store.open()
+    try:
+        for n in range(50):
+            await store.join_agent(f"gone-{n}", {"id": f"gone-{n}"}, f"tok-{n}", 0.2)
+        await asyncio.sleep(0.4)
+        await store.join_agent("here", {"id": "here"}, "tok-a", 30.0)
+        rows = store.conn.execute("SELECT id FROM joined_agents").fetchall()
+        assert rows == [("here",)]
+    finally:
+        await store.close()

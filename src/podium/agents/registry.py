@@ -52,7 +52,7 @@ from podium.events import (
     Event,
 )
 
-__all__ = ["STRATEGIES", "AgentRegistry", "Lease", "RegistryConfig"]
+__all__ = ["STRATEGIES", "AgentRegistry", "Departed", "Lease", "RegistryConfig"]
 
 STRATEGIES = ("least_loaded", "round_robin", "latency")
 
@@ -122,6 +122,25 @@ class Lease:
             return 0.0
         self.released = True
         return self._registry._release_busy(self._entry, retry_after_s, self.trial)
+
+
+class Departed:
+    """An agent ``AgentRegistry.retire`` took out: no new call reaches it, and the calls
+    it had in flight go on (their leases still release into it); ``inflight`` says how
+    many remain, so its owner closes it once they have ended, not while they run."""
+
+    __slots__ = ("_entry",)
+
+    def __init__(self, entry: _Entry) -> None:
+        self._entry = entry
+
+    @property
+    def agent(self) -> Agent:
+        return self._entry.agent
+
+    @property
+    def inflight(self) -> int:
+        return self._entry.inflight
 
 
 def _wake(fut: asyncio.Future[bool], _done: object = None) -> None:
@@ -227,6 +246,13 @@ class AgentRegistry:
                 members.remove(entry)
         self._send(AgentUnregistered(ts=self._clock.now(), agent_id=agent_id))
         return entry.agent
+
+    def retire(self, agent_id: str) -> Departed | None:
+        """``unregister``, keeping sight of the calls still in flight on the agent."""
+        entry = self._entries.get(agent_id)
+        if entry is None or self.unregister(agent_id) is None:
+            return None
+        return Departed(entry)
 
     def get(self, agent_id: str) -> Agent | None:
         entry = self._entries.get(agent_id)

@@ -214,6 +214,18 @@ def serve_cmd(
                            help="Serve beyond this machine with no API token (behind a proxy"
                            " that authenticates).")
     ] = False,
+    max_joined_agents: Annotated[
+        int | None,
+        typer.Option("--max-joined-agents", min=1, metavar="N",
+                     help="Live agents one token may join (POST /agents); more is refused"
+                     " with 409 (default 64)."),
+    ] = None,
+    max_joined_agents_total: Annotated[
+        int | None,
+        typer.Option("--max-joined-agents-total", min=1, metavar="N",
+                     help="Live joined agents of all tokens together, admin ones included"
+                     " (default 256)."),
+    ] = None,
 ) -> None:
     """Run the engine as a server: the HTTP API (docs at /docs), /metrics, /healthz;
     resumes runs a dead process left."""
@@ -221,7 +233,9 @@ def serve_cmd(
     def body() -> None:
         from podium.server.app import ServerConfig, serve
 
-        serve(host, port, ServerConfig(db=db, agents_file=agents, alerts_file=alerts),
+        serve(host, port, ServerConfig(db=db, agents_file=agents, alerts_file=alerts,
+                                       max_joined_agents=max_joined_agents,
+                                       max_joined_agents_total=max_joined_agents_total),
               allowed_hosts=allowed_hosts or (), insecure_no_auth=insecure_no_auth)
 
     guarded(body)

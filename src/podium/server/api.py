@@ -64,9 +64,11 @@ from podium.errors import (
     RunHeld,
     RunNotFound,
     StoreError,
+    TooManyAgents,
 )
 from podium.server.session import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, Sessions
 from podium.state import TERMINAL_RUN_STATUSES, RunStatus
+from podium.store.base import JoinLimits
 
 if TYPE_CHECKING:
     from podium.auth import Authenticator, Principal
@@ -124,6 +126,10 @@ class ApiConfig(BaseModel):
     # Open to clients on this machine only (a loopback bind): a request a proxy relays
     # here (Forwarded, X-Forwarded-For) is someone else's and needs a token.
     local_only: bool = True
+    # How many agents may be joined at once (POST /agents), by one token and in all:
+    # each is registered, health-checked and given an HTTP client by every process
+    # that executes runs on the database.
+    join_limits: JoinLimits = Field(default_factory=JoinLimits)
 
 
 # --- request bodies ----------------------------------------------------------------
@@ -187,7 +193,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (401, "No token, or one unknown, expired or revoked"),
         (403, "The token's scope does not allow this"),
         (404, "No such run, workflow or alert"),
-        (409, "The state of things refuses it (a finished run, a taken key or version)"),
+        (409, "The state of things refuses it (a finished run, a taken key or version,"
+              " too many joined agents)"),
         (413, "The body is over the limit"),
         (422, "The request (or the definition, or the input) is not valid"),
         (503, "The database cannot be used"),
@@ -778,8 +785,21 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
         except ConfigError as exc:
             raise ApiError(422, "input_error", exc.message) from None
         await probe.aclose()
-        row, created = await server.runtime.store.join_agent(
-            body.id, spec, _token_id(principal), body.ttl_s)
+        limits = guard.config.join_limits
+        try:
+            row, created = await server.runtime.store.join_agent(
+                body.id, spec, _token_id(principal), body.ttl_s, limits)
+        except TooManyAgents as exc:
+            # 409, not 429: nothing here passes with time alone (no rate is exceeded);
+            # the fleet is full until an agent leaves or expires, or the limit is
+            # raised, and podium agent serve --register stops on a 409 saying why.
+            flag = "--max-joined-agents" if exc.per_token else "--max-joined-agents-total"
+            whose = "this token's" if exc.per_token else "all tokens'"
+            raise ApiError(409, "too_many_agents", f"agent {body.id!r} not joined:"
+                           f" {whose} live joined agents are at the limit of {exc.limit}"
+                           f" ({flag}) (fix: DELETE /agents/{{id}} one that left, or wait"
+                           f" for its ttl_s to pass; or raise podium serve's {flag})"
+                           ) from None
         await joined.round()  # in this server's registry at once
         return JSONResponse(
             with_times({"id": row.id, "created": created, "registered_at": row.registered_at,

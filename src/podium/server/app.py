@@ -54,6 +54,10 @@ class ServerConfig:
     # server whose registry is not the project's (podium demo --ui): it would drive
     # them with the wrong agents, and mix strangers into its own fleet.
     project_work: bool = True
+    # Live agents joined through the API (POST /agents): per token, and for the whole
+    # database (None: JoinLimits' defaults, 64 and 256).
+    max_joined_agents: int | None = None
+    max_joined_agents_total: int | None = None
 
 
 class PodiumServer:
@@ -187,8 +191,18 @@ def create_app(config: ServerConfig | None = None) -> Any:
         own = version("podium")
     except PackageNotFoundError:
         own = ""
+    from podium.store.base import JoinLimits
+
+    limits = {k: v for k, v in (("per_token", config.max_joined_agents),
+                                ("total", config.max_joined_agents_total)) if v is not None}
+    try:
+        join_limits = JoinLimits(**limits)
+    except ValueError:
+        raise ConfigError("--max-joined-agents and --max-joined-agents-total are at least 1"
+                          " (fix: a number of agents, e.g. 64)") from None
     app = build_api(server, ApiConfig(open_without_tokens=config.open_without_tokens,
-                                      local_only=config.local_only),
+                                      local_only=config.local_only,
+                                      join_limits=join_limits),
                     version=own, lifespan=lifespan)
 
     app.state.podium = server

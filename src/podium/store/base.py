@@ -60,6 +60,7 @@ __all__ = [
     "EventFeed",
     "EventRow",
     "FeedPosition",
+    "JoinLimits",
     "JoinedAgent",
     "RegisteredWorkflow",
     "RunRow",
@@ -605,6 +606,25 @@ class JoinedAgent:
     expires_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class JoinLimits:
+    """How many agents may be joined (live) at once: per token, and in the whole
+    database (every token, admin ones included).
+
+    Every process that executes runs registers each live registration, health-checks
+    it every few seconds and keeps an HTTP client (a socket) for it, so the fleet one
+    token can add is bounded. The total stays well under a process's usual 1024 open
+    files (``ulimit -n``), with room for the database, clients and the agents file.
+    """
+
+    per_token: int = 64
+    total: int = 256
+
+    def __post_init__(self) -> None:
+        if self.per_token < 1 or self.total < 1:
+            raise ValueError(f"join limits must be at least 1: {self}")
+
+
 @runtime_checkable
 class AgentDirectory(Protocol):
     """Agents that joined through the API, shared by every process on the database:
@@ -612,10 +632,17 @@ class AgentDirectory(Protocol):
     that registered it renews or removes it while it lives."""
 
     async def join_agent(self, agent_id: str, spec: dict[str, Any], token_id: str,
-                         ttl_s: float) -> tuple[JoinedAgent, bool]:
+                         ttl_s: float, limits: JoinLimits | None = None
+                         ) -> tuple[JoinedAgent, bool]:
         """Add the agent, or renew (and update) the token's own registration: the row
         and whether it is new. Raises ``AgentTaken`` while another token's is live; an
-        expired one of any token is replaced."""
+        expired one of any token is replaced.
+
+        A new registration (not the token's own live one renewed) is refused with
+        ``TooManyAgents`` while the token holds ``limits.per_token`` live ones or the
+        database ``limits.total`` (None: ``JoinLimits()``'s defaults); counted and
+        written in one transaction, so joins at once (from any process) never
+        overshoot. Expired rows never count, and a join removes them."""
         ...
 
     async def agent_heartbeat(self, agent_id: str, token_id: str, ttl_s: float
@@ -629,8 +656,8 @@ class AgentDirectory(Protocol):
         ...
 
     async def joined_agents(self) -> list[JoinedAgent]:
-        """Every live registration, by id (an expired row stays until its id joins
-        again: the table holds one row per agent id ever seen)."""
+        """Every live registration, by id (an expired row stays until the next join,
+        of any id, removes it)."""
         ...
 
 

@@ -40,6 +40,7 @@ from podium.store.base import (
     Batch,
     FeedPosition,
     JoinedAgent,
+    JoinLimits,
     RegisteredWorkflow,
     ScheduleRecord,
     Signal,
@@ -48,7 +49,12 @@ from podium.store.base import (
     TokenRecord,
     WorkflowVersion,
 )
-from podium.store.registry import agent_taken, prepare_registration, version_taken
+from podium.store.registry import (
+    agent_taken,
+    prepare_registration,
+    too_many_agents,
+    version_taken,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -185,12 +191,22 @@ class MemoryStore:
         return FeedPosition(tx, rid, seq)
 
     async def join_agent(self, agent_id: str, spec: dict[str, Any], token_id: str,
-                         ttl_s: float) -> tuple[JoinedAgent, bool]:
+                         ttl_s: float, limits: JoinLimits | None = None
+                         ) -> tuple[JoinedAgent, bool]:
+        limits = limits or JoinLimits()
         now = self._clock()
+        # Expired rows go (as the SQL stores delete them); no await from here to the
+        # write, so the count below is the one the insert lands on.
+        for gone in [k for k, (r, _) in self._joined.items() if r.expires_at <= now]:
+            del self._joined[gone]
         before = self._joined.get(agent_id)
-        if before is not None and before[1] != token_id and before[0].expires_at > now:
+        if before is not None and before[1] != token_id:
             raise agent_taken(agent_id)
-        kept = before is not None and before[1] == token_id and before[0].expires_at > now
+        kept = before is not None
+        if not kept:
+            mine = sum(1 for _, t in self._joined.values() if t == token_id)
+            if mine >= limits.per_token or len(self._joined) >= limits.total:
+                raise too_many_agents(limits, mine, len(self._joined))
         row = JoinedAgent(agent_id, copy.deepcopy(spec),
                           before[0].registered_at if before is not None and kept else now,
                           now + ttl_s)

@@ -1,6 +1,6 @@
 """What every store's ``WorkflowRegistry`` shares: the checks before a registration is
-written and the refusal of a version that holds other content (and the refusal of an
-agent id another token holds, ``AgentDirectory``'s).
+written and the refusal of a version that holds other content (and the refusals of
+``AgentDirectory``'s joins: an agent id another token holds, a join over the limits).
 
 The dialects only differ in how they write a row once (``ON CONFLICT DO NOTHING``);
 the in-memory store does the same with a dictionary.
@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from podium.errors import AgentTaken, ConfigError, VersionTaken
-from podium.store.base import workflow_digest
+from podium.errors import AgentTaken, ConfigError, TooManyAgents, VersionTaken
+from podium.store.base import JoinLimits, workflow_digest
 from podium.store.rows import dumps
 
-__all__ = ["Registration", "agent_taken", "prepare_registration", "version_taken"]
+__all__ = ["Registration", "agent_taken", "prepare_registration", "too_many_agents",
+           "version_taken"]
 
 
 class Registration(NamedTuple):
@@ -52,3 +53,17 @@ def version_taken(name: str, version: str) -> VersionTaken:
 def agent_taken(agent_id: str) -> AgentTaken:
     return AgentTaken(f"agent id {agent_id!r} is registered by another token and alive"
                       " (fix: give this agent another id, or stop the other one)")
+
+
+def too_many_agents(limits: JoinLimits, mine: int, total: int) -> TooManyAgents:
+    """The refusal of a join over ``limits``: the token holds ``mine`` live agents, the
+    database ``total``."""
+    if mine >= limits.per_token:
+        return TooManyAgents(
+            f"this token has {mine} live joined agents, its limit of {limits.per_token}"
+            " (fix: remove one that left, or raise the limit)",
+            limit=limits.per_token, per_token=True)
+    return TooManyAgents(
+        f"the database has {total} live joined agents, the limit of {limits.total} for all"
+        " tokens together (fix: remove one that left, or raise the limit)",
+        limit=limits.total, per_token=False)

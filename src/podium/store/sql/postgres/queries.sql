@@ -572,10 +572,20 @@ WHERE id = %(id)s AND (last_used_at IS NULL OR last_used_at < %(at)s);
 
 -- name: agent_join
 -- Add or renew a registration (database time): a live row of another token stays
--- untouched (the caller then sees the other token's id read back and refuses).
+-- untouched (the caller then sees the other token's id read back and refuses). A new
+-- one (not the token's own live row renewed) only while the token has fewer than
+-- per_token live rows and the database fewer than total: else nothing is written.
+-- Counted by the statement that inserts, under agents_join_lock (taken by the
+-- transaction's statement before: this statement's snapshot then has every join
+-- committed before it), so joins at once through several servers never overshoot.
 WITH now AS (SELECT extract(epoch FROM statement_timestamp()) AS t)
 INSERT INTO joined_agents AS j (id, spec, token_id, registered_at, expires_at)
 SELECT %(id)s, %(spec)s, %(token_id)s, now.t, now.t + %(ttl)s FROM now
+WHERE EXISTS (SELECT 1 FROM joined_agents o
+              WHERE o.id = %(id)s AND o.token_id = %(token_id)s AND o.expires_at > now.t)
+   OR ((SELECT count(*) FROM joined_agents o
+        WHERE o.token_id = %(token_id)s AND o.expires_at > now.t) < %(per_token)s
+       AND (SELECT count(*) FROM joined_agents o WHERE o.expires_at > now.t) < %(total)s)
 ON CONFLICT (id) DO UPDATE SET spec = EXCLUDED.spec, token_id = EXCLUDED.token_id,
     registered_at = CASE WHEN j.token_id = EXCLUDED.token_id
                           AND j.expires_at > EXCLUDED.registered_at
@@ -583,8 +593,23 @@ ON CONFLICT (id) DO UPDATE SET spec = EXCLUDED.spec, token_id = EXCLUDED.token_i
     expires_at = EXCLUDED.expires_at
 WHERE j.token_id = EXCLUDED.token_id OR j.expires_at <= EXCLUDED.registered_at;
 
+-- name: agents_join_lock
+-- One join at a time per schema (until its transaction ends): a count read beside
+-- another join's uncommitted insert would let both in over the limit. Joins are rare
+-- (an agent's start); heartbeats and reads never take it.
+SELECT pg_advisory_xact_lock(hashtext(%s));
+
 -- name: agent_joined_row
 SELECT token_id, registered_at, expires_at FROM joined_agents WHERE id = %s;
+
+-- name: agents_expired_delete
+-- Registrations that expired: never read again (a join under their id starts afresh).
+DELETE FROM joined_agents WHERE expires_at <= extract(epoch FROM statement_timestamp());
+
+-- name: agents_live_count
+-- The token's live registrations, and the database's (why a join was refused).
+SELECT count(*) FILTER (WHERE token_id = %s), count(*) FROM joined_agents
+WHERE expires_at > extract(epoch FROM statement_timestamp());
 
 -- name: agent_heartbeat
 UPDATE joined_agents SET expires_at = extract(epoch FROM statement_timestamp()) + %(ttl)s

@@ -320,9 +320,16 @@ SELECT pos, runs FROM feed ORDER BY pos DESC LIMIT 1;
 
 -- name: agent_join
 -- Add or renew a registration: a live row of another token stays untouched (the caller
--- then sees the other token's id read back and refuses).
+-- then sees the other token's id read back and refuses). A new one (not the token's own
+-- live row renewed) only while the token has fewer than ?6 live rows and the database
+-- fewer than ?7: else nothing is written (the caller reads back and refuses). Counted
+-- by the statement that inserts, in the caller's BEGIN IMMEDIATE transaction: joins
+-- from other processes wait for it, so none overshoots.
 INSERT INTO joined_agents (id, spec, token_id, registered_at, expires_at)
-VALUES (?1, ?2, ?3, ?4, ?4 + ?5)
+SELECT ?1, ?2, ?3, ?4, ?4 + ?5
+WHERE EXISTS (SELECT 1 FROM joined_agents WHERE id = ?1 AND token_id = ?3 AND expires_at > ?4)
+   OR ((SELECT count(*) FROM joined_agents WHERE token_id = ?3 AND expires_at > ?4) < ?6
+       AND (SELECT count(*) FROM joined_agents WHERE expires_at > ?4) < ?7)
 ON CONFLICT (id) DO UPDATE SET spec = excluded.spec, token_id = excluded.token_id,
     registered_at = CASE WHEN joined_agents.token_id = excluded.token_id
                           AND joined_agents.expires_at > ?4
@@ -332,6 +339,14 @@ WHERE joined_agents.token_id = excluded.token_id OR joined_agents.expires_at <= 
 
 -- name: agent_joined_row
 SELECT token_id, registered_at, expires_at FROM joined_agents WHERE id = ?;
+
+-- name: agents_expired_delete
+-- Registrations that expired: never read again (a join under their id starts afresh).
+DELETE FROM joined_agents WHERE expires_at <= ?;
+
+-- name: agents_live_count
+-- The token's live registrations, and the database's (why a join was refused).
+SELECT coalesce(sum(token_id = ?1), 0), count(*) FROM joined_agents WHERE expires_at > ?2;
 
 -- name: agent_heartbeat
 UPDATE joined_agents SET expires_at = ?3 + ?4
