@@ -439,3 +439,22 @@ def test_hostile_submits_refused_cleanly_and_concurrent_same_key_starts_one_run(
                        headers={"Idempotency-Key": "together"})
     assert changed.status_code == 409  # same key, another version: refused, not replayed
     assert len(sandbox.run_ids()) == 2
+
+
+def test_log_level_quiets_the_server_as_the_other_servers(sandbox: Sandbox) -> None:
+    """``podium serve --log-level``, as ``podium agent serve`` and ``podium a2a serve``
+    take it: at warning, none of the start-up's information lines."""
+    chatty, quiet = start(sandbox), start(sandbox, "--log-level", "warning")
+    for api in (chatty, quiet):
+        assert api.get("/runs").status_code == 200
+    said = sandbox.stderr_of(chatty.proc)
+    assert "INFO:     podium serve on http://127.0.0.1:" in said
+    assert "Application startup complete" in said
+    logs = sandbox.stderr_of(quiet.proc)
+    assert "podium serve on" not in logs
+    assert "Application startup complete" not in logs
+    bad = sandbox.podium("serve", "--port", str(free_port()), "--log-level", "loud",
+                         agents=True, timeout=30)
+    assert bad.returncode == 2
+    assert "--log-level 'loud' is unknown" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -226,6 +226,10 @@ def serve_cmd(
                      help="Live joined agents of all tokens together, admin ones included"
                      " (default 256)."),
     ] = None,
+    log_level: Annotated[
+        str, typer.Option("--log-level", metavar="LEVEL",
+                          help="critical, error, warning, info, debug or trace.")
+    ] = "info",
 ) -> None:
     """Run the engine as a server: the HTTP API (docs at /docs), /metrics, /healthz;
     resumes runs a dead process left."""
@@ -236,6 +240,7 @@ def serve_cmd(
         serve(host, port, ServerConfig(db=db, agents_file=agents, alerts_file=alerts,
                                        max_joined_agents=max_joined_agents,
                                        max_joined_agents_total=max_joined_agents_total),
-              allowed_hosts=allowed_hosts or (), insecure_no_auth=insecure_no_auth)
+              allowed_hosts=allowed_hosts or (), log_level=log_level,
+              insecure_no_auth=insecure_no_auth)
 
     guarded(body)
