@@ -797,6 +797,11 @@ def _nested(depth: int) -> bytes:
     (b'{"jsonrpc":"2.0","id":1,"result":{"message":{"parts":[{"text":3}]}}}',
      "ParseError: Failed to parse parts field: Failed to parse text field"),
     (_nested(2000), "Invalid JSON-RPC response: not a JSON object"),  # past the parser's depth
+    # States that settle nothing: failed at once, not polled until the attempt's timeout.
+    (b'{"jsonrpc":"2.0","id":1,"result":{"task":{"id":"t1","status":'
+     b'{"state":"TASK_STATE_UNSPECIFIED"}}}}', "task 't1' is in state TASK_STATE_UNSPECIFIED"),
+    (b'{"jsonrpc":"2.0","id":1,"result":{"task":{"id":"t2","status":{"state":42}}}}',
+     "task 't2' is in state number 42, neither going nor settled"),
 ])
 async def test_a_malformed_answer_is_a_clear_agent_error(body: bytes, said: str) -> None:
     """What is not a JSON-RPC answer, or not an A2A result, fails the attempt as an

@@ -601,18 +601,36 @@ class A2AAgent(AgentBase):
 
     async def _until_settled(self, client: Client | JsonRpcClient, task: A2ATask
                              ) -> A2ATask:
-        """Poll an unfinished remote task until it is terminal or needs the caller."""
+        """Poll an unfinished remote task until it is terminal or needs the caller.
+
+        Only ``submitted`` and ``working`` are waited on. Any other state that settles
+        nothing (``unspecified``, or a number A2A 1.0 does not define) fails the attempt
+        at once: it was polled until the attempt's timeout, for a state that would never
+        change by waiting."""
         t = self._types()
         settled = {
             t.TaskState.TASK_STATE_COMPLETED, t.TaskState.TASK_STATE_FAILED,
             t.TaskState.TASK_STATE_CANCELED, t.TaskState.TASK_STATE_REJECTED,
             t.TaskState.TASK_STATE_INPUT_REQUIRED, t.TaskState.TASK_STATE_AUTH_REQUIRED,
         }
+        going = {t.TaskState.TASK_STATE_SUBMITTED, t.TaskState.TASK_STATE_WORKING}
         delay = min(0.05, self._poll_interval_s)
-        while task.status.state not in settled:
+        while task.status.state in going:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._poll_interval_s)
             task = await client.get_task(t.GetTaskRequest(id=task.id, history_length=0))
+        state = task.status.state
+        if state not in settled:
+            try:
+                name = t.TaskState.Name(state)
+            except ValueError:
+                name = f"number {state}"
+            self._cancel_remote_soon(task.id)
+            raise AgentError(
+                f"A2A agent '{self._id}' at {self.url}: task {task.id!r} is in state {name},"
+                " neither going nor settled (fix: the agent must answer a state A2A 1.0"
+                " defines: submitted, working, completed, failed, canceled, rejected,"
+                " input-required or auth-required)", agent_id=self._id)
         return task
 
     def _outcome(self, task: A2ATask) -> Any:
