@@ -344,10 +344,18 @@ def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
     ids: list[str] = []
     deps: dict[str, list[str]] = {}
     seen: set[str] = set()
+    # Each step that is a mapping with a text id, with its own depends_on ids: read once
+    # here for the passes below (a 100,000-step workflow asked each step again per pass).
+    named: list[tuple[int, str, Mapping[str, Any], list[str]]] = []
     for i, s in enumerate(steps):
-        if not isinstance(s, Mapping) or not isinstance(s.get("id"), str):
+        if not (type(s) is dict or isinstance(s, Mapping)):
             continue
-        sid = s["id"]
+        sid = s.get("id")
+        if not isinstance(sid, str):
+            continue
+        # Each step's own list: a duplicate id must not repeat the first step's problems.
+        own = [x for x in _dep_list(s) if isinstance(x, str)]
+        named.append((i, sid, s, own))
         if sid in seen:
             problems.append(
                 Problem(
@@ -361,13 +369,9 @@ def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
             continue
         seen.add(sid)
         ids.append(sid)
-        d = _dep_list(s)
-        deps[sid] = [x for x in d if isinstance(x, str)]
+        deps[sid] = own
 
-    for i, s in enumerate(steps):
-        if not isinstance(s, Mapping) or not isinstance(s.get("id"), str):
-            continue
-        sid = s["id"]
+    for i, sid, s, own_deps in named:
         if mode != "dag" and s.get("depends_on"):
             problems.append(
                 Problem(
@@ -379,9 +383,6 @@ def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
                 )
             )
             continue
-        own = _dep_list(s)
-        # Each step's own list: a duplicate id must not repeat the first step's problems.
-        own_deps = [x for x in own if isinstance(x, str)]
         for j, target in enumerate(own_deps):
             if target == sid:
                 problems.append(
@@ -441,10 +442,11 @@ def semantic_problems(raw: Mapping[str, Any]) -> list[Problem]:
         why = "parallel steps run together; use mode: dag to pass '{ref}' on"
 
     known = set(seen)
-    for i, s in enumerate(steps):
-        if not isinstance(s, Mapping) or not isinstance(s.get("id"), str):
-            continue
-        sid = s["id"]
+    for i, sid, s, _own in named:
+        if (s.get("input") is None and s.get("for_each") is None and s.get("when") is None
+                and s.get("compensate") is None and s.get("max_concurrency") is None
+                and s.get("tolerate") is None):
+            continue  # nothing below to check: most steps of a big workflow
 
         def reads(ref: str, sid: str = sid) -> bool:
             return upstream(sid, ref)
