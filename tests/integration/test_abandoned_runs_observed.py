@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,27 +32,7 @@ from podium.observe.alerts import AlertManager
 from podium.observe.metrics import EngineMetrics
 from podium.observe.tracing import Tracing
 from podium.store.sqlite import SQLiteStore
-
-
-class Gate:
-    """An agent whose calls wait until their step's gate opens."""
-
-    def __init__(self) -> None:
-        self.gates: dict[str, asyncio.Event] = {}
-        self.came: dict[str, asyncio.Event] = {}
-        self.calls: Counter[str] = Counter()
-
-    def of(self, step: str) -> asyncio.Event:
-        return self.gates.setdefault(step, asyncio.Event())
-
-    def arrived(self, step: str) -> asyncio.Event:
-        return self.came.setdefault(step, asyncio.Event())
-
-    async def __call__(self, task: Any) -> Any:
-        self.calls[task.step_id] += 1
-        self.arrived(task.step_id).set()
-        await self.of(task.step_id).wait()
-        return {"step": task.step_id}
+from tests.integration.test_fencing import Gate
 
 
 def _three() -> Workflow:
@@ -95,50 +75,49 @@ class _Watched:
         assert not [a for a in self.alerts.active.values() if a.kind == "sla"]
         told = [e for e in self.local if isinstance(e, RunAbandoned)]
         assert [e.run_id for e in told] == [run_id]
+        # Never stored: the run's story goes on in the events of whoever continues it.
+        stored = await self.engine.store.get_events(run_id)
+        assert "run_abandoned" not in {e.type for e in stored}
 
 
 async def _in_b(watched: _Watched, gate: Gate) -> Any:
     gate.of("a").set()
     handle = await watched.engine.start(_three())
-    await asyncio.wait_for(gate.arrived("b").wait(), 10)
+    await asyncio.wait_for(gate.came("b").wait(), 10)
     assert watched.sample("podium_runs_in_progress", workflow="handoff") == 1
     assert watched.sample("podium_agent_inflight", agent="gate") == 1
     return handle
 
 
-async def test_a_run_taken_over_by_another_process_leaves_gauges_spans_and_slas(
-        tmp_path: Path) -> None:
+async def _taken_over(engine: Engine, gate: Gate, handle: Any) -> None:
+    """Another process claims the run (its lease lapsed, as after a freeze)."""
+    seen = await engine.store.get_run(handle.run_id)
+    assert await engine.store.claim_run(seen, "someone-else", lease_s=60, recoveries=1,
+                                        owner_dead=True)
+    engine.journal.leases_good_until = float("-inf")
+    gate.of("b").set()
+    with pytest.raises(RunLost):
+        await asyncio.wait_for(handle.result(), 10)
+
+
+async def _handed_back(engine: Engine, _gate: Gate, handle: Any) -> None:
+    """A shutdown hands the run back, cutting its attempt in flight short."""
+    hurry = asyncio.Event()
+    off = asyncio.create_task(engine.hand_off(grace_s=600, hurry=hurry))
+    await asyncio.sleep(0.05)
+    hurry.set()
+    assert await asyncio.wait_for(off, 10) == [handle.run_id]
+
+
+@pytest.mark.parametrize("let_go", [_taken_over, _handed_back])
+async def test_a_run_let_go_of_leaves_gauges_spans_and_slas(
+        tmp_path: Path, let_go: Callable[[Engine, Gate, Any], Awaitable[None]]) -> None:
     gate = Gate()
     watched = _Watched(SQLiteStore(tmp_path / "f.db"), gate)
     async with watched.engine as engine:
         handle = await _in_b(watched, gate)
-        seen = await engine.store.get_run(handle.run_id)
-        assert await engine.store.claim_run(seen, "someone-else", lease_s=60, recoveries=1,
-                                            owner_dead=True)
-        engine.journal.leases_good_until = float("-inf")  # as after a freeze
-        gate.of("b").set()
-        with pytest.raises(RunLost):
-            await asyncio.wait_for(handle.result(), 10)
+        await let_go(engine, gate, handle)
         await watched.assert_let_go(handle.run_id)
-        # Nothing of it was stored: the other process's story of the run goes on alone.
-        assert "run_abandoned" not in {e.type for e in await engine.store.get_events(
-            handle.run_id)}
-
-
-async def test_a_run_handed_back_with_its_attempt_cut_short_leaves_them_too(
-        tmp_path: Path) -> None:
-    gate = Gate()
-    watched = _Watched(SQLiteStore(tmp_path / "h.db"), gate)
-    async with watched.engine as engine:
-        handle = await _in_b(watched, gate)
-        hurry = asyncio.Event()
-        off = asyncio.create_task(engine.hand_off(grace_s=600, hurry=hurry))
-        await asyncio.sleep(0.05)
-        hurry.set()
-        assert await asyncio.wait_for(off, 10) == [handle.run_id]
-        await watched.assert_let_go(handle.run_id)
-        events = await engine.store.get_events(handle.run_id)
-        assert "run_abandoned" not in {e.type for e in events}
 
 
 async def test_a_new_run_whose_id_was_taken_leaves_the_gauge(tmp_path: Path) -> None:
