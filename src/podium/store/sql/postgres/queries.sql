@@ -625,3 +625,53 @@ DELETE FROM joined_agents WHERE id = %(id)s
 SELECT id, spec, registered_at, expires_at FROM joined_agents
 WHERE expires_at > extract(epoch FROM statement_timestamp()) ORDER BY id;
 
+
+-- name: prune_roots
+-- The next top-level runs a prune may delete, oldest end first, after the keyset
+-- (finished_at, run_id) (%(after_at)s, %(after_id)s): ended before %(before)s, of
+-- %(statuses)s, of %(workflow)s (NULL: any), nobody owning them, no child run
+-- (RUN.step..., between 'RUN.' and 'RUN/' byte-wise) owned or live, and no event of
+-- the tree that a feed reader's fresh saved position (the alert leader's, saved less
+-- than %(stale)s seconds ago: a new leader carries on from it) has not read yet.
+SELECT r.run_id, r.finished_at FROM runs r
+WHERE r.finished_at < %(before)s
+  AND (r.finished_at, r.run_id) > (%(after_at)s, %(after_id)s COLLATE "C")
+  AND strpos(r.run_id, '.') = 0 AND r.owner IS NULL
+  AND r.status = ANY(%(statuses)s::text[])
+  AND (%(workflow)s::text IS NULL OR r.workflow = %(workflow)s::text)
+  AND NOT EXISTS (SELECT 1 FROM runs c
+                  WHERE c.run_id > r.run_id || '.' AND c.run_id < r.run_id || '/'
+                    AND (c.owner IS NOT NULL OR c.status <> ALL(%(terminal)s::text[])))
+  AND NOT EXISTS (SELECT 1 FROM feed_positions f
+                  JOIN events e ON e.run_id = r.run_id
+                    OR (e.run_id > r.run_id || '.' AND e.run_id < r.run_id || '/')
+                  WHERE f.saved > extract(epoch FROM statement_timestamp()) - %(stale)s
+                    AND (e.tx, e.run_id, e.seq) > (f.tx, f.run_id, f.seq))
+ORDER BY r.finished_at, r.run_id
+LIMIT %(limit)s;
+
+-- name: prune_tree
+-- The runs %(roots)s and all their child runs, each with its top-level run, status and
+-- owner, locked (a claim or a resume of any of them waits for the prune's commit, and
+-- then finds no row); read again after the lock, so a run claimed meanwhile shows it.
+SELECT j.id, c.run_id, c.status, c.owner
+FROM unnest(%(roots)s::text[]) AS j(id)
+JOIN runs c ON c.run_id = j.id COLLATE "C"
+    OR (c.run_id > j.id || '.' AND c.run_id < j.id || '/')
+FOR UPDATE OF c;
+
+-- name: prune_tree_count
+-- The same runs, for a dry run: counted, nothing locked.
+SELECT count(*) FROM unnest(%(roots)s::text[]) AS j(id)
+JOIN runs c ON c.run_id = j.id COLLATE "C"
+    OR (c.run_id > j.id || '.' AND c.run_id < j.id || '/');
+
+-- name: prune_delete
+-- Everything of the runs %(ids)s, in one statement (one transaction with the lock).
+WITH s AS (DELETE FROM steps WHERE run_id = ANY(%(ids)s::text[])),
+     e AS (DELETE FROM events WHERE run_id = ANY(%(ids)s::text[])),
+     g AS (DELETE FROM signals WHERE run_id = ANY(%(ids)s::text[])),
+     w AS (DELETE FROM run_wakes WHERE run_id = ANY(%(ids)s::text[])),
+     l AS (DELETE FROM run_slots WHERE run_id = ANY(%(ids)s::text[]))
+DELETE FROM runs WHERE run_id = ANY(%(ids)s::text[])
+  AND owner IS NULL AND status = ANY(%(terminal)s::text[]);

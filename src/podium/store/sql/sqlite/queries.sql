@@ -359,3 +359,55 @@ DELETE FROM joined_agents WHERE id = ?1 AND (?2 IS NULL OR token_id = ?2);
 SELECT id, spec, registered_at, expires_at FROM joined_agents WHERE expires_at > ?
 ORDER BY id;
 
+
+-- name: prune_roots
+-- The next top-level runs a prune may delete, oldest end first, after the keyset
+-- (finished_at, run_id) ?2, ?3: ended before ?1, of the statuses ?4 (a JSON array),
+-- of workflow ?5 (NULL: any), nobody owning them, and no child run (RUN.step...,
+-- between 'RUN.' and 'RUN/' byte-wise) that is owned or not in the terminal statuses ?6.
+SELECT r.run_id, r.finished_at FROM runs r
+WHERE r.finished_at < ?1 AND (r.finished_at, r.run_id) > (?2, ?3)
+  AND instr(r.run_id, '.') = 0 AND r.owner IS NULL
+  AND r.status IN (SELECT value FROM json_each(?4))
+  AND (?5 IS NULL OR r.workflow = ?5)
+  AND NOT EXISTS (SELECT 1 FROM runs c
+                  WHERE c.run_id > r.run_id || '.' AND c.run_id < r.run_id || '/'
+                    AND (c.owner IS NOT NULL
+                         OR c.status NOT IN (SELECT value FROM json_each(?6))))
+ORDER BY r.finished_at, r.run_id
+LIMIT ?7;
+
+-- name: prune_tree
+-- The runs ?1 (a JSON array of top-level run ids) and all their child runs.
+SELECT value FROM json_each(?1)
+UNION ALL
+SELECT c.run_id FROM json_each(?1) j
+JOIN runs c ON c.run_id > j.value || '.' AND c.run_id < j.value || '/';
+
+-- name: prune_steps
+DELETE FROM steps WHERE run_id IN (SELECT value FROM json_each(?));
+
+-- name: prune_events
+DELETE FROM events WHERE run_id IN (SELECT value FROM json_each(?));
+
+-- name: prune_signals
+DELETE FROM signals WHERE run_id IN (SELECT value FROM json_each(?));
+
+-- name: prune_wakes
+DELETE FROM run_wakes WHERE run_id IN (SELECT value FROM json_each(?));
+
+-- name: prune_runs
+-- (Checked again under the write lock the candidates were read under: never a live run.)
+DELETE FROM runs WHERE run_id IN (SELECT value FROM json_each(?1))
+  AND owner IS NULL AND status IN (SELECT value FROM json_each(?2));
+
+-- name: prune_feed_bounds
+SELECT min(pos), max(pos) FROM feed;
+
+-- name: prune_feed
+-- Feed rows in [?1, ?2) that name only runs that are gone. Never the last row: a
+-- new batch's pos is the highest one plus one, and a reader that read up to a deleted
+-- last row would skip a new batch given that number again.
+DELETE FROM feed WHERE pos >= ?1 AND pos < ?2 AND pos < (SELECT max(pos) FROM feed)
+  AND NOT EXISTS (SELECT 1 FROM json_each(feed.runs) j
+                  JOIN runs r ON r.run_id = json_extract(j.value, '$[0]'));
