@@ -19,21 +19,25 @@ from tests.contract.test_store_contract import DEF, batch, started, step_row
 CUT = 1000.0  # "ended before": runs that ended at 100-900 are old, at 5000 recent
 
 
+LIVE, LAPSED = 1e12, 50.0  # a lease that runs for ever; one long expired
+
+
 def row(run_id: str, status: str, finished: float | None, *, owner: str | None = None,
-        workflow: str = "w") -> RunRow:
+        lease: float = LIVE, workflow: str = "w") -> RunRow:
     return RunRow(run_id, status, "null", None, 10.0, finished, "execute", workflow, 1, DEF,
                   orjson.dumps({"in": run_id}).decode(), 10.0, owner,
-                  None if owner is None else 1e12, {"agents_file": None})
+                  None if owner is None else lease, {"agents_file": None})
 
 
 async def put(store: Store, run_id: str, status: str = "succeeded",
               finished: float | None = 100.0, *, owner: str | None = None,
-              workflow: str = "w") -> None:
-    """A run with three events, a step row, a signal and a timer."""
+              lease: float = LIVE, workflow: str = "w") -> None:
+    """A run with three events, a step row, a signal and a timer (``owner`` holds it
+    until ``lease``, the store's clock)."""
     ev = [started(run_id), StepStarted(run_id=run_id, ts=3.0, step_id="a", attempt=1,
                                        agent_id="agent-1"),
           StepStarted(run_id=run_id, ts=4.0, step_id="b", attempt=1, agent_id="agent-1")]
-    await store.write_batch(batch([row(run_id, status, finished, owner=owner,
+    await store.write_batch(batch([row(run_id, status, finished, owner=owner, lease=lease,
                                        workflow=workflow)], ev,
                                   steps=[step_row(run_id, "a", "succeeded", output=1)]))
     await store.send_signal(run_id, "go", {"from": run_id}, 5.0)
@@ -81,12 +85,14 @@ async def test_old_ended_runs_go_with_all_their_rows_and_live_or_recent_ones_sta
     await put(store, "waiting", "waiting", None)
     await put(store, "pending", "pending", None)
     await put(store, "running", "running", None, owner="worker-1")
-    # Ended long ago but held by a process (a rollback under way): not touched.
+    # Ended long ago but held by a process (claimed to roll it back): not touched.
     await put(store, "owned-failed", "failed", 100.0, owner="worker-1")
+    # Its owner (the process that ended it) kept it, but the lease ran out: it goes.
+    await put(store, "left-owned", "succeeded", 100.0, owner="gone-1", lease=LAPSED)
     kept = ["recent", "waiting", "pending", "running", "owned-failed"]
 
-    assert await store.prune_runs(CUT) == 3
-    for rid in ("old-ok", "old-failed", "old-rolled"):
+    assert await store.prune_runs(CUT) == 4
+    for rid in ("old-ok", "old-failed", "old-rolled", "left-owned"):
         assert await gone(store, rid)
     for rid in kept:
         assert await intact(store, rid), rid
@@ -126,6 +132,9 @@ async def test_child_runs_go_with_their_parent_and_never_while_one_of_the_tree_l
     # A parent that ended, with a child still executing: the tree waits, whole.
     await put(store, "q", "failed", 100.0)
     await put(store, "q.call", "running", None, owner="worker-1")
+    # ... or with an ended child that a process holds (claimed it to redrive it).
+    await put(store, "t", "failed", 100.0)
+    await put(store, "t.call", "failed", 100.0, owner="worker-1")
     # A child that ended long ago, its parent still waiting: never before its parent.
     await put(store, "r", "waiting", None)
     await put(store, "r.call", "succeeded", 100.0)
@@ -134,7 +143,7 @@ async def test_child_runs_go_with_their_parent_and_never_while_one_of_the_tree_l
     assert await store.prune_runs(CUT) == 4
     for rid in ("p", "p.call", "p.fan[0]", "p.call.inner"):
         assert await gone(store, rid)
-    for rid in ("pa", "p-x", "q", "q.call", "r", "r.call"):
+    for rid in ("pa", "p-x", "q", "q.call", "r", "r.call", "t", "t.call"):
         assert await intact(store, rid), rid
     # A status filter picks parents; their children go whatever theirs.
     await put(store, "s", "failed", 100.0)

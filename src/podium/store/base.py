@@ -711,9 +711,12 @@ class RunPruner(Protocol):
 
         Only top-level runs are picked (optionally only ``statuses``, all of them
         terminal, and one ``workflow``); a run goes only if its status is terminal and
-        nobody owns it, with all its child runs (``RUN.step...``), and only if every
-        one of those is terminal and unowned too: a tree with one live child waits,
-        whole. With a run go its steps, events, signals, timer and feed entries.
+        no process holds it (no owner, or the owner's lease expired by the store's
+        clock, as ``claim_run`` counts a run free: the process that ended a run keeps
+        its owner until that lease runs out, one that claimed it to resume or roll it
+        back holds a live one), with all its child runs (``RUN.step...``), and only
+        if every one of those is terminal and not held too: a tree with one live
+        child waits, whole. With a run go its steps, events, signals, timer and feed entries.
         ``batch_runs`` top-level runs per transaction, so a big prune never holds the
         write lock long. ``dry_run``: count what would go, delete nothing.
         On PostgreSQL, runs with events that a feed reader's fresh saved position

@@ -186,9 +186,11 @@ class MemoryStore:
         ``batch_runs`` bounds nothing; the feed loses the entries of the runs that went."""
         picked = set(prune_statuses(statuses))
         runs = self._runs
+        now = self._clock()
 
-        def free(r: RunRecord) -> bool:
-            return r.status in TERMINAL_RUN_STATUSES and r.owner is None
+        def free(r: RunRecord) -> bool:  # ended, and held by no process (as claim_run says)
+            return r.status in TERMINAL_RUN_STATUSES and (
+                r.owner is None or r.lease_expires_at is None or r.lease_expires_at < now)
 
         going: list[str] = []
         for rid, r in runs.items():

@@ -62,9 +62,9 @@ class PostgresPrune(PostgresPart):
                     cur = await conn.execute(Q["prune_tree"], {"roots": ids})
                     trees: dict[str, list[str]] = {}
                     live: set[str] = set()
-                    for root, rid, status, owner in await cur.fetchall():
+                    for root, rid, status, held in await cur.fetchall():
                         trees.setdefault(root, []).append(rid)
-                        if owner is not None or status not in TERMINAL_RUN_STATUSES:
+                        if held or status not in TERMINAL_RUN_STATUSES:
                             live.add(root)  # claimed or resumed since it was read
                     going = [rid for root, tree in trees.items() if root not in live
                              for rid in tree]

@@ -20,6 +20,7 @@ its number again to a batch that a reader already past it would skip.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Collection
 from typing import Any
 
@@ -54,9 +55,10 @@ class PruneQueries(SQLitePart):
         while True:
             def batch(conn: sqlite3.Connection, key: tuple[float, str] = after
                       ) -> tuple[int, tuple[float, str] | None]:
+                now = time.time()  # (the store's clock: ``SQLiteStore.now``)
                 roots = conn.execute(Q["prune_roots"], (
                     finished_before, key[0], key[1], picked, workflow, _TERMINAL,
-                    batch_runs)).fetchall()
+                    batch_runs, now)).fetchall()
                 if not roots:
                     return 0, None
                 ids = [str(r[0]) for r in roots]
@@ -67,7 +69,7 @@ class PruneQueries(SQLitePart):
                 tree = dumps(members)
                 for name in ("prune_steps", "prune_events", "prune_signals", "prune_wakes"):
                     conn.execute(Q[name], (tree,))
-                gone = conn.execute(Q["prune_runs"], (tree, _TERMINAL)).rowcount
+                gone = conn.execute(Q["prune_runs"], (tree, _TERMINAL, now)).rowcount
                 for rid in members:  # (ended runs are forgotten already; never trust, drop)
                     self._written.pop(rid, None)
                 return gone, last

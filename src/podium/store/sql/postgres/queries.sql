@@ -629,19 +629,25 @@ WHERE expires_at > extract(epoch FROM statement_timestamp()) ORDER BY id;
 -- name: prune_roots
 -- The next top-level runs a prune may delete, oldest end first, after the keyset
 -- (finished_at, run_id) (%(after_at)s, %(after_id)s): ended before %(before)s, of
--- %(statuses)s, of %(workflow)s (NULL: any), nobody owning them, no child run
--- (RUN.step..., between 'RUN.' and 'RUN/' byte-wise) owned or live, and no event of
+-- %(statuses)s, of %(workflow)s (NULL: any), free (no owner, or its lease expired, as
+-- run_claim counts it: a process that claimed it to resume or roll it back holds a live
+-- lease), no child run (RUN.step..., between 'RUN.' and 'RUN/' byte-wise) held or
+-- live, and no event of
 -- the tree that a feed reader's fresh saved position (the alert leader's, saved less
 -- than %(stale)s seconds ago: a new leader carries on from it) has not read yet.
 SELECT r.run_id, r.finished_at FROM runs r
 WHERE r.finished_at < %(before)s
   AND (r.finished_at, r.run_id) > (%(after_at)s, %(after_id)s COLLATE "C")
-  AND strpos(r.run_id, '.') = 0 AND r.owner IS NULL
+  AND strpos(r.run_id, '.') = 0
+  AND (r.owner IS NULL OR r.lease_expires_at IS NULL
+       OR r.lease_expires_at < extract(epoch FROM statement_timestamp()))
   AND r.status = ANY(%(statuses)s::text[])
   AND (%(workflow)s::text IS NULL OR r.workflow = %(workflow)s::text)
   AND NOT EXISTS (SELECT 1 FROM runs c
                   WHERE c.run_id > r.run_id || '.' AND c.run_id < r.run_id || '/'
-                    AND (c.owner IS NOT NULL OR c.status <> ALL(%(terminal)s::text[])))
+                    AND ((c.owner IS NOT NULL
+                          AND c.lease_expires_at >= extract(epoch FROM statement_timestamp()))
+                         OR c.status <> ALL(%(terminal)s::text[])))
   AND NOT EXISTS (SELECT 1 FROM feed_positions f
                   JOIN events e ON e.run_id = r.run_id
                     OR (e.run_id > r.run_id || '.' AND e.run_id < r.run_id || '/')
@@ -652,9 +658,10 @@ LIMIT %(limit)s;
 
 -- name: prune_tree
 -- The runs %(roots)s and all their child runs, each with its top-level run, status and
--- owner, locked (a claim or a resume of any of them waits for the prune's commit, and
+-- whether a process holds it, locked (a claim or a resume of any of them waits for the prune's commit, and
 -- then finds no row); read again after the lock, so a run claimed meanwhile shows it.
-SELECT j.id, c.run_id, c.status, c.owner
+SELECT j.id, c.run_id, c.status,
+       c.owner IS NOT NULL AND c.lease_expires_at >= extract(epoch FROM statement_timestamp())
 FROM unnest(%(roots)s::text[]) AS j(id)
 JOIN runs c ON c.run_id = j.id COLLATE "C"
     OR (c.run_id > j.id || '.' AND c.run_id < j.id || '/')
@@ -674,4 +681,6 @@ WITH s AS (DELETE FROM steps WHERE run_id = ANY(%(ids)s::text[])),
      w AS (DELETE FROM run_wakes WHERE run_id = ANY(%(ids)s::text[])),
      l AS (DELETE FROM run_slots WHERE run_id = ANY(%(ids)s::text[]))
 DELETE FROM runs WHERE run_id = ANY(%(ids)s::text[])
-  AND owner IS NULL AND status = ANY(%(terminal)s::text[]);
+  AND (owner IS NULL OR lease_expires_at IS NULL
+       OR lease_expires_at < extract(epoch FROM statement_timestamp()))
+  AND status = ANY(%(terminal)s::text[]);

@@ -363,16 +363,19 @@ ORDER BY id;
 -- name: prune_roots
 -- The next top-level runs a prune may delete, oldest end first, after the keyset
 -- (finished_at, run_id) ?2, ?3: ended before ?1, of the statuses ?4 (a JSON array),
--- of workflow ?5 (NULL: any), nobody owning them, and no child run (RUN.step...,
--- between 'RUN.' and 'RUN/' byte-wise) that is owned or not in the terminal statuses ?6.
+-- of workflow ?5 (NULL: any), free at ?8 (no owner, or its lease expired, as
+-- run_claim counts it: a process that claimed it to resume or roll it back holds a
+-- live lease), and no child run (RUN.step..., between 'RUN.' and 'RUN/' byte-wise)
+-- that is held or not in the terminal statuses ?6.
 SELECT r.run_id, r.finished_at FROM runs r
 WHERE r.finished_at < ?1 AND (r.finished_at, r.run_id) > (?2, ?3)
-  AND instr(r.run_id, '.') = 0 AND r.owner IS NULL
+  AND instr(r.run_id, '.') = 0
+  AND (r.owner IS NULL OR r.lease_expires_at IS NULL OR r.lease_expires_at < ?8)
   AND r.status IN (SELECT value FROM json_each(?4))
   AND (?5 IS NULL OR r.workflow = ?5)
   AND NOT EXISTS (SELECT 1 FROM runs c
                   WHERE c.run_id > r.run_id || '.' AND c.run_id < r.run_id || '/'
-                    AND (c.owner IS NOT NULL
+                    AND ((c.owner IS NOT NULL AND c.lease_expires_at >= ?8)
                          OR c.status NOT IN (SELECT value FROM json_each(?6))))
 ORDER BY r.finished_at, r.run_id
 LIMIT ?7;
@@ -399,7 +402,8 @@ DELETE FROM run_wakes WHERE run_id IN (SELECT value FROM json_each(?));
 -- name: prune_runs
 -- (Checked again under the write lock the candidates were read under: never a live run.)
 DELETE FROM runs WHERE run_id IN (SELECT value FROM json_each(?1))
-  AND owner IS NULL AND status IN (SELECT value FROM json_each(?2));
+  AND (owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at < ?3)
+  AND status IN (SELECT value FROM json_each(?2));
 
 -- name: prune_feed_bounds
 SELECT min(pos), max(pos) FROM feed;
