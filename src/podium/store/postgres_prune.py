@@ -1,10 +1,10 @@
 """PostgreSQL retention (``podium prune``): deleting runs that ended long ago.
 
-A mixin of ``PostgresStore``. Candidates are read in keyset order (when they
-ended, then id), ``batch_runs`` top-level runs at a time; each batch locks its
-runs and their child runs (``FOR UPDATE``), keeps only the trees that are still
-all ended and unowned once locked, and deletes them with their steps, events,
-signals, timers and slots, in one transaction.
+A mixin of ``PostgresStore``. Each transaction picks the ``batch_runs`` top-level runs
+that ended first (reading the index on ``finished_at`` in order, so a batch never
+looks at every run), locks them and their child runs (``FOR UPDATE``), keeps only
+the trees still all ended and free once locked, and deletes them with their
+steps, events, signals, timers and slots. A dry run is one counting read.
 
 The feed here is the events table itself (ordered by the writing transaction,
 schema 6), so an event deleted leaves the feed with it, and positions stay
@@ -42,30 +42,28 @@ class PostgresPrune(PostgresPart):
             self._writable()
         params = {"before": finished_before, "statuses": prune_statuses(statuses),
                   "workflow": workflow, "terminal": _TERMINAL,
-                  "stale": FEED_POSITION_STALE_S, "limit": batch_runs,
-                  "after_at": float("-inf"), "after_id": ""}
-        total = 0
+                  "stale": FEED_POSITION_STALE_S, "limit": batch_runs}
         try:
+            if dry_run:
+                rows = await self._fetch(Q["prune_count"], params)
+                return int(rows[0][0])
+            # Runs found held once locked (claimed since they were read): not picked again.
+            skip: list[str] = []
+            total = 0
             while True:
                 async with self.pool.connection() as conn, conn.transaction():
-                    cur = await conn.execute(Q["prune_roots"], params)
-                    roots = await cur.fetchall()
-                    if not roots:
-                        break
-                    ids = [str(r[0]) for r in roots]
-                    params["after_at"], params["after_id"] = float(roots[-1][1]), ids[-1]
-                    if dry_run:
-                        cur = await conn.execute(Q["prune_tree_count"], {"roots": ids})
-                        row = await cur.fetchone()
-                        total += int(row[0]) if row is not None else 0
-                        continue
+                    cur = await conn.execute(Q["prune_roots"], {**params, "skip": skip})
+                    ids = [str(r[0]) for r in await cur.fetchall()]
+                    if not ids:
+                        return total
                     cur = await conn.execute(Q["prune_tree"], {"roots": ids})
                     trees: dict[str, list[str]] = {}
                     live: set[str] = set()
                     for root, rid, status, held in await cur.fetchall():
                         trees.setdefault(root, []).append(rid)
                         if held or status not in TERMINAL_RUN_STATUSES:
-                            live.add(root)  # claimed or resumed since it was read
+                            live.add(root)
+                    skip += sorted(live)
                     going = [rid for root, tree in trees.items() if root not in live
                              for rid in tree]
                     if going:
@@ -74,4 +72,3 @@ class PostgresPrune(PostgresPart):
                         total += cur.rowcount
         except psycopg.Error as exc:
             raise self._error(exc, "prune") from None
-        return total

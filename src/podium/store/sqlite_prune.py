@@ -1,9 +1,9 @@
 """SQLite retention (``podium prune``): deleting runs that ended long ago.
 
-A mixin of ``SQLiteStore``. A prune walks the runs that may go in keyset order
-(when they ended, then id) and deletes ``batch_runs`` top-level runs, with their
-child runs and every row of theirs, per ``BEGIN IMMEDIATE`` transaction: the
-candidates are read under the same write lock that deletes them, so no run can
+A mixin of ``SQLiteStore``. Each ``BEGIN IMMEDIATE`` transaction deletes the
+``batch_runs`` top-level runs that ended first (the index on ``finished_at`` read
+in order), with their child runs and every row of theirs: the candidates are read
+under the same write lock that deletes them, so no run can
 start, be claimed or resumed in between, and the engines writing beside a big
 prune wait for one batch at most, never for the whole prune.
 
@@ -50,42 +50,33 @@ class PruneQueries(SQLitePart):
         if batch_runs < 1:
             raise ValueError(f"batch_runs {batch_runs}: at least 1")
         picked = dumps(prune_statuses(statuses))
-        after: tuple[float, str] = (float("-inf"), "")
-        total = 0
-        while True:
-            def batch(conn: sqlite3.Connection, key: tuple[float, str] = after
-                      ) -> tuple[int, tuple[float, str] | None]:
-                now = time.time()  # (the store's clock: ``SQLiteStore.now``)
-                roots = conn.execute(Q["prune_roots"], (
-                    finished_before, key[0], key[1], picked, workflow, _TERMINAL,
-                    batch_runs, now)).fetchall()
-                if not roots:
-                    return 0, None
-                ids = [str(r[0]) for r in roots]
-                members = [str(r[0]) for r in conn.execute(Q["prune_tree"], (dumps(ids),))]
-                last = (float(roots[-1][1]), ids[-1])
-                if dry_run:
-                    return len(members), last
-                tree = dumps(members)
-                for name in ("prune_steps", "prune_events", "prune_signals", "prune_wakes"):
-                    conn.execute(Q[name], (tree,))
-                gone = conn.execute(Q["prune_runs"], (tree, _TERMINAL, now)).rowcount
-                for rid in members:  # (ended runs are forgotten already; never trust, drop)
-                    self._written.pop(rid, None)
-                return gone, last
+        if dry_run:
+            try:
+                row: Any = self.conn.execute(Q["prune_count"], (
+                    finished_before, picked, workflow, time.time(), _TERMINAL)).fetchone()
+            except sqlite3.Error as exc:
+                raise store_error(exc, self.path) from None
+            return int(row[0])
 
-            if dry_run:
-                try:
-                    n, key = batch(self.conn)
-                except sqlite3.Error as exc:
-                    raise store_error(exc, self.path) from None
-            else:
-                n, key = self._write(batch)
+        def batch(conn: sqlite3.Connection) -> int:
+            now = time.time()  # (the store's clock: ``SQLiteStore.now``)
+            roots = [str(r[0]) for r in conn.execute(Q["prune_roots"], (
+                finished_before, picked, workflow, now, _TERMINAL, batch_runs))]
+            if not roots:
+                return 0
+            members = [str(r[0]) for r in conn.execute(Q["prune_tree"], (dumps(roots),))]
+            tree = dumps(members)
+            for name in ("prune_steps", "prune_events", "prune_signals", "prune_wakes"):
+                conn.execute(Q[name], (tree,))
+            gone: int = conn.execute(Q["prune_runs"], (tree, _TERMINAL, now)).rowcount
+            for rid in members:  # (ended runs are forgotten already; never trust, drop)
+                self._written.pop(rid, None)
+            return gone
+
+        total = 0
+        while n := self._write(batch):
             total += n
-            if key is None:
-                break
-            after = key
-        if total and not dry_run:
+        if total:
             self._prune_feed()
         return total
 

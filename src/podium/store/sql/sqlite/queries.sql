@@ -361,24 +361,42 @@ ORDER BY id;
 
 
 -- name: prune_roots
--- The next top-level runs a prune may delete, oldest end first, after the keyset
--- (finished_at, run_id) ?2, ?3: ended before ?1, of the statuses ?4 (a JSON array),
--- of workflow ?5 (NULL: any), free at ?8 (no owner, or its lease expired, as
--- run_claim counts it: a process that claimed it to resume or roll it back holds a
--- live lease), and no child run (RUN.step..., between 'RUN.' and 'RUN/' byte-wise)
--- that is held or not in the terminal statuses ?6.
-SELECT r.run_id, r.finished_at FROM runs r
-WHERE r.finished_at < ?1 AND (r.finished_at, r.run_id) > (?2, ?3)
+-- The next top-level runs a prune may delete, oldest end first (the index on finished_at,
+-- read in order: a batch looks at the runs before it and its own, not at every run):
+-- ended before ?1, of the statuses ?2 (a JSON array), of workflow ?3 (NULL: any), free
+-- at ?4 (no owner, or its lease expired, as run_claim counts it: a process that claimed
+-- it to resume or roll it back holds a live lease), and no child run (RUN.step...,
+-- between 'RUN.' and 'RUN/' byte-wise) that is held or not in the terminal statuses ?5.
+SELECT r.run_id FROM runs r
+WHERE r.finished_at < ?1
   AND instr(r.run_id, '.') = 0
-  AND (r.owner IS NULL OR r.lease_expires_at IS NULL OR r.lease_expires_at < ?8)
-  AND r.status IN (SELECT value FROM json_each(?4))
-  AND (?5 IS NULL OR r.workflow = ?5)
+  AND (r.owner IS NULL OR r.lease_expires_at IS NULL OR r.lease_expires_at < ?4)
+  AND r.status IN (SELECT value FROM json_each(?2))
+  AND (?3 IS NULL OR r.workflow = ?3)
   AND NOT EXISTS (SELECT 1 FROM runs c
                   WHERE c.run_id > r.run_id || '.' AND c.run_id < r.run_id || '/'
-                    AND ((c.owner IS NOT NULL AND c.lease_expires_at >= ?8)
-                         OR c.status NOT IN (SELECT value FROM json_each(?6))))
-ORDER BY r.finished_at, r.run_id
-LIMIT ?7;
+                    AND ((c.owner IS NOT NULL AND c.lease_expires_at >= ?4)
+                         OR c.status NOT IN (SELECT value FROM json_each(?5))))
+ORDER BY r.finished_at
+LIMIT ?6;
+
+-- name: prune_count
+-- What a prune would delete now (a dry run): prune_roots' runs, all of them, with their
+-- child runs. One read: in WAL mode it blocks no writer.
+WITH roots AS (
+    SELECT r.run_id FROM runs r
+    WHERE r.finished_at < ?1
+      AND instr(r.run_id, '.') = 0
+      AND (r.owner IS NULL OR r.lease_expires_at IS NULL OR r.lease_expires_at < ?4)
+      AND r.status IN (SELECT value FROM json_each(?2))
+      AND (?3 IS NULL OR r.workflow = ?3)
+      AND NOT EXISTS (SELECT 1 FROM runs c
+                      WHERE c.run_id > r.run_id || '.' AND c.run_id < r.run_id || '/'
+                        AND ((c.owner IS NOT NULL AND c.lease_expires_at >= ?4)
+                             OR c.status NOT IN (SELECT value FROM json_each(?5)))))
+SELECT (SELECT count(*) FROM roots)
+     + (SELECT count(*) FROM roots j
+        JOIN runs c ON c.run_id > j.run_id || '.' AND c.run_id < j.run_id || '/');
 
 -- name: prune_tree
 -- The runs ?1 (a JSON array of top-level run ids) and all their child runs.
