@@ -19,6 +19,7 @@ its number again to a batch that a reader already past it would skip.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import Collection
@@ -76,11 +77,14 @@ class PruneQueries(SQLitePart):
         total = 0
         while n := self._write(batch):
             total += n
+            # Writes run on the loop's thread: between two batches, this process's own
+            # engine (``podium serve``) gets its turn at the lock too.
+            await asyncio.sleep(0)
         if total:
-            self._prune_feed()
+            await self._prune_feed()
         return total
 
-    def _prune_feed(self) -> None:
+    async def _prune_feed(self) -> None:
         row: Any = self.conn.execute(Q["prune_feed_bounds"]).fetchone()
         if row is None or row[0] is None:
             return
@@ -89,3 +93,4 @@ class PruneQueries(SQLitePart):
             upto = min(low + _FEED_ROWS_PER_TX, high)
             self._write(lambda conn, lo=low, hi=upto: conn.execute(Q["prune_feed"], (lo, hi)))
             low = upto
+            await asyncio.sleep(0)
