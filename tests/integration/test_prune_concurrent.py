@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from podium.events import StepStarted
@@ -93,6 +94,7 @@ async def old_runs(store: Store, n: int) -> None:
         await store.write_batch(b)
 
 
+@pytest.mark.timeout(180)  # thousands of commits on PostgreSQL, two processes
 async def test_a_prune_loses_nothing_of_runs_another_process_writes_meanwhile(
         backend: str, tmp_path: Path) -> None:
     store = make_store(backend, tmp_path)
@@ -148,5 +150,16 @@ async def test_a_prune_loses_nothing_of_runs_another_process_writes_meanwhile(
             for _, e in page:
                 fed[e.run_id] = fed.get(e.run_id, 0) + 1
         assert fed == dict.fromkeys(written, 3)
+        # The command on the same database: the writer's runs ended just now, but each
+        # is still held by its writer's lease (60 s): none of them goes, even at 0.
+        for extra in (["--dry-run"], []):
+            res = await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-m", "podium", "prune", "--older-than", "0",
+                                 "--db", url_of(backend, tmp_path), "--json", *extra],
+                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+                check=False)
+            assert res.returncode == 0, res.stderr
+            assert orjson.loads(res.stdout)["runs"] == 0
+        assert len(await store.list_runs(limit=10_000)) == len(written)
     finally:
         await store.close()
