@@ -43,7 +43,7 @@ from podium.events import (
 from podium.observe.alerts import AlertManager
 from podium.rounds import Rounds
 from podium.state import RunStatus, StepStatus
-from podium.store.base import FeedPosition, RunStore, WorkerStore
+from podium.store.base import FEED_POSITION_STALE_S, FeedPosition, RunStore, WorkerStore
 
 __all__ = ["ROLE", "AlertLeader"]
 
@@ -72,7 +72,7 @@ class AlertLeader(Rounds):
 
     def __init__(self, store: WorkerStore, runs: RunStore, manager: AlertManager, *,
                  holder: str, retry_s: float = 10.0, read_s: float = 1.0,
-                 idle_read_max_s: float = 10.0, stale_s: float = 600.0,
+                 idle_read_max_s: float = 10.0, stale_s: float = FEED_POSITION_STALE_S,
                  page: int = 1000) -> None:
         self.store = store
         self.runs = runs

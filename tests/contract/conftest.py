@@ -258,6 +258,14 @@ class _Wrapper:
     async def joined_agents(self) -> list[JoinedAgent]:
         return await self.inner.joined_agents()
 
+    async def prune_runs(self, finished_before: float, *,
+                         statuses: Collection[str] | None = None,
+                         workflow: str | None = None, dry_run: bool = False,
+                         batch_runs: int = 1000) -> int:
+        return await self.inner.prune_runs(finished_before, statuses=statuses,
+                                           workflow=workflow, dry_run=dry_run,
+                                           batch_runs=batch_runs)
+
 
 class DelayedStore(_Wrapper):
     """Every commit takes 1-5 ms, as over a network: batches are in flight meanwhile."""

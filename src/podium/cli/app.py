@@ -45,8 +45,9 @@ UsageError: type[Exception] = next(
 
 # The commands defined elsewhere, in the order they are listed in ``podium --help``.
 COMMAND_MODULES = ("podium.cli.fleet", "podium.cli.observe_cmd", "podium.cli.runs",
-                   "podium.cli.workers_cmd", "podium.cli.schedule_cmd", "podium.cli.wait_cmd",
-                   "podium.cli.workflow_cmd", "podium.cli.a2a_cmd", "podium.cli.token_cmd")
+                   "podium.cli.prune_cmd", "podium.cli.workers_cmd", "podium.cli.schedule_cmd",
+                   "podium.cli.wait_cmd", "podium.cli.workflow_cmd", "podium.cli.a2a_cmd",
+                   "podium.cli.token_cmd")
 # Where the commands people run most often are defined: ``podium status RUN`` imports
 # that module alone, not every other command's (the workflow models, the server...).
 COMMAND_HOMES = dict.fromkeys(("runs", "status", "resume", "rollback", "cancel"), "podium.cli.runs")

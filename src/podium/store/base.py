@@ -47,12 +47,14 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import orjson
 
-from podium.errors import StoreError
+from podium.errors import ConfigError, StoreError
 from podium.events import Event
-from podium.state import AlertRecord, AttemptOutcome, RunRecord
+from podium.state import TERMINAL_RUN_STATUSES, AlertRecord, AttemptOutcome, RunRecord
 
 __all__ = [
+    "FEED_POSITION_STALE_S",
     "NO_RUNS",
+    "PRUNE_BATCH_RUNS",
     "AgentDirectory",
     "AlertStore",
     "Batch",
@@ -63,6 +65,7 @@ __all__ = [
     "JoinLimits",
     "JoinedAgent",
     "RegisteredWorkflow",
+    "RunPruner",
     "RunRow",
     "RunStore",
     "ScheduleRecord",
@@ -82,6 +85,7 @@ __all__ = [
     "WorkflowVersion",
     "encode_event",
     "event_rows",
+    "prune_statuses",
     "workflow_digest",
 ]
 
@@ -683,9 +687,58 @@ class EventFeed(Protocol):
         ...
 
 
+# A feed reader's saved position older than this is never read on from: a new alert
+# leader starts at the head instead (``AlertLeader``'s ``stale_s``). Prune keeps the
+# events a fresher saved position has not reached yet.
+FEED_POSITION_STALE_S = 600.0
+# Runs (top-level ones; their child runs go with them) deleted per transaction by
+# ``prune_runs``: a SQLite file has one writer, and a batch of 1,000 runs with their
+# steps and events commits in tens of milliseconds, so the engines writing beside a
+# big prune wait no longer than that for the lock.
+PRUNE_BATCH_RUNS = 1000
+
+
+@runtime_checkable
+class RunPruner(Protocol):
+    """Retention: deleting runs that ended long ago, with everything of theirs."""
+
+    async def prune_runs(self, finished_before: float, *,
+                         statuses: Collection[str] | None = None,
+                         workflow: str | None = None, dry_run: bool = False,
+                         batch_runs: int = PRUNE_BATCH_RUNS) -> int:
+        """Delete the runs that ended before ``finished_before`` (the store's clock,
+        epoch seconds) and return how many went, child runs counted.
+
+        Only top-level runs are picked (optionally only ``statuses``, all of them
+        terminal, and one ``workflow``); a run goes only if its status is terminal and
+        no process holds it (no owner, or the owner's lease expired by the store's
+        clock, as ``claim_run`` counts a run free: the process that ended a run keeps
+        its owner until that lease runs out, one that claimed it to resume or roll it
+        back holds a live one), with all its child runs (``RUN.step...``), and only
+        if every one of those is terminal and not held too: a tree with one live
+        child waits, whole. With a run go its steps, events, signals, timer and feed entries.
+        ``batch_runs`` top-level runs per transaction, so a big prune never holds the
+        write lock long. ``dry_run``: count what would go, delete nothing.
+        On PostgreSQL, runs with events that a feed reader's fresh saved position
+        (``FEED_POSITION_STALE_S``) has not read yet are kept for now."""
+        ...
+
+
+def prune_statuses(statuses: Collection[str] | None) -> list[str]:
+    """The statuses ``prune_runs`` may delete, sorted: every terminal one when None;
+    ``ConfigError`` for a status that is not terminal (a live run is never pruned)."""
+    if statuses is None:
+        return sorted(TERMINAL_RUN_STATUSES)
+    wrong = sorted(set(statuses) - TERMINAL_RUN_STATUSES)
+    if wrong:
+        raise ConfigError(f"cannot prune runs that are {', '.join(wrong)}: only ended runs go"
+                          f" (fix: use {', '.join(sorted(TERMINAL_RUN_STATUSES))})")
+    return sorted(set(statuses))
+
+
 @runtime_checkable
 class Store(RunStore, AlertStore, ScheduleStore, WaitStore, WorkflowRegistry, TokenStore,
-            EventFeed, AgentDirectory, Protocol):
+            EventFeed, AgentDirectory, RunPruner, Protocol):
     """What ``open_store`` gives: one database holds runs, alerts, schedules, the
     signals of waiting runs, the registered workflows, the API tokens and the agents
     that joined through the API, and reads back every run's events in commit order."""

@@ -37,6 +37,7 @@ from podium.state import (
 )
 from podium.store.base import (
     NO_RUNS,
+    PRUNE_BATCH_RUNS,
     Batch,
     FeedPosition,
     JoinedAgent,
@@ -48,6 +49,7 @@ from podium.store.base import (
     StepRow,
     TokenRecord,
     WorkflowVersion,
+    prune_statuses,
 )
 from podium.store.registry import (
     agent_taken,
@@ -175,6 +177,41 @@ class MemoryStore:
             if s.output_json is None and old is not None and old.output_json is not None:
                 s = s._replace(output_json=old.output_json)
             rows[s.step_id] = s
+
+    async def prune_runs(self, finished_before: float, *,
+                         statuses: Collection[str] | None = None,
+                         workflow: str | None = None, dry_run: bool = False,
+                         batch_runs: int = PRUNE_BATCH_RUNS) -> int:
+        """One pass (nothing else runs between two statements of a coroutine here), so
+        ``batch_runs`` bounds nothing; the feed loses the entries of the runs that went."""
+        picked = set(prune_statuses(statuses))
+        runs = self._runs
+        now = self._clock()
+
+        def free(r: RunRecord) -> bool:  # ended, and held by no process (as claim_run says)
+            return r.status in TERMINAL_RUN_STATUSES and (
+                r.owner is None or r.lease_expires_at is None or r.lease_expires_at < now)
+
+        going: list[str] = []
+        for rid, r in runs.items():
+            if ("." in rid or r.status not in picked or r.finished_at is None
+                    or r.finished_at >= finished_before or not free(r)
+                    or (workflow is not None and r.workflow != workflow)):
+                continue
+            tree = [rid, *(k for k in runs if k.startswith(rid + "."))]
+            if all(free(runs[k]) for k in tree):
+                going += tree
+        if dry_run or not going:
+            return len(going)
+        gone = set(going)
+        for rid in going:
+            del runs[rid]
+            self._events.pop(rid, None)
+            self._steps.pop(rid, None)
+            self._wakes.pop(rid, None)
+        self._signals = {k: v for k, v in self._signals.items() if k[0] not in gone}
+        self._feed = [row for row in self._feed if row[1] not in gone]
+        return len(going)
 
     async def read_feed(self, after: FeedPosition, *, limit: int = 500
                         ) -> tuple[list[tuple[FeedPosition, Event]], FeedPosition]:

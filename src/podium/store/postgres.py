@@ -59,6 +59,7 @@ from podium.store.base import (
     WorkerInfo,
 )
 from podium.store.postgres_agents import PostgresAgents
+from podium.store.postgres_prune import PostgresPrune
 from podium.store.postgres_registry import PostgresRegistry
 from podium.store.postgres_tokens import PostgresTokens
 from podium.store.queries import queries
@@ -202,7 +203,7 @@ _STEP_COLUMNS: tuple[tuple[str, Callable[[Any], str]], ...] = (
     ("s_cerror", _texts))
 
 
-class PostgresStore(PostgresRegistry, PostgresTokens, PostgresAgents):
+class PostgresStore(PostgresRegistry, PostgresTokens, PostgresAgents, PostgresPrune):
     def __init__(self, conninfo: str, *, url: str, schema: str = "public", pool_max: int = 8,
                  synchronous_commit: bool = True, notify: bool = True,
                  readonly: bool = False) -> None:

@@ -58,6 +58,7 @@ from podium.store.sqlite_db import (
     store_error,
 )
 from podium.store.sqlite_feed import FeedQueries, feed_ranges
+from podium.store.sqlite_prune import PruneQueries
 from podium.store.sqlite_registry import RegistryQueries
 from podium.store.sqlite_schedules import ScheduleQueries
 from podium.store.sqlite_tokens import TokenQueries
@@ -111,7 +112,7 @@ def checked_db_path(path: str, url: str) -> Path:
 
 
 class SQLiteStore(AlertQueries, ScheduleQueries, RegistryQueries, TokenQueries, FeedQueries,
-                  JoinedAgentQueries):
+                  JoinedAgentQueries, PruneQueries):
     def __init__(self, path: Path | str, *, durability: str = "normal",
                  readonly: bool = False) -> None:
         if durability not in ("normal", "strict"):

@@ -69,6 +69,9 @@ class FeedQueries(SQLitePart):
                             out.append((scanned, event))
                         if looked >= limit:
                             return out, scanned
+                    # Past the whole range, events there or not: a pruned run's range
+                    # (its feed row still names a run that is kept) has none.
+                    scanned = FeedPosition(pos, rid, hi)
         except sqlite3.Error as exc:
             raise store_error(exc, self.path) from None
         return out, scanned

@@ -625,3 +625,90 @@ DELETE FROM joined_agents WHERE id = %(id)s
 SELECT id, spec, registered_at, expires_at FROM joined_agents
 WHERE expires_at > extract(epoch FROM statement_timestamp()) ORDER BY id;
 
+
+-- name: prune_roots
+-- The next top-level runs a prune may delete, oldest end first (the index on finished_at,
+-- read in order: a batch looks at the runs before it and its own, not at every run):
+-- ended before %(before)s, of %(statuses)s, of %(workflow)s (NULL: any), not among
+-- %(skip)s (found held once locked), free (no owner, or its lease expired, as run_claim
+-- counts it: a process that claimed it to resume or roll it back holds a live lease),
+-- no child run (RUN.step..., between 'RUN.' and 'RUN/' byte-wise) held or live, and no
+-- event of the tree that a feed reader's fresh saved position (the alert leader's,
+-- saved less than %(stale)s seconds ago: a new leader carries on from it) has not read.
+WITH fresh AS MATERIALIZED (
+    SELECT tx, run_id, seq FROM feed_positions
+    WHERE saved > extract(epoch FROM statement_timestamp()) - %(stale)s)
+SELECT r.run_id FROM runs r
+WHERE r.finished_at < %(before)s
+  AND strpos(r.run_id, '.') = 0
+  AND r.run_id <> ALL(%(skip)s::text[])
+  AND (r.owner IS NULL OR r.lease_expires_at IS NULL
+       OR r.lease_expires_at < extract(epoch FROM statement_timestamp()))
+  AND r.status = ANY(%(statuses)s::text[])
+  AND (%(workflow)s::text IS NULL OR r.workflow = %(workflow)s::text)
+  AND NOT EXISTS (SELECT 1 FROM runs c
+                  WHERE c.run_id > r.run_id || '.' AND c.run_id < r.run_id || '/'
+                    AND ((c.owner IS NOT NULL
+                          AND c.lease_expires_at >= extract(epoch FROM statement_timestamp()))
+                         OR c.status <> ALL(%(terminal)s::text[])))
+  AND NOT EXISTS (SELECT 1 FROM fresh f
+                  WHERE EXISTS (SELECT 1 FROM events e WHERE e.run_id = r.run_id
+                                  AND (e.tx, e.run_id, e.seq) > (f.tx, f.run_id, f.seq))
+                     OR EXISTS (SELECT 1 FROM events e
+                                WHERE e.run_id > r.run_id || '.' AND e.run_id < r.run_id || '/'
+                                  AND (e.tx, e.run_id, e.seq) > (f.tx, f.run_id, f.seq)))
+ORDER BY r.finished_at
+LIMIT %(limit)s;
+
+-- name: prune_count
+-- What a prune would delete now (a dry run): prune_roots' runs, all of them, with their
+-- child runs. One read, no lock: MVCC keeps writers going.
+WITH fresh AS MATERIALIZED (
+    SELECT tx, run_id, seq FROM feed_positions
+    WHERE saved > extract(epoch FROM statement_timestamp()) - %(stale)s),
+roots AS MATERIALIZED (
+    SELECT r.run_id FROM runs r
+    WHERE r.finished_at < %(before)s
+      AND strpos(r.run_id, '.') = 0
+      AND (r.owner IS NULL OR r.lease_expires_at IS NULL
+           OR r.lease_expires_at < extract(epoch FROM statement_timestamp()))
+      AND r.status = ANY(%(statuses)s::text[])
+      AND (%(workflow)s::text IS NULL OR r.workflow = %(workflow)s::text)
+      AND NOT EXISTS (SELECT 1 FROM runs c
+                      WHERE c.run_id > r.run_id || '.' AND c.run_id < r.run_id || '/'
+                        AND ((c.owner IS NOT NULL
+                              AND c.lease_expires_at >= extract(epoch FROM statement_timestamp()))
+                             OR c.status <> ALL(%(terminal)s::text[])))
+      AND NOT EXISTS (SELECT 1 FROM fresh f
+                      WHERE EXISTS (SELECT 1 FROM events e WHERE e.run_id = r.run_id
+                                      AND (e.tx, e.run_id, e.seq) > (f.tx, f.run_id, f.seq))
+                         OR EXISTS (SELECT 1 FROM events e
+                                    WHERE e.run_id > r.run_id || '.'
+                                      AND e.run_id < r.run_id || '/'
+                                      AND (e.tx, e.run_id, e.seq) > (f.tx, f.run_id, f.seq))))
+SELECT (SELECT count(*) FROM roots)
+     + (SELECT count(*) FROM roots j
+        JOIN runs c ON c.run_id > j.run_id || '.' AND c.run_id < j.run_id || '/');
+
+-- name: prune_tree
+-- The runs %(roots)s and all their child runs, each with its top-level run, status and
+-- whether a process holds it, locked (a claim or a resume of any of them waits for the prune's commit, and
+-- then finds no row); read again after the lock, so a run claimed meanwhile shows it.
+SELECT j.id, c.run_id, c.status,
+       c.owner IS NOT NULL AND c.lease_expires_at >= extract(epoch FROM statement_timestamp())
+FROM unnest(%(roots)s::text[]) AS j(id)
+JOIN runs c ON c.run_id = j.id COLLATE "C"
+    OR (c.run_id > j.id || '.' AND c.run_id < j.id || '/')
+FOR UPDATE OF c;
+
+-- name: prune_delete
+-- Everything of the runs %(ids)s, in one statement (one transaction with the lock).
+WITH s AS (DELETE FROM steps WHERE run_id = ANY(%(ids)s::text[])),
+     e AS (DELETE FROM events WHERE run_id = ANY(%(ids)s::text[])),
+     g AS (DELETE FROM signals WHERE run_id = ANY(%(ids)s::text[])),
+     w AS (DELETE FROM run_wakes WHERE run_id = ANY(%(ids)s::text[])),
+     l AS (DELETE FROM run_slots WHERE run_id = ANY(%(ids)s::text[]))
+DELETE FROM runs WHERE run_id = ANY(%(ids)s::text[])
+  AND (owner IS NULL OR lease_expires_at IS NULL
+       OR lease_expires_at < extract(epoch FROM statement_timestamp()))
+  AND status = ANY(%(terminal)s::text[]);

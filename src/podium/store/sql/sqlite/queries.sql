@@ -359,3 +359,77 @@ DELETE FROM joined_agents WHERE id = ?1 AND (?2 IS NULL OR token_id = ?2);
 SELECT id, spec, registered_at, expires_at FROM joined_agents WHERE expires_at > ?
 ORDER BY id;
 
+
+-- name: prune_roots
+-- The next top-level runs a prune may delete, oldest end first (the index on finished_at,
+-- read in order: a batch looks at the runs before it and its own, not at every run):
+-- ended before ?1, of the statuses ?2 (a JSON array), of workflow ?3 (NULL: any), free
+-- at ?4 (no owner, or its lease expired, as run_claim counts it: a process that claimed
+-- it to resume or roll it back holds a live lease), and no child run (RUN.step...,
+-- between 'RUN.' and 'RUN/' byte-wise) that is held or not in the terminal statuses ?5.
+SELECT r.run_id FROM runs r
+WHERE r.finished_at < ?1
+  AND instr(r.run_id, '.') = 0
+  AND (r.owner IS NULL OR r.lease_expires_at IS NULL OR r.lease_expires_at < ?4)
+  AND r.status IN (SELECT value FROM json_each(?2))
+  AND (?3 IS NULL OR r.workflow = ?3)
+  AND NOT EXISTS (SELECT 1 FROM runs c
+                  WHERE c.run_id > r.run_id || '.' AND c.run_id < r.run_id || '/'
+                    AND ((c.owner IS NOT NULL AND c.lease_expires_at >= ?4)
+                         OR c.status NOT IN (SELECT value FROM json_each(?5))))
+ORDER BY r.finished_at
+LIMIT ?6;
+
+-- name: prune_count
+-- What a prune would delete now (a dry run): prune_roots' runs, all of them, with their
+-- child runs. One read: in WAL mode it blocks no writer.
+WITH roots AS (
+    SELECT r.run_id FROM runs r
+    WHERE r.finished_at < ?1
+      AND instr(r.run_id, '.') = 0
+      AND (r.owner IS NULL OR r.lease_expires_at IS NULL OR r.lease_expires_at < ?4)
+      AND r.status IN (SELECT value FROM json_each(?2))
+      AND (?3 IS NULL OR r.workflow = ?3)
+      AND NOT EXISTS (SELECT 1 FROM runs c
+                      WHERE c.run_id > r.run_id || '.' AND c.run_id < r.run_id || '/'
+                        AND ((c.owner IS NOT NULL AND c.lease_expires_at >= ?4)
+                             OR c.status NOT IN (SELECT value FROM json_each(?5)))))
+SELECT (SELECT count(*) FROM roots)
+     + (SELECT count(*) FROM roots j
+        JOIN runs c ON c.run_id > j.run_id || '.' AND c.run_id < j.run_id || '/');
+
+-- name: prune_tree
+-- The runs ?1 (a JSON array of top-level run ids) and all their child runs.
+SELECT value FROM json_each(?1)
+UNION ALL
+SELECT c.run_id FROM json_each(?1) j
+JOIN runs c ON c.run_id > j.value || '.' AND c.run_id < j.value || '/';
+
+-- name: prune_steps
+DELETE FROM steps WHERE run_id IN (SELECT value FROM json_each(?));
+
+-- name: prune_events
+DELETE FROM events WHERE run_id IN (SELECT value FROM json_each(?));
+
+-- name: prune_signals
+DELETE FROM signals WHERE run_id IN (SELECT value FROM json_each(?));
+
+-- name: prune_wakes
+DELETE FROM run_wakes WHERE run_id IN (SELECT value FROM json_each(?));
+
+-- name: prune_runs
+-- (Checked again under the write lock the candidates were read under: never a live run.)
+DELETE FROM runs WHERE run_id IN (SELECT value FROM json_each(?1))
+  AND (owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at < ?3)
+  AND status IN (SELECT value FROM json_each(?2));
+
+-- name: prune_feed_bounds
+SELECT min(pos), max(pos) FROM feed;
+
+-- name: prune_feed
+-- Feed rows in [?1, ?2) that name only runs that are gone. Never the last row: a
+-- new batch's pos is the highest one plus one, and a reader that read up to a deleted
+-- last row would skip a new batch given that number again.
+DELETE FROM feed WHERE pos >= ?1 AND pos < ?2 AND pos < (SELECT max(pos) FROM feed)
+  AND NOT EXISTS (SELECT 1 FROM json_each(feed.runs) j
+                  JOIN runs r ON r.run_id = json_extract(j.value, '$[0]'));
