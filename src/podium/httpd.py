@@ -46,7 +46,11 @@ from podium.errors import ConfigError
 if TYPE_CHECKING:
     import uvicorn
 
+# The ASGI scope extension (a callable) that closes a request's connection.
+CLOSE_EXTENSION: Final = "podium.close"
+
 __all__ = [
+    "CLOSE_EXTENSION",
     "DEFAULT_MAX_BODY_BYTES",
     "ASGIApp",
     "AllowedHosts",
@@ -576,6 +580,12 @@ def _deadline_protocol(limits: HttpLimits) -> type[asyncio.Protocol]:
 
         def on_headers_complete(self) -> None:
             self._in_head = False
+            # How an answer that streams (GET /events) drops a client that stopped
+            # reading: its last bytes wait for room that never comes, so nothing the
+            # application can send ends the response.
+            extensions: dict[str, Any] = dict(self.scope.get("extensions") or {})
+            extensions[CLOSE_EXTENSION] = self.transport.close
+            self.scope["extensions"] = extensions
             super().on_headers_complete()
 
         def _count(self, n: int) -> None:

@@ -676,43 +676,62 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
 
     async def _feed_stream(position: Any, wanted: frozenset[str] | None,
                            request: Request) -> AsyncIterator[bytes]:
+        """Read from the store for this stream alone until the process's one reader of
+        the feed (``podium.server.feed_hub``) holds its position, then take that
+        reader's frames: a stream costs the database nothing once it has caught up."""
+        from podium.httpd import CLOSE_EXTENSION
+        from podium.server.feed_hub import frames_of
+
+        hub = server.feed_hub
         store = server.runtime.store
-        woken = asyncio.Event()
-        unsubscribe = engine().bus.subscribe(lambda event: woken.set())
+        sub = None
         quiet_since = time.monotonic()
         try:
             yield b": podium\n\n"
-            while True:
+            while hub is None or (sub := hub.join(position)) is None:
                 page, scanned = await store.read_feed(position, limit=_FEED_PAGE)
-                out = []
-                for at, event in page:
-                    if wanted is not None and event.type not in wanted:
-                        continue
-                    doc = {"run_id": event.run_id, **event_doc(event)}
-                    data = json.dumps(doc, default=str, separators=(",", ":"))
-                    out.append(f"id: {_feed_text(at)}\n"
-                               f"event: {event.type}\ndata: {data}\n\n")
-                if scanned != position and not out:
-                    # All filtered out (or a newer Podium's): still a place to go on
-                    # from, so a client that reconnects does not read it all again.
-                    out.append(f"id: {_feed_text(scanned)}\n\n")
-                moved, position = scanned != position, scanned
+                out = _feed_wire(frames_of(page, scanned, position), wanted, position)
                 if out:
                     quiet_since = time.monotonic()
-                    yield "".join(out).encode()
-                if moved:
+                    yield out
+                if scanned != position:
+                    position = scanned
                     continue  # more may be waiting: no sleep
                 if await request.is_disconnected():
                     return
                 if time.monotonic() - quiet_since > _KEEPALIVE_S:
                     quiet_since = time.monotonic()
+                    yield b": keep-alive\n\n"
+                await asyncio.sleep(_POLL_S)
+            sub.close = request.scope.get("extensions", {}).get(CLOSE_EXTENSION)
+            while True:
+                if sub.cut:
+                    # Fell too far behind (or the server stops): what it missed stays
+                    # in the store, for a reconnect with Last-Event-ID.
+                    yield (": podium: this stream is closed (it fell behind by more than"
+                           f" {hub.config.backlog} events, or the server stops); reconnect"
+                           " with Last-Event-ID to go on\n\n").encode()
+                    return
+                if sub.queue:
+                    batch = [sub.queue.popleft()
+                             for _ in range(min(len(sub.queue), _FEED_PAGE))]
+                    out = _feed_wire(batch, wanted, position)
+                    position = batch[-1].position
+                    if out:
+                        quiet_since = time.monotonic()
+                        yield out
+                    continue
+                if await request.is_disconnected():
+                    return
+                if time.monotonic() - quiet_since > _KEEPALIVE_S:
+                    quiet_since = time.monotonic()
                     yield b": keep-alive\n\n"  # a proxy keeps the connection; a gone client shows
-                woken.clear()
+                sub.wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), _POLL_S)
-                await asyncio.sleep(0.01)  # an event seen on the bus commits a moment later
+                    await asyncio.wait_for(sub.wake.wait(), _KEEPALIVE_S)
         finally:
-            unsubscribe()
+            if sub is not None and hub is not None:
+                hub.leave(sub)
 
     # --- workflows ------------------------------------------------------------
     @app.post("/workflows", tags=["workflows"], status_code=201, dependencies=[admin])
@@ -886,6 +905,17 @@ def _agent_id(agent_id: str) -> str:
 
 def _feed_text(position: Any) -> str:
     return f"{position.tx}-{position.seq}-{position.run_id}"
+
+
+def _feed_wire(frames: list[Any], wanted: frozenset[str] | None, after: Any) -> bytes:
+    """What a stream of ``GET /events`` sends for ``frames`` (after ``after``): the events
+    of the types it wants; when it wants none of them, still the place to go on from, so
+    a client that reconnects does not read them all again."""
+    out = [f.wire for f in frames
+           if f.type is not None and (wanted is None or f.type in wanted)]
+    if not out and frames and frames[-1].position != after:
+        return f"id: {_feed_text(frames[-1].position)}\n\n".encode()
+    return b"".join(out)
 
 
 def _feed_id(text: str, what: str) -> Any:
