@@ -46,11 +46,12 @@ from podium.errors import ConfigError
 if TYPE_CHECKING:
     import uvicorn
 
-# The ASGI scope extension (a callable) that closes a request's connection.
-CLOSE_EXTENSION: Final = "podium.close"
+# The ASGI scope extension (a callable) that drops a request's connection at once,
+# with whatever it still had to send (asyncio's close() would wait for the client).
+ABORT_EXTENSION: Final = "podium.abort"
 
 __all__ = [
-    "CLOSE_EXTENSION",
+    "ABORT_EXTENSION",
     "DEFAULT_MAX_BODY_BYTES",
     "ASGIApp",
     "AllowedHosts",
@@ -584,7 +585,7 @@ def _deadline_protocol(limits: HttpLimits) -> type[asyncio.Protocol]:
             # reading: its last bytes wait for room that never comes, so nothing the
             # application can send ends the response.
             extensions: dict[str, Any] = dict(self.scope.get("extensions") or {})
-            extensions[CLOSE_EXTENSION] = self.transport.close
+            extensions[ABORT_EXTENSION] = self.transport.abort
             self.scope["extensions"] = extensions
             super().on_headers_complete()
 

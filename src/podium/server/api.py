@@ -679,7 +679,7 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
         """Read from the store for this stream alone until the process's one reader of
         the feed (``podium.server.feed_hub``) holds its position, then take that
         reader's frames: a stream costs the database nothing once it has caught up."""
-        from podium.httpd import CLOSE_EXTENSION
+        from podium.httpd import ABORT_EXTENSION
         from podium.server.feed_hub import frames_of
 
         hub = server.feed_hub
@@ -703,18 +703,16 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
                     quiet_since = time.monotonic()
                     yield b": keep-alive\n\n"
                 await asyncio.sleep(_POLL_S)
-            sub.close = request.scope.get("extensions", {}).get(CLOSE_EXTENSION)
+            sub.close = request.scope.get("extensions", {}).get(ABORT_EXTENSION)
             while True:
                 if sub.cut:
                     # Fell too far behind (or the server stops): what it missed stays
                     # in the store, for a reconnect with Last-Event-ID.
-                    yield (": podium: this stream is closed (it fell behind by more than"
-                           f" {hub.config.backlog} events, or the server stops); reconnect"
-                           " with Last-Event-ID to go on\n\n").encode()
+                    yield (b": podium: this stream is closed (it fell too far behind, or"
+                           b" the server stops); reconnect with Last-Event-ID to go on\n\n")
                     return
                 if sub.queue:
-                    batch = [sub.queue.popleft()
-                             for _ in range(min(len(sub.queue), _FEED_PAGE))]
+                    batch = sub.take(_FEED_PAGE)
                     out = _feed_wire(batch, wanted, position)
                     position = batch[-1].position
                     if out:

@@ -7,12 +7,13 @@ feed once per tick (``poll_s``), and at once when this process's bus says
 something happened, and hands what it read to every stream:
 
 - Each event is encoded once, as the bytes every stream sends (``Frame``).
-- Each stream has its own queue of frames, bounded by ``backlog``: a stream that
-  falls further behind (a client that does not read) is cut off, its queue
-  dropped, rather than allowed to hold memory; its connection is closed a moment
-  later if it still has not taken its last bytes. A client that reconnects with
-  ``Last-Event-ID`` goes on from there.
-- The frames read last (up to ``history``) are kept, so a stream that starts at or
+- Each stream has its own queue of frames, bounded in events and in bytes
+  (``backlog``, ``backlog_bytes``): a stream that falls further behind (a client
+  that does not read) is cut off, its queue dropped, rather than allowed to hold
+  memory; its connection is closed a moment later if it still has not taken its
+  last bytes. A client that reconnects with ``Last-Event-ID`` goes on from there.
+- The frames read last (up to ``history`` and ``history_bytes``) are kept, so a
+  stream that starts at or
   comes back to a recent position joins without reading the database at all; one
   from further back reads the store for itself (``read_feed``, the old way) until
   it reaches a position the hub holds, then joins.
@@ -85,10 +86,15 @@ class FeedHubConfig:
     poll_s: float = 0.25
     page: int = 500  # events read at a time
     # Frames a stream may have waiting before it is cut off. Frames are shared, so a
-    # waiting one costs a stream a reference; the bound is on how long one slow client
-    # keeps what everyone else has long sent (10,000 events: a few MB).
+    # waiting one costs a stream a reference; the bounds are on how much one slow
+    # client keeps of what everyone else has long sent. Most events are a few hundred
+    # bytes (10,000: a few MB); a run's output travels in its run_finished event, so
+    # bytes are bounded too.
     backlog: int = 10_000
-    history: int = 10_000  # frames kept for streams that start at a recent position
+    backlog_bytes: int = 16 * 1024 * 1024
+    # Frames kept for streams that start at a recent position (a reconnect).
+    history: int = 10_000
+    history_bytes: int = 16 * 1024 * 1024
     close_after_s: float = 5.0  # a cut-off stream's connection, if its client is stuck
 
 
@@ -97,10 +103,22 @@ class Subscription:
     """A stream's place in the hub: frames to send, and whether it was cut off."""
 
     queue: deque[Frame] = field(default_factory=deque)
+    queued_bytes: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     cut: bool = False
     done: bool = False  # the stream ended (its generator's finally)
-    close: Callable[[], None] | None = None  # closes the connection (uvicorn's transport)
+    close: Callable[[], None] | None = None  # drops the connection (uvicorn's transport)
+
+    def put(self, frames: Iterable[Frame]) -> None:
+        for frame in frames:
+            self.queue.append(frame)
+            self.queued_bytes += len(frame.wire)
+
+    def take(self, most: int) -> list[Frame]:
+        """Up to ``most`` frames, oldest first."""
+        out = [self.queue.popleft() for _ in range(min(most, len(self.queue)))]
+        self.queued_bytes -= sum(len(f.wire) for f in out)
+        return out
 
 
 class FeedHub:
@@ -118,6 +136,7 @@ class FeedHub:
         self._history: deque[Frame] = deque()
         self._base = 0  # the absolute number of _history[0]
         self._index: dict[FeedPosition, int] = {}
+        self._history_bytes = 0
         self._woken = asyncio.Event()
         self._wanted = asyncio.Event()  # a stream is open
         self._task: asyncio.Task[None] | None = None
@@ -163,7 +182,7 @@ class FeedHub:
             return None
         sub = Subscription()
         held = len(self._history)
-        sub.queue.extend(self._history[i - self._base] for i in range(start, self._base + held))
+        sub.put(self._history[i - self._base] for i in range(start, self._base + held))
         self._subs.add(sub)
         self._wanted.set()
         if sub.queue:
@@ -182,6 +201,7 @@ class FeedHub:
     def _cut(self, sub: Subscription) -> None:
         sub.cut = True
         sub.queue.clear()
+        sub.queued_bytes = 0
         sub.wake.set()
         self._subs.discard(sub)
         if sub.close is not None:
@@ -228,19 +248,26 @@ class FeedHub:
                 return
             self._publish(frames_of(page, scanned, after))
             self.position = scanned
+            # The streams send what they were given before the next page comes: a
+            # store that answers without waiting (SQLite) would otherwise hand out a
+            # whole burst at once, and cut off every stream, not only the slow ones.
+            await asyncio.sleep(0)
 
     def _publish(self, frames: list[Frame]) -> None:
         for frame in frames:
             self._index[frame.position] = self._base + len(self._history)
             self._history.append(frame)
-        while len(self._history) > self.config.history:
+            self._history_bytes += len(frame.wire)
+        while self._history and (len(self._history) > self.config.history
+                                 or self._history_bytes > self.config.history_bytes):
             old = self._history.popleft()
+            self._history_bytes -= len(old.wire)
             self._index.pop(old.position, None)
             self._base += 1
-        bound = self.config.backlog
+        most, most_bytes = self.config.backlog, self.config.backlog_bytes
         for sub in list(self._subs):
-            sub.queue.extend(frames)
-            if len(sub.queue) > bound:
+            sub.put(frames)
+            if len(sub.queue) > most or sub.queued_bytes > most_bytes:
                 self._cut(sub)
             else:
                 sub.wake.set()
@@ -248,4 +275,5 @@ class FeedHub:
     def _reset_history(self) -> None:
         self._base += len(self._history)
         self._history.clear()
+        self._history_bytes = 0
         self._index.clear()
