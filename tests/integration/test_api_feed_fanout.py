@@ -25,7 +25,7 @@ import pytest
 
 from tests.integration.observe_tools import free_port
 from tests.integration.podium_proc import Sandbox, wait_for
-from tests.integration.test_api import RECORD, SLOW, Api
+from tests.integration.test_api import HANG, RECORD, SLOW, Api
 
 COUNTED = Path(__file__).with_name("counted_podium.py")
 Item = tuple[str, str, dict[str, Any]]  # (id, event, data)
@@ -302,3 +302,64 @@ def test_a_client_that_reconnects_with_last_event_id_gets_exactly_what_it_missed
 
     asyncio.run(go())
 
+
+
+def test_fifty_streams_of_one_run_read_the_db_as_one_and_all_end_alike(
+        sandbox: Sandbox) -> None:
+    """``GET /runs/{id}/events`` (the dashboard's run page) shares the one reader too: a
+    live run watched by 50 streams costs the store what 1 stream does while it waits,
+    and every stream gets the run's whole timeline, then ``end``."""
+    api, counts = start_counted(sandbox)
+    run_id = api.post("/runs", {"definition": HANG}).json()["run_id"]
+    api.until_status(run_id, "running")
+    figures: dict[str, float] = {}
+
+    async def read(client: httpx.AsyncClient, opened: asyncio.Event
+                   ) -> list[tuple[str | None, str, str]]:
+        out: list[tuple[str | None, str, str]] = []
+        async with client.stream("GET", f"{api.url}/runs/{run_id}/events",
+                                 headers=api.headers()) as r:
+            assert r.status_code == 200
+            fields: dict[str, str] = {}
+            async for line in r.aiter_lines():
+                if line.startswith(":"):
+                    opened.set()
+                    continue
+                if line:
+                    name, _, value = line.partition(": ")
+                    fields[name] = value
+                    continue
+                if fields:
+                    out.append((fields.get("id"), fields.get("event", ""), fields["data"]))
+                    if fields.get("event") == "end":
+                        return out
+                fields = {}
+        return out
+
+    async def go() -> list[list[tuple[str | None, str, str]]]:
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=100)
+                                     ) as client:
+            tasks = []
+            for n in (1, 50):
+                while len(tasks) < n:
+                    opened = asyncio.Event()
+                    tasks.append(asyncio.create_task(read(client, opened)))
+                    await asyncio.wait_for(opened.wait(), 30)
+                await asyncio.sleep(1.0)
+                figures[f"reads_{n}"], figures[f"cpu_{n}"] = await asyncio.to_thread(
+                    rate, counts)
+            assert (await asyncio.to_thread(api.post, f"/runs/{run_id}/cancel")
+                    ).status_code == 202
+            return await asyncio.wait_for(asyncio.gather(*tasks), 60)
+
+    got = asyncio.run(go())
+    print(f"\nGET /runs/{{id}}/events, SQLite: idle store reads/s 1 stream"
+          f" {figures['reads_1']:.1f}, 50 streams {figures['reads_50']:.1f}; CPU"
+          f" {figures['cpu_1']:.1%} / {figures['cpu_50']:.1%}")
+    assert figures["reads_50"] <= figures["reads_1"] * 1.5 + 2, figures
+    timeline = api.get(f"/runs/{run_id}").json()["timeline"]
+    for items in got:
+        assert items == got[0]  # every stream alike
+    assert [e for _, e, _ in got[0]] == [t["type"] for t in timeline] + ["end"]
+    assert [i for i, _, _ in got[0][:-1]] == [str(n) for n in range(1, len(timeline) + 1)]
+    assert json.loads(got[0][-1][2]) == {"status": "cancelled"}

@@ -140,3 +140,22 @@ def test_a_page_that_ends_on_unknown_events_still_moves_a_reader_on() -> None:
     frames = frames_of([], end, start)
     assert [(f.position, f.type, f.wire) for f in frames] == [(end, None, b"")]
     assert frames_of([], start, start) == []
+
+
+def test_a_run_stream_is_handed_its_run_only_from_now_on() -> None:
+    async def go() -> None:
+        feed = Feed()
+        feed.add(3)  # before: not handed out
+        hub, _ = _hub(feed)
+        hub.start()
+        try:
+            mine = await hub.join_now("r5")
+            every = await hub.join_now()
+            feed.add(4)  # r4 .. r7
+            assert _txs(await _drain(every, 4)) == [4, 5, 6, 7]
+            assert [f.position.run_id for f in mine.take(10)] == ["r5"]
+            assert feed.reads >= 1
+        finally:
+            await hub.stop()
+
+    asyncio.run(go())

@@ -612,21 +612,26 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
                                           "X-Accel-Buffering": "no"})
 
     async def _stream(run_id: str, sent: int, request: Request) -> AsyncIterator[bytes]:
+        """The run's events from the store, then from the process's one reader of the
+        feed (``podium.server.feed_hub``); the store again only when the run may have
+        come to rest (an event of the run itself) or the feed shows a gap."""
+        from podium.httpd import ABORT_EXTENSION
+
         store = engine().store
-        woken = asyncio.Event()
-
-        def wake(event: Any) -> None:
-            if getattr(event, "run_id", None) == run_id:
-                woken.set()
-
-        unsubscribe = engine().bus.subscribe(wake)
+        hub = server.feed_hub
+        sub = None
         try:
             yield b": podium\n\n"  # the stream is open: headers and a first byte go out
+            if hub is not None:
+                # Joined before the store is read: what commits after that read comes
+                # through the hub (and what both give is sent once, by number).
+                sub = await hub.join_now(run_id)
+                sub.close = request.scope.get("extensions", {}).get(ABORT_EXTENSION)
             while True:
                 events = await store.get_events(run_id)
-                for n, event in enumerate(events[sent:], start=sent + 1):
-                    data = json.dumps(event_doc(event), default=str, separators=(",", ":"))
-                    yield f"id: {n}\nevent: {event.type}\ndata: {data}\n\n".encode()
+                if events[sent:]:
+                    yield b"".join(_run_frame(n, e)
+                                   for n, e in enumerate(events[sent:], start=sent + 1))
                 sent = max(sent, len(events))
                 run = await store.get_run(run_id)
                 # A waiting run has nothing more to say until someone answers it: the
@@ -634,14 +639,42 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
                 if run.status in _RESTING and sent >= len(await store.get_events(run_id)):
                     yield f"event: end\ndata: {json.dumps({'status': run.status})}\n\n".encode()
                     return
-                if await request.is_disconnected():
-                    return
-                woken.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), _POLL_S)
-                await asyncio.sleep(0.01)  # an event seen on the bus commits a moment later
+                if sub is None:  # (no hub: an app not started by PodiumServer.start)
+                    await asyncio.sleep(_POLL_S)
+                    continue
+                while True:
+                    if sub.cut:
+                        yield (b": podium: this stream is closed (it fell too far behind, or"
+                               b" the server stops); reconnect with Last-Event-ID to go on"
+                               b"\n\n")
+                        return
+                    frames = sub.take(_FEED_PAGE)
+                    if not frames:
+                        if await request.is_disconnected():
+                            return
+                        sub.wake.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(sub.wake.wait(), _KEEPALIVE_S)
+                        continue
+                    out, look = [], False
+                    for frame in frames:
+                        n = frame.position.seq
+                        if n <= sent:
+                            continue  # sent from the store already
+                        if n != sent + 1 or frame.event is None:
+                            look = True  # a gap, or an event of a newer Podium: the store
+                            break
+                        out.append(_run_frame(n, frame.event))
+                        sent = n
+                        look = look or frame.event.type.startswith(("run_", "rollback_"))
+                    if out:
+                        yield b"".join(out)
+                    if look:
+                        break
+                await asyncio.sleep(0.01)  # (as before: the store's view to settle)
         finally:
-            unsubscribe()
+            if sub is not None and hub is not None:
+                hub.leave(sub)
 
     @app.get("/events", tags=["runs"], dependencies=[read],
              response_class=StreamingResponse)
@@ -903,6 +936,12 @@ def _agent_id(agent_id: str) -> str:
 
 def _feed_text(position: Any) -> str:
     return f"{position.tx}-{position.seq}-{position.run_id}"
+
+
+def _run_frame(n: int, event: Any) -> bytes:
+    """An event of ``GET /runs/{id}/events``: its number in the run as ``id``."""
+    data = json.dumps(event_doc(event), default=str, separators=(",", ":"))
+    return f"id: {n}\nevent: {event.type}\ndata: {data}\n\n".encode()
 
 
 def _feed_wire(frames: list[Any], wanted: frozenset[str] | None, after: Any) -> bytes:

@@ -20,7 +20,9 @@ something happened, and hands what it read to every stream:
 - With no stream open the hub reads nothing.
 
 Filters (``types``) are the stream's own: the hub hands every frame to every
-stream, which skips what it does not want.
+stream, which skips what it does not want. A run's own stream (``GET
+/runs/{id}/events``) is handed that run's frames only; it reads the store when it
+starts (the run's events so far) and when the run may have come to rest.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class Frame:
     position: FeedPosition
     type: str | None
     wire: bytes
+    event: Event | None = None  # for a run's own stream, whose ids and data differ
 
     @classmethod
     def of(cls, position: FeedPosition, event: Event) -> Frame:
@@ -66,7 +69,7 @@ class Frame:
         data = json.dumps(doc, default=str, separators=(",", ":"))
         return cls(position, event.type,
                    f"id: {feed_text(position)}\nevent: {event.type}\ndata: {data}\n\n"
-                   .encode())
+                   .encode(), event)
 
 
 def frames_of(page: Iterable[tuple[FeedPosition, Event]], scanned: FeedPosition,
@@ -102,6 +105,7 @@ class FeedHubConfig:
 class Subscription:
     """A stream's place in the hub: frames to send, and whether it was cut off."""
 
+    run_id: str | None = None  # only this run's frames (GET /runs/{id}/events)
     queue: deque[Frame] = field(default_factory=deque)
     queued_bytes: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -165,6 +169,15 @@ class FeedHub:
             self._cut(sub)
 
     # --- streams ---------------------------------------------------------------------
+    async def join_now(self, run_id: str | None = None) -> Subscription:
+        """A stream that wants what is committed from now on (of one run, or all)."""
+        if self.position is None:
+            head = await self.store.feed_head()
+            if self.position is None:  # (nobody came meanwhile)
+                self.position = head
+                self._reset_history()
+        return self._register(self._base + len(self._history), run_id)
+
     def join(self, after: FeedPosition) -> Subscription | None:
         """A stream that has sent everything up to ``after``, joined with the frames
         that follow it; None when the hub holds no frame at ``after`` (the stream reads
@@ -180,9 +193,14 @@ class FeedHub:
             start = self._index[after] + 1
         else:
             return None
-        sub = Subscription()
+        return self._register(start, None)
+
+    def _register(self, start: int, run_id: str | None) -> Subscription:
+        sub = Subscription(run_id=run_id)
         held = len(self._history)
-        sub.put(self._history[i - self._base] for i in range(start, self._base + held))
+        sub.put(f for f in (self._history[i - self._base]
+                            for i in range(start, self._base + held))
+                if run_id is None or f.position.run_id == run_id)
         self._subs.add(sub)
         self._wanted.set()
         if sub.queue:
@@ -265,8 +283,18 @@ class FeedHub:
             self._index.pop(old.position, None)
             self._base += 1
         most, most_bytes = self.config.backlog, self.config.backlog_bytes
+        by_run: dict[str, list[Frame]] | None = None
         for sub in list(self._subs):
-            sub.put(frames)
+            mine = frames
+            if sub.run_id is not None:
+                if by_run is None:
+                    by_run = {}
+                    for frame in frames:
+                        by_run.setdefault(frame.position.run_id, []).append(frame)
+                mine = by_run.get(sub.run_id, [])
+                if not mine:
+                    continue
+            sub.put(mine)
             if len(sub.queue) > most or sub.queued_bytes > most_bytes:
                 self._cut(sub)
             else:
