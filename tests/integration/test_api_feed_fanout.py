@@ -309,7 +309,19 @@ def test_fifty_streams_of_one_run_read_the_db_as_one_and_all_end_alike(
     """``GET /runs/{id}/events`` (the dashboard's run page) shares the one reader too: a
     live run watched by 50 streams costs the store what 1 stream does while it waits,
     and every stream gets the run's whole timeline, then ``end``."""
-    api, counts = start_counted(sandbox)
+    _fifty_run_streams(sandbox, None)
+
+
+@pytest.mark.postgres
+def test_fifty_streams_of_one_run_on_postgres_with_a_worker(sandbox: Sandbox,
+                                                            pg_url: str) -> None:
+    _fifty_run_streams(sandbox, pg_url)
+
+
+def _fifty_run_streams(sandbox: Sandbox, db: str | None) -> None:
+    api, counts = start_counted(sandbox, db=db)
+    if db is not None:
+        sandbox.spawn("worker", "--name", "w1", agents=True, db=db)
     run_id = api.post("/runs", {"definition": HANG}).json()["run_id"]
     api.until_status(run_id, "running")
     figures: dict[str, float] = {}
@@ -353,7 +365,8 @@ def test_fifty_streams_of_one_run_read_the_db_as_one_and_all_end_alike(
             return await asyncio.wait_for(asyncio.gather(*tasks), 60)
 
     got = asyncio.run(go())
-    print(f"\nGET /runs/{{id}}/events, SQLite: idle store reads/s 1 stream"
+    print(f"\nGET /runs/{{id}}/events, {'PostgreSQL' if db else 'SQLite'}: idle store"
+          " reads/s 1 stream"
           f" {figures['reads_1']:.1f}, 50 streams {figures['reads_50']:.1f}; CPU"
           f" {figures['cpu_1']:.1%} / {figures['cpu_50']:.1%}")
     assert figures["reads_50"] <= figures["reads_1"] * 1.5 + 2, figures
