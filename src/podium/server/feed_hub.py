@@ -249,6 +249,11 @@ class FeedHub:
                     log.warning("the event feed cannot be read (%s); trying again every"
                                 " %.2fs", exc, self.config.poll_s)
                 failing = True
+            except Exception:  # a bug: every stream would wait for ever on a dead task
+                if not failing:
+                    log.exception("reading the event feed failed; trying again every"
+                                  " %.2fs", self.config.poll_s)
+                failing = True
             self._woken.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._woken.wait(), self.config.poll_s)
