@@ -46,7 +46,12 @@ from podium.errors import ConfigError
 if TYPE_CHECKING:
     import uvicorn
 
+# The ASGI scope extension (a callable) that drops a request's connection at once,
+# with whatever it still had to send (asyncio's close() would wait for the client).
+ABORT_EXTENSION: Final = "podium.abort"
+
 __all__ = [
+    "ABORT_EXTENSION",
     "DEFAULT_MAX_BODY_BYTES",
     "ASGIApp",
     "AllowedHosts",
@@ -576,6 +581,12 @@ def _deadline_protocol(limits: HttpLimits) -> type[asyncio.Protocol]:
 
         def on_headers_complete(self) -> None:
             self._in_head = False
+            # How an answer that streams (GET /events) drops a client that stopped
+            # reading: its last bytes wait for room that never comes, so nothing the
+            # application can send ends the response.
+            extensions: dict[str, Any] = dict(self.scope.get("extensions") or {})
+            extensions[ABORT_EXTENSION] = self.transport.abort
+            self.scope["extensions"] = extensions
             super().on_headers_complete()
 
         def _count(self, n: int) -> None:

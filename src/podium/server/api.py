@@ -35,7 +35,11 @@ run's committed events, each with its number as ``id``; a client that reconnects
 with ``Last-Event-ID`` (or ``?after=N``) gets what it missed and nothing twice.
 It ends after the run's last event, with an ``end`` event. ``GET /events`` is
 every run's events in commit order (the store's feed), ids ``<commit>-<number>-<run
-id>``, resumable the same way; it goes on until the client leaves.
+id>``, resumable the same way; it goes on until the client leaves. Both are fed by
+one reader of the feed per process (``podium.server.feed_hub``), so open streams
+cost the database nothing each. A stream whose client falls more than 10,000 events
+(or 16 MiB) behind is closed, after a comment line saying so (if the client still
+reads); reconnecting with ``Last-Event-ID`` goes on from there, nothing missed.
 """
 
 from __future__ import annotations
@@ -612,21 +616,26 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
                                           "X-Accel-Buffering": "no"})
 
     async def _stream(run_id: str, sent: int, request: Request) -> AsyncIterator[bytes]:
+        """The run's events from the store, then from the process's one reader of the
+        feed (``podium.server.feed_hub``); the store again only when the run may have
+        come to rest (an event of the run itself) or the feed shows a gap."""
+        from podium.httpd import ABORT_EXTENSION
+
         store = engine().store
-        woken = asyncio.Event()
-
-        def wake(event: Any) -> None:
-            if getattr(event, "run_id", None) == run_id:
-                woken.set()
-
-        unsubscribe = engine().bus.subscribe(wake)
+        hub = server.feed_hub
+        sub = None
         try:
             yield b": podium\n\n"  # the stream is open: headers and a first byte go out
+            if hub is not None:
+                # Joined before the store is read: what commits after that read comes
+                # through the hub (and what both give is sent once, by number).
+                sub = await hub.join_now(run_id)
+                sub.close = request.scope.get("extensions", {}).get(ABORT_EXTENSION)
             while True:
                 events = await store.get_events(run_id)
-                for n, event in enumerate(events[sent:], start=sent + 1):
-                    data = json.dumps(event_doc(event), default=str, separators=(",", ":"))
-                    yield f"id: {n}\nevent: {event.type}\ndata: {data}\n\n".encode()
+                if events[sent:]:
+                    yield b"".join(_run_frame(n, e)
+                                   for n, e in enumerate(events[sent:], start=sent + 1))
                 sent = max(sent, len(events))
                 run = await store.get_run(run_id)
                 # A waiting run has nothing more to say until someone answers it: the
@@ -634,14 +643,42 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
                 if run.status in _RESTING and sent >= len(await store.get_events(run_id)):
                     yield f"event: end\ndata: {json.dumps({'status': run.status})}\n\n".encode()
                     return
-                if await request.is_disconnected():
-                    return
-                woken.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), _POLL_S)
-                await asyncio.sleep(0.01)  # an event seen on the bus commits a moment later
+                if sub is None:  # (no hub: an app not started by PodiumServer.start)
+                    await asyncio.sleep(_POLL_S)
+                    continue
+                while True:
+                    if sub.cut:
+                        yield (b": podium: this stream is closed (it fell too far behind, or"
+                               b" the server stops); reconnect with Last-Event-ID to go on"
+                               b"\n\n")
+                        return
+                    frames = sub.take(_FEED_PAGE)
+                    if not frames:
+                        if await request.is_disconnected():
+                            return
+                        sub.wake.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(sub.wake.wait(), _KEEPALIVE_S)
+                        continue
+                    out, look = [], False
+                    for frame in frames:
+                        n = frame.position.seq
+                        if n <= sent:
+                            continue  # sent from the store already
+                        if n != sent + 1 or frame.event is None:
+                            look = True  # a gap, or an event of a newer Podium: the store
+                            break
+                        out.append(_run_frame(n, frame.event))
+                        sent = n
+                        look = look or frame.event.type.startswith(("run_", "rollback_"))
+                    if out:
+                        yield b"".join(out)
+                    if look:
+                        break
+                await asyncio.sleep(0.01)  # (as before: the store's view to settle)
         finally:
-            unsubscribe()
+            if sub is not None and hub is not None:
+                hub.leave(sub)
 
     @app.get("/events", tags=["runs"], dependencies=[read],
              response_class=StreamingResponse)
@@ -676,43 +713,60 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
 
     async def _feed_stream(position: Any, wanted: frozenset[str] | None,
                            request: Request) -> AsyncIterator[bytes]:
+        """Read from the store for this stream alone until the process's one reader of
+        the feed (``podium.server.feed_hub``) holds its position, then take that
+        reader's frames: a stream costs the database nothing once it has caught up."""
+        from podium.httpd import ABORT_EXTENSION
+        from podium.server.feed_hub import frames_of
+
+        hub = server.feed_hub
         store = server.runtime.store
-        woken = asyncio.Event()
-        unsubscribe = engine().bus.subscribe(lambda event: woken.set())
+        sub = None
         quiet_since = time.monotonic()
         try:
             yield b": podium\n\n"
-            while True:
+            while hub is None or (sub := hub.join(position)) is None:
                 page, scanned = await store.read_feed(position, limit=_FEED_PAGE)
-                out = []
-                for at, event in page:
-                    if wanted is not None and event.type not in wanted:
-                        continue
-                    doc = {"run_id": event.run_id, **event_doc(event)}
-                    data = json.dumps(doc, default=str, separators=(",", ":"))
-                    out.append(f"id: {_feed_text(at)}\n"
-                               f"event: {event.type}\ndata: {data}\n\n")
-                if scanned != position and not out:
-                    # All filtered out (or a newer Podium's): still a place to go on
-                    # from, so a client that reconnects does not read it all again.
-                    out.append(f"id: {_feed_text(scanned)}\n\n")
-                moved, position = scanned != position, scanned
+                out = _feed_wire(frames_of(page, scanned, position), wanted, position)
                 if out:
                     quiet_since = time.monotonic()
-                    yield "".join(out).encode()
-                if moved:
+                    yield out
+                if scanned != position:
+                    position = scanned
                     continue  # more may be waiting: no sleep
                 if await request.is_disconnected():
                     return
                 if time.monotonic() - quiet_since > _KEEPALIVE_S:
                     quiet_since = time.monotonic()
+                    yield b": keep-alive\n\n"
+                await asyncio.sleep(_POLL_S)
+            sub.close = request.scope.get("extensions", {}).get(ABORT_EXTENSION)
+            while True:
+                if sub.cut:
+                    # Fell too far behind (or the server stops): what it missed stays
+                    # in the store, for a reconnect with Last-Event-ID.
+                    yield (b": podium: this stream is closed (it fell too far behind, or"
+                           b" the server stops); reconnect with Last-Event-ID to go on\n\n")
+                    return
+                if sub.queue:
+                    batch = sub.take(_FEED_PAGE)
+                    out = _feed_wire(batch, wanted, position)
+                    position = batch[-1].position
+                    if out:
+                        quiet_since = time.monotonic()
+                        yield out
+                    continue
+                if await request.is_disconnected():
+                    return
+                if time.monotonic() - quiet_since > _KEEPALIVE_S:
+                    quiet_since = time.monotonic()
                     yield b": keep-alive\n\n"  # a proxy keeps the connection; a gone client shows
-                woken.clear()
+                sub.wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), _POLL_S)
-                await asyncio.sleep(0.01)  # an event seen on the bus commits a moment later
+                    await asyncio.wait_for(sub.wake.wait(), _KEEPALIVE_S)
         finally:
-            unsubscribe()
+            if sub is not None and hub is not None:
+                hub.leave(sub)
 
     # --- workflows ------------------------------------------------------------
     @app.post("/workflows", tags=["workflows"], status_code=201, dependencies=[admin])
@@ -886,6 +940,23 @@ def _agent_id(agent_id: str) -> str:
 
 def _feed_text(position: Any) -> str:
     return f"{position.tx}-{position.seq}-{position.run_id}"
+
+
+def _run_frame(n: int, event: Any) -> bytes:
+    """An event of ``GET /runs/{id}/events``: its number in the run as ``id``."""
+    data = json.dumps(event_doc(event), default=str, separators=(",", ":"))
+    return f"id: {n}\nevent: {event.type}\ndata: {data}\n\n".encode()
+
+
+def _feed_wire(frames: list[Any], wanted: frozenset[str] | None, after: Any) -> bytes:
+    """What a stream of ``GET /events`` sends for ``frames`` (after ``after``): the events
+    of the types it wants; when it wants none of them, still the place to go on from, so
+    a client that reconnects does not read them all again."""
+    out = [f.wire for f in frames
+           if f.type is not None and (wanted is None or f.type in wanted)]
+    if not out and frames and frames[-1].position != after:
+        return f"id: {_feed_text(frames[-1].position)}\n\n".encode()
+    return b"".join(out)
 
 
 def _feed_id(text: str, what: str) -> Any:

@@ -30,6 +30,7 @@ from podium.httpd import HttpLimits
 if TYPE_CHECKING:
     from podium.agents.registry import AgentRegistry
     from podium.auth import Authenticator
+    from podium.server.feed_hub import FeedHub
 
 __all__ = ["PodiumServer", "ServerConfig", "check_database", "create_app", "is_loopback", "serve"]
 
@@ -74,6 +75,7 @@ class PodiumServer:
         self.resumed: list[str] = []
         self._next_due: float | None = None  # a run backing off after a takeover
         self.auth: Authenticator | None = None
+        self.feed_hub: FeedHub | None = None  # GET /events' one reader of the feed
         from podium.server.session import OneTimeLogins
 
         self.logins = OneTimeLogins()  # codes for tokens this process holds (demo --ui)
@@ -97,6 +99,10 @@ class PodiumServer:
         self.auth = Authenticator(self.runtime.store, self.engine.clock,
                                   cache_s=token_cache_s())
         self.engine.registry.start_monitor()
+        from podium.server.feed_hub import FeedHub
+
+        self.feed_hub = FeedHub(self.runtime.store, self.engine.bus.subscribe)
+        self.feed_hub.start()
         from podium.store.base import WorkerStore
 
         store = self.runtime.store
@@ -141,6 +147,9 @@ class PodiumServer:
                 log.exception("stale-run scan failed")
 
     async def stop(self) -> None:
+        if self.feed_hub is not None:
+            await self.feed_hub.stop()
+            self.feed_hub = None
         if self._stop_worker is not None and self._scanner is not None:
             self._stop_worker.set()  # hands its runs back to the workers
             with contextlib.suppress(Exception):
