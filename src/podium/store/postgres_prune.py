@@ -44,9 +44,15 @@ class PostgresPrune(PostgresPart):
                   "workflow": workflow, "terminal": _TERMINAL,
                   "stale": FEED_POSITION_STALE_S, "limit": batch_runs}
         try:
-            if dry_run:
-                rows = await self._fetch(Q["prune_count"], params)
-                return int(rows[0][0])
+            if dry_run:  # what a prune would pick now, all of it, with its child runs
+                roots = [str(r[0]) for r in await self._fetch(
+                    Q["prune_roots"], {**params, "skip": [], "limit": None})]
+                children = 0
+                for at in range(0, len(roots), batch_runs):
+                    rows = await self._fetch(Q["prune_children"],
+                                             {"roots": roots[at:at + batch_runs]})
+                    children += int(rows[0][0])
+                return len(roots) + children
             # Runs found held once locked (claimed since they were read): not picked again.
             skip: list[str] = []
             total = 0

@@ -53,11 +53,18 @@ class PruneQueries(SQLitePart):
         picked = dumps(prune_statuses(statuses))
         if dry_run:
             try:
-                row: Any = self.conn.execute(Q["prune_count"], (
-                    finished_before, picked, workflow, time.time(), _TERMINAL)).fetchone()
+                # What a prune would pick now, all of it (LIMIT -1), with its child runs:
+                # reads only, which in WAL mode block no writer.
+                roots = [str(r[0]) for r in self.conn.execute(Q["prune_roots"], (
+                    finished_before, picked, workflow, time.time(), _TERMINAL, -1))]
+                children = 0
+                for at in range(0, len(roots), batch_runs):
+                    row: Any = self.conn.execute(Q["prune_children"],
+                                                 (dumps(roots[at:at + batch_runs]),)).fetchone()
+                    children += int(row[0])
             except sqlite3.Error as exc:
                 raise store_error(exc, self.path) from None
-            return int(row[0])
+            return len(roots) + children
 
         def batch(conn: sqlite3.Connection) -> int:
             now = time.time()  # (the store's clock: ``SQLiteStore.now``)

@@ -660,35 +660,11 @@ WHERE r.finished_at < %(before)s
 ORDER BY r.finished_at
 LIMIT %(limit)s;
 
--- name: prune_count
--- What a prune would delete now (a dry run): prune_roots' runs, all of them, with their
--- child runs. One read, no lock: MVCC keeps writers going.
-WITH fresh AS MATERIALIZED (
-    SELECT tx, run_id, seq FROM feed_positions
-    WHERE saved > extract(epoch FROM statement_timestamp()) - %(stale)s),
-roots AS MATERIALIZED (
-    SELECT r.run_id FROM runs r
-    WHERE r.finished_at < %(before)s
-      AND strpos(r.run_id, '.') = 0
-      AND (r.owner IS NULL OR r.lease_expires_at IS NULL
-           OR r.lease_expires_at < extract(epoch FROM statement_timestamp()))
-      AND r.status = ANY(%(statuses)s::text[])
-      AND (%(workflow)s::text IS NULL OR r.workflow = %(workflow)s::text)
-      AND NOT EXISTS (SELECT 1 FROM runs c
-                      WHERE c.run_id > r.run_id || '.' AND c.run_id < r.run_id || '/'
-                        AND ((c.owner IS NOT NULL
-                              AND c.lease_expires_at >= extract(epoch FROM statement_timestamp()))
-                             OR c.status <> ALL(%(terminal)s::text[])))
-      AND NOT EXISTS (SELECT 1 FROM fresh f
-                      WHERE EXISTS (SELECT 1 FROM events e WHERE e.run_id = r.run_id
-                                      AND (e.tx, e.run_id, e.seq) > (f.tx, f.run_id, f.seq))
-                         OR EXISTS (SELECT 1 FROM events e
-                                    WHERE e.run_id > r.run_id || '.'
-                                      AND e.run_id < r.run_id || '/'
-                                      AND (e.tx, e.run_id, e.seq) > (f.tx, f.run_id, f.seq))))
-SELECT (SELECT count(*) FROM roots)
-     + (SELECT count(*) FROM roots j
-        JOIN runs c ON c.run_id > j.run_id || '.' AND c.run_id < j.run_id || '/');
+-- name: prune_children
+-- How many child runs the top-level runs %(roots)s have: with prune_roots' runs (all of
+-- them, LIMIT NULL), what a dry run counts. No lock: MVCC keeps writers going.
+SELECT count(*) FROM unnest(%(roots)s::text[]) AS j(id)
+JOIN runs c ON c.run_id > j.id || '.' AND c.run_id < j.id || '/';
 
 -- name: prune_tree
 -- The runs %(roots)s and all their child runs, each with its top-level run, status and

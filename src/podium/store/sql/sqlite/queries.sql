@@ -380,23 +380,11 @@ WHERE r.finished_at < ?1
 ORDER BY r.finished_at
 LIMIT ?6;
 
--- name: prune_count
--- What a prune would delete now (a dry run): prune_roots' runs, all of them, with their
--- child runs. One read: in WAL mode it blocks no writer.
-WITH roots AS (
-    SELECT r.run_id FROM runs r
-    WHERE r.finished_at < ?1
-      AND instr(r.run_id, '.') = 0
-      AND (r.owner IS NULL OR r.lease_expires_at IS NULL OR r.lease_expires_at < ?4)
-      AND r.status IN (SELECT value FROM json_each(?2))
-      AND (?3 IS NULL OR r.workflow = ?3)
-      AND NOT EXISTS (SELECT 1 FROM runs c
-                      WHERE c.run_id > r.run_id || '.' AND c.run_id < r.run_id || '/'
-                        AND ((c.owner IS NOT NULL AND c.lease_expires_at >= ?4)
-                             OR c.status NOT IN (SELECT value FROM json_each(?5)))))
-SELECT (SELECT count(*) FROM roots)
-     + (SELECT count(*) FROM roots j
-        JOIN runs c ON c.run_id > j.run_id || '.' AND c.run_id < j.run_id || '/');
+-- name: prune_children
+-- How many child runs the top-level runs ?1 (a JSON array) have: with prune_roots' runs
+-- (all of them, LIMIT -1), what a dry run counts.
+SELECT count(*) FROM json_each(?1) j
+JOIN runs c ON c.run_id > j.value || '.' AND c.run_id < j.value || '/';
 
 -- name: prune_tree
 -- The runs ?1 (a JSON array of top-level run ids) and all their child runs.
