@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -79,6 +80,11 @@ class Api:
 def start(sb: Sandbox, *extra: str, db: str | None = None) -> Api:
     port = free_port()
     proc = sb.spawn("serve", "--port", str(port), *extra, agents=True, db=db)
+    return ready(sb, proc, port)
+
+
+def ready(sb: Sandbox, proc: subprocess.Popen[bytes], port: int) -> Api:
+    """The server ``proc`` on ``port``, once it answers /readyz."""
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:

@@ -25,7 +25,7 @@ import pytest
 
 from tests.integration.observe_tools import free_port
 from tests.integration.podium_proc import Sandbox, wait_for
-from tests.integration.test_api import HANG, RECORD, SLOW, Api
+from tests.integration.test_api import HANG, RECORD, SLOW, Api, ready
 
 COUNTED = Path(__file__).with_name("counted_podium.py")
 Item = tuple[str, str, dict[str, Any]]  # (id, event, data)
@@ -45,17 +45,7 @@ def start_counted(sb: Sandbox, db: str | None = None, backlog: int | None = None
         env["PODIUM_TEST_BACKLOG"] = str(backlog)
     proc = subprocess.Popen(argv, cwd=sb.root, env=env, stdout=subprocess.DEVNULL, stderr=err)
     sb.procs.append(proc)
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        assert proc.poll() is None, sb.stderr_of(proc)
-        try:
-            return httpx.get(url + "/readyz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    assert wait_for(up, 30, 0.05), sb.stderr_of(proc)
-    return Api(url, proc), counts
+    return ready(sb, proc, port), counts
 
 
 def read_counts(path: Path) -> dict[str, float]:
