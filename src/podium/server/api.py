@@ -70,6 +70,7 @@ from podium.errors import (
     StoreError,
     TooManyAgents,
 )
+from podium.server.feed_hub import feed_text, frames_of
 from podium.server.session import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, Sessions
 from podium.state import TERMINAL_RUN_STATUSES, RunStatus
 from podium.store.base import JoinLimits
@@ -88,6 +89,10 @@ _POLL_S = 0.25  # a stream reads the store at least this often while its run goe
 _RESTING = frozenset({*TERMINAL_RUN_STATUSES, RunStatus.WAITING})
 _FEED_PAGE = 500  # events read from the feed at a time
 _KEEPALIVE_S = 15.0  # a comment on a quiet stream this often
+# What a stream the feed's reader cut off (too far behind, or the server stops) says
+# last, to a client that still reads: what it missed stays in the store.
+_CUT_NOTE = (b": podium: this stream is closed (it fell too far behind, or the server"
+             b" stops); reconnect with Last-Event-ID to go on\n\n")
 _OPEN_CHECK_S = 5.0  # whether any token exists is looked up at most this often
 _SESSION_BODY_MAX = 4096  # the dashboard's login: a token in a small JSON document
 # The scope a change to a path's first segment needs, to name it in a 401's fix.
@@ -648,9 +653,7 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
                     continue
                 while True:
                     if sub.cut:
-                        yield (b": podium: this stream is closed (it fell too far behind, or"
-                               b" the server stops); reconnect with Last-Event-ID to go on"
-                               b"\n\n")
+                        yield _CUT_NOTE
                         return
                     frames = sub.take(_FEED_PAGE)
                     if not frames:
@@ -717,7 +720,6 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
         the feed (``podium.server.feed_hub``) holds its position, then take that
         reader's frames: a stream costs the database nothing once it has caught up."""
         from podium.httpd import ABORT_EXTENSION
-        from podium.server.feed_hub import frames_of
 
         hub = server.feed_hub
         store = server.runtime.store
@@ -745,8 +747,7 @@ def build_api(server: PodiumServer, config: ApiConfig | None = None, *, version:
                 if sub.cut:
                     # Fell too far behind (or the server stops): what it missed stays
                     # in the store, for a reconnect with Last-Event-ID.
-                    yield (b": podium: this stream is closed (it fell too far behind, or"
-                           b" the server stops); reconnect with Last-Event-ID to go on\n\n")
+                    yield _CUT_NOTE
                     return
                 if sub.queue:
                     batch = sub.take(_FEED_PAGE)
@@ -938,10 +939,6 @@ def _agent_id(agent_id: str) -> str:
     return agent_id
 
 
-def _feed_text(position: Any) -> str:
-    return f"{position.tx}-{position.seq}-{position.run_id}"
-
-
 def _run_frame(n: int, event: Any) -> bytes:
     """An event of ``GET /runs/{id}/events``: its number in the run as ``id``."""
     data = json.dumps(event_doc(event), default=str, separators=(",", ":"))
@@ -955,7 +952,7 @@ def _feed_wire(frames: list[Any], wanted: frozenset[str] | None, after: Any) -> 
     out = [f.wire for f in frames
            if f.type is not None and (wanted is None or f.type in wanted)]
     if not out and frames and frames[-1].position != after:
-        return f"id: {_feed_text(frames[-1].position)}\n\n".encode()
+        return f"id: {feed_text(frames[-1].position)}\n\n".encode()
     return b"".join(out)
 
 
